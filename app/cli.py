@@ -1,0 +1,284 @@
+"""`pollhook` command line: serve, api, worker, migrate, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import click
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import __version__
+from app.core.config import Settings, SettingsError, load_settings
+from app.core.db import create_engine, create_sessionmaker, transaction
+from app.core.embedded import EmbeddedPostgres, start_embedded
+from app.core.logging import configure_logging, get_logger
+
+log = get_logger("pollhook")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+@asynccontextmanager
+async def _database(
+    settings: Settings, *, migrate: bool | None = None
+) -> AsyncIterator[AsyncEngine]:
+    """Open the configured database (starting the embedded server when none is configured).
+
+    The embedded database is pollhook's own, so it is always migrated; an external one only
+    when asked (`serve`, `migrate`), otherwise its schema must already be current.
+    """
+    from app.core import migrate as migrations
+
+    embedded: EmbeddedPostgres | None = None
+    if settings.database_url is None:
+        embedded = await asyncio.to_thread(start_embedded, settings.data_dir)
+        await embedded.ensure_database()
+        url = embedded.url
+        log.info("embedded_postgres_started", data_dir=str(settings.data_dir.resolve()))
+    else:
+        url = settings.database_url.get_secret_value()
+    engine = create_engine(url, pool_size=settings.db_pool_size)
+    try:
+        if migrate or (migrate is None and embedded is not None):
+            await migrations.upgrade(engine)
+        elif migrate is None:
+            await _require_current_schema(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def _require_current_schema(engine: AsyncEngine) -> None:
+    from alembic.script import ScriptDirectory
+
+    from app.core import migrate as migrations
+
+    current = await migrations.current_revision(engine)
+    head = ScriptDirectory.from_config(migrations.alembic_config()).get_current_head()
+    if current != head:
+        raise click.ClickException(
+            f"the database schema is at {current or 'nothing'}, not {head}: run `pollhook migrate`"
+        )
+
+
+def _run(main: Callable[[], Awaitable[None]]) -> None:
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach the database: {exc}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pollhook")
+def cli() -> None:
+    """pollhook: track asynchronous AI-audio tasks and deliver signed webhooks.
+
+    Settings come from POLLHOOK_* environment variables (see the README); with no
+    POLLHOOK_DATABASE_URL an embedded Postgres runs under POLLHOOK_DATA_DIR.
+    """
+
+
+_host_option = click.option("--host", help="Listen address (default POLLHOOK_HOST, 127.0.0.1).")
+_port_option = click.option(
+    "--port", type=int, help="Listen port (default POLLHOOK_PORT, 8000)."
+)
+
+
+@cli.command()
+@_host_option
+@_port_option
+def serve(host: str | None, port: int | None) -> None:
+    """Run the API and the background engine in one process (migrates first)."""
+    settings = _settings(host=host, port=port)
+
+    async def main() -> None:
+        async with _database(settings, migrate=True) as engine:
+            await _ensure_quickstart_key(settings, engine)
+            await _serve_http(settings, engine, with_engine=True)
+
+    _run(main)
+
+
+@cli.command()
+@_host_option
+@_port_option
+def api(host: str | None, port: int | None) -> None:
+    """Run only the HTTP API (any number of replicas may run)."""
+    settings = _settings(host=host, port=port)
+
+    async def main() -> None:
+        async with _database(settings) as engine:
+            await _serve_http(settings, engine, with_engine=False)
+
+    _run(main)
+
+
+@cli.command()
+def worker() -> None:
+    """Run only the background engine (any number of replicas may run)."""
+    settings = _settings()
+
+    async def main() -> None:
+        from app.worker.runner import run_worker
+
+        async with _database(settings) as engine:
+            await run_worker(settings, engine)
+
+    _run(main)
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations up to the latest revision."""
+    settings = _settings()
+
+    async def main() -> None:
+        from app.core import migrate as migrations
+
+        async with _database(settings, migrate=True) as engine:
+            click.echo(f"database schema at {await migrations.current_revision(engine)}")
+
+    _run(main)
+
+
+@cli.group()
+def keys() -> None:
+    """Manage API keys stored in the database."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="The tenant the key acts for.")
+@click.option("--name", help="A label to recognise the key by.")
+def keys_create(tenant: str, name: str | None) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    settings = _settings()
+
+    async def main() -> None:
+        from app.auth.service import create_key
+        from app.core.errors import ValidationFailed
+
+        async with _database(settings) as engine, transaction(create_sessionmaker(engine)) as s:
+            try:
+                new = await create_key(s, tenant, name)
+            except ValidationFailed as exc:
+                raise click.BadParameter(exc.message, param_hint="--tenant") from None
+        click.echo(new.key)
+        click.echo(f"(tenant {new.tenant}; shown once, store it now)", err=True)
+
+    _run(main)
+
+
+@keys.command("list")
+@click.option("--tenant", help="Only this tenant's keys.")
+def keys_list(tenant: str | None) -> None:
+    """List keys by prefix (never the key itself)."""
+    settings = _settings()
+
+    async def main() -> None:
+        from app.auth.repository import ApiKeyRepository
+
+        async with _database(settings) as engine, transaction(create_sessionmaker(engine)) as s:
+            rows = await ApiKeyRepository(s).list(tenant)
+        for row in rows:
+            state = "revoked" if row.revoked_at else "active"
+            click.echo(
+                f"{row.key_prefix}…  tenant={row.tenant}  name={row.name or '-'}  "
+                f"created={row.created_at:%Y-%m-%d %H:%M}  {state}"
+            )
+
+    _run(main)
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+def keys_revoke(prefix: str) -> None:
+    """Revoke the key(s) whose printed prefix is PREFIX."""
+    settings = _settings()
+
+    async def main() -> None:
+        from app.auth.repository import ApiKeyRepository
+
+        async with _database(settings) as engine, transaction(create_sessionmaker(engine)) as s:
+            count = await ApiKeyRepository(s).revoke(prefix.rstrip("…"))
+        if count == 0:
+            raise click.ClickException(f"no active key with prefix {prefix}")
+        click.echo(f"revoked {count} key(s)")
+
+    _run(main)
+
+
+async def _ensure_quickstart_key(settings: Settings, engine: AsyncEngine) -> None:
+    """On the embedded default with no key anywhere, create one so the quick start works."""
+    if not settings.uses_embedded_db or settings.api_keys:
+        return
+    from app.auth.repository import ApiKeyRepository
+    from app.auth.service import create_key
+
+    async with transaction(create_sessionmaker(engine)) as session:
+        if await ApiKeyRepository(session).count_active() > 0:
+            return
+        new = await create_key(session, "default", "quick start")
+    click.echo(
+        "\nCreated an API key for tenant 'default' (shown once; "
+        "`pollhook keys create --tenant NAME` makes more):\n\n"
+        f"    {new.key}\n",
+    )
+
+
+async def _serve_http(settings: Settings, engine: AsyncEngine, *, with_engine: bool) -> None:
+    from app.main import create_app
+
+    app = create_app(settings, engine=engine)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    background: asyncio.Task[None] | None = None
+    if with_engine:
+        from app.worker.runner import run_worker
+
+        background = asyncio.create_task(run_worker(settings, engine, install_signals=False))
+    try:
+        await server.serve()
+    finally:
+        if background is not None:
+            background.cancel()
+            with suppress(asyncio.CancelledError):
+                await background
+    if not server.started:
+        raise click.ClickException(f"could not listen on {settings.host}:{settings.port}")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except SettingsError as exc:  # pragma: no cover - _settings converts these
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

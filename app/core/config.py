@@ -1,0 +1,259 @@
+"""Settings: one object, built once at the edge (CLI) and passed down.
+
+Sources, highest priority first: constructor arguments, environment variables
+(`POLLHOOK_` prefix, `__` for nesting), the TOML file named by `POLLHOOK_CONFIG`,
+then the defaults below.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "POLLHOOK_"
+
+
+class ProviderKind(StrEnum):
+    MINIMAX_T2A = "minimax_t2a"
+    JIMMY_SOUNDCLONE = "jimmy_soundclone"
+
+
+# Per-kind defaults from the providers' own documentation (see docs/upstreams.md):
+# MiniMax allows 10 queries/s on the query endpoint; Jimmy publishes no rate limit but
+# asks for a poll every 5-10 s and a total cap of about 30 minutes.
+KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {
+    ProviderKind.MINIMAX_T2A: {
+        "base_url": "https://api.minimax.io",
+        "rate_limit_per_s": 10.0,
+        "first_poll_delay_s": 3.0,
+        "min_poll_interval_s": 3.0,
+        "max_poll_interval_s": 30.0,
+        "request_timeout_s": 10.0,
+        "deadline_s": 6 * 3600,
+    },
+    ProviderKind.JIMMY_SOUNDCLONE: {
+        "base_url": "https://www.jimmyai.cn",
+        "rate_limit_per_s": 5.0,
+        "first_poll_delay_s": 5.0,
+        "min_poll_interval_s": 5.0,
+        "max_poll_interval_s": 10.0,
+        "request_timeout_s": 10.0,
+        "deadline_s": 1800,
+    },
+}
+
+# The instances that exist without any configuration.
+DEFAULT_INSTANCES: dict[str, ProviderKind] = {
+    "minimax": ProviderKind.MINIMAX_T2A,
+    "jimmy": ProviderKind.JIMMY_SOUNDCLONE,
+}
+
+MAX_DEADLINE_S = 7 * 24 * 3600
+
+
+class ProviderSettings(BaseModel):
+    """One upstream provider instance (a kind, a host and one credential)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: ProviderKind
+    base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")]
+    api_key: SecretStr | None = None
+    rate_limit_per_s: Annotated[float, Field(gt=0, le=10_000)]
+    first_poll_delay_s: Annotated[float, Field(ge=0, le=86_400)]
+    min_poll_interval_s: Annotated[float, Field(gt=0, le=86_400)]
+    max_poll_interval_s: Annotated[float, Field(gt=0, le=86_400)]
+    request_timeout_s: Annotated[float, Field(gt=0, le=300)]
+    deadline_s: Annotated[int, Field(gt=0, le=MAX_DEADLINE_S)]
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _intervals_ordered(self) -> ProviderSettings:
+        if self.min_poll_interval_s > self.max_poll_interval_s:
+            raise ValueError("min_poll_interval_s must not exceed max_poll_interval_s")
+        return self
+
+
+class StaticApiKey(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    key: SecretStr
+
+
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: SecretStr | None = None
+    data_dir: Path = Path(".pollhook")
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65_535)] = 8000
+    api_keys: Annotated[list[StaticApiKey], NoDecode] = Field(default_factory=list)
+    webhook_allow_networks: Annotated[
+        list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode
+    ] = Field(default_factory=list)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict, validate_default=True)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
+    max_metadata_bytes: Annotated[int, Field(gt=0)] = 16 * 1024
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise SettingsError(f"{ENV_PREFIX}CONFIG: no such file: {config_file}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not value.get_secret_value().startswith("postgresql+asyncpg://"):
+            raise ValueError("must be a postgresql+asyncpg:// URL")
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: Any) -> Any:
+        value = _split_csv(value)
+        if not isinstance(value, list):
+            return value
+        parsed: list[Any] = []
+        for item in value:
+            if isinstance(item, str):
+                tenant, sep, key = item.partition(":")
+                if not sep or not tenant or not key:
+                    raise ValueError("each entry must be tenant:key")
+                parsed.append({"tenant": tenant, "key": key})
+            else:
+                parsed.append(item)
+        return parsed
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: list[StaticApiKey]) -> list[StaticApiKey]:
+        for entry in value:
+            if not re.match(TENANT_PATTERN, entry.tenant):
+                raise ValueError(f"invalid tenant name {entry.tenant!r}")
+            if len(entry.key.get_secret_value()) < 16:
+                raise ValueError(f"the key for tenant {entry.tenant!r} is shorter than 16 chars")
+        return value
+
+    @field_validator("webhook_allow_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            return [ipaddress.ip_network(v, strict=False) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _merge_provider_defaults(cls, value: Any) -> Any:
+        """Deep-merge configured instances over the built-in ones and their kind's defaults.
+
+        Environment variables arrive as partial dicts (only the fields set), so without this
+        `POLLHOOK_PROVIDERS__MINIMAX__API_KEY=...` alone would drop minimax's host and limits.
+        """
+        configured: dict[str, Any] = dict(value or {})
+        merged: dict[str, Any] = {}
+        names = list(DEFAULT_INSTANCES) + [n for n in configured if n not in DEFAULT_INSTANCES]
+        for name in names:
+            given = configured.get(name) or {}
+            if isinstance(given, BaseModel):
+                given = given.model_dump()
+            if not isinstance(given, dict):
+                merged[name] = given
+                continue
+            kind_raw = given.get("kind", DEFAULT_INSTANCES.get(name))
+            try:
+                kind = ProviderKind(kind_raw)
+            except ValueError:
+                merged[name] = given  # let field validation name the bad kind
+                continue
+            merged[name] = {**KIND_DEFAULTS[kind], "kind": kind, **given}
+        return merged
+
+    @field_validator("providers")
+    @classmethod
+    def _check_provider_names(cls, value: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
+        for name in value:
+            if not re.match(r"^[a-z][a-z0-9_]{0,31}$", name):
+                raise ValueError(f"invalid provider instance name {name!r}")
+        return value
+
+    @property
+    def uses_embedded_db(self) -> bool:
+        return self.database_url is None
+
+
+class SettingsError(Exception):
+    """Invalid configuration, with a message naming the offending variable."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        variable = ENV_PREFIX + "__".join(loc).upper() if loc else f"{ENV_PREFIX}*"
+        lines.append(f"invalid setting {variable}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None

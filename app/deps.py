@@ -1,0 +1,65 @@
+"""Annotated dependency aliases for the endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.service import authenticate
+from app.core.config import Settings
+from app.state import AppState
+from app.tasks.service import TaskService
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.pollhook
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: committed when the endpoint returns, before the response
+    is sent (scope="function"), rolled back when it raises."""
+    async with state.sessions() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def get_tenant(
+    request: Request,
+    state: StateDep,
+    session: SessionDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str:
+    tenant = await authenticate(session, state.static_keys, authorization)
+    request.state.tenant = tenant
+    return tenant
+
+
+TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def get_task_service(session: SessionDep, settings: SettingsDep) -> TaskService:
+    return TaskService(session, settings)
+
+
+TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]

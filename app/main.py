@@ -1,0 +1,87 @@
+"""Composition root: builds the FastAPI app from Settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import __version__
+from app.api import root_router
+from app.auth.service import StaticKeys
+from app.core.config import Settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.error_handlers import install_error_handlers
+from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.state import AppState
+
+DESCRIPTION = """
+pollhook tracks long-running tasks at AI-audio providers (MiniMax T2A async, Jimmy AI
+SoundClone). Register an upstream task ID; pollhook polls the provider within its rate budget
+and delivers signed webhooks when the task finishes.
+
+Every `/v1` route needs `Authorization: Bearer <API key>`. Every error has the shape
+`{"error": {"code", "message", "details"}}`.
+"""
+
+
+def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> FastAPI:
+    owns_engine = engine is None
+    if engine is None:
+        if settings.database_url is None:
+            raise ValueError("create_app needs a database URL or an engine")
+        engine = create_engine(
+            settings.database_url.get_secret_value(), pool_size=settings.db_pool_size
+        )
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        sessions=create_sessionmaker(engine),
+        static_keys=StaticKeys(settings.api_keys),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_engine:
+                await state.engine.dispose()
+
+    app = FastAPI(
+        title="pollhook",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.pollhook = state
+    app.include_router(root_router)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware)
+    _describe_security(app)
+    return app
+
+
+def _describe_security(app: FastAPI) -> None:
+    """Declare bearer auth on the /v1 routes and drop FastAPI's default 422 schemas, which
+    describe a shape pollhook never sends. Built once here; FastAPI serves the cached copy."""
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["bearerAuth"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key from `pollhook keys create` or POLLHOOK_API_KEYS.",
+    }
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.get("schemas", {}).pop(name, None)
+    for path, operations in schema.get("paths", {}).items():
+        if path.startswith("/v1/"):
+            for operation in operations.values():
+                operation["security"] = [{"bearerAuth": []}]
+    app.openapi_schema = schema

@@ -1,0 +1,22 @@
+"""One file per table, re-exported so Alembic sees the whole metadata."""
+
+from app.models.api_key import ApiKey
+from app.models.delivery import Delivery, DeliveryAttempt, DeliveryStatus
+from app.models.event import Event
+from app.models.provider_state import ProviderHealth, ProviderState
+from app.models.task import TERMINAL_STATUSES, Task, TaskStatus
+from app.models.webhook_endpoint import WebhookEndpoint
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ApiKey",
+    "Delivery",
+    "DeliveryAttempt",
+    "DeliveryStatus",
+    "Event",
+    "ProviderHealth",
+    "ProviderState",
+    "Task",
+    "TaskStatus",
+    "WebhookEndpoint",
+]

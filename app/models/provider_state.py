@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, Float, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base
+from app.models._types import CreatedAt, Timestamp, enum_check
+
+
+class ProviderHealth(StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    AUTH_FAILED = "auth_failed"
+
+
+class ProviderState(Base):
+    """Shared per-instance state: the rate budget (GCRA) and health, one row per instance.
+
+    Every replica reserves send slots on this row with the database clock, so the
+    configured rate holds however many replicas run.
+    """
+
+    __tablename__ = "provider_state"
+    __table_args__ = (
+        CheckConstraint(enum_check("health", [h.value for h in ProviderHealth]), name="health"),
+    )
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    # GCRA theoretical arrival time: the earliest instant the next request may be sent.
+    next_slot_at: Mapped[Timestamp | None]
+    effective_rate_per_s: Mapped[float | None] = mapped_column(Float)
+    paused_until: Mapped[Timestamp | None]
+    health: Mapped[str] = mapped_column(Text, server_default=text("'ok'"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[Timestamp | None]
+    updated_at: Mapped[CreatedAt]

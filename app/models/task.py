@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base
+from app.models._types import CreatedAt, Timestamp, UUIDPk, enum_check
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        TaskStatus.SUCCEEDED,
+        TaskStatus.FAILED,
+        TaskStatus.EXPIRED,
+        TaskStatus.TIMED_OUT,
+        TaskStatus.CANCELLED,
+    }
+)
+ACTIVE_STATUSES = [s.value for s in TaskStatus if s not in TERMINAL_STATUSES]
+_ACTIVE_SQL = "status IN ('pending', 'queued', 'processing')"
+
+
+class Task(Base):
+    """A task that lives at an upstream provider, tracked until it is terminal."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        UniqueConstraint("tenant", "provider", "external_id", name="uq_tasks_tenant_provider_external_id"),
+        CheckConstraint(enum_check("status", [s.value for s in TaskStatus]), name="status"),
+        # The poll loop's claim: due tasks of one provider instance, oldest due first.
+        # Partial, so terminal tasks (the vast majority over time) cost nothing here.
+        Index(
+            "ix_tasks_due",
+            "provider",
+            "next_poll_at",
+            postgresql_where=text(_ACTIVE_SQL),
+        ),
+        # Listing: one tenant's tasks, newest first, keyset on (created_at, id).
+        Index("ix_tasks_tenant_created", "tenant", text("created_at DESC"), text("id DESC")),
+        # Lease recovery: claimed tasks whose lease ran out.
+        Index(
+            "ix_tasks_lease_expiry",
+            "lease_expires_at",
+            postgresql_where=text("lease_expires_at IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[UUIDPk]
+    tenant: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(Text)
+    external_id: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, default=TaskStatus.PENDING.value)
+    upstream_status: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    deadline_s: Mapped[int | None] = mapped_column(Integer)
+    polls: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    sequence: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[CreatedAt]
+    completed_at: Mapped[Timestamp | None]
+    deadline_at: Mapped[Timestamp]
+    # Engine state: when to poll next, who holds the task, and the fencing token that a
+    # lease holder must still match for its write to count.
+    next_poll_at: Mapped[Timestamp | None]
+    last_polled_at: Mapped[Timestamp | None]
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[Timestamp | None]
+    fencing_token: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    unchanged_polls: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    consecutive_errors: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_poll_error: Mapped[str | None] = mapped_column(Text)
+    last_response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+    def __repr__(self) -> str:
+        return f"Task(id={self.id!s}, provider={self.provider}, status={self.status})"
+
+
+

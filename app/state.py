@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.auth.service import StaticKeys
+from app.core.config import Settings
+
+
+@dataclass
+class AppState:
+    """What the process shares: built once in the composition root (app.main)."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    static_keys: StaticKeys

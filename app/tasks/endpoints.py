@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.core.schemas import error_responses
+from app.deps import TaskServiceDep, TenantDep
+from app.models import TaskStatus
+from app.tasks.schemas import TaskCreate, TaskList, TaskRead
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register an upstream task for tracking",
+    responses={
+        200: {"model": TaskRead, "description": "Already registered: the existing task"},
+        **error_responses(401, 409, 413, 415, 422, 503),
+    },
+)
+async def register_task(
+    body: TaskCreate, response: Response, tenant: TenantDep, service: TaskServiceDep
+) -> TaskRead:
+    registration = await service.register(tenant, body)
+    if not registration.created:
+        response.status_code = status.HTTP_200_OK
+    return TaskRead.from_task(registration.task)
+
+
+@router.get(
+    "",
+    summary="List tasks, newest first",
+    responses=error_responses(401, 422, 503),
+)
+async def list_tasks(
+    tenant: TenantDep,
+    service: TaskServiceDep,
+    provider: Annotated[str | None, Query(max_length=64)] = None,
+    status: TaskStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> TaskList:
+    return await service.list(
+        tenant, limit=limit, provider=provider, status=status, cursor=cursor
+    )
+
+
+@router.get("/{task_id}", summary="Get a task", responses=error_responses(401, 404, 422, 503))
+async def get_task(task_id: uuid.UUID, tenant: TenantDep, service: TaskServiceDep) -> TaskRead:
+    return TaskRead.from_task(await service.get(tenant, task_id))
+
+
+@router.delete(
+    "/{task_id}",
+    summary="Stop tracking a task (status cancelled)",
+    responses=error_responses(401, 404, 409, 422, 503),
+)
+async def cancel_task(task_id: uuid.UUID, tenant: TenantDep, service: TaskServiceDep) -> TaskRead:
+    return TaskRead.from_task(await service.cancel(tenant, task_id))

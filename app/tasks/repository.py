@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Event, Task
+
+
+class TaskRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def now(self) -> datetime:
+        """The database clock (transaction start): one clock for every replica."""
+        value: datetime = await self.session.scalar(select(func.now()))
+        return value
+
+    async def insert_if_absent(self, values: dict[str, Any]) -> Task | None:
+        """Insert unless (tenant, provider, external_id) exists; None when it does.
+
+        A concurrent duplicate blocks on the unique index until the first commits, then
+        finds the row: exactly one row, whatever the interleaving.
+        """
+        stmt = (
+            insert(Task)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["tenant", "provider", "external_id"])
+            .returning(Task)
+        )
+        task: Task | None = await self.session.scalar(stmt)
+        return task
+
+    async def get_by_external_id(self, tenant: str, provider: str, external_id: str) -> Task | None:
+        stmt = select(Task).where(
+            Task.tenant == tenant, Task.provider == provider, Task.external_id == external_id
+        )
+        task: Task | None = await self.session.scalar(stmt)
+        return task
+
+    async def get(self, tenant: str, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
+        stmt = select(Task).where(Task.tenant == tenant, Task.id == task_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        task: Task | None = await self.session.scalar(stmt)
+        return task
+
+    async def list_page(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        provider: str | None = None,
+        status: str | None = None,
+        after: tuple[datetime, uuid.UUID] | None = None,
+    ) -> list[Task]:
+        """Newest first; keyset on (created_at, id) served by ix_tasks_tenant_created."""
+        stmt = select(Task).where(Task.tenant == tenant)
+        if provider is not None:
+            stmt = stmt.where(Task.provider == provider)
+        if status is not None:
+            stmt = stmt.where(Task.status == status)
+        if after is not None:
+            stmt = stmt.where(tuple_(Task.created_at, Task.id) < tuple_(*after))
+        stmt = stmt.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)
+        return list(await self.session.scalars(stmt))
+
+    async def add_event(self, task: Task, event_type: str, payload: dict[str, Any]) -> Event:
+        event = Event(
+            task_id=task.id,
+            tenant=task.tenant,
+            type=event_type,
+            sequence=task.sequence,
+            payload=payload,
+        )
+        self.session.add(event)
+        await self.session.flush()
+        return event
+
+    async def flush(self) -> None:
+        await self.session.flush()

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictInt,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+)
+from pydantic_core.core_schema import SerializerFunctionWrapHandler
+
+from app.core.config import MAX_DEADLINE_S
+from app.models import Task, TaskStatus
+
+
+def _int_or_str(value: object) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be an integer or a string")
+    return value
+
+
+ExternalIdIn = Annotated[
+    int | str,
+    PlainValidator(_int_or_str),
+    WithJsonSchema(
+        {
+            "oneOf": [{"type": "integer"}, {"type": "string"}],
+            "description": "The provider's task ID. MiniMax: a positive 64-bit integer (number "
+            "or decimal string). Jimmy: an opaque non-empty string of at most 256 characters.",
+            "examples": [95157322514444, "audio_16b635ba-5889-4fa5-bbcc-bf67a38c353a"],
+        }
+    ),
+]
+
+
+class TaskCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Annotated[str, Field(min_length=1, max_length=64, examples=["minimax"])]
+    external_id: ExternalIdIn
+    callback_url: Annotated[
+        str | None,
+        Field(
+            max_length=2048,
+            description="Also receives this task's terminal webhook, signed with the tenant's "
+            "signing secret (GET /v1/signing-secret).",
+            examples=["https://example.com/hooks/pollhook"],
+        ),
+    ] = None
+    metadata: Annotated[
+        dict[str, Any] | None,
+        Field(description="Free-form JSON object, at most 16 KiB, returned with the task."),
+    ] = None
+    deadline_s: Annotated[
+        StrictInt | None,
+        Field(
+            ge=1,
+            le=MAX_DEADLINE_S,
+            description="Stop tracking (status timed_out) this many seconds after "
+            "registration. Default: the provider instance's deadline_s.",
+        ),
+    ] = None
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL")
+        if any(ch.isspace() for ch in value):
+            raise ValueError("must not contain whitespace")
+        return value
+
+
+class TaskResult(BaseModel):
+    """Present fields depend on the provider; absent ones are omitted."""
+
+    audio_url: str | None = None
+    model_id: str | None = None
+    file_id: str | None = None
+    download_url: str | None = None
+    download_url_expires_at: datetime | None = None
+    subtitle_url: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
+
+
+class TaskError(BaseModel):
+    code: str | None = Field(description="The provider's own code, or pollhook's.")
+    message: str
+
+
+class TaskRead(BaseModel):
+    id: uuid.UUID
+    provider: str
+    external_id: str
+    status: TaskStatus
+    result: TaskResult | None
+    error: TaskError | None
+    metadata: dict[str, Any]
+    callback_url: str | None
+    polls: int
+    sequence: int = Field(description="Increments on every status change.")
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    next_poll_at: datetime | None
+    deadline_at: datetime
+
+    @classmethod
+    def from_task(cls, task: Task) -> TaskRead:
+        return cls(
+            id=task.id,
+            provider=task.provider,
+            external_id=task.external_id,
+            status=TaskStatus(task.status),
+            result=TaskResult.model_validate(task.result) if task.result else None,
+            error=TaskError.model_validate(task.error) if task.error else None,
+            metadata=task.metadata_ or {},
+            callback_url=task.callback_url,
+            polls=task.polls,
+            sequence=task.sequence,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+            completed_at=task.completed_at,
+            next_poll_at=task.next_poll_at,
+            deadline_at=task.deadline_at,
+        )
+
+
+class TaskList(BaseModel):
+    items: list[TaskRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )

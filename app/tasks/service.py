@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import ProviderSettings, Settings
+from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.pagination import decode_cursor, encode_cursor
+from app.models import Task, TaskStatus
+from app.providers.external_ids import InvalidExternalId, normalize_external_id
+from app.tasks.policy import can_transition, event_type
+from app.tasks.repository import TaskRepository
+from app.tasks.schemas import TaskCreate, TaskList, TaskRead
+
+
+@dataclass(frozen=True)
+class Registration:
+    task: Task
+    created: bool
+
+
+class TaskService:
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.repo = TaskRepository(session)
+        self.settings = settings
+
+    def _provider(self, name: str) -> ProviderSettings:
+        provider = self.settings.providers.get(name)
+        if provider is None:
+            known = ", ".join(sorted(self.settings.providers))
+            raise ValidationFailed.field("provider", f"unknown provider {name!r} (known: {known})")
+        return provider
+
+    async def register(self, tenant: str, body: TaskCreate) -> Registration:
+        provider = self._provider(body.provider)
+        try:
+            external_id = normalize_external_id(provider.kind, body.external_id)
+        except InvalidExternalId as exc:
+            raise ValidationFailed.field("external_id", str(exc)) from None
+        metadata = body.metadata or {}
+        if len(json.dumps(metadata, separators=(",", ":"))) > self.settings.max_metadata_bytes:
+            raise ValidationFailed.field(
+                "metadata", f"must be at most {self.settings.max_metadata_bytes} bytes as JSON"
+            )
+
+        now = await self.repo.now()
+        deadline_s = body.deadline_s or provider.deadline_s
+        task = await self.repo.insert_if_absent(
+            {
+                "id": uuid.uuid4(),
+                "tenant": tenant,
+                "provider": body.provider,
+                "external_id": external_id,
+                "status": TaskStatus.PENDING.value,
+                "metadata_": metadata,
+                "callback_url": body.callback_url,
+                "deadline_s": body.deadline_s,
+                "created_at": now,
+                "updated_at": now,
+                "next_poll_at": now + timedelta(seconds=provider.first_poll_delay_s),
+                "deadline_at": now + timedelta(seconds=deadline_s),
+            }
+        )
+        if task is not None:
+            return Registration(task=task, created=True)
+
+        existing = await self.repo.get_by_external_id(tenant, body.provider, external_id)
+        if existing is None:  # deleted between the conflict and the read; vanishingly rare
+            raise Conflict("the task changed concurrently; retry the request")
+        differing = [
+            name
+            for name, given, stored in (
+                ("callback_url", body.callback_url, existing.callback_url),
+                ("metadata", metadata, existing.metadata_ or {}),
+                ("deadline_s", body.deadline_s, existing.deadline_s),
+            )
+            if given != stored
+        ]
+        if differing:
+            raise Conflict(
+                "this task is already registered with different "
+                + ", ".join(differing),
+                details={"task_id": str(existing.id), "fields": differing},
+            )
+        return Registration(task=existing, created=False)
+
+    async def get(self, tenant: str, task_id: uuid.UUID) -> Task:
+        task = await self.repo.get(tenant, task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    async def list(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        provider: str | None,
+        status: TaskStatus | None,
+        cursor: str | None,
+    ) -> TaskList:
+        if provider is not None:
+            self._provider(provider)
+        after = decode_cursor(cursor) if cursor else None
+        rows = await self.repo.list_page(
+            tenant,
+            limit=limit + 1,
+            provider=provider,
+            status=status.value if status else None,
+            after=after,
+        )
+        page = rows[:limit]
+        next_cursor = (
+            encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+        )
+        return TaskList(items=[TaskRead.from_task(t) for t in page], next_cursor=next_cursor)
+
+    async def cancel(self, tenant: str, task_id: uuid.UUID) -> Task:
+        """Stop tracking. Idempotent for an already cancelled task; 409 for other terminals."""
+        task = await self.repo.get(tenant, task_id, for_update=True)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        current = TaskStatus(task.status)
+        if current is TaskStatus.CANCELLED:
+            return task
+        if not can_transition(current, TaskStatus.CANCELLED):
+            raise Conflict(
+                f"task {task_id} is already {current.value}",
+                details={"status": current.value},
+            )
+        now = await self.repo.now()
+        task.status = TaskStatus.CANCELLED.value
+        task.sequence += 1
+        # Bumping the token voids any lease a poller holds: its outcome write will not match.
+        task.fencing_token += 1
+        task.next_poll_at = None
+        task.lease_owner = None
+        task.lease_expires_at = None
+        task.completed_at = now
+        task.updated_at = now
+        await self.repo.flush()
+        await self.repo.add_event(
+            task,
+            event_type(TaskStatus.CANCELLED),
+            TaskRead.from_task(task).model_dump(mode="json"),
+        )
+        return task

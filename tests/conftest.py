@@ -1,0 +1,121 @@
+"""Test fixtures on a real Postgres.
+
+The server is the embedded one (a throwaway cluster per run) unless
+POLLHOOK_TEST_DATABASE_URL names one; either way the suite creates its own database on it,
+migrates it once, and empties every table before each test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core import migrate
+from app.core.config import Settings
+from app.core.db import create_engine
+from app.core.embedded import start_embedded
+from app.main import create_app
+from tests.helpers import ACME_KEY, OTHER_KEY, PgServer
+
+TABLES = [
+    "delivery_attempts",
+    "deliveries",
+    "events",
+    "webhook_endpoints",
+    "tasks",
+    "api_keys",
+    "provider_state",
+]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A Postgres server and an admin URL (asyncpg DSN form) for creating databases."""
+    external = os.environ.get("POLLHOOK_TEST_DATABASE_URL")
+    if external:
+        url = make_url(external)
+        yield PgServer(url=url, embedded=False)
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="pollhook-test-"))
+    server = start_embedded(workdir, cleanup_mode="delete")
+    try:
+        yield PgServer(url=make_url(server.url).set(database="postgres"), embedded=True)
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def database_url(pg_server: PgServer) -> AsyncIterator[str]:
+    name = f"pollhook_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    await pg_server.create_database(name)
+    try:
+        yield pg_server.url_for(name)
+    finally:
+        await pg_server.drop_database(name)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=20)
+    await migrate.upgrade(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _clean_tables(request: pytest.FixtureRequest) -> None:
+    if "engine" not in request.fixturenames:
+        return
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        api_keys=[
+            {"tenant": "acme", "key": ACME_KEY},
+            {"tenant": "other", "key": OTHER_KEY},
+        ],
+        log_format="json",
+    )
+
+
+@pytest_asyncio.fixture
+async def client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, engine=engine)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url="http://pollhook.test",
+            headers={"Authorization": f"Bearer {ACME_KEY}"},
+        ) as http,
+    ):
+        yield http
+
+
+@pytest.fixture
+def asyncpg_dsn(database_url: str) -> str:
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
+
+
+async def raw_connect(database_url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))

@@ -1,0 +1,104 @@
+"""Shared test helpers (not fixtures)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+ACME_KEY = "acme-test-key-0123456789abcdef"
+OTHER_KEY = "other-test-key-0123456789abcdef"
+
+
+@dataclass(frozen=True)
+class PgServer:
+    url: URL
+    embedded: bool
+
+    def url_for(self, database: str) -> str:
+        return self.url.set(database=database).render_as_string(hide_password=False)
+
+    def _admin_kwargs(self) -> dict[str, Any]:
+        query = dict(self.url.query)
+        return {
+            "host": query.get("host") or self.url.host or "127.0.0.1",
+            "port": int(query.get("port") or self.url.port or 5432),  # type: ignore[arg-type]
+            "user": self.url.username or "postgres",
+            "password": self.url.password,
+            "database": self.url.database or "postgres",
+        }
+
+    async def create_database(self, name: str) -> None:
+        conn = await asyncpg.connect(**self._admin_kwargs())
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    async def drop_database(self, name: str) -> None:
+        conn = await asyncpg.connect(**self._admin_kwargs())
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+class TcpProxy:
+    """A TCP forwarder that can be cut and restored, to take a database away from the app."""
+
+    def __init__(self, target_host: str, target_port: int | None, unix_path: str | None = None):
+        self.target_host = target_host
+        self.target_port = target_port
+        self.unix_path = unix_path
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, port: int = 0) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port or self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Stop accepting and drop every open connection."""
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await self.server.wait_closed()
+        self.server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if self.unix_path:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.unix_path)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(
+                    self.target_host, self.target_port
+                )
+        except OSError:
+            writer.close()
+            return
+        self._writers.update({writer, up_writer})
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst))
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                dst.close()
+            self._writers.discard(dst)
