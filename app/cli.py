@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -75,7 +76,15 @@ async def _require_current_schema(engine: AsyncEngine) -> None:
         )
 
 
-def _run(main: Callable[[], Awaitable[None]]) -> None:
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    # uvicorn handles SIGTERM itself, then re-raises it once shut down; this handler makes
+    # that re-raise unwind through the cleanup (engine, embedded database) like Ctrl-C does,
+    # instead of killing the process on the spot.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
@@ -95,9 +104,7 @@ def cli() -> None:
 
 
 _host_option = click.option("--host", help="Listen address (default POLLHOOK_HOST, 127.0.0.1).")
-_port_option = click.option(
-    "--port", type=int, help="Listen port (default POLLHOOK_PORT, 8000)."
-)
+_port_option = click.option("--port", type=int, help="Listen port (default POLLHOOK_PORT, 8000).")
 
 
 @cli.command()

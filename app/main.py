@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
@@ -51,7 +51,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
             if owns_engine:
                 await state.engine.dispose()
 
-    app = FastAPI(
+    app = PollhookAPI(
         title="pollhook",
         version=__version__,
         description=DESCRIPTION,
@@ -62,26 +62,24 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)
-    _describe_security(app)
     return app
 
 
-def _describe_security(app: FastAPI) -> None:
-    """Declare bearer auth on the /v1 routes and drop FastAPI's default 422 schemas, which
-    describe a shape pollhook never sends. Built once here; FastAPI serves the cached copy."""
-    schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
-    )
-    components = schema.setdefault("components", {})
-    components.setdefault("securitySchemes", {})["bearerAuth"] = {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "An API key from `pollhook keys create` or POLLHOOK_API_KEYS.",
-    }
-    for name in ("HTTPValidationError", "ValidationError"):
-        components.get("schemas", {}).pop(name, None)
-    for path, operations in schema.get("paths", {}).items():
-        if path.startswith("/v1/"):
-            for operation in operations.values():
-                operation["security"] = [{"bearerAuth": []}]
-    app.openapi_schema = schema
+class PollhookAPI(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document plus bearer auth on the /v1 routes, without FastAPI's default
+        422 schemas (they describe a shape pollhook never sends)."""
+        schema = super().openapi()
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["bearerAuth"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key from `pollhook keys create` or POLLHOOK_API_KEYS.",
+        }
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.get("schemas", {}).pop(name, None)
+        for path, operations in schema.get("paths", {}).items():
+            if path.startswith("/v1/"):
+                for operation in operations.values():
+                    operation["security"] = [{"bearerAuth": []}]
+        return schema

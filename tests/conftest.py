@@ -118,4 +118,16 @@ def asyncpg_dsn(database_url: str) -> str:
 
 
 async def raw_connect(database_url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
+    return await asyncpg.connect(
+        make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    )
+
+
+@pytest_asyncio.fixture
+async def pg_url_unmigrated(pg_server: PgServer) -> AsyncIterator[str]:
+    name = f"pollhook_empty_{uuid.uuid4().hex[:8]}"
+    await pg_server.create_database(name)
+    try:
+        yield pg_server.url_for(name)
+    finally:
+        await pg_server.drop_database(name)

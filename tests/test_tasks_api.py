@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Event, Task
@@ -21,7 +21,8 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     body = response.json()
     assert set(body) == {"error"}
     assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
     error: dict[str, Any] = body["error"]
     return error
 
@@ -37,7 +38,9 @@ async def register(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
 
 class TestRegister:
     async def test_new_task_is_pending_with_schedule(self, client: httpx.AsyncClient) -> None:
-        response = await register(client, metadata={"text_chars": 1200}, callback_url="https://example.com/h")
+        response = await register(
+            client, metadata={"text_chars": 1200}, callback_url="https://example.com/h"
+        )
         assert response.status_code == 201
         task = response.json()
         assert task["status"] == "pending"
@@ -45,19 +48,36 @@ class TestRegister:
         assert task["external_id"] == str(MINIMAX_ID)
         assert task["metadata"] == {"text_chars": 1200}
         assert task["callback_url"] == "https://example.com/h"
-        assert task["polls"] == 0 and task["sequence"] == 0
-        assert task["result"] is None and task["error"] is None and task["completed_at"] is None
+        assert task["polls"] == 0
+        assert task["sequence"] == 0
+        assert task["result"] is None
+        assert task["error"] is None
+        assert task["completed_at"] is None
         assert task["next_poll_at"] > task["created_at"]
         assert task["deadline_at"] > task["next_poll_at"]
         assert set(task) == {
-            "id", "provider", "external_id", "status", "result", "error", "metadata",
-            "callback_url", "polls", "sequence", "created_at", "updated_at", "completed_at",
-            "next_poll_at", "deadline_at",
+            "id",
+            "provider",
+            "external_id",
+            "status",
+            "result",
+            "error",
+            "metadata",
+            "callback_url",
+            "polls",
+            "sequence",
+            "created_at",
+            "updated_at",
+            "completed_at",
+            "next_poll_at",
+            "deadline_at",
         }
 
     async def test_same_registration_is_idempotent(self, client: httpx.AsyncClient) -> None:
         first = await register(client)
-        second = await client.post("/v1/tasks", json={"provider": "minimax", "external_id": str(MINIMAX_ID)})
+        second = await client.post(
+            "/v1/tasks", json={"provider": "minimax", "external_id": str(MINIMAX_ID)}
+        )
         assert (first.status_code, second.status_code) == (201, 200)
         assert first.json()["id"] == second.json()["id"]
 
@@ -76,7 +96,9 @@ class TestRegister:
             assert await conn.scalar(select(func.count()).select_from(Task)) == 1
 
     async def test_jimmy_opaque_id(self, client: httpx.AsyncClient) -> None:
-        response = await client.post("/v1/tasks", json={"provider": "jimmy", "external_id": JIMMY_ID})
+        response = await client.post(
+            "/v1/tasks", json={"provider": "jimmy", "external_id": JIMMY_ID}
+        )
         assert response.status_code == 201
         assert response.json()["external_id"] == JIMMY_ID
 
@@ -124,9 +146,18 @@ class TestRegisterRejects:
             ({"provider": 5, "external_id": "1"}, "provider"),
             ({"external_id": "1"}, "provider"),
             ({"provider": "minimax"}, "external_id"),
-            ({"provider": "minimax", "external_id": 1, "callback_url": "ftp://x.example/"}, "callback_url"),
-            ({"provider": "minimax", "external_id": 1, "callback_url": "javascript:alert(1)"}, "callback_url"),
-            ({"provider": "minimax", "external_id": 1, "callback_url": "not a url"}, "callback_url"),
+            (
+                {"provider": "minimax", "external_id": 1, "callback_url": "ftp://x.example/"},
+                "callback_url",
+            ),
+            (
+                {"provider": "minimax", "external_id": 1, "callback_url": "javascript:alert(1)"},
+                "callback_url",
+            ),
+            (
+                {"provider": "minimax", "external_id": 1, "callback_url": "not a url"},
+                "callback_url",
+            ),
             ({"provider": "minimax", "external_id": 1, "callback_url": "https://"}, "callback_url"),
             ({"provider": "minimax", "external_id": 1, "metadata": "text"}, "metadata"),
             ({"provider": "minimax", "external_id": 1, "metadata": {"x": "y" * 17000}}, "metadata"),
@@ -143,10 +174,10 @@ class TestRegisterRejects:
         assert field in fields_of(error), error
 
     async def test_unknown_field_says_so(self, client: httpx.AsyncClient) -> None:
-        error = assert_error(
-            await register(client, extra_field=1), 422, "validation_error"
-        )
-        assert error["details"] == [{"field": "extra_field", "location": "body", "message": "unknown field"}]
+        error = assert_error(await register(client, extra_field=1), 422, "validation_error")
+        assert error["details"] == [
+            {"field": "extra_field", "location": "body", "message": "unknown field"}
+        ]
 
     @pytest.mark.parametrize("raw", [b"{", b"{'a': 1}", b"[1,2", b"\xff\xfe", b"nul"])
     async def test_malformed_json(self, client: httpx.AsyncClient, raw: bytes) -> None:
@@ -165,7 +196,9 @@ class TestRegisterRejects:
 
     async def test_wrong_content_type(self, client: httpx.AsyncClient) -> None:
         response = await client.post(
-            "/v1/tasks", content=b"provider=minimax", headers={"content-type": "application/x-www-form-urlencoded"}
+            "/v1/tasks",
+            content=b"provider=minimax",
+            headers={"content-type": "application/x-www-form-urlencoded"},
         )
         assert_error(response, 415, "unsupported_media_type")
 
@@ -200,7 +233,9 @@ class TestReadAndList:
         error = assert_error(await client.get("/v1/tasks/not-a-uuid"), 422, "validation_error")
         assert fields_of(error) == ["task_id"]
 
-    async def test_pagination_walks_every_task_newest_first(self, client: httpx.AsyncClient) -> None:
+    async def test_pagination_walks_every_task_newest_first(
+        self, client: httpx.AsyncClient
+    ) -> None:
         ids = [(await register(client, external_id=i + 1)).json()["id"] for i in range(7)]
         await register_as(client, OTHER_KEY)
         seen: list[str] = []
@@ -241,7 +276,9 @@ class TestReadAndList:
             ({"cursor": "WyJ4IiwieSJd"}, "cursor"),
         ],
     )
-    async def test_bad_query(self, client: httpx.AsyncClient, params: dict[str, Any], field: str) -> None:
+    async def test_bad_query(
+        self, client: httpx.AsyncClient, params: dict[str, Any], field: str
+    ) -> None:
         error = assert_error(await client.get("/v1/tasks", params=params), 422, "validation_error")
         assert fields_of(error) == [field]
 
@@ -251,27 +288,33 @@ class TestReadAndList:
 
 
 class TestCancel:
-    async def test_cancel_writes_one_event(self, client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    async def test_cancel_writes_one_event(
+        self, client: httpx.AsyncClient, engine: AsyncEngine
+    ) -> None:
         task = (await register(client)).json()
         response = await client.delete(f"/v1/tasks/{task['id']}")
         assert response.status_code == 200
         cancelled = response.json()
         assert cancelled["status"] == "cancelled"
         assert cancelled["sequence"] == 1
-        assert cancelled["next_poll_at"] is None and cancelled["completed_at"] is not None
+        assert cancelled["next_poll_at"] is None
+        assert cancelled["completed_at"] is not None
         again = await client.delete(f"/v1/tasks/{task['id']}")
-        assert again.status_code == 200 and again.json()["sequence"] == 1
+        assert again.status_code == 200
+        assert again.json()["sequence"] == 1
         async with engine.connect() as conn:
             events = (await conn.execute(select(Event.type, Event.sequence, Event.payload))).all()
         assert [(e.type, e.sequence) for e in events] == [("task.cancelled", 1)]
         assert events[0].payload["status"] == "cancelled"
         assert events[0].payload["id"] == task["id"]
 
-    async def test_cancel_terminal_conflicts(self, client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    async def test_cancel_terminal_conflicts(
+        self, client: httpx.AsyncClient, engine: AsyncEngine
+    ) -> None:
         task = (await register(client)).json()
         async with engine.begin() as conn:
             await conn.execute(
-                Task.__table__.update().where(Task.id == uuid.UUID(task["id"])).values(status="succeeded")
+                update(Task).where(Task.id == uuid.UUID(task["id"])).values(status="succeeded")
             )
         error = assert_error(await client.delete(f"/v1/tasks/{task['id']}"), 409, "conflict")
         assert error["details"] == {"status": "succeeded"}
@@ -279,5 +322,7 @@ class TestCancel:
     async def test_cancel_foreign_is_404(self, client: httpx.AsyncClient) -> None:
         foreign = (await register_as(client, OTHER_KEY)).json()
         assert_error(await client.delete(f"/v1/tasks/{foreign['id']}"), 404, "not_found")
-        other = await client.get(f"/v1/tasks/{foreign['id']}", headers={"Authorization": f"Bearer {OTHER_KEY}"})
+        other = await client.get(
+            f"/v1/tasks/{foreign['id']}", headers={"Authorization": f"Bearer {OTHER_KEY}"}
+        )
         assert other.json()["status"] == "pending"

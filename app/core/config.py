@@ -196,7 +196,9 @@ class Settings(BaseSettings):
     def _parse_networks(cls, value: Any) -> Any:
         value = _split_csv(value)
         if isinstance(value, list):
-            return [ipaddress.ip_network(v, strict=False) if isinstance(v, str) else v for v in value]
+            return [
+                ipaddress.ip_network(v, strict=False) if isinstance(v, str) else v for v in value
+            ]
         return value
 
     @field_validator("providers", mode="before")
@@ -219,7 +221,7 @@ class Settings(BaseSettings):
                 continue
             kind_raw = given.get("kind", DEFAULT_INSTANCES.get(name))
             try:
-                kind = ProviderKind(kind_raw)
+                kind = ProviderKind(str(kind_raw))
             except ValueError:
                 merged[name] = given  # let field validation name the bad kind
                 continue
@@ -228,7 +230,9 @@ class Settings(BaseSettings):
 
     @field_validator("providers")
     @classmethod
-    def _check_provider_names(cls, value: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
+    def _check_provider_names(
+        cls, value: dict[str, ProviderSettings]
+    ) -> dict[str, ProviderSettings]:
         for name in value:
             if not re.match(r"^[a-z][a-z0-9_]{0,31}$", name):
                 raise ValueError(f"invalid provider instance name {name!r}")

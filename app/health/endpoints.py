@@ -20,12 +20,12 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get(
-    "/readyz", summary="The database is reachable", responses=error_responses(503)
-)
+@router.get("/readyz", summary="The database is reachable", responses=error_responses(503))
 async def readyz(state: StateDep) -> Health:
     try:
         await ping(state.engine)
     except Exception as exc:
-        raise ServiceUnavailable("database unreachable", details={"reason": type(exc).__name__}) from None
+        raise ServiceUnavailable(
+            "database unreachable", details={"reason": type(exc).__name__}
+        ) from None
     return Health(status="ready")

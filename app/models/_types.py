@@ -10,7 +10,9 @@ from sqlalchemy import DateTime, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import mapped_column
 
-UUIDPk = Annotated[uuid.UUID, mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)]
+UUIDPk = Annotated[
+    uuid.UUID, mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+]
 Timestamp = Annotated[datetime, mapped_column(DateTime(timezone=True))]
 CreatedAt = Annotated[
     datetime, mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)

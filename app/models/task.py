@@ -44,7 +44,9 @@ class Task(Base):
 
     __tablename__ = "tasks"
     __table_args__ = (
-        UniqueConstraint("tenant", "provider", "external_id", name="uq_tasks_tenant_provider_external_id"),
+        UniqueConstraint(
+            "tenant", "provider", "external_id", name="uq_tasks_tenant_provider_external_id"
+        ),
         CheckConstraint(enum_check("status", [s.value for s in TaskStatus]), name="status"),
         # The poll loop's claim: due tasks of one provider instance, oldest due first.
         # Partial, so terminal tasks (the vast majority over time) cost nothing here.
@@ -72,7 +74,9 @@ class Task(Base):
     upstream_status: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, server_default=text("'{}'::jsonb")
+    )
     callback_url: Mapped[str | None] = mapped_column(Text)
     deadline_s: Mapped[int | None] = mapped_column(Integer)
     polls: Mapped[int] = mapped_column(Integer, server_default=text("0"))
@@ -95,6 +99,3 @@ class Task(Base):
 
     def __repr__(self) -> str:
         return f"Task(id={self.id!s}, provider={self.provider}, status={self.status})"
-
-
-

@@ -44,9 +44,7 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> TaskList:
-    return await service.list(
-        tenant, limit=limit, provider=provider, status=status, cursor=cursor
-    )
+    return await service.list(tenant, limit=limit, provider=provider, status=status, cursor=cursor)
 
 
 @router.get("/{task_id}", summary="Get a task", responses=error_responses(401, 404, 422, 503))

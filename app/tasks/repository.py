@@ -17,7 +17,8 @@ class TaskRepository:
 
     async def now(self) -> datetime:
         """The database clock (transaction start): one clock for every replica."""
-        value: datetime = await self.session.scalar(select(func.now()))
+        value = await self.session.scalar(select(func.now()))
+        assert isinstance(value, datetime)
         return value
 
     async def insert_if_absent(self, values: dict[str, Any]) -> Task | None:
@@ -42,7 +43,9 @@ class TaskRepository:
         task: Task | None = await self.session.scalar(stmt)
         return task
 
-    async def get(self, tenant: str, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
+    async def get(
+        self, tenant: str, task_id: uuid.UUID, *, for_update: bool = False
+    ) -> Task | None:
         stmt = select(Task).where(Task.tenant == tenant, Task.id == task_id)
         if for_update:
             stmt = stmt.with_for_update()

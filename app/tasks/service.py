@@ -82,8 +82,7 @@ class TaskService:
         ]
         if differing:
             raise Conflict(
-                "this task is already registered with different "
-                + ", ".join(differing),
+                "this task is already registered with different " + ", ".join(differing),
                 details={"task_id": str(existing.id), "fields": differing},
             )
         return Registration(task=existing, created=False)
@@ -114,9 +113,7 @@ class TaskService:
             after=after,
         )
         page = rows[:limit]
-        next_cursor = (
-            encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-        )
+        next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
         return TaskList(items=[TaskRead.from_task(t) for t in page], next_cursor=next_cursor)
 
     async def cancel(self, tenant: str, task_id: uuid.UUID) -> Task:

@@ -19,7 +19,9 @@ from app.providers.repository import ProviderStateRepository
 log = get_logger("pollhook.worker")
 
 
-async def run_worker(settings: Settings, engine: AsyncEngine, *, install_signals: bool = True) -> None:
+async def run_worker(
+    settings: Settings, engine: AsyncEngine, *, install_signals: bool = True
+) -> None:
     stop = asyncio.Event()
     if install_signals:
         loop = asyncio.get_running_loop()

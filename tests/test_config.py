@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.core.config import ProviderKind, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("POLLHOOK_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.uses_embedded_db
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    minimax, jimmy = settings.providers["minimax"], settings.providers["jimmy"]
+    assert minimax.kind is ProviderKind.MINIMAX_T2A
+    assert minimax.base_url == "https://api.minimax.io"
+    assert minimax.rate_limit_per_s == 10
+    assert jimmy.kind is ProviderKind.JIMMY_SOUNDCLONE
+    assert (jimmy.min_poll_interval_s, jimmy.max_poll_interval_s) == (5, 10)
+    assert minimax.api_key is None
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLLHOOK_DATABASE_URL", "postgresql+asyncpg://u:p@db:5432/x")
+    monkeypatch.setenv("POLLHOOK_API_KEYS", "acme:0123456789abcdef, beta:fedcba9876543210")
+    monkeypatch.setenv("POLLHOOK_WEBHOOK_ALLOW_NETWORKS", "10.0.0.0/8,fd00::/8")
+    monkeypatch.setenv("POLLHOOK_PROVIDERS__MINIMAX__API_KEY", "sk-secret")
+    monkeypatch.setenv("POLLHOOK_PROVIDERS__MINIMAX_CN__KIND", "minimax_t2a")
+    monkeypatch.setenv("POLLHOOK_PROVIDERS__MINIMAX_CN__BASE_URL", "https://api.minimaxi.com/")
+    monkeypatch.setenv("POLLHOOK_PROVIDERS__MINIMAX_CN__RATE_LIMIT_PER_S", "5")
+    settings = load_settings()
+    assert not settings.uses_embedded_db
+    assert [(k.tenant, k.key.get_secret_value()) for k in settings.api_keys] == [
+        ("acme", "0123456789abcdef"),
+        ("beta", "fedcba9876543210"),
+    ]
+    assert [str(n) for n in settings.webhook_allow_networks] == ["10.0.0.0/8", "fd00::/8"]
+    minimax = settings.providers["minimax"]
+    assert minimax.api_key is not None
+    assert minimax.api_key.get_secret_value() == "sk-secret"
+    assert minimax.base_url == "https://api.minimax.io"  # the rest of the defaults survive
+    cn = settings.providers["minimax_cn"]
+    assert (cn.base_url, cn.rate_limit_per_s, cn.min_poll_interval_s) == (
+        "https://api.minimaxi.com",
+        5,
+        3,
+    )
+    assert "sk-secret" not in repr(settings)
+
+
+def test_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "pollhook.toml"
+    config.write_text(
+        "port = 9001\n[providers.jimmy]\nrate_limit_per_s = 2\n"
+        '[providers.jimmy_alias]\nkind = "jimmy_soundclone"\nbase_url = "https://api.viraltok.ai"\n'
+    )
+    monkeypatch.setenv("POLLHOOK_CONFIG", str(config))
+    monkeypatch.setenv("POLLHOOK_PORT", "9002")  # the environment wins over the file
+    settings = load_settings()
+    assert settings.port == 9002
+    assert settings.providers["jimmy"].rate_limit_per_s == 2
+    assert settings.providers["jimmy"].base_url == "https://www.jimmyai.cn"
+    assert settings.providers["jimmy_alias"].base_url == "https://api.viraltok.ai"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "variable"),
+    [
+        ("POLLHOOK_PORT", "eighty", "POLLHOOK_PORT"),
+        ("POLLHOOK_PORT", "70000", "POLLHOOK_PORT"),
+        ("POLLHOOK_DATABASE_URL", "mysql://x", "POLLHOOK_DATABASE_URL"),
+        ("POLLHOOK_API_KEYS", "no-colon", "POLLHOOK_API_KEYS"),
+        ("POLLHOOK_API_KEYS", "acme:short", "POLLHOOK_API_KEYS"),
+        ("POLLHOOK_WEBHOOK_ALLOW_NETWORKS", "10.0.0.0/33", "POLLHOOK_WEBHOOK_ALLOW_NETWORKS"),
+        ("POLLHOOK_LOG_FORMAT", "xml", "POLLHOOK_LOG_FORMAT"),
+        (
+            "POLLHOOK_PROVIDERS__JIMMY__RATE_LIMIT_PER_S",
+            "-1",
+            "POLLHOOK_PROVIDERS__JIMMY__RATE_LIMIT_PER_S",
+        ),
+        (
+            "POLLHOOK_PROVIDERS__JIMMY__BASE_URL",
+            "ftp://x",
+            "POLLHOOK_PROVIDERS__JIMMY__BASE_URL",
+        ),
+        ("POLLHOOK_PROVIDERS__NEW__KIND", "acme_tts", "POLLHOOK_PROVIDERS__NEW__KIND"),
+        (
+            "POLLHOOK_PROVIDERS__MINIMAX__MIN_POLL_INTERVAL_S",
+            "100",
+            "POLLHOOK_PROVIDERS__MINIMAX",
+        ),
+    ],
+)
+def test_invalid_setting_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, variable: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert f"invalid setting {variable}" in str(info.value)
+
+
+def test_missing_config_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLLHOOK_CONFIG", "/nonexistent/pollhook.toml")
+    with pytest.raises(SettingsError, match="POLLHOOK_CONFIG"):
+        load_settings()

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import structlog
+
+from app.core.logging import configure_logging, get_logger
+from tests.helpers import ACME_KEY, OTHER_KEY
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """configure_logging binds the captured stderr; put the global config back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def test_one_line_per_request_without_secrets(
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("json", "INFO")
+    await client.post("/v1/tasks", json={"provider": "minimax", "external_id": 7})
+    await client.get("/v1/tasks?limit=5", headers={"Authorization": f"Bearer {OTHER_KEY}"})
+    await client.get("/v1/tasks", headers={"Authorization": "Bearer wrong-key-secret-123"})
+    err = capsys.readouterr().err
+    requests = [line for line in json_lines(err) if line.get("event") == "request"]
+    assert [(r["method"], r["path"], r["status"]) for r in requests] == [
+        ("POST", "/v1/tasks", 201),
+        ("GET", "/v1/tasks", 200),
+        ("GET", "/v1/tasks", 401),
+    ]
+    assert all(isinstance(r["duration_ms"], float) and r["request_id"] for r in requests)
+    assert [r["tenant"] for r in requests] == ["acme", "other", None]
+    for secret in (ACME_KEY, OTHER_KEY, "wrong-key-secret-123"):
+        assert secret not in err
+
+
+def test_secret_fields_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "INFO")
+    get_logger("t").info("thing", api_key="sk-live-123", authorization="Bearer x", secret="whsec_y")
+    line = json_lines(capsys.readouterr().err)[-1]
+    assert line["api_key"] == line["authorization"] == line["secret"] == "[redacted]"
+
+
+def test_console_format(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("console", "INFO")
+    get_logger("t").info("hello", n=1)
+    err = capsys.readouterr().err
+    assert "hello" in err
+    assert "n=1" in err
+    assert not err.lstrip().startswith("{")

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+async def test_every_route_is_described(client: httpx.AsyncClient) -> None:
+    doc: dict[str, Any] = (await client.get("/openapi.json")).json()
+    paths = doc["paths"]
+    assert set(paths) >= {"/healthz", "/readyz", "/v1/tasks", "/v1/tasks/{task_id}"}
+    assert set(paths["/v1/tasks"]) == {"get", "post"}
+    assert set(paths["/v1/tasks/{task_id}"]) == {"get", "delete"}
+    schemas = doc["components"]["schemas"]
+    assert {"TaskCreate", "TaskRead", "TaskList", "ErrorResponse", "TaskResult"} <= set(schemas)
+    assert "HTTPValidationError" not in schemas
+    assert schemas["TaskCreate"]["additionalProperties"] is False
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+    for path, operations in paths.items():
+        for method, op in operations.items():
+            assert op.get("summary"), (method, path)
+            responses = op["responses"]
+            for status, response in responses.items():
+                ref = str(response.get("content", {}).get("application/json", {}).get("schema"))
+                if status.startswith(("4", "5")):
+                    assert "ErrorResponse" in ref, (method, path, status)
+            if path.startswith("/v1/"):
+                assert op["security"] == [{"bearerAuth": []}]
+                assert "401" in responses, (method, path)
+                assert "503" in responses, (method, path)
+    assert {"201", "200", "409", "413", "415", "422"} <= set(
+        paths["/v1/tasks"]["post"]["responses"]
+    )
+    assert "404" in paths["/v1/tasks/{task_id}"]["get"]["responses"]
+    assert "409" in paths["/v1/tasks/{task_id}"]["delete"]["responses"]
