@@ -264,19 +264,93 @@ async def _serve_http(settings: Settings, engine: AsyncEngine, *, with_engine: b
     )
     server = uvicorn.Server(config)
     background: asyncio.Task[None] | None = None
+    stop_engine = asyncio.Event()
     if with_engine:
         from app.worker.runner import run_worker
 
-        background = asyncio.create_task(run_worker(settings, engine, install_signals=False))
+        background = asyncio.create_task(run_worker(settings, engine, stop=stop_engine))
     try:
         await server.serve()
     finally:
         if background is not None:
-            background.cancel()
+            stop_engine.set()
             with suppress(asyncio.CancelledError):
                 await background
     if not server.started:
         raise click.ClickException(f"could not listen on {settings.host}:{settings.port}")
+
+
+@cli.command()
+@click.option(
+    "--host",
+    envvar="POLLHOOK_SANDBOX_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    show_envvar=True,
+    help="Listen address.",
+)
+@click.option(
+    "--port",
+    envvar="POLLHOOK_SANDBOX_PORT",
+    type=click.IntRange(0, 65535),
+    default=8900,
+    show_default=True,
+    show_envvar=True,
+    help="Listen port.",
+)
+@click.option(
+    "--minimax-rate",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="MiniMax requests per second per API key before its 1002 answer; 0 = unlimited.",
+)
+@click.option(
+    "--jimmy-rate",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Jimmy requests per second per API key before its 429 answer; 0 = unlimited.",
+)
+@click.option("--seed", type=int, help="Seed for the random choices, to repeat a run exactly.")
+def sandbox(host: str, port: int, minimax_rate: float, jimmy_rate: float, seed: int | None) -> None:
+    """Serve fake MiniMax and Jimmy AI APIs (scripted tasks, faults) for trying pollhook.
+
+    Point POLLHOOK_PROVIDERS__MINIMAX__BASE_URL and POLLHOOK_PROVIDERS__JIMMY__BASE_URL at
+    it. Script tasks and faults through /_sandbox (see /docs on the running sandbox).
+    """
+    from app.sandbox.app import create_sandbox_app
+    from app.sandbox.state import SandboxConfig
+
+    configure_logging("auto", "INFO")
+    app = create_sandbox_app(
+        SandboxConfig(minimax_rate=minimax_rate, jimmy_rate=jimmy_rate, seed=seed)
+    )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,  # do not wait out requests held by timeout faults
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    log.info(
+        "sandbox_starting",
+        host=host,
+        port=port,
+        minimax_rate=minimax_rate,
+        jimmy_rate=jimmy_rate,
+        seed=seed,
+    )
+    signal.signal(signal.SIGTERM, _terminate)
+    # uvicorn exits (SystemExit) when it cannot bind; say so in one line instead.
+    with suppress(KeyboardInterrupt, SystemExit):
+        asyncio.run(server.serve())
+    if not server.started:
+        raise click.ClickException(f"could not listen on {host}:{port}")
 
 
 def main() -> None:

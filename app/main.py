@@ -16,6 +16,7 @@ from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.error_handlers import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.core.schemas import ErrorResponse
 from app.state import AppState
 
 DESCRIPTION = """
@@ -76,10 +77,20 @@ class PollhookAPI(FastAPI):
             "scheme": "bearer",
             "description": "An API key from `pollhook keys create` or POLLHOOK_API_KEYS.",
         }
+        schemas = components.setdefault("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
-            components.get("schemas", {}).pop(name, None)
+            schemas.pop(name, None)
+        schemas.setdefault(
+            "ErrorResponse",
+            ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}"),
+        )
         for path, operations in schema.get("paths", {}).items():
-            if path.startswith("/v1/"):
-                for operation in operations.values():
+            for operation in operations.values():
+                if path.startswith("/v1/"):
                     operation["security"] = [{"bearerAuth": []}]
+                for response in operation.get("responses", {}).values():
+                    content = response.get("content", {}).get("application/json", {})
+                    if content.get("schema", {}).get("$ref", "").endswith("HTTPValidationError"):
+                        content["schema"] = {"$ref": "#/components/schemas/ErrorResponse"}
+                        response["description"] = "Invalid input; `details` names each field"
         return schema

@@ -34,3 +34,13 @@ async def test_every_route_is_described(client: httpx.AsyncClient) -> None:
     )
     assert "404" in paths["/v1/tasks/{task_id}"]["get"]["responses"]
     assert "409" in paths["/v1/tasks/{task_id}"]["delete"]["responses"]
+
+
+async def test_no_dangling_schema_references(client: httpx.AsyncClient) -> None:
+    import json
+    import re
+
+    doc = (await client.get("/openapi.json")).json()
+    referenced = set(re.findall(r"#/components/schemas/(\w+)", json.dumps(doc)))
+    assert referenced <= set(doc["components"]["schemas"])
+    assert "/v1/providers" in doc["paths"]

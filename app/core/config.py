@@ -80,7 +80,8 @@ class ProviderSettings(BaseModel):
     kind: ProviderKind
     base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")]
     api_key: SecretStr | None = None
-    rate_limit_per_s: Annotated[float, Field(gt=0, le=10_000)]
+    # 0 disables the budget (a provider with no limit, or a local benchmark).
+    rate_limit_per_s: Annotated[float, Field(ge=0, le=100_000)]
     first_poll_delay_s: Annotated[float, Field(ge=0, le=86_400)]
     min_poll_interval_s: Annotated[float, Field(gt=0, le=86_400)]
     max_poll_interval_s: Annotated[float, Field(gt=0, le=86_400)]
@@ -97,6 +98,28 @@ class ProviderSettings(BaseModel):
         if self.min_poll_interval_s > self.max_poll_interval_s:
             raise ValueError("min_poll_interval_s must not exceed max_poll_interval_s")
         return self
+
+
+class EngineSettings(BaseModel):
+    """Tuning of the background engine; the defaults suit most deployments."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A replica that dies mid-poll holds its tasks this long; then another polls them.
+    lease_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    # Fallback wake-up of the loops when no notification arrives.
+    tick_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # Per instance and replica: requests awaiting an answer at once.
+    max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 256
+    # Claim at most this many seconds of the instance's budget at a time.
+    claim_horizon_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    max_batch: Annotated[int, Field(ge=1, le=10_000)] = 500
+    # A rate-limited instance climbs back to its configured rate over this long.
+    rate_recovery_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # After a credential error, probe the upstream again this often.
+    auth_retry_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    # On SIGTERM, in-flight polls get this long to finish before their leases are released.
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=120)] = 5.0
 
 
 class StaticApiKey(BaseModel):
@@ -132,6 +155,7 @@ class Settings(BaseSettings):
         list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode
     ] = Field(default_factory=list)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict, validate_default=True)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024

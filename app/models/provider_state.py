@@ -31,7 +31,12 @@ class ProviderState(Base):
     kind: Mapped[str] = mapped_column(Text)
     # GCRA theoretical arrival time: the earliest instant the next request may be sent.
     next_slot_at: Mapped[Timestamp | None]
+    # AIMD: the rate right after the last rate-limit answer, and when that was; the
+    # effective rate climbs back linearly from there (computed, never stored per request).
     effective_rate_per_s: Mapped[float | None] = mapped_column(Float)
+    rate_cut_at: Mapped[Timestamp | None]
+    # Which upstream key the health refers to: a restart with another key clears auth_failed.
+    key_fingerprint: Mapped[str | None] = mapped_column(Text)
     paused_until: Mapped[Timestamp | None]
     health: Mapped[str] = mapped_column(Text, server_default=text("'ok'"))
     last_error: Mapped[str | None] = mapped_column(Text)

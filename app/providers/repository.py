@@ -1,12 +1,59 @@
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import ProviderSettings
-from app.models import ProviderState
+from app.models import ProviderHealth, ProviderState, Task
+from app.models.task import ACTIVE_STATUSES
+
+# Slots are spaced this much wider than 1/rate, and a request more than SEND_SLACK_S late
+# for its slot is not sent. Together they keep every 1-second window at or under the rate:
+# sends land in [slot, slot + slack), so a window can only see slots from an interval of
+# 1 + slack seconds, which holds at most rate slots when they are (1 + slack')/rate apart
+# with slack' > slack (the remainder absorbs network and scheduling jitter).
+SPACING_FACTOR = 1.04
+SEND_SLACK_S = 0.025
+
+# An AIMD cut never takes the rate below this share of the configured one.
+MIN_RATE_SHARE = 0.05
+
+
+def key_fingerprint(settings: ProviderSettings) -> str:
+    key = settings.api_key.get_secret_value() if settings.api_key else ""
+    return hashlib.sha256(f"{settings.base_url}\n{key}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """`count` send slots: the first at `first_slot`, then one every `spacing_s` seconds.
+
+    `db_now` is the database clock when the slots were taken, to place them on a local
+    clock without trusting the replica's wall time.
+    """
+
+    db_now: datetime
+    first_slot: datetime
+    spacing_s: float
+    count: int
+    effective_rate_per_s: float
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    name: str
+    paused_until: datetime | None
+    health: ProviderHealth
+    last_error: str | None
+    last_error_at: datetime | None
+    effective_rate_per_s: float
+    db_now: datetime
 
 
 class ProviderStateRepository:
@@ -14,13 +61,192 @@ class ProviderStateRepository:
         self.session = session
 
     async def ensure_rows(self, providers: Mapping[str, ProviderSettings]) -> None:
-        """One shared state row per configured instance; existing rows keep their state."""
-        if not providers:
-            return
-        stmt = insert(ProviderState).values(
-            [{"name": name, "kind": p.kind.value} for name, p in providers.items()]
+        """One shared state row per configured instance.
+
+        A row whose key fingerprint changed (a fixed key after auth_failed) starts afresh;
+        otherwise the state other replicas built up (pause, rate cut) is kept.
+        """
+        for name, settings in providers.items():
+            fingerprint = key_fingerprint(settings)
+            stmt = insert(ProviderState).values(
+                name=name, kind=settings.kind.value, key_fingerprint=fingerprint
+            )
+            changed = ProviderState.key_fingerprint.is_distinct_from(fingerprint)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["name"],
+                set_={
+                    "kind": stmt.excluded.kind,
+                    "key_fingerprint": stmt.excluded.key_fingerprint,
+                    "health": case((changed, ProviderHealth.OK.value), else_=ProviderState.health),
+                    "paused_until": case((changed, None), else_=ProviderState.paused_until),
+                    "last_error": case((changed, None), else_=ProviderState.last_error),
+                    "updated_at": func.now(),
+                },
+            )
+            await self.session.execute(stmt)
+
+    async def reserve(
+        self, name: str, count: int, *, configured_rate: float, recovery_s: float
+    ) -> Reservation:
+        """Take `count` consecutive send slots from the instance's shared budget (GCRA).
+
+        One statement on one row: concurrent replicas serialise on the row lock, each gets
+        a disjoint run of slots, and the database clock is the only clock involved.
+        """
+        row = (
+            await self.session.execute(
+                text(
+                    """
+                    WITH params AS (
+                        SELECT CAST(:rate AS float8) AS rate,
+                               CAST(:recovery_s AS float8) AS recovery_s,
+                               CAST(:count AS int) AS n,
+                               CAST(:factor AS float8) AS factor
+                    ), cur AS (
+                        SELECT s.name,
+                               clock_timestamp() AS now,
+                               CASE
+                                 WHEN s.rate_cut_at IS NULL OR s.effective_rate_per_s IS NULL
+                                   THEN params.rate
+                                 ELSE LEAST(params.rate, s.effective_rate_per_s + params.rate
+                                   * EXTRACT(EPOCH FROM clock_timestamp() - s.rate_cut_at)
+                                   / params.recovery_s)
+                               END AS eff,
+                               GREATEST(COALESCE(s.next_slot_at, clock_timestamp()),
+                                        clock_timestamp(),
+                                        COALESCE(s.paused_until, clock_timestamp())) AS start
+                        FROM provider_state s, params
+                        WHERE s.name = :name
+                        FOR UPDATE OF s
+                    )
+                    UPDATE provider_state p
+                    SET next_slot_at = cur.start
+                          + make_interval(secs => params.n * params.factor / cur.eff)
+                    FROM cur, params WHERE p.name = cur.name
+                    RETURNING cur.now, cur.start, cur.eff
+                    """
+                ),
+                {
+                    "name": name,
+                    "count": count,
+                    "rate": configured_rate,
+                    "recovery_s": recovery_s,
+                    "factor": SPACING_FACTOR,
+                },
+            )
+        ).one()
+        eff = float(row.eff)
+        return Reservation(
+            db_now=row.now,
+            first_slot=row.start,
+            spacing_s=SPACING_FACTOR / eff,
+            count=count,
+            effective_rate_per_s=eff,
         )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["name"], set_={"kind": stmt.excluded.kind}
+
+    async def record_rate_limited(
+        self,
+        name: str,
+        *,
+        configured_rate: float,
+        recovery_s: float,
+        pause_s: float,
+        message: str,
+    ) -> None:
+        """Halve the current effective rate (AIMD) and pause the instance for `pause_s`."""
+        await self.session.execute(
+            text(
+                """
+                WITH params AS (
+                    SELECT CAST(:rate AS float8) AS rate,
+                           CAST(:floor AS float8) AS floor,
+                           CAST(:recovery_s AS float8) AS recovery_s,
+                           CAST(:pause_s AS float8) AS pause_s
+                )
+                UPDATE provider_state SET
+                    effective_rate_per_s = GREATEST(params.floor, 0.5 * CASE
+                        WHEN rate_cut_at IS NULL OR effective_rate_per_s IS NULL THEN params.rate
+                        ELSE LEAST(params.rate, effective_rate_per_s + params.rate
+                             * EXTRACT(EPOCH FROM clock_timestamp() - rate_cut_at)
+                             / params.recovery_s)
+                        END),
+                    rate_cut_at = clock_timestamp(),
+                    paused_until = GREATEST(COALESCE(paused_until, clock_timestamp()),
+                                            clock_timestamp()
+                                            + make_interval(secs => params.pause_s)),
+                    health = CASE WHEN health = 'auth_failed' THEN health ELSE 'degraded' END,
+                    last_error = :message,
+                    last_error_at = clock_timestamp(),
+                    updated_at = clock_timestamp()
+                FROM params
+                WHERE name = :name
+                """
+            ),
+            {
+                "name": name,
+                "rate": configured_rate,
+                "floor": configured_rate * MIN_RATE_SHARE,
+                "recovery_s": recovery_s,
+                "pause_s": pause_s,
+                "message": message[:500],
+            },
         )
-        await self.session.execute(stmt)
+
+    async def record_auth_failed(self, name: str, *, retry_s: float, message: str) -> None:
+        await self.session.execute(
+            update(ProviderState)
+            .where(ProviderState.name == name)
+            .values(
+                health=ProviderHealth.AUTH_FAILED.value,
+                paused_until=func.clock_timestamp() + timedelta(seconds=retry_s),
+                last_error=message[:500],
+                last_error_at=func.clock_timestamp(),
+                updated_at=func.clock_timestamp(),
+            )
+        )
+
+    async def record_healthy(self, name: str) -> None:
+        """Back to ok after a good answer; a no-op (and no write) when already ok."""
+        await self.session.execute(
+            update(ProviderState)
+            .where(
+                ProviderState.name == name,
+                ProviderState.health != ProviderHealth.OK.value,
+            )
+            .values(health=ProviderHealth.OK.value, updated_at=func.clock_timestamp())
+        )
+
+    async def states(
+        self, configured: Mapping[str, ProviderSettings], *, recovery_s: float
+    ) -> dict[str, InstanceState]:
+        rows = await self.session.execute(
+            select(ProviderState, func.clock_timestamp().label("now")).where(
+                ProviderState.name.in_(list(configured))
+            )
+        )
+        result: dict[str, InstanceState] = {}
+        for state, now in rows:
+            rate = configured[state.name].rate_limit_per_s
+            effective = rate
+            if state.rate_cut_at is not None and state.effective_rate_per_s is not None:
+                since = (now - state.rate_cut_at).total_seconds()
+                effective = min(rate, state.effective_rate_per_s + rate * since / recovery_s)
+            result[state.name] = InstanceState(
+                name=state.name,
+                paused_until=state.paused_until,
+                health=ProviderHealth(state.health),
+                last_error=state.last_error,
+                last_error_at=state.last_error_at,
+                effective_rate_per_s=effective,
+                db_now=now,
+            )
+        return result
+
+    async def due_backlog(self) -> dict[str, int]:
+        """Active tasks whose next poll is due now, per instance."""
+        rows = await self.session.execute(
+            select(Task.provider, func.count())
+            .where(Task.status.in_(ACTIVE_STATUSES), Task.next_poll_at <= func.now())
+            .group_by(Task.provider)
+        )
+        return {provider: int(count) for provider, count in rows}

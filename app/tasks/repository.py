@@ -10,6 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event, Task
 
+# LISTENed to by the engine (app.polling.jobs).
+NOTIFY_CHANNEL = "pollhook_tasks"
+
 
 class TaskRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -83,6 +86,10 @@ class TaskRepository:
         self.session.add(event)
         await self.session.flush()
         return event
+
+    async def notify_new_task(self, provider: str) -> None:
+        """Wake the engines' poll loops for `provider` once this transaction commits."""
+        await self.session.execute(select(func.pg_notify(NOTIFY_CHANNEL, provider)))
 
     async def flush(self) -> None:
         await self.session.flush()

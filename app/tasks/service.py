@@ -3,7 +3,8 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -66,6 +67,7 @@ class TaskService:
             }
         )
         if task is not None:
+            await self.repo.notify_new_task(body.provider)
             return Registration(task=task, created=True)
 
         existing = await self.repo.get_by_external_id(tenant, body.provider, external_id)
@@ -129,20 +131,39 @@ class TaskService:
                 f"task {task_id} is already {current.value}",
                 details={"status": current.value},
             )
-        now = await self.repo.now()
-        task.status = TaskStatus.CANCELLED.value
-        task.sequence += 1
         # Bumping the token voids any lease a poller holds: its outcome write will not match.
         task.fencing_token += 1
+        await change_status(self.repo, task, TaskStatus.CANCELLED, await self.repo.now())
+        return task
+
+
+async def change_status(
+    repo: TaskRepository,
+    task: Task,
+    new: TaskStatus,
+    now: datetime,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> None:
+    """Move `task` to `new`, bump its sequence and write the event in the same transaction.
+
+    The caller holds the row lock; the (task_id, sequence) unique key makes a second event
+    for the same change impossible even if two writers got this far.
+    """
+    if not can_transition(TaskStatus(task.status), new):
+        raise ValueError(f"illegal transition {task.status} -> {new.value}")
+    task.status = new.value
+    task.sequence += 1
+    task.updated_at = now
+    if result is not None:
+        task.result = result
+    if error is not None:
+        task.error = error
+    if new.is_terminal:
+        task.completed_at = now
         task.next_poll_at = None
         task.lease_owner = None
         task.lease_expires_at = None
-        task.completed_at = now
-        task.updated_at = now
-        await self.repo.flush()
-        await self.repo.add_event(
-            task,
-            event_type(TaskStatus.CANCELLED),
-            TaskRead.from_task(task).model_dump(mode="json"),
-        )
-        return task
+    await repo.flush()
+    await repo.add_event(task, event_type(new), TaskRead.from_task(task).model_dump(mode="json"))

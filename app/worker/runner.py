@@ -1,8 +1,4 @@
-"""The background engine's process loop.
-
-Today it registers the configured provider instances in the shared state table and waits
-for a stop signal; the poll and delivery loops attach here.
-"""
+"""The background engine's process: start it, wait for a stop, drain gracefully."""
 
 from __future__ import annotations
 
@@ -12,25 +8,25 @@ import signal
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
-from app.core.db import create_sessionmaker, transaction
 from app.core.logging import get_logger
-from app.providers.repository import ProviderStateRepository
+from app.polling.jobs import PollEngine
 
 log = get_logger("pollhook.worker")
 
 
 async def run_worker(
-    settings: Settings, engine: AsyncEngine, *, install_signals: bool = True
+    settings: Settings, engine: AsyncEngine, *, stop: asyncio.Event | None = None
 ) -> None:
-    stop = asyncio.Event()
-    if install_signals:
+    """Run until `stop` is set, or until SIGINT/SIGTERM when no event is given."""
+    if stop is None:
+        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-    async with transaction(create_sessionmaker(engine)) as session:
-        await ProviderStateRepository(session).ensure_rows(settings.providers)
-    log.info("worker_started", providers=sorted(settings.providers))
+    poll_engine = PollEngine(settings, engine)
+    await poll_engine.start()
     try:
         await stop.wait()
     finally:
-        log.info("worker_stopped")
+        # Stop claiming, let in-flight polls finish (bounded), release the rest.
+        await poll_engine.stop()

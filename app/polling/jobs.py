@@ -1,0 +1,484 @@
+"""The poll engine: one loop per provider instance in every replica.
+
+Each loop claims a batch of due tasks (SKIP LOCKED, lease + fencing token), reserves as
+many send slots from the instance's shared budget, polls each task at its slot, and applies
+every result in its own fenced transaction. APScheduler ticks the loops (the fallback);
+LISTEN/NOTIFY on new registrations wakes them at once. Nothing here holds task state that
+is not also in Postgres: a replica can die at any point and its claims simply expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+
+import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.config import EngineSettings, ProviderSettings, Settings
+from app.core.db import create_sessionmaker
+from app.core.logging import get_logger
+from app.models import ProviderHealth
+from app.polling.repository import Claim, PollingRepository
+from app.polling.service import PollingService, PollResult
+from app.providers.base import (
+    CredentialError,
+    ProviderAdapter,
+    ProviderError,
+    RateLimited,
+    TransientError,
+)
+from app.providers.http import HttpUpstream
+from app.providers.registry import adapter_for
+from app.providers.repository import SEND_SLACK_S, ProviderStateRepository, Reservation
+from app.tasks.repository import NOTIFY_CHANNEL
+
+log = get_logger("pollhook.engine")
+
+# After an unexpected failure of the loop itself (database down, ...), wait this long, doubling.
+LOOP_ERROR_BACKOFF_S = (0.5, 30.0)
+# Default pause after a rate-limit answer that names no Retry-After.
+DEFAULT_RATE_LIMIT_PAUSE_S = 1.0
+
+
+class SlotMissed(Exception):
+    """The send slot passed (or the instance paused) before the request could go out."""
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class LocalSlots:
+    """A reservation placed on this process's monotonic clock.
+
+    The anchor is the moment the reservation's answer arrived, which is at or after the
+    database clock's `db_now`: slots can only land late here, never early.
+    """
+
+    reservation: Reservation
+    anchor: float
+
+    def at(self, index: int) -> float:
+        offset = (self.reservation.first_slot - self.reservation.db_now).total_seconds()
+        return self.anchor + offset + index * self.reservation.spacing_s
+
+
+@dataclass
+class InstanceGate:
+    """Per-replica view of the instance: paused locally the moment a rate-limit or
+    credential answer arrives, before the shared row says so to the other replicas."""
+
+    paused_until: float = 0.0
+    health: ProviderHealth = ProviderHealth.OK
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+
+class SlotSource:
+    """Budget slots for one poll: the pre-reserved one, then a freshly reserved slot for
+    each further request (MiniMax's file retrieve). `sent` tells whether any request left."""
+
+    def __init__(self, loop: ProviderLoop, first: float | None) -> None:
+        self.loop = loop
+        self.pending = [first] if first is not None else []
+        self.sent = False
+
+    async def __call__(self) -> None:
+        if self.loop.limited:
+            slot_at = self.pending.pop() if self.pending else (await self.loop.reserve(1)).at(0)
+            await self.loop.wait_for_slot(slot_at)
+        elif self.loop.gate.stop.is_set():
+            raise SlotMissed("stopping")
+        self.sent = True
+
+
+class ProviderLoop:
+    def __init__(
+        self,
+        name: str,
+        settings: ProviderSettings,
+        engine_settings: EngineSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        client: httpx.AsyncClient,
+        owner: str,
+        adapter: ProviderAdapter | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.engine_settings = engine_settings
+        self.sessions = sessions
+        self.client = client
+        self.owner = owner
+        self.adapter = adapter or adapter_for(settings.kind)
+        self.gate = InstanceGate()
+        self.wake_event = asyncio.Event()
+        self.rng = random.Random()
+        self.in_flight: dict[uuid.UUID, tuple[Claim, asyncio.Task[None]]] = {}
+        self.semaphore = asyncio.Semaphore(engine_settings.max_in_flight)
+        self.polls_done = 0
+
+    @property
+    def limited(self) -> bool:
+        return self.settings.rate_limit_per_s > 0
+
+    def wake(self) -> None:
+        self.wake_event.set()
+
+    async def run(self) -> None:
+        backoff = LOOP_ERROR_BACKOFF_S[0]
+        while not self.gate.stop.is_set():
+            try:
+                await self._iteration()
+                backoff = LOOP_ERROR_BACKOFF_S[0]
+            except Exception as exc:
+                log.warning(
+                    "poll_loop_error",
+                    provider=self.name,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:300],
+                )
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, LOOP_ERROR_BACKOFF_S[1])
+
+    async def _iteration(self) -> None:
+        if not await self._instance_open():
+            return
+        free = self.engine_settings.max_in_flight - len(self.in_flight)
+        if free <= 0:
+            await self._sleep(self.engine_settings.tick_s)
+            return
+        async with self.sessions.begin() as session:
+            state = (
+                await ProviderStateRepository(session).states(
+                    {self.name: self.settings}, recovery_s=self.engine_settings.rate_recovery_s
+                )
+            ).get(self.name)
+        rate = state.effective_rate_per_s if state and self.limited else 0.0
+        batch = self._batch_size(rate, free)
+        async with self.sessions.begin() as session:
+            claims = await PollingRepository(session).claim_due(
+                self.name, limit=batch, owner=self.owner, lease_s=self.engine_settings.lease_s
+            )
+        if not claims:
+            await self._sleep_until_due()
+            return
+        slots = await self.reserve(len(claims)) if self.limited else None
+        for index, claim in enumerate(claims):
+            slot_at = slots.at(index) if slots else None
+            task = asyncio.create_task(self._poll_one(claim, slot_at))
+            self.in_flight[claim.id] = (claim, task)
+            task.add_done_callback(partial(self._forget, claim.id))
+        if slots is not None:
+            # Claim the next batch shortly before this one's slots run out, not sooner:
+            # claiming further ahead only holds tasks that other replicas could poll.
+            last = slots.at(len(claims) - 1)
+            await self._sleep(max(0.0, last - time.monotonic() - 0.2))
+
+    def _forget(self, task_id: uuid.UUID, _: asyncio.Task[None]) -> None:
+        self.in_flight.pop(task_id, None)
+
+    def _batch_size(self, rate: float, free: int) -> int:
+        if rate <= 0:
+            return max(1, min(free, self.engine_settings.max_batch))
+        horizon = max(1, int(rate * self.engine_settings.claim_horizon_s))
+        return max(1, min(free, horizon, self.engine_settings.max_batch))
+
+    async def _instance_open(self) -> bool:
+        """False (after waiting a little) while this instance is paused."""
+        async with self.sessions.begin() as session:
+            state = (
+                await ProviderStateRepository(session).states(
+                    {self.name: self.settings}, recovery_s=self.engine_settings.rate_recovery_s
+                )
+            ).get(self.name)
+        if state is None:
+            async with self.sessions.begin() as session:
+                await ProviderStateRepository(session).ensure_rows({self.name: self.settings})
+            return True
+        self.gate.health = state.health
+        shared_pause = (
+            (state.paused_until - state.db_now).total_seconds() if state.paused_until else 0.0
+        )
+        local_pause = self.gate.paused_until - time.monotonic()
+        pause = max(shared_pause, local_pause)
+        if pause > 0:
+            await self._sleep(min(pause, 5.0))
+            return False
+        return True
+
+    async def reserve(self, count: int) -> LocalSlots:
+        async with self.sessions.begin() as session:
+            reservation = await ProviderStateRepository(session).reserve(
+                self.name,
+                count,
+                configured_rate=self.settings.rate_limit_per_s,
+                recovery_s=self.engine_settings.rate_recovery_s,
+            )
+        return LocalSlots(reservation, anchor=time.monotonic())
+
+    async def wait_for_slot(self, slot_at: float) -> None:
+        while (delay := slot_at - time.monotonic()) > 0:
+            if self.gate.stop.is_set():
+                raise SlotMissed("stopping")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.gate.stop.wait(), timeout=delay)
+        if self.gate.stop.is_set():
+            raise SlotMissed("stopping")
+        if time.monotonic() - slot_at > SEND_SLACK_S:
+            raise SlotMissed("late for the slot")
+        if self.gate.paused_until > time.monotonic():
+            raise SlotMissed("instance paused")
+
+    async def _poll_one(self, claim: Claim, slot_at: float | None) -> None:
+        sent = False
+        try:
+            async with self.semaphore:
+                result = await self._fetch(claim, slot_at)
+                sent = result.sent
+        except SlotMissed:
+            await self._release([claim])
+            return
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release([claim]))
+            raise
+        try:
+            async with self.sessions.begin() as session:
+                service = PollingService(
+                    session,
+                    self.settings,
+                    auth_retry_s=self.engine_settings.auth_retry_s,
+                    rng=self.rng,
+                )
+                applied = await service.apply(claim, result)
+            self.polls_done += 1
+            if applied is None:
+                log.info("poll_result_fenced_off", provider=self.name, task_id=str(claim.id))
+            elif applied.changed:
+                log.info(
+                    "task_status_changed",
+                    provider=self.name,
+                    task_id=applied.task_id,
+                    status=applied.status.value,
+                )
+        except Exception as exc:
+            # The claim stays until its lease runs out; then the task is polled again.
+            log.warning(
+                "poll_apply_failed",
+                provider=self.name,
+                task_id=str(claim.id),
+                error=type(exc).__name__,
+                sent=sent,
+            )
+
+    async def _fetch(self, claim: Claim, slot_at: float | None) -> PollResult:
+        acquire = SlotSource(self, slot_at)
+        upstream = HttpUpstream(self.client, self.settings, acquire)
+        try:
+            outcome = await self.adapter.poll(upstream, claim.external_id)
+        except SlotMissed:
+            if acquire.sent:
+                # A follow-up request (file retrieve) missed its slot: retry the task soon.
+                return PollResult(error=TransientError("budget slot missed", code="slot_missed"))
+            raise
+        except RateLimited as exc:
+            await self._on_rate_limited(exc)
+            return PollResult(error=exc, sent=acquire.sent)
+        except CredentialError as exc:
+            await self._on_credential_error(exc)
+            return PollResult(error=exc, sent=acquire.sent)
+        except ProviderError as exc:
+            return PollResult(error=exc, sent=acquire.sent)
+        except Exception as exc:
+            # An adapter bug must not kill the loop or lose the task: record it as transient.
+            log.exception("adapter_error", provider=self.name, task_id=str(claim.id))
+            return PollResult(
+                error=TransientError(
+                    f"internal adapter error: {type(exc).__name__}", code="internal"
+                ),
+                sent=acquire.sent,
+            )
+        if self.gate.health is not ProviderHealth.OK:
+            await self._mark_healthy()
+        return PollResult(outcome=outcome, sent=True)
+
+    async def _on_rate_limited(self, exc: RateLimited) -> None:
+        pause = max(0.5, exc.retry_after_s or DEFAULT_RATE_LIMIT_PAUSE_S)
+        self.gate.pause(pause)
+        log.warning("provider_rate_limited", provider=self.name, code=exc.code, pause_s=pause)
+        async with self.sessions.begin() as session:
+            await ProviderStateRepository(session).record_rate_limited(
+                self.name,
+                configured_rate=self.settings.rate_limit_per_s or 1.0,
+                recovery_s=self.engine_settings.rate_recovery_s,
+                pause_s=pause,
+                message=f"rate limited ({exc.code}): {exc.message}",
+            )
+        self.gate.health = ProviderHealth.DEGRADED
+
+    async def _on_credential_error(self, exc: CredentialError) -> None:
+        retry = self.engine_settings.auth_retry_s
+        self.gate.pause(retry)
+        self.gate.health = ProviderHealth.AUTH_FAILED
+        log.error("provider_auth_failed", provider=self.name, code=exc.code, retry_s=retry)
+        async with self.sessions.begin() as session:
+            await ProviderStateRepository(session).record_auth_failed(
+                self.name, retry_s=retry, message=f"credential error ({exc.code}): {exc.message}"
+            )
+
+    async def _mark_healthy(self) -> None:
+        async with self.sessions.begin() as session:
+            await ProviderStateRepository(session).record_healthy(self.name)
+        self.gate.health = ProviderHealth.OK
+
+    async def _release(self, claims: list[Claim]) -> None:
+        try:
+            async with self.sessions.begin() as session:
+                await PollingRepository(session).release(claims)
+        except Exception as exc:  # the lease expires on its own; nothing is lost
+            log.warning("release_failed", provider=self.name, error=type(exc).__name__)
+
+    async def _sleep_until_due(self) -> None:
+        async with self.sessions.begin() as session:
+            next_due = await PollingRepository(session).next_due_at(self.name)
+            now = await _db_now(session)
+        wait = self.engine_settings.tick_s * 5
+        if next_due is not None:
+            wait = min(wait, max(0.0, (next_due - now).total_seconds()))
+        await self._sleep(wait)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep until woken (tick, NOTIFY), stopped, or `seconds` have passed."""
+        if seconds <= 0 or self.gate.stop.is_set():
+            return
+        self.wake_event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake_event.wait(), timeout=seconds)
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop claiming; give in-flight requests `grace_s`, then release what is left."""
+        self.gate.stop.set()
+        self.wake()
+        tasks = [task for _, task in self.in_flight.values()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _db_now(session: AsyncSession) -> datetime:
+    from app.tasks.repository import TaskRepository
+
+    return await TaskRepository(session).now()
+
+
+class PollEngine:
+    """Everything the engine runs in one process: a loop per instance, the NOTIFY
+    listener and the APScheduler ticker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sessions = create_sessionmaker(engine)
+        self.owner = replica_id()
+        limits = httpx.Limits(
+            max_connections=settings.engine.max_in_flight * max(1, len(settings.providers)),
+            max_keepalive_connections=100,
+        )
+        self.client = httpx.AsyncClient(limits=limits, follow_redirects=False, transport=transport)
+        self.loops = {
+            name: ProviderLoop(
+                name, provider, settings.engine, self.sessions, self.client, self.owner
+            )
+            for name, provider in settings.providers.items()
+        }
+        self.scheduler = AsyncIOScheduler()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener_stop = asyncio.Event()
+
+    async def start(self) -> None:
+        async with self.sessions.begin() as session:
+            await ProviderStateRepository(session).ensure_rows(self.settings.providers)
+        self.scheduler.add_job(
+            self._tick,
+            "interval",
+            seconds=self.settings.engine.tick_s,
+            max_instances=1,
+            coalesce=True,
+            id="tick",
+        )
+        self.scheduler.start()
+        self._tasks = [asyncio.create_task(loop.run()) for loop in self.loops.values()]
+        self._tasks.append(asyncio.create_task(self._listen()))
+        log.info("engine_started", owner=self.owner, providers=sorted(self.loops))
+
+    async def _tick(self) -> None:
+        for loop in self.loops.values():
+            loop.wake()
+
+    async def _listen(self) -> None:
+        """LISTEN for new registrations; reconnects after losing the database."""
+        backoff = LOOP_ERROR_BACKOFF_S[0]
+        while not self._listener_stop.is_set():
+            try:
+                async with self.engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    driver = raw.driver_connection
+                    assert driver is not None
+                    lost = asyncio.Event()
+
+                    def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
+                        loop = self.loops.get(payload)
+                        if loop is not None:
+                            loop.wake()
+
+                    driver.add_termination_listener(partial(_set_event, lost))
+                    await driver.add_listener(NOTIFY_CHANNEL, on_notify)
+                    backoff = LOOP_ERROR_BACKOFF_S[0]
+                    stop = asyncio.create_task(self._listener_stop.wait())
+                    gone = asyncio.create_task(lost.wait())
+                    await asyncio.wait({stop, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    stop.cancel()
+                    gone.cancel()
+                    if not lost.is_set():
+                        with contextlib.suppress(Exception):
+                            await driver.remove_listener(NOTIFY_CHANNEL, on_notify)
+            except Exception as exc:
+                log.warning("listener_error", error=type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._listener_stop.wait(), timeout=backoff)
+                backoff = min(backoff * 2, LOOP_ERROR_BACKOFF_S[1])
+
+    async def stop(self) -> None:
+        grace = self.settings.engine.shutdown_grace_s
+        self.scheduler.shutdown(wait=False)
+        self._listener_stop.set()
+        await asyncio.gather(*(loop.drain(grace) for loop in self.loops.values()))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.aclose()
+        log.info("engine_stopped", owner=self.owner)
+
+
+def _set_event(event: asyncio.Event, *_: object) -> None:
+    event.set()

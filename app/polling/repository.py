@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Task
+from app.models.task import ACTIVE_STATUSES
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task this replica holds: it may write an outcome only while `token` still matches."""
+
+    id: uuid.UUID
+    token: int
+    external_id: str
+    status: str
+    deadline_at: datetime
+    claimed_at: datetime
+
+
+class PollingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def claim_due(
+        self, provider: str, *, limit: int, owner: str, lease_s: float
+    ) -> list[Claim]:
+        """Claim up to `limit` due tasks of one instance, longest overdue first.
+
+        The claim moves `next_poll_at` to the lease's end: a replica that dies mid-poll
+        needs no reaper, its tasks simply fall due again when the lease runs out. The new
+        fencing token voids any older holder's write. SKIP LOCKED lets replicas claim side by
+        side without waiting on each other; the partial index ix_tasks_due serves the scan.
+        """
+        rows = await self.session.execute(
+            text(
+                """
+                WITH params AS (SELECT CAST(:lease_s AS float8) AS lease_s),
+                due AS (
+                    SELECT id FROM tasks
+                    WHERE provider = :provider
+                      AND status IN ('pending', 'queued', 'processing')
+                      AND next_poll_at <= now()
+                    ORDER BY next_poll_at
+                    LIMIT :limit
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE tasks t
+                SET lease_owner = :owner,
+                    lease_expires_at = now() + make_interval(secs => params.lease_s),
+                    next_poll_at = now() + make_interval(secs => params.lease_s),
+                    fencing_token = t.fencing_token + 1
+                FROM due, params WHERE t.id = due.id
+                RETURNING t.id, t.fencing_token, t.external_id, t.status, t.deadline_at, now()
+                """
+            ),
+            {"provider": provider, "limit": limit, "owner": owner, "lease_s": lease_s},
+        )
+        return [
+            Claim(
+                id=r.id,
+                token=r.fencing_token,
+                external_id=r.external_id,
+                status=r.status,
+                deadline_at=r.deadline_at,
+                claimed_at=r.now,
+            )
+            for r in rows
+        ]
+
+    async def lock_if_held(self, claim: Claim) -> Task | None:
+        """The task, row-locked, if our claim still holds; None if we lost it."""
+        stmt = (
+            select(Task)
+            .where(Task.id == claim.id, Task.fencing_token == claim.token)
+            .with_for_update()
+        )
+        task: Task | None = await self.session.scalar(stmt)
+        return task
+
+    async def release(self, claims: list[Claim], *, next_poll_at: datetime | None = None) -> int:
+        """Give claimed tasks back without an outcome (shutdown, missed budget slot)."""
+        if not claims:
+            return 0
+        result = await self.session.execute(
+            update(Task)
+            .where(
+                tuple_(Task.id, Task.fencing_token).in_([(c.id, c.token) for c in claims]),
+                Task.status.in_(ACTIVE_STATUSES),
+            )
+            .values(
+                lease_owner=None,
+                lease_expires_at=None,
+                next_poll_at=next_poll_at if next_poll_at is not None else func.now(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def next_due_at(self, provider: str) -> datetime | None:
+        stmt = select(func.min(Task.next_poll_at)).where(
+            Task.provider == provider, Task.status.in_(ACTIVE_STATUSES)
+        )
+        value: datetime | None = await self.session.scalar(stmt)
+        return value

@@ -1,0 +1,146 @@
+"""Apply one poll's result to its task, under the claim's fencing token."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import ProviderSettings
+from app.models import Task, TaskStatus
+from app.polling import policy
+from app.polling.repository import Claim, PollingRepository
+from app.providers.base import (
+    CredentialError,
+    PollOutcome,
+    ProviderError,
+    RateLimited,
+    TaskError,
+)
+from app.tasks.policy import can_transition
+from app.tasks.repository import TaskRepository
+from app.tasks.service import change_status
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one poll produced: an outcome or a classified error, and whether a request
+    actually reached the upstream (counted in `polls`)."""
+
+    outcome: PollOutcome | None = None
+    error: ProviderError | None = None
+    sent: bool = True
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    task_id: str
+    status: TaskStatus
+    changed: bool
+
+
+class PollingService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        settings: ProviderSettings,
+        *,
+        auth_retry_s: float,
+        rng: random.Random,
+    ) -> None:
+        self.polling = PollingRepository(session)
+        self.tasks = TaskRepository(session)
+        self.settings = settings
+        self.auth_retry_s = auth_retry_s
+        self.rng = rng
+
+    async def apply(self, claim: Claim, result: PollResult) -> Applied | None:
+        """Write the result if the claim still holds; None when another holder took over."""
+        task = await self.polling.lock_if_held(claim)
+        if task is None:
+            return None
+        now = await self.tasks.now()
+        before = TaskStatus(task.status)
+        task.lease_owner = None
+        task.lease_expires_at = None
+        task.updated_at = now
+        if result.sent:
+            task.polls += 1
+            task.last_polled_at = now
+
+        delay: float | None = None
+        if result.outcome is not None:
+            delay = await self._apply_outcome(task, result.outcome, now)
+        elif isinstance(result.error, TaskError):
+            await change_status(
+                self.tasks,
+                task,
+                TaskStatus.FAILED,
+                now,
+                error={"code": result.error.code or "task_error", "message": result.error.message},
+            )
+            task.last_response = result.error.raw
+        elif isinstance(result.error, CredentialError):
+            # Not the task's fault: it waits for a working key instead of failing or aging
+            # towards its deadline on errors it cannot cause.
+            self._record_error(task, result.error)
+            task.next_poll_at = now + timedelta(
+                seconds=policy.jittered(self.auth_retry_s, self.rng)
+            )
+            return Applied(str(task.id), TaskStatus(task.status), False)
+        elif result.error is not None:
+            self._record_error(task, result.error)
+            task.consecutive_errors += 1
+            retry_after = (
+                result.error.retry_after_s if isinstance(result.error, RateLimited) else None
+            )
+            delay = policy.error_delay(self.settings, task.consecutive_errors, retry_after)
+
+        if not TaskStatus(task.status).is_terminal:
+            if now >= task.deadline_at:
+                await change_status(
+                    self.tasks,
+                    task,
+                    TaskStatus.TIMED_OUT,
+                    now,
+                    error={
+                        "code": "deadline_exceeded",
+                        "message": "the task did not finish before its deadline_at",
+                    },
+                )
+            else:
+                task.next_poll_at = policy.next_poll_at(
+                    now, delay if delay is not None else 0.0, task.deadline_at, self.rng
+                )
+        status = TaskStatus(task.status)
+        return Applied(str(task.id), status, status != before)
+
+    async def _apply_outcome(self, task: Task, outcome: PollOutcome, now: datetime) -> float:
+        task.last_response = outcome.raw
+        task.upstream_status = outcome.upstream_status
+        task.consecutive_errors = 0
+        task.last_poll_error = None
+        current = TaskStatus(task.status)
+        if outcome.status is not None and can_transition(current, outcome.status):
+            await change_status(
+                self.tasks,
+                task,
+                outcome.status,
+                now,
+                result=outcome.result,
+                error=outcome.error,
+            )
+            task.unchanged_polls = 0
+        else:
+            task.unchanged_polls += 1
+        return policy.unchanged_delay(self.settings, task.unchanged_polls)
+
+    @staticmethod
+    def _record_error(task: Task, error: ProviderError) -> None:
+        code = f"{error.code}: " if error.code else ""
+        task.last_poll_error = f"{type(error).__name__}: {code}{error.message}"[:1000]
+        if error.raw is not None:
+            task.last_response = error.raw

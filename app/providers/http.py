@@ -1,0 +1,229 @@
+"""The HTTP side of the provider port: a budgeted `Upstream`, and helpers shared by adapters.
+
+Everything an upstream sends is untrusted: bodies are size-capped, parsed defensively, and
+every failure becomes a `ProviderError` so the poll loop never sees a raw httpx exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from app import __version__
+from app.core.config import ProviderSettings
+from app.providers.base import CredentialError, RateLimited, TransientError, cap_raw
+
+MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_RETRY_AFTER_S = 3600.0
+EXCERPT_CHARS = 512
+MAX_URL_CHARS = 8192
+USER_AGENT = f"pollhook/{__version__}"
+
+# The body handed to adapters is already decoded, so these would describe the wrong bytes.
+_FRAMING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+class HttpUpstream:
+    """An `Upstream` for one provider instance, sharing one httpx client with the others."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: ProviderSettings,
+        acquire_slot: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._acquire_slot = acquire_slot
+        self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        key = settings.api_key.get_secret_value() if settings.api_key else ""
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+
+    async def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        await self._acquire_slot()
+        timeout = self._settings.request_timeout_s
+        request = self._client.build_request(
+            "GET",
+            self._settings.base_url + path,
+            params=params,
+            headers=self._headers,
+            timeout=timeout,
+        )
+        try:
+            # httpx's timeout bounds each read, not the exchange; a server dripping one byte
+            # per read would otherwise hold a poll (and its lease) for as long as it likes.
+            async with asyncio.timeout(timeout):
+                return await self._exchange(request)
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise TransientError(f"no answer within {timeout:g} s", code="timeout") from exc
+        except httpx.DecodingError as exc:
+            raise TransientError(
+                f"undecodable response body: {exc}", code="malformed_response"
+            ) from exc
+        except httpx.RequestError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}", code="connection_error") from exc
+
+    async def _exchange(self, request: httpx.Request) -> httpx.Response:
+        response = await self._client.send(request, stream=True, follow_redirects=False)
+        try:
+            body = await _read_capped(response)
+        finally:
+            await response.aclose()
+        headers = [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in _FRAMING_HEADERS
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=body,
+            request=request,
+            extensions=response.extensions,
+        )
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise _too_large(response)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise _too_large(response)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(response: httpx.Response) -> TransientError:
+    return TransientError(
+        f"response body larger than {MAX_RESPONSE_BYTES} bytes",
+        code="response_too_large",
+        raw={"http_status": response.status_code},
+    )
+
+
+def excerpt(response: httpx.Response) -> dict[str, Any]:
+    """A short, storable trace of a response that could not be used."""
+    text = _clean(response.content[: EXCERPT_CHARS * 4].decode("utf-8", "replace"))
+    return cap_raw({"http_status": response.status_code, "body": text[:EXCERPT_CHARS]})
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The body as a JSON object, or TransientError("malformed_response")."""
+    try:
+        value = _clean(json.loads(response.content, parse_constant=_reject_constant))
+    except (ValueError, RecursionError):
+        content_type = response.headers.get("content-type", "")
+        looks_html = "html" in content_type or response.content.lstrip()[:1] == b"<"
+        what = "an HTML page" if looks_html else "a body that is not JSON"
+        raise TransientError(
+            f"HTTP {response.status_code} with {what}",
+            code="malformed_response",
+            raw=excerpt(response),
+        ) from None
+    if not isinstance(value, dict):
+        raise TransientError(
+            f"HTTP {response.status_code} with JSON that is not an object",
+            code="malformed_response",
+            raw=excerpt(response),
+        )
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and Postgres jsonb refuses them when the raw is stored.
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _clean(value: Any) -> Any:
+    """Make upstream strings storable in Postgres text/jsonb, which refuse NUL and lone
+    surrogates (both legal in JSON escapes)."""
+    if isinstance(value, str):
+        if value.isascii() and "\x00" not in value:
+            return value
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    return value
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), in [0, 3600]."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def raise_for_http_status(response: httpx.Response) -> None:
+    """Raise for the statuses whose meaning is the same at every provider; return otherwise."""
+    status = response.status_code
+    code = f"http_{status}"
+    if status in (401, 403):
+        raise CredentialError(
+            f"HTTP {status}: credentials refused", code=code, raw=excerpt(response)
+        )
+    if status == 429:
+        raise RateLimited(
+            "HTTP 429: rate limited",
+            retry_after_s=retry_after_seconds(response.headers.get("retry-after")),
+            code=code,
+            raw=excerpt(response),
+        )
+    if status == 408 or status >= 500:
+        raise TransientError(f"HTTP {status}", code=code, raw=excerpt(response))
+
+
+def unexpected_status(response: httpx.Response) -> TransientError:
+    """For a non-2xx status no rule covers (3xx, 404, ...) and no body that explains it.
+
+    Transient, not a task error: a wrong base URL or a proxy in the way would otherwise fail
+    every task of the instance at once.
+    """
+    status = response.status_code
+    return TransientError(f"unexpected HTTP {status}", code=f"http_{status}", raw=excerpt(response))
+
+
+def malformed(message: str, raw: dict[str, Any]) -> TransientError:
+    return TransientError(message, code="malformed_response", raw=cap_raw(raw))
+
+
+def is_http_url(value: str) -> bool:
+    """Result URLs go to webhook consumers, so only absolute http(s) URLs pass through."""
+    if len(value) > MAX_URL_CHARS:
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def clip(value: str, limit: int = 200) -> str:
+    return value if len(value) <= limit else value[:limit] + "…"

@@ -1,0 +1,23 @@
+"""Provider kind → its adapter. Adapters hold no per-instance state, so one each suffices."""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+from app.core.config import ProviderKind
+from app.providers.base import ProviderAdapter
+from app.providers.jimmy_soundclone import JimmySoundCloneAdapter
+from app.providers.minimax_t2a import MinimaxT2AAdapter
+
+_MINIMAX_T2A = MinimaxT2AAdapter()
+_JIMMY_SOUNDCLONE = JimmySoundCloneAdapter()
+
+
+def adapter_for(kind: ProviderKind) -> ProviderAdapter:
+    match kind:
+        case ProviderKind.MINIMAX_T2A:
+            return _MINIMAX_T2A
+        case ProviderKind.JIMMY_SOUNDCLONE:
+            return _JIMMY_SOUNDCLONE
+        case _:
+            assert_never(kind)

@@ -1,0 +1,206 @@
+"""Claiming and fencing on a real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import insert, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
+from app.core.db import create_sessionmaker
+from app.models import Event, Task, TaskStatus
+from app.polling.repository import PollingRepository
+from app.polling.service import PollingService, PollResult
+from app.providers.base import PollOutcome, TransientError
+
+MINIMAX = ProviderSettings(kind=ProviderKind.MINIMAX_T2A, **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A])
+
+
+async def _register(client: httpx.AsyncClient, n: int, provider: str = "minimax") -> list[str]:
+    ids = []
+    for i in range(n):
+        r = await client.post("/v1/tasks", json={"provider": provider, "external_id": 1000 + i})
+        ids.append(r.json()["id"])
+    return ids
+
+
+async def _make_due(engine: AsyncEngine, overdue_s: dict[str, float]) -> None:
+    async with engine.begin() as conn:
+        for task_id, seconds in overdue_s.items():
+            await conn.execute(
+                update(Task)
+                .where(Task.id == uuid.UUID(task_id))
+                .values(next_poll_at=text(f"now() - interval '{seconds} seconds'"))
+            )
+
+
+async def _claim(engine: AsyncEngine, limit: int, owner: str = "r1") -> list:  # type: ignore[type-arg]
+    async with create_sessionmaker(engine).begin() as session:
+        return await PollingRepository(session).claim_due(
+            "minimax", limit=limit, owner=owner, lease_s=30
+        )
+
+
+async def test_longest_overdue_first_and_not_yet_due_skipped(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    ids = await _register(client, 4)
+    await _make_due(engine, {ids[0]: 5, ids[1]: 50, ids[2]: 20})  # ids[3] not due
+    claims = await _claim(engine, 10)
+    assert [str(c.id) for c in claims] == [ids[1], ids[2], ids[0]]
+    assert all(c.token == 1 for c in claims)
+    # Claimed tasks are not due again until their lease runs out.
+    assert await _claim(engine, 10) == []
+
+
+async def test_concurrent_claimers_get_disjoint_tasks(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    ids = await _register(client, 40)
+    await _make_due(engine, dict.fromkeys(ids, 1))
+    batches = await asyncio.gather(*(_claim(engine, 7, owner=f"r{i}") for i in range(8)))
+    claimed = [c.id for batch in batches for c in batch]
+    assert len(claimed) == len(set(claimed)) == 40
+
+
+async def test_fencing_rejects_a_stale_holder(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    [task_id] = await _register(client, 1)
+    await _make_due(engine, {task_id: 1})
+    [stale] = await _claim(engine, 1, owner="dead-replica")
+    # Its lease runs out; another replica claims the task and finishes it.
+    await _make_due(engine, {task_id: 1})
+    [fresh] = await _claim(engine, 1, owner="live-replica")
+    assert fresh.token == stale.token + 1
+    sessions = create_sessionmaker(engine)
+    done = PollResult(
+        outcome=PollOutcome(
+            status=TaskStatus.SUCCEEDED,
+            upstream_status="Success",
+            result={"file_id": "1", "download_url": "https://x"},
+        )
+    )
+    async with sessions.begin() as session:
+        svc = PollingService(session, MINIMAX, auth_retry_s=300, rng=random.Random(1))
+        assert await svc.apply(stale, done) is None  # fenced off: no write
+    async with sessions.begin() as session:
+        svc = PollingService(session, MINIMAX, auth_retry_s=300, rng=random.Random(1))
+        applied = await svc.apply(fresh, done)
+    assert applied is not None
+    assert applied.status is TaskStatus.SUCCEEDED
+    assert applied.changed
+    async with sessions.begin() as session:  # the late stale write changes nothing either
+        svc = PollingService(session, MINIMAX, auth_retry_s=300, rng=random.Random(1))
+        assert await svc.apply(stale, done) is None
+    async with engine.connect() as conn:
+        events = (await conn.execute(text("SELECT type, sequence FROM events"))).all()
+        task = (
+            await conn.execute(text("SELECT polls, sequence, lease_owner, next_poll_at FROM tasks"))
+        ).one()
+    assert [tuple(e) for e in events] == [("task.succeeded", 1)]
+    assert (task.polls, task.sequence, task.lease_owner, task.next_poll_at) == (1, 1, None, None)
+
+
+async def test_transient_errors_back_off_and_deadline_times_out(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    r = await client.post(
+        "/v1/tasks", json={"provider": "minimax", "external_id": 5, "deadline_s": 60}
+    )
+    task_id = r.json()["id"]
+    sessions = create_sessionmaker(engine)
+    await _make_due(engine, {task_id: 1})
+    [claim] = await _claim(engine, 1)
+    async with sessions.begin() as session:
+        svc = PollingService(session, MINIMAX, auth_retry_s=300, rng=random.Random(1))
+        applied = await svc.apply(claim, PollResult(error=TransientError("boom", code="http_503")))
+    assert applied is not None
+    assert applied.status is TaskStatus.PENDING
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT consecutive_errors, last_poll_error, next_poll_at - now() AS wait "
+                    "FROM tasks"
+                )
+            )
+        ).one()
+    assert row.consecutive_errors == 1
+    assert "http_503" in row.last_poll_error
+    assert timedelta(seconds=2) < row.wait < timedelta(seconds=4)
+
+    # Past the deadline, the next result (whatever it is) ends the task as timed_out.
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE tasks SET deadline_at = now() - interval '1 second'"))
+    await _make_due(engine, {task_id: 1})
+    [claim] = await _claim(engine, 1)
+    processing = PollResult(
+        outcome=PollOutcome(status=TaskStatus.PROCESSING, upstream_status="Processing")
+    )
+    async with sessions.begin() as session:
+        svc = PollingService(session, MINIMAX, auth_retry_s=300, rng=random.Random(1))
+        await svc.apply(claim, processing)
+    async with engine.connect() as conn:
+        events = (
+            await conn.execute(text("SELECT type, sequence FROM events ORDER BY sequence"))
+        ).all()
+        task = (await conn.execute(text("SELECT status, error FROM tasks"))).one()
+    assert [tuple(e) for e in events] == [("task.processing", 1), ("task.timed_out", 2)]
+    assert task.status == "timed_out"
+    assert task.error["code"] == "deadline_exceeded"
+
+
+async def test_release_makes_tasks_due_again(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    ids = await _register(client, 3)
+    await _make_due(engine, dict.fromkeys(ids, 1))
+    claims = await _claim(engine, 3)
+    async with create_sessionmaker(engine).begin() as session:
+        assert await PollingRepository(session).release(claims) == 3
+    again = await _claim(engine, 3)
+    assert {c.id for c in again} == {c.id for c in claims}
+
+
+async def test_events_unique_per_change(engine: AsyncEngine) -> None:
+    """The (task_id, sequence) key makes a duplicate event for one change impossible."""
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    async with engine.begin() as conn:
+        task_id = uuid.uuid4()
+        await conn.execute(
+            text(
+                "INSERT INTO tasks (id, tenant, provider, external_id, status, deadline_at) "
+                "VALUES (:id, 't', 'minimax', '1', 'succeeded', now())"
+            ),
+            {"id": task_id},
+        )
+        await conn.execute(
+            insert(Event).values(
+                id=uuid.uuid4(),
+                task_id=task_id,
+                tenant="t",
+                type="task.succeeded",
+                sequence=1,
+                payload={},
+            )
+        )
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(Event).values(
+                    id=uuid.uuid4(),
+                    task_id=task_id,
+                    tenant="t",
+                    type="task.succeeded",
+                    sequence=1,
+                    payload={},
+                )
+            )

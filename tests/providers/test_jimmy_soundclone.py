@@ -1,0 +1,424 @@
+"""Jimmy AI SoundClone adapter against every documented answer shape (docs/upstreams.md §1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from app.core.config import ProviderKind
+from app.models import TaskStatus
+from app.providers.base import (
+    CredentialError,
+    PollOutcome,
+    ProviderError,
+    RateLimited,
+    TaskError,
+    TransientError,
+)
+from app.providers.jimmy_soundclone import JimmySoundCloneAdapter
+from app.providers.registry import adapter_for
+from tests.providers import API_KEY, HTML_ERROR_PAGE, Handler, Harness, make_harness, raising, reply
+
+TASK_ID = "audio_16b635ba-5889-4fa5-bbcc-bf67a38c353a"
+BASE_URL = "https://www.jimmy.test"
+PATH = f"/api/open-api/v1/audios/{TASK_ID}"
+
+# The seed page's examples, verbatim.
+PROCESSING: dict[str, Any] = {
+    "code": 20000,
+    "msg": "ok",
+    "data": {
+        "id": TASK_ID,
+        "object": "audio",
+        "created": 1781777280,
+        "model": "soundCloningClone",
+        "status": "processing",
+        "error": None,
+    },
+}
+CLONE_COMPLETED: dict[str, Any] = {
+    "code": 20000,
+    "msg": "ok",
+    "data": {
+        "id": TASK_ID,
+        "object": "audio",
+        "created": 1781777280,
+        "model": "soundCloningClone",
+        "status": "completed",
+        "modelId": "model_123456789",
+        "audioUrl": "https://example.com/preview-audio.mp3",
+        "error": None,
+    },
+}
+AUDIO_COMPLETED: dict[str, Any] = {
+    "code": 20000,
+    "msg": "ok",
+    "data": {
+        "id": TASK_ID,
+        "object": "audio",
+        "created": 1781777280,
+        "model": "soundCloningAudio",
+        "status": "completed",
+        "audioUrl": "https://example.com/generated-audio.mp3",
+        "subtitleFile": "https://example.com/subtitle.srt",
+        "error": None,
+    },
+}
+
+
+def envelope(code: Any = 20000, msg: Any = "ok", **data: Any) -> dict[str, Any]:
+    base = {"id": TASK_ID, "object": "audio", "created": 1781777280, "model": "soundCloningAudio"}
+    return {"code": code, "msg": msg, "data": {**base, **data}}
+
+
+def harness_for(handler: Handler) -> Harness:
+    return make_harness(handler, kind=ProviderKind.JIMMY_SOUNDCLONE, base_url=BASE_URL)
+
+
+async def poll(harness: Harness, task_id: str = TASK_ID) -> PollOutcome:
+    return await JimmySoundCloneAdapter().poll(harness.upstream, task_id)
+
+
+async def poll_error(harness: Harness) -> ProviderError:
+    with pytest.raises(ProviderError) as caught:
+        await poll(harness)
+    return caught.value
+
+
+def test_registry_serves_this_adapter() -> None:
+    adapter = adapter_for(ProviderKind.JIMMY_SOUNDCLONE)
+
+    assert isinstance(adapter, JimmySoundCloneAdapter)
+    assert adapter.kind is ProviderKind.JIMMY_SOUNDCLONE
+    assert adapter_for(ProviderKind.JIMMY_SOUNDCLONE) is adapter
+
+
+async def test_query_request_is_exact() -> None:
+    harness = harness_for(reply(PROCESSING))
+
+    outcome = await poll(harness)
+
+    [request] = harness.requests
+    assert str(request.url) == f"{BASE_URL}{PATH}"
+    assert request.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert outcome == PollOutcome(TaskStatus.PROCESSING, "processing", raw=PROCESSING)
+    assert harness.slots == 1
+
+
+async def test_an_id_with_slashes_is_one_path_segment() -> None:
+    task_id = "a/../b?c=1#d e%"
+    body = envelope(status="queued", id=task_id)
+    harness = harness_for(reply(body))
+
+    outcome = await poll(harness, task_id)
+
+    assert outcome.status is TaskStatus.QUEUED
+    [request] = harness.requests
+    assert request.url.raw_path == b"/api/open-api/v1/audios/a%2F..%2Fb%3Fc%3D1%23d%20e%25"
+    assert request.url.query == b""
+
+
+@pytest.mark.parametrize("code", [20000, "20000"])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("queued", TaskStatus.QUEUED),
+        ("pending", TaskStatus.QUEUED),
+        ("submitted", TaskStatus.QUEUED),
+        ("processing", TaskStatus.PROCESSING),
+        ("Processing", TaskStatus.PROCESSING),
+        ("QUEUED", TaskStatus.QUEUED),
+    ],
+)
+async def test_running_statuses(code: Any, status: str, expected: TaskStatus) -> None:
+    body = envelope(code, status=status)
+    harness = harness_for(reply(body))
+
+    outcome = await poll(harness)
+
+    assert outcome == PollOutcome(expected, status, raw=body)
+    assert harness.slots == 1
+
+
+@pytest.mark.parametrize("code", [20000, "20000"])
+async def test_completed_clone_preview(code: Any) -> None:
+    body = {**CLONE_COMPLETED, "code": code}
+    harness = harness_for(reply(body))
+
+    outcome = await poll(harness)
+
+    assert outcome == PollOutcome(
+        TaskStatus.SUCCEEDED,
+        "completed",
+        result={
+            "audio_url": "https://example.com/preview-audio.mp3",
+            "model_id": "model_123456789",
+        },
+        raw=body,
+    )
+    assert harness.slots == 1
+
+
+@pytest.mark.parametrize("status", ["completed", "success", "Completed", "SUCCESS"])
+async def test_completed_audio_with_subtitles(status: str) -> None:
+    body = {**AUDIO_COMPLETED, "data": {**AUDIO_COMPLETED["data"], "status": status}}
+    harness = harness_for(reply(body))
+
+    outcome = await poll(harness)
+
+    assert outcome.status is TaskStatus.SUCCEEDED
+    assert outcome.upstream_status == status
+    assert outcome.result == {
+        "audio_url": "https://example.com/generated-audio.mp3",
+        "subtitle_url": "https://example.com/subtitle.srt",
+    }
+
+
+async def test_completed_with_only_a_model_id_is_usable() -> None:
+    harness = harness_for(reply(envelope(status="completed", modelId="model_1", audioUrl="")))
+
+    outcome = await poll(harness)
+
+    assert outcome.result == {"model_id": "model_1"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({}, "missing_audio_url"),
+        ({"audioUrl": None, "modelId": None}, "missing_audio_url"),
+        ({"audioUrl": "", "subtitleFile": "https://example.com/s.srt"}, "missing_audio_url"),
+        ({"audioUrl": "javascript:alert(1)"}, "malformed_response"),
+        ({"audioUrl": ["https://example.com/a.mp3"]}, "malformed_response"),
+        ({"audioUrl": "https://example.com/a.mp3", "modelId": 123}, "malformed_response"),
+        ({"modelId": "m" * 300}, "malformed_response"),
+    ],
+)
+async def test_completed_without_a_usable_result(fields: dict[str, Any], code: str) -> None:
+    harness = harness_for(reply(envelope(status="completed", **fields)))
+
+    error = await poll_error(harness)
+
+    assert type(error) is TransientError
+    assert error.code == code
+
+
+async def test_a_bad_subtitle_file_does_not_hold_back_the_audio() -> None:
+    harness = harness_for(
+        reply(envelope(status="completed", audioUrl="https://example.com/a.mp3", subtitleFile=7))
+    )
+
+    with capture_logs() as logs:
+        outcome = await poll(harness)
+
+    assert outcome.result == {"audio_url": "https://example.com/a.mp3"}
+    assert [entry["event"] for entry in logs] == ["provider.bad_subtitle_file"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"error": "audio file too short"}, "audio file too short"),
+        ({"error": None, "error_message": "insufficient balance"}, "insufficient balance"),
+        ({"error": "  ", "error_msg": "bad input"}, "bad input"),
+        ({"reason": "content rejected"}, "content rejected"),
+        ({"error": None}, "the provider reported a failure"),
+        ({"error": {"nested": True}}, "the provider reported a failure"),
+    ],
+)
+async def test_failed(fields: dict[str, Any], message: str) -> None:
+    body = envelope(status="failed", **fields)
+    harness = harness_for(reply(body))
+
+    outcome = await poll(harness)
+
+    assert outcome == PollOutcome(
+        TaskStatus.FAILED, "failed", error={"code": "failed", "message": message}, raw=body
+    )
+
+
+@pytest.mark.parametrize("status", ["canceled", "cancelled", "Cancelled"])
+async def test_cancelled_upstream_is_a_failure(status: str) -> None:
+    harness = harness_for(reply(envelope(status=status, error="cancelled by operator")))
+
+    outcome = await poll(harness)
+
+    assert outcome.status is TaskStatus.FAILED
+    assert outcome.error == {"code": "cancelled_upstream", "message": "cancelled by operator"}
+
+
+async def test_cancelled_without_a_reason() -> None:
+    harness = harness_for(reply(envelope(status="canceled")))
+
+    outcome = await poll(harness)
+
+    assert outcome.error == {
+        "code": "cancelled_upstream",
+        "message": "the provider cancelled the task",
+    }
+
+
+@pytest.mark.parametrize("status", ["rendering", "", "timeout"])
+async def test_unknown_status_keeps_the_task_as_is_and_warns(status: str) -> None:
+    body = envelope(status=status)
+    harness = harness_for(reply(body))
+
+    with capture_logs() as logs:
+        outcome = await poll(harness)
+
+    assert outcome == PollOutcome(None, status, raw=body)
+    assert logs == [
+        {
+            "event": "provider.unknown_status",
+            "log_level": "warning",
+            "kind": "jimmy_soundclone",
+            "upstream_status": status,
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status", "error_type"),
+    [
+        (20001, 200, CredentialError),
+        ("20001", 200, CredentialError),
+        (20001, 401, CredentialError),
+        (20002, 200, TaskError),
+        ("20002", 400, TaskError),
+        (20002, 404, TaskError),
+        (20002, 500, TaskError),
+        (-1, 200, TransientError),
+        ("-1", 200, TransientError),
+        (12345, 200, TransientError),
+        ("E_SOMETHING", 200, TransientError),
+        (20000.0, 200, TransientError),
+        (True, 200, TransientError),
+    ],
+)
+async def test_envelope_codes(code: Any, http_status: int, error_type: type[ProviderError]) -> None:
+    body = {"code": code, "msg": "explained", "data": None}
+    harness = harness_for(reply(body, status=http_status))
+
+    error = await poll_error(harness)
+
+    assert type(error) is error_type
+    assert error.code == str(code)
+    assert error.message == "explained"
+    assert error.raw == body
+    assert harness.slots == 1
+
+
+async def test_an_envelope_without_msg_gets_a_generic_message() -> None:
+    harness = harness_for(reply({"code": -1, "data": None}))
+
+    error = await poll_error(harness)
+
+    assert error.message == "code -1"
+
+
+@pytest.mark.parametrize(
+    ("body", "http_status", "headers", "error_type", "code"),
+    [
+        ({"code": -1, "msg": "slow down"}, 429, {"Retry-After": "20"}, RateLimited, "http_429"),
+        (None, 429, {"Retry-After": "20"}, RateLimited, "http_429"),
+        ({"code": -1, "msg": "server error"}, 503, {}, TransientError, "http_503"),
+        ({"code": 20000, "data": {"status": "completed"}}, 500, {}, TransientError, "http_500"),
+        ({"code": -1, "msg": "?"}, 401, {}, CredentialError, "http_401"),
+        ({"message": "Unauthorized"}, 401, {}, CredentialError, "http_401"),
+        ({"message": "Forbidden"}, 403, {}, CredentialError, "http_403"),
+        ({"message": "Not Found"}, 404, {}, TransientError, "http_404"),
+        ({"code": 20000, "data": {"status": "queued"}}, 302, {}, TransientError, "http_302"),
+        ({"message": "no code"}, 200, {}, TransientError, "malformed_response"),
+        (
+            {"code": None, "data": {"status": "queued"}},
+            200,
+            {},
+            TransientError,
+            "malformed_response",
+        ),
+    ],
+)
+async def test_http_status_where_the_envelope_says_nothing_specific(
+    body: Any,
+    http_status: int,
+    headers: dict[str, str],
+    error_type: type[ProviderError],
+    code: str,
+) -> None:
+    harness = harness_for(reply(body, status=http_status, headers=headers))
+
+    error = await poll_error(harness)
+
+    assert type(error) is error_type
+    assert error.code == code
+    if isinstance(error, RateLimited):
+        assert error.retry_after_s == 20.0
+
+
+@pytest.mark.parametrize(
+    ("http_status", "text", "code"),
+    [
+        (502, HTML_ERROR_PAGE, "http_502"),
+        (200, HTML_ERROR_PAGE, "malformed_response"),
+        (200, '{"code": 20000, "msg": "ok", "data": {"status": "compl', "malformed_response"),
+        (200, '[{"code": 20000}]', "malformed_response"),
+        (200, "", "malformed_response"),
+        (404, "<html>404</html>", "http_404"),
+    ],
+)
+async def test_bodies_that_are_not_json_objects(http_status: int, text: str, code: str) -> None:
+    harness = harness_for(reply(text=text, status=http_status))
+
+    error = await poll_error(harness)
+
+    assert type(error) is TransientError
+    assert error.code == code
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"code": 20000, "msg": "ok", "data": None},
+        {"code": 20000, "msg": "ok"},
+        {"code": 20000, "msg": "ok", "data": [PROCESSING["data"]]},
+        {"code": 20000, "msg": "ok", "data": "processing"},
+        envelope(status=None),
+        envelope(status=3),
+        envelope(status=["completed"]),
+        {"code": 20000, "msg": "ok", "data": {"id": TASK_ID}},
+        envelope(status="completed", id="audio_someone-else", audioUrl="https://example.com/a.mp3"),
+    ],
+)
+async def test_wrong_shapes_are_malformed(body: dict[str, Any]) -> None:
+    harness = harness_for(reply(body))
+
+    error = await poll_error(harness)
+
+    assert type(error) is TransientError
+    assert error.code == "malformed_response"
+    assert error.raw == body
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [(httpx.ReadTimeout("slow"), "timeout"), (httpx.ConnectError("refused"), "connection_error")],
+)
+async def test_network_failures(exc: Exception, code: str) -> None:
+    harness = harness_for(raising(exc))
+
+    error = await poll_error(harness)
+
+    assert type(error) is TransientError
+    assert error.code == code
+    assert harness.slots == 1
+
+
+async def test_huge_body_is_refused() -> None:
+    harness = harness_for(lambda _: httpx.Response(200, content=b"{" * (2 * 1024 * 1024)))
+
+    error = await poll_error(harness)
+
+    assert error.code == "response_too_large"
