@@ -1,0 +1,431 @@
+"""HTTP face of the sandbox: the providers' own query APIs plus the `/_sandbox` control API.
+
+Provider routes answer like the providers (paths, envelopes, codes, HTTP statuses as their docs
+and public clients describe them) and pass through one gate: count the request, apply the
+rate limit, then maybe a fault. Control routes never see faults, limits or counts.
+
+Every route is `async def`: the state is single-threaded by design, so nothing may run in
+FastAPI's thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+
+from app import __version__
+from app.sandbox.schemas import (
+    Cleared,
+    ConfigRead,
+    ConfigUpdate,
+    FaultCreate,
+    FaultCreated,
+    FaultList,
+    FaultRead,
+    Health,
+    StatsRead,
+    TaskBatchCreate,
+    TaskBatchCreated,
+    TaskCreate,
+    TaskCreated,
+    TaskRead,
+    public_id,
+)
+from app.sandbox.state import (
+    DOWNLOAD_URL_TTL_S,
+    DuplicateTask,
+    FaultKind,
+    Instant,
+    KeyProblem,
+    Provider,
+    Sandbox,
+    SandboxConfig,
+    SandboxError,
+    Task,
+    TooManyTasks,
+    bearer_key,
+    key_problem,
+    parse_int64,
+)
+
+Clock = Callable[[], Instant]
+Json = dict[str, Any]
+
+DESCRIPTION = """
+Fake MiniMax (T2A async query, File Retrieve) and Jimmy AI (SoundClone query) APIs with
+scripted tasks, the providers' own rate-limit answers and injectable faults. Point pollhook's
+provider base URLs here. Control routes live under `/_sandbox` and need no key.
+"""
+
+MINIMAX_LOGIN_FAIL = (
+    "login fail: Please carry the API secret key in the 'Authorization' field of the request header"
+)
+NGINX_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+# Cut off mid-body, as when a proxy drops the connection under load.
+MALFORMED_JSON: dict[Provider, str] = {
+    "minimax": '{"task_id": 95157322514444, "status": "Succ',
+    "jimmy": '{"code": 20000, "msg": "ok", "data": {"id": "audio_',
+}
+# Valid JSON with the fields' types wrong, one picked at random per injection.
+WRONG_TYPES: dict[Provider, tuple[Json, ...]] = {
+    "minimax": (
+        {"task_id": "95157322514444", "status": 2, "file_id": "x", "base_resp": "success"},
+        {"task_id": 95157322514444, "status": 1, "base_resp": [0, "success"]},
+        {"task_id": [], "status": ["Success"], "file_id": None, "base_resp": {"status_code": "0"}},
+    ),
+    "jimmy": (
+        {"code": 20000, "msg": "ok", "data": [{"id": "audio_x", "status": "completed"}]},
+        {"code": {"value": 20000}, "msg": "ok", "data": {"status": 3}},
+        {"code": 20000, "msg": 0, "data": "completed"},
+    ),
+}
+
+
+def system_clock() -> Instant:
+    return Instant(wall=time.time(), mono=time.monotonic())
+
+
+def create_sandbox_app(
+    config: SandboxConfig | None = None, *, clock: Clock = system_clock
+) -> FastAPI:
+    """The sandbox server; `clock` is injectable so tests can move time without sleeping."""
+    sandbox = Sandbox(config)
+    app = FastAPI(title="pollhook sandbox", version=__version__, description=DESCRIPTION)
+    app.state.sandbox = sandbox
+    app.include_router(_minimax_router(sandbox, clock))
+    app.include_router(_jimmy_router(sandbox, clock))
+    app.include_router(_control_router(sandbox, clock))
+    app.add_exception_handler(SandboxError, _sandbox_error)
+    return app
+
+
+async def _sandbox_error(_: Request, exc: Exception) -> Response:
+    status = 409 if isinstance(exc, DuplicateTask | TooManyTasks) else 422
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+# ---------------------------------------------------------------------------------------------
+# The gate every provider request passes
+
+
+async def _gate(
+    sandbox: Sandbox, provider: Provider, key: str | None, at: Instant
+) -> Response | None:
+    """Count the request, rate-limit it, then inject a fault if one fires. Returns the answer
+    that replaces the normal one, or None to answer normally (after any injected delay)."""
+    admission = sandbox.admit(provider, key, at)
+    if admission.rate_limited:
+        return rate_limited(provider)
+    fault = admission.fault
+    if fault is None:
+        return None
+    if fault.latency_s > 0:
+        await asyncio.sleep(fault.latency_s)
+    if fault.kind in ("latency", "timeout"):
+        return None
+    return fault_response(fault.kind, provider, sandbox)
+
+
+def rate_limited(provider: Provider) -> Response:
+    """Each provider's own rate-limit answer: MiniMax keeps HTTP 200 and says 1002 in
+    base_resp; Jimmy (per its public clients) sends 429."""
+    if provider == "minimax":
+        return minimax_error(1002, "rate limit exceeded")
+    return JSONResponse(
+        {"code": -1, "msg": "rate limited", "data": None},
+        status_code=429,
+        headers={"Retry-After": "1"},
+    )
+
+
+def fault_response(kind: FaultKind, provider: Provider, sandbox: Sandbox) -> Response:
+    if kind == "http_500":
+        return PlainTextResponse("Internal Server Error", status_code=500)
+    if kind == "http_503":
+        return JSONResponse(
+            {"error": "service temporarily unavailable"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+    if kind == "html":
+        return HTMLResponse(NGINX_502, status_code=502)
+    if kind == "malformed_json":
+        return Response(MALFORMED_JSON[provider], media_type="application/json")
+    if kind == "wrong_types":
+        return JSONResponse(sandbox.choose(WRONG_TYPES[provider]))
+    return rate_limited(provider)
+
+
+def _base_url(request: Request) -> str:
+    """This server as the client reached it (so URLs work behind Docker names too)."""
+    return str(request.base_url).rstrip("/")
+
+
+# ---------------------------------------------------------------------------------------------
+# MiniMax
+
+
+def minimax_error(
+    code: int, message: str, *, status: int = 200, task_id: int | None = None
+) -> Response:
+    body: Json = {} if task_id is None else {"task_id": task_id}
+    body["base_resp"] = {"status_code": code, "status_msg": message}
+    return JSONResponse(body, status_code=status)
+
+
+def minimax_refusal(problem: KeyProblem) -> Response:
+    """A key from the other region gives 2049 with HTTP 401; a missing or wrong one 1004."""
+    if problem == "bad_region":
+        return minimax_error(2049, "invalid api key", status=401)
+    return minimax_error(1004, MINIMAX_LOGIN_FAIL)
+
+
+def minimax_query_body(task: Task, wall: float) -> Json:
+    status = task.status(wall)
+    if status is None:
+        return {
+            "task_id": int(task.id),
+            "base_resp": {"status_code": task.error_code, "status_msg": task.error_message},
+        }
+    return {
+        "task_id": int(task.id),
+        "status": status,
+        "file_id": task.file_id,
+        "base_resp": {"status_code": 0, "status_msg": "success"},
+    }
+
+
+def minimax_file_body(task: Task, file_id: int, base_url: str, wall: float) -> Json:
+    expires = int(wall) + DOWNLOAD_URL_TTL_S
+    return {
+        "file": {
+            "file_id": file_id,
+            "bytes": 0,  # what MiniMax reports for async results; do not trust it
+            "created_at": int(task.created_at),
+            "filename": f"{task.id}.tar",
+            "purpose": "t2a_async",
+            "download_url": f"{base_url}/_sandbox/files/{file_id}.tar?expires={expires}",
+        },
+        "base_resp": {"status_code": 0, "status_msg": "success"},
+    }
+
+
+def _minimax_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
+    router = APIRouter(tags=["MiniMax"])
+
+    async def gate(request: Request, at: Instant) -> Response | None:
+        key = bearer_key(request.headers.get("authorization"))
+        early = await _gate(sandbox, "minimax", key, at)
+        if early is not None:
+            return early
+        problem = key_problem(key)
+        return None if problem is None else minimax_refusal(problem)
+
+    @router.get("/v1/query/t2a_async_query_v2")
+    async def query(request: Request) -> Response:
+        at = clock()
+        if (early := await gate(request, at)) is not None:
+            return early
+        task_id = parse_int64(request.query_params.get("task_id"))
+        if task_id is None:
+            return minimax_error(2013, "invalid params, task_id must be a positive integer")
+        task = sandbox.tasks.get("minimax", str(task_id))
+        if task is None:
+            return minimax_error(2013, "invalid params, task not found", task_id=task_id)
+        sandbox.observe(task, at)
+        return JSONResponse(minimax_query_body(task, at.wall))
+
+    @router.get("/v1/files/retrieve")
+    async def retrieve(request: Request) -> Response:
+        at = clock()
+        if (early := await gate(request, at)) is not None:
+            return early
+        file_id = parse_int64(request.query_params.get("file_id"))
+        if file_id is None:
+            return minimax_error(2013, "invalid params, file_id must be a positive integer")
+        task = sandbox.tasks.by_file(file_id)
+        # The file exists once the task succeeded, and is gone once it expired.
+        if task is None or task.status(at.wall) not in ("Success", "success"):
+            return minimax_error(2013, "invalid file_id")
+        return JSONResponse(minimax_file_body(task, file_id, _base_url(request), at.wall))
+
+    return router
+
+
+# ---------------------------------------------------------------------------------------------
+# Jimmy
+
+
+def jimmy_envelope(code: int | str, msg: str, data: Json | None) -> Response:
+    return JSONResponse({"code": code, "msg": msg, "data": data})
+
+
+def jimmy_query_answer(task: Task, wall: float, base_url: str) -> Response:
+    status = task.status(wall)
+    if status is None:
+        code = task.error_code if task.error_code is not None else -1
+        return jimmy_envelope(
+            str(code) if task.code_as_string else code, task.error_message or "error", None
+        )
+    ok: int | str = "20000" if task.code_as_string else 20000
+    return jimmy_envelope(ok, "ok", jimmy_data(task, status, base_url))
+
+
+def jimmy_data(task: Task, status: str, base_url: str) -> Json:
+    data: Json = {
+        "id": task.id,
+        "object": "audio",
+        "created": int(task.created_at),
+        "model": "soundCloningClone" if task.model == "clone" else "soundCloningAudio",
+        "status": status,
+    }
+    if status == "completed":
+        if task.model == "clone":
+            data["modelId"] = task.model_id
+        data["audioUrl"] = f"{base_url}/_sandbox/files/{task.id}.mp3"
+        if task.model == "audio" and task.subtitles:
+            data["subtitleFile"] = f"{base_url}/_sandbox/files/{task.id}.srt"
+    data["error"] = task.error_message if status == "failed" else None
+    return data
+
+
+def _jimmy_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
+    router = APIRouter(tags=["Jimmy AI"])
+
+    @router.get("/api/open-api/v1/audios/{task_id}")
+    async def query(task_id: str, request: Request) -> Response:
+        at = clock()
+        key = bearer_key(request.headers.get("authorization"))
+        if (early := await _gate(sandbox, "jimmy", key, at)) is not None:
+            return early
+        if key_problem(key) is not None:
+            return jimmy_envelope(20001, "invalid api key", None)
+        task = sandbox.tasks.get("jimmy", task_id)
+        if task is None:
+            return jimmy_envelope(20002, "task not found", None)
+        sandbox.observe(task, at)
+        return jimmy_query_answer(task, at.wall, _base_url(request))
+
+    return router
+
+
+# ---------------------------------------------------------------------------------------------
+# Control API
+
+
+def _control_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
+    router = APIRouter(prefix="/_sandbox", tags=["sandbox control"])
+    _task_routes(router, sandbox, clock)
+    _fault_routes(router, sandbox, clock)
+    _admin_routes(router, sandbox, clock)
+    return router
+
+
+def _task_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
+    @router.post("/tasks", status_code=201, response_model_exclude_none=True)
+    async def create_task(body: TaskCreate) -> TaskCreated:
+        (task,) = sandbox.create_tasks(body.to_spec(body.normalized_id()), clock())
+        return TaskCreated(
+            provider=task.provider, id=public_id(task), file_id=task.file_id, ready_at=task.ready_at
+        )
+
+    @router.post("/tasks/batch", status_code=201, response_model_exclude_none=True)
+    async def create_batch(body: TaskBatchCreate) -> TaskBatchCreated:
+        at = clock()
+        tasks = sandbox.create_tasks(body.to_spec(), at, body.count)
+        minimax = body.provider == "minimax"
+        return TaskBatchCreated(
+            provider=body.provider,
+            count=len(tasks),
+            ids=[int(t.id) for t in tasks] if minimax else [t.id for t in tasks],
+            file_ids=[t.file_id for t in tasks if t.file_id is not None] if minimax else None,
+            ready_at=at.wall + body.duration_s,
+        )
+
+    @router.get("/tasks/{provider}/{task_id}", responses={404: {"description": "No such task"}})
+    async def read_task(provider: Provider, task_id: str) -> TaskRead:
+        if provider == "minimax":
+            number = parse_int64(task_id)
+            task_id = str(number) if number is not None else task_id
+        task = sandbox.tasks.get(provider, task_id)
+        if task is None:
+            raise HTTPException(404, f"no {provider} task {task_id}")
+        return TaskRead.of(task, clock().wall)
+
+
+def _fault_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
+    @router.post("/faults", status_code=201)
+    async def add_fault(body: FaultCreate) -> FaultCreated:
+        return FaultCreated(id=sandbox.faults.add(body.to_spec(), clock()).id)
+
+    @router.get("/faults")
+    async def list_faults() -> FaultList:
+        return FaultList(faults=[FaultRead.of(f) for f in sandbox.faults.live(clock())])
+
+    @router.delete("/faults")
+    async def clear_faults() -> Cleared:
+        cleared = len(sandbox.faults.live(clock()))
+        sandbox.faults.clear()
+        return Cleared(cleared=cleared)
+
+    @router.delete("/faults/{fault_id}", status_code=204, responses={404: {}})
+    async def remove_fault(fault_id: str) -> Response:
+        if not sandbox.faults.remove(fault_id):
+            raise HTTPException(404, f"no fault {fault_id}")
+        return Response(status_code=204)
+
+
+def _admin_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
+    @router.get("/health")
+    async def health() -> Health:
+        return Health()
+
+    @router.get("/stats")
+    async def stats() -> StatsRead:
+        return StatsRead.of(sandbox.traffic.stats())
+
+    @router.post("/reset", status_code=204)
+    async def reset() -> Response:
+        sandbox.reset()
+        return Response(status_code=204)
+
+    @router.get("/config")
+    async def read_config() -> ConfigRead:
+        return _config(sandbox)
+
+    @router.patch("/config")
+    async def update_config(body: ConfigUpdate) -> ConfigRead:
+        if body.minimax_rate is not None:
+            sandbox.rates["minimax"] = body.minimax_rate
+        if body.jimmy_rate is not None:
+            sandbox.rates["jimmy"] = body.jimmy_rate
+        return _config(sandbox)
+
+    @router.get("/files/{name}", response_class=Response, responses={403: {}})
+    async def download(name: str, expires: str | None = None) -> Response:
+        """Result files behind MiniMax download URLs and Jimmy audio URLs: a few bytes, and
+        403 once the URL's `expires` has passed, as a signed object-store URL does."""
+        if expires is not None and expires.isdigit() and int(expires) < clock().wall:
+            return PlainTextResponse("Request has expired", status_code=403)
+        return Response(
+            f"pollhook sandbox file {name}\n".encode(), media_type="application/octet-stream"
+        )
+
+
+def _config(sandbox: Sandbox) -> ConfigRead:
+    return ConfigRead(
+        minimax_rate=sandbox.rates["minimax"],
+        jimmy_rate=sandbox.rates["jimmy"],
+        seed=sandbox.config.seed,
+        tasks=len(sandbox.tasks),
+        max_tasks=sandbox.config.max_tasks,
+    )

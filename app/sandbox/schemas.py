@@ -1,0 +1,266 @@
+"""Request and response bodies of the sandbox control API (`/_sandbox/...`).
+
+Unknown fields are refused so a typo in a test's script fails loudly instead of silently
+running the default scenario.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+from app.sandbox.state import (
+    MAX_LATENCY_S,
+    Fault,
+    FaultKind,
+    FaultSpec,
+    JimmyModel,
+    KeyStats,
+    Outcome,
+    Phase,
+    Provider,
+    StatusCase,
+    Task,
+    TaskSpec,
+    parse_int64,
+)
+
+MAX_DURATION_S = 30 * 24 * 3600.0
+MAX_BATCH = 100_000
+# Jimmy ids travel in a URL path; keep them to characters that never need escaping.
+_JIMMY_ID = re.compile(r"[A-Za-z0-9._~-]{1,256}")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskScript(_Body):
+    """How a task behaves: how long it runs and how it ends."""
+
+    provider: Provider
+    duration_s: float = Field(5.0, ge=0, le=MAX_DURATION_S)
+    outcome: Outcome = "success"
+    error_code: int | None = None
+    error_message: str | None = Field(None, max_length=1000)
+    model: JimmyModel = "audio"
+    subtitles: bool = False
+    status_case: StatusCase | None = None
+    code_as_string: bool | None = None
+
+    @model_validator(mode="after")
+    def _outcome_fits_provider(self) -> Self:
+        if self.provider == "jimmy" and self.outcome == "expired":
+            raise ValueError(
+                "outcome 'expired' is not a Jimmy task state (queued/processing/completed/failed)"
+            )
+        return self
+
+    def to_spec(self, task_id: str | None = None) -> TaskSpec:
+        return TaskSpec(
+            provider=self.provider,
+            duration_s=self.duration_s,
+            outcome=self.outcome,
+            error_code=self.error_code,
+            error_message=self.error_message,
+            model=self.model,
+            subtitles=self.subtitles,
+            status_case=self.status_case,
+            code_as_string=self.code_as_string,
+            id=task_id,
+        )
+
+
+class TaskCreate(TaskScript):
+    """One task; `id` picks its id (MiniMax: a positive int64, as a number or digit string;
+    Jimmy: URL-safe text), otherwise the sandbox mints one in the provider's format."""
+
+    id: StrictInt | StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _id_fits_provider(self) -> Self:
+        self.normalized_id()
+        return self
+
+    def normalized_id(self) -> str | None:
+        if self.id is None:
+            return None
+        if self.provider == "minimax":
+            value = parse_int64(str(self.id))
+            if value is None:
+                raise ValueError("a MiniMax id must be a positive 64-bit integer")
+            return str(value)
+        text = str(self.id)
+        if not _JIMMY_ID.fullmatch(text):
+            raise ValueError("a Jimmy id must be 1-256 characters from A-Z a-z 0-9 . _ ~ -")
+        return text
+
+
+class TaskBatchCreate(TaskScript):
+    """`count` tasks with the same script (benchmarks create thousands at once)."""
+
+    count: int = Field(ge=1, le=MAX_BATCH)
+
+
+class TaskCreated(BaseModel):
+    provider: Provider
+    id: int | str
+    file_id: int | None = None
+    ready_at: float
+
+
+class TaskBatchCreated(BaseModel):
+    provider: Provider
+    count: int
+    ids: list[int] | list[str]
+    file_ids: list[int] | None = None
+    ready_at: float
+
+
+class TaskRead(BaseModel):
+    """A task's script, its state now, and what was observed of it."""
+
+    provider: Provider
+    id: int | str
+    file_id: int | None
+    model_id: str | None
+    created_at: float
+    duration_s: float
+    ready_at: float
+    outcome: Outcome
+    error_code: int | None
+    error_message: str | None
+    model: JimmyModel | None
+    subtitles: bool
+    status_case: StatusCase | None
+    code_as_string: bool | None
+    phase: Phase
+    status: str | None
+    done: bool
+    polls: int
+    first_done_poll_at: float | None
+
+    @classmethod
+    def of(cls, task: Task, wall: float) -> TaskRead:
+        minimax = task.provider == "minimax"
+        return cls(
+            provider=task.provider,
+            id=public_id(task),
+            file_id=task.file_id,
+            model_id=task.model_id,
+            created_at=task.created_at,
+            duration_s=task.duration_s,
+            ready_at=task.ready_at,
+            outcome=task.outcome,
+            error_code=task.error_code,
+            error_message=task.error_message,
+            model=None if minimax else task.model,
+            subtitles=task.subtitles,
+            status_case=task.status_case if minimax else None,
+            code_as_string=None if minimax else task.code_as_string,
+            phase=task.phase(wall),
+            status=task.status(wall),
+            done=task.phase(wall) == "done",
+            polls=task.polls,
+            first_done_poll_at=task.first_done_poll_at,
+        )
+
+
+def public_id(task: Task) -> int | str:
+    """The id as the provider writes it: a JSON integer for MiniMax, a string for Jimmy."""
+    return int(task.id) if task.provider == "minimax" else task.id
+
+
+class FaultCreate(_Body):
+    kind: FaultKind
+    provider: Provider | None = None
+    probability: float = Field(1.0, ge=0, le=1)
+    latency_s: float | None = Field(None, ge=0, le=MAX_LATENCY_S)
+    duration_s: float | None = Field(None, gt=0)
+    count: int | None = Field(None, ge=1)
+
+    def to_spec(self) -> FaultSpec:
+        return FaultSpec(
+            kind=self.kind,
+            provider=self.provider,
+            probability=self.probability,
+            latency_s=self.latency_s,
+            duration_s=self.duration_s,
+            count=self.count,
+        )
+
+
+class FaultCreated(BaseModel):
+    id: str
+
+
+class FaultRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: FaultKind
+    provider: Provider | None
+    probability: float
+    latency_s: float
+    created_at: float
+    expires_at: float | None
+    remaining: int | None
+    injected: int
+
+    @classmethod
+    def of(cls, fault: Fault) -> FaultRead:
+        return cls.model_validate(fault)
+
+
+class FaultList(BaseModel):
+    faults: list[FaultRead]
+
+
+class Cleared(BaseModel):
+    cleared: int
+
+
+class KeyStatsRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    requests: int
+    rejected_rate_limited: int
+    faults_injected: int
+    max_in_any_1s_window: int
+    timestamps_dropped: int
+    per_second: dict[str, int]
+
+
+class StatsRead(BaseModel):
+    """Requests per provider, per API key (`(none)`: no key sent)."""
+
+    minimax: dict[str, KeyStatsRead]
+    jimmy: dict[str, KeyStatsRead]
+
+    @classmethod
+    def of(cls, stats: dict[Provider, dict[str, KeyStats]]) -> StatsRead:
+        def convert(per_key: dict[str, KeyStats]) -> dict[str, KeyStatsRead]:
+            return {key: KeyStatsRead.model_validate(s) for key, s in per_key.items()}
+
+        return cls(minimax=convert(stats["minimax"]), jimmy=convert(stats["jimmy"]))
+
+
+class ConfigRead(BaseModel):
+    minimax_rate: float
+    jimmy_rate: float
+    seed: int | None
+    tasks: int
+    max_tasks: int
+
+
+class ConfigUpdate(_Body):
+    """New rate limits (requests per second per key; 0 = unlimited); omitted ones stay."""
+
+    minimax_rate: float | None = Field(None, ge=0)
+    jimmy_rate: float | None = Field(None, ge=0)
+
+
+class Health(BaseModel):
+    status: str = "ok"

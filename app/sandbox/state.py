@@ -1,0 +1,583 @@
+"""The sandbox's in-memory model: scripted tasks, faults, rate limits and request counts.
+
+Pure: no I/O and no clock reads. Everything that depends on time takes an `Instant` (the
+arrival time of the request being served), so the HTTP layer passes real time and the tests
+pass whatever time they need without sleeping. One event loop drives it, so no locks.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+Provider = Literal["minimax", "jimmy"]
+Outcome = Literal["success", "failed", "expired", "error"]
+JimmyModel = Literal["clone", "audio"]
+StatusCase = Literal["title", "lower"]
+Phase = Literal["queued", "processing", "done"]
+KeyProblem = Literal["missing", "bad", "bad_region"]
+FaultKind = Literal[
+    "latency",
+    "timeout",
+    "http_500",
+    "http_503",
+    "html",
+    "malformed_json",
+    "wrong_types",
+    "rate_limit",
+]
+
+PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy")
+STATUS_CASES: tuple[StatusCase, ...] = ("title", "lower")
+INT64_MAX = 2**63 - 1
+# Bounds that keep a long benchmark (or a runaway client) from exhausting memory.
+MAX_TASKS = 1_000_000
+MAX_TIMESTAMPS_PER_KEY = 2_000_000
+MAX_KEYS_PER_PROVIDER = 10_000
+MAX_KEY_LENGTH = 200
+NO_KEY = "(none)"
+OTHER_KEYS = "(other)"
+# MiniMax download URLs live 9 hours from when File Retrieve mints them.
+DOWNLOAD_URL_TTL_S = 32_400
+# A scripted "error" outcome answers with these unless the script names a code.
+DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
+    "minimax": (2013, "invalid params"),
+    "jimmy": (20002, "invalid params"),
+}
+DEFAULT_FAILURE_MESSAGE = "audio generation failed"
+DEFAULT_LATENCY_S: dict[FaultKind, float] = {"latency": 1.0, "timeout": 30.0}
+MAX_LATENCY_S = 120.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """One moment on both clocks: wall time (`time.time()`) for what is reported, monotonic
+    time (`time.monotonic()`) for windows, which must not jump with the wall clock."""
+
+    wall: float
+    mono: float
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """Start-up settings; rates are requests per second per API key, 0 = unlimited."""
+
+    minimax_rate: float = 10.0
+    jimmy_rate: float = 5.0
+    seed: int | None = None
+    max_tasks: int = MAX_TASKS
+    max_timestamps_per_key: int = MAX_TIMESTAMPS_PER_KEY
+
+
+class SandboxError(Exception):
+    """A control request the sandbox cannot honour; the message says why."""
+
+
+class DuplicateTask(SandboxError):
+    pass
+
+
+class TooManyTasks(SandboxError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests: keys and parameters
+
+
+def bearer_key(header: str | None) -> str | None:
+    """The key in `Authorization: Bearer <key>`, or None when the header is absent or malformed."""
+    if not header:
+        return None
+    scheme, _, key = header.strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        return None
+    return key
+
+
+def key_problem(key: str | None) -> KeyProblem | None:
+    """Why a provider would refuse `key`. Keys starting with `bad-region` imitate a key sent to
+    the other region's host (MiniMax 2049 with HTTP 401); other `bad...` keys are just wrong."""
+    if key is None:
+        return "missing"
+    if key.startswith("bad-region"):
+        return "bad_region"
+    if key.startswith("bad"):
+        return "bad"
+    return None
+
+
+def parse_int64(raw: str | None) -> int | None:
+    """A positive int64 written in decimal digits, as MiniMax ids are; None for anything else."""
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if 0 < value <= INT64_MAX else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What a test scripts for one task; None fields are filled in (randomly where noted)."""
+
+    provider: Provider
+    duration_s: float = 5.0
+    outcome: Outcome = "success"
+    error_code: int | None = None
+    error_message: str | None = None
+    model: JimmyModel = "audio"
+    subtitles: bool = False
+    status_case: StatusCase | None = None  # MiniMax; random when None
+    code_as_string: bool | None = None  # Jimmy; random when None
+    id: str | None = None
+
+
+@dataclass(slots=True)
+class Task:
+    """A scripted task and what has been observed of it."""
+
+    provider: Provider
+    id: str
+    created_at: float
+    duration_s: float
+    outcome: Outcome
+    error_code: int | None
+    error_message: str | None
+    model: JimmyModel
+    subtitles: bool
+    status_case: StatusCase
+    code_as_string: bool
+    file_id: int | None = None
+    model_id: str | None = None
+    polls: int = 0
+    first_done_poll_at: float | None = None
+
+    @property
+    def ready_at(self) -> float:
+        return self.created_at + self.duration_s
+
+    def phase(self, wall: float) -> Phase:
+        """Jimmy queues a task for the first third of its duration; MiniMax has no queued
+        state and reports Processing from creation until the task is done."""
+        if wall >= self.ready_at:
+            return "done"
+        if self.provider == "jimmy" and wall < self.created_at + self.duration_s / 3:
+            return "queued"
+        return "processing"
+
+    def status(self, wall: float) -> str | None:
+        """The status the provider reports at `wall`; None once a scripted error answers
+        instead of a status."""
+        phase = self.phase(wall)
+        if self.provider == "jimmy":
+            return _JIMMY_STATUS[phase] if phase != "done" else _JIMMY_OUTCOME[self.outcome]
+        word = "processing" if phase != "done" else _MINIMAX_OUTCOME[self.outcome]
+        if word is None or self.status_case == "lower":
+            return word
+        return word.title()
+
+
+_JIMMY_STATUS: dict[Phase, str] = {"queued": "queued", "processing": "processing"}
+_JIMMY_OUTCOME: dict[Outcome, str | None] = {
+    "success": "completed",
+    "failed": "failed",
+    "expired": "failed",  # not a Jimmy state; the control API refuses it
+    "error": None,
+}
+_MINIMAX_OUTCOME: dict[Outcome, str | None] = {
+    "success": "success",
+    "failed": "failed",
+    "expired": "expired",
+    "error": None,
+}
+
+
+class TaskStore:
+    """Tasks by (provider, id), and MiniMax tasks by file_id for File Retrieve."""
+
+    def __init__(self, max_tasks: int) -> None:
+        self.max_tasks = max_tasks
+        self._tasks: dict[tuple[Provider, str], Task] = {}
+        self._files: dict[int, Task] = {}
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def get(self, provider: Provider, task_id: str) -> Task | None:
+        return self._tasks.get((provider, task_id))
+
+    def by_file(self, file_id: int) -> Task | None:
+        return self._files.get(file_id)
+
+    def has_file(self, file_id: int) -> bool:
+        return file_id in self._files
+
+    def add(self, task: Task) -> None:
+        if (task.provider, task.id) in self._tasks:
+            raise DuplicateTask(f"{task.provider} task {task.id} already exists")
+        self._tasks[task.provider, task.id] = task
+        if task.file_id is not None:
+            self._files[task.file_id] = task
+
+    def reserve(self, count: int) -> None:
+        """Refuse a creation that would pass the cap, before any task of it is made."""
+        if len(self._tasks) + count > self.max_tasks:
+            raise TooManyTasks(
+                f"the sandbox holds at most {self.max_tasks} tasks "
+                f"({len(self._tasks)} now); POST /_sandbox/reset to start over"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate limiting and request counting
+
+
+def rate_window(rate: float) -> tuple[int, float] | None:
+    """(requests admitted, window in seconds) for a per-second rate; None means unlimited.
+
+    A one-second window admits floor(rate) requests. Rates under 1/s widen the window so one
+    request fits (0.2/s admits one per 5 s), since a one-second window cannot hold a fraction.
+    """
+    if rate <= 0:
+        return None
+    if rate >= 1:
+        return int(rate), 1.0
+    return 1, 1.0 / rate
+
+
+def admit_in_window(accepted: deque[float], mono: float, limit: int, window_s: float) -> bool:
+    """Sliding-window limiter over accepted requests: admit (and remember) the request at
+    `mono` unless `limit` accepted requests already lie within the last `window_s`.
+
+    "Within" uses the same test as `max_in_window` (t - earlier < window), so no half-open
+    window of accepted requests can ever be seen holding more than `limit`.
+    """
+    while accepted and mono - accepted[0] >= window_s:
+        accepted.popleft()
+    if len(accepted) >= limit:
+        return False
+    accepted.append(mono)
+    return True
+
+
+def max_in_window(timestamps: Iterable[float], window_s: float = 1.0) -> int:
+    """The most timestamps in any half-open window [t, t + window_s), exactly.
+
+    Two pointers over the sorted times: the best window can always start at a timestamp.
+    """
+    ordered = sorted(timestamps)
+    best = start = 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] >= window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+@dataclass(slots=True)
+class KeyTraffic:
+    """Every request that arrived for one (provider, key), before limits or faults."""
+
+    arrivals: deque[float]  # monotonic; the most recent ones when over the cap
+    requests: int = 0
+    rejected_rate_limited: int = 0
+    faults_injected: int = 0
+    per_second: dict[int, int] = field(default_factory=dict)
+    accepted: deque[float] = field(default_factory=deque)  # the limiter's window
+
+    def record(self, at: Instant) -> None:
+        self.requests += 1
+        self.arrivals.append(at.mono)
+        second = int(at.wall)
+        self.per_second[second] = self.per_second.get(second, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStats:
+    requests: int
+    rejected_rate_limited: int
+    faults_injected: int
+    max_in_any_1s_window: int
+    timestamps_dropped: int
+    per_second: dict[str, int]
+
+
+def key_stats(traffic: KeyTraffic) -> KeyStats:
+    return KeyStats(
+        requests=traffic.requests,
+        rejected_rate_limited=traffic.rejected_rate_limited,
+        faults_injected=traffic.faults_injected,
+        max_in_any_1s_window=max_in_window(traffic.arrivals),
+        timestamps_dropped=traffic.requests - len(traffic.arrivals),
+        per_second={str(second): n for second, n in sorted(traffic.per_second.items())},
+    )
+
+
+class Traffic:
+    """Request counts per (provider, key), with a bounded number of keys and timestamps."""
+
+    def __init__(self, max_timestamps: int, max_keys: int = MAX_KEYS_PER_PROVIDER) -> None:
+        self.max_timestamps = max_timestamps
+        self.max_keys = max_keys
+        self._keys: dict[tuple[Provider, str], KeyTraffic] = {}
+        self._key_counts: dict[Provider, int] = dict.fromkeys(PROVIDERS, 0)
+
+    def record(self, provider: Provider, key: str | None, at: Instant) -> KeyTraffic:
+        traffic = self._keys.get((provider, self._label(provider, key)))
+        if traffic is None:
+            traffic = self._open(provider, key)
+        traffic.record(at)
+        return traffic
+
+    def stats(self) -> dict[Provider, dict[str, KeyStats]]:
+        result: dict[Provider, dict[str, KeyStats]] = {p: {} for p in PROVIDERS}
+        for (provider, key), traffic in self._keys.items():
+            result[provider][key] = key_stats(traffic)
+        return result
+
+    def _label(self, provider: Provider, key: str | None) -> str:
+        """The name a key is counted under: keys are cut to a sane length, requests without
+        one share a label, and keys beyond the per-provider cap share another."""
+        if key is None:
+            return NO_KEY
+        label = key[:MAX_KEY_LENGTH]
+        if (provider, label) in self._keys or self._key_counts[provider] < self.max_keys:
+            return label
+        return OTHER_KEYS
+
+    def _open(self, provider: Provider, key: str | None) -> KeyTraffic:
+        label = self._label(provider, key)
+        traffic = self._keys.get((provider, label))
+        if traffic is None:
+            traffic = KeyTraffic(arrivals=deque(maxlen=self.max_timestamps))
+            self._keys[provider, label] = traffic
+            self._key_counts[provider] += 1
+        return traffic
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSpec:
+    kind: FaultKind
+    provider: Provider | None = None  # None: both providers
+    probability: float = 1.0
+    latency_s: float | None = None  # latency/timeout; a per-kind default when None
+    duration_s: float | None = None  # active for this long; forever when None
+    count: int | None = None  # at most this many injections; unlimited when None
+
+
+@dataclass(slots=True)
+class Fault:
+    id: str
+    kind: FaultKind
+    provider: Provider | None
+    probability: float
+    latency_s: float
+    created_at: float
+    expires_at: float | None  # wall time, for reports
+    expires_mono: float | None  # monotonic, for decisions
+    remaining: int | None
+    injected: int = 0
+
+    def live(self, mono: float) -> bool:
+        unexpired = self.expires_mono is None or mono < self.expires_mono
+        return unexpired and (self.remaining is None or self.remaining > 0)
+
+    def applies_to(self, provider: Provider) -> bool:
+        return self.provider is None or self.provider == provider
+
+
+def fault_latency(kind: FaultKind, latency_s: float | None) -> float:
+    """How long a fault holds the request: only latency and timeout hold it at all."""
+    if kind not in DEFAULT_LATENCY_S:
+        return 0.0
+    value = DEFAULT_LATENCY_S[kind] if latency_s is None else latency_s
+    return min(max(value, 0.0), MAX_LATENCY_S)
+
+
+class FaultBook:
+    """Active faults in the order they were added; the first one that fires wins."""
+
+    def __init__(self) -> None:
+        self._faults: dict[str, Fault] = {}
+        self._next_id = 1
+
+    def add(self, spec: FaultSpec, at: Instant) -> Fault:
+        fault = Fault(
+            id=f"flt_{self._next_id}",
+            kind=spec.kind,
+            provider=spec.provider,
+            probability=min(max(spec.probability, 0.0), 1.0),
+            latency_s=fault_latency(spec.kind, spec.latency_s),
+            created_at=at.wall,
+            expires_at=None if spec.duration_s is None else at.wall + spec.duration_s,
+            expires_mono=None if spec.duration_s is None else at.mono + spec.duration_s,
+            remaining=spec.count,
+        )
+        self._next_id += 1
+        self._faults[fault.id] = fault
+        return fault
+
+    def remove(self, fault_id: str) -> bool:
+        return self._faults.pop(fault_id, None) is not None
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+    def live(self, at: Instant) -> list[Fault]:
+        """The faults still active; spent and expired ones are dropped here."""
+        for fault in [f for f in self._faults.values() if not f.live(at.mono)]:
+            del self._faults[fault.id]
+        return list(self._faults.values())
+
+    def pick(self, provider: Provider, at: Instant, roll: Callable[[], float]) -> Fault | None:
+        """The fault to inject into one request, if any: each live fault for the provider in
+        turn rolls against its probability; the first hit is consumed and returned."""
+        for fault in self.live(at):
+            if fault.applies_to(provider) and roll() < fault.probability:
+                fault.injected += 1
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                return fault
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole sandbox
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What happens to a provider request before it is answered: refused by the rate limiter,
+    or handed a fault (None: answer normally)."""
+
+    rate_limited: bool = False
+    fault: Fault | None = None
+
+
+class Sandbox:
+    """The state behind one sandbox server."""
+
+    rng: random.Random
+    tasks: TaskStore
+    faults: FaultBook
+    traffic: Traffic
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self.rates: dict[Provider, float] = {
+            "minimax": self.config.minimax_rate,
+            "jimmy": self.config.jimmy_rate,
+        }
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget tasks, faults and counts; re-seed so a seeded run repeats after a reset.
+        The rates stay as configured."""
+        self.rng = random.Random(self.config.seed)
+        self.tasks = TaskStore(self.config.max_tasks)
+        self.faults = FaultBook()
+        self.traffic = Traffic(self.config.max_timestamps_per_key)
+
+    def admit(self, provider: Provider, key: str | None, at: Instant) -> Admission:
+        """Count a provider request, then apply the rate limit, then maybe a fault."""
+        traffic = self.traffic.record(provider, key, at)
+        window = rate_window(self.rates[provider])
+        if window is not None and not admit_in_window(traffic.accepted, at.mono, *window):
+            traffic.rejected_rate_limited += 1
+            return Admission(rate_limited=True)
+        fault = self.faults.pick(provider, at, self.rng.random)
+        if fault is not None:
+            traffic.faults_injected += 1
+        return Admission(fault=fault)
+
+    def choose(self, options: Sequence[T]) -> T:
+        return self.rng.choice(options)
+
+    def create_tasks(self, spec: TaskSpec, at: Instant, count: int = 1) -> list[Task]:
+        """Create `count` tasks from one script, all at `at`; all or none."""
+        if spec.provider == "jimmy" and spec.outcome == "expired":
+            raise SandboxError("expired is not a Jimmy task state")
+        if spec.id is not None and count != 1:
+            raise SandboxError("an explicit id names a single task")
+        self.tasks.reserve(count)
+        if spec.id is not None and self.tasks.get(spec.provider, spec.id) is not None:
+            raise DuplicateTask(f"{spec.provider} task {spec.id} already exists")
+        created: list[Task] = []
+        for _ in range(count):
+            task = self._new_task(spec, at)
+            self.tasks.add(task)  # at once, so the next fresh id is checked against it
+            created.append(task)
+        return created
+
+    def observe(self, task: Task, at: Instant) -> None:
+        """Note a status query served for `task`: benchmarks measure detection delay as
+        `first_done_poll_at - ready_at`."""
+        task.polls += 1
+        if task.first_done_poll_at is None and task.phase(at.wall) == "done":
+            task.first_done_poll_at = at.wall
+
+    def _new_task(self, spec: TaskSpec, at: Instant) -> Task:
+        code, message = self._error_of(spec)
+        task = Task(
+            provider=spec.provider,
+            id=spec.id or self._new_id(spec.provider),
+            created_at=at.wall,
+            duration_s=spec.duration_s,
+            outcome=spec.outcome,
+            error_code=code,
+            error_message=message,
+            model=spec.model,
+            subtitles=spec.subtitles,
+            status_case=(
+                self.rng.choice(STATUS_CASES) if spec.status_case is None else spec.status_case
+            ),
+            code_as_string=(
+                self.rng.random() < 0.5 if spec.code_as_string is None else spec.code_as_string
+            ),
+        )
+        if spec.provider == "minimax":
+            task.file_id = self._new_file_id()
+        elif spec.model == "clone":
+            task.model_id = f"model_{self.rng.randrange(10**8, 10**9)}"
+        return task
+
+    @staticmethod
+    def _error_of(spec: TaskSpec) -> tuple[int | None, str | None]:
+        if spec.outcome == "error":
+            default_code, default_message = DEFAULT_ERRORS[spec.provider]
+            code = default_code if spec.error_code is None else spec.error_code
+            return code, spec.error_message or default_message
+        if spec.outcome == "failed":
+            return spec.error_code, spec.error_message or DEFAULT_FAILURE_MESSAGE
+        return None, None
+
+    def _new_id(self, provider: Provider) -> str:
+        """A fresh id in the provider's own format: MiniMax 14-digit integers like the docs'
+        95157322514444, Jimmy `audio_<uuid>`. Drawn from the seeded RNG."""
+        while True:
+            if provider == "minimax":
+                candidate = str(self.rng.randrange(10**13, 10**14))
+            else:
+                candidate = f"audio_{uuid.UUID(int=self.rng.getrandbits(128), version=4)}"
+            if self.tasks.get(provider, candidate) is None:
+                return candidate
+
+    def _new_file_id(self) -> int:
+        while True:
+            candidate = self.rng.randrange(10**13, 10**14)
+            if not self.tasks.has_file(candidate):
+                return candidate
