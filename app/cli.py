@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 import uvicorn
+import uvloop
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
@@ -86,7 +87,8 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     # instead of killing the process on the spot.
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -347,8 +349,11 @@ def sandbox(host: str, port: int, minimax_rate: float, jimmy_rate: float, seed: 
     )
     signal.signal(signal.SIGTERM, _terminate)
     # uvicorn exits (SystemExit) when it cannot bind; say so in one line instead.
-    with suppress(KeyboardInterrupt, SystemExit):
-        asyncio.run(server.serve())
+    with (
+        suppress(KeyboardInterrupt, SystemExit),
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        runner.run(server.serve())
     if not server.started:
         raise click.ClickException(f"could not listen on {host}:{port}")
 

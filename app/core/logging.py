@@ -60,6 +60,8 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "INFO") -> No
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # httpx logs every request at INFO; pollhook logs its own outcomes with context.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # APScheduler logs every tick of every job at INFO.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

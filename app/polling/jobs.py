@@ -39,7 +39,12 @@ from app.providers.base import (
 )
 from app.providers.http import HttpUpstream
 from app.providers.registry import adapter_for
-from app.providers.repository import SEND_SLACK_S, ProviderStateRepository, Reservation
+from app.providers.repository import (
+    SEND_SLACK_S,
+    InstanceState,
+    ProviderStateRepository,
+    Reservation,
+)
 from app.tasks.repository import NOTIFY_CHANNEL
 
 log = get_logger("pollhook.engine")
@@ -94,14 +99,27 @@ class SlotSource:
     def __init__(self, loop: ProviderLoop, first: float | None) -> None:
         self.loop = loop
         self.pending = [first] if first is not None else []
+        self.current: float | None = None
         self.sent = False
 
     async def __call__(self) -> None:
+        """Wait for the next request's slot."""
         if self.loop.limited:
-            slot_at = self.pending.pop() if self.pending else (await self.loop.reserve(1)).at(0)
-            await self.loop.wait_for_slot(slot_at)
+            self.current = (
+                self.pending.pop() if self.pending else (await self.loop.reserve(1)).at(0)
+            )
+            await self.loop.wait_for_slot(self.current)
         elif self.loop.gate.stop.is_set():
             raise SlotMissed("stopping")
+
+    def before_send(self) -> None:
+        """Right before the bytes go out: still within the slot's slack, or abort unsent.
+
+        Checking here rather than when the wait ends keeps connection setup out of the
+        lateness: a request that waited 50 ms for a fresh connection would otherwise reach
+        the upstream bunched up with the ones behind it on warm connections."""
+        if self.current is not None:
+            self.loop.check_slot(self.current)
         self.sent = True
 
 
@@ -153,24 +171,36 @@ class ProviderLoop:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, LOOP_ERROR_BACKOFF_S[1])
 
+    @property
+    def lease_s(self) -> float:
+        """Long enough to cover the longest wait for a budget slot plus the request itself:
+        a lease that ran out while its task queued for a slot would hand the task to another
+        replica and waste the first one's request."""
+        horizon = self.engine_settings.claim_horizon_s
+        return max(self.engine_settings.lease_s, 2 * horizon + self.settings.request_timeout_s + 1)
+
     async def _iteration(self) -> None:
-        if not await self._instance_open():
+        state = await self._state()
+        if state is None:
             return
         free = self.engine_settings.max_in_flight - len(self.in_flight)
         if free <= 0:
             await self._sleep(self.engine_settings.tick_s)
             return
-        async with self.sessions.begin() as session:
-            state = (
-                await ProviderStateRepository(session).states(
-                    {self.name: self.settings}, recovery_s=self.engine_settings.rate_recovery_s
-                )
-            ).get(self.name)
-        rate = state.effective_rate_per_s if state and self.limited else 0.0
+        rate = state.effective_rate_per_s if self.limited else 0.0
+        if self.limited and state.next_slot_at is not None:
+            # The replicas together have booked the budget this far ahead: claiming more now
+            # would only make tasks queue (holding leases) for slots. Come back when the
+            # booked queue is down to one horizon.
+            booked = (state.next_slot_at - state.db_now).total_seconds()
+            excess = booked - self.engine_settings.claim_horizon_s
+            if excess > 0:
+                await self._sleep(excess)
+                return
         batch = self._batch_size(rate, free)
         async with self.sessions.begin() as session:
             claims = await PollingRepository(session).claim_due(
-                self.name, limit=batch, owner=self.owner, lease_s=self.engine_settings.lease_s
+                self.name, limit=batch, owner=self.owner, lease_s=self.lease_s
             )
         if not claims:
             await self._sleep_until_due()
@@ -181,14 +211,11 @@ class ProviderLoop:
             task = asyncio.create_task(self._poll_one(claim, slot_at))
             self.in_flight[claim.id] = (claim, task)
             task.add_done_callback(partial(self._forget, claim.id))
-        if slots is not None:
-            # Claim the next batch shortly before this one's slots run out, not sooner:
-            # claiming further ahead only holds tasks that other replicas could poll.
-            last = slots.at(len(claims) - 1)
-            await self._sleep(max(0.0, last - time.monotonic() - 0.2))
 
     def _forget(self, task_id: uuid.UUID, _: asyncio.Task[None]) -> None:
         self.in_flight.pop(task_id, None)
+        if len(self.in_flight) == self.engine_settings.max_in_flight // 2:
+            self.wake()  # room for another batch: don't wait for the next tick
 
     def _batch_size(self, rate: float, free: int) -> int:
         if rate <= 0:
@@ -196,28 +223,26 @@ class ProviderLoop:
         horizon = max(1, int(rate * self.engine_settings.claim_horizon_s))
         return max(1, min(free, horizon, self.engine_settings.max_batch))
 
-    async def _instance_open(self) -> bool:
-        """False (after waiting a little) while this instance is paused."""
+    async def _state(self) -> InstanceState | None:
+        """The shared state, or None (after waiting a little) while the instance is paused."""
         async with self.sessions.begin() as session:
+            repo = ProviderStateRepository(session)
+            configured = {self.name: self.settings}
             state = (
-                await ProviderStateRepository(session).states(
-                    {self.name: self.settings}, recovery_s=self.engine_settings.rate_recovery_s
-                )
+                await repo.states(configured, recovery_s=self.engine_settings.rate_recovery_s)
             ).get(self.name)
-        if state is None:
-            async with self.sessions.begin() as session:
-                await ProviderStateRepository(session).ensure_rows({self.name: self.settings})
-            return True
+            if state is None:  # configured after this replica started: create the row
+                await repo.ensure_rows(configured)
+                return None
         self.gate.health = state.health
         shared_pause = (
             (state.paused_until - state.db_now).total_seconds() if state.paused_until else 0.0
         )
-        local_pause = self.gate.paused_until - time.monotonic()
-        pause = max(shared_pause, local_pause)
+        pause = max(shared_pause, self.gate.paused_until - time.monotonic())
         if pause > 0:
             await self._sleep(min(pause, 5.0))
-            return False
-        return True
+            return None
+        return state
 
     async def reserve(self, count: int) -> LocalSlots:
         async with self.sessions.begin() as session:
@@ -235,6 +260,9 @@ class ProviderLoop:
                 raise SlotMissed("stopping")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.gate.stop.wait(), timeout=delay)
+        self.check_slot(slot_at)
+
+    def check_slot(self, slot_at: float) -> None:
         if self.gate.stop.is_set():
             raise SlotMissed("stopping")
         if time.monotonic() - slot_at > SEND_SLACK_S:
@@ -285,7 +313,7 @@ class ProviderLoop:
 
     async def _fetch(self, claim: Claim, slot_at: float | None) -> PollResult:
         acquire = SlotSource(self, slot_at)
-        upstream = HttpUpstream(self.client, self.settings, acquire)
+        upstream = HttpUpstream(self.client, self.settings, acquire, acquire.before_send)
         try:
             outcome = await self.adapter.poll(upstream, claim.external_id)
         except SlotMissed:

@@ -39,10 +39,15 @@ class HttpUpstream:
         client: httpx.AsyncClient,
         settings: ProviderSettings,
         acquire_slot: Callable[[], Awaitable[None]],
+        before_send: Callable[[], None] | None = None,
     ) -> None:
+        """`acquire_slot` waits for a budget slot; `before_send` runs at the last moment
+        before the request's first byte is written (after any connection setup) and may
+        raise to abort the request with nothing sent."""
         self._client = client
         self._settings = settings
         self._acquire_slot = acquire_slot
+        self._before_send = before_send
         self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         if key:
@@ -57,6 +62,7 @@ class HttpUpstream:
             params=params,
             headers=self._headers,
             timeout=timeout,
+            extensions={"trace": self._trace} if self._before_send else None,
         )
         try:
             # httpx's timeout bounds each read, not the exchange; a server dripping one byte
@@ -71,6 +77,12 @@ class HttpUpstream:
             ) from exc
         except httpx.RequestError as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}", code="connection_error") from exc
+
+    async def _trace(self, event: str, info: dict[str, Any]) -> None:
+        # httpcore's hook just before the request headers are written: connecting (TCP,
+        # TLS) is over, so a slot that passed meanwhile can still be given up unsent.
+        if self._before_send is not None and event.endswith("send_request_headers.started"):
+            self._before_send()
 
     async def _exchange(self, request: httpx.Request) -> httpx.Response:
         response = await self._client.send(request, stream=True, follow_redirects=False)

@@ -408,3 +408,50 @@ def test_raw_excerpt_never_exceeds_the_raw_limit() -> None:
 
     assert caught.value.raw is not None
     assert len(json.dumps(caught.value.raw)) <= RAW_RESPONSE_LIMIT
+
+
+class _Aborted(Exception):
+    pass
+
+
+async def test_before_send_aborts_after_connecting_with_nothing_sent() -> None:
+    """The hook runs once the connection is up and before any byte of the request: raising
+    there leaves the upstream with a connection but no request (real sockets; MockTransport
+    has no connection phase)."""
+    import asyncio
+
+    from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
+    from app.providers.http import HttpUpstream
+
+    received: list[bytes] = []
+    read_all = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(65536))  # until the client hangs up
+        read_all.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = ProviderSettings(
+        kind=ProviderKind.MINIMAX_T2A,
+        **{**KIND_DEFAULTS[ProviderKind.MINIMAX_T2A], "base_url": f"http://127.0.0.1:{port}"},
+    )
+    calls: list[str] = []
+
+    async def acquire() -> None:
+        calls.append("slot")
+
+    def before_send() -> None:
+        calls.append("before_send")
+        raise _Aborted
+
+    async with httpx.AsyncClient() as client:
+        upstream = HttpUpstream(client, settings, acquire, before_send)
+        with pytest.raises(_Aborted):
+            await upstream.get("/v1/query/t2a_async_query_v2", {"task_id": "1"})
+    await asyncio.wait_for(read_all.wait(), 5)
+    server.close()
+    await server.wait_closed()
+    assert calls == ["slot", "before_send"]
+    assert received == [b""]  # connected, then closed without a byte of the request
