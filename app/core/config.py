@@ -160,7 +160,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
     max_metadata_bytes: Annotated[int, Field(gt=0)] = 16 * 1024
-    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    # Per process; the pool may overflow to twice this. Below the API's concurrency it opens
+    # and closes connections under load (a new backend each time).
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 20
 
     @classmethod
     def settings_customise_sources(

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event, Task
 
-# LISTENed to by the engine (app.polling.jobs).
+# The channel the tasks_notify_new trigger notifies (migration 0610); the engine LISTENs.
 NOTIFY_CHANNEL = "pollhook_tasks"
 
 
@@ -86,10 +86,6 @@ class TaskRepository:
         self.session.add(event)
         await self.session.flush()
         return event
-
-    async def notify_new_task(self, provider: str) -> None:
-        """Wake the engines' poll loops for `provider` once this transaction commits."""
-        await self.session.execute(select(func.pg_notify(NOTIFY_CHANNEL, provider)))
 
     async def flush(self) -> None:
         await self.session.flush()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import ProviderSettings, Settings
@@ -48,8 +49,9 @@ class TaskService:
                 "metadata", f"must be at most {self.settings.max_metadata_bytes} bytes as JSON"
             )
 
-        now = await self.repo.now()
         deadline_s = body.deadline_s or provider.deadline_s
+        # Timestamps come from the database clock inside the INSERT (one clock for every
+        # replica, no extra round trip); a trigger wakes the engines (migration 0610).
         task = await self.repo.insert_if_absent(
             {
                 "id": uuid.uuid4(),
@@ -60,14 +62,11 @@ class TaskService:
                 "metadata_": metadata,
                 "callback_url": body.callback_url,
                 "deadline_s": body.deadline_s,
-                "created_at": now,
-                "updated_at": now,
-                "next_poll_at": now + timedelta(seconds=provider.first_poll_delay_s),
-                "deadline_at": now + timedelta(seconds=deadline_s),
+                "next_poll_at": func.now() + timedelta(seconds=provider.first_poll_delay_s),
+                "deadline_at": func.now() + timedelta(seconds=deadline_s),
             }
         )
         if task is not None:
-            await self.repo.notify_new_task(body.provider)
             return Registration(task=task, created=True)
 
         existing = await self.repo.get_by_external_id(tenant, body.provider, external_id)

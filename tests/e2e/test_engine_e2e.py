@@ -230,3 +230,31 @@ async def test_bad_key_pauses_and_a_fixed_key_resumes(
     assert await status_counts(engine) == {"succeeded": 3}
     items = (await client.get("/v1/providers")).json()["items"]
     assert next(p for p in items if p["name"] == "minimax")["health"] == "ok"
+
+
+async def test_sigterm_finishes_or_releases_in_flight_work(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    sandbox: Sandbox,
+    start_worker: Callable[..., Worker],
+) -> None:
+    sandbox.fault(kind="latency", provider="minimax", latency_s=0.4, count=3)
+    sandbox.fault(kind="latency", provider="minimax", latency_s=20.0)
+    for _ in range(6):
+        await register(client, "minimax", sandbox.task(provider="minimax", duration_s=600)["id"])
+    worker = start_worker()
+
+    async def in_flight() -> bool:
+        return int(sandbox.stats("minimax").get("e2e-sandbox-key", {}).get("requests", 0)) >= 6
+
+    await eventually(in_flight, within_s=20, what="requests in flight")
+    started = time.monotonic()
+    assert worker.stop(signal.SIGTERM) == 0
+    elapsed = time.monotonic() - started
+    assert elapsed < 8, elapsed  # grace (1 s) plus shutdown, not the 20 s the upstream hangs
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT status, lease_owner FROM tasks"))).all()
+    # Answers that came in were applied; the rest were handed back, not left leased.
+    assert {r.status for r in rows} == {"processing", "pending"}
+    assert all(r.lease_owner is None for r in rows)
+    assert "engine_stopped" in worker.log()

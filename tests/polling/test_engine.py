@@ -252,3 +252,40 @@ async def test_bad_key_pauses_instance_and_tasks_wait(
     await wait_for(resumed)
     body = (await client.get("/v1/providers")).json()
     assert next(p for p in body["items"] if p["name"] == "minimax")["health"] == "ok"
+
+
+async def test_registration_wakes_the_loop_without_a_tick(
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, run_engine: Any
+) -> None:
+    """With ticks a minute apart, only the trigger's NOTIFY can get a fresh task polled."""
+    slow_ticks = settings.model_copy(
+        update={"engine": settings.engine.model_copy(update={"tick_s": 60.0})}
+    )
+    upstream = ScriptedMinimax(polls_to_finish=1)
+    await run_engine(slow_ticks, httpx.MockTransport(upstream))
+    await asyncio.sleep(0.3)  # the loop has found nothing due and gone to sleep
+    started = time.monotonic()
+    await register_many(client, 1)
+
+    async def done() -> bool:
+        return (await statuses(engine)) == {"succeeded": 1}
+
+    await wait_for(done, within_s=5)
+    assert time.monotonic() - started < 5
+
+
+async def test_unknown_upstream_status_keeps_the_task_tracked(
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, run_engine: Any
+) -> None:
+    upstream = ScriptedMinimax(polls_to_finish=3, final="Rendering")  # not a MiniMax status
+    await run_engine(settings, httpx.MockTransport(upstream))
+    await register_many(client, 2)
+
+    async def polled_past_unknown() -> bool:
+        return all(n >= 4 for n in upstream.queries.values()) and len(upstream.queries) == 2
+
+    await wait_for(polled_past_unknown)
+    assert await statuses(engine) == {"processing": 2}
+    async with engine.connect() as conn:
+        seen = await conn.scalar(text("SELECT min(upstream_status) FROM tasks"))
+    assert seen == "Rendering"
