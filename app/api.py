@@ -7,10 +7,12 @@ from fastapi import APIRouter
 from app.health.endpoints import router as health_router
 from app.providers.endpoints import router as providers_router
 from app.tasks.endpoints import router as tasks_router
+from app.webhooks.endpoints import router as webhooks_router
 
 v1_router = APIRouter(prefix="/v1")
 v1_router.include_router(tasks_router)
 v1_router.include_router(providers_router)
+v1_router.include_router(webhooks_router)
 
 root_router = APIRouter()
 root_router.include_router(health_router)

@@ -16,6 +16,7 @@ from app.auth.service import authenticate
 from app.core.config import Settings
 from app.state import AppState
 from app.tasks.service import TaskService
+from app.webhooks.service import WebhookService
 
 
 async def get_state(request: Request) -> AppState:
@@ -62,8 +63,19 @@ async def get_tenant(
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
-async def get_task_service(session: SessionDep, settings: SettingsDep) -> TaskService:
-    return TaskService(session, settings)
+async def get_task_service(
+    session: SessionDep, settings: SettingsDep, state: StateDep
+) -> TaskService:
+    return TaskService(session, settings, state.ssrf)
 
 
 TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
+
+
+async def get_webhook_service(
+    session: SessionDep, settings: SettingsDep, state: StateDep
+) -> WebhookService:
+    return WebhookService(session, settings, state.ssrf)
+
+
+WebhookServiceDep = Annotated[WebhookService, Depends(get_webhook_service)]

@@ -18,6 +18,7 @@ from app.core.error_handlers import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from app.core.schemas import ErrorResponse
 from app.state import AppState
+from app.webhooks.ssrf import SsrfPolicy
 
 DESCRIPTION = """
 pollhook tracks long-running tasks at AI-audio providers (MiniMax T2A async, Jimmy AI
@@ -42,6 +43,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         engine=engine,
         sessions=create_sessionmaker(engine),
         static_keys=StaticKeys(settings.api_keys),
+        ssrf=SsrfPolicy(settings.webhook_allow_networks),
     )
 
     @asynccontextmanager

@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth.service import StaticKeys
 from app.core.config import Settings
+from app.webhooks.ssrf import SsrfPolicy
 
 
 @dataclass
@@ -16,3 +17,4 @@ class AppState:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     static_keys: StaticKeys
+    ssrf: SsrfPolicy

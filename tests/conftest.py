@@ -37,6 +37,7 @@ TABLES = [
     "tasks",
     "api_keys",
     "provider_state",
+    "tenant_secrets",
 ]
 
 

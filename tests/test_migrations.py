@@ -42,6 +42,7 @@ async def test_upgrade_matches_models_and_round_trips(fresh_engine: AsyncEngine)
         "tasks",
         "events",
         "webhook_endpoints",
+        "tenant_secrets",
         "deliveries",
         "delivery_attempts",
         "api_keys",

@@ -39,7 +39,7 @@ async def register(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
 class TestRegister:
     async def test_new_task_is_pending_with_schedule(self, client: httpx.AsyncClient) -> None:
         response = await register(
-            client, metadata={"text_chars": 1200}, callback_url="https://example.com/h"
+            client, metadata={"text_chars": 1200}, callback_url="https://93.184.215.14/h"
         )
         assert response.status_code == 201
         task = response.json()
@@ -47,7 +47,7 @@ class TestRegister:
         assert task["provider"] == "minimax"
         assert task["external_id"] == str(MINIMAX_ID)
         assert task["metadata"] == {"text_chars": 1200}
-        assert task["callback_url"] == "https://example.com/h"
+        assert task["callback_url"] == "https://93.184.215.14/h"
         assert task["polls"] == 0
         assert task["sequence"] == 0
         assert task["result"] is None
@@ -159,6 +159,22 @@ class TestRegisterRejects:
                 "callback_url",
             ),
             ({"provider": "minimax", "external_id": 1, "callback_url": "https://"}, "callback_url"),
+            (
+                {"provider": "minimax", "external_id": 1, "callback_url": "http://10.0.0.7/hook"},
+                "callback_url",
+            ),
+            (
+                {
+                    "provider": "minimax",
+                    "external_id": 1,
+                    "callback_url": "http://169.254.169.254/",
+                },
+                "callback_url",
+            ),
+            (
+                {"provider": "minimax", "external_id": 1, "callback_url": "http://localhost:80/x"},
+                "callback_url",
+            ),
             ({"provider": "minimax", "external_id": 1, "metadata": "text"}, "metadata"),
             ({"provider": "minimax", "external_id": 1, "metadata": {"x": "y" * 17000}}, "metadata"),
             ({"provider": "minimax", "external_id": 1, "deadline_s": 0}, "deadline_s"),

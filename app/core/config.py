@@ -122,6 +122,36 @@ class EngineSettings(BaseModel):
     shutdown_grace_s: Annotated[float, Field(ge=0, le=120)] = 5.0
 
 
+class WebhookSettings(BaseModel):
+    """Outbound delivery; the defaults follow Standard Webhooks and Svix."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Delay before each attempt (the first is immediate); ±20 % jitter is added.
+    retry_schedule_s: Annotated[list[float], Field(min_length=1, max_length=50)] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    # After a 429 or a timeout the next attempt waits at least this long.
+    overload_floor_s: Annotated[float, Field(ge=0)] = 60.0
+    # A 2xx must arrive within this long, body included.
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 15.0
+    max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 64
+    lease_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    # An endpoint failing this long without one success is disabled.
+    disable_after_s: Annotated[float, Field(gt=0)] = 5 * 24 * 3600
+    # Re-enabling an endpoint redelivers what failed to it within this window.
+    redeliver_window_s: Annotated[float, Field(gt=0)] = 14 * 24 * 3600
+    # After rotate-secret the old secret keeps signing alongside the new one this long.
+    secret_grace_s: Annotated[float, Field(ge=0)] = 24 * 3600
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _non_negative(cls, value: list[float]) -> list[float]:
+        if any(v < 0 for v in value):
+            raise ValueError("delays must be >= 0")
+        return value
+
+
 class StaticApiKey(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -156,6 +186,7 @@ class Settings(BaseSettings):
     ] = Field(default_factory=list)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict, validate_default=True)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024

@@ -5,6 +5,7 @@ from app.models.delivery import Delivery, DeliveryAttempt, DeliveryStatus
 from app.models.event import Event
 from app.models.provider_state import ProviderHealth, ProviderState
 from app.models.task import TERMINAL_STATUSES, Task, TaskStatus
+from app.models.tenant_secret import TenantSecret
 from app.models.webhook_endpoint import WebhookEndpoint
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "ProviderState",
     "Task",
     "TaskStatus",
+    "TenantSecret",
     "WebhookEndpoint",
 ]

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core.config import EngineSettings, ProviderSettings, Settings
 from app.core.db import create_sessionmaker
 from app.core.logging import get_logger
+from app.core.notify import listen
 from app.models import ProviderHealth
 from app.polling.repository import Claim, PollingRepository
 from app.polling.service import PollingService, PollResult
@@ -423,6 +424,7 @@ class PollEngine:
         engine: AsyncEngine,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        scheduler: AsyncIOScheduler | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -439,7 +441,9 @@ class PollEngine:
             )
             for name, provider in settings.providers.items()
         }
-        self.scheduler = AsyncIOScheduler()
+        # Shared with the delivery engine in a worker; its own when run alone (tests).
+        self._owns_scheduler = scheduler is None
+        self.scheduler = scheduler or AsyncIOScheduler()
         self._tasks: list[asyncio.Task[None]] = []
         self._listener_stop = asyncio.Event()
 
@@ -452,53 +456,31 @@ class PollEngine:
             seconds=self.settings.engine.tick_s,
             max_instances=1,
             coalesce=True,
-            id="tick",
+            id="poll-tick",
         )
-        self.scheduler.start()
+        if self._owns_scheduler:
+            self.scheduler.start()
         self._tasks = [asyncio.create_task(loop.run()) for loop in self.loops.values()]
-        self._tasks.append(asyncio.create_task(self._listen()))
+        self._tasks.append(
+            asyncio.create_task(
+                listen(self.engine, NOTIFY_CHANNEL, self._on_notify, self._listener_stop)
+            )
+        )
         log.info("engine_started", owner=self.owner, providers=sorted(self.loops))
 
     async def _tick(self) -> None:
         for loop in self.loops.values():
             loop.wake()
 
-    async def _listen(self) -> None:
-        """LISTEN for new registrations; reconnects after losing the database."""
-        backoff = LOOP_ERROR_BACKOFF_S[0]
-        while not self._listener_stop.is_set():
-            try:
-                async with self.engine.connect() as conn:
-                    raw = await conn.get_raw_connection()
-                    driver = raw.driver_connection
-                    assert driver is not None
-                    lost = asyncio.Event()
-
-                    def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
-                        loop = self.loops.get(payload)
-                        if loop is not None:
-                            loop.wake()
-
-                    driver.add_termination_listener(partial(_set_event, lost))
-                    await driver.add_listener(NOTIFY_CHANNEL, on_notify)
-                    backoff = LOOP_ERROR_BACKOFF_S[0]
-                    stop = asyncio.create_task(self._listener_stop.wait())
-                    gone = asyncio.create_task(lost.wait())
-                    await asyncio.wait({stop, gone}, return_when=asyncio.FIRST_COMPLETED)
-                    stop.cancel()
-                    gone.cancel()
-                    if not lost.is_set():
-                        with contextlib.suppress(Exception):
-                            await driver.remove_listener(NOTIFY_CHANNEL, on_notify)
-            except Exception as exc:
-                log.warning("listener_error", error=type(exc).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._listener_stop.wait(), timeout=backoff)
-                backoff = min(backoff * 2, LOOP_ERROR_BACKOFF_S[1])
+    def _on_notify(self, provider: str) -> None:
+        loop = self.loops.get(provider)
+        if loop is not None:
+            loop.wake()
 
     async def stop(self) -> None:
         grace = self.settings.engine.shutdown_grace_s
-        self.scheduler.shutdown(wait=False)
+        if self._owns_scheduler:
+            self.scheduler.shutdown(wait=False)
         self._listener_stop.set()
         await asyncio.gather(*(loop.drain(grace) for loop in self.loops.values()))
         for task in self._tasks:
@@ -506,7 +488,3 @@ class PollEngine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.aclose()
         log.info("engine_stopped", owner=self.owner)
-
-
-def _set_event(event: asyncio.Event, *_: object) -> None:
-    event.set()

@@ -17,6 +17,8 @@ from app.providers.external_ids import InvalidExternalId, normalize_external_id
 from app.tasks.policy import can_transition, event_type
 from app.tasks.repository import TaskRepository
 from app.tasks.schemas import TaskCreate, TaskList, TaskRead
+from app.webhooks.service import check_destination, enqueue_event
+from app.webhooks.ssrf import SsrfPolicy
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,12 @@ class Registration:
 
 
 class TaskService:
-    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+    def __init__(
+        self, session: AsyncSession, settings: Settings, policy: SsrfPolicy | None = None
+    ) -> None:
         self.repo = TaskRepository(session)
         self.settings = settings
+        self.policy = policy
 
     def _provider(self, name: str) -> ProviderSettings:
         provider = self.settings.providers.get(name)
@@ -43,6 +48,8 @@ class TaskService:
             external_id = normalize_external_id(provider.kind, body.external_id)
         except InvalidExternalId as exc:
             raise ValidationFailed.field("external_id", str(exc)) from None
+        if body.callback_url is not None and self.policy is not None:
+            await check_destination(self.policy, body.callback_url, "callback_url")
         metadata = body.metadata or {}
         if len(json.dumps(metadata, separators=(",", ":"))) > self.settings.max_metadata_bytes:
             raise ValidationFailed.field(
@@ -165,4 +172,8 @@ async def change_status(
         task.lease_owner = None
         task.lease_expires_at = None
     await repo.flush()
-    await repo.add_event(task, event_type(new), TaskRead.from_task(task).model_dump(mode="json"))
+    event = await repo.add_event(
+        task, event_type(new), TaskRead.from_task(task).model_dump(mode="json")
+    )
+    # The outbox: its deliveries commit with the status change, or not at all.
+    await enqueue_event(repo.session, event, task.callback_url)

@@ -1,17 +1,22 @@
-"""The background engine's process: start it, wait for a stop, drain gracefully."""
+"""The background engine's process: poll and delivery loops on one APScheduler, started
+together, drained together on a stop signal."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
 from app.core.logging import get_logger
 from app.polling.jobs import PollEngine
+from app.webhooks.jobs import DeliveryEngine
 
 log = get_logger("pollhook.worker")
+
+HOUSEKEEPING_INTERVAL_S = 60
 
 
 async def run_worker(
@@ -23,10 +28,32 @@ async def run_worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-    poll_engine = PollEngine(settings, engine)
-    await poll_engine.start()
+    # APScheduler only ticks the loops and runs housekeeping; it holds no task state.
+    scheduler = AsyncIOScheduler()
+    polls = PollEngine(settings, engine, scheduler=scheduler)
+    deliveries = DeliveryEngine(settings, engine, polls.owner)
+    await polls.start()
+    deliveries.start()
+    scheduler.add_job(
+        deliveries.tick,
+        "interval",
+        seconds=settings.engine.tick_s,
+        max_instances=1,
+        coalesce=True,
+        id="delivery-tick",
+    )
+    scheduler.add_job(
+        deliveries.housekeeping,
+        "interval",
+        seconds=HOUSEKEEPING_INTERVAL_S,
+        max_instances=1,
+        coalesce=True,
+        id="housekeeping",
+    )
+    scheduler.start()
     try:
         await stop.wait()
     finally:
-        # Stop claiming, let in-flight polls finish (bounded), release the rest.
-        await poll_engine.stop()
+        # Stop claiming, let in-flight work finish (bounded), release the rest.
+        scheduler.shutdown(wait=False)
+        await asyncio.gather(polls.stop(), deliveries.stop())

@@ -1,0 +1,60 @@
+"""LISTEN on a Postgres channel for as long as asked, reconnecting after losing the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from functools import partial
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.logging import get_logger
+
+log = get_logger("pollhook.notify")
+
+BACKOFF_S = (0.5, 30.0)
+
+
+async def listen(
+    engine: AsyncEngine, channel: str, on_payload: Callable[[str], None], stop: asyncio.Event
+) -> None:
+    """Call `on_payload` for every notification on `channel` until `stop` is set.
+
+    Notifications are only a latency optimisation (the loops also tick), so a lost
+    connection is logged and retried with backoff, never fatal.
+    """
+    backoff = BACKOFF_S[0]
+    while not stop.is_set():
+        try:
+            async with engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                lost = asyncio.Event()
+
+                def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
+                    on_payload(payload)
+
+                driver.add_termination_listener(partial(_set, lost))
+                await driver.add_listener(channel, on_notify)
+                backoff = BACKOFF_S[0]
+                waiters = {
+                    asyncio.create_task(stop.wait()),
+                    asyncio.create_task(lost.wait()),
+                }
+                _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in pending:
+                    waiter.cancel()
+                if not lost.is_set():
+                    with contextlib.suppress(Exception):
+                        await driver.remove_listener(channel, on_notify)
+        except Exception as exc:
+            log.warning("listener_error", channel=channel, error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=backoff)
+            backoff = min(backoff * 2, BACKOFF_S[1])
+
+
+def _set(event: asyncio.Event, *_: object) -> None:
+    event.set()

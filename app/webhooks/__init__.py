@@ -1,0 +1,1 @@
+"""Webhook delivery: endpoints, signing, the outbox delivery loop and the SSRF guard."""

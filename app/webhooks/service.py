@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import Settings
+from app.core.errors import NotFound, ValidationFailed
+from app.models import Delivery, Event, Task, WebhookEndpoint
+from app.webhooks import signing
+from app.webhooks.repository import WebhookRepository
+from app.webhooks.schemas import (
+    TERMINAL_EVENT_TYPES,
+    AttemptRead,
+    DeliveryList,
+    DeliveryRead,
+    DeliveryStatus,
+    EventType,
+    WebhookCreate,
+    WebhookList,
+    WebhookRead,
+    WebhookUpdate,
+    WebhookWithSecret,
+)
+from app.webhooks.ssrf import BlockedAddress, InvalidUrl, SsrfPolicy
+
+
+def endpoint_read(endpoint: WebhookEndpoint) -> WebhookRead:
+    return WebhookRead(
+        id=endpoint.id,
+        url=endpoint.url,
+        events=[EventType(e) for e in endpoint.events] if endpoint.events is not None else None,
+        description=endpoint.description,
+        enabled=endpoint.enabled,
+        disabled_reason=endpoint.disabled_reason,
+        created_at=endpoint.created_at,
+        updated_at=endpoint.updated_at,
+    )
+
+
+def endpoint_with_secret(endpoint: WebhookEndpoint) -> WebhookWithSecret:
+    return WebhookWithSecret(
+        **endpoint_read(endpoint).model_dump(),
+        secret=endpoint.secret,
+        previous_secret_expires_at=endpoint.previous_secret_expires_at
+        if endpoint.previous_secret
+        else None,
+    )
+
+
+async def check_destination(policy: SsrfPolicy, url: str, field: str) -> None:
+    """Refuse URLs that are not http(s) or that lead into internal networks (422)."""
+    try:
+        await policy.check_url(url)
+    except (InvalidUrl, BlockedAddress) as exc:
+        raise ValidationFailed.field(field, str(exc)) from None
+
+
+class WebhookService:
+    def __init__(self, session: AsyncSession, settings: Settings, policy: SsrfPolicy) -> None:
+        self.repo = WebhookRepository(session)
+        self.settings = settings
+        self.policy = policy
+
+    async def create(self, tenant: str, body: WebhookCreate) -> WebhookWithSecret:
+        await check_destination(self.policy, body.url, "url")
+        endpoint = await self.repo.add_endpoint(
+            tenant=tenant,
+            url=body.url,
+            events=[e.value for e in body.events] if body.events else None,
+            description=body.description,
+            secret=signing.generate_secret(),
+        )
+        return endpoint_with_secret(endpoint)
+
+    async def list_endpoints(self, tenant: str) -> WebhookList:
+        return WebhookList(items=[endpoint_read(e) for e in await self.repo.endpoints(tenant)])
+
+    async def _get(
+        self, tenant: str, endpoint_id: uuid.UUID, *, lock: bool = False
+    ) -> WebhookEndpoint:
+        endpoint = await self.repo.endpoint(tenant, endpoint_id, for_update=lock)
+        if endpoint is None:
+            raise NotFound(f"webhook endpoint {endpoint_id} not found")
+        return endpoint
+
+    async def get(self, tenant: str, endpoint_id: uuid.UUID) -> WebhookWithSecret:
+        return endpoint_with_secret(await self._get(tenant, endpoint_id))
+
+    async def update(
+        self, tenant: str, endpoint_id: uuid.UUID, body: WebhookUpdate
+    ) -> WebhookWithSecret:
+        endpoint = await self._get(tenant, endpoint_id, lock=True)
+        given = body.model_fields_set
+        if "url" in given:
+            if body.url is None:
+                raise ValidationFailed.field("url", "must not be null")
+            await check_destination(self.policy, body.url, "url")
+            endpoint.url = body.url
+        if "events" in given:
+            endpoint.events = [e.value for e in body.events] if body.events else None
+        if "description" in given:
+            endpoint.description = body.description
+        re_enabled = False
+        if "enabled" in given:
+            if body.enabled is None:
+                raise ValidationFailed.field("enabled", "must be true or false")
+            re_enabled = body.enabled and not endpoint.enabled
+            endpoint.enabled = body.enabled
+            endpoint.disabled_reason = None if body.enabled else "disabled by the API"
+            if re_enabled:
+                endpoint.failing_since = None
+        endpoint.updated_at = await self.repo.now()
+        await self.repo.flush()
+        if re_enabled:
+            # What failed while the endpoint was broken goes out again: the latest
+            # terminal event of each such task, within the redelivery window.
+            await self.repo.redeliver_failed(endpoint.id, self.settings.webhooks.redeliver_window_s)
+        return endpoint_with_secret(endpoint)
+
+    async def delete(self, tenant: str, endpoint_id: uuid.UUID) -> None:
+        if not await self.repo.delete_endpoint(tenant, endpoint_id):
+            raise NotFound(f"webhook endpoint {endpoint_id} not found")
+
+    async def rotate_secret(self, tenant: str, endpoint_id: uuid.UUID) -> WebhookWithSecret:
+        """A new secret; the current one keeps signing alongside it for the grace period
+        (one previous secret at a time: rotating again ends the earlier grace)."""
+        endpoint = await self._get(tenant, endpoint_id, lock=True)
+        now = await self.repo.now()
+        endpoint.previous_secret = endpoint.secret
+        endpoint.previous_secret_expires_at = now + timedelta(
+            seconds=self.settings.webhooks.secret_grace_s
+        )
+        endpoint.secret = signing.generate_secret()
+        endpoint.updated_at = now
+        await self.repo.flush()
+        return endpoint_with_secret(endpoint)
+
+    async def signing_secret(self, tenant: str) -> str:
+        return await self.repo.tenant_secret(tenant, signing.generate_secret())
+
+    async def deliveries_of(self, tenant: str, task: Task) -> DeliveryList:
+        deliveries = await self.repo.deliveries_of_task(tenant, task.id)
+        return DeliveryList(items=await self._reads(deliveries))
+
+    async def retry(self, tenant: str, delivery_id: uuid.UUID) -> DeliveryRead:
+        delivery = await self.repo.delivery(tenant, delivery_id)
+        if delivery is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        await self.repo.retry_now(delivery.id)
+        refreshed = await self.repo.delivery(tenant, delivery_id)
+        assert refreshed is not None
+        await self.repo.session.refresh(refreshed)
+        return (await self._reads([refreshed]))[0]
+
+    async def _reads(self, rows: list[Delivery]) -> list[DeliveryRead]:
+        attempts = await self.repo.attempts_of([d.id for d in rows])
+        types = await self.repo.event_types([d.event_id for d in rows])
+        by_delivery: dict[uuid.UUID, list[AttemptRead]] = {}
+        for a in attempts:
+            by_delivery.setdefault(a.delivery_id, []).append(
+                AttemptRead(
+                    attempt=a.attempt,
+                    attempted_at=a.attempted_at,
+                    duration_ms=a.duration_ms,
+                    status_code=a.status_code,
+                    response_body=a.response_body,
+                    error=a.error,
+                )
+            )
+        return [
+            DeliveryRead(
+                id=d.id,
+                event_id=d.event_id,
+                event_type=EventType(types[d.event_id]),
+                task_id=d.task_id,
+                endpoint_id=d.endpoint_id,
+                url=d.url,
+                status=DeliveryStatus(d.status),
+                attempts=d.attempts,
+                next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+                last_status_code=d.last_status_code,
+                last_error=d.last_error,
+                created_at=d.created_at,
+                completed_at=d.completed_at,
+                attempt_log=by_delivery.get(d.id, []),
+            )
+            for d in rows
+        ]
+
+
+async def enqueue_event(session: AsyncSession, event: Event, callback_url: str | None) -> int:
+    """The outbox step of a status change: deliveries for its event, same transaction."""
+    return await WebhookRepository(session).fan_out(
+        event,
+        terminal=EventType(event.type) in TERMINAL_EVENT_TYPES,
+        callback_url=callback_url,
+    )

@@ -1,0 +1,311 @@
+"""Delivery over real HTTP to a loopback receiver, on real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from standardwebhooks.webhooks import Webhook
+
+from app.core.db import create_sessionmaker
+from app.webhooks.repository import WebhookRepository
+from tests.webhooks.receiver import Answer, Receiver
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def endpoint(client: httpx.AsyncClient, url: str, **body: Any) -> dict[str, Any]:
+    response = await client.post("/v1/webhooks", json={"url": url, **body})
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def finished_task(client: httpx.AsyncClient, external_id: int, **body: Any) -> dict[str, Any]:
+    """A task that reaches a terminal status (cancelled) and so emits a terminal event."""
+    task = (
+        await client.post(
+            "/v1/tasks", json={"provider": "minimax", "external_id": external_id, **body}
+        )
+    ).json()
+    cancelled: dict[str, Any] = (await client.delete(f"/v1/tasks/{task['id']}")).json()
+    return cancelled
+
+
+def verify(secret: str, received: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = Webhook(secret).verify(received.body, received.headers)
+    return payload
+
+
+async def deliveries_of(client: httpx.AsyncClient, task_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (await client.get(f"/v1/tasks/{task_id}/deliveries")).json()[
+        "items"
+    ]
+    return items
+
+
+async def test_signed_delivery_to_endpoint_and_callback(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    hook = await endpoint(client, receiver.url("/hook"))
+    await endpoint(client, receiver.url("/only-processing"), events=["task.processing"])
+    deliveries()
+    task = await finished_task(client, 11, callback_url=receiver.url("/cb"))
+
+    async def both_arrived() -> bool:
+        return bool(receiver.at("/hook") and receiver.at("/cb"))
+
+    await eventually(both_arrived)
+    [at_hook] = receiver.at("/hook")
+    payload = verify(hook["secret"], at_hook)
+    assert payload["type"] == "task.cancelled"
+    assert payload["data"]["id"] == task["id"]
+    assert payload["data"]["status"] == "cancelled"
+    assert payload["data"]["sequence"] == 1
+    assert set(payload) == {"type", "timestamp", "data"}
+    tenant_secret = (await client.get("/v1/signing-secret")).json()["secret"]
+    [at_cb] = receiver.at("/cb")
+    assert verify(tenant_secret, at_cb)["data"]["id"] == task["id"]
+    # One event: the same webhook-id on both deliveries, and it is the event's id.
+    assert at_hook.headers["webhook-id"] == at_cb.headers["webhook-id"]
+    assert receiver.at("/only-processing") == []  # not subscribed to task.cancelled
+
+    async def recorded() -> bool:
+        items = await deliveries_of(client, task["id"])
+        return len(items) == 2 and all(d["status"] == "succeeded" for d in items)
+
+    await eventually(recorded)
+    items = await deliveries_of(client, task["id"])
+    assert {d["event_id"] for d in items} == {at_hook.headers["webhook-id"]}
+    assert all(d["attempts"] == 1 and d["attempt_log"][0]["status_code"] == 200 for d in items)
+    assert items[0]["attempt_log"][0]["response_body"] == "ok"
+
+
+async def test_retries_keep_the_webhook_id(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    hook = await endpoint(client, receiver.url("/flaky"))
+    receiver.on(
+        "/flaky",
+        Answer(500, b"boom"),
+        Answer(503, b"later", headers={"retry-after": "0"}),
+        Answer(302, b"", headers={"location": receiver.url("/elsewhere")}),
+        Answer(200),
+    )
+    deliveries()
+    task = await finished_task(client, 12)
+
+    async def delivered() -> bool:
+        items = await deliveries_of(client, task["id"])
+        return bool(items) and items[0]["status"] == "succeeded"
+
+    await eventually(delivered)
+    attempts = receiver.at("/flaky")
+    assert len(attempts) == 4
+    assert len({a.headers["webhook-id"] for a in attempts}) == 1
+    assert len({a.body for a in attempts}) == 1  # the same body; only the timestamp changes
+    for attempt in attempts:
+        verify(hook["secret"], attempt)
+    assert receiver.at("/elsewhere") == []  # redirects are not followed
+    [item] = await deliveries_of(client, task["id"])
+    assert [a["status_code"] for a in item["attempt_log"]] == [500, 503, 302, 200]
+    assert item["attempt_log"][0]["response_body"] == "boom"
+
+
+async def test_gives_up_after_the_schedule_and_retry_by_api(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    await endpoint(client, receiver.url("/down"))
+    receiver.on("/down", Answer(500))
+    deliveries()
+    task = await finished_task(client, 13)
+
+    async def failed() -> bool:
+        items = await deliveries_of(client, task["id"])
+        return bool(items) and items[0]["status"] == "failed"
+
+    await eventually(failed)
+    [item] = await deliveries_of(client, task["id"])
+    assert item["attempts"] == 4  # the compressed schedule's length
+    receiver.on("/down", Answer(204, b""))
+    retried = await client.post(f"/v1/deliveries/{item['id']}/retry")
+    assert retried.status_code == 200
+    assert retried.json()["status"] == "pending"
+
+    async def delivered() -> bool:
+        items = await deliveries_of(client, task["id"])
+        return bool(items[0]["status"] == "succeeded")
+
+    await eventually(delivered)
+    assert len(receiver.at("/down")) == 5
+
+
+async def test_429_with_retry_after_waits_at_least_the_floor(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    await endpoint(client, receiver.url("/busy"))
+    # Retry-After says "now" and the schedule says 0.2 s; after a 429 the floor wins.
+    receiver.on("/busy", Answer(429, headers={"retry-after": "0"}), Answer(200))
+    deliveries()
+    task = await finished_task(client, 14)
+
+    async def delivered() -> bool:
+        items = await deliveries_of(client, task["id"])
+        return bool(items) and items[0]["status"] == "succeeded"
+
+    await eventually(delivered)
+    [item] = await deliveries_of(client, task["id"])
+    first, second = (datetime.fromisoformat(a["attempted_at"]) for a in item["attempt_log"])
+    assert [a["status_code"] for a in item["attempt_log"]] == [429, 200]
+    assert (second - first).total_seconds() >= 0.3  # overload_floor_s in these settings
+
+
+async def test_410_disables_and_reenabling_redelivers(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    hook = await endpoint(client, receiver.url("/gone"))
+    receiver.on("/gone", Answer(410, b"gone"))
+    deliveries()
+    task = await finished_task(client, 15)
+
+    async def disabled() -> bool:
+        got = (await client.get(f"/v1/webhooks/{hook['id']}")).json()
+        return got["enabled"] is False
+
+    await eventually(disabled)
+    got = (await client.get(f"/v1/webhooks/{hook['id']}")).json()
+    assert "410" in got["disabled_reason"]
+    assert len(receiver.at("/gone")) == 1  # no retries after 410
+    # Events while disabled are not queued for it.
+    await finished_task(client, 16)
+    receiver.on("/gone", Answer(200))
+    patched = await client.patch(f"/v1/webhooks/{hook['id']}", json={"enabled": True})
+    assert patched.json()["enabled"] is True
+
+    async def redelivered() -> bool:
+        return len(receiver.at("/gone")) == 2
+
+    await eventually(redelivered)
+    second = receiver.at("/gone")[1]
+    assert verify(hook["secret"], second)["data"]["id"] == task["id"]
+    await asyncio.sleep(0.3)
+    assert len(receiver.at("/gone")) == 2
+
+
+async def test_hanging_and_dripping_consumers_time_out(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    await endpoint(client, receiver.url("/hang"))
+    await endpoint(client, receiver.url("/drip"))
+    receiver.on("/hang", Answer(200, delay_s=5))
+    receiver.on("/drip", Answer(200, body=b"x" * 100, drip_s=0.05))
+    deliveries()
+    task = await finished_task(client, 17)
+    started = time.monotonic()
+
+    async def both_attempted() -> bool:
+        items = await deliveries_of(client, task["id"])
+        return len(items) == 2 and all(d["attempt_log"] for d in items)
+
+    await eventually(both_attempted)
+    assert time.monotonic() - started < 4  # the 1 s timeout bounds each attempt
+    for item in await deliveries_of(client, task["id"]):
+        first = item["attempt_log"][0]
+        assert first["status_code"] is None
+        assert "no answer within 1 s" in first["error"]
+        assert first["duration_ms"] < 1600
+
+
+async def test_a_crash_after_commit_or_claim_still_delivers_with_the_same_id(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any, engine: AsyncEngine
+) -> None:
+    hook = await endpoint(client, receiver.url("/late"))
+    # The event commits while no delivery loop runs (the process died right after).
+    task = await finished_task(client, 18)
+    # Another replica claims the delivery and dies before sending.
+    async with create_sessionmaker(engine).begin() as session:
+        [claim] = await WebhookRepository(session).claim_due(
+            limit=10, owner="dead-replica", lease_s=0.5
+        )
+    deliveries()
+
+    async def arrived() -> bool:
+        return len(receiver.at("/late")) == 1
+
+    await eventually(arrived)
+    [received] = receiver.at("/late")
+    assert received.headers["webhook-id"] == str(claim.event_id)
+    assert verify(hook["secret"], received)["data"]["id"] == task["id"]
+
+
+async def test_two_replicas_never_send_one_attempt_twice(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any, engine: AsyncEngine
+) -> None:
+    await endpoint(client, receiver.url("/many"))
+    receiver.on("/many", Answer(200, delay_s=0.02))
+    for i in range(40):
+        await finished_task(client, 100 + i)
+    deliveries("replica-a")
+    deliveries("replica-b")
+
+    async def all_done() -> bool:
+        async with engine.connect() as conn:
+            pending = await conn.scalar(
+                text("SELECT count(*) FROM deliveries WHERE status <> 'succeeded'")
+            )
+        return bool(pending == 0)
+
+    await eventually(all_done, within_s=20)
+    ids = [r.headers["webhook-id"] for r in receiver.at("/many")]
+    assert len(ids) == 40
+    assert len(set(ids)) == 40
+
+
+async def test_connect_time_guard_refuses_what_registration_allowed(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any, settings: Any
+) -> None:
+    """The address is checked again when dialled: an allowance removed (or a DNS answer
+    changed) since registration means no connection at all."""
+    await endpoint(client, receiver.url("/guarded"))
+    deliveries(webhook_allow_networks=[])
+    task = await finished_task(client, 19)
+
+    async def attempted() -> bool:
+        items = await deliveries_of(client, task["id"])
+        return bool(items and items[0]["attempt_log"])
+
+    await eventually(attempted)
+    [item] = await deliveries_of(client, task["id"])
+    assert "refused" in item["attempt_log"][0]["error"]
+    assert "loopback" in item["attempt_log"][0]["error"]
+    assert receiver.at("/guarded") == []
+
+
+async def test_payload_is_the_full_task_object(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    hook = await endpoint(client, receiver.url("/full"))
+    deliveries()
+    task = await finished_task(client, 20, metadata={"order": 42})
+
+    async def arrived() -> bool:
+        return bool(receiver.at("/full"))
+
+    await eventually(arrived)
+    payload = verify(hook["secret"], receiver.at("/full")[0])
+    assert payload["data"] == task
+    assert json.loads(receiver.at("/full")[0].body)["timestamp"]
