@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict, validate_default=True)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    # `pollhook worker` serves /metrics on this port when set (the API serves its own).
+    metrics_port: Annotated[int | None, Field(ge=1, le=65_535)] = None
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024

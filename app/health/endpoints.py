@@ -1,14 +1,18 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
+from app.core import metrics
 from app.core.db import ping
 from app.core.errors import ServiceUnavailable
+from app.core.logging import get_logger
 from app.core.schemas import error_responses
 from app.deps import StateDep
+from app.health.service import refresh_shared_gauges
 
 router = APIRouter(tags=["health"])
+log = get_logger("pollhook.metrics")
 
 
 class Health(BaseModel):
@@ -29,3 +33,18 @@ async def readyz(state: StateDep) -> Health:
             "database unreachable", details={"reason": type(exc).__name__}
         ) from None
     return Health(status="ready")
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def prometheus_metrics(state: StateDep) -> Response:
+    try:
+        async with state.sessions() as session:
+            await refresh_shared_gauges(session, state.settings)
+    except Exception as exc:  # a scrape still gets the process's own counters
+        log.warning("metrics_refresh_failed", error=type(exc).__name__)
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -27,15 +27,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core.config import EngineSettings, ProviderSettings, Settings
 from app.core.db import create_sessionmaker
 from app.core.logging import get_logger
+from app.core.metrics import BUDGET_SLOTS, POLLS
 from app.core.notify import listen
 from app.models import ProviderHealth
 from app.polling.repository import Claim, PollingRepository
-from app.polling.service import PollingService, PollResult
+from app.polling.service import Applied, PollingService, PollResult
 from app.providers.base import (
     CredentialError,
     ProviderAdapter,
     ProviderError,
     RateLimited,
+    TaskError,
     TransientError,
 )
 from app.providers.http import HttpUpstream
@@ -246,6 +248,7 @@ class ProviderLoop:
         return state
 
     async def reserve(self, count: int) -> LocalSlots:
+        BUDGET_SLOTS.labels(self.name).inc(count)
         async with self.sessions.begin() as session:
             reservation = await ProviderStateRepository(session).reserve(
                 self.name,
@@ -278,6 +281,7 @@ class ProviderLoop:
                 result = await self._fetch(claim, slot_at)
                 sent = result.sent
         except SlotMissed:
+            POLLS.labels(self.name, "slot_missed").inc()
             await self._release([claim])
             return
         except asyncio.CancelledError:
@@ -293,6 +297,7 @@ class ProviderLoop:
                 )
                 applied = await service.apply(claim, result)
             self.polls_done += 1
+            POLLS.labels(self.name, _outcome(result, applied)).inc()
             if applied is None:
                 log.info("poll_result_fenced_off", provider=self.name, task_id=str(claim.id))
             elif applied.changed:
@@ -488,3 +493,15 @@ class PollEngine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.aclose()
         log.info("engine_stopped", owner=self.owner)
+
+
+def _outcome(result: PollResult, applied: Applied | None) -> str:
+    if applied is None:
+        return "fenced_off"
+    if result.error is not None:
+        return {
+            RateLimited: "rate_limited",
+            CredentialError: "credential_error",
+            TaskError: "task_error",
+        }.get(type(result.error), "transient_error")
+    return "changed" if applied.changed else "unchanged"

@@ -23,6 +23,7 @@ from app import __version__
 from app.core.config import Settings
 from app.core.db import create_sessionmaker
 from app.core.logging import get_logger
+from app.core.metrics import ATTEMPT_SECONDS, DELIVERIES
 from app.core.notify import listen
 from app.providers.http import retry_after_seconds
 from app.webhooks import signing
@@ -240,6 +241,9 @@ class DeliveryLoop:
                     await repo.endpoint_failed(claim.endpoint_id)
         if held and decision.verdict is Verdict.DELIVERED:
             self.delivered += 1
+        if count:
+            DELIVERIES.labels(decision.verdict.value).inc()
+            ATTEMPT_SECONDS.observe(duration_ms / 1000)
         log.info(
             "webhook_attempt",
             delivery_id=str(claim.id),

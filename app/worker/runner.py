@@ -17,6 +17,7 @@ from app.webhooks.jobs import DeliveryEngine
 log = get_logger("pollhook.worker")
 
 HOUSEKEEPING_INTERVAL_S = 60
+GAUGE_REFRESH_S = 15
 
 
 async def run_worker(
@@ -50,6 +51,8 @@ async def run_worker(
         coalesce=True,
         id="housekeeping",
     )
+    if settings.metrics_port is not None:
+        _serve_metrics(settings, engine, scheduler)
     scheduler.start()
     try:
         await stop.wait()
@@ -57,3 +60,29 @@ async def run_worker(
         # Stop claiming, let in-flight work finish (bounded), release the rest.
         scheduler.shutdown(wait=False)
         await asyncio.gather(polls.stop(), deliveries.stop())
+
+
+def _serve_metrics(settings: Settings, engine: AsyncEngine, scheduler: AsyncIOScheduler) -> None:
+    """A worker has no API: serve its metrics on their own port, and keep the gauges of
+    shared state fresh from Postgres."""
+    from prometheus_client import start_http_server
+
+    from app.core.db import create_sessionmaker
+    from app.core.metrics import REGISTRY
+    from app.health.service import refresh_shared_gauges
+
+    sessions = create_sessionmaker(engine)
+
+    async def refresh() -> None:
+        try:
+            async with sessions() as session:
+                await refresh_shared_gauges(session, settings)
+        except Exception as exc:
+            log.warning("metrics_refresh_failed", error=type(exc).__name__)
+
+    assert settings.metrics_port is not None
+    start_http_server(settings.metrics_port, addr=settings.host, registry=REGISTRY)
+    scheduler.add_job(
+        refresh, "interval", seconds=GAUGE_REFRESH_S, max_instances=1, coalesce=True, id="gauges"
+    )
+    log.info("worker_metrics", host=settings.host, port=settings.metrics_port)

@@ -145,6 +145,13 @@ async def register_many(client: httpx.AsyncClient, n: int) -> None:
 async def test_tasks_reach_succeeded_with_resolved_download_url(
     client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, run_engine: Any
 ) -> None:
+    from app.core.metrics import REGISTRY
+
+    def counted(outcome: str) -> float:
+        labels = {"provider": "minimax", "outcome": outcome}
+        return REGISTRY.get_sample_value("pollhook_polls_total", labels) or 0.0
+
+    changed_before, unchanged_before = counted("changed"), counted("unchanged")
     upstream = ScriptedMinimax(polls_to_finish=3)
     await run_engine(_settings(settings), httpx.MockTransport(upstream))
     await register_many(client, 20)
@@ -168,6 +175,8 @@ async def test_tasks_reach_succeeded_with_resolved_download_url(
         )
     assert dict(events) == {"task.processing": 20, "task.succeeded": 20}
     assert leftover == 0
+    assert counted("changed") - changed_before == 40  # processing, then succeeded
+    assert counted("unchanged") - unchanged_before == 20  # the poll in between
 
 
 @pytest.mark.parametrize(("final", "status"), [("failed", "failed"), ("EXPIRED", "expired")])

@@ -98,6 +98,12 @@ async def test_signed_delivery_to_endpoint_and_callback(
 async def test_retries_keep_the_webhook_id(
     client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
 ) -> None:
+    from app.core.metrics import REGISTRY
+
+    def counted(outcome: str) -> float:
+        return REGISTRY.get_sample_value("pollhook_deliveries_total", {"outcome": outcome}) or 0.0
+
+    retries_before, delivered_before = counted("retry"), counted("delivered")
     hook = await endpoint(client, receiver.url("/flaky"))
     receiver.on(
         "/flaky",
@@ -123,6 +129,8 @@ async def test_retries_keep_the_webhook_id(
     assert receiver.at("/elsewhere") == []  # redirects are not followed
     [item] = await deliveries_of(client, task["id"])
     assert [a["status_code"] for a in item["attempt_log"]] == [500, 503, 302, 200]
+    assert counted("retry") - retries_before == 3
+    assert counted("delivered") - delivered_before == 1
     assert item["attempt_log"][0]["response_body"] == "boom"
 
 
