@@ -27,6 +27,18 @@ SEND_SLACK_S = 0.005
 # An AIMD cut never takes the rate below this share of the configured one.
 MIN_RATE_SHARE = 0.05
 
+# The rate in force now (AIMD): the configured rate, or since the last cut, the cut rate
+# climbing back by the configured rate per recovery window. One definition for the
+# reservation, the next cut and what /v1/providers reports; it reads the provider_state
+# columns and a `params` row with `rate` and `recovery_s`.
+_EFFECTIVE_RATE_SQL = """
+    CASE
+        WHEN rate_cut_at IS NULL OR effective_rate_per_s IS NULL THEN params.rate
+        ELSE LEAST(params.rate, effective_rate_per_s + params.rate
+                   * EXTRACT(EPOCH FROM clock_timestamp() - rate_cut_at) / params.recovery_s)
+    END
+"""
+
 
 def key_fingerprint(settings: ProviderSettings) -> str:
     key = settings.api_key.get_secret_value() if settings.api_key else ""
@@ -101,28 +113,22 @@ class ProviderStateRepository:
         row = (
             await self.session.execute(
                 text(
-                    """
+                    f"""
                     WITH params AS (
                         SELECT CAST(:rate AS float8) AS rate,
                                CAST(:recovery_s AS float8) AS recovery_s,
                                CAST(:count AS int) AS n,
                                CAST(:factor AS float8) AS factor
                     ), cur AS (
-                        SELECT s.name,
+                        SELECT name,
                                clock_timestamp() AS now,
-                               CASE
-                                 WHEN s.rate_cut_at IS NULL OR s.effective_rate_per_s IS NULL
-                                   THEN params.rate
-                                 ELSE LEAST(params.rate, s.effective_rate_per_s + params.rate
-                                   * EXTRACT(EPOCH FROM clock_timestamp() - s.rate_cut_at)
-                                   / params.recovery_s)
-                               END AS eff,
-                               GREATEST(COALESCE(s.next_slot_at, clock_timestamp()),
+                               {_EFFECTIVE_RATE_SQL} AS eff,
+                               GREATEST(COALESCE(next_slot_at, clock_timestamp()),
                                         clock_timestamp(),
-                                        COALESCE(s.paused_until, clock_timestamp())) AS start
-                        FROM provider_state s, params
-                        WHERE s.name = :name
-                        FOR UPDATE OF s
+                                        COALESCE(paused_until, clock_timestamp())) AS start
+                        FROM provider_state, params
+                        WHERE name = :name
+                        FOR UPDATE OF provider_state
                     )
                     UPDATE provider_state p
                     SET next_slot_at = cur.start
@@ -161,7 +167,7 @@ class ProviderStateRepository:
         """Halve the current effective rate (AIMD) and pause the instance for `pause_s`."""
         await self.session.execute(
             text(
-                """
+                f"""
                 WITH params AS (
                     SELECT CAST(:rate AS float8) AS rate,
                            CAST(:floor AS float8) AS floor,
@@ -169,12 +175,7 @@ class ProviderStateRepository:
                            CAST(:pause_s AS float8) AS pause_s
                 )
                 UPDATE provider_state SET
-                    effective_rate_per_s = GREATEST(params.floor, 0.5 * CASE
-                        WHEN rate_cut_at IS NULL OR effective_rate_per_s IS NULL THEN params.rate
-                        ELSE LEAST(params.rate, effective_rate_per_s + params.rate
-                             * EXTRACT(EPOCH FROM clock_timestamp() - rate_cut_at)
-                             / params.recovery_s)
-                        END),
+                    effective_rate_per_s = GREATEST(params.floor, 0.5 * {_EFFECTIVE_RATE_SQL}),
                     rate_cut_at = clock_timestamp(),
                     paused_until = GREATEST(COALESCE(paused_until, clock_timestamp()),
                                             clock_timestamp()
@@ -224,27 +225,35 @@ class ProviderStateRepository:
     async def states(
         self, configured: Mapping[str, ProviderSettings], *, recovery_s: float
     ) -> dict[str, InstanceState]:
-        rows = await self.session.execute(
-            select(ProviderState, func.clock_timestamp().label("now")).where(
-                ProviderState.name.in_(list(configured))
-            )
-        )
         result: dict[str, InstanceState] = {}
-        for state, now in rows:
-            rate = configured[state.name].rate_limit_per_s
-            effective = rate
-            if state.rate_cut_at is not None and state.effective_rate_per_s is not None:
-                since = (now - state.rate_cut_at).total_seconds()
-                effective = min(rate, state.effective_rate_per_s + rate * since / recovery_s)
-            result[state.name] = InstanceState(
-                name=state.name,
-                paused_until=state.paused_until,
-                health=ProviderHealth(state.health),
-                last_error=state.last_error,
-                last_error_at=state.last_error_at,
-                effective_rate_per_s=effective,
-                next_slot_at=state.next_slot_at,
-                db_now=now,
+        for name, settings in configured.items():
+            row = (
+                await self.session.execute(
+                    text(
+                        f"""
+                        WITH params AS (
+                            SELECT CAST(:rate AS float8) AS rate,
+                                   CAST(:recovery_s AS float8) AS recovery_s
+                        )
+                        SELECT paused_until, health, last_error, last_error_at, next_slot_at,
+                               {_EFFECTIVE_RATE_SQL} AS eff, clock_timestamp() AS now
+                        FROM provider_state, params WHERE name = :name
+                        """
+                    ),
+                    {"name": name, "rate": settings.rate_limit_per_s, "recovery_s": recovery_s},
+                )
+            ).one_or_none()
+            if row is None:
+                continue
+            result[name] = InstanceState(
+                name=name,
+                paused_until=row.paused_until,
+                health=ProviderHealth(row.health),
+                last_error=row.last_error,
+                last_error_at=row.last_error_at,
+                effective_rate_per_s=float(row.eff),
+                next_slot_at=row.next_slot_at,
+                db_now=row.now,
             )
         return result
 
