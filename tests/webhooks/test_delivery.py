@@ -317,3 +317,67 @@ async def test_payload_is_the_full_task_object(
     payload = verify(hook["secret"], receiver.at("/full")[0])
     assert payload["data"] == task
     assert json.loads(receiver.at("/full")[0].body)["timestamp"]
+
+
+async def test_a_consumer_that_is_down(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    closed = Receiver()  # a port nobody listens on
+    await endpoint(client, closed.url("/nobody"))
+    deliveries()
+    task = await finished_task(client, 21)
+
+    async def failed() -> bool:
+        items = await deliveries_of(client, task["id"])
+        return bool(items) and items[0]["status"] == "failed"
+
+    await eventually(failed)
+    [item] = await deliveries_of(client, task["id"])
+    assert item["attempts"] == 4
+    assert all(a["status_code"] is None for a in item["attempt_log"])
+    assert all("ConnectError" in a["error"] for a in item["attempt_log"])
+
+
+async def test_endpoints_failing_for_days_are_disabled(
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Any
+) -> None:
+    from app.webhooks.jobs import DeliveryEngine
+
+    recent = await endpoint(client, "http://127.0.0.1:9/recent")
+    old = await endpoint(client, "http://127.0.0.1:9/old")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE webhook_endpoints SET failing_since = now() - interval '6 days' WHERE id = :id"
+            ),
+            {"id": old["id"]},
+        )
+        await conn.execute(
+            text(
+                "UPDATE webhook_endpoints SET failing_since = now() - interval '4 days' WHERE id = :id"
+            ),
+            {"id": recent["id"]},
+        )
+    await DeliveryEngine(settings, engine, "housekeeper").housekeeping()
+    old_now = (await client.get(f"/v1/webhooks/{old['id']}")).json()
+    recent_now = (await client.get(f"/v1/webhooks/{recent['id']}")).json()
+    assert old_now["enabled"] is False
+    assert "failing" in old_now["disabled_reason"]
+    assert recent_now["enabled"] is True
+
+
+async def test_other_tenants_cannot_see_or_retry_deliveries(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    from tests.helpers import OTHER_KEY
+
+    other = {"Authorization": f"Bearer {OTHER_KEY}"}
+    await endpoint(client, receiver.url("/mine"))
+    task = await finished_task(client, 22)
+    [item] = await deliveries_of(client, task["id"])
+    assert (
+        await client.get(f"/v1/tasks/{task['id']}/deliveries", headers=other)
+    ).status_code == 404
+    retried = await client.post(f"/v1/deliveries/{item['id']}/retry", headers=other)
+    assert retried.status_code == 404
+    assert retried.json()["error"]["code"] == "not_found"
