@@ -345,19 +345,13 @@ async def test_endpoints_failing_for_days_are_disabled(
 
     recent = await endpoint(client, "http://127.0.0.1:9/recent")
     old = await endpoint(client, "http://127.0.0.1:9/old")
+    failing_since = text(
+        "UPDATE webhook_endpoints SET failing_since = now() - make_interval(days => :days) "
+        "WHERE id = :id"
+    )
     async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "UPDATE webhook_endpoints SET failing_since = now() - interval '6 days' WHERE id = :id"
-            ),
-            {"id": old["id"]},
-        )
-        await conn.execute(
-            text(
-                "UPDATE webhook_endpoints SET failing_since = now() - interval '4 days' WHERE id = :id"
-            ),
-            {"id": recent["id"]},
-        )
+        await conn.execute(failing_since, {"id": old["id"], "days": 6})
+        await conn.execute(failing_since, {"id": recent["id"], "days": 4})
     await DeliveryEngine(settings, engine, "housekeeper").housekeeping()
     old_now = (await client.get(f"/v1/webhooks/{old['id']}")).json()
     recent_now = (await client.get(f"/v1/webhooks/{recent['id']}")).json()
