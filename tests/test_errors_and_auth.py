@@ -132,3 +132,23 @@ class TestErrorShape:
         assert_error(ready, 503, "service_unavailable")
         assert alive.status_code == 200
         await dead.dispose()
+
+
+class TestFrameworkErrors:
+    async def test_405_lists_every_method_of_the_path(self, client: httpx.AsyncClient) -> None:
+        for path, methods in (
+            ("/v1/tasks", {"GET", "POST"}),
+            ("/v1/tasks/00000000-0000-0000-0000-000000000000", {"GET", "DELETE"}),
+            ("/v1/webhooks/00000000-0000-0000-0000-000000000000", {"GET", "PATCH", "DELETE"}),
+        ):
+            response = await client.options(path)
+            assert_error(response, 405, "method_not_allowed")
+            assert set(response.headers["allow"].split(", ")) >= methods
+
+    async def test_undecodable_body_is_invalid_json(self, client: httpx.AsyncClient) -> None:
+        response = await client.patch(
+            "/v1/webhooks/00000000-0000-0000-0000-000000000000",
+            content=b"\x17\xc3.U\xa3Y",
+            headers={"content-type": "application/json"},
+        )
+        assert_error(response, 422, "invalid_json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -87,14 +88,46 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # The framework's only 400: a body it could not even decode. The contract says
+        # malformed bodies are a 422 like malformed JSON.
+        return JSONResponse(
+            error_body(
+                "invalid_json",
+                "the request body is not valid JSON",
+                [{"field": "body", "message": str(exc.detail)}],
+            ),
+            status_code=422,
+        )
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return JSONResponse(
-        error_body(code, str(exc.detail)),
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
+        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method served at this path (Starlette names only the first matching route's)."""
+    index: list[tuple[re.Pattern[str], list[str]]] = getattr(
+        request.app.state, "allowed_methods", []
+    )
+    for pattern, methods in index:
+        if pattern.fullmatch(request.url.path):
+            return methods
+    return []
+
+
+def allowed_methods_index(openapi: dict[str, Any]) -> list[tuple[re.Pattern[str], list[str]]]:
+    """Path templates of the OpenAPI document as patterns, with their methods."""
+    index = []
+    for template, operations in openapi.get("paths", {}).items():
+        pattern = re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)))
+        index.append((pattern, sorted(m.upper() for m in operations)))
+    return index
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
