@@ -372,19 +372,21 @@ class WebhookRepository:
         )
         return {event_id: event_type for event_id, event_type in rows}
 
-    async def retry_now(self, delivery_id: uuid.UUID) -> None:
-        """Due again now; a delivery being attempted right now keeps its claim's outcome."""
-        await self.session.execute(
+    async def retry_now(self, tenant: str, delivery_id: uuid.UUID) -> Delivery | None:
+        """Due again now (the trigger wakes the loop); None if the tenant has no such one."""
+        delivery: Delivery | None = await self.session.scalar(
             update(Delivery)
-            .where(Delivery.id == delivery_id)
+            .where(Delivery.tenant == tenant, Delivery.id == delivery_id)
             .values(
                 status="pending",
                 next_attempt_at=func.now(),
                 completed_at=None,
                 updated_at=func.now(),
             )
-            .execution_options(synchronize_session=False)
+            .returning(Delivery)
+            .execution_options(populate_existing=True)
         )
+        return delivery
 
     async def queue_stats(self) -> tuple[int, float | None]:
         """Pending deliveries, and the age in seconds of the oldest undelivered event."""

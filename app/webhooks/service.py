@@ -145,14 +145,10 @@ class WebhookService:
         return DeliveryList(items=await self._reads(deliveries))
 
     async def retry(self, tenant: str, delivery_id: uuid.UUID) -> DeliveryRead:
-        delivery = await self.repo.delivery(tenant, delivery_id)
+        delivery = await self.repo.retry_now(tenant, delivery_id)
         if delivery is None:
             raise NotFound(f"delivery {delivery_id} not found")
-        await self.repo.retry_now(delivery.id)
-        refreshed = await self.repo.delivery(tenant, delivery_id)
-        assert refreshed is not None
-        await self.repo.session.refresh(refreshed)
-        return (await self._reads([refreshed]))[0]
+        return (await self._reads([delivery]))[0]
 
     async def _reads(self, rows: list[Delivery]) -> list[DeliveryRead]:
         attempts = await self.repo.attempts_of([d.id for d in rows])
