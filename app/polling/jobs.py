@@ -99,10 +99,11 @@ class SlotSource:
     """Budget slots for one poll: the pre-reserved one, then a freshly reserved slot for
     each further request (MiniMax's file retrieve). `sent` tells whether any request left."""
 
-    def __init__(self, loop: ProviderLoop, first: float | None) -> None:
+    def __init__(self, loop: ProviderLoop, first: float | None, lease_ends: float) -> None:
         self.loop = loop
         self.pending = [first] if first is not None else []
         self.current: float | None = None
+        self.lease_ends = lease_ends
         self.sent = False
 
     async def __call__(self) -> None:
@@ -123,6 +124,10 @@ class SlotSource:
         the upstream bunched up with the ones behind it on warm connections."""
         if self.current is not None:
             self.loop.check_slot(self.current)
+        # An answer that arrives after the lease ran out is fenced off anyway: do not spend
+        # a budget slot (and the upstream's patience) on it.
+        if time.monotonic() + self.loop.settings.request_timeout_s > self.lease_ends:
+            raise SlotMissed("the claim's lease would run out before the answer")
         self.sent = True
 
 
@@ -201,6 +206,8 @@ class ProviderLoop:
                 await self._sleep(excess)
                 return
         batch = self._batch_size(rate, free)
+        # Taken before the claim, so the local view of the lease can only end early.
+        claimed_at = time.monotonic()
         async with self.sessions.begin() as session:
             claims = await PollingRepository(session).claim_due(
                 self.name, limit=batch, owner=self.owner, lease_s=self.lease_s
@@ -211,7 +218,7 @@ class ProviderLoop:
         slots = await self.reserve(len(claims)) if self.limited else None
         for index, claim in enumerate(claims):
             slot_at = slots.at(index) if slots else None
-            task = asyncio.create_task(self._poll_one(claim, slot_at))
+            task = asyncio.create_task(self._poll_one(claim, slot_at, claimed_at))
             self.in_flight[claim.id] = (claim, task)
             task.add_done_callback(partial(self._forget, claim.id))
 
@@ -274,11 +281,11 @@ class ProviderLoop:
         if self.gate.paused_until > time.monotonic():
             raise SlotMissed("instance paused")
 
-    async def _poll_one(self, claim: Claim, slot_at: float | None) -> None:
+    async def _poll_one(self, claim: Claim, slot_at: float | None, claimed_at: float) -> None:
         sent = False
         try:
             async with self.semaphore:
-                result = await self._fetch(claim, slot_at)
+                result = await self._fetch(claim, slot_at, claimed_at)
                 sent = result.sent
         except SlotMissed:
             POLLS.labels(self.name, "slot_missed").inc()
@@ -317,8 +324,8 @@ class ProviderLoop:
                 sent=sent,
             )
 
-    async def _fetch(self, claim: Claim, slot_at: float | None) -> PollResult:
-        acquire = SlotSource(self, slot_at)
+    async def _fetch(self, claim: Claim, slot_at: float | None, claimed_at: float) -> PollResult:
+        acquire = SlotSource(self, slot_at, lease_ends=claimed_at + self.lease_s)
         upstream = HttpUpstream(self.client, self.settings, acquire, acquire.before_send)
         try:
             outcome = await self.adapter.poll(upstream, claim.external_id)
@@ -437,7 +444,10 @@ class PollEngine:
         self.owner = replica_id()
         limits = httpx.Limits(
             max_connections=settings.engine.max_in_flight * max(1, len(settings.providers)),
-            max_keepalive_connections=100,
+            # As many idle connections as can be busy: fewer means closing and reopening
+            # connections under load.
+            max_keepalive_connections=settings.engine.max_in_flight
+            * max(1, len(settings.providers)),
         )
         self.client = httpx.AsyncClient(limits=limits, follow_redirects=False, transport=transport)
         self.loops = {
