@@ -1,0 +1,453 @@
+"""Budget accuracy: how close pollhook's shared request budget gets to a provider's limit,
+and whether it ever goes over, with one and with three worker replicas.
+
+Run from the repository root:
+
+    python -m bench.budget_accuracy [--tasks 1000] [--rate 10] [--replicas 1,3] [--json PATH]
+
+Setup: a throwaway embedded Postgres (unix socket, temporary directory under /tmp), migrated;
+the sandbox (`python -m app.cli sandbox --minimax-rate RATE`) as a subprocess, which answers
+MiniMax's 1002 "rate limit exceeded" to any request past RATE in a sliding 1-second window.
+For each replica count the sandbox is reset and given `--tasks` MiniMax tasks that report
+Processing for 30 days, the tasks table is refilled with one due row per sandbox task
+(status `processing`), the shared budget row (provider_state) is dropped, and then that many
+`pollhook worker` subprocesses run against the same database with the minimax instance
+pointed at the sandbox (rate_limit_per_s=RATE, 3600 s poll intervals, first poll at once), so
+every task needs exactly one request. The run ends when every task has been polled once
+(checked every 0.5 s) or after `--max-seconds`; the workers are stopped with SIGTERM.
+
+Measured, from the sandbox's own counters for the key (it stamps every arrival):
+
+* achieved rate while the backlog lasts: requests per second over the whole calendar seconds
+  strictly between the first and the last request (the two partial seconds at the ends are
+  left out); the target is >= 95 % of the limit;
+* violations: the most requests in any sliding 1-second window (exact, from the arrival
+  times), calendar seconds with more than RATE requests, and 1002 answers; the target is
+  none of them;
+* claims per task (sum of fencing tokens): more than one means a task was claimed again
+  after a missed send slot or an expired lease.
+
+This is a benchmark, not a test: it prints a table (and optionally writes JSON) and exits
+non-zero only when a run failed to finish or a worker failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import asyncpg
+
+from app.core.embedded import EmbeddedPostgres
+from bench._support import (
+    SANDBOX_KEY,
+    CpuProbe,
+    Sandbox,
+    connect,
+    describe_machine,
+    load_due_tasks,
+    prepare_database,
+    print_header,
+    stop_process,
+    throwaway_postgres,
+)
+
+CHECK_EVERY_S = 0.5
+POLL_INTERVAL_S = 3600
+TARGET_SHARE = 0.95
+
+
+@dataclass
+class Options:
+    tasks: int
+    rate: float
+    replicas: list[int]
+    max_seconds: float | None
+    json_path: Path | None
+
+
+@dataclass
+class RunResult:
+    replicas: int
+    tasks: int
+    polled: int  # tasks with at least one request sent
+    answered: int  # tasks whose request got a real status (not a 1002)
+    seconds: float
+    requests: int
+    rejected_1002: int
+    max_in_any_1s_window: int
+    seconds_over_limit: int
+    full_seconds: int
+    steady_rate: float  # requests per full calendar second between the first and the last
+    steady_share: float  # steady_rate / limit
+    lowest_full_second: int
+    highest_second: int
+    overall_rate: float  # requests / calendar seconds from the first to the last request
+    goodput: float  # tasks answered per second, first answer to the last (or the cut-off)
+    wasted_requests: int  # requests whose answer was never applied (claim lost meanwhile)
+    max_booked_ahead_s: float  # furthest the shared budget was booked ahead of now
+    max_claims_per_task: int
+    claims: int
+    worker_exit_codes: list[int | None]
+    worker_warnings: dict[str, int]
+    per_second_histogram: dict[int, int]  # requests in a second -> how many seconds
+    complete: bool
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+
+def worker_env(server: EmbeddedPostgres, sandbox: Sandbox, rate: float) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
+    prefix = "POLLHOOK_PROVIDERS__MINIMAX__"
+    env.update(
+        {
+            "POLLHOOK_DATABASE_URL": server.url,
+            f"{prefix}BASE_URL": sandbox.base_url,
+            f"{prefix}API_KEY": SANDBOX_KEY,
+            f"{prefix}RATE_LIMIT_PER_S": f"{rate:g}",
+            f"{prefix}MIN_POLL_INTERVAL_S": str(POLL_INTERVAL_S),
+            f"{prefix}MAX_POLL_INTERVAL_S": str(POLL_INTERVAL_S),
+            f"{prefix}FIRST_POLL_DELAY_S": "0",
+            # jimmy is a built-in instance; it has no tasks here, but keep it on loopback.
+            "POLLHOOK_PROVIDERS__JIMMY__BASE_URL": sandbox.base_url,
+            "POLLHOOK_LOG_LEVEL": "WARNING",
+            "POLLHOOK_LOG_FORMAT": "json",
+        }
+    )
+    return env
+
+
+async def start_workers(
+    count: int, env: dict[str, str], logs: Sequence[TextIO]
+) -> list[asyncio.subprocess.Process]:
+    workers: list[asyncio.subprocess.Process] = []
+    try:
+        for index in range(count):
+            workers.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "app.cli",
+                    "worker",
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=logs[index],
+                    stderr=logs[index],
+                )
+            )
+    except BaseException:
+        await stop_workers(workers)
+        raise
+    return workers
+
+
+async def stop_workers(workers: list[asyncio.subprocess.Process]) -> list[int | None]:
+    await asyncio.gather(
+        *(stop_process(w, f"worker {i + 1}") for i, w in enumerate(workers)),
+        return_exceptions=True,
+    )
+    return [w.returncode for w in workers]
+
+
+def count_warnings(paths: list[Path]) -> dict[str, int]:
+    """Warning and error events in the workers' JSON log lines, by event name."""
+    found: collections.Counter[str] = collections.Counter()
+    for path in paths:
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if line.strip():
+                    found["(non-JSON output)"] += 1
+                continue
+            if isinstance(record, dict) and record.get("level") in ("warning", "error"):
+                found[str(record.get("event"))] += 1
+    return dict(found)
+
+
+def analyse_seconds(per_second: dict[str, int], rate: float) -> dict[str, Any]:
+    counts = {int(second): n for second, n in per_second.items()}
+    if not counts:
+        return {"full": [], "over": 0}
+    first, last = min(counts), max(counts)
+    # Every calendar second strictly between the first and the last request, empty ones too.
+    full = [counts.get(second, 0) for second in range(first + 1, last)]
+    return {
+        "full": full,
+        "over": sum(1 for n in counts.values() if n > rate),
+        "histogram": dict(sorted(collections.Counter(counts.values()).items())),
+        "highest": max(counts.values()),
+    }
+
+
+@dataclass
+class Waited:
+    complete: bool
+    seconds: float
+    max_booked_ahead_s: float
+
+
+async def wait_all_polled(
+    conn: asyncpg.Connection,
+    total: int,
+    max_seconds: float,
+    workers: list[asyncio.subprocess.Process],
+) -> Waited:
+    """Until every task has had a request, sampling how far ahead the budget is booked."""
+    started = time.perf_counter()
+    next_report = started + 10
+    booked_max = 0.0
+    while True:
+        row = await conn.fetchrow(
+            """
+            SELECT (SELECT count(*) FROM tasks WHERE polls >= 1) AS polled,
+                   (SELECT count(*) FROM tasks WHERE upstream_status IS NOT NULL) AS answered,
+                   (SELECT extract(epoch FROM next_slot_at - clock_timestamp())
+                    FROM provider_state WHERE name = 'minimax') AS booked
+            """
+        )
+        polled = int(row["polled"])
+        booked = float(row["booked"] or 0.0)
+        booked_max = max(booked_max, booked)
+        now = time.perf_counter()
+        if polled >= total:
+            return Waited(True, now - started, booked_max)
+        if now - started > max_seconds:
+            return Waited(False, now - started, booked_max)
+        if any(w.returncode is not None for w in workers):
+            print("  a worker exited early")
+            return Waited(False, now - started, booked_max)
+        if now >= next_report:
+            print(
+                f"    {now - started:5.0f} s: {polled}/{total} polled, "
+                f"{row['answered']} answered, budget booked {booked:.1f} s ahead",
+                flush=True,
+            )
+            next_report += 10
+        await asyncio.sleep(CHECK_EVERY_S)
+
+
+async def one_run(
+    server: EmbeddedPostgres,
+    sandbox: Sandbox,
+    conn: asyncpg.Connection,
+    workdir: Path,
+    options: Options,
+    replicas: int,
+) -> RunResult:
+    await sandbox.reset()
+    await load_due_tasks(conn, await sandbox.create_processing_tasks(options.tasks))
+    max_seconds = options.max_seconds or options.tasks / options.rate * 1.5 + 60
+    print(
+        f"  {replicas} worker(s): {options.tasks} tasks at {options.rate:g}/s "
+        f"(~{options.tasks / options.rate:.0f} s; cut off after {max_seconds:.0f} s) ...",
+        flush=True,
+    )
+    log_paths = [workdir / f"worker-{replicas}x-{i + 1}.log" for i in range(replicas)]
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(path.open("w")) for path in log_paths]
+        env = worker_env(server, sandbox, options.rate)
+        workers = await start_workers(replicas, env, logs)
+        try:
+            cpu = CpuProbe(
+                server.server.get_pid(),
+                {
+                    **{f"worker {i + 1}": w.pid for i, w in enumerate(workers)},
+                    "sandbox": sandbox.process.pid,
+                },
+            )
+            cpu_before = cpu.sample()
+            waited = await wait_all_polled(conn, options.tasks, max_seconds, workers)
+            end_of_run = await conn.fetchval("SELECT clock_timestamp()")
+            cpu_s = CpuProbe.delta(cpu_before, cpu.sample())
+        finally:
+            codes = await stop_workers(workers)
+    stats = await sandbox.key_stats()
+    row = await conn.fetchrow(
+        """
+        SELECT count(*) FILTER (WHERE polls >= 1) AS polled,
+               count(*) FILTER (WHERE upstream_status IS NOT NULL) AS answered,
+               coalesce(sum(polls), 0) AS sum_polls,
+               coalesce(sum(fencing_token), 0) AS claims,
+               coalesce(max(fencing_token), 0) AS max_claims,
+               min(last_polled_at) AS first_answer,
+               max(last_polled_at) AS last_answer
+        FROM tasks
+        """
+    )
+    seconds_info = analyse_seconds(stats["per_second"], options.rate)
+    full: list[int] = seconds_info["full"]
+    steady = sum(full) / len(full) if full else 0.0
+    requests = int(stats["requests"])
+    seconds_seen = [int(second) for second in stats["per_second"]]
+    first_answer = row["first_answer"]
+    end = row["last_answer"] if waited.complete else end_of_run
+    span = (end - first_answer).total_seconds() if first_answer is not None else 0.0
+    return RunResult(
+        replicas=replicas,
+        tasks=options.tasks,
+        polled=int(row["polled"]),
+        answered=int(row["answered"]),
+        seconds=waited.seconds,
+        requests=requests,
+        rejected_1002=int(stats["rejected_rate_limited"]),
+        max_in_any_1s_window=int(stats["max_in_any_1s_window"]),
+        seconds_over_limit=int(seconds_info["over"]),
+        full_seconds=len(full),
+        steady_rate=steady,
+        steady_share=steady / options.rate,
+        lowest_full_second=min(full) if full else 0,
+        highest_second=int(seconds_info.get("highest", 0)),
+        overall_rate=(
+            requests / (max(seconds_seen) - min(seconds_seen) + 1) if seconds_seen else 0.0
+        ),
+        goodput=(int(row["answered"]) - 1) / span if span > 0 else 0.0,
+        wasted_requests=requests - int(row["sum_polls"]),
+        max_booked_ahead_s=waited.max_booked_ahead_s,
+        max_claims_per_task=int(row["max_claims"]),
+        claims=int(row["claims"]),
+        worker_exit_codes=codes,
+        worker_warnings=count_warnings(log_paths),
+        per_second_histogram=seconds_info.get("histogram", {}),
+        complete=waited.complete,
+        cpu_s=cpu_s,
+    )
+
+
+def print_results(results: list[RunResult], rate: float) -> None:
+    header = (
+        f"{'replicas':>8} {'requests':>8} {'1002s':>5} {'max/1s':>6} {'sec>lim':>7} "
+        f"{'steady/s':>8} {'of limit':>8} {'overall/s':>9} {'low sec':>7} {'answered':>8} "
+        f"{'goodput/s':>9} {'wasted':>6} {'claims':>6} {'booked s':>8}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r.replicas:>8} {r.requests:>8} {r.rejected_1002:>5} {r.max_in_any_1s_window:>6} "
+            f"{r.seconds_over_limit:>7} {r.steady_rate:>8.2f} {r.steady_share:>8.1%} "
+            f"{r.overall_rate:>9.2f} {r.lowest_full_second:>7} {r.answered:>8} "
+            f"{r.goodput:>9.2f} {r.wasted_requests:>6} {r.claims:>6} {r.max_booked_ahead_s:>8.1f}"
+        )
+    print(
+        "steady/s: requests per whole second between the first and the last request; "
+        "goodput/s: tasks answered per second;\nwasted: requests whose answer was never "
+        "applied (the claim was lost first); booked s: the furthest the shared budget "
+        "was booked ahead of now."
+    )
+    print()
+    for r in results:
+        histogram = ", ".join(f"{n} req: {s} s" for n, s in r.per_second_histogram.items())
+        print(f"{r.replicas} replica(s), requests per calendar second -> seconds: {histogram}")
+        cpu = ", ".join(f"{k} {v:.1f}" for k, v in r.cpu_s.items())
+        print(f"  CPU seconds over the run: {cpu}")
+        if r.worker_warnings:
+            print(f"  worker warnings: {r.worker_warnings}")
+        print(f"  worker exit codes: {r.worker_exit_codes}")
+    print()
+    for r in results:
+        useful = r.goodput / rate
+        share_ok = r.steady_share >= TARGET_SHARE and useful >= TARGET_SHARE
+        clean = r.rejected_1002 == 0 and r.max_in_any_1s_window <= rate
+        print(
+            f"{r.replicas} replica(s): requests at {r.steady_share:.1%} of {rate:g}/s, useful "
+            f"answers at {useful:.1%} ({'meets' if share_ok else 'MISSES'} the "
+            f"{TARGET_SHARE:.0%} target); {'no violations' if clean else 'VIOLATIONS'} "
+            f"(max {r.max_in_any_1s_window} in a 1 s window, {r.rejected_1002} x 1002)"
+            + ("" if r.complete else " - DID NOT FINISH")
+        )
+
+
+async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
+    meta = describe_machine()
+    meta["postgres"] = await prepare_database(server)
+    meta.update(tasks=options.tasks, rate=options.rate, replicas=options.replicas)
+    print_header(meta)
+    print(
+        f"{options.tasks} due tasks per run, limit {options.rate:g}/s shared by "
+        f"{' then '.join(str(r) for r in options.replicas)} `pollhook worker` process(es).\n"
+    )
+    results: list[RunResult] = []
+    with (workdir / "sandbox.log").open("w") as log:
+        sandbox = await Sandbox.start(minimax_rate=options.rate, log=log)
+        conn = await connect(server)
+        try:
+            for replicas in options.replicas:
+                results.append(await one_run(server, sandbox, conn, workdir, options, replicas))
+        finally:
+            await conn.close()
+            await sandbox.stop()
+    print_results(results, options.rate)
+    ok = bool(results) and all(
+        r.complete and all(code == 0 for code in r.worker_exit_codes) for r in results
+    )
+    return {"meta": meta, "results": [asdict(r) for r in results], "ok": ok}
+
+
+def _replica_list(text: str) -> list[int]:
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or any(v < 1 or v > 8 for v in values):
+        raise argparse.ArgumentTypeError("replica counts must be between 1 and 8")
+    return values
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.budget_accuracy",
+        description="Achieved request rate and rate-limit violations of pollhook's shared "
+        "budget against the sandbox, with 1 and 3 worker replicas.",
+    )
+    parser.add_argument("--tasks", type=int, default=1000, help="tasks per run (one poll each)")
+    parser.add_argument("--rate", type=float, default=10.0, help="the limit, requests/s")
+    parser.add_argument(
+        "--replicas", type=_replica_list, default=[1, 3], help="worker counts, one run each"
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="cut-off per run (default: 1.5 x tasks/rate + 60 s)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    args = parser.parse_args(argv)
+    if args.tasks < 10 or args.rate <= 0:
+        parser.error("--tasks must be at least 10 and --rate positive")
+    return Options(
+        tasks=args.tasks,
+        rate=args.rate,
+        replicas=args.replicas,
+        max_seconds=args.max_seconds,
+        json_path=args.json,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    report: dict[str, Any] | None = None
+    with throwaway_postgres("pollhook-bench-budget-") as (server, workdir):
+        try:
+            report = asyncio.run(run(server, workdir, options))
+        finally:
+            if report is None or not report["ok"]:
+                for path in sorted(workdir.glob("*.log")):
+                    tail = path.read_text(errors="replace").strip().splitlines()[-5:]
+                    if tail:
+                        print(f"\nlast lines of {path.name}:", *tail, sep="\n  ")
+    if options.json_path is not None and report is not None:
+        options.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"\nwrote {options.json_path}")
+    return 0 if report is not None and report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
