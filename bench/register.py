@@ -33,14 +33,11 @@ import contextlib
 import datetime as dt
 import itertools
 import json
-import math
 import os
 import platform
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +54,7 @@ import psutil
 from app.core import migrate
 from app.core.db import create_engine
 from app.core.embedded import DATABASE_NAME, EmbeddedPostgres, start_embedded
+from bench._support import free_port, git_revision, percentile
 
 BASELINE_TENANT = "bench-baseline"
 POLLHOOK_TENANT = "bench"
@@ -114,14 +112,6 @@ class PhaseResult:
 
 
 # --- measuring ---------------------------------------------------------------------------------
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending list (0.0 for an empty one)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def _cpu_seconds(process: Any) -> float:
@@ -303,13 +293,6 @@ async def baseline(server: EmbeddedPostgres, options: Options) -> PhaseResult:
 # --- pollhook: the real API in a subprocess ----------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def start_api(
     server: EmbeddedPostgres, api_key: str, port: int, log: TextIO
 ) -> asyncio.subprocess.Process:
@@ -434,29 +417,6 @@ async def prepare_database(server: EmbeddedPostgres) -> None:
         await migrate.upgrade(engine)
     finally:
         await engine.dispose()
-
-
-def git_revision() -> str:
-    """The checked-out commit, with "+dirty" when tracked files have uncommitted changes."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def describe_machine(options: Options) -> dict[str, Any]:
