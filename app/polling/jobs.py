@@ -17,7 +17,6 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 
 import httpx
@@ -154,7 +153,6 @@ class ProviderLoop:
         self.rng = random.Random()
         self.in_flight: dict[uuid.UUID, tuple[Claim, asyncio.Task[None]]] = {}
         self.semaphore = asyncio.Semaphore(engine_settings.max_in_flight)
-        self.polls_done = 0
 
     @property
     def limited(self) -> bool:
@@ -303,7 +301,6 @@ class ProviderLoop:
                     rng=self.rng,
                 )
                 applied = await service.apply(claim, result)
-            self.polls_done += 1
             POLLS.labels(self.name, _outcome(result, applied)).inc()
             if applied is None:
                 log.info("poll_result_fenced_off", provider=self.name, task_id=str(claim.id))
@@ -393,11 +390,10 @@ class ProviderLoop:
 
     async def _sleep_until_due(self) -> None:
         async with self.sessions.begin() as session:
-            next_due = await PollingRepository(session).next_due_at(self.name)
-            now = await _db_now(session)
+            until_due = await PollingRepository(session).seconds_until_due(self.name)
         wait = self.engine_settings.tick_s * 5
-        if next_due is not None:
-            wait = min(wait, max(0.0, (next_due - now).total_seconds()))
+        if until_due is not None:
+            wait = min(wait, max(0.0, until_due))
         await self._sleep(wait)
 
     async def _sleep(self, seconds: float) -> None:
@@ -418,12 +414,6 @@ class ProviderLoop:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-async def _db_now(session: AsyncSession) -> datetime:
-    from app.tasks.repository import TaskRepository
-
-    return await TaskRepository(session).now()
 
 
 class PollEngine:

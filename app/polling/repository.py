@@ -102,9 +102,10 @@ class PollingRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def next_due_at(self, provider: str) -> datetime | None:
-        stmt = select(func.min(Task.next_poll_at)).where(
+    async def seconds_until_due(self, provider: str) -> float | None:
+        """How long until the instance's next task falls due (database clock); None if idle."""
+        stmt = select(func.extract("epoch", func.min(Task.next_poll_at) - func.now())).where(
             Task.provider == provider, Task.status.in_(ACTIVE_STATUSES)
         )
-        value: datetime | None = await self.session.scalar(stmt)
-        return value
+        value = await self.session.scalar(stmt)
+        return float(value) if value is not None else None
