@@ -404,7 +404,7 @@ async def test_check_url_refuses_unresolvable_names() -> None:
 
 async def test_check_url_bounds_resolution_time() -> None:
     async def slow(host: str) -> list[IPAddress]:
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # a resolver that never answers
         return [ip(PUBLIC_V4)]
 
     policy = SsrfPolicy(resolver=slow, resolve_timeout=0.05)
@@ -585,7 +585,7 @@ async def test_unresolvable_at_connect_time_is_an_httpx_connect_error() -> None:
 
 async def test_slow_resolution_at_connect_time_is_an_httpx_connect_timeout() -> None:
     async def slow(host: str) -> list[IPAddress]:
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # a resolver that never answers
         return [ip(PUBLIC_V4)]
 
     # Bounded by the policy's resolve timeout, and by httpx's connect timeout.
