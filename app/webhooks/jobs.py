@@ -312,8 +312,12 @@ class DeliveryEngine:
         self.client = client or guarded_client(
             SsrfPolicy(settings.webhook_allow_networks),
             timeout=settings.webhooks.timeout_s,
+            # Keep-alive as large as the connection limit: httpcore counts every connection
+            # against it, and a smaller one closes and reopens connections (TLS handshakes
+            # with real consumers) under load.
             limits=httpx.Limits(
-                max_connections=settings.webhooks.max_in_flight, max_keepalive_connections=32
+                max_connections=settings.webhooks.max_in_flight,
+                max_keepalive_connections=settings.webhooks.max_in_flight,
             ),
         )
         self.loop = DeliveryLoop(settings, self.sessions, self.client, owner)
