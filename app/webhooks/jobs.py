@@ -27,7 +27,7 @@ from app.core.metrics import ATTEMPT_SECONDS, DELIVERIES
 from app.core.notify import listen
 from app.providers.http import retry_after_seconds
 from app.webhooks import signing
-from app.webhooks.policy import AttemptResult, Verdict, decide
+from app.webhooks.policy import AttemptResult, Decision, Verdict, decide
 from app.webhooks.repository import (
     DELIVERY_CHANNEL,
     RESPONSE_BODY_LIMIT,
@@ -214,8 +214,8 @@ class DeliveryLoop:
                 self.rng,
                 self.settings.overload_floor_s,
             )
-        else:
-            decision = decide(result, len(self.settings.retry_schedule_s), (), self.rng)
+        else:  # not an attempt (the endpoint is disabled): nothing to retry
+            decision = Decision(Verdict.GIVE_UP)
         status = _STATUS_OF[decision.verdict]
         error = result.error
         if error is None and decision.verdict is not Verdict.DELIVERED:
