@@ -88,6 +88,7 @@ def test_external_ids_accepted(kind: ProviderKind, raw: object, expected: str) -
         (ProviderKind.JIMMY_SOUNDCLONE, " padded"),
         (ProviderKind.JIMMY_SOUNDCLONE, "tab\there"),
         (ProviderKind.JIMMY_SOUNDCLONE, "del\x7f"),
+        (ProviderKind.JIMMY_SOUNDCLONE, "a\ud800b"),  # lone surrogate: Postgres refuses it
     ],
 )
 def test_external_ids_rejected(kind: ProviderKind, raw: object) -> None:

@@ -53,4 +53,7 @@ def _opaque(raw: object) -> str:
         raise InvalidExternalId(f"must be at most {MAX_EXTERNAL_ID_LENGTH} characters")
     if raw != raw.strip() or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
         raise InvalidExternalId("must not contain control characters or surrounding whitespace")
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in raw):
+        # JSON's "\ud800" escape decodes to a lone surrogate, which Postgres text cannot hold.
+        raise InvalidExternalId("must be valid Unicode text (no lone surrogates)")
     return raw

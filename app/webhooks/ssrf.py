@@ -201,6 +201,10 @@ def classify(ip: IPAddress) -> str | None:
 
 def _inet_aton_part(part: str) -> int | None:
     """One dot-separated part as `inet_aton` reads it: 0x hex, leading-0 octal, else decimal."""
+    # int() also takes a prefix after ours ("0x0x7f" -> 0x7f, "00o17" -> 0o17); inet_aton does
+    # not, and no part may contain an "o" or a second "x".
+    if "x" in part[2:].lower() or "o" in part.lower():
+        return None
     try:
         if part[:2].lower() == "0x":
             return int(part[2:], 16) if part[2:] else None

@@ -366,6 +366,14 @@ async def test_check_url_refuses_localhost_names_without_dns(url: str) -> None:
     assert "localhost" in str(caught.value).lower()
 
 
+@pytest.mark.parametrize("host", ["0x0x7f.1", "00o177.1", "1.0x0x1"])
+async def test_check_url_resolves_spellings_inet_aton_refuses(host: str) -> None:
+    # int() takes a second base prefix ("0x0x7f" -> 0x7f); inet_aton does not: these are names.
+    resolver = FakeDns({host: [[PUBLIC_V4]]})
+    await SsrfPolicy(resolver=resolver).check_url(f"http://{host}/")
+    assert resolver.calls == [host]
+
+
 async def test_check_url_resolves_names() -> None:
     resolver = dns(hooks_example_com=PUBLIC_V4)
     await SsrfPolicy(resolver=resolver).check_url("https://hooks.example.com/pollhook")

@@ -1,0 +1,150 @@
+"""Properties of the polling schedule (app/polling/policy.py)."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.core.config import ProviderKind, ProviderSettings
+from app.polling import policy
+from tests.property._settings import PROPERTY
+
+# timedelta keeps microseconds, so a computed instant may be off by one rounding step.
+ONE_US = timedelta(microseconds=1)
+RETRY_AFTER_CAP_S = 3600.0
+
+
+@st.composite
+def provider_settings(draw: st.DrawFn) -> ProviderSettings:
+    interval = st.floats(min_value=0.01, max_value=86_400, allow_nan=False)
+    low, high = sorted((draw(interval), draw(interval)))
+    return ProviderSettings(
+        kind=ProviderKind.MINIMAX_T2A,
+        base_url="https://upstream.example",
+        rate_limit_per_s=10,
+        first_poll_delay_s=0,
+        min_poll_interval_s=low,
+        max_poll_interval_s=high,
+        request_timeout_s=10,
+        deadline_s=3600,
+    )
+
+
+counters = st.integers(min_value=-5, max_value=1_000)
+retry_afters = st.none() | st.floats(allow_nan=True) | st.floats(min_value=0, max_value=1e6)
+delays = st.floats(min_value=0, max_value=7 * 86_400, allow_nan=False)
+instants = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+offsets = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).map(
+    lambda s: timedelta(seconds=s)
+)
+
+
+def error_cap(s: ProviderSettings) -> float:
+    return max(
+        min(policy.ERROR_BACKOFF_CAP_S, s.max_poll_interval_s * policy.ERROR_BACKOFF_CAP_FACTOR),
+        s.min_poll_interval_s,
+    )
+
+
+@settings(PROPERTY, max_examples=200)
+@given(provider_settings(), counters)
+def test_unchanged_delay_stays_within_the_interval_bounds(s: ProviderSettings, n: int) -> None:
+    assert s.min_poll_interval_s <= policy.unchanged_delay(s, n) <= s.max_poll_interval_s
+
+
+@settings(PROPERTY, max_examples=200)
+@given(provider_settings(), counters, counters)
+def test_unchanged_delay_never_shrinks_as_nothing_changes(
+    s: ProviderSettings, a: int, b: int
+) -> None:
+    low, high = sorted((a, b))
+    assert policy.unchanged_delay(s, low) <= policy.unchanged_delay(s, high)
+
+
+@settings(PROPERTY)
+@given(provider_settings())
+def test_unchanged_delay_starts_at_min_and_reaches_max(s: ProviderSettings) -> None:
+    assert policy.unchanged_delay(s, 0) == s.min_poll_interval_s
+    assert policy.unchanged_delay(s, 64) == s.max_poll_interval_s
+
+
+@settings(PROPERTY, max_examples=200)
+@given(provider_settings(), counters)
+def test_error_delay_stays_within_min_and_the_error_cap(s: ProviderSettings, n: int) -> None:
+    assert s.min_poll_interval_s <= policy.error_delay(s, n) <= error_cap(s)
+
+
+@settings(PROPERTY, max_examples=200)
+@given(provider_settings(), counters, counters, retry_afters)
+def test_error_delay_never_shrinks_as_errors_repeat(
+    s: ProviderSettings, a: int, b: int, retry_after: float | None
+) -> None:
+    low, high = sorted((a, b))
+    assert policy.error_delay(s, low, retry_after) <= policy.error_delay(s, high, retry_after)
+
+
+@settings(PROPERTY, max_examples=200)
+@given(provider_settings(), counters, retry_afters)
+def test_error_delay_honours_retry_after_up_to_its_cap(
+    s: ProviderSettings, n: int, retry_after: float | None
+) -> None:
+    base = policy.error_delay(s, n)
+    delay = policy.error_delay(s, n, retry_after)
+    assert delay >= base
+    assert delay <= max(base, RETRY_AFTER_CAP_S)
+    if retry_after is not None and not math.isnan(retry_after):
+        assert delay >= min(retry_after, RETRY_AFTER_CAP_S)
+
+
+@settings(PROPERTY, max_examples=200)
+@given(delays, st.randoms())
+def test_jitter_stays_within_ten_percent(delay: float, rng: random.Random) -> None:
+    jittered = policy.jittered(delay, rng)
+    assert delay * (1 - policy.JITTER) - 1e-9 * delay <= jittered
+    assert jittered <= delay * (1 + policy.JITTER) + 1e-9 * delay
+
+
+@settings(PROPERTY, max_examples=200)
+@given(instants, delays, offsets, st.randoms())
+def test_next_poll_is_never_in_the_past_nor_past_the_deadline(
+    now: datetime, delay: float, to_deadline: timedelta, rng: random.Random
+) -> None:
+    deadline = now + to_deadline
+    at = policy.next_poll_at(now, delay, deadline, rng)
+    assert at >= now
+    if now < deadline:
+        assert at <= deadline
+
+
+@settings(PROPERTY, max_examples=200)
+@given(instants, delays, offsets, st.randoms())
+def test_next_poll_is_the_jittered_delay_unless_the_deadline_comes_first(
+    now: datetime, delay: float, to_deadline: timedelta, rng: random.Random
+) -> None:
+    deadline = now + to_deadline
+    at = policy.next_poll_at(now, delay, deadline, rng)
+    earliest = now + timedelta(seconds=delay * (1 - policy.JITTER)) - ONE_US
+    latest = now + timedelta(seconds=delay * (1 + policy.JITTER)) + ONE_US
+    if now < deadline:
+        assert at == deadline or earliest <= at <= latest
+        assert min(deadline, earliest) <= at
+    else:
+        assert earliest <= at <= latest
+
+
+@settings(PROPERTY, max_examples=200)
+@given(provider_settings(), counters, instants, st.randoms())
+def test_next_poll_while_unchanged_is_within_the_jittered_interval_bounds(
+    s: ProviderSettings, n: int, now: datetime, rng: random.Random
+) -> None:
+    deadline = now + timedelta(days=30)  # beyond any interval: the deadline does not bind
+    at = policy.next_poll_at(now, policy.unchanged_delay(s, n), deadline, rng)
+    low = s.min_poll_interval_s * (1 - policy.JITTER)
+    high = s.max_poll_interval_s * (1 + policy.JITTER)
+    assert now + timedelta(seconds=low) - ONE_US <= at <= now + timedelta(seconds=high) + ONE_US
