@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.service import authenticate
 from app.core.config import Settings
+from app.core.errors import RateLimited
+from app.core.rate_limit import retry_after_header
 from app.state import AppState
 from app.tasks.service import TaskService
 from app.webhooks.service import WebhookService
@@ -57,6 +59,14 @@ async def get_tenant(
 ) -> str:
     tenant = await authenticate(session, state.static_keys, authorization)
     request.state.tenant = tenant
+    # After authentication: the limit is per tenant, and an unknown key is a 401 whatever
+    # its rate. Health and metrics take no tenant, so they are never limited.
+    wait_s = state.rate_limiter.acquire(tenant)
+    if wait_s > 0:
+        retry_after_s = retry_after_header(wait_s)
+        raise RateLimited(
+            f"too many requests for this tenant; retry in {retry_after_s} s", retry_after_s
+        )
     return tenant
 
 

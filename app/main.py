@@ -16,6 +16,7 @@ from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.error_handlers import allowed_methods_index, install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.core.rate_limit import TenantRateLimiter
 from app.core.schemas import ErrorResponse
 from app.state import AppState
 from app.webhooks.ssrf import SsrfPolicy
@@ -44,6 +45,9 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         sessions=create_sessionmaker(engine),
         static_keys=StaticKeys(settings.api_keys),
         ssrf=SsrfPolicy(settings.webhook_allow_networks),
+        rate_limiter=TenantRateLimiter(
+            settings.api_rate_limit_per_s, settings.api_rate_limit_burst
+        ),
     )
 
     @asynccontextmanager

@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth.service import StaticKeys
 from app.core.config import Settings
+from app.core.rate_limit import TenantRateLimiter
 from app.webhooks.ssrf import SsrfPolicy
 
 
@@ -18,3 +19,4 @@ class AppState:
     sessions: async_sessionmaker[AsyncSession]
     static_keys: StaticKeys
     ssrf: SsrfPolicy
+    rate_limiter: TenantRateLimiter

@@ -44,6 +44,8 @@ class TestAuthentication:
         assert response.status_code == 200
 
     async def test_key_is_stored_hashed(self, engine: AsyncEngine) -> None:
+        import hashlib
+
         from sqlalchemy import text
 
         from app.auth.service import create_key, hash_key
@@ -55,7 +57,43 @@ class TestAuthentication:
             row = (await conn.execute(text("SELECT key_hash, key_prefix FROM api_keys"))).one()
             dump = str((await conn.execute(text("SELECT * FROM api_keys"))).all())
         assert row.key_hash == hash_key(new.key)
+        assert row.key_hash == hashlib.sha256(new.key.encode()).hexdigest()
         assert new.key not in dump
+
+    def test_static_keys_compare_every_entry_in_constant_time(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Presented keys are hashed first, then compared with hmac.compare_digest against
+        every configured key, so neither the key's length nor which entry matched shows in
+        the time taken. (Database keys are found by their hash through an index: the timing
+        of that lookup can only tell an attacker about SHA-256 outputs.)"""
+        import hashlib
+        import hmac
+
+        from app.auth.service import StaticKeys, hash_key
+        from app.core.config import StaticApiKey
+
+        keys = [StaticApiKey(tenant=f"t{n}", key=f"static-key-{n}-0123456789") for n in range(3)]
+        static = StaticKeys(keys)
+        assert not any(k.key.get_secret_value() in repr(vars(static)) for k in keys)
+        compared: list[tuple[bytes, bytes]] = []
+        real = hmac.compare_digest
+
+        def spy(a: bytes, b: bytes) -> bool:
+            compared.append((a, b))
+            return real(a, b)
+
+        monkeypatch.setattr(hmac, "compare_digest", spy)
+        for presented, tenant in [
+            ("static-key-0-0123456789", "t0"),
+            ("static-key-2-0123456789", "t2"),
+            ("x" * 200, None),
+        ]:
+            compared.clear()
+            assert static.tenant_for(hash_key(presented)) == tenant
+            assert len(compared) == 3  # every entry, whether or where one matched
+            digest = hashlib.sha256(presented.encode()).hexdigest().encode()
+            assert all(b == digest and len(a) == len(b) == 64 for a, b in compared)
 
     async def test_revoked_key(self, client: httpx.AsyncClient, engine: AsyncEngine) -> None:
         from app.auth.repository import ApiKeyRepository

@@ -29,6 +29,10 @@ async def test_every_route_is_described(client: httpx.AsyncClient) -> None:
                 assert op["security"] == [{"bearerAuth": []}]
                 assert "401" in responses, (method, path)
                 assert "503" in responses, (method, path)
+                # The per-tenant rate limit applies to every authenticated route.
+                assert "Retry-After" in responses["429"]["headers"], (method, path)
+            else:
+                assert "429" not in responses, (method, path)
     assert {"201", "200", "409", "413", "415", "422"} <= set(
         paths["/v1/tasks"]["post"]["responses"]
     )

@@ -196,6 +196,10 @@ class Settings(BaseSettings):
     # Per process; the pool may overflow to twice this. Below the API's concurrency it opens
     # and closes connections under load (a new backend each time).
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 20
+    # Per tenant and API process (GCRA): `burst` requests at once, then this many per second.
+    # 0 disables the limit.
+    api_rate_limit_per_s: Annotated[float, Field(ge=0, le=1_000_000)] = 100.0
+    api_rate_limit_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 200
 
     @classmethod
     def settings_customise_sources(

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import ServiceError
+from app.core.errors import RateLimited, ServiceError
 from app.core.logging import get_logger
 
 log = get_logger("pollhook.api")
@@ -47,6 +47,8 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     if exc.status_code == 503:
         headers = {"Retry-After": "5"}
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     return JSONResponse(
         error_body(exc.code, exc.message, exc.details), status_code=exc.status_code, headers=headers
     )
@@ -150,8 +152,26 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
 
 
+# SQLSTATE classes that mean the server cannot serve anyone right now: 08 (connection
+# exceptions) and 57P (admin/crash shutdown, "the database system is starting up"). asyncpg
+# raises these as plain PostgresErrors, which SQLAlchemy wraps as a bare DBAPIError; while a
+# restarted server recovers, every new connection gets 57P03 and must be a 503, not a 500
+# (found by bench/soak.py restarting Postgres under load).
+_UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
 def _is_connection_error(exc: DBAPIError) -> bool:
-    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return True
+    cause: BaseException | None = exc.orig
+    for _ in range(5):  # the driver's error is the adapted error's cause
+        if cause is None:
+            break
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 async def _dbapi_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,7 +9,7 @@ handler in `error_handlers` renders every one as `{"error": {"code", "message", 
     ├── Conflict                       409 conflict
     ├── PayloadTooLarge                413 payload_too_large
     ├── ValidationFailed               422 validation_error   (details: [{field, message}])
-    ├── RateLimited                    429 rate_limited
+    ├── RateLimited                    429 rate_limited       (details: {retry_after_s})
     └── ServiceUnavailable             503 service_unavailable
 
 Code below the endpoints raises these, never FastAPI's HTTPException.
@@ -60,8 +60,14 @@ class ValidationFailed(ServiceError):
 
 
 class RateLimited(ServiceError):
+    """Sent with `Retry-After: <retry_after_s>`."""
+
     status_code = 429
     code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, details={"retry_after_s": retry_after_s})
+        self.retry_after_s = retry_after_s
 
 
 class ServiceUnavailable(ServiceError):

@@ -29,7 +29,17 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body larger than the limit (64 KiB)",
         415: "The body is not sent as application/json",
         422: "Invalid input; `details` names each field",
-        429: "Too many requests",
+        429: "Over this tenant's request rate; retry after `Retry-After` seconds",
         503: "The database is unreachable",
     }
-    return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
+    responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes
+    }
+    if 429 in responses:
+        responses[429]["headers"] = {
+            "Retry-After": {
+                "description": "Whole seconds until a request will be admitted (at least 1)",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
+    return responses

@@ -52,6 +52,7 @@ class HttpUpstream:
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
+        self._key = key.encode()
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
         await self._acquire_slot()
@@ -95,6 +96,10 @@ class HttpUpstream:
             for name, value in response.headers.multi_items()
             if name.lower() not in _FRAMING_HEADERS
         ]
+        if self._key:
+            # An upstream may quote the credential it refused; its text goes on into
+            # last_error (shown to every tenant), task errors and logs, so the key stops here.
+            body = body.replace(self._key, b"[redacted]")
         return httpx.Response(
             response.status_code,
             headers=headers,

@@ -1,0 +1,288 @@
+"""Secrets never leave through logs, error bodies or metrics.
+
+One run drives every flow that handles a secret, with the engines live: a database API key
+and static keys (good and bad), webhook endpoints created, read, changed and rotated, the
+tenant signing secret, tasks polled at upstreams that need an API key (one of which echoes
+the key back in its error), and signed deliveries. Everything the process writes is then
+searched for every secret: all log output at DEBUG, every response body, and /metrics. The
+only place a webhook secret may appear is its owner's create / read / change / rotate /
+signing-secret responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+from standardwebhooks.webhooks import Webhook
+
+from app.auth.service import create_key
+from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings, Settings
+from app.core.db import create_sessionmaker, transaction
+from app.core.logging import configure_logging
+from app.main import create_app
+from app.polling.jobs import PollEngine
+from app.providers.http import HttpUpstream
+from app.webhooks.jobs import DeliveryEngine
+from tests.helpers import ACME_KEY, OTHER_KEY
+from tests.webhooks.receiver import Receiver
+
+MINIMAX_KEY = "sk-minimax-upstream-secret-4f9c2e"
+JIMMY_KEY = "sk-jimmy-upstream-secret-77ab01"
+FAST = {"first_poll_delay_s": 0, "min_poll_interval_s": 0.05, "max_poll_interval_s": 0.2}
+
+# (method, path) of the responses that carry a webhook secret to its owner.
+OWNER_SECRET_ROUTES = [
+    ("POST", re.compile(r"/v1/webhooks")),
+    ("GET", re.compile(r"/v1/webhooks/[^/]+")),
+    ("PATCH", re.compile(r"/v1/webhooks/[^/]+")),
+    ("POST", re.compile(r"/v1/webhooks/[^/]+/rotate-secret")),
+    ("GET", re.compile(r"/v1/signing-secret")),
+]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    method: str
+    path: str
+    key: str
+    status: int
+    text: str
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def _upstream(
+    seen_auth: set[str],
+) -> Callable[[httpx.Request], httpx.Response]:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen_auth.add(request.headers.get("authorization", ""))
+        if request.url.host == "jm.test":
+            # An upstream that quotes the credential it refused.
+            return httpx.Response(
+                401, json={"code": 20001, "msg": f"invalid api key {JIMMY_KEY}", "data": None}
+            )
+        if request.url.path == "/v1/files/retrieve":
+            file_id = request.url.params["file_id"]
+            return httpx.Response(
+                200,
+                json={
+                    "file": {"file_id": int(file_id), "download_url": "https://cdn.example/f"},
+                    "base_resp": {"status_code": 0, "status_msg": "success"},
+                },
+            )
+        task_id = int(request.url.params["task_id"])
+        return httpx.Response(
+            200,
+            json={
+                "task_id": task_id,
+                "status": "Success",
+                "file_id": task_id + 1,
+                "base_resp": {"status_code": 0, "status_msg": "success"},
+            },
+        )
+
+    return handle
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], within_s: float = 15.0) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def _forms(secret: str) -> list[str]:
+    """A secret and the encodings it could leak in: for whsec_ secrets the base64 payload,
+    the raw key bytes as hex, and base64url."""
+    forms = [secret]
+    if secret.startswith("whsec_"):
+        payload = secret.removeprefix("whsec_")
+        raw = base64.b64decode(payload)
+        forms += [payload, raw.hex(), base64.urlsafe_b64encode(raw).decode().rstrip("=")]
+    return forms
+
+
+async def test_no_secret_leaks(
+    database_url: str,
+    engine: AsyncEngine,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        api_keys=[{"tenant": "acme", "key": ACME_KEY}, {"tenant": "other", "key": OTHER_KEY}],
+        webhook_allow_networks=[ipaddress.ip_network("127.0.0.0/8")],
+        providers={
+            "minimax": {
+                "kind": "minimax_t2a",
+                "base_url": "https://mm.test",
+                "api_key": MINIMAX_KEY,
+                "rate_limit_per_s": 0,
+                **FAST,
+            },
+            "jimmy": {
+                "kind": "jimmy_soundclone",
+                "base_url": "https://jm.test",
+                "api_key": JIMMY_KEY,
+                **FAST,
+            },
+        },
+        engine={"tick_s": 0.05, "auth_retry_s": 0.2, "shutdown_grace_s": 1},
+        webhooks={"retry_schedule_s": [0, 0.2], "timeout_s": 2},
+        log_format="json",
+        log_level="DEBUG",
+    )
+    configure_logging("json", "DEBUG")
+    async with transaction(create_sessionmaker(engine)) as session:
+        db_key = (await create_key(session, "dbtenant", "hygiene")).key
+
+    exchanges: list[Exchange] = []
+    app = create_app(settings, engine=engine)
+    receiver = Receiver()
+    await receiver.start()
+    seen_auth: set[str] = set()
+    poller = PollEngine(settings, engine, transport=httpx.MockTransport(_upstream(seen_auth)))
+    deliverer = DeliveryEngine(settings, engine, "hygiene")
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url="http://pollhook.test",
+        ) as http,
+    ):
+
+        async def call(
+            method: str, path: str, key: str | None, json: object = None
+        ) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+            response = await http.request(method, path, json=json, headers=headers)
+            exchanges.append(Exchange(method, path, key or "", response.status_code, response.text))
+            return response
+
+        # Keys: good, a near miss of each, malformed.
+        assert (await call("GET", "/v1/tasks", db_key)).status_code == 200
+        for bad in (db_key + "x", db_key[:-1], ACME_KEY.upper(), f"{ACME_KEY} {OTHER_KEY}"):
+            assert (await call("GET", "/v1/tasks", bad)).status_code == 401
+        await call("GET", "/v1/tasks", None)
+
+        # Webhook endpoints and secrets, and the other tenant trying to reach them.
+        hook = (await call("POST", "/v1/webhooks", ACME_KEY, {"url": receiver.url("/h")})).json()
+        first_secret = hook["secret"]
+        rotated = (await call("POST", f"/v1/webhooks/{hook['id']}/rotate-secret", ACME_KEY)).json()
+        await call("GET", f"/v1/webhooks/{hook['id']}", ACME_KEY)
+        await call("PATCH", f"/v1/webhooks/{hook['id']}", ACME_KEY, {"description": "x"})
+        await call("GET", "/v1/webhooks", ACME_KEY)
+        tenant_secret = (await call("GET", "/v1/signing-secret", ACME_KEY)).json()["secret"]
+        other_secret = (await call("GET", "/v1/signing-secret", OTHER_KEY)).json()["secret"]
+        for method in ("GET", "PATCH", "DELETE"):
+            await call(method, f"/v1/webhooks/{hook['id']}", OTHER_KEY, {"enabled": False})
+        await call("POST", f"/v1/webhooks/{hook['id']}/rotate-secret", OTHER_KEY)
+        await call("POST", "/v1/webhooks", ACME_KEY, {"url": receiver.url("/h"), "secret": "s"})
+
+        # Tasks at both upstreams, one with a per-task callback signed by the tenant secret.
+        minimax_task = (
+            await call(
+                "POST",
+                "/v1/tasks",
+                ACME_KEY,
+                {"provider": "minimax", "external_id": 41, "callback_url": receiver.url("/cb")},
+            )
+        ).json()
+        await call("POST", "/v1/tasks", ACME_KEY, {"provider": "jimmy", "external_id": "j-1"})
+        await call("POST", "/v1/tasks", ACME_KEY, {"provider": "nope", "external_id": 1})
+
+        await poller.start()
+        deliverer.start()
+        try:
+
+            async def delivered() -> bool:
+                return bool(receiver.at("/h") and receiver.at("/cb"))
+
+            async def jimmy_refused() -> bool:
+                providers = (
+                    await http.get("/v1/providers", headers={"Authorization": f"Bearer {ACME_KEY}"})
+                ).json()
+                jimmy = next(p for p in providers["items"] if p["name"] == "jimmy")
+                return bool(jimmy["health"] == "auth_failed")
+
+            await _eventually(delivered)
+            await _eventually(jimmy_refused)
+        finally:
+            await poller.stop()
+            await deliverer.stop()
+            await receiver.stop()
+
+        await call("GET", f"/v1/tasks/{minimax_task['id']}", ACME_KEY)
+        await call("GET", f"/v1/tasks/{minimax_task['id']}/deliveries", ACME_KEY)
+        await call("GET", "/v1/tasks", ACME_KEY)
+        await call("GET", "/v1/providers", ACME_KEY)
+        await call("GET", "/v1/providers", OTHER_KEY)
+        metrics = (await call("GET", "/metrics", None)).text
+
+    # The secrets were really in use: sent upstream, and signing what was delivered.
+    assert {f"Bearer {MINIMAX_KEY}", f"Bearer {JIMMY_KEY}"} <= seen_auth
+    Webhook(rotated["secret"]).verify(receiver.at("/h")[0].body, receiver.at("/h")[0].headers)
+    Webhook(tenant_secret).verify(receiver.at("/cb")[0].body, receiver.at("/cb")[0].headers)
+
+    logs = capsys.readouterr().err
+    # The capture saw the API's, the poll engine's and the delivery engine's lines.
+    for event in ("request", "provider_auth_failed", "webhook_attempt"):
+        assert f'"event": "{event}"' in logs
+    webhook_secrets = {first_secret: ACME_KEY, rotated["secret"]: ACME_KEY}
+    webhook_secrets |= {tenant_secret: ACME_KEY, other_secret: OTHER_KEY}
+    never_shown = [ACME_KEY, OTHER_KEY, db_key, MINIMAX_KEY, JIMMY_KEY]
+
+    for secret in [*never_shown, *webhook_secrets]:
+        for form in _forms(secret):
+            assert form not in logs, f"a secret is in the logs: {form[:12]}..."
+            assert form not in metrics, f"a secret is in /metrics: {form[:12]}..."
+    for exchange in exchanges:
+        where = f"{exchange.method} {exchange.path} -> {exchange.status}"
+        for secret in never_shown:
+            assert secret not in exchange.text, f"a key is in the response to {where}"
+        for secret, owner in webhook_secrets.items():
+            shown = any(form in exchange.text for form in _forms(secret))
+            allowed = exchange.key == owner and any(
+                exchange.method == method and pattern.fullmatch(exchange.path)
+                for method, pattern in OWNER_SECRET_ROUTES
+            )
+            assert allowed or not shown, f"a webhook secret is in the response to {where}"
+
+
+async def test_a_key_quoted_by_the_upstream_is_cut_out_at_the_boundary() -> None:
+    settings = ProviderSettings(
+        **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A],
+        kind=ProviderKind.MINIMAX_T2A,
+        api_key=MINIMAX_KEY,
+    )
+
+    async def no_budget() -> None:
+        return None
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        quoted = request.headers["authorization"].removeprefix("Bearer ")
+        return httpx.Response(401, json={"error": f"bad key {quoted}!"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+        response = await HttpUpstream(client, settings, no_budget).get("/v1/query/t2a_async")
+    assert response.json() == {"error": "bad key [redacted]!"}
