@@ -1,27 +1,20 @@
 from __future__ import annotations
 
 import httpx
-from sqlalchemy.engine import make_url
 
 from app.core.config import Settings
 from app.core.db import create_engine
 from app.main import create_app
-from tests.helpers import ACME_KEY, TcpProxy
+from tests.helpers import ACME_KEY
+from tests.netproxy import proxy_to, through
 
 
 async def test_readyz_follows_the_database(settings: Settings, database_url: str) -> None:
     """/readyz is 503 while the database is unreachable and 200 again once it is back,
     and requests recover without a restart (stale pooled connections are replaced)."""
-    url = make_url(database_url)
-    query = dict(url.query)
-    socket_dir = query.get("host")
-    proxy = (
-        TcpProxy("", None, unix_path=f"{socket_dir}/.s.PGSQL.{query.get('port', 5432)}")
-        if isinstance(socket_dir, str) and socket_dir.startswith("/")
-        else TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-    )
+    proxy = proxy_to(database_url)
     await proxy.start()
-    proxied = url.set(host="127.0.0.1", port=proxy.port, query={})
+    proxied = through(database_url, proxy)
     engine = create_engine(proxied.render_as_string(hide_password=False))
     app = create_app(settings, engine=engine)
     async with httpx.AsyncClient(

@@ -100,7 +100,10 @@ class DeliveryLoop:
                 backoff = LOOP_ERROR_BACKOFF_S[0]
             except Exception as exc:
                 log.warning("delivery_loop_error", error=type(exc).__name__, detail=str(exc)[:300])
-                await self._sleep(backoff)
+                # Not self._sleep: the tick sets the wake event every tick_s, which cut this
+                # backoff short and retried a dead database every tick (tests/e2e/test_outages).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), timeout=backoff)
                 backoff = min(backoff * 2, LOOP_ERROR_BACKOFF_S[1])
 
     async def _iteration(self) -> None:

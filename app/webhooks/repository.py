@@ -301,7 +301,7 @@ class WebhookRepository:
             )
             .values(
                 enabled=False,
-                disabled_reason=f"failing without a success for {failing_for_s / 86400:g} days",
+                disabled_reason=f"failing without a success for {_span(failing_for_s)}",
                 updated_at=func.now(),
             )
         )
@@ -399,3 +399,12 @@ class WebhookRepository:
             )
         ).one()
         return int(row[0]), float(row[1]) if row[1] is not None else None
+
+
+def _span(seconds: float) -> str:
+    """A readable duration: the disable window is days by default, seconds in tests (where
+    "1.15741e-05 days" said nothing)."""
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"

@@ -172,9 +172,14 @@ def start_worker(
 ) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start(**minimax: Any) -> Worker:
+    def start(
+        *, db_url: str | None = None, extra_env: dict[str, str] | None = None, **minimax: Any
+    ) -> Worker:
+        """`db_url` replaces the database URL (a proxy in front of it); `extra_env` adds
+        POLLHOOK_* settings; the rest are settings of the minimax instance."""
         log_path = tmp_path / f"worker-{len(workers)}.log"
-        env = _env(database_url, provider_settings(sandbox_server, **minimax))
+        env = _env(db_url or database_url, provider_settings(sandbox_server, **minimax))
+        env.update(extra_env or {})
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", "worker"],
