@@ -76,7 +76,7 @@ TenantDep = Annotated[str, Depends(get_tenant)]
 async def get_task_service(
     session: SessionDep, settings: SettingsDep, state: StateDep
 ) -> TaskService:
-    return TaskService(session, settings, state.ssrf)
+    return TaskService(session, settings, state.ssrf, state.forecasts)
 
 
 TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]

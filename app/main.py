@@ -18,6 +18,7 @@ from app.core.error_handlers import allowed_methods_index, install_error_handler
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from app.core.rate_limit import TenantRateLimiter
 from app.core.schemas import ErrorResponse
+from app.polling.forecasts import Forecasts
 from app.state import AppState
 from app.webhooks.ssrf import SsrfPolicy
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         rate_limiter=TenantRateLimiter(
             settings.api_rate_limit_per_s, settings.api_rate_limit_burst
         ),
+        forecasts=Forecasts(ttl_s=settings.engine.model_refresh_s),
     )
 
     @asynccontextmanager

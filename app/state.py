@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.auth.service import StaticKeys
 from app.core.config import Settings
 from app.core.rate_limit import TenantRateLimiter
+from app.polling.forecasts import Forecasts
 from app.webhooks.ssrf import SsrfPolicy
 
 
@@ -20,3 +21,5 @@ class AppState:
     static_keys: StaticKeys
     ssrf: SsrfPolicy
     rate_limiter: TenantRateLimiter
+    # The learned completion models, for planning a task's first poll at registration.
+    forecasts: Forecasts

@@ -708,6 +708,8 @@ def succeeded_payloads(count: int, sandbox_url: str, rng: random.Random) -> list
                 updated_at=now,
                 completed_at=now,
                 next_poll_at=None,
+                estimated_ready_at=None,
+                size_hint=None,
                 deadline_at=now + dt.timedelta(hours=6),
             ).model_dump(mode="json")
         )

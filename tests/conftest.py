@@ -38,6 +38,8 @@ TABLES = [
     "api_keys",
     "provider_state",
     "tenant_secrets",
+    "completion_samples",
+    "completion_profiles",
 ]
 
 

@@ -47,6 +47,8 @@ async def test_upgrade_matches_models_and_round_trips(fresh_engine: AsyncEngine)
         "delivery_attempts",
         "api_keys",
         "provider_state",
+        "completion_samples",
+        "completion_profiles",
     }
     assert await _tables(fresh_engine) == expected
 

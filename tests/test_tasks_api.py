@@ -70,6 +70,8 @@ class TestRegister:
             "updated_at",
             "completed_at",
             "next_poll_at",
+            "estimated_ready_at",
+            "size_hint",
             "deadline_at",
         }
 

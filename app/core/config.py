@@ -72,6 +72,17 @@ DEFAULT_INSTANCES: dict[str, ProviderKind] = {
 MAX_DEADLINE_S = 7 * 24 * 3600
 
 
+class PollSchedule(StrEnum):
+    """How an instance spaces the polls of a task that has not finished yet."""
+
+    # Learned from the instance's own completions (app/polling/policy.py).
+    ADAPTIVE = "adaptive"
+    # min_poll_interval_s growing x1.5 to max_poll_interval_s while nothing changes.
+    BACKOFF = "backoff"
+    # Every min_poll_interval_s: a provider's documented cadence, followed to the letter.
+    FIXED = "fixed"
+
+
 class ProviderSettings(BaseModel):
     """One upstream provider instance (a kind, a host and one credential)."""
 
@@ -87,6 +98,10 @@ class ProviderSettings(BaseModel):
     max_poll_interval_s: Annotated[float, Field(gt=0, le=86_400)]
     request_timeout_s: Annotated[float, Field(gt=0, le=300)]
     deadline_s: Annotated[int, Field(gt=0, le=MAX_DEADLINE_S)]
+    schedule: PollSchedule = PollSchedule.ADAPTIVE
+    # Adaptive: each poll is planned where the chance that the task finished since the
+    # previous one reaches this. Lower polls more often and detects sooner.
+    poll_hit_chance: Annotated[float, Field(gt=0, lt=1)] = 0.2
 
     @field_validator("base_url")
     @classmethod
@@ -120,6 +135,8 @@ class EngineSettings(BaseModel):
     auth_retry_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
     # On SIGTERM, in-flight polls get this long to finish before their leases are released.
     shutdown_grace_s: Annotated[float, Field(ge=0, le=120)] = 5.0
+    # How often the learned completion times and each instance's poll demand are refreshed.
+    model_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
 
 class WebhookSettings(BaseModel):

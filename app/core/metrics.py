@@ -68,6 +68,20 @@ PROVIDER_UP = Gauge(
     registry=REGISTRY,
 )
 
+POLL_DEMAND_RATIO = Gauge(
+    "pollhook_provider_poll_demand_ratio",
+    "Polls per second the active tasks' schedules ask for, over the effective rate: above 1 "
+    "the instance is saturated and intervals are stretched.",
+    ["provider"],
+    registry=REGISTRY,
+)
+EXPECTED_DETECTION_DELAY = Gauge(
+    "pollhook_provider_expected_detection_delay_seconds",
+    "Expected time from a task finishing upstream to pollhook knowing, per instance.",
+    ["provider"],
+    registry=REGISTRY,
+)
+
 
 def render() -> bytes:
     return generate_latest(REGISTRY)

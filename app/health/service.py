@@ -24,5 +24,13 @@ async def refresh_shared_gauges(session: AsyncSession, settings: Settings) -> No
         metrics.EFFECTIVE_RATE.labels(name).set(
             state.effective_rate_per_s if state else provider.rate_limit_per_s
         )
+        metrics.POLL_DEMAND_RATIO.labels(name).set(
+            (state.poll_demand_per_s or 0.0) / state.effective_rate_per_s
+            if state and provider.rate_limit_per_s > 0 and state.effective_rate_per_s > 0
+            else 0.0
+        )
+        metrics.EXPECTED_DETECTION_DELAY.labels(name).set(
+            (state.expected_detection_delay_s or 0.0) if state else 0.0
+        )
         healthy = state is None or state.health is ProviderHealth.OK
         metrics.PROVIDER_UP.labels(name).set(1 if healthy else 0)

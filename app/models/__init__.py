@@ -1,6 +1,7 @@
 """One file per table, re-exported so Alembic sees the whole metadata."""
 
 from app.models.api_key import ApiKey
+from app.models.completion import CompletionProfile, CompletionSample
 from app.models.delivery import Delivery, DeliveryAttempt, DeliveryStatus
 from app.models.event import Event
 from app.models.provider_state import ProviderHealth, ProviderState
@@ -11,6 +12,8 @@ from app.models.webhook_endpoint import WebhookEndpoint
 __all__ = [
     "TERMINAL_STATUSES",
     "ApiKey",
+    "CompletionProfile",
+    "CompletionSample",
     "Delivery",
     "DeliveryAttempt",
     "DeliveryStatus",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Float, Text, text
+from sqlalchemy import CheckConstraint, Float, Integer, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
@@ -41,4 +41,13 @@ class ProviderState(Base):
     health: Mapped[str] = mapped_column(Text, server_default=text("'ok'"))
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[Timestamp | None]
+    # The schedule's forecast, refreshed every engine.model_refresh_s by one replica: what
+    # the active tasks' planned polls ask for, the stretch that fits them into the budget,
+    # the detection delay to expect, and since when demand has exceeded the rate.
+    poll_demand_per_s: Mapped[float | None] = mapped_column(Float)
+    poll_stretch: Mapped[float | None] = mapped_column(Float)
+    active_tasks: Mapped[int | None] = mapped_column(Integer)
+    expected_detection_delay_s: Mapped[float | None] = mapped_column(Float)
+    saturated_since: Mapped[Timestamp | None]
+    forecast_at: Mapped[Timestamp | None]
     updated_at: Mapped[CreatedAt]

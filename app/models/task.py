@@ -3,7 +3,16 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    Index,
+    Integer,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -36,7 +45,7 @@ TERMINAL_STATUSES = frozenset(
     }
 )
 ACTIVE_STATUSES = [s.value for s in TaskStatus if s not in TERMINAL_STATUSES]
-_ACTIVE_SQL = "status IN ('pending', 'queued', 'processing')"
+ACTIVE_SQL = "status IN ('pending', 'queued', 'processing')"
 
 
 class Task(Base):
@@ -54,7 +63,7 @@ class Task(Base):
             "ix_tasks_due",
             "provider",
             "next_poll_at",
-            postgresql_where=text(_ACTIVE_SQL),
+            postgresql_where=text(ACTIVE_SQL),
         ),
         # Listing: one tenant's tasks, newest first, keyset on (created_at, id).
         Index("ix_tasks_tenant_created", "tenant", text("created_at DESC"), text("id DESC")),
@@ -79,6 +88,11 @@ class Task(Base):
     )
     callback_url: Mapped[str | None] = mapped_column(Text)
     deadline_s: Mapped[int | None] = mapped_column(Integer)
+    # The client's measure of the task's size (MiniMax: characters of text): completion
+    # times are learned per size class when it is given.
+    size_hint: Mapped[int | None] = mapped_column(BigInteger)
+    # The median of the learned completion times, given how long the task has run already.
+    estimated_ready_at: Mapped[Timestamp | None]
     polls: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     sequence: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     created_at: Mapped[CreatedAt]
@@ -94,6 +108,9 @@ class Task(Base):
     fencing_token: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     unchanged_polls: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     consecutive_errors: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The interval the schedule asked for at the last plan, before any budget stretch: the
+    # instance's poll demand is the sum of 1/poll_interval_s over its active tasks.
+    poll_interval_s: Mapped[float | None] = mapped_column(Float)
     last_poll_error: Mapped[str | None] = mapped_column(Text)
     last_response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 

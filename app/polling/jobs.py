@@ -29,7 +29,9 @@ from app.core.logging import get_logger
 from app.core.metrics import BUDGET_SLOTS, POLLS
 from app.core.notify import listen
 from app.models import ProviderHealth
-from app.polling.repository import Claim, PollingRepository
+from app.polling import policy
+from app.polling.forecasts import Forecasts
+from app.polling.repository import Claim, CompletionRepository, PollingRepository
 from app.polling.service import Applied, PollingService, PollResult
 from app.providers.base import (
     CredentialError,
@@ -140,8 +142,10 @@ class ProviderLoop:
         client: httpx.AsyncClient,
         owner: str,
         adapter: ProviderAdapter | None = None,
+        forecasts: Forecasts | None = None,
     ) -> None:
         self.name = name
+        self.forecasts = forecasts or Forecasts(ttl_s=engine_settings.model_refresh_s)
         self.settings = settings
         self.engine_settings = engine_settings
         self.sessions = sessions
@@ -302,6 +306,7 @@ class ProviderLoop:
                     self.settings,
                     auth_retry_s=self.engine_settings.auth_retry_s,
                     rng=self.rng,
+                    forecasts=self.forecasts,
                 )
                 applied = await service.apply(claim, result)
             POLLS.labels(self.name, _outcome(result, applied)).inc()
@@ -443,9 +448,16 @@ class PollEngine:
             * max(1, len(settings.providers)),
         )
         self.client = httpx.AsyncClient(limits=limits, follow_redirects=False, transport=transport)
+        self.forecasts = Forecasts(ttl_s=settings.engine.model_refresh_s)
         self.loops = {
             name: ProviderLoop(
-                name, provider, settings.engine, self.sessions, self.client, self.owner
+                name,
+                provider,
+                settings.engine,
+                self.sessions,
+                self.client,
+                self.owner,
+                forecasts=self.forecasts,
             )
             for name, provider in settings.providers.items()
         }
@@ -458,6 +470,15 @@ class PollEngine:
     async def start(self) -> None:
         async with self.sessions.begin() as session:
             await ProviderStateRepository(session).ensure_rows(self.settings.providers)
+        await self.refresh_forecasts()
+        self.scheduler.add_job(
+            self.refresh_forecasts,
+            "interval",
+            seconds=self.settings.engine.model_refresh_s,
+            max_instances=1,
+            coalesce=True,
+            id="poll-forecast",
+        )
         self.scheduler.add_job(
             self._tick,
             "interval",
@@ -475,6 +496,46 @@ class PollEngine:
             )
         )
         log.info("engine_started", owner=self.owner, providers=sorted(self.loops))
+
+    async def refresh_forecasts(self) -> None:
+        """Relearn the completion models and forecast each instance's demand (one replica
+        at a time does it for all), then reload this process's copy."""
+        try:
+            async with self.sessions.begin() as session:
+                completions = CompletionRepository(session)
+                if await completions.try_lead("pollhook:forecast"):
+                    await completions.refresh_profiles(
+                        window=policy.SAMPLE_WINDOW, all_sizes=policy.ALL_SIZES
+                    )
+                    await completions.prune_samples(window=policy.SAMPLE_WINDOW)
+                    await self._forecast_demand(ProviderStateRepository(session))
+            async with self.sessions() as session:
+                await self.forecasts.reload(session)
+        except Exception as exc:  # the previous forecast stays in force
+            log.warning("forecast_refresh_failed", error=type(exc).__name__, detail=str(exc)[:300])
+
+    async def _forecast_demand(self, states: ProviderStateRepository) -> None:
+        planned = await states.planned_intervals()
+        current = await states.states(
+            self.settings.providers, recovery_s=self.settings.engine.rate_recovery_s
+        )
+        for name, provider in self.settings.providers.items():
+            state = current.get(name)
+            rate = (
+                (state.effective_rate_per_s if state else provider.rate_limit_per_s)
+                if provider.rate_limit_per_s > 0
+                else 0.0
+            )
+            intervals = planned.get(name, [])
+            forecast = policy.saturation(intervals, provider, rate)
+            await states.record_forecast(
+                name,
+                demand_per_s=forecast.demand_per_s,
+                stretch=forecast.stretch,
+                active_tasks=sum(n for _, n in intervals),
+                expected_delay_s=forecast.expected_detection_delay_s,
+                saturated=forecast.ratio > 1.0,
+            )
 
     async def _tick(self) -> None:
         for loop in self.loops.values():

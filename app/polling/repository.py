@@ -7,8 +7,9 @@ from datetime import datetime
 from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Task
+from app.models import CompletionProfile, CompletionSample, Task
 from app.models.task import ACTIVE_STATUSES
+from app.polling.policy import PERCENTILES
 
 
 @dataclass(frozen=True)
@@ -109,3 +110,96 @@ class PollingRepository:
         )
         value = await self.session.scalar(stmt)
         return float(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    provider: str
+    size_class: int
+    samples: int
+    quantiles: list[float]
+
+
+class CompletionRepository:
+    """The learned completion times: samples in, percentiles out, all in Postgres so every
+    replica and every restart shares them."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_sample(self, provider: str, size_class: int | None, duration_s: float) -> None:
+        self.session.add(
+            CompletionSample(provider=provider, size_class=size_class, duration_s=duration_s)
+        )
+
+    async def refresh_profiles(self, *, window: int, all_sizes: int) -> None:
+        """Recompute the percentiles of each instance (size_class = `all_sizes`) and of each
+        of its size classes over their most recent `window` samples, in one statement."""
+        await self.session.execute(
+            text(
+                """
+                WITH ranked AS (
+                    SELECT provider, size_class, duration_s,
+                           row_number() OVER (PARTITION BY provider, size_class
+                                              ORDER BY id DESC) AS in_class,
+                           row_number() OVER (PARTITION BY provider ORDER BY id DESC) AS in_all
+                    FROM completion_samples
+                ), profiles AS (
+                    SELECT provider, size_class, count(*) AS n,
+                           percentile_cont(CAST(:points AS float8[]))
+                               WITHIN GROUP (ORDER BY duration_s) AS q
+                    FROM ranked WHERE size_class IS NOT NULL AND in_class <= :window
+                    GROUP BY provider, size_class
+                    UNION ALL
+                    SELECT provider, :all_sizes, count(*),
+                           percentile_cont(CAST(:points AS float8[]))
+                               WITHIN GROUP (ORDER BY duration_s)
+                    FROM ranked WHERE in_all <= :window
+                    GROUP BY provider
+                )
+                INSERT INTO completion_profiles (provider, size_class, samples, quantiles,
+                                                 refreshed_at)
+                SELECT provider, size_class, n, q, now() FROM profiles
+                ON CONFLICT (provider, size_class) DO UPDATE
+                SET samples = excluded.samples, quantiles = excluded.quantiles,
+                    refreshed_at = excluded.refreshed_at
+                """
+            ),
+            {"points": list(PERCENTILES), "window": window, "all_sizes": all_sizes},
+        )
+
+    async def prune_samples(self, *, window: int) -> int:
+        """Drop samples that no profile uses any more (outside both windows)."""
+        result = await self.session.execute(
+            text(
+                """
+                DELETE FROM completion_samples WHERE id IN (
+                    SELECT id FROM (
+                        SELECT id,
+                               row_number() OVER (PARTITION BY provider, size_class
+                                                  ORDER BY id DESC) AS in_class,
+                               row_number() OVER (PARTITION BY provider
+                                                  ORDER BY id DESC) AS in_all
+                        FROM completion_samples
+                    ) ranked
+                    WHERE in_class > :window AND in_all > :window
+                )
+                """
+            ),
+            {"window": window},
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def profiles(self) -> list[ProfileRow]:
+        rows = await self.session.execute(select(CompletionProfile))
+        return [
+            ProfileRow(p.provider, p.size_class, p.samples, list(p.quantiles))
+            for p in rows.scalars()
+        ]
+
+    async def try_lead(self, key: str) -> bool:
+        """Whether this transaction is the one replica doing `key`'s shared work now."""
+        value = await self.session.scalar(
+            text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"), {"key": key}
+        )
+        return bool(value)

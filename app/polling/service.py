@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import ProviderSettings
 from app.models import Task, TaskStatus
 from app.polling import policy
-from app.polling.repository import Claim, PollingRepository
+from app.polling.forecasts import Forecasts
+from app.polling.repository import Claim, CompletionRepository, PollingRepository
 from app.providers.base import (
     CredentialError,
     PollOutcome,
@@ -22,6 +23,10 @@ from app.providers.base import (
 from app.tasks.policy import can_transition
 from app.tasks.repository import TaskRepository
 from app.tasks.service import change_status
+
+# Statuses whose timing says when the upstream finishes work: learned from. An expiry, a
+# timeout or a cancellation says nothing about how long the work takes.
+LEARNED_FROM = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED})
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,15 @@ class PollingService:
         *,
         auth_retry_s: float,
         rng: random.Random,
+        forecasts: Forecasts | None = None,
     ) -> None:
         self.polling = PollingRepository(session)
         self.tasks = TaskRepository(session)
+        self.completions = CompletionRepository(session)
         self.settings = settings
         self.auth_retry_s = auth_retry_s
         self.rng = rng
+        self.forecasts = forecasts or Forecasts(ttl_s=0)
 
     async def apply(self, claim: Claim, result: PollResult) -> Applied | None:
         """Write the result if the claim still holds; None when another holder took over."""
@@ -64,6 +72,8 @@ class PollingService:
             return None
         now = await self.tasks.now()
         before = TaskStatus(task.status)
+        # The task finished somewhere after the previous poll that saw it running.
+        previous_poll = task.last_polled_at or task.created_at
         task.lease_owner = None
         task.lease_expires_at = None
         task.updated_at = now
@@ -72,8 +82,16 @@ class PollingService:
             task.last_polled_at = now
 
         delay: float | None = None
+        model = self.forecasts.model_for(task.provider, task.size_hint)
         if result.outcome is not None:
-            delay = await self._apply_outcome(task, result.outcome, now)
+            delay = await self._apply_outcome(task, result.outcome, now, model)
+            if TaskStatus(task.status) in LEARNED_FROM and result.outcome.status is not None:
+                finished_at = previous_poll + (now - previous_poll) / 2
+                await self.completions.add_sample(
+                    task.provider,
+                    policy.size_class(task.size_hint),
+                    max(0.0, (finished_at - task.created_at).total_seconds()),
+                )
         elif isinstance(result.error, TaskError):
             await change_status(
                 self.tasks,
@@ -115,10 +133,21 @@ class PollingService:
                 task.next_poll_at = policy.next_poll_at(
                     now, delay if delay is not None else 0.0, task.deadline_at, self.rng
                 )
+                age = (now - task.created_at).total_seconds()
+                ready = policy.estimated_ready_age(model, age)
+                task.estimated_ready_at = (
+                    task.created_at + timedelta(seconds=ready) if ready is not None else None
+                )
         status = TaskStatus(task.status)
         return Applied(str(task.id), status, status != before)
 
-    async def _apply_outcome(self, task: Task, outcome: PollOutcome, now: datetime) -> float:
+    async def _apply_outcome(
+        self,
+        task: Task,
+        outcome: PollOutcome,
+        now: datetime,
+        model: policy.CompletionModel | None,
+    ) -> float:
         task.last_response = outcome.raw
         task.upstream_status = outcome.upstream_status
         task.consecutive_errors = 0
@@ -136,7 +165,15 @@ class PollingService:
             task.unchanged_polls = 0
         else:
             task.unchanged_polls += 1
-        return policy.unchanged_delay(self.settings, task.unchanged_polls)
+        plan = policy.plan_next(
+            self.settings,
+            age_s=(now - task.created_at).total_seconds(),
+            unchanged_polls=task.unchanged_polls,
+            model=model,
+            stretch=self.forecasts.stretch_for(task.provider),
+        )
+        task.poll_interval_s = plan.interval_s
+        return plan.delay_s
 
     @staticmethod
     def _record_error(task: Task, error: ProviderError) -> None:

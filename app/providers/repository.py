@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import ProviderSettings
 from app.models import ProviderHealth, ProviderState, Task
-from app.models.task import ACTIVE_STATUSES
+from app.models.task import ACTIVE_SQL, ACTIVE_STATUSES
 
 # Slots are spaced this much wider than 1/rate, and a request more than SEND_SLACK_S late
 # for its slot is not sent. Together they keep every 1-second window at or under the rate:
@@ -72,6 +72,12 @@ class InstanceState:
     # The end of the instance's reserved slots: how far ahead the replicas have booked it.
     next_slot_at: datetime | None
     db_now: datetime
+    # The forecast (app/polling/policy.py `saturation`), as one replica last refreshed it.
+    poll_demand_per_s: float | None = None
+    poll_stretch: float = 1.0
+    active_tasks: int | None = None
+    expected_detection_delay_s: float | None = None
+    saturated_since: datetime | None = None
 
 
 class ProviderStateRepository:
@@ -237,6 +243,8 @@ class ProviderStateRepository:
                                    CAST(:recovery_s AS float8) AS recovery_s
                         )
                         SELECT paused_until, health, last_error, last_error_at, next_slot_at,
+                               poll_demand_per_s, poll_stretch, active_tasks,
+                               expected_detection_delay_s, saturated_since,
                                {_EFFECTIVE_RATE_SQL} AS eff, clock_timestamp() AS now
                         FROM provider_state, params WHERE name = :name
                         """
@@ -255,8 +263,64 @@ class ProviderStateRepository:
                 effective_rate_per_s=float(row.eff),
                 next_slot_at=row.next_slot_at,
                 db_now=row.now,
+                poll_demand_per_s=row.poll_demand_per_s,
+                poll_stretch=row.poll_stretch or 1.0,
+                active_tasks=row.active_tasks,
+                expected_detection_delay_s=row.expected_detection_delay_s,
+                saturated_since=row.saturated_since,
             )
         return result
+
+    async def record_forecast(
+        self,
+        name: str,
+        *,
+        demand_per_s: float,
+        stretch: float,
+        active_tasks: int,
+        expected_delay_s: float | None,
+        saturated: bool,
+    ) -> None:
+        """Store an instance's forecast; `saturated_since` keeps the start of a saturated
+        spell across refreshes and clears when demand fits the rate again."""
+        await self.session.execute(
+            update(ProviderState)
+            .where(ProviderState.name == name)
+            .values(
+                poll_demand_per_s=demand_per_s,
+                poll_stretch=stretch,
+                active_tasks=active_tasks,
+                expected_detection_delay_s=expected_delay_s,
+                saturated_since=(
+                    func.coalesce(ProviderState.saturated_since, func.clock_timestamp())
+                    if saturated
+                    else None
+                ),
+                forecast_at=func.clock_timestamp(),
+            )
+        )
+
+    async def planned_intervals(self) -> dict[str, list[tuple[float, int]]]:
+        """Per instance, its active tasks' planned intervals as (interval, count) pairs,
+        grouped to within 5 %: a few hundred rows however many tasks are active."""
+        rows = await self.session.execute(
+            text(
+                f"""
+                SELECT provider, avg(poll_interval_s) AS interval, count(*) AS n
+                FROM tasks
+                WHERE {ACTIVE_SQL} AND poll_interval_s > 0
+                GROUP BY provider, round(ln(poll_interval_s) * 20)
+                """
+            )
+        )
+        result: dict[str, list[tuple[float, int]]] = {}
+        for row in rows:
+            result.setdefault(row.provider, []).append((float(row.interval), int(row.n)))
+        return result
+
+    async def stretches(self) -> dict[str, float]:
+        rows = await self.session.execute(select(ProviderState.name, ProviderState.poll_stretch))
+        return {name: float(stretch or 1.0) for name, stretch in rows}
 
     async def due_backlog(self) -> dict[str, int]:
         """Active tasks whose next poll is due now, per instance."""

@@ -4,8 +4,36 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from app.core.config import ProviderKind
+from app.core.config import PollSchedule, ProviderKind
 from app.models import ProviderHealth
+
+
+class CompletionTimes(BaseModel):
+    """What the instance has learned of its tasks' completion times (seconds from
+    registration until the upstream finished)."""
+
+    samples: int = Field(description="Recent completions the distribution is built from.")
+    p50_s: float
+    p90_s: float
+
+
+class Saturation(BaseModel):
+    poll_demand_per_s: float = Field(
+        description="Polls per second the active tasks' schedules ask for."
+    )
+    ratio: float = Field(description="Demand over the effective rate; above 1: saturated.")
+    saturated_since: datetime | None = Field(
+        description="Since when demand has exceeded the rate; null when it fits. "
+        "Registrations still succeed while saturated; detection just gets slower."
+    )
+    stretch: float = Field(
+        description="The factor the adaptive schedule stretches planned intervals by to "
+        "fit the budget (1: no stretch)."
+    )
+    active_tasks: int
+    expected_detection_delay_s: float | None = Field(
+        description="Expected time from a task finishing upstream to pollhook knowing."
+    )
 
 
 class ProviderRead(BaseModel):
@@ -18,6 +46,13 @@ class ProviderRead(BaseModel):
         "climbing back gradually."
     )
     due_backlog: int = Field(description="Active tasks whose next poll is due now.")
+    schedule: PollSchedule
+    completion: CompletionTimes | None = Field(
+        description="Null until the instance has seen enough completions to learn from."
+    )
+    saturation: Saturation | None = Field(
+        description="Null until a worker has made the instance's first forecast."
+    )
     health: ProviderHealth
     paused_until: datetime | None
     last_error: str | None

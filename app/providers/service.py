@@ -4,13 +4,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.models import ProviderHealth
-from app.providers.repository import ProviderStateRepository
-from app.providers.schemas import ProviderList, ProviderRead
+from app.polling import policy
+from app.polling.repository import CompletionRepository, ProfileRow
+from app.providers.repository import InstanceState, ProviderStateRepository
+from app.providers.schemas import CompletionTimes, ProviderList, ProviderRead, Saturation
 
 
 class ProviderService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self.repo = ProviderStateRepository(session)
+        self.completions = CompletionRepository(session)
         self.settings = settings
 
     async def list(self) -> ProviderList:
@@ -18,6 +21,11 @@ class ProviderService:
             self.settings.providers, recovery_s=self.settings.engine.rate_recovery_s
         )
         backlog = await self.repo.due_backlog()
+        learned = {
+            row.provider: row
+            for row in await self.completions.profiles()
+            if row.size_class == policy.ALL_SIZES and row.samples >= policy.MIN_SAMPLES
+        }
         items = []
         for name, provider in sorted(self.settings.providers.items()):
             state = states.get(name)
@@ -34,6 +42,9 @@ class ProviderService:
                         state.effective_rate_per_s if state else provider.rate_limit_per_s, 3
                     ),
                     due_backlog=backlog.get(name, 0),
+                    schedule=provider.schedule,
+                    completion=_completion(learned.get(name)),
+                    saturation=_saturation(state),
                     health=state.health if state else ProviderHealth.OK,
                     paused_until=paused,
                     last_error=state.last_error if state else None,
@@ -41,3 +52,32 @@ class ProviderService:
                 )
             )
         return ProviderList(items=items)
+
+
+def _completion(row: ProfileRow | None) -> CompletionTimes | None:
+    if row is None:
+        return None
+    model = policy.CompletionModel.of(row.quantiles, row.samples)
+    return CompletionTimes(
+        samples=row.samples,
+        p50_s=round(model.quantile(0.5), 3),
+        p90_s=round(model.quantile(0.9), 3),
+    )
+
+
+def _saturation(state: InstanceState | None) -> Saturation | None:
+    if state is None or state.poll_demand_per_s is None:
+        return None
+    rate = state.effective_rate_per_s
+    return Saturation(
+        poll_demand_per_s=round(state.poll_demand_per_s, 3),
+        ratio=round(state.poll_demand_per_s / rate, 3) if rate > 0 else 0.0,
+        saturated_since=state.saturated_since,
+        stretch=round(state.poll_stretch, 3),
+        active_tasks=state.active_tasks or 0,
+        expected_detection_delay_s=(
+            round(state.expected_detection_delay_s, 3)
+            if state.expected_detection_delay_s is not None
+            else None
+        ),
+    )

@@ -67,6 +67,17 @@ class TaskCreate(BaseModel):
             "registration. Default: the provider instance's deadline_s.",
         ),
     ] = None
+    size_hint: Annotated[
+        StrictInt | None,
+        Field(
+            ge=1,
+            le=10**12,
+            description="How big the task is, in any unit that grows with its work (MiniMax "
+            "T2A: characters of text; Jimmy: seconds of source audio). Optional: completion "
+            "times are then learned per size class, which predicts them more sharply.",
+            examples=[1200],
+        ),
+    ] = None
 
     @field_validator("callback_url")
     @classmethod
@@ -119,6 +130,13 @@ class TaskRead(BaseModel):
     updated_at: datetime
     completed_at: datetime | None
     next_poll_at: datetime | None
+    estimated_ready_at: datetime | None = Field(
+        description="When the task is expected to finish upstream: the median of the "
+        "instance's learned completion times (of its size class when size_hint was given), "
+        "given how long the task has run already. Null until the instance has seen enough "
+        "completions, when the task has outlived all of them, and once it is terminal."
+    )
+    size_hint: int | None
     deadline_at: datetime
 
     @classmethod
@@ -138,6 +156,8 @@ class TaskRead(BaseModel):
             updated_at=task.updated_at,
             completed_at=task.completed_at,
             next_poll_at=task.next_poll_at,
+            estimated_ready_at=task.estimated_ready_at,
+            size_hint=task.size_hint,
             deadline_at=task.deadline_at,
         )
 

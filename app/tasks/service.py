@@ -13,6 +13,8 @@ from app.core.config import ProviderSettings, Settings
 from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models import Task, TaskStatus
+from app.polling import policy as scheduling
+from app.polling.forecasts import Forecasts
 from app.providers.external_ids import InvalidExternalId, normalize_external_id
 from app.tasks.policy import can_transition, event_type
 from app.tasks.repository import TaskRepository
@@ -29,11 +31,17 @@ class Registration:
 
 class TaskService:
     def __init__(
-        self, session: AsyncSession, settings: Settings, policy: SsrfPolicy | None = None
+        self,
+        session: AsyncSession,
+        settings: Settings,
+        policy: SsrfPolicy | None = None,
+        forecasts: Forecasts | None = None,
     ) -> None:
+        self.session = session
         self.repo = TaskRepository(session)
         self.settings = settings
         self.policy = policy
+        self.forecasts = forecasts
 
     def _provider(self, name: str) -> ProviderSettings:
         provider = self.settings.providers.get(name)
@@ -57,6 +65,14 @@ class TaskService:
             )
 
         deadline_s = body.deadline_s or provider.deadline_s
+        model = None
+        stretch = 1.0
+        if self.forecasts is not None:
+            await self.forecasts.reload_if_stale(self.session)
+            model = self.forecasts.model_for(body.provider, body.size_hint)
+            stretch = self.forecasts.stretch_for(body.provider)
+        first = scheduling.plan_first(provider, model, stretch)
+        ready = scheduling.estimated_ready_age(model, 0.0)
         # Timestamps come from the database clock inside the INSERT (one clock for every
         # replica, no extra round trip); a trigger wakes the engines (migration 0610).
         task = await self.repo.insert_if_absent(
@@ -69,7 +85,12 @@ class TaskService:
                 "metadata_": metadata,
                 "callback_url": body.callback_url,
                 "deadline_s": body.deadline_s,
-                "next_poll_at": func.now() + timedelta(seconds=provider.first_poll_delay_s),
+                "size_hint": body.size_hint,
+                "next_poll_at": func.now() + timedelta(seconds=first.delay_s),
+                "poll_interval_s": first.interval_s,
+                "estimated_ready_at": (
+                    func.now() + timedelta(seconds=ready) if ready is not None else None
+                ),
                 "deadline_at": func.now() + timedelta(seconds=deadline_s),
             }
         )
@@ -85,6 +106,7 @@ class TaskService:
                 ("callback_url", body.callback_url, existing.callback_url),
                 ("metadata", metadata, existing.metadata_ or {}),
                 ("deadline_s", body.deadline_s, existing.deadline_s),
+                ("size_hint", body.size_hint, existing.size_hint),
             )
             if given != stored
         ]
@@ -169,6 +191,7 @@ async def change_status(
     if new.is_terminal:
         task.completed_at = now
         task.next_poll_at = None
+        task.estimated_ready_at = None
         task.lease_owner = None
         task.lease_expires_at = None
     await repo.flush()

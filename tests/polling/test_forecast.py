@@ -1,0 +1,257 @@
+"""Learning completion times in Postgres and using them: the profiles every replica shares
+(and a restarted one finds again), the fallback until enough tasks have finished, size
+classes, the prediction on the task object, and the saturation forecast in
+GET /v1/providers and /metrics. Real Postgres, real engine; no timing assertions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import Settings
+from app.core.db import create_sessionmaker
+from app.main import create_app
+from app.polling import policy
+from app.polling.forecasts import Forecasts
+from app.polling.jobs import PollEngine
+from app.polling.repository import CompletionRepository
+from app.providers.repository import ProviderStateRepository
+from tests.helpers import ACME_KEY
+from tests.polling.support import ScriptedMinimax, _settings, fast_settings, statuses, wait_for
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return fast_settings(database_url)
+
+
+async def add_samples(
+    engine: AsyncEngine, durations: Sequence[float], *, size_class: int | None = None
+) -> None:
+    async with create_sessionmaker(engine).begin() as session:
+        repo = CompletionRepository(session)
+        for duration in durations:
+            await repo.add_sample("minimax", size_class, duration)
+
+
+async def refresh(engine: AsyncEngine, window: int = policy.SAMPLE_WINDOW) -> None:
+    async with create_sessionmaker(engine).begin() as session:
+        repo = CompletionRepository(session)
+        await repo.refresh_profiles(window=window, all_sizes=policy.ALL_SIZES)
+
+
+async def fresh_forecasts(engine: AsyncEngine) -> Forecasts:
+    """What a process that just started sees."""
+    forecasts = Forecasts(ttl_s=60)
+    async with create_sessionmaker(engine)() as session:
+        await forecasts.reload(session)
+    return forecasts
+
+
+async def test_completions_become_a_shared_profile_that_a_restart_finds(
+    engine: AsyncEngine,
+) -> None:
+    await add_samples(engine, [float(s) for s in range(1, 101)])
+    await refresh(engine)
+    model = (await fresh_forecasts(engine)).model_for("minimax", None)
+    assert model is not None
+    assert model.samples == 100
+    assert model.quantile(0.5) == 50.5  # percentile_cont over 1..100
+    assert model.quantiles[0] == 1.0
+    assert model.last == 100.0
+    assert (await fresh_forecasts(engine)).model_for("jimmy", None) is None
+
+
+async def test_no_model_until_enough_completions(engine: AsyncEngine) -> None:
+    await add_samples(engine, [10.0] * (policy.MIN_SAMPLES - 1))
+    await refresh(engine)
+    assert (await fresh_forecasts(engine)).model_for("minimax", None) is None
+    await add_samples(engine, [10.0])
+    await refresh(engine)
+    assert (await fresh_forecasts(engine)).model_for("minimax", None) is not None
+
+
+async def test_size_classes_are_learned_apart_and_fall_back_to_the_instance(
+    engine: AsyncEngine,
+) -> None:
+    short, long = policy.size_class(1000), policy.size_class(8000)
+    await add_samples(engine, [10.0 + i / 10 for i in range(30)], size_class=short)
+    await add_samples(engine, [80.0 + i for i in range(30)], size_class=long)
+    await add_samples(engine, [40.0] * 5, size_class=policy.size_class(3))  # too few
+    await refresh(engine)
+    forecasts = await fresh_forecasts(engine)
+
+    def p50(size_hint: int | None) -> float:
+        model = forecasts.model_for("minimax", size_hint)
+        assert model is not None
+        return model.quantile(0.5)
+
+    assert 10 <= p50(1000) <= 13  # its own class
+    assert 80 <= p50(8000) <= 110
+    instance = p50(None)
+    assert p50(3) == instance  # class with too few samples: the instance's distribution
+    assert p50(200_000) == instance  # a class never seen
+
+
+async def test_window_keeps_the_most_recent_completions(engine: AsyncEngine) -> None:
+    await add_samples(engine, [100.0] * 30)
+    await add_samples(engine, [5.0] * 30)  # the upstream got faster
+    async with create_sessionmaker(engine).begin() as session:
+        repo = CompletionRepository(session)
+        await repo.refresh_profiles(window=30, all_sizes=policy.ALL_SIZES)
+        assert await repo.prune_samples(window=30) == 30
+    model = (await fresh_forecasts(engine)).model_for("minimax", None)
+    assert model is not None
+    assert model.samples == 30
+    assert model.last == 5.0
+
+
+async def test_engine_learns_from_finished_tasks_and_predicts(
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, run_engine: Any
+) -> None:
+    upstream = ScriptedMinimax(polls_to_finish=2)
+    poll_engine: PollEngine = await run_engine(_settings(settings), httpx.MockTransport(upstream))
+    for i in range(25):
+        body = {"provider": "minimax", "external_id": 9000 + 2 * i, "size_hint": 1000}
+        assert (await client.post("/v1/tasks", json=body)).status_code == 201
+
+    async def all_done() -> bool:
+        return (await statuses(engine)) == {"succeeded": 25}
+
+    await wait_for(all_done)
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT s.size_class, s.duration_s, "
+                    "extract(epoch FROM t.completed_at - t.created_at) AS age "
+                    "FROM completion_samples s, tasks t LIMIT 1"
+                )
+            )
+        ).all()
+        count = await conn.scalar(text("SELECT count(*) FROM completion_samples"))
+    assert count == 25  # one per finished task, written with its terminal status
+    assert rows[0].size_class == policy.size_class(1000)
+    assert all(r.duration_s >= 0 for r in rows)
+
+    await poll_engine.refresh_forecasts()
+    minimax = next(
+        p for p in (await client.get("/v1/providers")).json()["items"] if p["name"] == "minimax"
+    )
+    assert minimax["schedule"] == "adaptive"
+    assert minimax["completion"]["samples"] == 25
+    assert 0 < minimax["completion"]["p50_s"] <= minimax["completion"]["p90_s"]
+    assert minimax["saturation"]["active_tasks"] == 0
+
+    # A new registration, in a process that reloads the shared model, gets a prediction:
+    # the learned median after registration.
+    client_forecasts: Forecasts = client._transport.app.state.pollhook.forecasts  # type: ignore[attr-defined]
+    client_forecasts.loaded_at = None
+    created = await client.post(
+        "/v1/tasks", json={"provider": "minimax", "external_id": 8001, "size_hint": 1000}
+    )
+    task = created.json()
+    assert task["size_hint"] == 1000
+    ready = datetime.fromisoformat(task["estimated_ready_at"])
+    registered = datetime.fromisoformat(task["created_at"])
+    assert (
+        ready - registered == timedelta(seconds=minimax["completion"]["p50_s"])
+        or abs((ready - registered).total_seconds() - minimax["completion"]["p50_s"]) < 0.01
+    )
+
+    async def finished() -> bool:
+        body = (await client.get(f"/v1/tasks/{task['id']}")).json()
+        return bool(body["status"] == "succeeded")
+
+    await wait_for(finished)
+    done = (await client.get(f"/v1/tasks/{task['id']}")).json()
+    assert done["estimated_ready_at"] is None  # terminal: nothing left to predict
+
+
+async def test_same_registration_with_another_size_hint_conflicts(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"provider": "minimax", "external_id": 4242, "size_hint": 10}
+    assert (await client.post("/v1/tasks", json=body)).status_code == 201
+    assert (await client.post("/v1/tasks", json=body)).status_code == 200
+    again = await client.post("/v1/tasks", json={**body, "size_hint": 11})
+    assert again.status_code == 409
+    assert again.json()["error"]["details"]["fields"] == ["size_hint"]
+    for bad in (0, -1, "12", 1.5, 10**13):
+        r = await client.post("/v1/tasks", json={**body, "external_id": 4244, "size_hint": bad})
+        assert r.status_code == 422, bad
+
+
+async def test_saturation_is_reported_and_clears(engine: AsyncEngine, settings: Settings) -> None:
+    # 60 tasks asking for a poll every 0.5 s is 120/s against a budget of 2/s. No engine
+    # runs: the forecast is made from the planned intervals alone.
+    limited = _settings(
+        settings, rate_limit_per_s=2, min_poll_interval_s=0.5, max_poll_interval_s=30
+    )
+    poll_engine = PollEngine(limited, engine)
+    app = create_app(limited, engine=engine)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://pollhook.test",
+            headers={"Authorization": f"Bearer {ACME_KEY}"},
+        ) as client,
+    ):
+        await _saturation_round_trip(client, engine, poll_engine)
+    await poll_engine.client.aclose()
+
+
+async def _saturation_round_trip(
+    client: httpx.AsyncClient, engine: AsyncEngine, poll_engine: PollEngine
+) -> None:
+    limited = poll_engine.settings
+    async with poll_engine.sessions.begin() as session:
+        await ProviderStateRepository(session).ensure_rows(limited.providers)
+    ids = []
+    for i in range(60):
+        r = await client.post("/v1/tasks", json={"provider": "minimax", "external_id": 100 + i})
+        ids.append(r.json()["id"])
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE tasks SET poll_interval_s = 0.5"))
+    await poll_engine.refresh_forecasts()
+
+    minimax = next(
+        p for p in (await client.get("/v1/providers")).json()["items"] if p["name"] == "minimax"
+    )
+    saturation = minimax["saturation"]
+    assert saturation["poll_demand_per_s"] == 120.0
+    assert saturation["ratio"] == 60.0
+    assert saturation["saturated_since"] is not None
+    assert saturation["active_tasks"] == 60
+    assert saturation["stretch"] > 1
+    # 60 tasks at 30 s each is 2/s: the budget can just poll each at the longest interval.
+    assert 15 <= saturation["expected_detection_delay_s"] <= 30
+    metrics = (await client.get("/metrics")).text
+    assert 'pollhook_provider_poll_demand_ratio{provider="minimax"} 60.0' in metrics
+    assert 'pollhook_provider_expected_detection_delay_seconds{provider="minimax"}' in metrics
+    # The replicas plan with the stretch.
+    assert poll_engine.forecasts.stretch_for("minimax") == saturation["stretch"]
+
+    first_since = saturation["saturated_since"]
+    await poll_engine.refresh_forecasts()
+    again = next(
+        p for p in (await client.get("/v1/providers")).json()["items"] if p["name"] == "minimax"
+    )
+    assert again["saturation"]["saturated_since"] == first_since  # one spell, one start
+
+    for task_id in ids:
+        assert (await client.delete(f"/v1/tasks/{task_id}")).status_code == 200
+    await poll_engine.refresh_forecasts()
+    after = next(
+        p for p in (await client.get("/v1/providers")).json()["items"] if p["name"] == "minimax"
+    )
+    assert after["saturation"]["saturated_since"] is None
+    assert after["saturation"]["ratio"] == 0.0
+    assert after["saturation"]["stretch"] == 1.0
