@@ -50,5 +50,8 @@ class Forecasts:
         self.load(rows, stretch, time.monotonic())
 
     async def reload_if_stale(self, session: AsyncSession) -> None:
-        if self.loaded_at is None or time.monotonic() - self.loaded_at >= self.ttl_s:
+        now = time.monotonic()
+        if self.loaded_at is None or now - self.loaded_at >= self.ttl_s:
+            # Marked first: the requests that find the copy stale together reload it once.
+            self.loaded_at = now
             await self.reload(session)

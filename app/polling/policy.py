@@ -63,9 +63,18 @@ def error_delay(
 
 
 def next_poll_at(
-    now: datetime, delay_s: float, deadline_at: datetime, rng: random.Random
+    now: datetime,
+    delay_s: float,
+    deadline_at: datetime,
+    rng: random.Random,
+    ceiling_s: float | None = None,
 ) -> datetime:
-    at = now + timedelta(seconds=max(0.0, jittered(delay_s, rng)))
+    """`delay_s` from now with jitter, but never past `ceiling_s` (max_poll_interval_s,
+    which bounds how long a task goes unpolled) nor past the deadline."""
+    seconds = max(0.0, jittered(delay_s, rng))
+    if ceiling_s is not None:
+        seconds = min(seconds, max(ceiling_s, 0.0))
+    at = now + timedelta(seconds=seconds)
     return min(at, deadline_at) if now < deadline_at else at
 
 

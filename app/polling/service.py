@@ -131,7 +131,14 @@ class PollingService:
                 )
             else:
                 task.next_poll_at = policy.next_poll_at(
-                    now, delay if delay is not None else 0.0, task.deadline_at, self.rng
+                    now,
+                    delay if delay is not None else 0.0,
+                    task.deadline_at,
+                    self.rng,
+                    # Error backoff may go past max_poll_interval_s; a planned poll not.
+                    ceiling_s=(
+                        self.settings.max_poll_interval_s if result.outcome is not None else None
+                    ),
                 )
                 age = (now - task.created_at).total_seconds()
                 ready = policy.estimated_ready_age(model, age)
