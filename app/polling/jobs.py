@@ -16,6 +16,7 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -364,30 +365,46 @@ class ProviderLoop:
         pause = max(0.5, exc.retry_after_s or DEFAULT_RATE_LIMIT_PAUSE_S)
         self.gate.pause(pause)
         log.warning("provider_rate_limited", provider=self.name, code=exc.code, pause_s=pause)
-        async with self.sessions.begin() as session:
-            await ProviderStateRepository(session).record_rate_limited(
+        self.gate.health = ProviderHealth.DEGRADED
+        async with self._shared_state_write("record_rate_limited") as repo:
+            await repo.record_rate_limited(
                 self.name,
                 configured_rate=self.settings.rate_limit_per_s or 1.0,
                 recovery_s=self.engine_settings.rate_recovery_s,
                 pause_s=pause,
                 message=f"rate limited ({exc.code}): {exc.message}",
             )
-        self.gate.health = ProviderHealth.DEGRADED
 
     async def _on_credential_error(self, exc: CredentialError) -> None:
         retry = self.engine_settings.auth_retry_s
         self.gate.pause(retry)
         self.gate.health = ProviderHealth.AUTH_FAILED
         log.error("provider_auth_failed", provider=self.name, code=exc.code, retry_s=retry)
-        async with self.sessions.begin() as session:
-            await ProviderStateRepository(session).record_auth_failed(
+        async with self._shared_state_write("record_auth_failed") as repo:
+            await repo.record_auth_failed(
                 self.name, retry_s=retry, message=f"credential error ({exc.code}): {exc.message}"
             )
 
     async def _mark_healthy(self) -> None:
-        async with self.sessions.begin() as session:
-            await ProviderStateRepository(session).record_healthy(self.name)
-        self.gate.health = ProviderHealth.OK
+        async with self._shared_state_write("record_healthy") as repo:
+            await repo.record_healthy(self.name)
+            self.gate.health = ProviderHealth.OK
+
+    @contextlib.asynccontextmanager
+    async def _shared_state_write(self, what: str) -> AsyncIterator[ProviderStateRepository]:
+        """Tell the other replicas about the instance's health, best effort: this replica's
+        gate already holds the news, and a database that is down right now must not turn
+        the poll's own result into an unhandled error (its claim would sit out the lease)."""
+        try:
+            async with self.sessions.begin() as session:
+                yield ProviderStateRepository(session)
+        except Exception as exc:
+            log.warning(
+                "provider_state_write_failed",
+                provider=self.name,
+                what=what,
+                error=type(exc).__name__,
+            )
 
     async def _release(self, claims: list[Claim]) -> None:
         try:

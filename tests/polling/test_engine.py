@@ -184,3 +184,33 @@ async def test_unknown_upstream_status_keeps_the_task_tracked(
     async with engine.connect() as conn:
         seen = await conn.scalar(text("SELECT min(upstream_status) FROM tasks"))
     assert seen == "Rendering"
+
+
+async def test_health_news_survives_a_database_that_is_down(settings: Settings) -> None:
+    """A rate-limit or credential answer arriving while Postgres is unreachable still pauses
+    this replica, and the failed shared write is logged, not raised out of the poll (which
+    would leave its claim to sit out the lease)."""
+    from app.core.db import create_engine, create_sessionmaker
+    from app.polling.jobs import ProviderLoop
+    from app.providers.base import CredentialError, RateLimited
+
+    dead = create_engine("postgresql+asyncpg://postgres@127.0.0.1:9/none")  # nothing listens
+    loop = ProviderLoop(
+        "minimax",
+        settings.providers["minimax"],
+        settings.engine,
+        create_sessionmaker(dead),
+        httpx.AsyncClient(),
+        owner="test",
+    )
+    try:
+        await loop._on_rate_limited(RateLimited("slow down", retry_after_s=2, code="1002"))
+        assert loop.gate.paused_until > time.monotonic()
+        assert loop.gate.health.value == "degraded"
+        await loop._on_credential_error(CredentialError("bad key", code="1004"))
+        assert loop.gate.health.value == "auth_failed"
+        await loop._mark_healthy()  # the write fails, so the shared state stays as it was
+        assert loop.gate.health.value == "auth_failed"
+    finally:
+        await loop.client.aclose()
+        await dead.dispose()
