@@ -25,8 +25,8 @@ async def refresh_shared_gauges(session: AsyncSession, settings: Settings) -> No
             state.effective_rate_per_s if state else provider.rate_limit_per_s
         )
         metrics.POLL_DEMAND_RATIO.labels(name).set(
-            (state.poll_demand_per_s or 0.0) / state.effective_rate_per_s
-            if state and provider.rate_limit_per_s > 0 and state.effective_rate_per_s > 0
+            (state.poll_demand_per_s or 0.0) / state.poll_capacity_per_s
+            if state and state.poll_capacity_per_s
             else 0.0
         )
         metrics.EXPECTED_DETECTION_DELAY.labels(name).set(

@@ -45,6 +45,8 @@ class ProviderState(Base):
     # the active tasks' planned polls ask for, the stretch that fits them into the budget,
     # the detection delay to expect, and since when demand has exceeded the rate.
     poll_demand_per_s: Mapped[float | None] = mapped_column(Float)
+    # Polls per second the budget can give (policy.poll_capacity): the ratio's denominator.
+    poll_capacity_per_s: Mapped[float | None] = mapped_column(Float)
     poll_stretch: Mapped[float | None] = mapped_column(Float)
     active_tasks: Mapped[int | None] = mapped_column(Integer)
     expected_detection_delay_s: Mapped[float | None] = mapped_column(Float)

@@ -46,6 +46,7 @@ from app.providers.http import HttpUpstream
 from app.providers.registry import adapter_for
 from app.providers.repository import (
     SEND_SLACK_S,
+    SPACING_FACTOR,
     InstanceState,
     ProviderStateRepository,
     Reservation,
@@ -56,6 +57,8 @@ log = get_logger("pollhook.engine")
 
 # After an unexpected failure of the loop itself (database down, ...), wait this long, doubling.
 LOOP_ERROR_BACKOFF_S = (0.5, 30.0)
+# The forecast counts completions over this long to reserve budget for their follow-ups.
+COMPLETION_RATE_WINDOW_S = 60.0
 # Default pause after a rate-limit answer that names no Retry-After.
 DEFAULT_RATE_LIMIT_PAUSE_S = 1.0
 
@@ -111,9 +114,15 @@ class SlotSource:
     async def __call__(self) -> None:
         """Wait for the next request's slot."""
         if self.loop.limited:
-            self.current = (
-                self.pending.pop() if self.pending else (await self.loop.reserve(1)).at(0)
-            )
+            if self.pending:
+                self.current = self.pending.pop()
+            else:
+                try:
+                    self.current = (await self.loop.reserve(1)).at(0)
+                except Exception as exc:
+                    # The database went away under a follow-up request (file retrieve): a
+                    # missed slot, retried with the task, not an adapter error.
+                    raise SlotMissed(f"no budget slot: {type(exc).__name__}") from exc
             await self.loop.wait_for_slot(self.current)
         elif self.loop.gate.stop.is_set():
             raise SlotMissed("stopping")
@@ -525,13 +534,18 @@ class PollEngine:
                         window=policy.SAMPLE_WINDOW, all_sizes=policy.ALL_SIZES
                     )
                     await completions.prune_samples(window=policy.SAMPLE_WINDOW)
-                    await self._forecast_demand(ProviderStateRepository(session))
+                    await self._forecast_demand(
+                        ProviderStateRepository(session),
+                        await completions.recent_completions_per_s(COMPLETION_RATE_WINDOW_S),
+                    )
             async with self.sessions() as session:
                 await self.forecasts.reload(session)
         except Exception as exc:  # the previous forecast stays in force
             log.warning("forecast_refresh_failed", error=type(exc).__name__, detail=str(exc)[:300])
 
-    async def _forecast_demand(self, states: ProviderStateRepository) -> None:
+    async def _forecast_demand(
+        self, states: ProviderStateRepository, completions_per_s: dict[str, float]
+    ) -> None:
         planned = await states.planned_intervals()
         current = await states.states(
             self.settings.providers, recovery_s=self.settings.engine.rate_recovery_s
@@ -544,10 +558,17 @@ class PollEngine:
                 else 0.0
             )
             intervals = planned.get(name, [])
-            forecast = policy.saturation(intervals, provider, rate)
+            capacity = policy.poll_capacity(
+                rate,
+                spacing_factor=SPACING_FACTOR,
+                follow_ups_per_s=completions_per_s.get(name, 0.0)
+                * adapter_for(provider.kind).requests_per_success,
+            )
+            forecast = policy.saturation(intervals, provider, capacity)
             await states.record_forecast(
                 name,
                 demand_per_s=forecast.demand_per_s,
+                capacity_per_s=capacity,
                 stretch=forecast.stretch,
                 active_tasks=sum(n for _, n in intervals),
                 expected_delay_s=forecast.expected_detection_delay_s,

@@ -216,6 +216,21 @@ class Saturation:
     expected_detection_delay_s: float | None
 
 
+# Whatever follow-up requests take, polls keep at least this share of the rate.
+MIN_POLL_SHARE = 0.1
+
+
+def poll_capacity(rate_per_s: float, *, spacing_factor: float, follow_ups_per_s: float) -> float:
+    """Polls per second the budget can really give: the effective rate less the budget's
+    spacing margin and the follow-up requests (file retrieves) completions cost. Planning
+    against the bare rate oversubscribes it, and an oversubscribed budget turns the
+    longest-overdue-first queue into one long FIFO wait for every task."""
+    if rate_per_s <= 0:
+        return 0.0
+    usable = rate_per_s / spacing_factor
+    return max(usable - max(follow_ups_per_s, 0.0), rate_per_s * MIN_POLL_SHARE)
+
+
 def demand(
     intervals: Sequence[tuple[float, int]], settings: ProviderSettings, stretch: float
 ) -> float:

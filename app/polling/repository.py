@@ -190,6 +190,20 @@ class CompletionRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
+    async def recent_completions_per_s(self, window_s: float) -> dict[str, float]:
+        """Completions per second over the last `window_s`, per instance."""
+        rows = await self.session.execute(
+            text(
+                """
+                SELECT provider, count(*) AS n FROM completion_samples
+                WHERE observed_at > now() - make_interval(secs => CAST(:window_s AS float8))
+                GROUP BY provider
+                """
+            ),
+            {"window_s": window_s},
+        )
+        return {row.provider: int(row.n) / window_s for row in rows}
+
     async def profiles(self) -> list[ProfileRow]:
         rows = await self.session.execute(select(CompletionProfile))
         return [

@@ -91,6 +91,9 @@ class Upstream(Protocol):
 
 class ProviderAdapter(Protocol):
     kind: ProviderKind
+    # Budgeted requests a poll that finds the task succeeded sends after the status query
+    # (MiniMax: the file retrieve). The schedule's forecast reserves budget for them.
+    requests_per_success: int
 
     async def poll(self, upstream: Upstream, external_id: str) -> PollOutcome:
         """Query the task and return its state; raise a ProviderError subclass otherwise."""

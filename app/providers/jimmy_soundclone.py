@@ -57,6 +57,7 @@ logger = get_logger(__name__)
 
 class JimmySoundCloneAdapter:
     kind: ProviderKind = ProviderKind.JIMMY_SOUNDCLONE
+    requests_per_success: int = 0
 
     async def poll(self, upstream: Upstream, external_id: str) -> PollOutcome:
         response = await upstream.get(QUERY_PATH + quote(external_id, safe=""))

@@ -66,6 +66,7 @@ logger = get_logger(__name__)
 
 class MinimaxT2AAdapter:
     kind: ProviderKind = ProviderKind.MINIMAX_T2A
+    requests_per_success: int = 1  # files/retrieve, for the download URL
 
     def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._clock = clock

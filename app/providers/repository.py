@@ -74,6 +74,7 @@ class InstanceState:
     db_now: datetime
     # The forecast (app/polling/policy.py `saturation`), as one replica last refreshed it.
     poll_demand_per_s: float | None = None
+    poll_capacity_per_s: float | None = None
     poll_stretch: float = 1.0
     active_tasks: int | None = None
     expected_detection_delay_s: float | None = None
@@ -243,7 +244,8 @@ class ProviderStateRepository:
                                    CAST(:recovery_s AS float8) AS recovery_s
                         )
                         SELECT paused_until, health, last_error, last_error_at, next_slot_at,
-                               poll_demand_per_s, poll_stretch, active_tasks,
+                               poll_demand_per_s, poll_capacity_per_s, poll_stretch,
+                               active_tasks,
                                expected_detection_delay_s, saturated_since,
                                {_EFFECTIVE_RATE_SQL} AS eff, clock_timestamp() AS now
                         FROM provider_state, params WHERE name = :name
@@ -264,6 +266,7 @@ class ProviderStateRepository:
                 next_slot_at=row.next_slot_at,
                 db_now=row.now,
                 poll_demand_per_s=row.poll_demand_per_s,
+                poll_capacity_per_s=row.poll_capacity_per_s,
                 poll_stretch=row.poll_stretch or 1.0,
                 active_tasks=row.active_tasks,
                 expected_detection_delay_s=row.expected_detection_delay_s,
@@ -276,6 +279,7 @@ class ProviderStateRepository:
         name: str,
         *,
         demand_per_s: float,
+        capacity_per_s: float,
         stretch: float,
         active_tasks: int,
         expected_delay_s: float | None,
@@ -288,6 +292,7 @@ class ProviderStateRepository:
             .where(ProviderState.name == name)
             .values(
                 poll_demand_per_s=demand_per_s,
+                poll_capacity_per_s=capacity_per_s,
                 poll_stretch=stretch,
                 active_tasks=active_tasks,
                 expected_detection_delay_s=expected_delay_s,

@@ -21,7 +21,12 @@ class Saturation(BaseModel):
     poll_demand_per_s: float = Field(
         description="Polls per second the active tasks' schedules ask for."
     )
-    ratio: float = Field(description="Demand over the effective rate; above 1: saturated.")
+    poll_capacity_per_s: float = Field(
+        description="Polls per second the budget can give: the effective rate less the "
+        "budget's 5 % spacing margin and the follow-up requests of completions (MiniMax's "
+        "file retrieve). 0 for an unlimited instance."
+    )
+    ratio: float = Field(description="Demand over capacity; above 1: saturated.")
     saturated_since: datetime | None = Field(
         description="Since when demand has exceeded the rate; null when it fits. "
         "Registrations still succeed while saturated; detection just gets slower."

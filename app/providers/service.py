@@ -68,10 +68,11 @@ def _completion(row: ProfileRow | None) -> CompletionTimes | None:
 def _saturation(state: InstanceState | None) -> Saturation | None:
     if state is None or state.poll_demand_per_s is None:
         return None
-    rate = state.effective_rate_per_s
+    capacity = state.poll_capacity_per_s or 0.0
     return Saturation(
         poll_demand_per_s=round(state.poll_demand_per_s, 3),
-        ratio=round(state.poll_demand_per_s / rate, 3) if rate > 0 else 0.0,
+        poll_capacity_per_s=round(capacity, 3),
+        ratio=round(state.poll_demand_per_s / capacity, 3) if capacity > 0 else 0.0,
         saturated_since=state.saturated_since,
         stretch=round(state.poll_stretch, 3),
         active_tasks=state.active_tasks or 0,

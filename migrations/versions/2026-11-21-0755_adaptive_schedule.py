@@ -53,6 +53,7 @@ def upgrade() -> None:
         unique=False,
     )
     op.add_column("provider_state", sa.Column("poll_demand_per_s", sa.Float(), nullable=True))
+    op.add_column("provider_state", sa.Column("poll_capacity_per_s", sa.Float(), nullable=True))
     op.add_column("provider_state", sa.Column("poll_stretch", sa.Float(), nullable=True))
     op.add_column("provider_state", sa.Column("active_tasks", sa.Integer(), nullable=True))
     op.add_column(
@@ -80,6 +81,7 @@ def downgrade() -> None:
     op.drop_column("provider_state", "expected_detection_delay_s")
     op.drop_column("provider_state", "active_tasks")
     op.drop_column("provider_state", "poll_stretch")
+    op.drop_column("provider_state", "poll_capacity_per_s")
     op.drop_column("provider_state", "poll_demand_per_s")
     op.drop_index("ix_completion_samples_provider_class", table_name="completion_samples")
     op.drop_table("completion_samples")

@@ -227,14 +227,16 @@ async def _saturation_round_trip(
     )
     saturation = minimax["saturation"]
     assert saturation["poll_demand_per_s"] == 120.0
-    assert saturation["ratio"] == 60.0
+    # Capacity: 2/s less the budget's 5 % spacing margin; no completions to retrieve.
+    assert saturation["poll_capacity_per_s"] == round(2 / 1.05, 3)
+    assert saturation["ratio"] == 63.0
     assert saturation["saturated_since"] is not None
     assert saturation["active_tasks"] == 60
     assert saturation["stretch"] > 1
     # 60 tasks at 30 s each is 2/s: the budget can just poll each at the longest interval.
     assert 15 <= saturation["expected_detection_delay_s"] <= 30
     metrics = (await client.get("/metrics")).text
-    assert 'pollhook_provider_poll_demand_ratio{provider="minimax"} 60.0' in metrics
+    assert 'pollhook_provider_poll_demand_ratio{provider="minimax"} 63.0' in metrics
     assert 'pollhook_provider_expected_detection_delay_seconds{provider="minimax"}' in metrics
     # The replicas plan with the stretch.
     assert poll_engine.forecasts.stretch_for("minimax") == saturation["stretch"]
