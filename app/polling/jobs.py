@@ -536,7 +536,9 @@ class PollEngine:
                     await completions.prune_samples(window=policy.SAMPLE_WINDOW)
                     await self._forecast_demand(
                         ProviderStateRepository(session),
-                        await completions.recent_completions_per_s(COMPLETION_RATE_WINDOW_S),
+                        await completions.recent_completions_per_s(
+                            COMPLETION_RATE_WINDOW_S, kept=policy.SAMPLE_WINDOW
+                        ),
                     )
             async with self.sessions() as session:
                 await self.forecasts.reload(session)
@@ -547,6 +549,7 @@ class PollEngine:
         self, states: ProviderStateRepository, completions_per_s: dict[str, float]
     ) -> None:
         planned = await states.planned_intervals()
+        overdue = await states.due_backlog()
         current = await states.states(
             self.settings.providers, recovery_s=self.settings.engine.rate_recovery_s
         )
@@ -564,7 +567,7 @@ class PollEngine:
                 follow_ups_per_s=completions_per_s.get(name, 0.0)
                 * adapter_for(provider.kind).requests_per_success,
             )
-            forecast = policy.saturation(intervals, provider, capacity)
+            forecast = policy.saturation(intervals, provider, capacity, overdue.get(name, 0))
             await states.record_forecast(
                 name,
                 demand_per_s=forecast.demand_per_s,

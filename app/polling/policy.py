@@ -218,6 +218,8 @@ class Saturation:
 
 # Whatever follow-up requests take, polls keep at least this share of the rate.
 MIN_POLL_SHARE = 0.1
+# Tasks already overdue when the forecast is made should be polled within this long.
+BACKLOG_DRAIN_S = 30.0
 
 
 def poll_capacity(rate_per_s: float, *, spacing_factor: float, follow_ups_per_s: float) -> float:
@@ -238,13 +240,25 @@ def demand(
     return sum(n / bounded(settings, d * stretch) for d, n in intervals if d > 0 and n > 0)
 
 
-def solve_stretch(
-    intervals: Sequence[tuple[float, int]], settings: ProviderSettings, rate_per_s: float
-) -> float:
-    """The smallest factor >= 1 that brings the demand within TARGET_UTILISATION of the
-    rate; when even max_poll_interval_s for every task is too much, the factor that puts
-    every task there (the backlog then drains longest-overdue first)."""
+def poll_budget(rate_per_s: float, overdue: int = 0) -> float:
+    """Polls per second planned polls may ask for: TARGET_UTILISATION of the capacity, less
+    what draining the tasks already overdue takes over BACKLOG_DRAIN_S. The overdue count
+    is the feedback that corrects whatever the capacity estimate missed (retries, missed
+    slots, a slow upstream): without it an oversubscribed budget's queue only grows."""
     budget = rate_per_s * TARGET_UTILISATION
+    return max(budget - max(overdue, 0) / BACKLOG_DRAIN_S, budget * MIN_POLL_SHARE)
+
+
+def solve_stretch(
+    intervals: Sequence[tuple[float, int]],
+    settings: ProviderSettings,
+    rate_per_s: float,
+    overdue: int = 0,
+) -> float:
+    """The smallest factor >= 1 that brings the demand within the poll budget; when even
+    max_poll_interval_s for every task is too much, the factor that puts every task there
+    (the backlog then drains longest-overdue first)."""
+    budget = poll_budget(rate_per_s, overdue)
     live = [(d, n) for d, n in intervals if d > 0 and n > 0]
     if rate_per_s <= 0 or not live or demand(live, settings, 1.0) <= budget:
         return 1.0
@@ -264,7 +278,10 @@ def solve_stretch(
 
 
 def saturation(
-    intervals: Sequence[tuple[float, int]], settings: ProviderSettings, rate_per_s: float
+    intervals: Sequence[tuple[float, int]],
+    settings: ProviderSettings,
+    rate_per_s: float,
+    overdue: int = 0,
 ) -> Saturation:
     """Demand, stretch and the detection delay to expect: half the typical planned interval
     after stretching, or, when the budget cannot poll every task even at
@@ -273,7 +290,7 @@ def saturation(
     if rate_per_s <= 0:
         return Saturation(wanted, 0.0, 1.0, None)
     stretch = (
-        solve_stretch(intervals, settings, rate_per_s)
+        solve_stretch(intervals, settings, rate_per_s, overdue)
         if settings.schedule is PollSchedule.ADAPTIVE
         else 1.0
     )

@@ -190,19 +190,38 @@ class CompletionRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def recent_completions_per_s(self, window_s: float) -> dict[str, float]:
-        """Completions per second over the last `window_s`, per instance."""
+    async def recent_completions_per_s(self, window_s: float, *, kept: int) -> dict[str, float]:
+        """Completions per second over the last `window_s`, per instance.
+
+        Pruning keeps only the `kept` most recent samples of an instance: when all of those
+        are younger than `window_s`, the rate is what they span, not what is left of the
+        window."""
         rows = await self.session.execute(
             text(
                 """
-                SELECT provider, count(*) AS n FROM completion_samples
-                WHERE observed_at > now() - make_interval(secs => CAST(:window_s AS float8))
+                SELECT provider,
+                       count(*) FILTER (WHERE observed_at > now()
+                           - make_interval(secs => CAST(:window_s AS float8))) AS recent,
+                       count(*) AS n,
+                       EXTRACT(EPOCH FROM now() - min(observed_at)) AS span
+                FROM (
+                    SELECT provider, observed_at,
+                           row_number() OVER (PARTITION BY provider ORDER BY id DESC) AS rank
+                    FROM completion_samples
+                ) ranked
+                WHERE rank <= :kept
                 GROUP BY provider
                 """
             ),
-            {"window_s": window_s},
+            {"window_s": window_s, "kept": kept},
         )
-        return {row.provider: int(row.n) / window_s for row in rows}
+        rates = {}
+        for row in rows:
+            if row.n >= kept and row.recent == row.n:
+                rates[row.provider] = int(row.n) / max(float(row.span), 1e-3)
+            else:
+                rates[row.provider] = int(row.recent) / window_s
+        return rates
 
     async def profiles(self) -> list[ProfileRow]:
         rows = await self.session.execute(select(CompletionProfile))

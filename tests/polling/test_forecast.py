@@ -99,6 +99,16 @@ async def test_size_classes_are_learned_apart_and_fall_back_to_the_instance(
     assert p50(200_000) == instance  # a class never seen
 
 
+async def test_completion_rate_survives_pruning(engine: AsyncEngine) -> None:
+    await add_samples(engine, [5.0] * 30)
+    async with create_sessionmaker(engine).begin() as session:
+        repo = CompletionRepository(session)
+        assert await repo.recent_completions_per_s(60.0, kept=100) == {"minimax": 0.5}
+        # Only 10 kept, all from the last instant: the rate is what they span, not 10/60.
+        pruned = await repo.recent_completions_per_s(60.0, kept=10)
+        assert pruned["minimax"] > 1.0
+
+
 async def test_window_keeps_the_most_recent_completions(engine: AsyncEngine) -> None:
     await add_samples(engine, [100.0] * 30)
     await add_samples(engine, [5.0] * 30)  # the upstream got faster

@@ -229,6 +229,29 @@ def test_poll_capacity(rate: float, follow_ups: float, expected: float) -> None:
     assert got == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    ("capacity", "overdue", "expected"),
+    [
+        (10.0, 0, 9.0),  # TARGET_UTILISATION of the capacity
+        (10.0, 60, 7.0),  # 60 overdue tasks drain over 30 s: 2/s less for planned polls
+        (10.0, 100_000, 0.9),  # never below a tenth
+        (10.0, -5, 9.0),
+    ],
+)
+def test_poll_budget_leaves_room_to_drain_the_overdue(
+    capacity: float, overdue: int, expected: float
+) -> None:
+    assert policy.poll_budget(capacity, overdue) == pytest.approx(expected)
+
+
+def test_an_overdue_backlog_stretches_further() -> None:
+    mix = [(2.0, 100)]
+    calm = policy.solve_stretch(mix, ADAPTIVE, 20.0)
+    behind = policy.solve_stretch(mix, ADAPTIVE, 20.0, overdue=150)
+    assert behind > calm
+    assert policy.demand(mix, ADAPTIVE, behind) <= policy.poll_budget(20.0, 150) * 1.001
+
+
 class TestSaturation:
     def test_below_the_budget(self) -> None:
         forecast = policy.saturation([(10.0, 50)], ADAPTIVE, rate_per_s=10)
