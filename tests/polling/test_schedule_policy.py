@@ -51,7 +51,9 @@ class TestCompletionModel:
             (20.0, 0.5, 25.0),  # half done: the median of what is left
             (25.0, 0.2, 26.0),
             (29.0, 0.5, 29.5),
-            (30.0, 0.5, None),  # outlived every completion seen: no prediction
+            (29.79, 0.5, 29.895),
+            (29.8, 0.5, None),  # outlived 99 % of the completions seen: no prediction
+            (30.0, 0.5, None),
             (45.0, 0.5, None),
         ],
     )
@@ -97,9 +99,24 @@ class TestPlanNext:
         plan = policy.plan_next(ADAPTIVE, age_s=5, unchanged_polls=2, model=None)
         assert plan.delay_s == policy.unchanged_delay(ADAPTIVE, 2)
 
-    def test_adaptive_past_everything_seen_falls_back_to_the_curve(self) -> None:
-        plan = policy.plan_next(ADAPTIVE, age_s=500, unchanged_polls=3, model=SKEWED)
+    @pytest.mark.parametrize("age", [183.0, 199.0, 500.0])
+    def test_adaptive_past_the_99th_percentile_falls_back_to_the_curve(self, age: float) -> None:
+        plan = policy.plan_next(ADAPTIVE, age_s=age, unchanged_polls=3, model=SKEWED)
         assert plan.delay_s == policy.unchanged_delay(ADAPTIVE, 3)
+
+    def test_no_bunching_before_the_longest_completion_seen(self) -> None:
+        # Walk a task that never finishes through the tail: intervals never collapse.
+        age, unchanged, delays = 30.0, 0, []
+        while age < 400:
+            plan = policy.plan_next(ADAPTIVE, age_s=age, unchanged_polls=unchanged, model=SKEWED)
+            delays.append(plan.delay_s)
+            age += plan.delay_s
+            unchanged += 1
+        # The last trusted stretch (percentiles 90-99) still narrows the intervals, but they
+        # stop well short of the 1 s minimum, then grow again on the backoff curve.
+        assert min(delays) > 3 * ADAPTIVE.min_poll_interval_s
+        assert len(delays) <= 25
+        assert delays[-1] == ADAPTIVE.max_poll_interval_s
 
     @pytest.mark.parametrize(
         ("age", "expected"),
