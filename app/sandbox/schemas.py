@@ -141,6 +141,14 @@ class TaskRead(BaseModel):
     done: bool
     polls: int
     first_done_poll_at: float | None
+    queries: list[float] = Field(
+        description="Wall times of the status queries served for the task (the first 100)."
+    )
+    last_query_at: float | None
+    longest_gap_s: float | None = Field(
+        description="The longest the task went without a status query: creation to the first "
+        "query, then between consecutive queries. Null before the first query."
+    )
 
     @classmethod
     def of(cls, task: Task, wall: float) -> TaskRead:
@@ -165,6 +173,9 @@ class TaskRead(BaseModel):
             done=task.phase(wall) == "done",
             polls=task.polls,
             first_done_poll_at=task.first_done_poll_at,
+            queries=list(task.query_times),
+            last_query_at=task.last_query_at,
+            longest_gap_s=task.longest_gap_s,
         )
 
 

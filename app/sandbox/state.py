@@ -39,6 +39,8 @@ MAX_TASKS = 1_000_000
 MAX_TIMESTAMPS_PER_KEY = 2_000_000
 MAX_KEYS_PER_PROVIDER = 10_000
 MAX_KEY_LENGTH = 200
+# Status queries whose times a task keeps (its longest gap is exact beyond this).
+MAX_QUERY_TIMES_PER_TASK = 100
 NO_KEY = "(none)"
 OTHER_KEYS = "(other)"
 # MiniMax download URLs live 9 hours from when File Retrieve mints them.
@@ -161,6 +163,11 @@ class Task:
     model_id: str | None = None
     polls: int = 0
     first_done_poll_at: float | None = None
+    query_times: list[float] = field(default_factory=list)  # wall; MAX_QUERY_TIMES_PER_TASK
+    last_query_at: float | None = None
+    # The longest time the task went unqueried: from creation to the first status query,
+    # then between consecutive ones. None until the first query.
+    longest_gap_s: float | None = None
 
     @property
     def ready_at(self) -> float:
@@ -525,10 +532,16 @@ class Sandbox:
 
     def observe(self, task: Task, at: Instant) -> None:
         """Note a status query served for `task`: benchmarks measure detection delay as
-        `first_done_poll_at - ready_at`."""
+        `first_done_poll_at - ready_at`, and the longest the task went unqueried."""
         task.polls += 1
         if task.first_done_poll_at is None and task.phase(at.wall) == "done":
             task.first_done_poll_at = at.wall
+        previous = task.created_at if task.last_query_at is None else task.last_query_at
+        gap = at.wall - previous
+        task.longest_gap_s = gap if task.longest_gap_s is None else max(task.longest_gap_s, gap)
+        task.last_query_at = at.wall
+        if len(task.query_times) < MAX_QUERY_TIMES_PER_TASK:
+            task.query_times.append(at.wall)
 
     def _new_task(self, spec: TaskSpec, at: Instant) -> Task:
         code, message = self._error_of(spec)
