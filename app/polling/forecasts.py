@@ -7,9 +7,12 @@ import time
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.logging import get_logger
 from app.polling import policy
 from app.polling.repository import CompletionRepository, ProfileRow
 from app.providers.repository import ProviderStateRepository
+
+log = get_logger("pollhook.forecasts")
 
 
 class Forecasts:
@@ -54,4 +57,8 @@ class Forecasts:
         if self.loaded_at is None or now - self.loaded_at >= self.ttl_s:
             # Marked first: the requests that find the copy stale together reload it once.
             self.loaded_at = now
-            await self.reload(session)
+            try:
+                await self.reload(session)
+            except Exception as exc:
+                # A registration must not fail for want of a fresher forecast.
+                log.warning("forecast_reload_failed", error=type(exc).__name__)

@@ -525,11 +525,20 @@ class PollEngine:
 
     async def refresh_forecasts(self) -> None:
         """Relearn the completion models and forecast each instance's demand (one replica
-        at a time does it for all), then reload this process's copy."""
+        per period does it for all), then reload this process's copy.
+
+        The two parts fail apart: a refresh that fails (a slow database at scale, say)
+        must not also freeze this process's copy at its last stretch."""
         try:
             async with self.sessions.begin() as session:
                 completions = CompletionRepository(session)
-                if await completions.try_lead("pollhook:forecast"):
+                # The lock keeps two replicas from running at once; the freshness check
+                # keeps N replicas from each running it once per period.
+                if await completions.try_lead(
+                    "pollhook:forecast"
+                ) and not await ProviderStateRepository(session).forecast_is_fresh(
+                    self.settings.engine.model_refresh_s / 2
+                ):
                     await completions.refresh_profiles(
                         window=policy.SAMPLE_WINDOW, all_sizes=policy.ALL_SIZES
                     )
@@ -540,10 +549,13 @@ class PollEngine:
                             COMPLETION_RATE_WINDOW_S, kept=policy.SAMPLE_WINDOW
                         ),
                     )
-            async with self.sessions() as session:
-                await self.forecasts.reload(session)
         except Exception as exc:  # the previous forecast stays in force
             log.warning("forecast_refresh_failed", error=type(exc).__name__, detail=str(exc)[:300])
+        try:
+            async with self.sessions.begin() as session:
+                await self.forecasts.reload(session)
+        except Exception as exc:
+            log.warning("forecast_reload_failed", error=type(exc).__name__, detail=str(exc)[:300])
 
     async def _forecast_demand(
         self, states: ProviderStateRepository, completions_per_s: dict[str, float]

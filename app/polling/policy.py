@@ -180,12 +180,13 @@ def plan_next(
     """The next poll of a task that is still running at `age_s` after its registration."""
     if settings.schedule is PollSchedule.FIXED:
         return Plan(settings.min_poll_interval_s, settings.min_poll_interval_s)
-    if settings.schedule is PollSchedule.ADAPTIVE and model is not None:
-        at = model.conditional_quantile(age_s, settings.poll_hit_chance)
-        if at is not None:
-            wanted = bounded(settings, at - age_s)
-            return Plan(wanted, bounded(settings, wanted * max(stretch, 1.0)))
     delay = unchanged_delay(settings, unchanged_polls)
+    if settings.schedule is PollSchedule.ADAPTIVE:
+        at = model.conditional_quantile(age_s, settings.poll_hit_chance) if model else None
+        wanted = bounded(settings, at - age_s) if at is not None else delay
+        # The fallback is stretched too: the forecast counts every adaptive task's interval
+        # in the demand it fits to the budget.
+        return Plan(wanted, bounded(settings, wanted * max(stretch, 1.0)))
     return Plan(delay, delay)
 
 
@@ -195,12 +196,14 @@ def plan_first(
     """The first poll: first_poll_delay_s, or later where the learned distribution says
     the first completions start (never later than max_poll_interval_s)."""
     first = settings.first_poll_delay_s
-    if settings.schedule is PollSchedule.ADAPTIVE and model is not None:
-        at = model.conditional_quantile(0.0, settings.poll_hit_chance)
-        if at is not None:
-            ceiling = max(first, settings.max_poll_interval_s)
-            wanted = min(ceiling, max(first, at))
-            return Plan(wanted, min(ceiling, max(first, wanted * max(stretch, 1.0))))
+    if settings.schedule is PollSchedule.ADAPTIVE:
+        at = model.conditional_quantile(0.0, settings.poll_hit_chance) if model else None
+        ceiling = max(first, settings.max_poll_interval_s)
+        if at is None:
+            wanted = max(first, settings.min_poll_interval_s)
+            return Plan(wanted, min(ceiling, max(first, first * max(stretch, 1.0))))
+        wanted = min(ceiling, max(first, at))
+        return Plan(wanted, min(ceiling, max(first, wanted * max(stretch, 1.0))))
     return Plan(max(first, settings.min_poll_interval_s), first)
 
 

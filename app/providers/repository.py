@@ -323,6 +323,16 @@ class ProviderStateRepository:
             result.setdefault(row.provider, []).append((float(row.interval), int(row.n)))
         return result
 
+    async def forecast_is_fresh(self, within_s: float) -> bool:
+        """Whether some replica made the forecast within the last `within_s`."""
+        value = await self.session.scalar(
+            select(
+                func.max(ProviderState.forecast_at)
+                > func.clock_timestamp() - timedelta(seconds=within_s)
+            )
+        )
+        return bool(value)
+
     async def stretches(self) -> dict[str, float]:
         rows = await self.session.execute(select(ProviderState.name, ProviderState.poll_stretch))
         return {name: float(stretch or 1.0) for name, stretch in rows}

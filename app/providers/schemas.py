@@ -28,7 +28,7 @@ class Saturation(BaseModel):
     )
     ratio: float = Field(description="Demand over capacity; above 1: saturated.")
     saturated_since: datetime | None = Field(
-        description="Since when demand has exceeded the rate; null when it fits. "
+        description="Since when demand has exceeded capacity; null when it fits. "
         "Registrations still succeed while saturated; detection just gets slower."
     )
     stretch: float = Field(

@@ -55,7 +55,7 @@ class ProviderService:
 
 
 def _completion(row: ProfileRow | None) -> CompletionTimes | None:
-    if row is None:
+    if row is None or len(row.quantiles) != len(policy.PERCENTILES):
         return None
     model = policy.CompletionModel.of(row.quantiles, row.samples)
     return CompletionTimes(

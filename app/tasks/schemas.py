@@ -134,7 +134,7 @@ class TaskRead(BaseModel):
         description="When the task is expected to finish upstream: the median of the "
         "instance's learned completion times (of its size class when size_hint was given), "
         "given how long the task has run already. Null until the instance has seen enough "
-        "completions, when the task has outlived all of them, and once it is terminal."
+        "completions, when the task has outlived 99 % of them, and once it is terminal."
     )
     size_hint: int | None
     deadline_at: datetime

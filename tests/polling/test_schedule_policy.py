@@ -99,6 +99,15 @@ class TestPlanNext:
         plan = policy.plan_next(ADAPTIVE, age_s=5, unchanged_polls=2, model=None)
         assert plan.delay_s == policy.unchanged_delay(ADAPTIVE, 2)
 
+    def test_the_fallback_is_stretched_too(self) -> None:
+        # The forecast counts every adaptive task's interval in the demand it fits to the
+        # budget, so a task on the fallback curve must stretch like the others.
+        plan = policy.plan_next(ADAPTIVE, age_s=5, unchanged_polls=2, model=None, stretch=3.0)
+        assert plan.interval_s == policy.unchanged_delay(ADAPTIVE, 2)
+        assert plan.delay_s == pytest.approx(3 * policy.unchanged_delay(ADAPTIVE, 2))
+        first = policy.plan_first(ADAPTIVE, None, stretch=3.0)
+        assert first.delay_s == 3 * ADAPTIVE.first_poll_delay_s
+
     @pytest.mark.parametrize("age", [183.0, 199.0, 500.0])
     def test_adaptive_past_the_99th_percentile_falls_back_to_the_curve(self, age: float) -> None:
         plan = policy.plan_next(ADAPTIVE, age_s=age, unchanged_polls=3, model=SKEWED)
