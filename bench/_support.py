@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import math
 import os
 import platform
@@ -128,7 +129,9 @@ class Sandbox:
         self.http = httpx.AsyncClient(base_url=self.base_url, timeout=60.0)
 
     @classmethod
-    async def start(cls, *, minimax_rate: float, log: TextIO) -> Sandbox:
+    async def start(
+        cls, *, minimax_rate: float, log: TextIO, jimmy_rate: float = 0.0, seed: int = 1
+    ) -> Sandbox:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
         process = await asyncio.create_subprocess_exec(
@@ -141,9 +144,9 @@ class Sandbox:
             "--minimax-rate",
             f"{minimax_rate:g}",
             "--jimmy-rate",
-            "0",
+            f"{jimmy_rate:g}",
             "--seed",
-            "1",
+            str(seed),
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
@@ -237,6 +240,21 @@ def percentile(sorted_values: list[float], pct: float) -> float:
         return 0.0
     rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
     return sorted_values[rank - 1]
+
+
+def print_log_tails(workdir: Path, last: int = 5) -> None:
+    """After a failed run: the last lines of every process log the run wrote."""
+    for path in sorted(workdir.glob("*.log")):
+        lines = path.read_text(errors="replace").strip().splitlines()
+        if lines:
+            print(f"\nlast lines of {path.name}:", *lines[-last:], sep="\n  ")
+
+
+def write_report(path: Path | None, report: dict[str, Any] | None) -> None:
+    """The `--json` output of a benchmark, when asked for and when there is a report."""
+    if path is not None and report is not None:
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"\nwrote {path}")
 
 
 def _cpu_seconds(process: psutil.Process) -> float:

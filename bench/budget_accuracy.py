@@ -58,8 +58,10 @@ from bench._support import (
     load_due_tasks,
     prepare_database,
     print_header,
+    print_log_tails,
     stop_process,
     throwaway_postgres,
+    write_report,
 )
 
 CHECK_EVERY_S = 0.5
@@ -439,13 +441,8 @@ def main(argv: list[str] | None = None) -> int:
             report = asyncio.run(run(server, workdir, options))
         finally:
             if report is None or not report["ok"]:
-                for path in sorted(workdir.glob("*.log")):
-                    tail = path.read_text(errors="replace").strip().splitlines()[-5:]
-                    if tail:
-                        print(f"\nlast lines of {path.name}:", *tail, sep="\n  ")
-    if options.json_path is not None and report is not None:
-        options.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"\nwrote {options.json_path}")
+                print_log_tails(workdir)
+    write_report(options.json_path, report)
     return 0 if report is not None and report["ok"] else 1
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -60,6 +59,7 @@ from bench._support import (
     prepare_database,
     print_header,
     throwaway_postgres,
+    write_report,
 )
 
 PROVIDER = "minimax"
@@ -442,9 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] | None = None
     with throwaway_postgres("pollhook-bench-claim-") as (server, _):
         report = asyncio.run(run(server, options))
-    if options.json_path is not None and report is not None:
-        options.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"\nwrote {options.json_path}")
+    write_report(options.json_path, report)
     return 0 if report is not None and report["ok"] else 1
 
 

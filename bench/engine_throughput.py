@@ -69,6 +69,7 @@ from bench._support import (
     prepare_database,
     print_header,
     throwaway_postgres,
+    write_report,
 )
 
 CHECK_EVERY_S = 0.2
@@ -606,9 +607,7 @@ def main(argv: list[str] | None = None) -> int:
                 tail = log.read_text().strip().splitlines()[-20:] if log.exists() else []
                 if tail:
                     print("\nlast lines of the sandbox's output:", *tail, sep="\n  ")
-    if options.json_path is not None and report is not None:
-        options.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"\nwrote {options.json_path}")
+    write_report(options.json_path, report)
     return 0 if report is not None and report["ok"] else 1
 
 

@@ -63,7 +63,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 
 import asyncpg
 import httpx
@@ -71,6 +71,8 @@ import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.embedded import EmbeddedPostgres
+from app.models import TERMINAL_STATUSES
+from app.sandbox.state import FaultKind
 from bench._support import (
     READY_TIMEOUT_S,
     Sandbox,
@@ -79,24 +81,17 @@ from bench._support import (
     free_port,
     prepare_database,
     print_header,
+    print_log_tails,
     stop_process,
     throwaway_postgres,
+    write_report,
 )
 
 TENANT = "soak"
 API_KEY = "soak-api-key-0123456789"
 SANDBOX_KEY = "soak-key"
-FAULT_KINDS = (
-    "latency",
-    "timeout",
-    "http_500",
-    "http_503",
-    "html",
-    "malformed_json",
-    "wrong_types",
-    "rate_limit",
-)
-TERMINAL = ("succeeded", "failed", "expired", "timed_out", "cancelled")
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 TERMINAL_EVENTS = frozenset(f"task.{s}" for s in TERMINAL)
 ACTIVE = ("pending", "queued", "processing")
 # pollhook's budget per provider, below the sandbox's own limits (10/s and 5/s per key).
@@ -311,29 +306,12 @@ class Soak:
         raise RuntimeError(f"{proc.name} was not ready after {READY_TIMEOUT_S:.0f} s")
 
     async def start_sandbox(self) -> None:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
-        log = (self.workdir / "sandbox.log").open("a")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app.cli",
-            "sandbox",
-            "--port",
-            str(port),
-            "--minimax-rate",
-            f"{SANDBOX_RATES['minimax']:g}",
-            "--jimmy-rate",
-            f"{SANDBOX_RATES['jimmy']:g}",
-            "--seed",
-            str(self.options.seed),
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
+        self.sandbox = await Sandbox.start(
+            minimax_rate=SANDBOX_RATES["minimax"],
+            jimmy_rate=SANDBOX_RATES["jimmy"],
+            seed=self.options.seed,
+            log=(self.workdir / "sandbox.log").open("a"),
         )
-        self.sandbox = Sandbox(port, process)
-        await self.sandbox._wait_ready()
 
     async def start_receiver(self) -> None:
         self.receiver = await self.spawn(
@@ -1247,13 +1225,6 @@ def _kv(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in values.items()) or "-"
 
 
-def print_log_tails(workdir: Path) -> None:
-    for path in sorted(workdir.glob("*.log")):
-        lines = path.read_text(errors="replace").strip().splitlines()
-        if lines:
-            print(f"\nlast lines of {path.name}:", *lines[-12:], sep="\n  ")
-
-
 # --- entry point ------------------------------------------------------------------------------
 
 
@@ -1314,7 +1285,7 @@ def main(argv: list[str] | None = None) -> int:
             print_report(report)
         finally:
             if report is None or report["violations"]:
-                print_log_tails(workdir)
+                print_log_tails(workdir, last=12)
             if options.logs_dir is not None:
                 options.logs_dir.mkdir(parents=True, exist_ok=True)
                 for path in workdir.glob("*.log"):
@@ -1324,9 +1295,7 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(Exception):
                 _pg_ctl(server, ["-m", "fast", "-w", "stop"])
             server.server._postmaster_info = None  # stopped: nothing left for the package to stop
-    if options.json_path is not None and report is not None:
-        options.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"\nwrote {options.json_path}")
+    write_report(options.json_path, report)
     return 0 if report is not None and not report["violations"] else 1
 
 

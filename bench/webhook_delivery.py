@@ -110,8 +110,10 @@ from bench._support import (
     percentile,
     prepare_database,
     print_header,
+    print_log_tails,
     stop_process,
     throwaway_postgres,
+    write_report,
 )
 
 CHECK_EVERY_S = 0.2
@@ -1557,13 +1559,8 @@ def main(argv: list[str] | None = None) -> int:
                 report = runner.run(run(server, workdir, options))
         finally:
             if report is None or not report["ok"]:
-                for name in sorted(p.name for p in workdir.glob("*.log")):
-                    lines = (workdir / name).read_text(errors="replace").strip().splitlines()
-                    if lines:
-                        print(f"\nlast lines of {name}:", *lines[-15:], sep="\n  ")
-    if options.json_path is not None and report is not None:
-        options.json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"\nwrote {options.json_path}")
+                print_log_tails(workdir, last=15)
+    write_report(options.json_path, report)
     return 0 if report is not None and report["ok"] else 1
 
 
