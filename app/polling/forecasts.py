@@ -40,9 +40,9 @@ class Forecasts:
 
     def load(self, rows: list[ProfileRow], stretch: dict[str, float], at: float) -> None:
         self.models = {
-            (row.provider, row.size_class): policy.CompletionModel.of(row.quantiles, row.samples)
+            (row.provider, row.size_class): model
             for row in rows
-            if row.samples >= policy.MIN_SAMPLES and len(row.quantiles) == len(policy.PERCENTILES)
+            if (model := policy.CompletionModel.learned(row.quantiles, row.samples))
         }
         self.stretch = stretch
         self.loaded_at = at

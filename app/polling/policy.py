@@ -128,6 +128,14 @@ class CompletionModel:
     def of(cls, quantiles: Sequence[float], samples: int) -> CompletionModel:
         return cls(tuple(max(0.0, float(q)) for q in quantiles), samples)
 
+    @classmethod
+    def learned(cls, quantiles: Sequence[float], samples: int) -> CompletionModel | None:
+        """A stored profile as a model to plan and predict with; None while it has fewer
+        than MIN_SAMPLES completions, or if its percentiles do not fit this version."""
+        if samples < MIN_SAMPLES or len(quantiles) != len(PERCENTILES):
+            return None
+        return cls.of(quantiles, samples)
+
     @property
     def last(self) -> float:
         return self.quantiles[-1]
@@ -241,11 +249,16 @@ def poll_capacity(rate_per_s: float, *, spacing_factor: float, follow_ups_per_s:
     return max(usable - max(follow_ups_per_s, 0.0), rate_per_s * MIN_POLL_SHARE)
 
 
+def _live(intervals: Sequence[tuple[float, int]]) -> list[tuple[float, int]]:
+    """The (interval, task count) pairs that ask for anything."""
+    return [(d, n) for d, n in intervals if d > 0 and n > 0]
+
+
 def demand(
     intervals: Sequence[tuple[float, int]], settings: ProviderSettings, stretch: float
 ) -> float:
     """Polls per second that (interval, task count) pairs ask for under `stretch`."""
-    return sum(n / bounded(settings, d * stretch) for d, n in intervals if d > 0 and n > 0)
+    return sum(n / bounded(settings, d * stretch) for d, n in _live(intervals))
 
 
 def poll_budget(rate_per_s: float, overdue: int = 0) -> float:
@@ -267,7 +280,7 @@ def solve_stretch(
     max_poll_interval_s for every task is too much, the factor that puts every task there
     (the backlog then drains longest-overdue first)."""
     budget = poll_budget(rate_per_s, overdue)
-    live = [(d, n) for d, n in intervals if d > 0 and n > 0]
+    live = _live(intervals)
     if rate_per_s <= 0 or not live or demand(live, settings, 1.0) <= budget:
         return 1.0
     ceiling = max(1.0, settings.max_poll_interval_s / min(d for d, _ in live))
@@ -302,10 +315,11 @@ def saturation(
         if settings.schedule is PollSchedule.ADAPTIVE
         else 1.0
     )
-    tasks = sum(n for d, n in intervals if d > 0 and n > 0)
+    live = _live(intervals)
+    tasks = sum(n for _, n in live)
     if tasks == 0:
         return Saturation(0.0, 0.0, 1.0, None)
-    planned = sorted((bounded(settings, d * stretch), n) for d, n in intervals if d > 0 and n > 0)
+    planned = sorted((bounded(settings, d * stretch), n) for d, n in live)
     seen, median = 0, planned[-1][0]
     for interval, n in planned:
         seen += n

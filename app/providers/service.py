@@ -5,7 +5,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import Settings
 from app.models import ProviderHealth
 from app.polling import policy
-from app.polling.repository import CompletionRepository, ProfileRow
+from app.polling.repository import CompletionRepository
 from app.providers.repository import InstanceState, ProviderStateRepository
 from app.providers.schemas import CompletionTimes, ProviderList, ProviderRead, Saturation
 
@@ -22,9 +22,10 @@ class ProviderService:
         )
         backlog = await self.repo.due_backlog()
         learned = {
-            row.provider: row
+            row.provider: model
             for row in await self.completions.profiles()
-            if row.size_class == policy.ALL_SIZES and row.samples >= policy.MIN_SAMPLES
+            if row.size_class == policy.ALL_SIZES
+            and (model := policy.CompletionModel.learned(row.quantiles, row.samples))
         }
         items = []
         for name, provider in sorted(self.settings.providers.items()):
@@ -54,12 +55,11 @@ class ProviderService:
         return ProviderList(items=items)
 
 
-def _completion(row: ProfileRow | None) -> CompletionTimes | None:
-    if row is None or len(row.quantiles) != len(policy.PERCENTILES):
+def _completion(model: policy.CompletionModel | None) -> CompletionTimes | None:
+    if model is None:
         return None
-    model = policy.CompletionModel.of(row.quantiles, row.samples)
     return CompletionTimes(
-        samples=row.samples,
+        samples=model.samples,
         p50_s=round(model.quantile(0.5), 3),
         p90_s=round(model.quantile(0.9), 3),
     )
