@@ -7,6 +7,7 @@ migrates it once, and empties every table before each test.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
+import structlog
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -134,3 +136,15 @@ async def pg_url_unmigrated(pg_server: PgServer) -> AsyncIterator[str]:
         yield pg_server.url_for(name)
     finally:
         await pg_server.drop_database(name)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For tests that call configure_logging (it binds the captured stderr): put the global
+    logging configuration back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,3 +104,13 @@ class TcpProxy:
             with contextlib.suppress(Exception):
                 dst.close()
             self._writers.discard(dst)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 15.0) -> None:
+    """Poll `check` until it holds: a condition with a deadline, never a fixed sleep."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")

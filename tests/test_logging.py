@@ -1,26 +1,14 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 
 import httpx
 import pytest
-import structlog
 
 from app.core.logging import configure_logging, get_logger
 from tests.helpers import ACME_KEY, OTHER_KEY
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """configure_logging binds the captured stderr; put the global config back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def json_lines(text: str) -> list[dict[str, object]]:

@@ -11,18 +11,14 @@ signing-secret responses.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ipaddress
-import logging
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook
 
@@ -34,7 +30,7 @@ from app.main import create_app
 from app.polling.jobs import PollEngine
 from app.providers.http import HttpUpstream
 from app.webhooks.jobs import DeliveryEngine
-from tests.helpers import ACME_KEY, OTHER_KEY
+from tests.helpers import ACME_KEY, OTHER_KEY, eventually
 from tests.webhooks.receiver import Receiver
 
 MINIMAX_KEY = "sk-minimax-upstream-secret-4f9c2e"
@@ -60,14 +56,7 @@ class Exchange:
     text: str
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _upstream(
@@ -101,15 +90,6 @@ def _upstream(
         )
 
     return handle
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]], within_s: float = 15.0) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def _forms(secret: str) -> list[str]:
@@ -225,8 +205,8 @@ async def test_no_secret_leaks(
                 jimmy = next(p for p in providers["items"] if p["name"] == "jimmy")
                 return bool(jimmy["health"] == "auth_failed")
 
-            await _eventually(delivered)
-            await _eventually(jimmy_refused)
+            await eventually(delivered)
+            await eventually(jimmy_refused)
         finally:
             await poller.stop()
             await deliverer.stop()

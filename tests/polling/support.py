@@ -3,9 +3,7 @@ fast engine settings, and polling helpers (conditions, never fixed sleeps)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -93,15 +91,6 @@ def fast_settings(database_url: str) -> Settings:
     """The API under test and the engine share these fast settings."""
     base = Settings(database_url=database_url, api_keys=[{"tenant": "acme", "key": ACME_KEY}])
     return _settings(base)
-
-
-async def wait_for(predicate: Callable[[], Any], within_s: float = 15.0) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 async def statuses(engine: AsyncEngine) -> dict[str, int]:

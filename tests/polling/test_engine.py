@@ -13,13 +13,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
+from tests.helpers import eventually
 from tests.polling.support import (
     ScriptedMinimax,
     _settings,
     fast_settings,
     register_many,
     statuses,
-    wait_for,
 )
 
 
@@ -45,7 +45,7 @@ async def test_tasks_reach_succeeded_with_resolved_download_url(
     async def all_done() -> bool:
         return (await statuses(engine)) == {"succeeded": 20}
 
-    await wait_for(all_done)
+    await eventually(all_done)
     assert upstream.auth == {"Bearer sk-test"}
     assert all(n == 3 for n in upstream.queries.values())  # no task polled after it finished
     task = (await client.get("/v1/tasks", params={"limit": 1})).json()["items"][0]
@@ -80,7 +80,7 @@ async def test_terminal_failures(
     async def done() -> bool:
         return (await statuses(engine)) == {status: 3}
 
-    await wait_for(done)
+    await eventually(done)
 
 
 async def test_budget_is_respected_in_process(
@@ -111,14 +111,14 @@ async def test_outage_then_recovery_loses_nothing(
         async with engine.connect() as conn:
             return bool(await conn.scalar(text("SELECT min(consecutive_errors) >= 2 FROM tasks")))
 
-    await wait_for(errors_seen)
+    await eventually(errors_seen)
     assert await statuses(engine) == {"pending": 5}
     upstream.mode = "ok"
 
     async def recovered() -> bool:
         return (await statuses(engine)) == {"succeeded": 5}
 
-    await wait_for(recovered)
+    await eventually(recovered)
 
 
 async def test_bad_key_pauses_instance_and_tasks_wait(
@@ -134,7 +134,7 @@ async def test_bad_key_pauses_instance_and_tasks_wait(
         minimax = next(p for p in body["items"] if p["name"] == "minimax")
         return bool(minimax["health"] == "auth_failed")
 
-    await wait_for(auth_failed)
+    await eventually(auth_failed)
     calls = len(upstream.sent_at)
     await asyncio.sleep(0.2)
     assert len(upstream.sent_at) <= calls + 1  # paused: at most the in-flight one lands
@@ -144,7 +144,7 @@ async def test_bad_key_pauses_instance_and_tasks_wait(
     async def resumed() -> bool:
         return (await statuses(engine)) == {"succeeded": 4}
 
-    await wait_for(resumed)
+    await eventually(resumed)
     body = (await client.get("/v1/providers")).json()
     assert next(p for p in body["items"] if p["name"] == "minimax")["health"] == "ok"
 
@@ -165,7 +165,7 @@ async def test_registration_wakes_the_loop_without_a_tick(
     async def done() -> bool:
         return (await statuses(engine)) == {"succeeded": 1}
 
-    await wait_for(done, within_s=5)
+    await eventually(done, within_s=5)
     assert time.monotonic() - started < 5
 
 
@@ -179,7 +179,7 @@ async def test_unknown_upstream_status_keeps_the_task_tracked(
     async def polled_past_unknown() -> bool:
         return all(n >= 4 for n in upstream.queries.values()) and len(upstream.queries) == 2
 
-    await wait_for(polled_past_unknown)
+    await eventually(polled_past_unknown)
     assert await statuses(engine) == {"processing": 2}
     async with engine.connect() as conn:
         seen = await conn.scalar(text("SELECT min(upstream_status) FROM tasks"))

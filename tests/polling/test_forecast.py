@@ -22,8 +22,8 @@ from app.polling.forecasts import Forecasts
 from app.polling.jobs import PollEngine
 from app.polling.repository import CompletionRepository
 from app.providers.repository import ProviderStateRepository
-from tests.helpers import ACME_KEY
-from tests.polling.support import ScriptedMinimax, _settings, fast_settings, statuses, wait_for
+from tests.helpers import ACME_KEY, eventually
+from tests.polling.support import ScriptedMinimax, _settings, fast_settings, statuses
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ async def test_engine_learns_from_finished_tasks_and_predicts(
     async def all_done() -> bool:
         return (await statuses(engine)) == {"succeeded": 25}
 
-    await wait_for(all_done)
+    await eventually(all_done)
     async with engine.connect() as conn:
         count = await conn.scalar(text("SELECT count(*) FROM completion_samples"))
         classes = (
@@ -189,7 +189,7 @@ async def test_engine_learns_from_finished_tasks_and_predicts(
         body = (await client.get(f"/v1/tasks/{task['id']}")).json()
         return bool(body["status"] == "succeeded")
 
-    await wait_for(finished)
+    await eventually(finished)
     done = (await client.get(f"/v1/tasks/{task['id']}")).json()
     assert done["estimated_ready_at"] is None  # terminal: nothing left to predict
 
