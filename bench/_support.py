@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -255,6 +255,24 @@ def write_report(path: Path | None, report: dict[str, Any] | None) -> None:
     if path is not None and report is not None:
         path.write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"\nwrote {path}")
+
+
+def run_benchmark(
+    prefix: str,
+    run: Callable[[EmbeddedPostgres, Path], Coroutine[Any, Any, dict[str, Any]]],
+    json_path: Path | None,
+) -> int:
+    """A benchmark's whole main: `run` on a throwaway Postgres, the logs' tails if it
+    failed, the --json report; exit status 0 only for a report that says ok."""
+    report: dict[str, Any] | None = None
+    with throwaway_postgres(prefix) as (server, workdir):
+        try:
+            report = asyncio.run(run(server, workdir))
+        finally:
+            if report is None or not report["ok"]:
+                print_log_tails(workdir)
+    write_report(json_path, report)
+    return 0 if report is not None and report["ok"] else 1
 
 
 def _cpu_seconds(process: psutil.Process) -> float:

@@ -58,10 +58,8 @@ from bench._support import (
     load_due_tasks,
     prepare_database,
     print_header,
-    print_log_tails,
+    run_benchmark,
     stop_process,
-    throwaway_postgres,
-    write_report,
 )
 
 CHECK_EVERY_S = 0.5
@@ -435,15 +433,11 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    report: dict[str, Any] | None = None
-    with throwaway_postgres("pollhook-bench-budget-") as (server, workdir):
-        try:
-            report = asyncio.run(run(server, workdir, options))
-        finally:
-            if report is None or not report["ok"]:
-                print_log_tails(workdir)
-    write_report(options.json_path, report)
-    return 0 if report is not None and report["ok"] else 1
+    return run_benchmark(
+        "pollhook-bench-budget-",
+        lambda server, workdir: run(server, workdir, options),
+        options.json_path,
+    )
 
 
 if __name__ == "__main__":

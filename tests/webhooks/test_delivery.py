@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,16 +16,11 @@ from standardwebhooks.webhooks import Webhook
 
 from app.core.db import create_sessionmaker
 from app.webhooks.repository import WebhookRepository
+from tests import helpers
 from tests.webhooks.receiver import Answer, Receiver
 
-
-async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+# The suite's condition poller, with the 10 s these deliveries to loopback need at most.
+eventually = functools.partial(helpers.eventually, within_s=10.0)
 
 
 async def endpoint(client: httpx.AsyncClient, url: str, **body: Any) -> dict[str, Any]:
