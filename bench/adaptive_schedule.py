@@ -7,7 +7,7 @@ Run from the repository root:
 
     python -m bench.adaptive_schedule [--quick] [--json PATH]
     #   --inflight 20,100,150  --seconds 90  --factor 10  --budget 10
-    #   --schedulers fixed,backoff,adaptive,hints
+    #   --schedulers fixed,backoff,adaptive,hints  --hit-chance Q  --lateness S
 
 **Time is compressed** by `--factor` (default 10): every duration and interval given to the
 sandbox and to pollhook is divided by it and every rate multiplied by it, so a 15-minute
@@ -25,7 +25,8 @@ MiniMax settings (real units, before compression):
 
     rate_limit_per_s 10; fixed: schedule=fixed, first poll 5 s, min = max interval 5 s;
     backoff / adaptive: first poll 1 s, min interval 1 s, max 60 s (backoff grows x1.5);
-    adaptive: poll_hit_chance default (0.2), ENGINE__MODEL_REFRESH_S 0.5 (compressed).
+    adaptive: poll_hit_chance and poll_lateness_s defaults (0.2, 0.5 s real: 0.05 s given to
+    the compressed run), ENGINE__MODEL_REFRESH_S 0.5 (compressed).
 
 Workload (real units): per task a text size ~ lognormal(median 1000 chars, sigma 0.5), one task
 in ten 10x longer; duration = 20 s x size / 1000 x lognormal(0, 0.15) noise. The median is
@@ -172,6 +173,7 @@ class Features:
     schedule: bool
     size_hint: bool
     model_refresh: bool
+    lateness: bool
 
     @classmethod
     def detect(cls) -> Features:
@@ -179,6 +181,7 @@ class Features:
             schedule="schedule" in ProviderSettings.model_fields,
             size_hint="size_hint" in TaskCreate.model_fields,
             model_refresh="model_refresh_s" in EngineSettings.model_fields,
+            lateness="poll_lateness_s" in ProviderSettings.model_fields,
         )
 
 
@@ -191,6 +194,7 @@ class Options:
     budget: float  # real requests/s
     variants: list[Variant]
     hit_chance: float | None  # poll_hit_chance for the adaptive variants; None: the default
+    lateness_s: float | None  # poll_lateness_s (real seconds) likewise
     seed: int
     json_path: Path | None
 
@@ -278,6 +282,14 @@ def pollhook_env(
         env[f"{prefix}SCHEDULE"] = variant.schedule
         if options.hit_chance is not None and variant.schedule == "adaptive":
             env[f"{prefix}POLL_HIT_CHANCE"] = f"{options.hit_chance:g}"
+    if features.lateness and variant.schedule == "adaptive":
+        # A duration like any other: compressed with the rest of the run.
+        lateness = (
+            options.lateness_s
+            if options.lateness_s is not None
+            else ProviderSettings.model_fields["poll_lateness_s"].default
+        )
+        env[f"{prefix}POLL_LATENESS_S"] = f"{lateness / factor:g}"
     if features.model_refresh:
         env["POLLHOOK_ENGINE__MODEL_REFRESH_S"] = f"{MODEL_REFRESH_S:g}"
     return env
@@ -963,6 +975,7 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
         budget=options.budget,
         variants=[v.name for v in options.variants],
         hit_chance=options.hit_chance,
+        lateness_s=options.lateness_s,
         features=asdict(features),
         mean_duration_s=MEAN_DURATION_S,
     )
@@ -972,6 +985,7 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
         f"({options.seconds:g} s of arrivals = {options.seconds * options.factor / 60:.0f} min "
         f"real), N in flight {options.inflight}, mean task {MEAN_DURATION_S:.1f} s real"
         + (f", poll_hit_chance {options.hit_chance:g}" if options.hit_chance else "")
+        + (f", poll_lateness_s {options.lateness_s:g}" if options.lateness_s is not None else "")
     )
     if not features.schedule:
         print(
@@ -1090,6 +1104,11 @@ def parse_args(argv: list[str] | None) -> Options:
         type=float,
         help="poll_hit_chance of the adaptive variants (default: the engine's, 0.2)",
     )
+    parser.add_argument(
+        "--lateness",
+        type=float,
+        help="poll_lateness_s of the adaptive variants, real seconds (default: the engine's)",
+    )
     parser.add_argument("--seed", type=int, default=5, help="workload seed")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
@@ -1097,6 +1116,8 @@ def parse_args(argv: list[str] | None) -> Options:
         parser.error("--factor must be at least 1 and --budget positive")
     if args.hit_chance is not None and not 0 < args.hit_chance < 1:
         parser.error("--hit-chance must lie between 0 and 1")
+    if args.lateness is not None and args.lateness < 0:
+        parser.error("--lateness must not be negative")
     seconds = args.seconds or (18.0 if args.quick else 90.0)
     drain_max = args.drain_max or (QUICK_DRAIN_MAX_S if args.quick else DRAIN_MAX_S)
     if seconds * (1 - WARMUP_SHARE) <= TAIL_GRACE_S / args.factor:
@@ -1109,6 +1130,7 @@ def parse_args(argv: list[str] | None) -> Options:
         budget=args.budget,
         variants=args.schedulers,
         hit_chance=args.hit_chance,
+        lateness_s=args.lateness,
         seed=args.seed,
         json_path=args.json,
     )

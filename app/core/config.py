@@ -102,6 +102,9 @@ class ProviderSettings(BaseModel):
     # Adaptive: each poll is planned where the chance that the task finished since the
     # previous one reaches this. Lower polls more often and detects sooner.
     poll_hit_chance: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    # Adaptive: and not before a task that finished since then would on average have
+    # waited this long for it. Higher spends fewer polls where completions are dense.
+    poll_lateness_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
 
     @field_validator("base_url")
     @classmethod

@@ -70,8 +70,8 @@ PROVIDER_UP = Gauge(
 
 POLL_DEMAND_RATIO = Gauge(
     "pollhook_provider_poll_demand_ratio",
-    "Polls per second the active tasks' schedules ask for, over the polls the budget can "
-    "give: above 1 the instance is saturated and adaptive intervals are stretched.",
+    "Polls per second the schedule asks for at the instance's own hit chance, over the polls "
+    "the budget can give: above 1 the instance is saturated and adaptive plans poll later.",
     ["provider"],
     registry=REGISTRY,
 )

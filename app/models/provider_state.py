@@ -41,13 +41,14 @@ class ProviderState(Base):
     health: Mapped[str] = mapped_column(Text, server_default=text("'ok'"))
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[Timestamp | None]
-    # The schedule's forecast, refreshed every engine.model_refresh_s by one replica: what
-    # the active tasks' planned polls ask for, the stretch that fits them into the budget,
-    # the detection delay to expect, and since when demand has exceeded the rate.
+    # The schedule's forecast, refreshed every engine.model_refresh_s by one replica: the
+    # polls per second the plans ask for at the instance's own hit chance, the hit chance
+    # that fits them into the budget, the detection delay to expect, and since when
+    # demand has exceeded the rate.
     poll_demand_per_s: Mapped[float | None] = mapped_column(Float)
     # Polls per second the budget can give (policy.poll_capacity): the ratio's denominator.
     poll_capacity_per_s: Mapped[float | None] = mapped_column(Float)
-    poll_stretch: Mapped[float | None] = mapped_column(Float)
+    poll_hit_chance: Mapped[float | None] = mapped_column(Float)
     active_tasks: Mapped[int | None] = mapped_column(Integer)
     expected_detection_delay_s: Mapped[float | None] = mapped_column(Float)
     saturated_since: Mapped[Timestamp | None]

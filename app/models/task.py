@@ -108,8 +108,9 @@ class Task(Base):
     fencing_token: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     unchanged_polls: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     consecutive_errors: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    # The interval the schedule asked for at the last plan, before any budget stretch: the
-    # instance's poll demand is the sum of 1/poll_interval_s over its active tasks.
+    # The delay the schedule planned last (before jitter): until an instance has learned
+    # its completion times, its poll demand is the sum of 1/poll_interval_s over its
+    # active tasks.
     poll_interval_s: Mapped[float | None] = mapped_column(Float)
     last_poll_error: Mapped[str | None] = mapped_column(Text)
     last_response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -1,5 +1,6 @@
-"""The learned forecast as one process sees it: completion models and budget stretches,
-cached in memory and reloaded from Postgres (where one replica refreshes them)."""
+"""The learned forecast as one process sees it: completion models and the hit chance each
+instance's budget calls for, cached in memory and reloaded from Postgres (where one replica
+refreshes them)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ log = get_logger("pollhook.forecasts")
 
 
 class Forecasts:
-    """This process's copy of the learned completion models and each instance's budget
-    stretch, reloaded from Postgres at most every `ttl_s` (the engine's model_refresh_s).
+    """This process's copy of the learned completion models and each instance's budgeted
+    hit chance, reloaded from Postgres at most every `ttl_s` (the engine's model_refresh_s).
 
     Only usable models are kept: an instance's own once it has MIN_SAMPLES completions, a
     size class's once that class has as many.
@@ -26,31 +27,37 @@ class Forecasts:
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self.models: dict[tuple[str, int], policy.CompletionModel] = {}
-        self.stretch: dict[str, float] = {}
+        self.hit_chance: dict[str, float] = {}
         self.loaded_at: float | None = None
 
     def model_for(self, provider: str, size_hint: int | None) -> policy.CompletionModel | None:
-        size_class = policy.size_class(size_hint)
+        return self.model_for_class(provider, policy.size_class(size_hint))
+
+    def model_for_class(
+        self, provider: str, size_class: int | None
+    ) -> policy.CompletionModel | None:
+        """The size class's model, or the instance's until the class has learned one."""
         if size_class is not None and (model := self.models.get((provider, size_class))):
             return model
         return self.models.get((provider, policy.ALL_SIZES))
 
-    def stretch_for(self, provider: str) -> float:
-        return self.stretch.get(provider, 1.0)
+    def hit_chance_for(self, provider: str) -> float | None:
+        """The hit chance the budget calls for; None: the instance's own."""
+        return self.hit_chance.get(provider)
 
-    def load(self, rows: list[ProfileRow], stretch: dict[str, float], at: float) -> None:
+    def load(self, rows: list[ProfileRow], hit_chance: dict[str, float], at: float) -> None:
         self.models = {
             (row.provider, row.size_class): model
             for row in rows
             if (model := policy.CompletionModel.learned(row.quantiles, row.samples))
         }
-        self.stretch = stretch
+        self.hit_chance = hit_chance
         self.loaded_at = at
 
     async def reload(self, session: AsyncSession) -> None:
         rows = await CompletionRepository(session).profiles()
-        stretch = await ProviderStateRepository(session).stretches()
-        self.load(rows, stretch, time.monotonic())
+        hit_chance = await ProviderStateRepository(session).hit_chances()
+        self.load(rows, hit_chance, time.monotonic())
 
     async def reload_if_stale(self, session: AsyncSession) -> None:
         now = time.monotonic()

@@ -528,7 +528,7 @@ class PollEngine:
         per period does it for all), then reload this process's copy.
 
         The two parts fail apart: a refresh that fails (a slow database at scale, say)
-        must not also freeze this process's copy at its last stretch."""
+        must not also freeze this process's copy at its last hit chance."""
         try:
             async with self.sessions.begin() as session:
                 completions = CompletionRepository(session)
@@ -543,11 +543,15 @@ class PollEngine:
                         window=policy.SAMPLE_WINDOW, all_sizes=policy.ALL_SIZES
                     )
                     await completions.prune_samples(window=policy.SAMPLE_WINDOW)
+                    # Plan with the models just learned, not this process's older copy.
+                    learned = Forecasts(ttl_s=0)
+                    learned.load(await completions.profiles(), {}, time.monotonic())
                     await self._forecast_demand(
                         ProviderStateRepository(session),
                         await completions.recent_completions_per_s(
                             COMPLETION_RATE_WINDOW_S, kept=policy.SAMPLE_WINDOW
                         ),
+                        learned,
                     )
         except Exception as exc:  # the previous forecast stays in force
             log.warning("forecast_refresh_failed", error=type(exc).__name__, detail=str(exc)[:300])
@@ -558,7 +562,10 @@ class PollEngine:
             log.warning("forecast_reload_failed", error=type(exc).__name__, detail=str(exc)[:300])
 
     async def _forecast_demand(
-        self, states: ProviderStateRepository, completions_per_s: dict[str, float]
+        self,
+        states: ProviderStateRepository,
+        completions_per_s: dict[str, dict[int | None, float]],
+        learned: Forecasts,
     ) -> None:
         planned = await states.planned_intervals()
         overdue = await states.due_backlog()
@@ -572,19 +579,26 @@ class PollEngine:
                 if provider.rate_limit_per_s > 0
                 else 0.0
             )
+            classes = completions_per_s.get(name, {})
             intervals = planned.get(name, [])
             capacity = policy.poll_capacity(
                 rate,
                 spacing_factor=SPACING_FACTOR,
-                follow_ups_per_s=completions_per_s.get(name, 0.0)
+                follow_ups_per_s=sum(classes.values())
                 * adapter_for(provider.kind).requests_per_success,
             )
-            forecast = policy.saturation(intervals, provider, capacity, overdue.get(name, 0))
+            forecast = policy.saturation(
+                _workloads(learned, name, classes),
+                provider,
+                capacity,
+                overdue.get(name, 0),
+                planned=intervals,
+            )
             await states.record_forecast(
                 name,
                 demand_per_s=forecast.demand_per_s,
                 capacity_per_s=capacity,
-                stretch=forecast.stretch,
+                hit_chance=forecast.hit_chance,
                 active_tasks=sum(n for _, n in intervals),
                 expected_delay_s=forecast.expected_detection_delay_s,
                 saturated=forecast.ratio > 1.0,
@@ -622,3 +636,16 @@ def _outcome(result: PollResult, applied: Applied | None) -> str:
             TaskError: "task_error",
         }.get(type(result.error), "transient_error")
     return "changed" if applied.changed else "unchanged"
+
+
+def _workloads(
+    learned: Forecasts, provider: str, completions_per_s: dict[int | None, float]
+) -> list[policy.Workload]:
+    """Each size class's completion rate with the model its tasks are planned with (the
+    instance's own where the class has not learned one yet); none without a model."""
+    workloads = []
+    for size_class, rate in completions_per_s.items():
+        model = learned.model_for_class(provider, size_class)
+        if model is not None and rate > 0:
+            workloads.append(policy.Workload(rate, model))
+    return workloads

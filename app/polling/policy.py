@@ -3,13 +3,23 @@
 Adaptive schedule: the instance learns when its tasks finish, as the empirical distribution
 of completion ages (seconds from registration to done) summarised by its percentiles. A
 task still running at age a has finished by age t with conditional probability
-(F(t) - F(a)) / (1 - F(a)); its next poll is planned at the age where that reaches the
-instance's poll_hit_chance q. So polls crowd where completions are likely and thin out
-where they are not (before the distribution's bulk, and in its long tail), and a task that
-outlives everything seen falls back to the backoff curve. When the planned polls of all
-active tasks ask for more than the budget, every interval is stretched by one factor
-(`solve_stretch`) until the demand fits: the tasks most likely to be done keep the
-shortest intervals, and max_poll_interval_s still bounds every one of them.
+(F(t) - F(a)) / (1 - F(a)). Its next poll is planned at the later of two ages:
+
+* where that chance reaches the hit chance q (poll_hit_chance): polls crowd where
+  completions are likely and thin out where they are not;
+* where the expected lateness reaches poll_lateness_s: had the task finished meanwhile, it
+  would on average have waited that long for the poll, E[(t - T)+ | T > a]. Where
+  completions are dense (a sharp distribution, a size class) this keeps the hit chance
+  from spending a poll every min_poll_interval_s for fractions of a second of delay.
+
+A task that outlives what the distribution trusts falls back to the backoff curve.
+
+Under a binding budget the hit chance rises (`solve_hit_chance`): fewer, later, likelier
+polls per task. The instance's demand is priced per task, not per active task: the
+expected polls of the plan a task gets from registration (`schedule_cost`) times the
+rate tasks finish, per size class. That is the long-run poll rate of the plan; counting
+the intervals of the tasks in flight instead feeds back on itself, since a later poll
+keeps a task in flight longer.
 
 Backoff schedule (and the adaptive fallback until an instance has seen MIN_SAMPLES
 completions): while nothing changes upstream, the interval grows geometrically from the
@@ -27,7 +37,7 @@ import bisect
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from app.core.config import PollSchedule, ProviderSettings
@@ -90,7 +100,7 @@ MIN_SAMPLES = 20
 # The most recent completions per instance and per size class that the distribution uses:
 # recent enough to follow an upstream that speeds up or slows down.
 SAMPLE_WINDOW = 1000
-# Stretch planned intervals until demand is this share of the budget: headroom for
+# Raise the hit chance until demand is this share of the budget: headroom for
 # retries, file retrieves and the jitter of many tasks falling due at once.
 TARGET_UTILISATION = 0.9
 # Size classes are half-octaves of size_hint: 1000 and 1400 characters share one, 2000
@@ -117,12 +127,19 @@ class CompletionModel:
 
     quantiles: tuple[float, ...]
     samples: int
+    # The integral of the CDF from 0 up to each percentile: expected lateness in O(log n).
+    _area: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.quantiles) != len(PERCENTILES):
             raise ValueError(f"need {len(PERCENTILES)} percentiles, got {len(self.quantiles)}")
         if any(b < a for a, b in zip(self.quantiles, self.quantiles[1:], strict=False)):
             raise ValueError("percentiles must not decrease")
+        area = [0.0]
+        for i in range(100):
+            width = self.quantiles[i + 1] - self.quantiles[i]
+            area.append(area[-1] + width * (i + 0.5) / 100)
+        object.__setattr__(self, "_area", tuple(area))
 
     @classmethod
     def of(cls, quantiles: Sequence[float], samples: int) -> CompletionModel:
@@ -140,15 +157,29 @@ class CompletionModel:
     def last(self) -> float:
         return self.quantiles[-1]
 
+    def _segment(self, age_s: float) -> int:
+        """i with q[i] <= age < q[i + 1], a segment of positive width (q[0] <= age < q[-1])."""
+        return bisect.bisect_right(self.quantiles, age_s) - 1
+
     def cdf(self, age_s: float) -> float:
         q = self.quantiles
         if age_s < q[0]:
             return 0.0
         if age_s >= q[-1]:
             return 1.0
-        # q[i] <= age < q[i + 1], so the segment has a positive width.
-        i = bisect.bisect_right(q, age_s) - 1
+        i = self._segment(age_s)
         return (i + (age_s - q[i]) / (q[i + 1] - q[i])) / 100
+
+    def integral(self, age_s: float) -> float:
+        """∫ F(t) dt from 0 to `age_s`: how long, in total, a completion had been waiting
+        by then, on average over all tasks."""
+        q = self.quantiles
+        if age_s <= q[0]:
+            return 0.0
+        if age_s >= q[-1]:
+            return self._area[-1] + (age_s - q[-1])
+        i = self._segment(age_s)
+        return self._area[i] + (age_s - q[i]) * (i / 100 + self.cdf(age_s)) / 2
 
     def quantile(self, p: float) -> float:
         x = min(max(p, 0.0), 1.0) * 100
@@ -163,14 +194,67 @@ class CompletionModel:
             return None
         return max(age_s, self.quantile(done + p * (1.0 - done)))
 
+    def lateness(self, age_s: float, at_s: float) -> float:
+        """E[(at - T)+ | T > age]: how long a task still running at `age_s` will on average
+        have been done, by `at_s`, if it finishes in between."""
+        done = self.cdf(age_s)
+        if at_s <= age_s:
+            return 0.0
+        if done >= 1.0:  # outlived every observation: as if it finished right away
+            return at_s - age_s
+        gained = self.integral(at_s) - self.integral(age_s) - done * (at_s - age_s)
+        return gained / (1.0 - done)
 
-@dataclass(frozen=True)
-class Plan:
-    """The next poll of one task: `interval_s` is what the schedule asks for (it makes up
-    the instance's poll demand), `delay_s` what the budget allows (stretched, bounded)."""
+    def lateness_age(self, age_s: float, lateness_s: float) -> float | None:
+        """The age at which `lateness` from `age_s` reaches `lateness_s`; None once the
+        task has outlived TRUSTED_UP_TO of the completions seen."""
+        done = self.cdf(age_s)
+        if done >= TRUSTED_UP_TO:
+            return None
+        if lateness_s <= 0:
+            return age_s
+        q = self.quantiles
+        need = lateness_s * (1.0 - done)
 
-    interval_s: float
-    delay_s: float
+        def gained(at_s: float) -> float:
+            return self.integral(at_s) - self.integral(age_s) - done * (at_s - age_s)
+
+        if gained(q[-1]) < need:  # past every observation F = 1
+            return q[-1] + (need - gained(q[-1])) / (1.0 - done)
+        # The first percentile point by which enough is gained; gained() never decreases.
+        lo, hi = max(self._segment(age_s), 0) if age_s >= q[0] else 0, 100
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if q[mid] > age_s and gained(q[mid]) >= need:
+                hi = mid
+            else:
+                lo = mid
+        start = max(age_s, q[lo])
+        rest = need - gained(start)
+        width = q[hi] - q[lo]
+        # Over [q[lo], q[hi]] the CDF is a line: gained grows by b z + k z^2 / 2.
+        b = self.cdf(start) - done
+        k = 0.01 / width
+        z = (-b + math.sqrt(b * b + 2 * k * rest)) / k
+        return min(q[hi], start + z)
+
+
+def effective_hit_chance(settings: ProviderSettings, hit_chance: float | None) -> float:
+    """The instance's poll_hit_chance, or the higher one the budget calls for."""
+    base = settings.poll_hit_chance
+    return base if hit_chance is None else max(base, min(hit_chance, MAX_HIT_CHANCE))
+
+
+def next_poll_age(
+    model: CompletionModel, age_s: float, hit_chance: float, lateness_s: float
+) -> float | None:
+    """The later of where the hit chance and where the expected lateness is reached; None
+    past what the model trusts."""
+    likely = model.conditional_quantile(age_s, hit_chance)
+    if likely is None:
+        return None
+    late = model.lateness_age(age_s, lateness_s)
+    return likely if late is None else max(likely, late)
 
 
 def bounded(settings: ProviderSettings, seconds: float) -> float:
@@ -183,36 +267,35 @@ def plan_next(
     age_s: float,
     unchanged_polls: int,
     model: CompletionModel | None,
-    stretch: float = 1.0,
-) -> Plan:
-    """The next poll of a task that is still running at `age_s` after its registration."""
+    hit_chance: float | None = None,
+) -> float:
+    """Seconds until the next poll of a task that is still running at `age_s` after its
+    registration (before jitter). `hit_chance` is what the budget calls for."""
     if settings.schedule is PollSchedule.FIXED:
-        return Plan(settings.min_poll_interval_s, settings.min_poll_interval_s)
-    delay = unchanged_delay(settings, unchanged_polls)
-    if settings.schedule is PollSchedule.ADAPTIVE:
-        at = model.conditional_quantile(age_s, settings.poll_hit_chance) if model else None
-        wanted = bounded(settings, at - age_s) if at is not None else delay
-        # The fallback is stretched too: the forecast counts every adaptive task's interval
-        # in the demand it fits to the budget.
-        return Plan(wanted, bounded(settings, wanted * max(stretch, 1.0)))
-    return Plan(delay, delay)
+        return settings.min_poll_interval_s
+    if settings.schedule is PollSchedule.ADAPTIVE and model is not None:
+        at = next_poll_age(
+            model, age_s, effective_hit_chance(settings, hit_chance), settings.poll_lateness_s
+        )
+        if at is not None:
+            return bounded(settings, at - age_s)
+    return unchanged_delay(settings, unchanged_polls)
 
 
 def plan_first(
-    settings: ProviderSettings, model: CompletionModel | None, stretch: float = 1.0
-) -> Plan:
-    """The first poll: first_poll_delay_s, or later where the learned distribution says
-    the first completions start (never later than max_poll_interval_s)."""
+    settings: ProviderSettings, model: CompletionModel | None, hit_chance: float | None = None
+) -> float:
+    """Seconds until the first poll: first_poll_delay_s, or later where the learned
+    distribution says so (never later than max_poll_interval_s)."""
     first = settings.first_poll_delay_s
-    if settings.schedule is PollSchedule.ADAPTIVE:
-        at = model.conditional_quantile(0.0, settings.poll_hit_chance) if model else None
-        ceiling = max(first, settings.max_poll_interval_s)
-        if at is None:
-            wanted = max(first, settings.min_poll_interval_s)
-            return Plan(wanted, min(ceiling, max(first, first * max(stretch, 1.0))))
-        wanted = min(ceiling, max(first, at))
-        return Plan(wanted, min(ceiling, max(first, wanted * max(stretch, 1.0))))
-    return Plan(max(first, settings.min_poll_interval_s), first)
+    if settings.schedule is not PollSchedule.ADAPTIVE or model is None:
+        return first
+    at = next_poll_age(
+        model, 0.0, effective_hit_chance(settings, hit_chance), settings.poll_lateness_s
+    )
+    if at is None:
+        return first
+    return min(max(first, settings.max_poll_interval_s), max(first, at))
 
 
 def estimated_ready_age(model: CompletionModel | None, age_s: float) -> float | None:
@@ -222,20 +305,98 @@ def estimated_ready_age(model: CompletionModel | None, age_s: float) -> float | 
     return model.conditional_quantile(age_s, 0.5)
 
 
-@dataclass(frozen=True)
-class Saturation:
-    """An instance's planned poll demand against its budget."""
+# --- the budget -------------------------------------------------------------------------
 
-    demand_per_s: float
-    ratio: float
-    stretch: float
-    expected_detection_delay_s: float | None
-
-
+# The highest hit chance the budget may call for. Past it a plan's cost curve is flat (a
+# typical distribution: 2.1 polls per task at 0.5, 1.6 at 0.7, 1.4 at 0.95) while its delay
+# grows fast (11, 22, 37 s), so small swings in the completion rate swung the hit chance
+# from 0.45 to 0.95 and back; the queue, longest overdue first, takes the excess better.
+MAX_HIT_CHANCE = 0.6
+# The hit chance the budget calls for is found to within this.
+HIT_CHANCE_RESOLUTION = 0.005
+# Stop walking a plan once this share of its tasks is left, or after this many polls: a
+# forecast walks each size class's plan a dozen times, inline on the leader's event loop.
+NEGLIGIBLE_SURVIVAL = 1e-3
+MAX_WALKED_POLLS = 200
 # Whatever follow-up requests take, polls keep at least this share of the rate.
 MIN_POLL_SHARE = 0.1
-# Tasks already overdue when the forecast is made should be polled within this long.
-BACKLOG_DRAIN_S = 30.0
+# Tasks already overdue when the forecast is made should be polled within this long. The
+# shorter it is, the harder the forecast reacts to a momentary queue, and a plan's polls
+# follow its hit chance by a task's lifetime: 30 s made the hit chance oscillate between
+# its floor and its ceiling in the scheduling model (bench/schedule_model.py).
+BACKLOG_DRAIN_S = 120.0
+
+
+@dataclass(frozen=True)
+class ScheduleCost:
+    """What the plan a task gets from registration costs, in expectation over the model:
+    status polls, and the detection delay (completion to the poll that sees it)."""
+
+    polls: float
+    delay_s: float
+
+
+def schedule_cost(
+    settings: ProviderSettings, model: CompletionModel, hit_chance: float | None = None
+) -> ScheduleCost:
+    """Walk the plan poll by poll: a poll is made if the task was still running at the
+    previous one, and a task finishing between two polls waits for the second."""
+    polls = delay = 0.0
+    previous, at = 0.0, plan_first(settings, model, hit_chance)
+    for made in range(1, MAX_WALKED_POLLS + 1):
+        # Every task gets its first poll, whatever the model says of age 0.
+        running = 1.0 if made == 1 else 1.0 - model.cdf(previous)
+        if running < NEGLIGIBLE_SURVIVAL:
+            break
+        polls += running
+        delay += running * model.lateness(previous, at)
+        previous, at = (
+            at,
+            at
+            # The first poll usually finds the task started, which restarts the curve.
+            + plan_next(
+                settings, age_s=at, unchanged_polls=made - 1, model=model, hit_chance=hit_chance
+            ),
+        )
+    return ScheduleCost(polls, delay)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Tasks of one kind finishing at `rate_per_s`, planned with `model`."""
+
+    rate_per_s: float
+    model: CompletionModel
+
+
+class Pricing:
+    """`schedule_cost` for one instance's settings, each (model, hit chance) walked once: a
+    forecast prices the same plans again and again while it searches for the hit chance."""
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.settings = settings
+        self._costs: dict[tuple[CompletionModel, float | None], ScheduleCost] = {}
+
+    def cost(self, model: CompletionModel, hit_chance: float | None = None) -> ScheduleCost:
+        key = (model, hit_chance)
+        if (known := self._costs.get(key)) is None:
+            known = self._costs[key] = schedule_cost(self.settings, model, hit_chance)
+        return known
+
+    def demand(self, workloads: Sequence[Workload], hit_chance: float | None = None) -> float:
+        """Status polls per second the plans ask for in the long run: each kind's rate
+        times the polls one task's plan costs."""
+        return sum(
+            w.rate_per_s * self.cost(w.model, hit_chance).polls
+            for w in workloads
+            if w.rate_per_s > 0
+        )
+
+
+def demand(
+    workloads: Sequence[Workload], settings: ProviderSettings, hit_chance: float | None = None
+) -> float:
+    return Pricing(settings).demand(workloads, hit_chance)
 
 
 def poll_capacity(rate_per_s: float, *, spacing_factor: float, follow_ups_per_s: float) -> float:
@@ -249,85 +410,106 @@ def poll_capacity(rate_per_s: float, *, spacing_factor: float, follow_ups_per_s:
     return max(usable - max(follow_ups_per_s, 0.0), rate_per_s * MIN_POLL_SHARE)
 
 
-def _live(intervals: Sequence[tuple[float, int]]) -> list[tuple[float, int]]:
-    """The (interval, task count) pairs that ask for anything."""
-    return [(d, n) for d, n in intervals if d > 0 and n > 0]
-
-
-def demand(
-    intervals: Sequence[tuple[float, int]], settings: ProviderSettings, stretch: float
-) -> float:
-    """Polls per second that (interval, task count) pairs ask for under `stretch`."""
-    return sum(n / bounded(settings, d * stretch) for d, n in _live(intervals))
-
-
 def poll_budget(rate_per_s: float, overdue: int = 0) -> float:
     """Polls per second planned polls may ask for: TARGET_UTILISATION of the capacity, less
     what draining the tasks already overdue takes over BACKLOG_DRAIN_S. The overdue count
-    is the feedback that corrects whatever the capacity estimate missed (retries, missed
-    slots, a slow upstream): without it an oversubscribed budget's queue only grows."""
+    is the feedback that corrects whatever the forecast missed (retries, missed slots, a
+    slow upstream, a burst of registrations): without it an oversubscribed budget's queue
+    only grows."""
     budget = rate_per_s * TARGET_UTILISATION
     return max(budget - max(overdue, 0) / BACKLOG_DRAIN_S, budget * MIN_POLL_SHARE)
 
 
-def solve_stretch(
-    intervals: Sequence[tuple[float, int]],
+def solve_hit_chance(
+    workloads: Sequence[Workload],
     settings: ProviderSettings,
-    rate_per_s: float,
+    capacity_per_s: float,
     overdue: int = 0,
+    pricing: Pricing | None = None,
 ) -> float:
-    """The smallest factor >= 1 that brings the demand within the poll budget; when even
-    max_poll_interval_s for every task is too much, the factor that puts every task there
-    (the backlog then drains longest-overdue first)."""
-    budget = poll_budget(rate_per_s, overdue)
-    live = _live(intervals)
-    if rate_per_s <= 0 or not live or demand(live, settings, 1.0) <= budget:
-        return 1.0
-    ceiling = max(1.0, settings.max_poll_interval_s / min(d for d, _ in live))
-    if demand(live, settings, ceiling) >= budget:
-        return ceiling
-    low, high = 1.0, ceiling
-    for _ in range(60):  # bisection on a log scale; demand falls as the stretch grows
-        mid = math.sqrt(low * high)
-        if demand(live, settings, mid) > budget:
+    """The lowest hit chance >= poll_hit_chance whose plans fit the poll budget; when even
+    MAX_HIT_CHANCE does not, that (the backlog then drains longest-overdue first)."""
+    base = settings.poll_hit_chance
+    if (
+        settings.schedule is not PollSchedule.ADAPTIVE
+        or capacity_per_s <= 0
+        or base >= MAX_HIT_CHANCE
+    ):
+        return base
+    pricing = pricing or Pricing(settings)
+    budget = poll_budget(capacity_per_s, overdue)
+    if pricing.demand(workloads, base) <= budget:
+        return base
+    low, high = base, MAX_HIT_CHANCE
+    if pricing.demand(workloads, high) > budget:
+        return high
+    while high - low > HIT_CHANCE_RESOLUTION:  # a higher hit chance never asks for more
+        mid = (low + high) / 2
+        if pricing.demand(workloads, mid) > budget:
             low = mid
         else:
             high = mid
-        if high / low < 1.001:
-            break
     return high
 
 
+@dataclass(frozen=True)
+class Saturation:
+    """An instance's poll demand against its budget, and the plan that fits it."""
+
+    demand_per_s: float  # at the instance's own poll_hit_chance
+    ratio: float
+    hit_chance: float
+    expected_detection_delay_s: float | None
+
+
 def saturation(
-    intervals: Sequence[tuple[float, int]],
+    workloads: Sequence[Workload],
     settings: ProviderSettings,
-    rate_per_s: float,
+    capacity_per_s: float,
     overdue: int = 0,
+    planned: Sequence[tuple[float, int]] = (),
 ) -> Saturation:
-    """Demand, stretch and the detection delay to expect: half the typical planned interval
-    after stretching, or, when the budget cannot poll every task even at
-    max_poll_interval_s, half the time a round of the whole backlog takes."""
-    wanted = demand(intervals, settings, 1.0)
-    if rate_per_s <= 0:
-        return Saturation(wanted, 0.0, 1.0, None)
-    stretch = (
-        solve_stretch(intervals, settings, rate_per_s, overdue)
-        if settings.schedule is PollSchedule.ADAPTIVE
-        else 1.0
-    )
-    live = _live(intervals)
+    """Demand at the instance's hit chance, the hit chance that fits the budget, and the
+    detection delay its plans give on average (by completion rate), plus, when even
+    MAX_HIT_CHANCE asks for more than the capacity, the wait of a backlog growing at the
+    excess rate for BACKLOG_DRAIN_S.
+
+    Until the instance has learned a model, demand is what the tasks in flight ask for now
+    (`planned`: (planned interval, task count) pairs), and the delay half their median
+    interval, or half a round of all of them when they ask for more than the capacity."""
+    live = [w for w in workloads if w.rate_per_s > 0]
+    if not live:
+        return _planned_saturation(planned, settings, capacity_per_s)
+    pricing = Pricing(settings)
+    wanted = pricing.demand(live)
+    if capacity_per_s <= 0:
+        return Saturation(wanted, 0.0, settings.poll_hit_chance, None)
+    hit_chance = solve_hit_chance(live, settings, capacity_per_s, overdue, pricing)
+    total = sum(w.rate_per_s for w in live)
+    delay = sum(w.rate_per_s * pricing.cost(w.model, hit_chance).delay_s for w in live) / total
+    fitted = pricing.demand(live, hit_chance)
+    if fitted > capacity_per_s:
+        delay += BACKLOG_DRAIN_S * (fitted / capacity_per_s - 1.0)
+    return Saturation(wanted, wanted / capacity_per_s, hit_chance, delay)
+
+
+def _planned_saturation(
+    planned: Sequence[tuple[float, int]], settings: ProviderSettings, capacity_per_s: float
+) -> Saturation:
+    live = sorted((d, n) for d, n in planned if d > 0 and n > 0)
     tasks = sum(n for _, n in live)
-    if tasks == 0:
-        return Saturation(0.0, 0.0, 1.0, None)
-    planned = sorted((bounded(settings, d * stretch), n) for d, n in live)
-    seen, median = 0, planned[-1][0]
-    for interval, n in planned:
+    if not tasks:
+        return Saturation(0.0, 0.0, settings.poll_hit_chance, None)
+    wanted = sum(n / d for d, n in live)
+    if capacity_per_s <= 0:
+        return Saturation(wanted, 0.0, settings.poll_hit_chance, None)
+    seen = 0
+    median = live[-1][0]
+    for interval, n in live:
         seen += n
         if seen * 2 >= tasks:
             median = interval
             break
-    round_trip = tasks / rate_per_s
-    delay = 0.5 * max(
-        median, round_trip if demand(intervals, settings, stretch) > rate_per_s else 0.0
-    )
-    return Saturation(wanted, wanted / rate_per_s, stretch, delay)
+    # Oversubscribed, the queue serves the longest overdue first: a round of every task.
+    delay = max(median, tasks / capacity_per_s if wanted > capacity_per_s else 0.0) / 2
+    return Saturation(wanted, wanted / capacity_per_s, settings.poll_hit_chance, delay)

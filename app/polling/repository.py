@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -190,8 +191,11 @@ class CompletionRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def recent_completions_per_s(self, window_s: float, *, kept: int) -> dict[str, float]:
-        """Completions per second over the last `window_s`, per instance.
+    async def recent_completions_per_s(
+        self, window_s: float, *, kept: int
+    ) -> dict[str, dict[int | None, float]]:
+        """Completions per second over the last `window_s`, per instance and size class
+        (None: tasks registered without a size_hint).
 
         Pruning keeps only the `kept` most recent samples of an instance: when all of those
         are younger than `window_s`, the rate is what they span, not what is left of the
@@ -199,28 +203,37 @@ class CompletionRepository:
         rows = await self.session.execute(
             text(
                 """
-                SELECT provider,
+                SELECT provider, size_class,
                        count(*) FILTER (WHERE observed_at > now()
                            - make_interval(secs => CAST(:window_s AS float8))) AS recent,
                        count(*) AS n,
-                       EXTRACT(EPOCH FROM now() - min(observed_at)) AS span
+                       min(min(observed_at)) OVER (PARTITION BY provider) AS oldest,
+                       now() AS now
                 FROM (
-                    SELECT provider, observed_at,
+                    SELECT provider, size_class, observed_at,
                            row_number() OVER (PARTITION BY provider ORDER BY id DESC) AS rank
                     FROM completion_samples
                 ) ranked
                 WHERE rank <= :kept
-                GROUP BY provider
+                GROUP BY provider, size_class
                 """
             ),
             {"window_s": window_s, "kept": kept},
         )
-        rates = {}
+        by_provider: dict[str, list[Any]] = {}
         for row in rows:
-            if row.n >= kept and row.recent == row.n:
-                rates[row.provider] = int(row.n) / max(float(row.span), 1e-3)
+            by_provider.setdefault(row.provider, []).append(row)
+        rates: dict[str, dict[int | None, float]] = {}
+        for provider, classes in by_provider.items():
+            n = sum(int(row.n) for row in classes)
+            recent = sum(int(row.recent) for row in classes)
+            if n >= kept and recent == n:
+                span = max((classes[0].now - classes[0].oldest).total_seconds(), 1e-3)
+                rates[provider] = {row.size_class: int(row.n) / span for row in classes}
             else:
-                rates[row.provider] = int(row.recent) / window_s
+                rates[provider] = {
+                    row.size_class: int(row.recent) / window_s for row in classes if row.recent
+                }
         return rates
 
     async def profiles(self) -> list[ProfileRow]:

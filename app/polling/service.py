@@ -172,15 +172,15 @@ class PollingService:
             task.unchanged_polls = 0
         else:
             task.unchanged_polls += 1
-        plan = policy.plan_next(
+        delay = policy.plan_next(
             self.settings,
             age_s=(now - task.created_at).total_seconds(),
             unchanged_polls=task.unchanged_polls,
             model=model,
-            stretch=self.forecasts.stretch_for(task.provider),
+            hit_chance=self.forecasts.hit_chance_for(task.provider),
         )
-        task.poll_interval_s = plan.interval_s
-        return plan.delay_s
+        task.poll_interval_s = delay
+        return delay
 
     @staticmethod
     def _record_error(task: Task, error: ProviderError) -> None:

@@ -75,7 +75,8 @@ class InstanceState:
     # The forecast (app/polling/policy.py `saturation`), as one replica last refreshed it.
     poll_demand_per_s: float | None = None
     poll_capacity_per_s: float | None = None
-    poll_stretch: float = 1.0
+    # The hit chance the budget calls for (None: the instance's poll_hit_chance).
+    poll_hit_chance: float | None = None
     active_tasks: int | None = None
     expected_detection_delay_s: float | None = None
     saturated_since: datetime | None = None
@@ -244,7 +245,7 @@ class ProviderStateRepository:
                                    CAST(:recovery_s AS float8) AS recovery_s
                         )
                         SELECT paused_until, health, last_error, last_error_at, next_slot_at,
-                               poll_demand_per_s, poll_capacity_per_s, poll_stretch,
+                               poll_demand_per_s, poll_capacity_per_s, poll_hit_chance,
                                active_tasks,
                                expected_detection_delay_s, saturated_since,
                                {_EFFECTIVE_RATE_SQL} AS eff, clock_timestamp() AS now
@@ -267,7 +268,7 @@ class ProviderStateRepository:
                 db_now=row.now,
                 poll_demand_per_s=row.poll_demand_per_s,
                 poll_capacity_per_s=row.poll_capacity_per_s,
-                poll_stretch=row.poll_stretch or 1.0,
+                poll_hit_chance=row.poll_hit_chance,
                 active_tasks=row.active_tasks,
                 expected_detection_delay_s=row.expected_detection_delay_s,
                 saturated_since=row.saturated_since,
@@ -280,7 +281,7 @@ class ProviderStateRepository:
         *,
         demand_per_s: float,
         capacity_per_s: float,
-        stretch: float,
+        hit_chance: float,
         active_tasks: int,
         expected_delay_s: float | None,
         saturated: bool,
@@ -293,7 +294,7 @@ class ProviderStateRepository:
             .values(
                 poll_demand_per_s=demand_per_s,
                 poll_capacity_per_s=capacity_per_s,
-                poll_stretch=stretch,
+                poll_hit_chance=hit_chance,
                 active_tasks=active_tasks,
                 expected_detection_delay_s=expected_delay_s,
                 saturated_since=(
@@ -333,9 +334,14 @@ class ProviderStateRepository:
         )
         return bool(value)
 
-    async def stretches(self) -> dict[str, float]:
-        rows = await self.session.execute(select(ProviderState.name, ProviderState.poll_stretch))
-        return {name: float(stretch or 1.0) for name, stretch in rows}
+    async def hit_chances(self) -> dict[str, float]:
+        """The hit chance each instance's budget calls for, where a forecast set one."""
+        rows = await self.session.execute(
+            select(ProviderState.name, ProviderState.poll_hit_chance).where(
+                ProviderState.poll_hit_chance.is_not(None)
+            )
+        )
+        return {name: float(chance) for name, chance in rows if chance is not None}
 
     async def due_backlog(self) -> dict[str, int]:
         """Active tasks whose next poll is due now, per instance."""

@@ -19,7 +19,10 @@ class CompletionTimes(BaseModel):
 
 class Saturation(BaseModel):
     poll_demand_per_s: float = Field(
-        description="Polls per second the active tasks' schedules ask for."
+        description="Status polls per second the schedule asks for in the long run at the "
+        "instance's own poll_hit_chance: per kind of task (size class), the rate such tasks "
+        "finish times the polls one task's plan costs. Until the instance has learned its "
+        "completion times: what the active tasks' planned intervals ask for now."
     )
     poll_capacity_per_s: float = Field(
         description="Polls per second the budget can give: the effective rate less the "
@@ -31,13 +34,15 @@ class Saturation(BaseModel):
         description="Since when demand has exceeded capacity; null when it fits. "
         "Registrations still succeed while saturated; detection just gets slower."
     )
-    stretch: float = Field(
-        description="The factor the adaptive schedule stretches planned intervals by to "
-        "fit the budget (1: no stretch)."
+    hit_chance: float = Field(
+        description="The hit chance adaptive plans use now: the instance's poll_hit_chance, "
+        "or higher (at most 0.6) when the budget calls for fewer, later, likelier polls."
     )
     active_tasks: int
     expected_detection_delay_s: float | None = Field(
-        description="Expected time from a task finishing upstream to pollhook knowing."
+        description="Expected time from a task finishing upstream to pollhook knowing: the "
+        "mean over the plans in force, by completion rate, plus the queue's wait when even "
+        "the highest hit chance asks for more than the capacity."
     )
 
 

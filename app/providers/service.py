@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.config import Settings
+from app.core.config import ProviderSettings, Settings
 from app.models import ProviderHealth
 from app.polling import policy
 from app.polling.repository import CompletionRepository
@@ -45,7 +45,7 @@ class ProviderService:
                     due_backlog=backlog.get(name, 0),
                     schedule=provider.schedule,
                     completion=_completion(learned.get(name)),
-                    saturation=_saturation(state),
+                    saturation=_saturation(state, provider),
                     health=state.health if state else ProviderHealth.OK,
                     paused_until=paused,
                     last_error=state.last_error if state else None,
@@ -65,7 +65,7 @@ def _completion(model: policy.CompletionModel | None) -> CompletionTimes | None:
     )
 
 
-def _saturation(state: InstanceState | None) -> Saturation | None:
+def _saturation(state: InstanceState | None, provider: ProviderSettings) -> Saturation | None:
     if state is None or state.poll_demand_per_s is None:
         return None
     capacity = state.poll_capacity_per_s or 0.0
@@ -74,7 +74,7 @@ def _saturation(state: InstanceState | None) -> Saturation | None:
         poll_capacity_per_s=round(capacity, 3),
         ratio=round(state.poll_demand_per_s / capacity, 3) if capacity > 0 else 0.0,
         saturated_since=state.saturated_since,
-        stretch=round(state.poll_stretch, 3),
+        hit_chance=round(policy.effective_hit_chance(provider, state.poll_hit_chance), 3),
         active_tasks=state.active_tasks or 0,
         expected_detection_delay_s=(
             round(state.expected_detection_delay_s, 3)

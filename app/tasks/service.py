@@ -66,12 +66,12 @@ class TaskService:
 
         deadline_s = body.deadline_s or provider.deadline_s
         model = None
-        stretch = 1.0
+        hit_chance = None
         if self.forecasts is not None:
             await self.forecasts.reload_if_stale(self.session)
             model = self.forecasts.model_for(body.provider, body.size_hint)
-            stretch = self.forecasts.stretch_for(body.provider)
-        first = scheduling.plan_first(provider, model, stretch)
+            hit_chance = self.forecasts.hit_chance_for(body.provider)
+        first = scheduling.plan_first(provider, model, hit_chance)
         ready = scheduling.estimated_ready_age(model, 0.0)
         # Timestamps come from the database clock inside the INSERT (one clock for every
         # replica, no extra round trip); a trigger wakes the engines (migration 0610).
@@ -86,8 +86,8 @@ class TaskService:
                 "callback_url": body.callback_url,
                 "deadline_s": body.deadline_s,
                 "size_hint": body.size_hint,
-                "next_poll_at": func.now() + timedelta(seconds=first.delay_s),
-                "poll_interval_s": first.interval_s,
+                "next_poll_at": func.now() + timedelta(seconds=first),
+                "poll_interval_s": first,
                 "estimated_ready_at": (
                     func.now() + timedelta(seconds=ready) if ready is not None else None
                 ),

@@ -111,10 +111,25 @@ async def test_completion_rate_survives_pruning(engine: AsyncEngine) -> None:
     await add_samples(engine, [5.0] * 30)
     async with create_sessionmaker(engine).begin() as session:
         repo = CompletionRepository(session)
-        assert await repo.recent_completions_per_s(60.0, kept=100) == {"minimax": 0.5}
+        assert await repo.recent_completions_per_s(60.0, kept=100) == {"minimax": {None: 0.5}}
         # Only 10 kept, all from the last instant: the rate is what they span, not 10/60.
         pruned = await repo.recent_completions_per_s(60.0, kept=10)
-        assert pruned["minimax"] > 1.0
+        assert pruned["minimax"][None] > 1.0
+
+
+async def test_completion_rates_per_size_class(engine: AsyncEngine) -> None:
+    await add_samples(engine, [5.0] * 12)
+    await add_samples(engine, [5.0] * 6, size_class=19)
+    await add_samples(engine, [5.0] * 3, size_class=25)
+    async with create_sessionmaker(engine).begin() as session:
+        repo = CompletionRepository(session)
+        assert await repo.recent_completions_per_s(60.0, kept=100) == {
+            "minimax": {None: 0.2, 19: 0.1, 25: 0.05}
+        }
+        # Pruned to the 7 most recent: the classes keep their shares of that span.
+        pruned = (await repo.recent_completions_per_s(60.0, kept=7))["minimax"]
+        assert set(pruned) == {19, 25}
+        assert pruned[19] == pytest.approx(4 / 3 * pruned[25])
 
 
 async def test_window_keeps_the_most_recent_completions(engine: AsyncEngine) -> None:
@@ -210,7 +225,7 @@ async def test_same_registration_with_another_size_hint_conflicts(
 
 async def test_saturation_is_reported_and_clears(engine: AsyncEngine, settings: Settings) -> None:
     # 60 tasks asking for a poll every 0.5 s is 120/s against a budget of 2/s. No engine
-    # runs: the forecast is made from the planned intervals alone.
+    # runs and nothing is learned: the forecast is made from the planned intervals alone.
     limited = _settings(
         settings, rate_limit_per_s=2, min_poll_interval_s=0.5, max_poll_interval_s=30
     )
@@ -252,14 +267,14 @@ async def _saturation_round_trip(
     assert saturation["ratio"] == 63.0
     assert saturation["saturated_since"] is not None
     assert saturation["active_tasks"] == 60
-    assert saturation["stretch"] > 1
-    # 60 tasks at 30 s each is 2/s: the budget can just poll each at the longest interval.
-    assert 15 <= saturation["expected_detection_delay_s"] <= 30
+    # Nothing learned yet, so no hit chance to raise: the queue takes the excess. 60 tasks
+    # at 2/s less the spacing margin: a round takes 31.5 s, a completion waits half.
+    assert saturation["hit_chance"] == 0.2
+    assert saturation["expected_detection_delay_s"] == pytest.approx(60 / (2 / 1.05) / 2, 0.01)
     metrics = (await client.get("/metrics")).text
     assert 'pollhook_provider_poll_demand_ratio{provider="minimax"} 63.0' in metrics
     assert 'pollhook_provider_expected_detection_delay_seconds{provider="minimax"}' in metrics
-    # The replicas plan with the stretch.
-    assert poll_engine.forecasts.stretch_for("minimax") == saturation["stretch"]
+    assert poll_engine.forecasts.hit_chance_for("minimax") == 0.2
 
     first_since = saturation["saturated_since"]
     await refresh_now(engine, poll_engine)
@@ -276,4 +291,55 @@ async def _saturation_round_trip(
     )
     assert after["saturation"]["saturated_since"] is None
     assert after["saturation"]["ratio"] == 0.0
-    assert after["saturation"]["stretch"] == 1.0
+    assert after["saturation"]["hit_chance"] == 0.2
+
+
+@pytest.mark.parametrize(("rate", "saturated"), [(2.0, True), (1000.0, False)])
+async def test_learned_demand_sets_the_hit_chance_every_plan_uses(
+    engine: AsyncEngine, settings: Settings, rate: float, saturated: bool
+) -> None:
+    # 200 completions within the last minute, spread over 5..25 s: 3.3 tasks finish a
+    # second, and each costs a few polls at the instance's own hit chance.
+    await add_samples(engine, [5.0 + 20 * i / 199 for i in range(200)])
+    limited = _settings(
+        settings, rate_limit_per_s=rate, min_poll_interval_s=1.0, max_poll_interval_s=60.0
+    )
+    poll_engine = PollEngine(limited, engine)
+    app = create_app(limited, engine=engine)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://pollhook.test",
+            headers={"Authorization": f"Bearer {ACME_KEY}"},
+        ) as client,
+    ):
+        async with poll_engine.sessions.begin() as session:
+            await ProviderStateRepository(session).ensure_rows(limited.providers)
+        await refresh_now(engine, poll_engine)
+        minimax = next(
+            p for p in (await client.get("/v1/providers")).json()["items"] if p["name"] == "minimax"
+        )
+        saturation = minimax["saturation"]
+        model = poll_engine.forecasts.model_for("minimax", None)
+        assert model is not None
+        provider = limited.providers["minimax"]
+        own = policy.schedule_cost(provider, model)
+        assert saturation["poll_demand_per_s"] == pytest.approx(200 / 60 * own.polls, 0.01)
+        assert (saturation["saturated_since"] is not None) is saturated
+        chance = saturation["hit_chance"]
+        assert (chance > provider.poll_hit_chance) is saturated
+        assert poll_engine.forecasts.hit_chance_for("minimax") == pytest.approx(chance, 1e-3)
+        planned = policy.schedule_cost(provider, model, chance)
+        assert saturation["expected_detection_delay_s"] >= planned.delay_s - 1e-3
+        # A registration plans its first poll with the same hit chance.
+        created = (
+            await client.post("/v1/tasks", json={"provider": "minimax", "external_id": 4242})
+        ).json()
+    async with engine.connect() as conn:
+        wait = await conn.scalar(
+            text("SELECT EXTRACT(EPOCH FROM next_poll_at - created_at) FROM tasks WHERE id = :id"),
+            {"id": created["id"]},
+        )
+    assert float(wait) == pytest.approx(policy.plan_first(provider, model, chance), abs=1e-3)
+    await poll_engine.client.aclose()

@@ -1,20 +1,21 @@
-"""The adaptive schedule's pure parts: the learned distribution, the planned intervals, the
-budget stretch and the saturation forecast (app/polling/policy.py). No timing involved."""
+"""The adaptive schedule's pure parts: the learned distribution, the planned polls, what a
+plan costs, the hit chance the budget calls for and the saturation forecast
+(app/polling/policy.py). No timing involved."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 
 from app.core.config import KIND_DEFAULTS, PollSchedule, ProviderKind, ProviderSettings
 from app.polling import policy
-from app.polling.policy import CompletionModel, Plan
+from app.polling.policy import CompletionModel, Workload
 
 BASE = {**KIND_DEFAULTS[ProviderKind.MINIMAX_T2A], "kind": ProviderKind.MINIMAX_T2A}
 ADAPTIVE = ProviderSettings(
     **{**BASE, "first_poll_delay_s": 1.0, "min_poll_interval_s": 1.0, "max_poll_interval_s": 60.0}
 )
+# The hit chance alone, to check it apart from the expected-lateness rule.
+CHANCE_ONLY = ADAPTIVE.model_copy(update={"poll_lateness_s": 0.0})
 BACKOFF = ADAPTIVE.model_copy(update={"schedule": PollSchedule.BACKOFF})
 FIXED = ADAPTIVE.model_copy(update={"schedule": PollSchedule.FIXED, "min_poll_interval_s": 5.0})
 
@@ -69,6 +70,58 @@ class TestCompletionModel:
         assert model.conditional_quantile(0.0, 0.2) == 12.0
 
     @pytest.mark.parametrize(
+        ("age", "expected"),
+        [(0.0, 0.0), (10.0, 0.0), (20.0, 2.5), (30.0, 10.0), (40.0, 20.0)],
+    )
+    def test_integral_of_the_cdf(self, age: float, expected: float) -> None:
+        # (t - 10) / 20 integrated from 10; past 30 the CDF is 1.
+        assert uniform(10, 30).integral(age) == pytest.approx(expected)
+
+    @pytest.mark.parametrize(
+        ("age", "at", "expected"),
+        [
+            (0.0, 20.0, 2.5),  # half finish by 20 s, on average 5 s before it
+            (20.0, 30.0, 5.0),  # the rest finish evenly over 20..30 s
+            (0.0, 40.0, 20.0),  # everything is done by 30 s, the mean at 20 s
+            (15.0, 15.0, 0.0),
+            (25.0, 20.0, 0.0),
+        ],
+    )
+    def test_lateness(self, age: float, at: float, expected: float) -> None:
+        assert uniform(10, 30).lateness(age, at) == pytest.approx(expected)
+
+    @pytest.mark.parametrize(
+        ("age", "lateness", "expected"),
+        [
+            (0.0, 2.5, 20.0),
+            (20.0, 5.0, 30.0),
+            (0.0, 20.0, 40.0),  # past the last completion seen lateness grows 1 s a second
+            (0.0, 0.0, 0.0),
+            (12.0, 0.0, 12.0),
+            (29.8, 1.0, None),  # outlived 99 % of the completions seen
+        ],
+    )
+    def test_lateness_age_inverts_lateness(
+        self, age: float, lateness: float, expected: float | None
+    ) -> None:
+        got = uniform(10, 30).lateness_age(age, lateness)
+        assert got == (pytest.approx(expected) if expected is not None else None)
+
+    @pytest.mark.parametrize("age", [0.0, 14.0, 15.0, 17.3, 24.9, 26.0, 90.0, 150.0])
+    @pytest.mark.parametrize("lateness", [0.05, 0.5, 2.0, 30.0])
+    def test_lateness_age_on_a_skewed_model(self, age: float, lateness: float) -> None:
+        at = SKEWED.lateness_age(age, lateness)
+        assert at is not None
+        assert at >= age
+        assert SKEWED.lateness(age, at) == pytest.approx(lateness, rel=1e-9)
+
+    def test_lateness_of_a_step(self) -> None:
+        # Every task took exactly 12 s: by 13 s a task has been done for 1 s.
+        model = CompletionModel.of([12.0] * 101, 40)
+        assert model.lateness_age(0.0, 1.0) == pytest.approx(13.0)
+        assert model.lateness(0.0, 12.0) == 0.0
+
+    @pytest.mark.parametrize(
         "quantiles", [[1.0] * 100, [1.0] * 102, [float(100 - i) for i in range(101)]]
     )
     def test_rejects_malformed_percentiles(self, quantiles: list[float]) -> None:
@@ -86,40 +139,30 @@ def test_size_class_is_a_half_octave(hint: int | None, expected: int | None) -> 
 
 class TestPlanNext:
     def test_fixed_polls_at_the_minimum_interval(self) -> None:
-        plan = policy.plan_next(FIXED, age_s=100, unchanged_polls=7, model=SKEWED, stretch=3)
-        assert plan == Plan(5.0, 5.0)
+        delay = policy.plan_next(FIXED, age_s=100, unchanged_polls=7, model=SKEWED, hit_chance=0.5)
+        assert delay == 5.0
 
     @pytest.mark.parametrize("unchanged", [0, 1, 3, 20])
     def test_backoff_follows_the_curve(self, unchanged: int) -> None:
-        plan = policy.plan_next(BACKOFF, age_s=5, unchanged_polls=unchanged, model=SKEWED)
-        expected = policy.unchanged_delay(BACKOFF, unchanged)
-        assert plan == Plan(expected, expected)
+        delay = policy.plan_next(BACKOFF, age_s=5, unchanged_polls=unchanged, model=SKEWED)
+        assert delay == policy.unchanged_delay(BACKOFF, unchanged)
 
     def test_adaptive_without_a_model_falls_back_to_the_curve(self) -> None:
-        plan = policy.plan_next(ADAPTIVE, age_s=5, unchanged_polls=2, model=None)
-        assert plan.delay_s == policy.unchanged_delay(ADAPTIVE, 2)
-
-    def test_the_fallback_is_stretched_too(self) -> None:
-        # The forecast counts every adaptive task's interval in the demand it fits to the
-        # budget, so a task on the fallback curve must stretch like the others.
-        plan = policy.plan_next(ADAPTIVE, age_s=5, unchanged_polls=2, model=None, stretch=3.0)
-        assert plan.interval_s == policy.unchanged_delay(ADAPTIVE, 2)
-        assert plan.delay_s == pytest.approx(3 * policy.unchanged_delay(ADAPTIVE, 2))
-        first = policy.plan_first(ADAPTIVE, None, stretch=3.0)
-        assert first.delay_s == 3 * ADAPTIVE.first_poll_delay_s
+        delay = policy.plan_next(ADAPTIVE, age_s=5, unchanged_polls=2, model=None, hit_chance=0.6)
+        assert delay == policy.unchanged_delay(ADAPTIVE, 2)
 
     @pytest.mark.parametrize("age", [183.0, 199.0, 500.0])
     def test_adaptive_past_the_99th_percentile_falls_back_to_the_curve(self, age: float) -> None:
-        plan = policy.plan_next(ADAPTIVE, age_s=age, unchanged_polls=3, model=SKEWED)
-        assert plan.delay_s == policy.unchanged_delay(ADAPTIVE, 3)
+        delay = policy.plan_next(ADAPTIVE, age_s=age, unchanged_polls=3, model=SKEWED)
+        assert delay == policy.unchanged_delay(ADAPTIVE, 3)
 
     def test_no_bunching_before_the_longest_completion_seen(self) -> None:
         # Walk a task that never finishes through the tail: intervals never collapse.
         age, unchanged, delays = 30.0, 0, []
         while age < 400:
-            plan = policy.plan_next(ADAPTIVE, age_s=age, unchanged_polls=unchanged, model=SKEWED)
-            delays.append(plan.delay_s)
-            age += plan.delay_s
+            delay = policy.plan_next(ADAPTIVE, age_s=age, unchanged_polls=unchanged, model=SKEWED)
+            delays.append(delay)
+            age += delay
             unchanged += 1
         # The last trusted stretch (percentiles 90-99) still narrows the intervals, but they
         # stop well short of the 1 s minimum, then grow again on the backoff curve.
@@ -137,65 +180,92 @@ class TestPlanNext:
             (60.0, 28.0),  # the tail is long and thin: long intervals
         ],
     )
-    def test_adaptive_polls_where_completion_is_likely(self, age: float, expected: float) -> None:
-        plan = policy.plan_next(ADAPTIVE, age_s=age, unchanged_polls=0, model=SKEWED)
-        assert plan.delay_s == pytest.approx(expected, rel=1e-3)
-        assert plan.interval_s == plan.delay_s
+    def test_the_hit_chance_polls_where_completion_is_likely(
+        self, age: float, expected: float
+    ) -> None:
+        delay = policy.plan_next(CHANCE_ONLY, age_s=age, unchanged_polls=0, model=SKEWED)
+        assert delay == pytest.approx(expected, rel=1e-3)
 
-    def test_each_planned_poll_has_the_hit_chance(self) -> None:
-        for age in (0.0, 14.0, 17.5, 22.0, 40.0):
-            plan = policy.plan_next(ADAPTIVE, age_s=age, unchanged_polls=0, model=SKEWED)
-            done, later = SKEWED.cdf(age), SKEWED.cdf(age + plan.delay_s)
-            chance = (later - done) / (1 - done)
-            # Exactly the hit chance, unless a bound moved the poll.
-            if ADAPTIVE.min_poll_interval_s < plan.delay_s < ADAPTIVE.max_poll_interval_s:
-                assert chance == pytest.approx(ADAPTIVE.poll_hit_chance, abs=1e-9)
+    @pytest.mark.parametrize("age", [0.0, 14.0, 17.5, 22.0, 40.0])
+    @pytest.mark.parametrize("lateness", [0.0, 0.5, 3.0])
+    def test_each_planned_poll_meets_both_rules(self, age: float, lateness: float) -> None:
+        settings = ADAPTIVE.model_copy(update={"poll_lateness_s": lateness})
+        delay = policy.plan_next(settings, age_s=age, unchanged_polls=0, model=SKEWED)
+        if not settings.min_poll_interval_s < delay < settings.max_poll_interval_s:
+            return  # a bound moved the poll
+        done, later = SKEWED.cdf(age), SKEWED.cdf(age + delay)
+        chance = (later - done) / (1 - done)
+        late = SKEWED.lateness(age, age + delay)
+        assert chance >= settings.poll_hit_chance - 1e-9
+        assert late >= lateness - 1e-9
+        # ... and the later of the two decides: one of them is met exactly.
+        assert chance == pytest.approx(settings.poll_hit_chance, abs=1e-9) or late == (
+            pytest.approx(lateness, abs=1e-9)
+        )
+
+    def test_lateness_spaces_polls_where_completions_are_dense(self) -> None:
+        # A sharp distribution (a size class): 20 % of what is left finishes within half a
+        # second, so the hit chance alone would poll every min_poll_interval_s.
+        sharp = uniform(19.0, 21.0)
+        assert policy.plan_next(CHANCE_ONLY, age_s=19.5, unchanged_polls=0, model=sharp) == 1.0
+        spaced = policy.plan_next(ADAPTIVE, age_s=19.5, unchanged_polls=0, model=sharp)
+        assert spaced > 1.0
+        assert sharp.lateness(19.5, 19.5 + spaced) == pytest.approx(ADAPTIVE.poll_lateness_s)
 
     @pytest.mark.parametrize("age", [0.0, 10.0, 15.5, 19.0, 24.9, 30.0, 150.0, 199.0])
-    @pytest.mark.parametrize("stretch", [1.0, 1.7, 40.0, 1e6])
-    def test_every_delay_is_within_the_bounds(self, age: float, stretch: float) -> None:
-        plan = policy.plan_next(
-            ADAPTIVE, age_s=age, unchanged_polls=0, model=SKEWED, stretch=stretch
+    @pytest.mark.parametrize("hit_chance", [None, 0.05, 0.3, 0.6, 0.99])
+    def test_every_delay_is_within_the_bounds(self, age: float, hit_chance: float | None) -> None:
+        delay = policy.plan_next(
+            ADAPTIVE, age_s=age, unchanged_polls=0, model=SKEWED, hit_chance=hit_chance
         )
-        for value in (plan.interval_s, plan.delay_s):
-            assert ADAPTIVE.min_poll_interval_s <= value <= ADAPTIVE.max_poll_interval_s
-
-    def test_stretch_scales_the_delay_not_the_demand(self) -> None:
-        plain = policy.plan_next(ADAPTIVE, age_s=16.0, unchanged_polls=0, model=SKEWED)
-        stretched = policy.plan_next(
-            ADAPTIVE, age_s=16.0, unchanged_polls=0, model=SKEWED, stretch=3.0
-        )
-        assert stretched.interval_s == plain.interval_s
-        assert stretched.delay_s == pytest.approx(3 * plain.delay_s)
+        assert ADAPTIVE.min_poll_interval_s <= delay <= ADAPTIVE.max_poll_interval_s
 
     def test_a_higher_hit_chance_polls_less_often(self) -> None:
-        eager = ADAPTIVE.model_copy(update={"poll_hit_chance": 0.1})
-        lazy = ADAPTIVE.model_copy(update={"poll_hit_chance": 0.4})
         for age in (0.0, 16.0, 22.0):
-            a = policy.plan_next(eager, age_s=age, unchanged_polls=0, model=SKEWED)
-            b = policy.plan_next(lazy, age_s=age, unchanged_polls=0, model=SKEWED)
-            assert a.delay_s < b.delay_s
+            eager = policy.plan_next(CHANCE_ONLY, age_s=age, unchanged_polls=0, model=SKEWED)
+            budgeted = policy.plan_next(
+                CHANCE_ONLY, age_s=age, unchanged_polls=0, model=SKEWED, hit_chance=0.5
+            )
+            assert eager < budgeted
+
+
+@pytest.mark.parametrize(
+    ("own", "budgeted", "expected"),
+    [
+        (0.2, None, 0.2),  # no forecast yet
+        (0.2, 0.1, 0.2),  # the budget never asks for more polls than the instance does
+        (0.2, 0.45, 0.45),
+        (0.2, 0.99, policy.MAX_HIT_CHANCE),  # past it the queue takes the excess
+        (0.8, 0.3, 0.8),  # an instance configured above the cap keeps its own
+    ],
+)
+def test_effective_hit_chance(own: float, budgeted: float | None, expected: float) -> None:
+    settings = ADAPTIVE.model_copy(update={"poll_hit_chance": own})
+    assert policy.effective_hit_chance(settings, budgeted) == pytest.approx(expected)
 
 
 class TestPlanFirst:
     def test_without_a_model_the_first_poll_delay(self) -> None:
-        assert policy.plan_first(ADAPTIVE, None).delay_s == ADAPTIVE.first_poll_delay_s
+        assert policy.plan_first(ADAPTIVE, None, hit_chance=0.6) == ADAPTIVE.first_poll_delay_s
 
     def test_with_a_model_where_the_first_completions_start(self) -> None:
-        assert policy.plan_first(ADAPTIVE, SKEWED).delay_s == pytest.approx(SKEWED.quantile(0.2))
+        assert policy.plan_first(CHANCE_ONLY, SKEWED) == pytest.approx(SKEWED.quantile(0.2))
+        assert policy.plan_first(CHANCE_ONLY, SKEWED, hit_chance=0.5) == pytest.approx(
+            SKEWED.quantile(0.5)
+        )
 
     def test_never_before_the_first_poll_delay(self) -> None:
         quick = uniform(0.1, 0.5)
         late_start = ADAPTIVE.model_copy(update={"first_poll_delay_s": 3.0})
-        assert policy.plan_first(late_start, quick).delay_s == 3.0
+        assert policy.plan_first(late_start, quick) == 3.0
 
     def test_never_later_than_the_longest_interval(self) -> None:
         slow = uniform(3600, 7200)
-        assert policy.plan_first(ADAPTIVE, slow, stretch=5).delay_s == 60.0
+        assert policy.plan_first(ADAPTIVE, slow, hit_chance=0.6) == 60.0
 
     def test_backoff_and_fixed_ignore_the_model(self) -> None:
         for settings in (BACKOFF, FIXED):
-            assert policy.plan_first(settings, SKEWED).delay_s == settings.first_poll_delay_s
+            assert policy.plan_first(settings, SKEWED) == settings.first_poll_delay_s
 
 
 @pytest.mark.parametrize(
@@ -207,37 +277,103 @@ def test_estimated_ready_age(model: CompletionModel | None, age: float, expected
     assert got == (pytest.approx(expected, rel=1e-3) if expected is not None else None)
 
 
-class TestStretch:
-    # 100 tasks asking for a poll every 2 s and 100 every 20 s: 55 polls/s wanted.
-    MIX = [(2.0, 100), (20.0, 100)]
+def walk(
+    settings: ProviderSettings, model: CompletionModel, hit_chance: float | None
+) -> list[float]:
+    """The ages at which a task that never finishes would be polled (up to 1 h)."""
+    ages = [policy.plan_first(settings, model, hit_chance)]
+    while ages[-1] < 3600:
+        ages.append(
+            ages[-1]
+            + policy.plan_next(
+                settings,
+                age_s=ages[-1],
+                unchanged_polls=len(ages) - 1,  # the first poll finds the task started
+                model=model,
+                hit_chance=hit_chance,
+            )
+        )
+    return ages
 
-    def test_no_stretch_when_demand_fits(self) -> None:
-        assert policy.solve_stretch(self.MIX, ADAPTIVE, rate_per_s=100) == 1.0
 
-    def test_no_stretch_without_a_budget(self) -> None:
-        assert policy.solve_stretch(self.MIX, ADAPTIVE, rate_per_s=0) == 1.0
-        assert policy.solve_stretch([], ADAPTIVE, rate_per_s=10) == 1.0
+class TestScheduleCost:
+    def test_fixed_polling_of_an_even_spread(self) -> None:
+        # Polls at 5, 10, 15 ... s; completions spread evenly over 10..30 s. Every task is
+        # polled at 5, 10 and 15 s, three quarters at 20 s, half at 25, a quarter at 30:
+        # 4.5 polls; a completion waits 2.5 s on average for the next poll.
+        model = uniform(10, 30)
+        fixed = FIXED.model_copy(update={"first_poll_delay_s": 5.0})
+        cost = policy.schedule_cost(fixed, model)
+        assert cost.polls == pytest.approx(4.5)
+        assert cost.delay_s == pytest.approx(2.5)
 
-    @pytest.mark.parametrize("rate", [50.0, 20.0, 10.0, 5.0])
-    def test_stretch_brings_demand_to_the_target_share(self, rate: float) -> None:
-        stretch = policy.solve_stretch(self.MIX, ADAPTIVE, rate_per_s=rate)
-        assert stretch > 1
-        fitted = policy.demand(self.MIX, ADAPTIVE, stretch)
-        assert fitted <= rate * policy.TARGET_UTILISATION
-        assert fitted >= rate * policy.TARGET_UTILISATION * 0.99  # no more stretch than needed
+    @pytest.mark.parametrize("settings", [ADAPTIVE, CHANCE_ONLY, BACKOFF, FIXED])
+    @pytest.mark.parametrize("hit_chance", [None, 0.4])
+    def test_agrees_with_walking_every_completion(
+        self, settings: ProviderSettings, hit_chance: float | None
+    ) -> None:
+        # The expectation over the model, against 20,000 completions drawn at its
+        # percentiles and the poll ages the plan gives a task that has not finished.
+        ages = walk(settings, SKEWED, hit_chance)
+        polls = delay = 0.0
+        draws = 20_000
+        for i in range(draws):
+            finished = SKEWED.quantile((i + 0.5) / draws)
+            k = next(k for k, at in enumerate(ages) if at >= finished)
+            polls += k + 1
+            delay += ages[k] - finished
+        cost = policy.schedule_cost(settings, SKEWED, hit_chance)
+        assert cost.polls == pytest.approx(polls / draws, rel=0.01)
+        assert cost.delay_s == pytest.approx(delay / draws, rel=0.01)
 
-    def test_stretch_keeps_the_likely_tasks_ahead(self) -> None:
-        # Under a stretch the 2 s tasks still poll ten times as often as the 20 s ones,
-        # until the longer intervals reach max_poll_interval_s.
-        stretch = policy.solve_stretch(self.MIX, ADAPTIVE, rate_per_s=20)
-        short = policy.bounded(ADAPTIVE, 2.0 * stretch)
-        long = policy.bounded(ADAPTIVE, 20.0 * stretch)
-        assert long / short == pytest.approx(10.0) or long == ADAPTIVE.max_poll_interval_s
+    def test_a_higher_hit_chance_costs_fewer_polls_and_more_delay(self) -> None:
+        costs = [policy.schedule_cost(ADAPTIVE, SKEWED, q) for q in (0.2, 0.3, 0.45, 0.6)]
+        for cheaper, dearer in zip(costs[1:], costs, strict=False):
+            assert cheaper.polls < dearer.polls
+            assert cheaper.delay_s > dearer.delay_s
 
-    def test_when_even_the_longest_interval_is_too_much_everything_goes_there(self) -> None:
-        # 10,000 tasks at one poll a minute is 167/s: more than a 10/s budget can give.
-        stretch = policy.solve_stretch([(2.0, 5000), (30.0, 5000)], ADAPTIVE, rate_per_s=10)
-        assert policy.bounded(ADAPTIVE, 2.0 * stretch) == ADAPTIVE.max_poll_interval_s
+
+# Tasks finishing at 3 a second, distributed like SKEWED.
+BUSY = [Workload(3.0, SKEWED)]
+
+
+def test_demand_is_rate_times_polls_per_task() -> None:
+    per_task = policy.schedule_cost(ADAPTIVE, SKEWED).polls
+    assert policy.demand(BUSY, ADAPTIVE) == pytest.approx(3.0 * per_task)
+    assert policy.demand([*BUSY, Workload(0.0, SKEWED)], ADAPTIVE) == pytest.approx(3.0 * per_task)
+
+
+class TestSolveHitChance:
+    def test_the_instances_own_when_demand_fits(self) -> None:
+        assert policy.solve_hit_chance(BUSY, ADAPTIVE, capacity_per_s=100) == 0.2
+
+    def test_without_a_budget_or_a_workload(self) -> None:
+        assert policy.solve_hit_chance(BUSY, ADAPTIVE, capacity_per_s=0) == 0.2
+        assert policy.solve_hit_chance([], ADAPTIVE, capacity_per_s=1) == 0.2
+
+    @pytest.mark.parametrize("settings", [FIXED, BACKOFF])
+    def test_only_adaptive_plans_change(self, settings: ProviderSettings) -> None:
+        chance = policy.solve_hit_chance(BUSY, settings, capacity_per_s=1)
+        assert chance == settings.poll_hit_chance
+
+    def test_the_lowest_hit_chance_that_fits(self) -> None:
+        wanted = policy.demand(BUSY, ADAPTIVE)
+        capacity = wanted * 0.9
+        chance = policy.solve_hit_chance(BUSY, ADAPTIVE, capacity)
+        budget = policy.poll_budget(capacity)
+        assert 0.2 < chance < policy.MAX_HIT_CHANCE
+        assert policy.demand(BUSY, ADAPTIVE, chance) <= budget
+        lower = chance - policy.HIT_CHANCE_RESOLUTION
+        assert policy.demand(BUSY, ADAPTIVE, lower) > budget  # no higher than needed
+
+    def test_when_even_the_highest_does_not_fit(self) -> None:
+        assert policy.solve_hit_chance(BUSY, ADAPTIVE, 0.5) == policy.MAX_HIT_CHANCE
+
+    def test_an_overdue_backlog_raises_it(self) -> None:
+        capacity = policy.demand(BUSY, ADAPTIVE) * 0.8
+        calm = policy.solve_hit_chance(BUSY, ADAPTIVE, capacity)
+        behind = policy.solve_hit_chance(BUSY, ADAPTIVE, capacity, overdue=200)
+        assert behind > calm
 
 
 @pytest.mark.parametrize(
@@ -259,7 +395,7 @@ def test_poll_capacity(rate: float, follow_ups: float, expected: float) -> None:
     ("capacity", "overdue", "expected"),
     [
         (10.0, 0, 9.0),  # TARGET_UTILISATION of the capacity
-        (10.0, 60, 7.0),  # 60 overdue tasks drain over 30 s: 2/s less for planned polls
+        (10.0, 240, 7.0),  # 240 overdue tasks drain over 120 s: 2/s less for planned polls
         (10.0, 100_000, 0.9),  # never below a tenth
         (10.0, -5, 9.0),
     ],
@@ -270,52 +406,72 @@ def test_poll_budget_leaves_room_to_drain_the_overdue(
     assert policy.poll_budget(capacity, overdue) == pytest.approx(expected)
 
 
-def test_an_overdue_backlog_stretches_further() -> None:
-    mix = [(2.0, 100)]
-    calm = policy.solve_stretch(mix, ADAPTIVE, 20.0)
-    behind = policy.solve_stretch(mix, ADAPTIVE, 20.0, overdue=150)
-    assert behind > calm
-    assert policy.demand(mix, ADAPTIVE, behind) <= policy.poll_budget(20.0, 150) * 1.001
-
-
 class TestSaturation:
     def test_below_the_budget(self) -> None:
-        forecast = policy.saturation([(10.0, 50)], ADAPTIVE, rate_per_s=10)
-        assert forecast.demand_per_s == pytest.approx(5.0)
-        assert forecast.ratio == pytest.approx(0.5)
-        assert forecast.stretch == 1.0
-        assert forecast.expected_detection_delay_s == pytest.approx(5.0)
+        forecast = policy.saturation(BUSY, ADAPTIVE, capacity_per_s=100)
+        cost = policy.schedule_cost(ADAPTIVE, SKEWED)
+        assert forecast.demand_per_s == pytest.approx(3.0 * cost.polls)
+        assert forecast.ratio == pytest.approx(3.0 * cost.polls / 100)
+        assert forecast.hit_chance == 0.2
+        assert forecast.expected_detection_delay_s == pytest.approx(cost.delay_s)
 
-    def test_saturated_adaptive_stretches_and_says_how_late(self) -> None:
-        forecast = policy.saturation([(2.0, 200)], ADAPTIVE, rate_per_s=10)
-        assert forecast.ratio == pytest.approx(10.0)
-        assert forecast.stretch == pytest.approx(100 / 9, rel=0.01)
-        # 100 polls/s wanted, 9 given: every task every ~22 s, detection ~11 s late.
-        assert forecast.expected_detection_delay_s == pytest.approx(200 / 9 / 2, rel=0.01)
+    def test_saturated_adaptive_polls_later_and_says_how_late(self) -> None:
+        calm = policy.saturation(BUSY, ADAPTIVE, capacity_per_s=100)
+        capacity = calm.demand_per_s * 0.9
+        forecast = policy.saturation(BUSY, ADAPTIVE, capacity_per_s=capacity)
+        assert forecast.demand_per_s == pytest.approx(calm.demand_per_s)  # at its own chance
+        assert forecast.ratio == pytest.approx(1 / 0.9)
+        assert forecast.hit_chance > 0.2
+        assert forecast.expected_detection_delay_s == pytest.approx(
+            policy.schedule_cost(ADAPTIVE, SKEWED, forecast.hit_chance).delay_s
+        )
+        assert forecast.expected_detection_delay_s > calm.expected_detection_delay_s  # type: ignore[operator]
 
-    def test_saturated_fixed_keeps_its_interval_and_queues(self) -> None:
-        forecast = policy.saturation([(5.0, 200)], FIXED, rate_per_s=10)
-        assert forecast.ratio == pytest.approx(4.0)
-        assert forecast.stretch == 1.0
-        # 200 tasks at 10/s: a round takes 20 s, so a completion waits 10 s on average.
-        assert forecast.expected_detection_delay_s == pytest.approx(10.0)
+    def test_beyond_the_highest_hit_chance_the_backlog_adds_its_wait(self) -> None:
+        fitted = policy.demand(BUSY, ADAPTIVE, policy.MAX_HIT_CHANCE)
+        forecast = policy.saturation(BUSY, ADAPTIVE, capacity_per_s=fitted / 2)
+        planned = policy.schedule_cost(ADAPTIVE, SKEWED, policy.MAX_HIT_CHANCE).delay_s
+        assert forecast.hit_chance == policy.MAX_HIT_CHANCE
+        # Twice what the capacity gives: the backlog grows at the excess for BACKLOG_DRAIN_S.
+        assert forecast.expected_detection_delay_s == pytest.approx(
+            planned + policy.BACKLOG_DRAIN_S
+        )
+
+    def test_classes_are_weighted_by_their_rate(self) -> None:
+        quick, slow = uniform(5, 10), uniform(100, 200)
+        forecast = policy.saturation(
+            [Workload(3.0, quick), Workload(1.0, slow)], ADAPTIVE, capacity_per_s=100
+        )
+        delays = [policy.schedule_cost(ADAPTIVE, m).delay_s for m in (quick, slow)]
+        assert forecast.expected_detection_delay_s == pytest.approx((3 * delays[0] + delays[1]) / 4)
 
     def test_unlimited_instance_has_no_ratio(self) -> None:
-        forecast = policy.saturation([(5.0, 200)], ADAPTIVE, rate_per_s=0)
+        forecast = policy.saturation(BUSY, ADAPTIVE, capacity_per_s=0)
         assert forecast.ratio == 0.0
         assert forecast.expected_detection_delay_s is None
 
+    def test_before_anything_is_learned_the_planned_intervals(self) -> None:
+        # 50 tasks planned 10 s apart against 10 polls/s: half the budget.
+        forecast = policy.saturation([], ADAPTIVE, capacity_per_s=10, planned=[(10.0, 50)])
+        assert forecast.demand_per_s == pytest.approx(5.0)
+        assert forecast.ratio == pytest.approx(0.5)
+        assert forecast.hit_chance == 0.2
+        assert forecast.expected_detection_delay_s == pytest.approx(5.0)
+
     def test_no_active_tasks(self) -> None:
-        forecast = policy.saturation([], ADAPTIVE, rate_per_s=10)
+        forecast = policy.saturation([], ADAPTIVE, capacity_per_s=10)
         assert (forecast.demand_per_s, forecast.ratio) == (0.0, 0.0)
+        assert forecast.expected_detection_delay_s is None
 
 
-def test_fairness_bound_holds_for_any_mix() -> None:
-    """However the budget is split, no task's planned delay exceeds max_poll_interval_s: a
-    task then waits at most that plus its turn in the longest-overdue-first backlog."""
-    for rate in (0.5, 3.0, 10.0, 1000.0):
-        intervals = [(d, 10) for d in (1.0, 1.5, 4.0, 9.0, 33.0, 60.0)]
-        stretch = policy.solve_stretch(intervals, ADAPTIVE, rate)
-        assert math.isfinite(stretch)
-        for d, _ in intervals:
-            assert policy.bounded(ADAPTIVE, d * stretch) <= ADAPTIVE.max_poll_interval_s
+def test_fairness_bound_holds_whatever_the_budget() -> None:
+    """However tight the budget, no planned delay exceeds max_poll_interval_s: a task then
+    waits at most that plus its turn in the longest-overdue-first backlog."""
+    for capacity in (0.01, 0.5, 3.0, 10.0, 1000.0):
+        chance = policy.solve_hit_chance(BUSY, ADAPTIVE, capacity)
+        for age in (0.0, 5.0, 17.0, 40.0, 180.0, 1000.0):
+            delay = policy.plan_next(
+                ADAPTIVE, age_s=age, unchanged_polls=9, model=SKEWED, hit_chance=chance
+            )
+            assert delay <= ADAPTIVE.max_poll_interval_s
+        assert policy.plan_first(ADAPTIVE, SKEWED, chance) <= ADAPTIVE.max_poll_interval_s

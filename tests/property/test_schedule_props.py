@@ -1,17 +1,17 @@
 """Properties of the adaptive schedule (app/polling/policy.py): the learned distribution,
-the planned polls, the budget stretch and the saturation forecast, for any learned
-percentiles, any bounds and any mix of active tasks."""
+the planned polls, what a plan costs, the hit chance the budget calls for and the
+saturation forecast, for any learned percentiles, any bounds and any workload."""
 
 from __future__ import annotations
 
 import math
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.core.config import PollSchedule, ProviderKind, ProviderSettings
 from app.polling import policy
-from app.polling.policy import CompletionModel
+from app.polling.policy import CompletionModel, Workload
 from tests.property._settings import PROPERTY
 
 seconds = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
@@ -50,17 +50,19 @@ def adaptive_settings(draw: st.DrawFn) -> ProviderSettings:
         deadline_s=3600,
         schedule=draw(st.sampled_from(PollSchedule)),
         poll_hit_chance=draw(chances),
+        poll_lateness_s=draw(st.floats(min_value=0, max_value=3600)),
     )
 
 
-mixes = st.lists(
-    st.tuples(
-        st.floats(min_value=0.01, max_value=1e5, allow_nan=False),
-        st.integers(min_value=1, max_value=10_000),
-    ),
-    max_size=30,
+workloads = st.lists(
+    st.builds(Workload, st.floats(min_value=0.0, max_value=1e3, allow_nan=False), models()),
+    max_size=3,
 )
-rates = st.floats(min_value=0.01, max_value=1e4, allow_nan=False)
+# 0: an unlimited instance; otherwise at least the tenth of a rate polls always keep.
+capacities = st.just(0.0) | st.floats(min_value=1e-3, max_value=1e4, allow_nan=False)
+# Forecasts walk plans dozens of times per example: fewer examples keep these quick.
+FORECAST = settings(parent=PROPERTY, max_examples=60)
+hit_chances = chances | st.none()
 
 
 @PROPERTY
@@ -93,75 +95,111 @@ def test_conditional_quantile_is_in_the_future_or_none(
 
 
 @PROPERTY
-@given(adaptive_settings(), models() | st.none(), seconds, st.integers(-3, 200), rates)
+@given(models(), seconds, seconds, seconds)
+def test_lateness_is_at_most_the_wait_and_grows_with_it(
+    model: CompletionModel, age: float, wait: float, more: float
+) -> None:
+    late = model.lateness(age, age + wait)
+    assert -1e-6 * max(1.0, wait) <= late <= wait * (1 + 1e-9) + 1e-9
+    assert model.lateness(age, age + wait + more) >= late - 1e-6 * max(1.0, age + wait)
+
+
+@PROPERTY
+@given(models(), seconds, st.floats(min_value=0.0, max_value=1e5, allow_nan=False))
+def test_lateness_age_inverts_lateness(model: CompletionModel, age: float, lateness: float) -> None:
+    at = model.lateness_age(age, lateness)
+    if at is None:
+        assert model.cdf(age) >= policy.TRUSTED_UP_TO
+        return
+    assert at >= age + lateness * (1 - 1e-9) - 1e-9  # lateness never exceeds the wait
+    assert math.isclose(
+        model.lateness(age, at), lateness, rel_tol=1e-6, abs_tol=1e-6 * max(1.0, at)
+    )
+
+
+@PROPERTY
+@given(adaptive_settings(), models() | st.none(), seconds, st.integers(-3, 200), hit_chances)
 def test_every_planned_poll_is_within_the_bounds(
     settings: ProviderSettings,
     model: CompletionModel | None,
     age: float,
     unchanged: int,
-    stretch: float,
+    hit_chance: float | None,
 ) -> None:
-    plan = policy.plan_next(
-        settings, age_s=age, unchanged_polls=unchanged, model=model, stretch=stretch
+    delay = policy.plan_next(
+        settings, age_s=age, unchanged_polls=unchanged, model=model, hit_chance=hit_chance
     )
-    for value in (plan.interval_s, plan.delay_s):
-        assert settings.min_poll_interval_s <= value <= settings.max_poll_interval_s
-    assert plan.delay_s >= plan.interval_s or math.isclose(plan.delay_s, plan.interval_s)
+    assert settings.min_poll_interval_s <= delay <= settings.max_poll_interval_s
 
 
 @PROPERTY
-@given(adaptive_settings(), models() | st.none(), rates)
+@given(adaptive_settings(), models() | st.none(), hit_chances)
 def test_first_poll_never_before_its_delay_nor_after_the_longest_interval(
-    settings: ProviderSettings, model: CompletionModel | None, stretch: float
+    settings: ProviderSettings, model: CompletionModel | None, hit_chance: float | None
 ) -> None:
-    plan = policy.plan_first(settings, model, stretch)
-    assert plan.delay_s >= settings.first_poll_delay_s
-    assert plan.delay_s <= max(settings.first_poll_delay_s, settings.max_poll_interval_s)
+    delay = policy.plan_first(settings, model, hit_chance)
+    assert delay >= settings.first_poll_delay_s
+    assert delay <= max(settings.first_poll_delay_s, settings.max_poll_interval_s)
 
 
 @PROPERTY
-@given(adaptive_settings(), mixes, rates)
-def test_stretch_fits_the_budget_or_parks_everyone_at_the_longest_interval(
-    settings: ProviderSettings, mix: list[tuple[float, int]], rate: float
+@given(adaptive_settings(), models(), hit_chances)
+def test_a_plan_costs_at_least_one_poll_and_a_finite_delay(
+    settings: ProviderSettings, model: CompletionModel, hit_chance: float | None
 ) -> None:
-    stretch = policy.solve_stretch(mix, settings, rate)
-    assert stretch >= 1.0
-    assert math.isfinite(stretch)
-    budget = rate * policy.TARGET_UTILISATION
-    fitted = policy.demand(mix, settings, stretch)
-    everyone_at_max = all(
-        math.isclose(policy.bounded(settings, d * stretch), settings.max_poll_interval_s)
-        for d, _ in mix
-    )
-    assert fitted <= budget * 1.0001 or everyone_at_max
-    # Fair: no task is planned beyond max_poll_interval_s whatever the stretch.
-    assert all(
-        policy.bounded(settings, d * stretch) <= settings.max_poll_interval_s for d, _ in mix
-    )
+    cost = policy.schedule_cost(settings, model, hit_chance)
+    assert 1.0 - 1e-9 <= cost.polls <= policy.MAX_WALKED_POLLS
+    assert 0.0 <= cost.delay_s < math.inf
 
 
-@PROPERTY
-@given(adaptive_settings(), mixes, rates, st.floats(min_value=1.0, max_value=100.0))
-def test_more_stretch_never_asks_for_more_polls(
-    settings: ProviderSettings, mix: list[tuple[float, int]], rate: float, more: float
+@FORECAST
+@given(adaptive_settings(), workloads, capacities, st.integers(0, 10_000))
+def test_the_hit_chance_fits_the_budget_or_is_the_highest(
+    settings: ProviderSettings, work: list[Workload], capacity: float, overdue: int
 ) -> None:
-    stretch = policy.solve_stretch(mix, settings, rate)
-    assert policy.demand(mix, settings, stretch * more) <= policy.demand(mix, settings, stretch)
+    chance = policy.solve_hit_chance(work, settings, capacity, overdue)
+    own = settings.poll_hit_chance
+    assert own <= chance <= max(own, policy.MAX_HIT_CHANCE)
+    if settings.schedule is not PollSchedule.ADAPTIVE or capacity <= 0:
+        assert chance == own
+    elif chance < max(own, policy.MAX_HIT_CHANCE):
+        budget = policy.poll_budget(capacity, overdue)
+        assert policy.demand(work, settings, chance) <= budget * (1 + 1e-9)
+    # Fair: whatever the hit chance, no planned poll is beyond max_poll_interval_s.
+    for w in work:
+        for age in (0.0, w.model.quantile(0.5), w.model.last):
+            delay = policy.plan_next(
+                settings, age_s=age, unchanged_polls=1, model=w.model, hit_chance=chance
+            )
+            assert delay <= settings.max_poll_interval_s
 
 
-@PROPERTY
-@given(adaptive_settings(), mixes, rates)
+@FORECAST
+@given(adaptive_settings(), workloads, capacities, st.floats(min_value=1.0, max_value=100.0))
+def test_more_capacity_never_raises_the_hit_chance(
+    settings: ProviderSettings, work: list[Workload], capacity: float, more: float
+) -> None:
+    tight = policy.solve_hit_chance(work, settings, capacity)
+    roomy = policy.solve_hit_chance(work, settings, capacity * more)
+    assert roomy <= tight + policy.HIT_CHANCE_RESOLUTION
+
+
+@FORECAST
+@given(adaptive_settings(), workloads, capacities, st.integers(0, 10_000))
 def test_saturation_forecast_is_consistent(
-    settings: ProviderSettings, mix: list[tuple[float, int]], rate: float
+    settings: ProviderSettings, work: list[Workload], capacity: float, overdue: int
 ) -> None:
-    forecast = policy.saturation(mix, settings, rate)
+    forecast = policy.saturation(work, settings, capacity, overdue)
+    live = [w for w in work if w.rate_per_s > 0]
     assert forecast.demand_per_s >= 0
-    assert forecast.ratio == (forecast.demand_per_s / rate if mix else 0.0)
+    assert forecast.ratio == (forecast.demand_per_s / capacity if live and capacity > 0 else 0.0)
     if settings.schedule is not PollSchedule.ADAPTIVE:
-        assert forecast.stretch == 1.0
-    if mix:
+        assert forecast.hit_chance == settings.poll_hit_chance
+    if live and capacity > 0:
         assert forecast.expected_detection_delay_s is not None
-        assert forecast.expected_detection_delay_s >= settings.min_poll_interval_s / 2
+        assert 0.0 <= forecast.expected_detection_delay_s < math.inf
+    else:
+        assert forecast.expected_detection_delay_s is None
 
 
 @PROPERTY
