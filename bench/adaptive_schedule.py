@@ -14,9 +14,10 @@ sandbox and to pollhook is divided by it and every rate multiplied by it, so a 1
 workload runs in 90 s. Everything printed is converted back to real seconds (and rates to
 real requests per second), except where a line says "compressed". Engine timings that are
 not per-provider settings are compressed too (`ENGINE__TICK_S` 1 s, `CLAIM_HORIZON_S` 2 s,
-`RATE_RECOVERY_S` 60 s), but fixed costs are not: a poll's round trips, the apply
-transaction and the file retrieve take the same milliseconds, which count 10x in real
-terms (5 ms compressed reads as 50 ms), and the budget's 5 ms send slack stays 5 ms.
+`RATE_RECOVERY_S` 60 s, `FORECAST_WINDOW_S` 60 s, `BACKLOG_DRAIN_S` 120 s), but fixed costs
+are not: a poll's round trips, the apply transaction and the file retrieve take the same
+milliseconds, which count 10x in real terms (5 ms compressed reads as 50 ms), and the
+budget's 5 ms send slack stays 5 ms.
 
 Setup: a throwaway embedded Postgres, the sandbox (`pollhook sandbox --minimax-rate
 budget x factor`, which answers 1002 past that many requests in any sliding 1-second window),
@@ -272,6 +273,9 @@ def pollhook_env(
             "POLLHOOK_ENGINE__TICK_S": f"{1.0 / factor:g}",
             "POLLHOOK_ENGINE__CLAIM_HORIZON_S": f"{2.0 / factor:g}",
             "POLLHOOK_ENGINE__RATE_RECOVERY_S": f"{60.0 / factor:g}",
+            # The forecast's own durations, compressed like the rest (the engine defaults).
+            "POLLHOOK_ENGINE__FORECAST_WINDOW_S": f"{60.0 / factor:g}",
+            "POLLHOOK_ENGINE__BACKLOG_DRAIN_S": f"{120.0 / factor:g}",
             # jimmy is a built-in instance; it has no tasks here, but keep it on loopback.
             "POLLHOOK_PROVIDERS__JIMMY__BASE_URL": sandbox.base_url,
             "POLLHOOK_LOG_LEVEL": "WARNING",

@@ -87,9 +87,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.core.config import KIND_DEFAULTS, PollSchedule, ProviderKind, ProviderSettings
+from app.core.config import (
+    KIND_DEFAULTS,
+    EngineSettings,
+    PollSchedule,
+    ProviderKind,
+    ProviderSettings,
+)
 from app.polling import policy
-from app.polling.jobs import COMPLETION_RATE_WINDOW_S
 from app.providers.registry import adapter_for
 from app.providers.repository import SPACING_FACTOR
 from bench._support import describe_machine, percentile, write_report
@@ -117,6 +122,9 @@ HORIZON_S = 900.0
 # bench.adaptive_schedule gives MODEL_REFRESH_S in compressed seconds, at its default 10x.
 BENCH_FACTOR = 10.0
 REFRESH_S = MODEL_REFRESH_S * BENCH_FACTOR
+# The engine's defaults, which the end-to-end benchmark passes compressed.
+FORECAST_WINDOW_S: float = EngineSettings.model_fields["forecast_window_s"].default
+BACKLOG_DRAIN_S: float = EngineSettings.model_fields["backlog_drain_s"].default
 SLOT_S = SPACING_FACTOR / BUDGET_PER_S
 REQUESTS_PER_SUCCESS = adapter_for(KIND).requests_per_success
 # The sandbox's limit is per sliding 1-second window.
@@ -204,6 +212,7 @@ class ShippedPlanner:
             forecast.capacity_per_s,
             forecast.overdue,
             planned=forecast.planned,
+            drain_s=BACKLOG_DRAIN_S,
         ).hit_chance
         self.hit_chances.append((forecast.now_s, self.hit_chance))
 
@@ -279,15 +288,15 @@ class Learning:
         return self.models.get(policy.ALL_SIZES)
 
     def completions_per_s(self, now_s: float) -> dict[int | None, float]:
-        """recent_completions_per_s: per size class over COMPLETION_RATE_WINDOW_S, or over
+        """recent_completions_per_s: per size class over FORECAST_WINDOW_S, or over
         what the kept samples span when all of them are that recent."""
-        since = now_s - COMPLETION_RATE_WINDOW_S
+        since = now_s - FORECAST_WINDOW_S
         recent = Counter(c for at, c in self.observed if at > since)
         kept = len(self.observed)
         if kept >= policy.SAMPLE_WINDOW and sum(recent.values()) == kept:
             span = max(now_s - self.observed[0][0], 1e-3)
             return {c: n / span for c, n in recent.items()}
-        return {c: n / COMPLETION_RATE_WINDOW_S for c, n in recent.items()}
+        return {c: n / FORECAST_WINDOW_S for c, n in recent.items()}
 
 
 def planned_intervals(intervals: Iterable[float]) -> list[tuple[float, int]]:

@@ -140,6 +140,10 @@ class EngineSettings(BaseModel):
     shutdown_grace_s: Annotated[float, Field(ge=0, le=120)] = 5.0
     # How often the learned completion times and each instance's poll demand are refreshed.
     model_refresh_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # The forecast prices demand by the completions of this last stretch of time...
+    forecast_window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    # ... and plans to poll the tasks already overdue within this long.
+    backlog_drain_s: Annotated[float, Field(gt=0, le=86_400)] = 120.0
 
 
 class WebhookSettings(BaseModel):

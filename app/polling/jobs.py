@@ -57,8 +57,6 @@ log = get_logger("pollhook.engine")
 
 # After an unexpected failure of the loop itself (database down, ...), wait this long, doubling.
 LOOP_ERROR_BACKOFF_S = (0.5, 30.0)
-# The forecast counts completions over this long to reserve budget for their follow-ups.
-COMPLETION_RATE_WINDOW_S = 60.0
 # Default pause after a rate-limit answer that names no Retry-After.
 DEFAULT_RATE_LIMIT_PAUSE_S = 1.0
 
@@ -549,7 +547,7 @@ class PollEngine:
                     await self._forecast_demand(
                         ProviderStateRepository(session),
                         await completions.recent_completions_per_s(
-                            COMPLETION_RATE_WINDOW_S, kept=policy.SAMPLE_WINDOW
+                            self.settings.engine.forecast_window_s, kept=policy.SAMPLE_WINDOW
                         ),
                         learned,
                     )
@@ -593,6 +591,7 @@ class PollEngine:
                 capacity,
                 overdue.get(name, 0),
                 planned=intervals,
+                drain_s=self.settings.engine.backlog_drain_s,
             )
             await states.record_forecast(
                 name,

@@ -320,10 +320,10 @@ NEGLIGIBLE_SURVIVAL = 1e-3
 MAX_WALKED_POLLS = 200
 # Whatever follow-up requests take, polls keep at least this share of the rate.
 MIN_POLL_SHARE = 0.1
-# Tasks already overdue when the forecast is made should be polled within this long. The
-# shorter it is, the harder the forecast reacts to a momentary queue, and a plan's polls
-# follow its hit chance by a task's lifetime: 30 s made the hit chance oscillate between
-# its floor and its ceiling in the scheduling model (bench/schedule_model.py).
+# Tasks already overdue when the forecast is made should be polled within this long (the
+# engine's backlog_drain_s). The shorter it is, the harder the forecast reacts to a
+# momentary queue, and a plan's polls follow its hit chance by a task's lifetime: 30 s made
+# the hit chance swing between its floor and its ceiling in bench/schedule_model.py.
 BACKLOG_DRAIN_S = 120.0
 
 
@@ -410,14 +410,14 @@ def poll_capacity(rate_per_s: float, *, spacing_factor: float, follow_ups_per_s:
     return max(usable - max(follow_ups_per_s, 0.0), rate_per_s * MIN_POLL_SHARE)
 
 
-def poll_budget(rate_per_s: float, overdue: int = 0) -> float:
+def poll_budget(rate_per_s: float, overdue: int = 0, drain_s: float = BACKLOG_DRAIN_S) -> float:
     """Polls per second planned polls may ask for: TARGET_UTILISATION of the capacity, less
-    what draining the tasks already overdue takes over BACKLOG_DRAIN_S. The overdue count
+    what draining the tasks already overdue takes over `drain_s`. The overdue count
     is the feedback that corrects whatever the forecast missed (retries, missed slots, a
     slow upstream, a burst of registrations): without it an oversubscribed budget's queue
     only grows."""
     budget = rate_per_s * TARGET_UTILISATION
-    return max(budget - max(overdue, 0) / BACKLOG_DRAIN_S, budget * MIN_POLL_SHARE)
+    return max(budget - max(overdue, 0) / drain_s, budget * MIN_POLL_SHARE)
 
 
 def solve_hit_chance(
@@ -426,6 +426,7 @@ def solve_hit_chance(
     capacity_per_s: float,
     overdue: int = 0,
     pricing: Pricing | None = None,
+    drain_s: float = BACKLOG_DRAIN_S,
 ) -> float:
     """The lowest hit chance >= poll_hit_chance whose plans fit the poll budget; when even
     MAX_HIT_CHANCE does not, that (the backlog then drains longest-overdue first)."""
@@ -437,7 +438,7 @@ def solve_hit_chance(
     ):
         return base
     pricing = pricing or Pricing(settings)
-    budget = poll_budget(capacity_per_s, overdue)
+    budget = poll_budget(capacity_per_s, overdue, drain_s)
     if pricing.demand(workloads, base) <= budget:
         return base
     low, high = base, MAX_HIT_CHANCE
@@ -468,11 +469,12 @@ def saturation(
     capacity_per_s: float,
     overdue: int = 0,
     planned: Sequence[tuple[float, int]] = (),
+    drain_s: float = BACKLOG_DRAIN_S,
 ) -> Saturation:
     """Demand at the instance's hit chance, the hit chance that fits the budget, and the
     detection delay its plans give on average (by completion rate), plus, when even
     MAX_HIT_CHANCE asks for more than the capacity, the wait of a backlog growing at the
-    excess rate for BACKLOG_DRAIN_S.
+    excess rate for `drain_s`.
 
     Until the instance has learned a model, demand is what the tasks in flight ask for now
     (`planned`: (planned interval, task count) pairs), and the delay half their median
@@ -484,12 +486,12 @@ def saturation(
     wanted = pricing.demand(live)
     if capacity_per_s <= 0:
         return Saturation(wanted, 0.0, settings.poll_hit_chance, None)
-    hit_chance = solve_hit_chance(live, settings, capacity_per_s, overdue, pricing)
+    hit_chance = solve_hit_chance(live, settings, capacity_per_s, overdue, pricing, drain_s)
     total = sum(w.rate_per_s for w in live)
     delay = sum(w.rate_per_s * pricing.cost(w.model, hit_chance).delay_s for w in live) / total
     fitted = pricing.demand(live, hit_chance)
     if fitted > capacity_per_s:
-        delay += BACKLOG_DRAIN_S * (fitted / capacity_per_s - 1.0)
+        delay += drain_s * (fitted / capacity_per_s - 1.0)
     return Saturation(wanted, wanted / capacity_per_s, hit_chance, delay)
 
 
