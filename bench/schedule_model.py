@@ -27,7 +27,7 @@ benchmark sets them, and every plan comes from the shipped pure policy in
 * every MODEL_REFRESH_S the forecast of `PollEngine.refresh_forecasts`: profiles of 101
   percentiles (`percentile_cont`) over the last SAMPLE_WINDOW samples of the instance and
   of each size class, the completion rates per size class of
-  `CompletionRepository.recent_completions_per_s`, the workloads of `jobs._workloads`, the
+  `CompletionRepository.recent_completions_per_s`, the workloads of `policy.priced_workloads`, the
   capacity of `poll_capacity` less the file retrieves, the overdue count and the planned
   intervals; `saturation` then sets the hit chance every plan uses until the next refresh.
 
@@ -466,11 +466,7 @@ class Simulation:
             spacing_factor=SPACING_FACTOR,
             follow_ups_per_s=sum(rates.values()) * REQUESTS_PER_SUCCESS,
         )
-        workloads = [
-            policy.Workload(rate, model)
-            for size_class, rate in rates.items()
-            if rate > 0 and (model := self.learning.model_for(size_class)) is not None
-        ]
+        workloads = policy.priced_workloads(self.learning.model_for, rates, active=len(self.active))
         # A task awaiting its file retrieve is claimed: its next_poll_at is the lease's end.
         overdue = sum(
             1 for t in self.active.values() if t.seen_s is None and t.next_poll_s <= now_s

@@ -49,6 +49,9 @@ class ProviderState(Base):
     # Polls per second the budget can give (policy.poll_capacity): the ratio's denominator.
     poll_capacity_per_s: Mapped[float | None] = mapped_column(Float)
     poll_hit_chance: Mapped[float | None] = mapped_column(Float)
+    # Written by the previous version's forecast (a stretch factor); kept so its replicas
+    # keep working through a rolling upgrade, and dropped by a later migration.
+    poll_stretch: Mapped[float | None] = mapped_column(Float)
     active_tasks: Mapped[int | None] = mapped_column(Integer)
     expected_detection_delay_s: Mapped[float | None] = mapped_column(Float)
     saturated_since: Mapped[Timestamp | None]

@@ -585,8 +585,15 @@ class PollEngine:
                 follow_ups_per_s=sum(classes.values())
                 * adapter_for(provider.kind).requests_per_success,
             )
-            forecast = policy.saturation(
-                _workloads(learned, name, classes),
+            # Pure but not free (a plan walk per size class and candidate hit chance):
+            # off the event loop, whose send slots allow a few milliseconds of lateness.
+            forecast = await asyncio.to_thread(
+                policy.saturation,
+                policy.priced_workloads(
+                    partial(learned.model_for_class, name),
+                    classes,
+                    active=sum(n for _, n in intervals),
+                ),
                 provider,
                 capacity,
                 overdue.get(name, 0),
@@ -635,16 +642,3 @@ def _outcome(result: PollResult, applied: Applied | None) -> str:
             TaskError: "task_error",
         }.get(type(result.error), "transient_error")
     return "changed" if applied.changed else "unchanged"
-
-
-def _workloads(
-    learned: Forecasts, provider: str, completions_per_s: dict[int | None, float]
-) -> list[policy.Workload]:
-    """Each size class's completion rate with the model its tasks are planned with (the
-    instance's own where the class has not learned one yet); none without a model."""
-    workloads = []
-    for size_class, rate in completions_per_s.items():
-        model = learned.model_for_class(provider, size_class)
-        if model is not None and rate > 0:
-            workloads.append(policy.Workload(rate, model))
-    return workloads

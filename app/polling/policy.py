@@ -36,11 +36,11 @@ from __future__ import annotations
 import bisect
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from app.core.config import PollSchedule, ProviderSettings
+from app.core.config import EngineSettings, PollSchedule, ProviderSettings
 
 GROWTH = 1.5
 JITTER = 0.10
@@ -157,6 +157,13 @@ class CompletionModel:
     def last(self) -> float:
         return self.quantiles[-1]
 
+    def survival_integral(self, age_s: float) -> float:
+        """∫ (1 - F(t)) dt from `age_s` on: the expected time a task still has to run,
+        weighted by the chance it is still running (the mean duration from age 0)."""
+        if age_s >= self.last:
+            return 0.0
+        return (self.last - age_s) - (self.integral(self.last) - self.integral(age_s))
+
     def _segment(self, age_s: float) -> int:
         """i with q[i] <= age < q[i + 1], a segment of positive width (q[0] <= age < q[-1])."""
         return bisect.bisect_right(self.quantiles, age_s) - 1
@@ -219,10 +226,11 @@ class CompletionModel:
         def gained(at_s: float) -> float:
             return self.integral(at_s) - self.integral(age_s) - done * (at_s - age_s)
 
-        if gained(q[-1]) < need:  # past every observation F = 1
-            return q[-1] + (need - gained(q[-1])) / (1.0 - done)
+        by_last = gained(q[-1])
+        if by_last < need:  # past every observation F = 1
+            return q[-1] + (need - by_last) / (1.0 - done)
         # The first percentile point by which enough is gained; gained() never decreases.
-        lo, hi = max(self._segment(age_s), 0) if age_s >= q[0] else 0, 100
+        lo, hi = self._segment(age_s) if age_s >= q[0] else 0, 100
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if q[mid] > age_s and gained(q[mid]) >= need:
@@ -235,7 +243,9 @@ class CompletionModel:
         # Over [q[lo], q[hi]] the CDF is a line: gained grows by b z + k z^2 / 2.
         b = self.cdf(start) - done
         k = 0.01 / width
-        z = (-b + math.sqrt(b * b + 2 * k * rest)) / k
+        # The root of k z^2 / 2 + b z - rest, in the form that keeps its precision when b
+        # dwarfs the rest.
+        z = 2 * rest / (b + math.sqrt(b * b + 2 * k * rest))
         return min(q[hi], start + z)
 
 
@@ -324,7 +334,7 @@ MIN_POLL_SHARE = 0.1
 # engine's backlog_drain_s). The shorter it is, the harder the forecast reacts to a
 # momentary queue, and a plan's polls follow its hit chance by a task's lifetime: 30 s made
 # the hit chance swing between its floor and its ceiling in bench/schedule_model.py.
-BACKLOG_DRAIN_S = 120.0
+BACKLOG_DRAIN_S: float = EngineSettings.model_fields["backlog_drain_s"].default
 
 
 @dataclass(frozen=True)
@@ -340,16 +350,22 @@ def schedule_cost(
     settings: ProviderSettings, model: CompletionModel, hit_chance: float | None = None
 ) -> ScheduleCost:
     """Walk the plan poll by poll: a poll is made if the task was still running at the
-    previous one, and a task finishing between two polls waits for the second."""
+    previous one, and a task finishing between two polls waits for the second. Past
+    MAX_WALKED_POLLS the rest is priced in closed form at max_poll_interval_s (where a
+    plan that long has arrived)."""
     polls = delay = 0.0
     previous, at = 0.0, plan_first(settings, model, hit_chance)
     for made in range(1, MAX_WALKED_POLLS + 1):
-        # Every task gets its first poll, whatever the model says of age 0.
-        running = 1.0 if made == 1 else 1.0 - model.cdf(previous)
-        if running < NEGLIGIBLE_SURVIVAL:
-            break
-        polls += running
-        delay += running * model.lateness(previous, at)
+        if made == 1:
+            # Every task gets its first poll, whatever the model says of age 0, and
+            # every completion before it waits for it.
+            polls, delay = 1.0, model.integral(at)
+        else:
+            running = 1.0 - model.cdf(previous)
+            if running < NEGLIGIBLE_SURVIVAL:
+                return ScheduleCost(polls, delay)
+            polls += running
+            delay += running * model.lateness(previous, at)
         previous, at = (
             at,
             at
@@ -358,7 +374,11 @@ def schedule_cost(
                 settings, age_s=at, unchanged_polls=made - 1, model=model, hit_chance=hit_chance
             ),
         )
-    return ScheduleCost(polls, delay)
+    tail = 1.0 - model.cdf(previous)
+    interval = settings.max_poll_interval_s
+    return ScheduleCost(
+        polls + model.survival_integral(previous) / interval, delay + tail * interval / 2
+    )
 
 
 @dataclass(frozen=True)
@@ -367,6 +387,30 @@ class Workload:
 
     rate_per_s: float
     model: CompletionModel
+
+
+def priced_workloads(
+    model_for_class: Callable[[int | None], CompletionModel | None],
+    completions_per_s: dict[int | None, float],
+    *,
+    active: int,
+) -> list[Workload]:
+    """Each size class's completion rate with the model its tasks are planned with (the
+    instance's own where the class has not learned one yet); none without a model."""
+    found = []
+    for size_class, rate in completions_per_s.items():
+        model = model_for_class(size_class)
+        if model is not None and rate > 0:
+            found.append(Workload(rate, model))
+    instance = model_for_class(None)
+    if not found and active > 0 and instance is not None:
+        # Nothing finished within the window (a burst after a quiet spell, tasks longer
+        # than the window, a queue far behind), yet tasks are in flight: Little's law
+        # gives the rate they will finish at, so the budget stays priced.
+        mean_s = instance.survival_integral(0.0)
+        if mean_s > 0:
+            found.append(Workload(active / mean_s, instance))
+    return found
 
 
 class Pricing:
@@ -378,7 +422,8 @@ class Pricing:
         self._costs: dict[tuple[CompletionModel, float | None], ScheduleCost] = {}
 
     def cost(self, model: CompletionModel, hit_chance: float | None = None) -> ScheduleCost:
-        key = (model, hit_chance)
+        # Keyed by the hit chance plans really use: None and the instance's own are one plan.
+        key = (model, effective_hit_chance(self.settings, hit_chance))
         if (known := self._costs.get(key)) is None:
             known = self._costs[key] = schedule_cost(self.settings, model, hit_chance)
         return known
@@ -444,7 +489,9 @@ def solve_hit_chance(
     low, high = base, MAX_HIT_CHANCE
     if pricing.demand(workloads, high) > budget:
         return high
-    while high - low > HIT_CHANCE_RESOLUTION:  # a higher hit chance never asks for more
+    # Bisection: a higher hit chance asks for fewer polls (all but imperceptibly: a later
+    # fallback can restart its curve lower).
+    while high - low > HIT_CHANCE_RESOLUTION:
         mid = (low + high) / 2
         if pricing.demand(workloads, mid) > budget:
             low = mid

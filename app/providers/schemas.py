@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from app.core.config import PollSchedule, ProviderKind
 from app.models import ProviderHealth
+from app.polling.policy import MAX_HIT_CHANCE
 
 
 class CompletionTimes(BaseModel):
@@ -36,7 +37,8 @@ class Saturation(BaseModel):
     )
     hit_chance: float = Field(
         description="The hit chance adaptive plans use now: the instance's poll_hit_chance, "
-        "or higher (at most 0.6) when the budget calls for fewer, later, likelier polls."
+        f"or higher (at most {MAX_HIT_CHANCE:g}, or the instance's own if that is higher) when "
+        "the budget calls for fewer, later, likelier polls."
     )
     active_tasks: int
     expected_detection_delay_s: float | None = Field(

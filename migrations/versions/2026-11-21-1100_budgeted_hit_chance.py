@@ -1,7 +1,7 @@
 """Adaptive schedule: the budget raises the hit chance instead of stretching intervals.
 
-The stretch factor has no meaning for the new forecast, so it is dropped rather than
-renamed: the first forecast after the upgrade sets the hit chance.
+poll_stretch is no longer written or read by this version, but stays for now: replicas of
+the previous version still select it during a rolling upgrade. A later migration drops it.
 
 Revision ID: 7c1e2a9d4b3f
 Revises: 0da51f4b86aa
@@ -20,10 +20,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.drop_column("provider_state", "poll_stretch")
     op.add_column("provider_state", sa.Column("poll_hit_chance", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
     op.drop_column("provider_state", "poll_hit_chance")
-    op.add_column("provider_state", sa.Column("poll_stretch", sa.Float(), nullable=True))

@@ -326,6 +326,24 @@ class TestScheduleCost:
         assert cost.polls == pytest.approx(polls / draws, rel=0.01)
         assert cost.delay_s == pytest.approx(delay / draws, rel=0.01)
 
+    def test_a_plan_longer_than_the_walk_is_priced_in_closed_form(self) -> None:
+        # Polls every 5 s; completions spread evenly over 1000..2000 s: 200 polls before
+        # the first completion, then on average 100 more, and 2.5 s of delay. The walk
+        # stops at MAX_WALKED_POLLS and prices the rest.
+        model = uniform(1000, 2000)
+        short = ADAPTIVE.model_copy(update={"min_poll_interval_s": 5.0, "max_poll_interval_s": 5.0})
+        cost = policy.schedule_cost(short, model)
+        assert cost.polls == pytest.approx(300, rel=0.02)
+        assert cost.delay_s == pytest.approx(2.5, rel=0.05)
+
+    def test_completions_at_age_zero_wait_for_the_first_poll(self) -> None:
+        # Every task finished at once (a model that is all zeros): one poll, at the first
+        # poll delay, and that long a wait.
+        instant = CompletionModel.of([0.0] * 101, 50)
+        cost = policy.schedule_cost(ADAPTIVE, instant)
+        assert cost.polls == 1.0
+        assert cost.delay_s == pytest.approx(policy.plan_first(ADAPTIVE, instant))
+
     def test_a_higher_hit_chance_costs_fewer_polls_and_more_delay(self) -> None:
         costs = [policy.schedule_cost(ADAPTIVE, SKEWED, q) for q in (0.2, 0.3, 0.45, 0.6)]
         for cheaper, dearer in zip(costs[1:], costs, strict=False):
@@ -475,3 +493,32 @@ def test_fairness_bound_holds_whatever_the_budget() -> None:
             )
             assert delay <= ADAPTIVE.max_poll_interval_s
         assert policy.plan_first(ADAPTIVE, SKEWED, chance) <= ADAPTIVE.max_poll_interval_s
+
+
+class TestPricedWorkloads:
+    QUICK, SLOW = uniform(5, 10), uniform(100, 200)
+
+    def model_for(self, size_class: int | None) -> CompletionModel | None:
+        return {None: self.SLOW, 19: self.QUICK}.get(size_class, self.SLOW)
+
+    def test_each_class_with_its_model_or_the_instances(self) -> None:
+        found = policy.priced_workloads(self.model_for, {None: 1.0, 19: 2.0, 25: 0.5}, active=9)
+        assert found == [
+            Workload(1.0, self.SLOW),
+            Workload(2.0, self.QUICK),
+            Workload(0.5, self.SLOW),  # class 25 has not learned its own yet
+        ]
+
+    def test_classes_that_finished_nothing_ask_for_nothing(self) -> None:
+        assert policy.priced_workloads(self.model_for, {19: 0.0, 25: 1.0}, active=3) == [
+            Workload(1.0, self.SLOW)
+        ]
+
+    def test_without_recent_completions_littles_law_prices_the_tasks_in_flight(self) -> None:
+        # 300 tasks in flight whose mean duration is 150 s finish at 2 a second.
+        found = policy.priced_workloads(self.model_for, {}, active=300)
+        assert found == [Workload(pytest.approx(2.0), self.SLOW)]  # type: ignore[arg-type]
+        assert policy.priced_workloads(self.model_for, {}, active=0) == []
+
+    def test_nothing_learned_nothing_priced(self) -> None:
+        assert policy.priced_workloads(lambda _: None, {None: 3.0}, active=50) == []
