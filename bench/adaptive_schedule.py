@@ -1070,7 +1070,8 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _variants(text: str) -> list[Variant]:
+def parse_variants(text: str) -> list[Variant]:
+    """A comma-separated list of VARIANTS' names (an argparse type)."""
     names = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if not names or unknown:
@@ -1099,7 +1100,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--budget", type=float, default=BUDGET_PER_S, help="real requests/s")
     parser.add_argument(
         "--schedulers",
-        type=_variants,
+        type=parse_variants,
         default=list(VARIANTS.values()),
         help=f"comma-separated, from {','.join(VARIANTS)} (default all)",
     )

@@ -113,6 +113,7 @@ from bench.adaptive_schedule import (
     WARMUP_SHARE,
     Variant,
     measured,
+    parse_variants,
     saturated,
     workload,
 )
@@ -1016,14 +1017,6 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _variants(text: str) -> list[Variant]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [n for n in names if n not in VARIANTS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(VARIANTS)}")
-    return [VARIANTS[n] for n in names]
-
-
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m bench.schedule_model",
@@ -1039,7 +1032,7 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument(
         "--variants",
-        type=_variants,
+        type=parse_variants,
         default=list(VARIANTS.values()),
         help=f"from {','.join(VARIANTS)} (fixed always runs: the baseline)",
     )

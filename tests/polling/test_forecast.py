@@ -5,7 +5,8 @@ GET /v1/providers and /metrics. Real Postgres, real engine; no timing assertions
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +61,27 @@ async def fresh_forecasts(engine: AsyncEngine) -> Forecasts:
     async with create_sessionmaker(engine)() as session:
         await forecasts.reload(session)
     return forecasts
+
+
+@contextlib.asynccontextmanager
+async def api_and_engine(
+    settings: Settings, engine: AsyncEngine
+) -> AsyncIterator[tuple[httpx.AsyncClient, PollEngine]]:
+    """The API in process and an engine that is not started: forecasts run on demand."""
+    poll_engine = PollEngine(settings, engine)
+    app = create_app(settings, engine=engine)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://pollhook.test",
+                headers={"Authorization": f"Bearer {ACME_KEY}"},
+            ) as client,
+        ):
+            yield client, poll_engine
+    finally:
+        await poll_engine.client.aclose()
 
 
 async def test_completions_become_a_shared_profile_that_a_restart_finds(
@@ -229,18 +251,8 @@ async def test_saturation_is_reported_and_clears(engine: AsyncEngine, settings: 
     limited = _settings(
         settings, rate_limit_per_s=2, min_poll_interval_s=0.5, max_poll_interval_s=30
     )
-    poll_engine = PollEngine(limited, engine)
-    app = create_app(limited, engine=engine)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://pollhook.test",
-            headers={"Authorization": f"Bearer {ACME_KEY}"},
-        ) as client,
-    ):
+    async with api_and_engine(limited, engine) as (client, poll_engine):
         await _saturation_round_trip(client, engine, poll_engine)
-    await poll_engine.client.aclose()
 
 
 async def _saturation_round_trip(
@@ -304,16 +316,7 @@ async def test_learned_demand_sets_the_hit_chance_every_plan_uses(
     limited = _settings(
         settings, rate_limit_per_s=rate, min_poll_interval_s=1.0, max_poll_interval_s=60.0
     )
-    poll_engine = PollEngine(limited, engine)
-    app = create_app(limited, engine=engine)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://pollhook.test",
-            headers={"Authorization": f"Bearer {ACME_KEY}"},
-        ) as client,
-    ):
+    async with api_and_engine(limited, engine) as (client, poll_engine):
         async with poll_engine.sessions.begin() as session:
             await ProviderStateRepository(session).ensure_rows(limited.providers)
         await refresh_now(engine, poll_engine)
@@ -342,4 +345,3 @@ async def test_learned_demand_sets_the_hit_chance_every_plan_uses(
             {"id": created["id"]},
         )
     assert float(wait) == pytest.approx(policy.plan_first(provider, model, chance), abs=1e-3)
-    await poll_engine.client.aclose()
