@@ -142,15 +142,6 @@ BOUND_TASKS = 20_000
 
 
 @dataclass(frozen=True)
-class Plan:
-    """One planned poll: `delay_s` until it (before jitter), and `interval_s`, what the task
-    row records as `poll_interval_s` (the forecast's planned intervals)."""
-
-    delay_s: float
-    interval_s: float
-
-
-@dataclass(frozen=True)
 class ForecastInput:
     """What `PollEngine._forecast_demand` hands the policy at one refresh."""
 
@@ -164,13 +155,14 @@ class ForecastInput:
 
 
 class Planner(Protocol):
-    """Plans polls as the policy module does, and hears each forecast refresh."""
+    """Plans polls as the policy module does (seconds until the next poll, before jitter;
+    the task row records it as `poll_interval_s`), and hears each forecast refresh."""
 
-    def first(self, model: policy.CompletionModel | None) -> Plan: ...
+    def first(self, model: policy.CompletionModel | None) -> float: ...
 
     def next(
         self, *, age_s: float, unchanged_polls: int, model: policy.CompletionModel | None
-    ) -> Plan: ...
+    ) -> float: ...
 
     def forecast(self, forecast: ForecastInput) -> None: ...
 
@@ -186,21 +178,19 @@ class ShippedPlanner:
         self.hit_chance: float | None = None
         self.hit_chances: list[tuple[float, float]] = []
 
-    def first(self, model: policy.CompletionModel | None) -> Plan:
-        delay = policy.plan_first(self.settings, model, self.hit_chance)
-        return Plan(delay, delay)
+    def first(self, model: policy.CompletionModel | None) -> float:
+        return policy.plan_first(self.settings, model, self.hit_chance)
 
     def next(
         self, *, age_s: float, unchanged_polls: int, model: policy.CompletionModel | None
-    ) -> Plan:
-        delay = policy.plan_next(
+    ) -> float:
+        return policy.plan_next(
             self.settings,
             age_s=age_s,
             unchanged_polls=unchanged_polls,
             model=model,
             hit_chance=self.hit_chance,
         )
-        return Plan(delay, delay)
 
     def forecast(self, forecast: ForecastInput) -> None:
         # The engine forecasts for every schedule, but only the adaptive one plans with the
@@ -418,9 +408,8 @@ class Simulation:
 
     def register(self, task: SimTask) -> None:
         # app/tasks/service.py: no jitter on the first poll.
-        plan = self.planner.first(self.learning.model_for(task.size_class))
-        task.interval_s = plan.interval_s
-        task.next_poll_s = task.created_s + plan.delay_s
+        task.interval_s = self.planner.first(self.learning.model_for(task.size_class))
+        task.next_poll_s = task.created_s + task.interval_s
         heapq.heappush(self.queue, (task.next_poll_s, task.index))
         self.active[task.index] = task
 
@@ -437,14 +426,13 @@ class Simulation:
         else:
             task.processing = True
             task.unchanged_polls = 0
-        plan = self.planner.next(
+        task.interval_s = self.planner.next(
             age_s=at_s - task.created_s,
             unchanged_polls=task.unchanged_polls,
             model=self.learning.model_for(task.size_class),
         )
-        task.interval_s = plan.interval_s
         delay = min(
-            max(0.0, policy.jittered(plan.delay_s, self.rng)), self.settings.max_poll_interval_s
+            max(0.0, policy.jittered(task.interval_s, self.rng)), self.settings.max_poll_interval_s
         )
         task.last_poll_s = at_s
         task.next_poll_s = at_s + delay

@@ -579,6 +579,7 @@ class PollEngine:
             )
             classes = completions_per_s.get(name, {})
             intervals = planned.get(name, [])
+            active = sum(n for _, n in intervals)
             capacity = policy.poll_capacity(
                 rate,
                 spacing_factor=SPACING_FACTOR,
@@ -592,7 +593,7 @@ class PollEngine:
                 policy.priced_workloads(
                     partial(learned.model_for_class, name),
                     classes,
-                    active=sum(n for _, n in intervals),
+                    active=active,
                 ),
                 provider,
                 capacity,
@@ -605,7 +606,7 @@ class PollEngine:
                 demand_per_s=forecast.demand_per_s,
                 capacity_per_s=capacity,
                 hit_chance=forecast.hit_chance,
-                active_tasks=sum(n for _, n in intervals),
+                active_tasks=active,
                 expected_delay_s=forecast.expected_detection_delay_s,
                 saturated=forecast.ratio > 1.0,
             )
