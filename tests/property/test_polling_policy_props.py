@@ -9,29 +9,13 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.config import ProviderKind, ProviderSettings
+from app.core.config import ProviderSettings
 from app.polling import policy
-from tests.property._settings import PROPERTY
+from tests.property._settings import PROPERTY, provider_settings
 
 # timedelta keeps microseconds, so a computed instant may be off by one rounding step.
 ONE_US = timedelta(microseconds=1)
 RETRY_AFTER_CAP_S = 3600.0
-
-
-@st.composite
-def provider_settings(draw: st.DrawFn) -> ProviderSettings:
-    interval = st.floats(min_value=0.01, max_value=86_400, allow_nan=False)
-    low, high = sorted((draw(interval), draw(interval)))
-    return ProviderSettings(
-        kind=ProviderKind.MINIMAX_T2A,
-        base_url="https://upstream.example",
-        rate_limit_per_s=10,
-        first_poll_delay_s=0,
-        min_poll_interval_s=low,
-        max_poll_interval_s=high,
-        request_timeout_s=10,
-        deadline_s=3600,
-    )
 
 
 counters = st.integers(min_value=-5, max_value=1_000)

@@ -9,10 +9,10 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.config import PollSchedule, ProviderKind, ProviderSettings
+from app.core.config import PollSchedule, ProviderSettings
 from app.polling import policy
 from app.polling.policy import CompletionModel, Workload
-from tests.property._settings import PROPERTY
+from tests.property._settings import PROPERTY, provider_settings
 
 seconds = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
 chances = st.floats(min_value=0.01, max_value=0.99)
@@ -35,22 +35,14 @@ def models(draw: st.DrawFn) -> CompletionModel:
     return CompletionModel.of(values, draw(st.integers(min_value=policy.MIN_SAMPLES)))
 
 
-@st.composite
-def adaptive_settings(draw: st.DrawFn) -> ProviderSettings:
-    interval = st.floats(min_value=0.05, max_value=86_400, allow_nan=False)
-    low, high = sorted((draw(interval), draw(interval)))
-    return ProviderSettings(
-        kind=ProviderKind.MINIMAX_T2A,
-        base_url="https://upstream.example",
-        rate_limit_per_s=10,
-        first_poll_delay_s=draw(st.floats(min_value=0, max_value=600)),
-        min_poll_interval_s=low,
-        max_poll_interval_s=high,
-        request_timeout_s=10,
-        deadline_s=3600,
-        schedule=draw(st.sampled_from(PollSchedule)),
-        poll_hit_chance=draw(chances),
-        poll_lateness_s=draw(st.floats(min_value=0, max_value=3600)),
+def adaptive_settings() -> st.SearchStrategy[ProviderSettings]:
+    """Any schedule, hit chance and lateness, a first poll delay up to 10 min."""
+    return provider_settings(
+        shortest_interval_s=0.05,
+        first_poll_delay_s=st.floats(min_value=0, max_value=600),
+        schedule=st.sampled_from(PollSchedule),
+        poll_hit_chance=chances,
+        poll_lateness_s=st.floats(min_value=0, max_value=3600),
     )
 
 
