@@ -14,9 +14,10 @@ from app.api import root_router
 from app.auth.service import StaticKeys
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
-from app.core.error_handlers import allowed_methods_index, install_error_handlers
+from app.core.error_handlers import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from app.core.rate_limit import TenantRateLimiter
+from app.core.routes import RouteIndex
 from app.core.schemas import ErrorResponse
 from app.polling.forecasts import Forecasts
 from app.state import AppState
@@ -69,7 +70,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
     app.state.pollhook = state
     app.include_router(root_router)
     install_error_handlers(app)
-    app.state.allowed_methods = allowed_methods_index(app.openapi())
+    app.state.routes = RouteIndex(app.openapi(), list(app.routes))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import RateLimited, ServiceError
 from app.core.logging import get_logger
+from app.core.routes import RouteIndex
 
 log = get_logger("pollhook.api")
 
@@ -114,22 +114,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _allowed_methods(request: Request) -> list[str]:
     """Every method served at this path (Starlette names only the first matching route's)."""
-    index: list[tuple[re.Pattern[str], list[str]]] = getattr(
-        request.app.state, "allowed_methods", []
-    )
-    for pattern, methods in index:
-        if pattern.fullmatch(request.url.path):
-            return methods
-    return []
-
-
-def allowed_methods_index(openapi: dict[str, Any]) -> list[tuple[re.Pattern[str], list[str]]]:
-    """Path templates of the OpenAPI document as patterns, with their methods."""
-    index = []
-    for template, operations in openapi.get("paths", {}).items():
-        pattern = re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)))
-        index.append((pattern, sorted(m.upper() for m in operations)))
-    return index
+    index: RouteIndex | None = getattr(request.app.state, "routes", None)
+    match = index.match(request.url.path) if index is not None else None
+    return list(match.methods) if match is not None else []
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:

@@ -1,13 +1,21 @@
 """Prometheus metrics.
 
-Counters and histograms are per process (each replica is scraped on its own); the gauges
-that describe shared state (queue depth, backlog, rates) are read from Postgres at scrape
-time, so any process reports the same truth.
+Counters and histograms are per process (each replica is scraped on its own). What describes
+state shared by all replicas (queue depth, backlog, rates, tasks by status) is read from
+Postgres at scrape time into a `SharedSnapshot`, so any process reports the same truth. A
+value that is unknown (no forecast yet, nothing pending, the engine never ran, the database
+unreachable) is left out of the scrape rather than reported as 0, which would read as a
+real measurement.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -23,6 +31,12 @@ BUDGET_SLOTS = Counter(
     ["provider"],
     registry=REGISTRY,
 )
+TASK_OUTCOMES = Counter(
+    "pollhook_task_outcomes_total",
+    "Tasks that reached a terminal status in this process, by provider instance and status.",
+    ["provider", "status"],
+    registry=REGISTRY,
+)
 DELIVERIES = Counter(
     "pollhook_deliveries_total",
     "Webhook delivery attempts by outcome (delivered, retry, give_up, endpoint_gone).",
@@ -35,52 +49,128 @@ ATTEMPT_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
     registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge(
-    "pollhook_delivery_queue_depth", "Deliveries waiting to be sent.", registry=REGISTRY
-)
-OLDEST_PENDING = Gauge(
-    "pollhook_delivery_oldest_pending_seconds",
-    "Age of the oldest delivery not yet delivered.",
+HTTP_REQUESTS = Counter(
+    "pollhook_http_requests_total",
+    "API requests by method, route template and status code.",
+    ["method", "route", "status"],
     registry=REGISTRY,
 )
-DUE_BACKLOG = Gauge(
-    "pollhook_provider_due_backlog",
-    "Active tasks whose next poll is due, per provider instance.",
-    ["provider"],
+HTTP_SECONDS = Histogram(
+    "pollhook_http_request_duration_seconds",
+    "API request duration by method and route template, until the response is sent.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
-EFFECTIVE_RATE = Gauge(
-    "pollhook_provider_effective_rate_per_second",
-    "The rate in force for each instance (lower than configured after rate limits).",
-    ["provider"],
-    registry=REGISTRY,
-)
-CONFIGURED_RATE = Gauge(
-    "pollhook_provider_configured_rate_per_second",
-    "The configured rate budget of each instance (0: unlimited).",
-    ["provider"],
-    registry=REGISTRY,
-)
-PROVIDER_UP = Gauge(
-    "pollhook_provider_healthy",
-    "1 when the instance's health is ok, 0 when degraded or auth_failed.",
-    ["provider"],
-    registry=REGISTRY,
-)
+# Requests that matched no route share one label, so probes of random paths cannot grow the
+# series without bound.
+UNMATCHED_ROUTE = "(unmatched)"
 
-POLL_DEMAND_RATIO = Gauge(
-    "pollhook_provider_poll_demand_ratio",
-    "Polls per second the schedule asks for at the instance's own hit chance, over the polls "
-    "the budget can give: above 1 the instance is saturated and adaptive plans poll later.",
-    ["provider"],
-    registry=REGISTRY,
-)
-EXPECTED_DETECTION_DELAY = Gauge(
-    "pollhook_provider_expected_detection_delay_seconds",
-    "Expected time from a task finishing upstream to pollhook knowing, per instance.",
-    ["provider"],
-    registry=REGISTRY,
-)
+
+@dataclass(frozen=True)
+class ProviderSnapshot:
+    """One provider instance as Postgres sees it; None where there is no value yet."""
+
+    name: str
+    configured_rate_per_s: float
+    due_backlog: int
+    tasks_by_status: Mapping[str, int]
+    effective_rate_per_s: float | None = None
+    healthy: bool | None = None
+    poll_demand_ratio: float | None = None
+    expected_detection_delay_s: float | None = None
+
+
+@dataclass(frozen=True)
+class SharedSnapshot:
+    delivery_queue_depth: int
+    oldest_pending_delivery_s: float | None
+    providers: list[ProviderSnapshot] = field(default_factory=list)
+
+
+class SharedStateCollector(Collector):
+    """Serves the latest snapshot; nothing at all while there is none."""
+
+    def __init__(self) -> None:
+        self.snapshot: SharedSnapshot | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        yield _gauge(
+            "pollhook_delivery_queue_depth",
+            "Deliveries waiting to be sent.",
+            value=snapshot.delivery_queue_depth,
+        )
+        if snapshot.oldest_pending_delivery_s is not None:
+            yield _gauge(
+                "pollhook_delivery_oldest_pending_seconds",
+                "Age of the oldest delivery not yet delivered; absent when none is pending.",
+                value=snapshot.oldest_pending_delivery_s,
+            )
+        providers = snapshot.providers
+        tasks = GaugeMetricFamily(
+            "pollhook_tasks",
+            "Active tasks by provider instance and status (terminal ones are counted by "
+            "pollhook_task_outcomes_total).",
+            labels=["provider", "status"],
+        )
+        for p in providers:
+            for status, count in sorted(p.tasks_by_status.items()):
+                tasks.add_metric([p.name, status], count)
+        yield tasks
+        per_provider: list[tuple[str, str, list[tuple[str, float | None]]]] = [
+            (
+                "pollhook_provider_due_backlog",
+                "Active tasks whose next poll is due, per provider instance.",
+                [(p.name, p.due_backlog) for p in providers],
+            ),
+            (
+                "pollhook_provider_configured_rate_per_second",
+                "The configured rate budget of each instance (0: unlimited).",
+                [(p.name, p.configured_rate_per_s) for p in providers],
+            ),
+            (
+                "pollhook_provider_effective_rate_per_second",
+                "The rate in force for each instance (lower than configured after rate "
+                "limits); absent until an engine has started the instance.",
+                [(p.name, p.effective_rate_per_s) for p in providers],
+            ),
+            (
+                "pollhook_provider_healthy",
+                "1 when the instance's health is ok, 0 when degraded or auth_failed; absent "
+                "until an engine has started the instance.",
+                [(p.name, None if p.healthy is None else float(p.healthy)) for p in providers],
+            ),
+            (
+                "pollhook_provider_poll_demand_ratio",
+                "Polls per second the schedule asks for at the instance's own hit chance, over "
+                "the polls the budget can give: above 1 the instance is saturated and adaptive "
+                "plans poll later. Absent before the first forecast and for unlimited instances.",
+                [(p.name, p.poll_demand_ratio) for p in providers],
+            ),
+            (
+                "pollhook_provider_expected_detection_delay_seconds",
+                "Expected time from a task finishing upstream to pollhook knowing, per "
+                "instance; absent before the first forecast.",
+                [(p.name, p.expected_detection_delay_s) for p in providers],
+            ),
+        ]
+        for name, documentation, values in per_provider:
+            family = GaugeMetricFamily(name, documentation, labels=["provider"])
+            for provider, value in values:
+                if value is not None:
+                    family.add_metric([provider], value)
+            yield family
+
+
+def _gauge(name: str, documentation: str, *, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+SHARED_STATE = SharedStateCollector()
+REGISTRY.register(SHARED_STATE)
 
 
 def render() -> bytes:

@@ -11,8 +11,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.error_handlers import error_body
 from app.core.logging import get_logger
+from app.core.metrics import HTTP_REQUESTS, HTTP_SECONDS, UNMATCHED_ROUTE
+from app.core.routes import RouteIndex
 
 log = get_logger("pollhook.access")
+
+# HTTP allows any token as a method: metrics label the rest "OTHER" to stay bounded.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 async def _send_json(send: Send, status: int, body: dict[str, object]) -> None:
@@ -79,7 +84,8 @@ class BodyLimitMiddleware:
 
 
 class RequestLogMiddleware:
-    """One structured line per request: method, path, status, duration, request id, tenant.
+    """One structured line per request: method, path, status, duration, request id, tenant;
+    and the request metrics by route template (bounded labels, unlike raw paths).
 
     Never the query string or headers, which is where credentials would travel.
     """
@@ -107,13 +113,20 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - started
             state = scope.get("state") or {}
             log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status_code,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
                 tenant=state.get("tenant"),
             )
+            index = getattr(getattr(scope.get("app"), "state", None), "routes", None)
+            matched = index.match(scope["path"]) if isinstance(index, RouteIndex) else None
+            route = matched.template if matched is not None else UNMATCHED_ROUTE
+            method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
+            HTTP_REQUESTS.labels(method, route, str(status_code)).inc()
+            HTTP_SECONDS.labels(method, route).observe(elapsed)
             structlog.contextvars.unbind_contextvars("request_id")

@@ -6,13 +6,11 @@ from pydantic import BaseModel
 from app.core import metrics
 from app.core.db import ping
 from app.core.errors import ServiceUnavailable
-from app.core.logging import get_logger
 from app.core.schemas import error_responses
 from app.deps import StateDep
-from app.health.service import refresh_shared_gauges
+from app.health.service import refresh_shared_state
 
 router = APIRouter(tags=["health"])
-log = get_logger("pollhook.metrics")
 
 
 class Health(BaseModel):
@@ -42,9 +40,5 @@ async def readyz(state: StateDep) -> Health:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
 async def prometheus_metrics(state: StateDep) -> Response:
-    try:
-        async with state.sessions() as session:
-            await refresh_shared_gauges(session, state.settings)
-    except Exception as exc:  # a scrape still gets the process's own counters
-        log.warning("metrics_refresh_failed", error=type(exc).__name__)
+    await refresh_shared_state(state.sessions, state.settings)
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

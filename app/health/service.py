@@ -1,36 +1,57 @@
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core import metrics
 from app.core.config import Settings
+from app.core.logging import get_logger
+from app.core.metrics import SHARED_STATE, ProviderSnapshot, SharedSnapshot
 from app.models import ProviderHealth
+from app.models.task import ACTIVE_STATUSES
 from app.providers.repository import ProviderStateRepository
+from app.tasks.repository import TaskRepository
 from app.webhooks.repository import WebhookRepository
 
+log = get_logger("pollhook.metrics")
 
-async def refresh_shared_gauges(session: AsyncSession, settings: Settings) -> None:
-    """Set the gauges that describe state shared by all replicas from Postgres."""
+
+async def refresh_shared_state(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """Read the shared state for the next scrapes. When it cannot be read, the scrape leaves
+    it out (the process's own counters still go out): stale or zeroed gauges would pass
+    for a measurement."""
+    try:
+        async with sessions() as session:
+            SHARED_STATE.snapshot = await read_shared_state(session, settings)
+    except Exception as exc:
+        SHARED_STATE.snapshot = None
+        log.warning("metrics_refresh_failed", error=type(exc).__name__)
+
+
+async def read_shared_state(session: AsyncSession, settings: Settings) -> SharedSnapshot:
+    """What the metrics say about state shared by all replicas, read from Postgres."""
     depth, oldest = await WebhookRepository(session).queue_stats()
-    metrics.QUEUE_DEPTH.set(depth)
-    metrics.OLDEST_PENDING.set(oldest or 0.0)
     providers = ProviderStateRepository(session)
     backlog = await providers.due_backlog()
     states = await providers.states(settings.providers, recovery_s=settings.engine.rate_recovery_s)
-    for name, provider in settings.providers.items():
-        metrics.DUE_BACKLOG.labels(name).set(backlog.get(name, 0))
-        metrics.CONFIGURED_RATE.labels(name).set(provider.rate_limit_per_s)
+    active = await TaskRepository(session).active_counts()
+    snapshots = []
+    for name, provider in sorted(settings.providers.items()):
         state = states.get(name)
-        metrics.EFFECTIVE_RATE.labels(name).set(
-            state.effective_rate_per_s if state else provider.rate_limit_per_s
+        capacity = state.poll_capacity_per_s if state else None
+        demand = state.poll_demand_per_s if state else None
+        snapshots.append(
+            ProviderSnapshot(
+                name=name,
+                configured_rate_per_s=provider.rate_limit_per_s,
+                due_backlog=backlog.get(name, 0),
+                tasks_by_status={s: active.get((name, s), 0) for s in ACTIVE_STATUSES},
+                effective_rate_per_s=state.effective_rate_per_s if state else None,
+                healthy=state.health is ProviderHealth.OK if state else None,
+                poll_demand_ratio=demand / capacity if demand is not None and capacity else None,
+                expected_detection_delay_s=state.expected_detection_delay_s if state else None,
+            )
         )
-        metrics.POLL_DEMAND_RATIO.labels(name).set(
-            (state.poll_demand_per_s or 0.0) / state.poll_capacity_per_s
-            if state and state.poll_capacity_per_s
-            else 0.0
-        )
-        metrics.EXPECTED_DETECTION_DELAY.labels(name).set(
-            (state.expected_detection_delay_s or 0.0) if state else 0.0
-        )
-        healthy = state is None or state.health is ProviderHealth.OK
-        metrics.PROVIDER_UP.labels(name).set(1 if healthy else 0)
+    return SharedSnapshot(
+        delivery_queue_depth=depth, oldest_pending_delivery_s=oldest, providers=snapshots
+    )

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core.config import EngineSettings, ProviderSettings, Settings
 from app.core.db import create_sessionmaker
 from app.core.logging import get_logger
-from app.core.metrics import BUDGET_SLOTS, POLLS
+from app.core.metrics import BUDGET_SLOTS, POLLS, TASK_OUTCOMES
 from app.core.notify import listen
 from app.models import ProviderHealth
 from app.polling import policy
@@ -318,6 +318,8 @@ class ProviderLoop:
                 )
                 applied = await service.apply(claim, result)
             POLLS.labels(self.name, _outcome(result, applied)).inc()
+            if applied is not None and applied.changed and applied.status.is_terminal:
+                TASK_OUTCOMES.labels(self.name, applied.status.value).inc()
             if applied is None:
                 log.info("poll_result_fenced_off", provider=self.name, task_id=str(claim.id))
             elif applied.changed:

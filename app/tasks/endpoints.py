@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from app.core.metrics import TASK_OUTCOMES
 from app.core.schemas import error_responses
 from app.deps import TaskServiceDep, TenantDep
 from app.models import TaskStatus
@@ -58,4 +59,7 @@ async def get_task(task_id: uuid.UUID, tenant: TenantDep, service: TaskServiceDe
     responses=error_responses(401, 404, 409, 422, 503),
 )
 async def cancel_task(task_id: uuid.UUID, tenant: TenantDep, service: TaskServiceDep) -> TaskRead:
-    return TaskRead.from_task(await service.cancel(tenant, task_id))
+    cancellation = await service.cancel(tenant, task_id)
+    if cancellation.changed:
+        TASK_OUTCOMES.labels(cancellation.task.provider, TaskStatus.CANCELLED.value).inc()
+    return TaskRead.from_task(cancellation.task)

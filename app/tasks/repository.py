@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event, Task
+from app.models.task import ACTIVE_STATUSES
 
 # The channel the tasks_notify_new trigger notifies (migration 0610); the engine LISTENs.
 NOTIFY_CHANNEL = "pollhook_tasks"
@@ -74,6 +75,15 @@ class TaskRepository:
             stmt = stmt.where(tuple_(Task.created_at, Task.id) < tuple_(*after))
         stmt = stmt.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)
         return list(await self.session.scalars(stmt))
+
+    async def active_counts(self) -> dict[tuple[str, str], int]:
+        """Active tasks per (provider, status), over every tenant."""
+        rows = await self.session.execute(
+            select(Task.provider, Task.status, func.count())
+            .where(Task.status.in_(ACTIVE_STATUSES))
+            .group_by(Task.provider, Task.status)
+        )
+        return {(provider, status): int(count) for provider, status, count in rows}
 
     async def add_event(self, task: Task, event_type: str, payload: dict[str, Any]) -> Event:
         event = Event(

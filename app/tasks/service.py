@@ -29,6 +29,12 @@ class Registration:
     created: bool
 
 
+@dataclass(frozen=True)
+class Cancellation:
+    task: Task
+    changed: bool
+
+
 class TaskService:
     def __init__(
         self,
@@ -146,14 +152,14 @@ class TaskService:
         next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
         return TaskList(items=[TaskRead.from_task(t) for t in page], next_cursor=next_cursor)
 
-    async def cancel(self, tenant: str, task_id: uuid.UUID) -> Task:
+    async def cancel(self, tenant: str, task_id: uuid.UUID) -> Cancellation:
         """Stop tracking. Idempotent for an already cancelled task; 409 for other terminals."""
         task = await self.repo.get(tenant, task_id, for_update=True)
         if task is None:
             raise NotFound(f"task {task_id} not found")
         current = TaskStatus(task.status)
         if current is TaskStatus.CANCELLED:
-            return task
+            return Cancellation(task, changed=False)
         if not can_transition(current, TaskStatus.CANCELLED):
             raise Conflict(
                 f"task {task_id} is already {current.value}",
@@ -162,7 +168,7 @@ class TaskService:
         # Bumping the token voids any lease a poller holds: its outcome write will not match.
         task.fencing_token += 1
         await change_status(self.repo, task, TaskStatus.CANCELLED, await self.repo.now())
-        return task
+        return Cancellation(task, changed=True)
 
 
 async def change_status(

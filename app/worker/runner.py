@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -69,20 +70,19 @@ def _serve_metrics(settings: Settings, engine: AsyncEngine, scheduler: AsyncIOSc
 
     from app.core.db import create_sessionmaker
     from app.core.metrics import REGISTRY
-    from app.health.service import refresh_shared_gauges
-
-    sessions = create_sessionmaker(engine)
-
-    async def refresh() -> None:
-        try:
-            async with sessions() as session:
-                await refresh_shared_gauges(session, settings)
-        except Exception as exc:
-            log.warning("metrics_refresh_failed", error=type(exc).__name__)
+    from app.health.service import refresh_shared_state
 
     assert settings.metrics_port is not None
     start_http_server(settings.metrics_port, addr=settings.host, registry=REGISTRY)
     scheduler.add_job(
-        refresh, "interval", seconds=GAUGE_REFRESH_S, max_instances=1, coalesce=True, id="gauges"
+        refresh_shared_state,
+        "interval",
+        args=[create_sessionmaker(engine), settings],
+        seconds=GAUGE_REFRESH_S,
+        # The first scrape need not wait a whole period for the shared gauges.
+        next_run_time=datetime.now(UTC),
+        max_instances=1,
+        coalesce=True,
+        id="gauges",
     )
     log.info("worker_metrics", host=settings.host, port=settings.metrics_port)

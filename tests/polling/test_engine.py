@@ -37,7 +37,12 @@ async def test_tasks_reach_succeeded_with_resolved_download_url(
         labels = {"provider": "minimax", "outcome": outcome}
         return REGISTRY.get_sample_value("pollhook_polls_total", labels) or 0.0
 
+    def succeeded() -> float:
+        labels = {"provider": "minimax", "status": "succeeded"}
+        return REGISTRY.get_sample_value("pollhook_task_outcomes_total", labels) or 0.0
+
     changed_before, unchanged_before = counted("changed"), counted("unchanged")
+    succeeded_before = succeeded()
     upstream = ScriptedMinimax(polls_to_finish=3)
     await run_engine(_settings(settings), httpx.MockTransport(upstream))
     await register_many(client, 20)
@@ -63,6 +68,7 @@ async def test_tasks_reach_succeeded_with_resolved_download_url(
     assert leftover == 0
     assert counted("changed") - changed_before == 40  # processing, then succeeded
     assert counted("unchanged") - unchanged_before == 20  # the poll in between
+    assert succeeded() - succeeded_before == 20
 
 
 @pytest.mark.parametrize(("final", "status"), [("failed", "failed"), ("EXPIRED", "expired")])
