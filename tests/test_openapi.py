@@ -48,3 +48,25 @@ async def test_no_dangling_schema_references(client: httpx.AsyncClient) -> None:
     referenced = set(re.findall(r"#/components/schemas/(\w+)", json.dumps(doc)))
     assert referenced <= set(doc["components"]["schemas"])
     assert "/v1/providers" in doc["paths"]
+
+
+async def test_webhook_payloads_are_documented(client: httpx.AsyncClient) -> None:
+    """Every event type pollhook sends is under the document's `webhooks`, with the body
+    schema and the Standard Webhooks headers a consumer verifies."""
+    from app.webhooks.schemas import EventType
+
+    doc = (await client.get("/openapi.json")).json()
+    assert doc["openapi"].startswith("3.1")
+    assert set(doc["webhooks"]) == {e.value for e in EventType}
+    for name, entry in doc["webhooks"].items():
+        operation = entry["post"]
+        assert operation["summary"].startswith(name)
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/WebhookEvent"}
+        headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        assert "422" not in operation["responses"]
+    event = doc["components"]["schemas"]["WebhookEvent"]
+    assert event["required"] == ["type", "timestamp", "data"]
+    assert event["properties"]["data"]["$ref"] == "#/components/schemas/TaskRead"
+    assert event["additionalProperties"] is False

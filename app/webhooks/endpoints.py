@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Header, Response, status
 
 from app.core.schemas import error_responses
 from app.deps import TaskServiceDep, TenantDep, WebhookServiceDep
 from app.webhooks.schemas import (
+    EVENT_DESCRIPTIONS,
     DeliveryList,
     DeliveryRead,
     SigningSecret,
     WebhookCreate,
+    WebhookEvent,
     WebhookList,
     WebhookUpdate,
     WebhookWithSecret,
@@ -115,3 +118,57 @@ async def retry_delivery(
     delivery_id: uuid.UUID, tenant: TenantDep, service: WebhookServiceDep
 ) -> DeliveryRead:
     return await service.retry(tenant, delivery_id)
+
+
+def describe_events(webhooks: APIRouter) -> None:
+    """The OpenAPI document's `webhooks`: one entry per event type, the request a consumer's
+    endpoint receives. pollhook serves none of these; it sends them."""
+    for event_type, when in EVENT_DESCRIPTIONS.items():
+        webhooks.add_api_route(
+            event_type.value,
+            _consumer_endpoint,
+            methods=["POST"],
+            summary=f"{event_type.value}: {when.split(';')[0].rstrip('.')}",
+            description=f"{when}\n\n{_DELIVERY_RULES}",
+            operation_id=f"webhook_{event_type.name.lower()}",
+            response_class=Response,
+            responses={
+                200: {"description": "Delivered: any 2xx within the timeout (15 s)."},
+                "410": {"description": "Gone: the endpoint is disabled, no more attempts."},
+                "429": {"description": "Retried after Retry-After, and at least 60 s."},
+            },
+        )
+
+
+_DELIVERY_RULES = (
+    "Signed per Standard Webhooks: verify `webhook-signature` over "
+    "`{webhook-id}.{webhook-timestamp}.{raw body}` with the endpoint's secret (or, for a "
+    "task's `callback_url`, the tenant's signing secret) before parsing the body, and refuse a "
+    "`webhook-timestamp` more than 5 minutes away. Any other answer, a redirect or a timeout "
+    "is retried with the same `webhook-id` (see the README's Webhooks section)."
+)
+
+
+async def _consumer_endpoint(
+    body: WebhookEvent,
+    webhook_id: Annotated[
+        str,
+        Header(
+            alias="webhook-id",
+            description="The event's id: the same on every attempt and for every endpoint; "
+            "deduplicate by it.",
+        ),
+    ],
+    webhook_timestamp: Annotated[
+        int, Header(alias="webhook-timestamp", description="Unix seconds, set per attempt.")
+    ],
+    webhook_signature: Annotated[
+        str,
+        Header(
+            alias="webhook-signature",
+            description="Space-separated `v1,<base64 HMAC-SHA256>` entries, one per valid "
+            "secret (two while a rotated secret is in its grace period).",
+        ),
+    ],
+) -> None:
+    """Documentation only: FastAPI describes a webhook through a route's signature."""

@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import Webhook
 
 from app.core.db import create_sessionmaker
 from app.webhooks.repository import WebhookRepository
+from app.webhooks.schemas import WebhookEvent
 from tests import helpers
 from tests.webhooks.receiver import Answer, Receiver
 
@@ -312,6 +313,9 @@ async def test_payload_is_the_full_task_object(
     payload = verify(hook["secret"], receiver.at("/full")[0])
     assert payload["data"] == task
     assert json.loads(receiver.at("/full")[0].body)["timestamp"]
+    # The body is exactly what the OpenAPI document's `webhooks` describe.
+    event = WebhookEvent.model_validate_json(receiver.at("/full")[0].body)
+    assert event.model_dump(mode="json")["data"] == task
 
 
 async def test_a_consumer_that_is_down(
