@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
 import pytest
 
-from app.core.logging import configure_logging, get_logger
+from app.core.logging import LogFormat, configure_logging, get_logger
 from tests.helpers import ACME_KEY, OTHER_KEY
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -49,3 +50,20 @@ def test_console_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert "hello" in err
     assert "n=1" in err
     assert not err.lstrip().startswith("{")
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_configured_secrets_never_reach_a_line(
+    capsys: pytest.CaptureFixture[str], log_format: LogFormat
+) -> None:
+    """Whatever field, spelling or traceback carries them (stdlib loggers too)."""
+    secret = "sk-live/prov1der"
+    configure_logging(log_format, "INFO", secrets=[secret])
+    try:
+        raise ValueError(f"upstream said: invalid key {secret}")
+    except ValueError:
+        get_logger("t").exception("poll_failed", detail='{"key":"sk-live\\/prov1der"}')
+        logging.getLogger("uvicorn.error").exception("quoted sk%2Dlive%2Fprov1der")
+    err = capsys.readouterr().err
+    assert "prov1der" not in err
+    assert err.count("[redacted]") == 4  # two fields, two tracebacks

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import structlog
+
+from app.core.redaction import Redactor
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -22,13 +25,34 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def configure_logging(log_format: LogFormat = "auto", level: str = "INFO") -> None:
+class _RedactValues:
+    """Cuts the configured secrets out of every value of a log line, the formatted
+    traceback included: an upstream's answer or an exception message may quote a key in
+    any field, under any name."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+
+    def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {
+            name: self.redactor.json(value) if isinstance(value, str | dict | list) else value
+            for name, value in event.items()
+        }
+
+
+def configure_logging(
+    log_format: LogFormat = "auto", level: str = "INFO", secrets: Iterable[str] = ()
+) -> None:
+    """`secrets`: values (provider and API keys, the database password) that no log line
+    may contain, in any spelling."""
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
+        structlog.processors.format_exc_info,
+        _RedactValues(Redactor(secrets)),
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -36,7 +60,7 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "INFO") -> No
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
