@@ -70,7 +70,11 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
     app.include_router(root_router)
     install_error_handlers(app)
     app.state.allowed_methods = allowed_methods_index(app.openapi())
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.request_body_timeout_s,
+    )
     app.add_middleware(RequestLogMiddleware)
     return app
 
