@@ -3,7 +3,8 @@
 Each bad request goes over ONE keep-alive connection and is followed by a good one on the same
 connection: the bad one gets a 422 in the error shape (it was a 500, and nesting 256 deep
 also dropped the connection), and the connection stays usable. A client that sends half a
-body gets a 408 and the connection is closed, instead of holding it forever.
+body gets a 408 and the connection is closed, instead of holding it forever; one that sends
+nothing, or half its headers, is disconnected (app/core/http_protocol.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
+from app.core.http_protocol import bounded_headers_protocol
 from app.main import create_app
 from tests.helpers import ACME_KEY
 from tests.test_cli import _free_port
@@ -82,9 +84,11 @@ class Connection:
 
 
 @contextlib.asynccontextmanager
-async def running_api(settings: Settings, engine: AsyncEngine) -> AsyncIterator[int]:
+async def running_api(
+    settings: Settings, engine: AsyncEngine, **options: Any
+) -> AsyncIterator[int]:
     port = _free_port()
-    server, task = await start_server(create_app(settings, engine=engine), port)
+    server, task = await start_server(create_app(settings, engine=engine), port, **options)
     try:
         yield port
     finally:
@@ -247,3 +251,50 @@ async def test_half_a_body_gets_408_and_the_connection_is_closed(
         status, _, _ = await other.request("GET", "/v1/tasks")
         assert status == 200
         await other.close()
+
+
+# --- half the headers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [b"", b"GET /v1/tasks HTTP/1.1\r\n", b"GET /v1/tasks HTTP/1.1\r\nHost: pollhook.test\r\n"],
+    ids=["nothing", "request-line", "some-headers"],
+)
+async def test_half_the_headers_are_disconnected(
+    settings: Settings, engine: AsyncEngine, partial: bytes
+) -> None:
+    async with running_api(settings, engine, http=bounded_headers_protocol(0.2)) as port:
+        conn = await Connection.open(port)
+        await conn.send(partial)
+        assert await conn.closed_by_server()
+        await conn.close()
+
+
+async def test_the_next_requests_headers_are_bounded_too(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """After a response, the first byte of a next request cancels uvicorn's keep-alive timer;
+    the headers that follow are still bounded."""
+    async with running_api(settings, engine, http=bounded_headers_protocol(0.2)) as port:
+        conn = await Connection.open(port)
+        status, _, _ = await conn.request("GET", "/v1/tasks")
+        assert status == 200
+        await conn.send(b"GET /v1/tasks HTTP/1.1\r\n")
+        assert await conn.closed_by_server()
+        await conn.close()
+
+
+async def test_keep_alive_and_pipelining_still_work_under_the_bound(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    async with running_api(settings, engine, http=bounded_headers_protocol(5)) as port:
+        conn = await Connection.open(port)
+        for _ in range(3):
+            status, _, _ = await conn.request("GET", "/v1/tasks")
+            assert status == 200
+        # Two requests in one write: the second waits, parsed, while the first is answered.
+        head = f"GET /v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME_KEY}\r\n\r\n"
+        await conn.send(head.encode() * 2)
+        assert [(await conn.response())[0] for _ in range(2)] == [200, 200]
+        await conn.close()

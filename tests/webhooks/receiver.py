@@ -7,6 +7,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -79,10 +80,19 @@ class Receiver:
             await stop_server(self.server, self.task)
 
 
-async def start_server(app: ASGIApp, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    """`app` under a real uvicorn on 127.0.0.1:`port`, in the test's event loop."""
+async def start_server(
+    app: ASGIApp, port: int, **options: Any
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """`app` under a real uvicorn on 127.0.0.1:`port`, in the test's event loop; `options`
+    go to uvicorn.Config."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        **options,
     )
     server = _InProcessServer(config)
     task = asyncio.create_task(server.serve())
