@@ -76,7 +76,11 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
     describe_events(app.webhooks)
     install_error_handlers(app)
     app.state.routes = RouteIndex(app.openapi(), list(app.routes))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.request_body_timeout_s,
+    )
     app.add_middleware(RequestLogMiddleware)
     return app
 

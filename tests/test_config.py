@@ -109,6 +109,51 @@ def test_invalid_setting_names_the_variable(
     assert f"invalid setting {variable}" in str(info.value)
 
 
+def test_allow_network_entries_may_name_a_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "POLLHOOK_WEBHOOK_ALLOW_NETWORKS",
+        "127.0.0.1:9000, 127.0.0.0/8:9001, [::1]:9000, [fd00::/8]:443, 10.0.0.0/8, ::1, [::2]",
+    )
+    allowed = load_settings().webhook_allow_networks
+    assert [(str(entry.network), entry.port) for entry in allowed] == [
+        ("127.0.0.1/32", 9000),
+        ("127.0.0.0/8", 9001),
+        ("::1/128", 9000),
+        ("fd00::/8", 443),
+        ("10.0.0.0/8", None),
+        ("::1/128", None),
+        ("::2/128", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("127.0.0.1:", "the port must be a number from 1 to 65535"),
+        ("127.0.0.1:0", "the port must be a number from 1 to 65535"),
+        ("127.0.0.1:65536", "the port must be a number from 1 to 65535"),
+        ("127.0.0.1:http", "the port must be a number from 1 to 65535"),
+        ("[::1]:", "the port must be a number from 1 to 65535"),
+        ("[::1]:-1", "the port must be a number from 1 to 65535"),
+        ("[::1", "is not a network or address"),
+        ("[::1]9000", "is not a network or address"),
+        ("[127.0.0.1]:9000", "is not a network or address"),  # brackets are for IPv6
+        ("fd00::/8:443", "is not a network or address"),  # IPv6 with a port needs brackets
+        ("localhost:9000", "is not a network or address"),
+        ("10.0.0.0/33", "is not a network or address"),
+    ],
+)
+def test_malformed_allow_network_entries_are_named(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("POLLHOOK_WEBHOOK_ALLOW_NETWORKS", f"10.0.0.0/8, {value}")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value).startswith("invalid setting POLLHOOK_WEBHOOK_ALLOW_NETWORKS: ")
+    assert repr(value) in str(info.value)
+    assert message in str(info.value)
+
+
 def test_missing_config_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POLLHOOK_CONFIG", "/nonexistent/pollhook.toml")
     with pytest.raises(SettingsError, match="POLLHOOK_CONFIG"):

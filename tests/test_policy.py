@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -107,4 +109,42 @@ def test_cursor_round_trip() -> None:
 def test_invalid_cursors(cursor: str) -> None:
     with pytest.raises(ValidationFailed) as info:
         decode_cursor(cursor)
+    assert info.value.details == [{"field": "cursor", "message": "invalid cursor"}]
+
+
+def cursor_at(stamp: str) -> str:
+    """A cursor as a client could forge it, with any timestamp text."""
+    raw = json.dumps([stamp, "00000000-0000-0000-0000-000000000000"]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("stamp", "utc"),
+    [
+        ("0001-01-01T00:00:00+00:00", datetime(1, 1, 1, tzinfo=UTC)),
+        ("0001-01-01T14:00:00+14:00", datetime(1, 1, 1, tzinfo=UTC)),
+        ("9999-12-31T23:59:59.999999+00:00", datetime.max.replace(tzinfo=UTC)),
+        ("9999-12-31T09:59:59-14:00", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    ],
+)
+def test_cursors_at_the_ends_of_time_decode_to_utc(stamp: str, utc: datetime) -> None:
+    created_at, _ = decode_cursor(cursor_at(stamp))
+    assert created_at == utc
+    assert created_at.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "0001-01-01T00:00:00+14:00",  # before year 1 in UTC
+        "0001-01-01T13:59:59.999999+14:00",
+        "0001-01-01T00:00:00+00:00:01",
+        "9999-12-31T23:59:59-14:00",  # after year 9999 in UTC
+        "9999-12-31T23:59:59.999999-00:00:01",
+        "9999-12-31T10:00:00-14:00",
+    ],
+)
+def test_cursors_beyond_the_ends_of_time_are_invalid(stamp: str) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        decode_cursor(cursor_at(stamp))
     assert info.value.details == [{"field": "cursor", "message": "invalid cursor"}]

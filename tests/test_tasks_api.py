@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Event, Task
 from tests.helpers import OTHER_KEY
+from tests.test_policy import cursor_at
 
 MINIMAX_ID = 95157322514444
 JIMMY_ID = "audio_16b635ba-5889-4fa5-bbcc-bf67a38c353a"
@@ -299,6 +300,25 @@ class TestReadAndList:
     ) -> None:
         error = assert_error(await client.get("/v1/tasks", params=params), 422, "validation_error")
         assert fields_of(error) == [field]
+
+    @pytest.mark.parametrize(
+        ("stamp", "status"),
+        [
+            ("0001-01-01T00:00:00+14:00", 422),
+            ("9999-12-31T23:59:59-14:00", 422),
+            ("0001-01-01T14:00:00+14:00", 200),
+            ("9999-12-31T09:59:59-14:00", 200),
+        ],
+    )
+    async def test_cursor_at_the_ends_of_time(
+        self, client: httpx.AsyncClient, stamp: str, status: int
+    ) -> None:
+        """A cursor's timestamp that overflows in UTC was a 500 from the driver."""
+        response = await client.get("/v1/tasks", params={"cursor": cursor_at(stamp)})
+        if status == 422:
+            assert fields_of(assert_error(response, 422, "validation_error")) == ["cursor"]
+        else:
+            assert response.status_code == 200, response.text
 
     async def test_limit_bounds_are_inclusive(self, client: httpx.AsyncClient) -> None:
         for limit in (1, 500):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -186,6 +187,54 @@ class StaticApiKey(BaseModel):
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
+@dataclass(frozen=True)
+class AllowedNetwork:
+    """One POLLHOOK_WEBHOOK_ALLOW_NETWORKS entry: a network, on one port or on every port.
+
+    Written `10.0.0.0/8` or `fd00::/8` (every port), `127.0.0.1:9000` or `127.0.0.0/8:9000`,
+    `[::1]:9000` or `[fd00::/8]:443` (one port; IPv6 needs the brackets, since `::1:9000` is
+    an address). app/webhooks/ssrf.py (SsrfPolicy) decides what an entry lets through.
+    """
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedNetwork:
+        entry = text.strip()
+        network: ipaddress.IPv4Network | ipaddress.IPv6Network
+        port_text: str | None = None
+        try:
+            if entry.startswith("["):
+                address, bracket, rest = entry[1:].partition("]")
+                if not bracket or (rest and not rest.startswith(":")):
+                    raise ValueError("malformed brackets")
+                network = ipaddress.IPv6Network(address, strict=False)
+                port_text = rest[1:] if rest else None
+            elif entry.count(":") == 1:  # IPv4 and a port; IPv6 has at least two colons
+                address, _, port_text = entry.partition(":")
+                network = ipaddress.IPv4Network(address, strict=False)
+            else:
+                network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a network or address, alone or with a port "
+                "(10.0.0.0/8, 127.0.0.1:9000, [::1]:9000, [fd00::/8]:443)"
+            ) from None
+        if port_text is None:
+            return cls(network)
+        if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65_535:
+            raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+        return cls(network, int(port_text))
+
+    def __str__(self) -> str:
+        if self.port is None:
+            return str(self.network)
+        if self.network.version == 6:
+            return f"[{self.network}]:{self.port}"
+        return f"{self.network}:{self.port}"
+
+
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -205,9 +254,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65_535)] = 8000
     api_keys: Annotated[list[StaticApiKey], NoDecode] = Field(default_factory=list)
-    webhook_allow_networks: Annotated[
-        list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode
-    ] = Field(default_factory=list)
+    webhook_allow_networks: Annotated[list[AllowedNetwork], NoDecode] = Field(default_factory=list)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict, validate_default=True)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
@@ -216,6 +263,9 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
+    # From the request's headers to the last byte of its body; then 408 and the connection
+    # is closed, so a client sending half a body cannot hold it.
+    request_body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     max_metadata_bytes: Annotated[int, Field(gt=0)] = 16 * 1024
     # Per process; the pool may overflow to twice this. Below the API's concurrency it opens
     # and closes connections under load (a new backend each time).
@@ -282,11 +332,16 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_networks(cls, value: Any) -> Any:
         value = _split_csv(value)
-        if isinstance(value, list):
-            return [
-                ipaddress.ip_network(v, strict=False) if isinstance(v, str) else v for v in value
-            ]
-        return value
+        if not isinstance(value, list):
+            return value
+        parsed: list[Any] = []
+        for item in value:
+            if isinstance(item, str):
+                item = AllowedNetwork.parse(item)
+            elif isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+                item = AllowedNetwork(item)
+            parsed.append(item)
+        return parsed
 
     @field_validator("providers", mode="before")
     @classmethod

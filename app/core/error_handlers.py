@@ -44,6 +44,12 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
 
 async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    return service_error_response(exc)
+
+
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    """The response for a ServiceError: from the exception handler, and from the body
+    middleware, which answers before the app (and its handlers) sees the request."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     if exc.status_code == 503:
         headers = {"Retry-After": "5"}

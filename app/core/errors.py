@@ -6,9 +6,11 @@ handler in `error_handlers` renders every one as `{"error": {"code", "message", 
     ServiceError                       500 internal_error
     ├── Unauthorized                   401 unauthorized
     ├── NotFound                       404 not_found
+    ├── RequestTimeout                 408 request_timeout
     ├── Conflict                       409 conflict
     ├── PayloadTooLarge                413 payload_too_large
     ├── ValidationFailed               422 validation_error   (details: [{field, message}])
+    ├── InvalidJson                    422 invalid_json       (details: [{field, message}])
     ├── RateLimited                    429 rate_limited       (details: {retry_after_s})
     └── ServiceUnavailable             503 service_unavailable
 
@@ -45,6 +47,11 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class RequestTimeout(ServiceError):
+    status_code = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"
@@ -57,6 +64,11 @@ class ValidationFailed(ServiceError):
     @classmethod
     def field(cls, field: str, message: str) -> ValidationFailed:
         return cls(f"{field}: {message}", details=[{"field": field, "message": message}])
+
+
+class InvalidJson(ServiceError):
+    status_code = 422
+    code = "invalid_json"
 
 
 class RateLimited(ServiceError):

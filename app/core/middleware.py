@@ -1,15 +1,17 @@
-"""Pure ASGI middleware: body size limit and one log line per request."""
+"""Pure ASGI middleware: the request body's bounds and one log line per request."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 import uuid
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.error_handlers import error_body
+from app.core.error_handlers import service_error_response
+from app.core.errors import PayloadTooLarge, RequestTimeout, ServiceError
+from app.core.json_body import parse_json_body
 from app.core.logging import get_logger
 from app.core.metrics import HTTP_REQUESTS, HTTP_SECONDS, UNMATCHED_ROUTE
 from app.core.routes import RouteIndex
@@ -20,60 +22,56 @@ log = get_logger("pollhook.access")
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-async def _send_json(send: Send, status: int, body: dict[str, object]) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
-
-
 class BodyLimitMiddleware:
-    """Reject bodies over `max_bytes` with 413, whether or not Content-Length is sent.
+    """Reads the whole request body before the app sees it, within three bounds:
 
-    The body is buffered (at most `max_bytes`) before the app sees it, so an oversized
-    chunked upload is cut off as soon as it crosses the limit.
+    - at most `max_bytes`, with or without Content-Length: an oversized chunked upload is cut
+      off as soon as it crosses the limit (413);
+    - within `timeout_s` of the headers: a client that sends half a body, or a chunked body
+      that never ends, would otherwise hold the connection and its request task forever (408);
+    - a JSON body must pass `parse_json_body`, the one strict parser (422), for every route
+      present and future. It runs before routing and authentication, as the framework's own
+      JSON decoding does, so such a body is a 422 whatever the path or key.
+
+    413 and 408 close the connection: the rest of the body may still be on its way. A 422 has
+    read the whole body, so the connection stays open for the next request.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        too_large = error_body("payload_too_large", f"request body exceeds {self.max_bytes} bytes")
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared > self.max_bytes:
-                    await _send_json(send, 413, too_large)
-                    return
-        buffered: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            buffered.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await _send_json(send, 413, too_large)
+        headers = dict(scope["headers"])
+        try:
+            declared = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            declared = 0  # the server refuses a malformed Content-Length before this
+        try:
+            if declared > self.max_bytes:
+                raise self._too_large()
+            async with asyncio.timeout(self.timeout_s):
+                buffered = await self._read(receive)
+        except TimeoutError:
+            timed_out = RequestTimeout(
+                f"the request body did not arrive within {self.timeout_s:g} s"
+            )
+            await _send_error(scope, receive, send, timed_out, close=True)
+            return
+        except PayloadTooLarge as exc:
+            await _send_error(scope, receive, send, exc, close=True)
+            return
+        body = b"".join(m.get("body", b"") for m in buffered)
+        if body and _is_json(headers.get(b"content-type", b"")):
+            try:
+                parse_json_body(body)
+            except ServiceError as exc:
+                await _send_error(scope, receive, send, exc, close=False)
                 return
-            if not message.get("more_body", False):
-                break
 
         async def replay() -> Message:
             if buffered:
@@ -81,6 +79,41 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+
+    async def _read(self, receive: Receive) -> list[Message]:
+        """The body's messages, up to the last one (or a disconnect)."""
+        buffered: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request":
+                return buffered
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                raise self._too_large()
+            if not message.get("more_body", False):
+                return buffered
+
+
+def _is_json(content_type: bytes) -> bool:
+    """The media types the framework decodes as JSON: application/json and application/*+json."""
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    return media_type == b"application/json" or (
+        media_type.startswith(b"application/") and media_type.endswith(b"+json")
+    )
+
+
+async def _send_error(
+    scope: Scope, receive: Receive, send: Send, exc: ServiceError, *, close: bool
+) -> None:
+    response = service_error_response(exc)
+    if close:
+        response.headers["connection"] = "close"
+    await response(scope, receive, send)
 
 
 class RequestLogMiddleware:

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
     summary="Register an upstream task for tracking",
     responses={
         200: {"model": TaskRead, "description": "Already registered: the existing task"},
-        **error_responses(401, 409, 413, 415, 422, 503),
+        **error_responses(401, 408, 409, 413, 415, 422, 503),
     },
 )
 async def register_task(

@@ -26,7 +26,7 @@ router = APIRouter(tags=["webhooks"])
     "/webhooks",
     status_code=status.HTTP_201_CREATED,
     summary="Register a webhook endpoint",
-    responses=error_responses(401, 413, 415, 422, 503),
+    responses=error_responses(401, 408, 413, 415, 422, 503),
 )
 async def create_webhook(
     body: WebhookCreate, tenant: TenantDep, service: WebhookServiceDep
@@ -53,7 +53,7 @@ async def get_webhook(
 @router.patch(
     "/webhooks/{webhook_id}",
     summary="Change a webhook endpoint; re-enabling it redelivers what failed to it",
-    responses=error_responses(401, 404, 413, 415, 422, 503),
+    responses=error_responses(401, 404, 408, 413, 415, 422, 503),
 )
 async def update_webhook(
     webhook_id: uuid.UUID, body: WebhookUpdate, tenant: TenantDep, service: WebhookServiceDep

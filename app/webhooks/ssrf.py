@@ -12,8 +12,9 @@ ports on loopback. The guard refuses every address that is not public unicast, t
   connect (DNS rebinding) cannot slip through.
 
 `POLLHOOK_WEBHOOK_ALLOW_NETWORKS` (`Settings.webhook_allow_networks`) opens chosen CIDRs for
-internal service-to-service delivery and local development; an allowed network wins over
-every block reason.
+internal service-to-service delivery and local development, each on every port or on one
+(`127.0.0.1:9000`): allowing a local receiver must not also open the API's own port and the
+database. An allowed network wins over every block reason.
 
 Names are not filtered by suffix except `localhost` / `*.localhost` (RFC 6761: always
 loopback, and often not in DNS at all, so resolving them would give a confusing error).
@@ -35,12 +36,15 @@ from typing import TypeAlias
 import httpcore
 import httpx
 
+from app.core.config import AllowedNetwork
+
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 # host -> its addresses. Raises OSError (socket.gaierror) when the name does not resolve.
 Resolver: TypeAlias = Callable[[str], Awaitable[Sequence[IPAddress]]]
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
 # IDNA-encoded host names as httpx hands them over; "_" occurs in real DNS names.
 _HOST_NAME = re.compile(r"[a-z0-9_.-]+", re.IGNORECASE)
 # A slow resolver must not hold a registration request or a delivery slot for long.
@@ -278,36 +282,39 @@ class SsrfPolicy:
 
     def __init__(
         self,
-        allow_networks: Sequence[IPNetwork] = (),
+        allowed: Sequence[AllowedNetwork] = (),
         *,
         resolver: Resolver | None = None,
         resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT_S,
     ) -> None:
         """`resolver` replaces the system resolver (tests simulate DNS with it)."""
-        self.allow_networks: tuple[IPNetwork, ...] = tuple(allow_networks)
+        self.allowed: tuple[AllowedNetwork, ...] = tuple(allowed)
         self._resolver: Resolver = resolver or system_resolver
         self._resolve_timeout = resolve_timeout
 
-    def is_allowed_network(self, ip: IPAddress) -> bool:
+    def is_allowed(self, ip: IPAddress, port: int) -> bool:
+        """Whether an allow-list entry opens `ip` on `port`, whatever the address class."""
         candidates: list[IPAddress] = [ip]
         # An IPv4-mapped address *is* the IPv4 address on a dual-stack socket, so opening
         # 10.0.0.0/8 opens ::ffff:10.0.0.0/104 as well.
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             candidates.append(ip.ipv4_mapped)
         return any(
-            c.version == net.version and c in net for c in candidates for net in self.allow_networks
+            entry.port in (None, port) and c.version == entry.network.version and c in entry.network
+            for c in candidates
+            for entry in self.allowed
         )
 
-    def check_ip(self, ip: IPAddress, *, host: str | None = None) -> None:
-        """Raise BlockedAddress unless `ip` is public or inside an allowed network."""
-        if self.is_allowed_network(ip):
+    def check_ip(self, ip: IPAddress, *, port: int, host: str | None = None) -> None:
+        """Raise BlockedAddress unless `ip` is public, or allowed on `port`."""
+        if self.is_allowed(ip, port):
             return
         reason = classify(ip)
         if reason is not None:
             raise BlockedAddress(ip, reason, host)
 
-    async def resolve_checked(self, host: str) -> list[IPAddress]:
-        """The addresses `host` stands for, each one checked; the first refusal wins.
+    async def resolve_checked(self, host: str, *, port: int) -> list[IPAddress]:
+        """The addresses `host` stands for, each one checked for `port`; the first refusal wins.
 
         `host` is a URL host as httpx hands it over (IDNA-encoded, IPv6 without brackets).
         Raises BlockedAddress, or ResolutionFailed when the name does not resolve within the
@@ -315,10 +322,10 @@ class SsrfPolicy:
         """
         if _is_localhost_name(host):
             # Loopback by definition; when loopback is allowed it resolves like any name.
-            self.check_ip(ipaddress.IPv4Address("127.0.0.1"), host=host)
+            self.check_ip(ipaddress.IPv4Address("127.0.0.1"), port=port, host=host)
         literal = _parse_ip_literal(host)
         if literal is not None:
-            self.check_ip(literal, host=host)
+            self.check_ip(literal, port=port, host=host)
             return [literal]
         try:
             async with asyncio.timeout(self._resolve_timeout):
@@ -333,7 +340,7 @@ class SsrfPolicy:
         # Every answer, not just the one we would dial: a name that mixes public and
         # internal answers is refused outright.
         for address in addresses:
-            self.check_ip(address, host=host)
+            self.check_ip(address, port=port, host=host)
         return addresses
 
     async def check_url(self, url: str) -> None:
@@ -359,7 +366,8 @@ class SsrfPolicy:
             # httpx percent-encodes what it does not like ("exa mple" -> "exa%20mple").
             raise InvalidUrl("URL host is not a valid host name")
         try:
-            await self.resolve_checked(host)
+            # The port the delivery client will dial: the URL's, else the scheme's.
+            await self.resolve_checked(host, port=parsed.port or DEFAULT_PORTS[parsed.scheme])
         except ResolutionFailed:
             raise InvalidUrl(f"cannot resolve host {host!r}") from None
 
@@ -394,7 +402,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             async with asyncio.timeout(timeout):
-                addresses = await self._policy.resolve_checked(host)
+                addresses = await self._policy.resolve_checked(host, port=port)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"cannot resolve host {host!r} (timed out)") from exc
         except ResolutionFailed as exc:

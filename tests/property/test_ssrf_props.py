@@ -4,9 +4,10 @@
 The contract, from the module: `classify` returns None only for public unicast; it uses its
 own tables, which are stricter than `ipaddress` on this Python (3.11) in a few documented
 places; IPv6 forms that embed an IPv4 address are judged by that address (mapped, NAT64,
-6to4) or always refused (IPv4-compatible, IPv4-translated); an allowed network wins over
-every block reason; a host that is an IP literal in any spelling `inet_aton` accepts (or an
-IPv6 literal, bracketed or with a zone) is checked as that address, never resolved.
+6to4) or always refused (IPv4-compatible, IPv4-translated); an allow-list entry wins over
+every block reason, on its one port or on every port, and opens no other port; a host that
+is an IP literal in any spelling `inet_aton` accepts (or an IPv6 literal, bracketed or with a
+zone) is checked as that address, never resolved.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import re
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from app.core.config import AllowedNetwork
 from app.webhooks.ssrf import (
     BlockedAddress,
     IPAddress,
@@ -158,38 +160,69 @@ def network_around(ip: IPAddress, prefix_bits: int) -> IPNetwork:
     return ipaddress.IPv6Network((int(ip), prefix), strict=False)
 
 
-def opened_by(ip: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+ports = st.integers(min_value=1, max_value=65_535)
+entries = st.builds(
+    lambda ip, prefix, port: AllowedNetwork(network_around(ip, prefix), port),
+    addresses,
+    st.integers(0, 128),
+    st.none() | ports,
+)
+
+
+def opened_by(ip: IPAddress, port: int, allowed: Sequence[AllowedNetwork]) -> bool:
     candidates: list[IPAddress] = [ip]
     if isinstance(ip, V6) and ip.ipv4_mapped is not None:
         candidates.append(ip.ipv4_mapped)
-    return any(c.version == n.version and c in n for c in candidates for n in networks)
+    return any(
+        entry.port in (None, port) and c.version == entry.network.version and c in entry.network
+        for c in candidates
+        for entry in allowed
+    )
 
 
-def refusal(policy: SsrfPolicy, ip: IPAddress) -> BlockedAddress | None:
+def refusal(policy: SsrfPolicy, ip: IPAddress, port: int) -> BlockedAddress | None:
     try:
-        policy.check_ip(ip)
+        policy.check_ip(ip, port=port)
     except BlockedAddress as exc:
         return exc
     return None
 
 
 @settings(PROPERTY, max_examples=200)
-@given(addresses, st.integers(min_value=0, max_value=128))
-def test_a_network_that_contains_the_address_opens_it(ip: IPAddress, prefix: int) -> None:
-    assert refusal(SsrfPolicy([network_around(ip, prefix)]), ip) is None
+@given(addresses, st.integers(min_value=0, max_value=128), ports, ports)
+def test_a_network_that_contains_the_address_opens_it(
+    ip: IPAddress, prefix: int, port: int, other_port: int
+) -> None:
+    # Without a port: on every port.
+    assert refusal(SsrfPolicy([AllowedNetwork(network_around(ip, prefix))]), ip, port) is None
+    # With one: on that port.
+    assert refusal(SsrfPolicy([AllowedNetwork(network_around(ip, prefix), port)]), ip, port) is None
     if isinstance(ip, V6) and ip.ipv4_mapped is not None:
-        # Opening an IPv4 network opens its IPv4-mapped spelling too.
-        assert refusal(SsrfPolicy([network_around(ip.ipv4_mapped, prefix)]), ip) is None
+        # Opening an IPv4 network opens its IPv4-mapped spelling too, on the same ports.
+        around = network_around(ip.ipv4_mapped, prefix)
+        assert refusal(SsrfPolicy([AllowedNetwork(around)]), ip, other_port) is None
+        assert refusal(SsrfPolicy([AllowedNetwork(around, port)]), ip, port) is None
 
 
 @settings(PROPERTY, max_examples=200)
-@given(addresses, st.lists(st.tuples(addresses, st.integers(0, 128)), max_size=3))
-def test_outside_allowed_networks_the_classification_decides(
-    ip: IPAddress, around: list[tuple[IPAddress, int]]
+@given(addresses, st.integers(min_value=0, max_value=128), ports, ports)
+def test_an_entry_with_a_port_opens_no_other_port(
+    ip: IPAddress, prefix: int, port: int, other_port: int
 ) -> None:
-    networks = [network_around(other, prefix) for other, prefix in around]
-    exc = refusal(SsrfPolicy(networks), ip)
-    if opened_by(ip, networks):
+    """Allowing a local receiver does not open the API's port or the database's."""
+    assume(other_port != port)
+    policy = SsrfPolicy([AllowedNetwork(network_around(ip, prefix), port)])
+    exc = refusal(policy, ip, other_port)
+    assert (exc is None) == (classify(ip) is None)
+
+
+@settings(PROPERTY, max_examples=200)
+@given(addresses, ports, st.lists(entries, max_size=3))
+def test_outside_allowed_networks_the_classification_decides(
+    ip: IPAddress, port: int, allowed: list[AllowedNetwork]
+) -> None:
+    exc = refusal(SsrfPolicy(allowed), ip, port)
+    if opened_by(ip, port, allowed):
         assert exc is None
     else:
         reason = classify(ip)
@@ -197,6 +230,13 @@ def test_outside_allowed_networks_the_classification_decides(
         if exc is not None:
             assert exc.reason == reason
             assert exc.address == ip
+
+
+@settings(PROPERTY, max_examples=200)
+@given(entries)
+def test_an_entry_reads_back_from_its_spelling(entry: AllowedNetwork) -> None:
+    assert AllowedNetwork.parse(str(entry)) == entry
+    assert AllowedNetwork.parse(f" {entry} ") == entry
 
 
 # --- IP literals ----------------------------------------------------------------------------
@@ -220,7 +260,7 @@ def outcome(host: str) -> tuple[str, IPAddress | None]:
     answers: list[IPAddress] = []
     blocked: BlockedAddress | None = None
     try:
-        answers = asyncio.run(policy.resolve_checked(host))
+        answers = asyncio.run(policy.resolve_checked(host, port=443))
     except BlockedAddress as exc:
         blocked = exc
     except ResolutionFailed:

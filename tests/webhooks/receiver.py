@@ -7,12 +7,14 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 
 @dataclass(frozen=True)
@@ -71,25 +73,42 @@ class Receiver:
 
     async def start(self) -> None:
         app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST", "GET"])])
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="off"
-        )
-        self.server = _InProcessServer(config)
-        self.task = asyncio.create_task(self.server.serve())
-        # uvicorn exposes readiness as a flag only, so poll it (bounded).
-        for _ in range(500):
-            if self.server.started:
-                return
-            await asyncio.sleep(0.01)
-        raise RuntimeError("the receiver did not start")
+        self.server, self.task = await start_server(app, self.port)
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-            self.server.force_exit = True
-        if self.task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.task, 5)
+        if self.server is not None and self.task is not None:
+            await stop_server(self.server, self.task)
+
+
+async def start_server(
+    app: ASGIApp, port: int, **options: Any
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """`app` under a real uvicorn on 127.0.0.1:`port`, in the test's event loop; `options`
+    go to uvicorn.Config."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        **options,
+    )
+    server = _InProcessServer(config)
+    task = asyncio.create_task(server.serve())
+    # uvicorn exposes readiness as a flag only, so poll it (bounded).
+    for _ in range(500):
+        if server.started:
+            return server, task
+        await asyncio.sleep(0.01)
+    raise RuntimeError("the server did not start")
+
+
+async def stop_server(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    server.force_exit = True
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 5)
 
 
 class _InProcessServer(uvicorn.Server):

@@ -5,9 +5,12 @@ from datetime import datetime
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.helpers import OTHER_KEY
-from tests.test_tasks_api import assert_error
+from app.core.config import AllowedNetwork, Settings
+from app.main import create_app
+from tests.helpers import ACME_KEY, OTHER_KEY
+from tests.test_tasks_api import assert_error, fields_of
 
 OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
 
@@ -86,6 +89,38 @@ async def test_invalid_endpoints(
 ) -> None:
     error = assert_error(await client.post("/v1/webhooks", json=body), 422, "validation_error")
     assert field in [d["field"] for d in error["details"]]
+
+
+async def test_an_allowed_port_opens_only_that_port(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """Allowing the local receiver on 127.0.0.1:9000 keeps the API's own port and the
+    database's refused, for endpoints and for a task's callback_url."""
+    narrow = settings.model_copy(
+        update={"webhook_allow_networks": [AllowedNetwork.parse("127.0.0.1:9000")]}
+    )
+    app = create_app(narrow, engine=engine)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://pollhook.test",
+        headers={"Authorization": f"Bearer {ACME_KEY}"},
+    ) as client:
+        await create(client, url="http://127.0.0.1:9000/hook")
+        task = {"provider": "jimmy", "external_id": "ext-1"}
+        callback = {**task, "callback_url": "http://127.0.0.1:9000/hook"}
+        assert (await client.post("/v1/tasks", json=callback)).status_code == 201
+        for url in (
+            "http://127.0.0.1:8000/v1/tasks",
+            "http://127.0.0.1:5432/",
+            "http://localhost:5432/",
+            "http://127.0.0.1/",
+            "http://127.0.0.2:9000/",
+        ):
+            response = await client.post("/v1/webhooks", json={"url": url})
+            assert fields_of(assert_error(response, 422, "validation_error")) == ["url"]
+            callback = {**task, "external_id": "ext-2", "callback_url": url}
+            response = await client.post("/v1/tasks", json=callback)
+            assert fields_of(assert_error(response, 422, "validation_error")) == ["callback_url"]
 
 
 async def test_other_tenants_endpoints_are_404(client: httpx.AsyncClient) -> None:

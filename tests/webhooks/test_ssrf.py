@@ -17,7 +17,7 @@ import httpcore
 import httpx
 import pytest
 
-from app.core.config import load_settings
+from app.core.config import AllowedNetwork, load_settings
 from app.webhooks.ssrf import (
     BlockedAddress,
     GuardedTransport,
@@ -32,7 +32,12 @@ from app.webhooks.ssrf import (
 )
 
 ip = ipaddress.ip_address
-net = ipaddress.ip_network
+
+
+def allow(*entries: str) -> list[AllowedNetwork]:
+    """An allow-list as POLLHOOK_WEBHOOK_ALLOW_NETWORKS spells it."""
+    return [AllowedNetwork.parse(entry) for entry in entries]
+
 
 PUBLIC_V4 = "93.184.216.34"
 
@@ -165,7 +170,7 @@ def test_classify(address: str, reason: str | None) -> None:
 
 def test_check_ip_raises_with_address_and_reason() -> None:
     with pytest.raises(BlockedAddress) as caught:
-        SsrfPolicy().check_ip(ip("169.254.169.254"))
+        SsrfPolicy().check_ip(ip("169.254.169.254"), port=80)
     assert caught.value.address == ip("169.254.169.254")
     assert caught.value.reason == "link-local"
     assert "169.254.169.254" in str(caught.value)
@@ -173,8 +178,8 @@ def test_check_ip_raises_with_address_and_reason() -> None:
 
 
 def test_check_ip_passes_public_addresses() -> None:
-    SsrfPolicy().check_ip(ip("8.8.8.8"))
-    SsrfPolicy().check_ip(ip("2606:4700:4700::1111"))
+    SsrfPolicy().check_ip(ip("8.8.8.8"), port=443)
+    SsrfPolicy().check_ip(ip("2606:4700:4700::1111"), port=443)
 
 
 @pytest.mark.parametrize(
@@ -195,21 +200,51 @@ def test_check_ip_passes_public_addresses() -> None:
     ],
 )
 def test_allowed_networks(allowed: str, address: str, opened: bool) -> None:
-    policy = SsrfPolicy([net(allowed)])
+    policy = SsrfPolicy(allow(allowed))
     if opened:
-        policy.check_ip(ip(address))
+        policy.check_ip(ip(address), port=9000)
     else:
         with pytest.raises(BlockedAddress):
-            policy.check_ip(ip(address))
+            policy.check_ip(ip(address), port=9000)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "address", "port", "opened"),
+    [
+        ("127.0.0.1:9000", "127.0.0.1", 9000, True),
+        ("127.0.0.1:9000", "127.0.0.1", 8000, False),  # the API's own port
+        ("127.0.0.1:9000", "127.0.0.1", 5432, False),  # Postgres
+        ("127.0.0.1:9000", "127.0.0.2", 9000, False),
+        ("127.0.0.0/8:9000", "127.9.9.9", 9000, True),
+        ("127.0.0.0/8:9000", "127.9.9.9", 9001, False),
+        ("[::1]:9000", "::1", 9000, True),
+        ("[::1]:9000", "::1", 80, False),
+        ("[::1]:9000", "127.0.0.1", 9000, False),
+        ("[fd00::/8]:443", "fd12::1", 443, True),
+        ("[fd00::/8]:443", "fd12::1", 80, False),
+        ("10.0.0.0/8:443", "::ffff:10.1.2.3", 443, True),  # mapped: the IPv4 entry, same port
+        ("10.0.0.0/8:443", "::ffff:10.1.2.3", 80, False),
+        ("127.0.0.1:9000", "8.8.8.8", 5432, True),  # public addresses are not the list's concern
+    ],
+)
+def test_allowed_entries_with_a_port_open_only_that_port(
+    allowed: str, address: str, port: int, opened: bool
+) -> None:
+    policy = SsrfPolicy(allow(allowed))
+    if opened:
+        policy.check_ip(ip(address), port=port)
+    else:
+        with pytest.raises(BlockedAddress):
+            policy.check_ip(ip(address), port=port)
 
 
 def test_policy_from_settings_allow_networks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POLLHOOK_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8, ::1/128")
     policy = SsrfPolicy(load_settings().webhook_allow_networks)
-    policy.check_ip(ip("127.0.0.1"))
-    policy.check_ip(ip("::1"))
+    policy.check_ip(ip("127.0.0.1"), port=9000)
+    policy.check_ip(ip("::1"), port=9000)
     with pytest.raises(BlockedAddress):
-        policy.check_ip(ip("10.0.0.1"))
+        policy.check_ip(ip("10.0.0.1"), port=9000)
 
 
 # --- a fake DNS -----------------------------------------------------------------------------
@@ -428,7 +463,7 @@ async def test_both_errors_share_a_base_class() -> None:
 
 
 async def test_allowed_networks_open_loopback_urls() -> None:
-    policy = SsrfPolicy([net("127.0.0.1/32"), net("::1/128")], resolver=no_dns)
+    policy = SsrfPolicy(allow("127.0.0.1/32", "::1/128"), resolver=no_dns)
     await policy.check_url("http://127.0.0.1:8080/hook")
     await policy.check_url("http://[::1]:8080/hook")
     with pytest.raises(BlockedAddress):
@@ -437,14 +472,55 @@ async def test_allowed_networks_open_loopback_urls() -> None:
         await policy.check_url("http://10.0.0.1/")
 
 
+@pytest.mark.parametrize(
+    ("allowed", "url", "opened"),
+    [
+        (("127.0.0.1:9000", "[::1]:9000"), "http://127.0.0.1:9000/hook", True),
+        (("127.0.0.1:9000", "[::1]:9000"), "https://[::1]:9000/hook", True),
+        (("127.0.0.1:9000", "[::1]:9000"), "http://127.0.0.1:8000/v1/tasks", False),
+        (("127.0.0.1:9000", "[::1]:9000"), "http://127.0.0.1:5432/", False),
+        (("127.0.0.1:9000", "[::1]:9000"), "http://[::1]:5432/", False),
+        (("127.0.0.1:9000", "[::1]:9000"), "http://127.0.0.1/", False),  # port 80
+        (("127.0.0.1:9000", "[::1]:9000"), "https://127.0.0.1/", False),  # port 443
+        (("127.0.0.1:9000", "[::1]:9000"), "http://2130706433:9000/", True),  # 127.0.0.1
+        (("127.0.0.1:9000", "[::1]:9000"), "http://[::ffff:127.0.0.1]:9000/", True),
+        (("127.0.0.1:9000", "[::1]:9000"), "http://[::ffff:127.0.0.1]:5432/", False),
+        (("127.0.0.1:80",), "http://127.0.0.1/", True),  # the scheme's default port
+        (("127.0.0.1:80",), "http://127.0.0.1:80/", True),
+        (("127.0.0.1:80",), "https://127.0.0.1/", False),
+        (("127.0.0.1:443",), "https://127.0.0.1/", True),
+        (("127.0.0.1:443",), "http://127.0.0.1/", False),
+    ],
+)
+async def test_check_url_uses_the_port_it_will_dial(
+    allowed: tuple[str, ...], url: str, opened: bool
+) -> None:
+    policy = SsrfPolicy(allow(*allowed), resolver=no_dns)
+    if opened:
+        await policy.check_url(url)
+    else:
+        with pytest.raises(BlockedAddress):
+            await policy.check_url(url)
+
+
+async def test_a_name_is_checked_on_the_urls_port() -> None:
+    resolver = dns(hooks_example_test="127.0.0.1", localhost="127.0.0.1")
+    policy = SsrfPolicy(allow("127.0.0.1:9000"), resolver=resolver)
+    await policy.check_url("http://hooks.example.test:9000/")
+    await policy.check_url("http://localhost:9000/")
+    for url in ("http://hooks.example.test:5432/", "http://localhost:8000/"):
+        with pytest.raises(BlockedAddress):
+            await policy.check_url(url)
+
+
 async def test_localhost_resolves_normally_once_loopback_is_allowed() -> None:
     both = dns(localhost=["::1", "127.0.0.1"])
-    await SsrfPolicy([net("127.0.0.0/8"), net("::1/128")], resolver=both).check_url(
+    await SsrfPolicy(allow("127.0.0.0/8", "::1/128"), resolver=both).check_url(
         "http://localhost:9000/"
     )
     # Every answer is still checked: ::1 is not covered by 127.0.0.0/8.
     with pytest.raises(BlockedAddress) as caught:
-        await SsrfPolicy([net("127.0.0.0/8")], resolver=both).check_url("http://localhost:9000/")
+        await SsrfPolicy(allow("127.0.0.0/8"), resolver=both).check_url("http://localhost:9000/")
     assert caught.value.address == ip("::1")
 
 
@@ -512,7 +588,7 @@ def serve(
     return LocalServer(response, tls).running()
 
 
-LOOPBACK = [net("127.0.0.0/8")]
+LOOPBACK = allow("127.0.0.0/8")
 
 
 async def test_allowed_loopback_request_succeeds() -> None:
@@ -530,6 +606,26 @@ async def test_blocked_at_connect_time_without_the_allowance() -> None:
         await asyncio.sleep(0.05)  # give a (wrongly) dialled connection time to arrive
     assert caught.value.reason == "loopback"
     assert server.accepted == 0
+
+
+async def test_an_entry_with_a_port_is_enforced_at_connect_time() -> None:
+    """Only the receiver's port is open: the same address on another port (the API, the
+    database) is never dialled, whether the URL names the address or a name for it."""
+    async with serve() as receiver, serve() as other:
+        resolver = dns(hooks_example_test="127.0.0.1")
+        policy = SsrfPolicy(allow(f"127.0.0.1:{receiver.port}"), resolver=resolver)
+        async with guarded_client(policy) as client:
+            response = await client.get(f"http://hooks.example.test:{receiver.port}/hook")
+            assert response.status_code == 200
+            for url in (
+                f"http://127.0.0.1:{other.port}/hook",
+                f"http://hooks.example.test:{other.port}/hook",
+            ):
+                with pytest.raises(BlockedAddress):
+                    await client.get(url)
+            await asyncio.sleep(0.05)  # give a (wrongly) dialled connection time to arrive
+    assert receiver.accepted == 1
+    assert other.accepted == 0
 
 
 async def test_dns_rebinding_is_caught_at_connect_time() -> None:
@@ -560,7 +656,7 @@ async def test_connect_time_refuses_mixed_answers_before_dialling() -> None:
 
 
 async def test_connects_to_the_checked_address_with_the_original_host_header() -> None:
-    policy = SsrfPolicy([net("127.0.0.1/32")], resolver=dns(hooks_example_test="127.0.0.1"))
+    policy = SsrfPolicy(allow("127.0.0.1/32"), resolver=dns(hooks_example_test="127.0.0.1"))
     async with serve() as server, guarded_client(policy) as client:
         response = await client.post(f"http://hooks.example.test:{server.port}/in", json={})
     assert response.status_code == 200
