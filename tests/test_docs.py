@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -59,3 +66,46 @@ async def test_docs_behind_a_path_prefix(settings: Settings) -> None:
         html = (await http.get("/docs")).text
     assert "/pollhook/docs/assets/swagger-ui-bundle.js" in html
     assert "url: '/pollhook/openapi.json'" in html
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a headless Chromium (apt-get install chromium)")
+def test_docs_render_in_a_browser_without_network(tmp_path: Path) -> None:
+    """Swagger UI really runs from the served files: a browser whose every request off
+    loopback goes to a dead proxy still lists the operations (the sandbox's, no database)."""
+    assert CHROMIUM is not None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sandbox = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "sandbox", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        dom = subprocess.run(
+            [
+                *(CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu"),
+                *("--proxy-server=127.0.0.1:9", "--proxy-bypass-list=127.0.0.1"),
+                f"--user-data-dir={tmp_path}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                f"http://127.0.0.1:{port}/docs",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        ).stdout
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=30)
+    assert 'data-path="/_sandbox/tasks"' in dom, dom[-2000:]
