@@ -116,6 +116,17 @@ def test_invalid_setting_names_the_variable(
     assert f"invalid setting {variable}" in str(info.value)
 
 
+def test_invalid_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "pollhook.toml"
+    config.write_text("port = \n")
+    monkeypatch.setenv("POLLHOOK_CONFIG", str(config))
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value) == (
+        f"POLLHOOK_CONFIG: {config} is not valid TOML: Invalid value (at line 1, column 8)"
+    )
+
+
 def test_missing_config_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POLLHOOK_CONFIG", "/nonexistent/pollhook.toml")
     with pytest.raises(SettingsError, match="POLLHOOK_CONFIG"):

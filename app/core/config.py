@@ -458,3 +458,6 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        config_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: {config_file} is not valid TOML: {exc}") from None
