@@ -14,9 +14,11 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# constraints.txt pins the whole dependency tree (pip freeze).
-COPY pyproject.toml constraints.txt README.md ./
+# constraints.txt pins the whole dependency tree (pip freeze). setup.py puts migrations/
+# into the wheel (app/migrations), so the runtime stage needs nothing but the venv.
+COPY pyproject.toml setup.py MANIFEST.in constraints.txt README.md alembic.ini ./
 COPY app/ ./app/
+COPY migrations/ ./migrations/
 RUN pip install --no-cache-dir -c constraints.txt .
 
 # --- runtime ------------------------------------------------------------------
@@ -39,9 +41,6 @@ RUN groupadd --system --gid 10001 pollhook \
 COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
-# Outside a source checkout the CLI looks for ./migrations relative to cwd.
-COPY alembic.ini ./
-COPY migrations/ ./migrations/
 
 USER 10001
 

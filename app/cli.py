@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -15,8 +16,14 @@ import uvloop
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
-from app.core.config import Settings, SettingsError, load_settings
-from app.core.db import create_engine, create_sessionmaker, transaction
+from app.core.config import (
+    Settings,
+    SettingsError,
+    load_settings,
+    unknown_settings,
+    variable_name,
+)
+from app.core.db import create_engine, create_sessionmaker, describe_connect_error, transaction
 from app.core.embedded import EmbeddedPostgres, start_embedded
 from app.core.logging import configure_logging, get_logger
 
@@ -29,7 +36,33 @@ def _settings(**overrides: Any) -> Settings:
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level)
+    for unknown in unknown_settings(os.environ):
+        log.warning(
+            "unknown_setting",
+            setting=unknown.name,
+            source=unknown.source,
+            did_you_mean=unknown.suggestion,
+        )
     return settings
+
+
+def _refuse_well_known_keys(settings: Settings) -> None:
+    from app.auth.policy import public_key_problem
+
+    problem = public_key_problem(settings.host, settings.api_keys)
+    if problem:
+        raise click.ClickException(problem)
+
+
+def _warn_missing_provider_keys(settings: Settings) -> None:
+    for name, provider in settings.providers.items():
+        if provider.api_key is None:
+            log.warning(
+                "provider_key_missing",
+                instance=name,
+                variable=variable_name("providers", name, "api_key"),
+                effect="its tasks wait, with health auth_failed, until a key is set",
+            )
 
 
 @asynccontextmanager
@@ -53,6 +86,7 @@ async def _database(
         url = settings.database_url.get_secret_value()
     engine = create_engine(url, pool_size=settings.db_pool_size)
     try:
+        await _check_connection(engine, url, settings)
         if migrate or (migrate is None and embedded is not None):
             await migrations.upgrade(engine)
         elif migrate is None:
@@ -62,6 +96,23 @@ async def _database(
         await engine.dispose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+
+
+async def _check_connection(engine: AsyncEngine, url: str, settings: Settings) -> None:
+    """Turn a database that cannot be reached into one line naming the setting."""
+    source = (
+        f"the embedded database under {settings.data_dir}"
+        if settings.uses_embedded_db
+        else variable_name("database_url")
+    )
+    try:
+        async with engine.connect():
+            pass
+    except Exception as exc:
+        message = describe_connect_error(exc, url, source)
+        if message is None:
+            raise
+        raise click.ClickException(message) from None
 
 
 async def _require_current_schema(engine: AsyncEngine) -> None:
@@ -115,6 +166,8 @@ _port_option = click.option("--port", type=int, help="Listen port (default POLLH
 def serve(host: str | None, port: int | None) -> None:
     """Run the API and the background engine in one process (migrates first)."""
     settings = _settings(host=host, port=port)
+    _refuse_well_known_keys(settings)
+    _warn_missing_provider_keys(settings)
 
     async def main() -> None:
         async with _database(settings, migrate=True) as engine:
@@ -130,6 +183,7 @@ def serve(host: str | None, port: int | None) -> None:
 def api(host: str | None, port: int | None) -> None:
     """Run only the HTTP API (any number of replicas may run)."""
     settings = _settings(host=host, port=port)
+    _refuse_well_known_keys(settings)
 
     async def main() -> None:
         async with _database(settings) as engine:
@@ -142,6 +196,7 @@ def api(host: str | None, port: int | None) -> None:
 def worker() -> None:
     """Run only the background engine (any number of replicas may run)."""
     settings = _settings()
+    _warn_missing_provider_keys(settings)
 
     async def main() -> None:
         from app.worker.runner import run_worker

@@ -14,6 +14,7 @@ from app.api import root_router
 from app.auth.service import StaticKeys
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
+from app.core.docs import serve_docs_offline
 from app.core.error_handlers import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from app.core.rate_limit import TenantRateLimiter
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         separate_input_output_schemas=False,
     )
     app.state.pollhook = state
+    serve_docs_offline(app)
     app.include_router(root_router)
     describe_events(app.webhooks)
     install_error_handlers(app)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,3 +115,37 @@ async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 15.
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+def _error_response(sqlstate: str, message: str) -> bytes:
+    fields = b"".join(
+        tag + value.encode() + b"\0"
+        for tag, value in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", sqlstate), (b"M", message))
+    )
+    body = fields + b"\0"
+    return b"E" + struct.pack("!i", len(body) + 4) + body
+
+
+@contextlib.asynccontextmanager
+async def refusing_postgres(sqlstate: str, message: str) -> AsyncIterator[int]:
+    """A server on 127.0.0.1 (its port is yielded) that speaks just enough of the Postgres
+    wire protocol to refuse SSL, then answer the startup packet with this FATAL error, as a
+    real server does for a wrong password (28P01) or while starting up (57P03)."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                (length,) = struct.unpack("!i", await reader.readexactly(4))
+                payload = await reader.readexactly(length - 4)
+                if payload[:4] == struct.pack("!i", 80877103):  # SSLRequest
+                    writer.write(b"N")
+                    await writer.drain()
+                    continue
+                writer.write(_error_response(sqlstate, message))
+                await writer.drain()
+                break
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import signal
@@ -14,6 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import URL, make_url
+
+from tests.helpers import PgServer, refusing_postgres
 
 COMMANDS = [
     [],
@@ -225,3 +230,143 @@ def test_api_refuses_an_unmigrated_database(pg_url_unmigrated: str) -> None:
     result = pollhook("api", env=env, timeout=30)
     assert result.returncode == 1
     assert "run `pollhook migrate`" in result.stderr
+
+
+DATABASE_COMMANDS = [
+    ["serve"],
+    ["api"],
+    ["worker"],
+    ["migrate"],
+    ["keys", "create", "--tenant", "acme"],
+    ["keys", "list"],
+    ["keys", "revoke", "ph_abcdefg"],
+]
+PASSWORD = "hunter2-not-to-be-printed"
+
+
+def _database_env(url: URL) -> dict[str, str]:
+    return {
+        **_clean_env(),
+        "POLLHOOK_DATABASE_URL": url.render_as_string(hide_password=False),
+        "POLLHOOK_PORT": str(_free_port()),
+    }
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert PASSWORD not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=" ".join)
+def test_missing_database_is_one_line(pg_server: PgServer, command: list[str]) -> None:
+    url = make_url(pg_server.url_for("pollhook_no_such_db")).set(password=PASSWORD)
+    result = pollhook(*command, env=_database_env(url))
+    assert_one_line_error(
+        result, "POLLHOOK_DATABASE_URL", 'database "pollhook_no_such_db" does not exist'
+    )
+
+
+def test_unknown_role_is_one_line(pg_server: PgServer) -> None:
+    url = make_url(pg_server.url_for("postgres")).set(username="no_such_role", password=PASSWORD)
+    result = pollhook("migrate", env=_database_env(url))
+    assert_one_line_error(result, "POLLHOOK_DATABASE_URL", 'role "no_such_role" does not exist')
+
+
+def test_refused_connection_is_one_line() -> None:
+    url = make_url(f"postgresql+asyncpg://postgres:{PASSWORD}@127.0.0.1:{_free_port()}/x")
+    result = pollhook("api", env=_database_env(url))
+    assert_one_line_error(result, "POLLHOOK_DATABASE_URL", "connection refused")
+
+
+def test_unresolvable_host_is_one_line() -> None:
+    url = make_url(f"postgresql+asyncpg://postgres:{PASSWORD}@no-such-host.invalid/x")
+    result = pollhook("worker", env=_database_env(url))
+    assert_one_line_error(result, "POLLHOOK_DATABASE_URL", "cannot resolve the host")
+
+
+async def test_wrong_password_is_one_line() -> None:
+    # The suite's servers trust every connection, so a fake one refuses it as Postgres does.
+    refusal = 'password authentication failed for user "pollhook"'
+    async with refusing_postgres("28P01", refusal) as port:
+        url = make_url(f"postgresql+asyncpg://pollhook:{PASSWORD}@127.0.0.1:{port}/pollhook")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app.cli",
+            "migrate",
+            env=_database_env(url),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    result = subprocess.CompletedProcess(["migrate"], proc.returncode, out.decode(), err.decode())
+    assert_one_line_error(result, "POLLHOOK_DATABASE_URL", refusal)
+
+
+def test_unknown_variable_warns_with_the_nearest_name() -> None:
+    env = {
+        **_database_env(make_url(f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/x")),
+        "POLLHOOK_PROVIDER__MINIMAX__API_KEY": "sk-typo",
+    }
+    result = pollhook("migrate", env=env)
+    warnings = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert {
+        "event": "unknown_setting",
+        "setting": "POLLHOOK_PROVIDER__MINIMAX__API_KEY",
+        "did_you_mean": "POLLHOOK_PROVIDERS__MINIMAX__API_KEY",
+        "source": "environment",
+    }.items() <= warnings[0].items()
+    assert "sk-typo" not in result.stderr
+
+
+def test_instance_without_kind_is_one_line() -> None:
+    env = {**_clean_env(), "POLLHOOK_PROVIDERS__ACME__API_KEY": "x"}
+    result = pollhook("worker", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: invalid setting POLLHOOK_PROVIDERS__ACME__KIND: required for a new provider "
+        "instance (one of: minimax_t2a, jimmy_soundclone)"
+    )
+
+
+def test_missing_provider_key_warns_once_per_instance(pg_url_unmigrated: str) -> None:
+    env = {
+        **_database_env(make_url(pg_url_unmigrated)),
+        "POLLHOOK_PROVIDERS__MINIMAX__API_KEY": "sk-set",
+    }
+    result = pollhook("worker", env=env, timeout=30)
+    assert "run `pollhook migrate`" in result.stderr  # the warning comes before the schema check
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    missing = [line for line in lines if line["event"] == "provider_key_missing"]
+    assert [(m["instance"], m["variable"]) for m in missing] == [
+        ("jimmy", "POLLHOOK_PROVIDERS__JIMMY__API_KEY")
+    ]
+
+
+@pytest.mark.parametrize("command", ["serve", "api"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "pollhook.example"])
+def test_well_known_key_is_refused_on_a_public_address(command: str, host: str) -> None:
+    env = {
+        **_database_env(make_url(f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/x")),
+        "POLLHOOK_API_KEYS": "ops:0123456789abcdef0123,default:dev-key-change-me",
+        "POLLHOOK_HOST": host,
+    }
+    result = pollhook(command, env=env)
+    assert_one_line_error(
+        result, f"refusing to listen on {host}", "tenant default", "POLLHOOK_API_KEYS=default:"
+    )
+
+
+def test_well_known_key_is_allowed_on_loopback() -> None:
+    env = {
+        **_database_env(make_url(f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/x")),
+        "POLLHOOK_API_KEYS": "default:dev-key-change-me",
+    }
+    result = pollhook("api", "--host", "127.0.0.1", env=env)
+    assert_one_line_error(result, "connection refused")  # it got past the key check

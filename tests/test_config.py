@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from app.core.config import ProviderKind, SettingsError, load_settings
+from app.core.config import (
+    ProviderKind,
+    SettingsError,
+    UnknownSetting,
+    load_settings,
+    unknown_settings,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -154,7 +161,133 @@ def test_malformed_allow_network_entries_are_named(
     assert message in str(info.value)
 
 
+def test_invalid_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "pollhook.toml"
+    config.write_text("port = \n")
+    monkeypatch.setenv("POLLHOOK_CONFIG", str(config))
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value) == (
+        f"POLLHOOK_CONFIG: {config} is not valid TOML: Invalid value (at line 1, column 8)"
+    )
+
+
 def test_missing_config_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POLLHOOK_CONFIG", "/nonexistent/pollhook.toml")
     with pytest.raises(SettingsError, match="POLLHOOK_CONFIG"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, []),
+        ({"POLLHOOK_PORT": "1", "POLLHOOK_ENGINE__LEASE_S": "5"}, []),
+        ({"POLLHOOK_PROVIDERS__MINIMAX_CN__KIND": "minimax_t2a"}, []),  # a new instance
+        ({"POLLHOOK_CONFIG": "", "POLLHOOK_SANDBOX_PORT": "1"}, []),  # read by the CLI itself
+        ({"POLLHOOK_TEST_DATABASE_URL": "x", "POLLHOOK_AUDIT_REQUIRED": "1"}, []),
+        ({"OTHER_PORT": "1"}, []),
+        ({"POLLHOOK_PROTS": "1"}, [("POLLHOOK_PROTS", "POLLHOOK_PORT")]),
+        ({"pollhook_loglevel": "x"}, [("POLLHOOK_LOGLEVEL", "POLLHOOK_LOG_LEVEL")]),
+        ({"POLLHOOK_API_KEY": "a:b"}, [("POLLHOOK_API_KEY", "POLLHOOK_API_KEYS")]),
+        (
+            {"POLLHOOK_ENGINE_LEASE_S": "5"},
+            [("POLLHOOK_ENGINE_LEASE_S", "POLLHOOK_ENGINE__LEASE_S")],
+        ),
+        (
+            {"POLLHOOK_PROVIDER__MINIMAX__API_KEY": "k"},
+            [("POLLHOOK_PROVIDER__MINIMAX__API_KEY", "POLLHOOK_PROVIDERS__MINIMAX__API_KEY")],
+        ),
+        (
+            {"POLLHOOK_PROVIDER__ACME__BASE_URL": "k"},
+            [("POLLHOOK_PROVIDER__ACME__BASE_URL", "POLLHOOK_PROVIDERS__ACME__BASE_URL")],
+        ),
+        (
+            {"POLLHOOK_WEBHOOK__TIMEOUT_S": "1"},
+            [("POLLHOOK_WEBHOOK__TIMEOUT_S", "POLLHOOK_WEBHOOKS__TIMEOUT_S")],
+        ),
+        ({"POLLHOOK_ZQXJ": "1"}, [("POLLHOOK_ZQXJ", None)]),
+    ],
+)
+def test_unknown_variables_and_their_nearest_name(
+    environ: dict[str, str], expected: list[tuple[str, str | None]]
+) -> None:
+    found = unknown_settings(environ)
+    assert [(u.name, u.suggestion) for u in found] == expected
+    assert all(u.source == "environment" for u in found)
+
+
+def test_unknown_keys_in_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "pollhook.toml"
+    config.write_text('prot = 9001\nlog_level = "INFO"\n[engine]\nlease_s = 5\n')
+    found = unknown_settings({"POLLHOOK_CONFIG": str(config)})
+    assert found == [UnknownSetting("prot", str(config), "port")]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "POLLHOOK_PROVIDERS__ACME__API_KEY",
+            "invalid setting POLLHOOK_PROVIDERS__ACME__KIND: required for a new provider "
+            "instance (one of: minimax_t2a, jimmy_soundclone)",
+        ),
+        (
+            "POLLHOOK_PROVIDERS__MINIMX__API_KEY",
+            "invalid setting POLLHOOK_PROVIDERS__MINIMX__KIND: required for a new provider "
+            "instance (one of: minimax_t2a, jimmy_soundclone); or did you mean the instance "
+            "MINIMAX?",
+        ),
+        (
+            "POLLHOOK_PROVIDERS__MINIMAX__APIKEY",
+            "invalid setting POLLHOOK_PROVIDERS__MINIMAX__APIKEY: no such setting "
+            "(did you mean POLLHOOK_PROVIDERS__MINIMAX__API_KEY?)",
+        ),
+        (
+            "POLLHOOK_WEBHOOKS__TIMEOUT",
+            "invalid setting POLLHOOK_WEBHOOKS__TIMEOUT: no such setting "
+            "(did you mean POLLHOOK_WEBHOOKS__TIMEOUT_S?)",
+        ),
+        ("POLLHOOK_ENGINE__ZQXJ", "invalid setting POLLHOOK_ENGINE__ZQXJ: no such setting"),
+    ],
+)
+def test_one_line_per_mistake(monkeypatch: pytest.MonkeyPatch, name: str, message: str) -> None:
+    monkeypatch.setenv(name, "x")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value) == message
+
+
+def test_instance_without_kind_keeps_its_other_mistakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLLHOOK_PROVIDERS__ACME__API_KEY", "x")
+    monkeypatch.setenv("POLLHOOK_PROVIDERS__ACME__RATE_LIMIT_PER_S", "-1")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value).splitlines() == [
+        "invalid setting POLLHOOK_PROVIDERS__ACME__KIND: required for a new provider instance "
+        "(one of: minimax_t2a, jimmy_soundclone)",
+        "invalid setting POLLHOOK_PROVIDERS__ACME__RATE_LIMIT_PER_S: Input should be greater "
+        "than or equal to 0",
+    ]
+
+
+def test_every_variable_the_code_reads_is_known() -> None:
+    # A POLLHOOK_* variable read outside Settings must be in OTHER_VARIABLES, or every start
+    # with it set would warn about it.
+    root = Path(__file__).resolve().parents[1]
+    sources = [
+        *root.glob("app/**/*.py"),
+        *root.glob("tests/**/*.py"),
+        *root.glob("bench/**/*.py"),
+        *root.glob("scripts/*"),
+        root / ".ci" / "run",
+    ]
+    reads = re.compile(
+        r"""(?:environ\.get\(|environ\[|getenv\(|envvar=)f?["'](POLLHOOK_\w+)"""
+        r"""|\$\{?(POLLHOOK_\w+)"""
+    )
+    read = {
+        name for source in sources for match in reads.findall(source.read_text()) for name in match
+    } - {""}
+    assert "POLLHOOK_SANDBOX_PORT" in read
+    assert unknown_settings(dict.fromkeys(read, "x")) == []

@@ -6,9 +6,6 @@ DBAPIError rather than an OperationalError)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import struct
 from collections.abc import AsyncIterator
 
 import httpx
@@ -17,41 +14,13 @@ import pytest_asyncio
 from app.core.config import Settings
 from app.core.db import create_engine
 from app.main import create_app
-from tests.helpers import ACME_KEY
+from tests.helpers import ACME_KEY, refusing_postgres
 from tests.test_tasks_api import assert_error
-
-
-def _error_response(sqlstate: str, message: str) -> bytes:
-    fields = b"".join(
-        tag + value.encode() + b"\0"
-        for tag, value in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", sqlstate), (b"M", message))
-    )
-    body = fields + b"\0"
-    return b"E" + struct.pack("!i", len(body) + 4) + body
-
-
-async def _starting_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Speak just enough of the wire protocol: refuse SSL, then refuse the startup packet
-    the way a recovering server does."""
-    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-        while True:
-            (length,) = struct.unpack("!i", await reader.readexactly(4))
-            payload = await reader.readexactly(length - 4)
-            if payload[:4] == struct.pack("!i", 80877103):  # SSLRequest
-                writer.write(b"N")
-                await writer.drain()
-                continue
-            writer.write(_error_response("57P03", "the database system is starting up"))
-            await writer.drain()
-            break
-    writer.close()
 
 
 @pytest_asyncio.fixture
 async def recovering_server() -> AsyncIterator[int]:
-    server = await asyncio.start_server(_starting_up, "127.0.0.1", 0)
-    port: int = server.sockets[0].getsockname()[1]
-    async with server:
+    async with refusing_postgres("57P03", "the database system is starting up") as port:
         yield port
 
 

@@ -7,9 +7,12 @@ then the defaults below.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
+import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -389,12 +392,118 @@ class SettingsError(Exception):
     """Invalid configuration, with a message naming the offending variable."""
 
 
+# Variables pollhook reads outside Settings: the config file's name, the `sandbox` command's
+# options, and the switches of the test suite and scripts/audit. They are not unknown.
+OTHER_VARIABLES = frozenset(
+    {
+        f"{ENV_PREFIX}CONFIG",
+        f"{ENV_PREFIX}SANDBOX_HOST",
+        f"{ENV_PREFIX}SANDBOX_PORT",
+        f"{ENV_PREFIX}TEST_DATABASE_URL",
+        f"{ENV_PREFIX}TEST_DB_OUTAGE_S",
+        f"{ENV_PREFIX}AUDIT_REQUIRED",
+    }
+)
+
+_NESTED_MODELS: dict[str, type[BaseModel]] = {
+    "engine": EngineSettings,
+    "webhooks": WebhookSettings,
+}
+# The model whose fields sit under each top-level setting (providers: one level deeper).
+_FIELD_MODELS: dict[str, type[BaseModel]] = {**_NESTED_MODELS, "providers": ProviderSettings}
+
+
+def variable_name(*loc: str) -> str:
+    """The environment variable that sets the setting at `loc`."""
+    return ENV_PREFIX + "__".join(loc).upper() if loc else f"{ENV_PREFIX}*"
+
+
+def setting_variables(instances: Iterable[str] = ()) -> set[str]:
+    """Every variable that names a setting, with the provider fields of the built-in instances
+    and of `instances` (any other instance name is valid too: it declares a new instance)."""
+    names = {variable_name(field) for field in Settings.model_fields}
+    for field, model in _NESTED_MODELS.items():
+        names |= {variable_name(field, sub) for sub in model.model_fields}
+    for instance in {*DEFAULT_INSTANCES, *(i.lower() for i in instances)}:
+        names.add(variable_name("providers", instance))
+        names |= {variable_name("providers", instance, f) for f in ProviderSettings.model_fields}
+    return names
+
+
+def nearest_name(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like `name`, if one is close enough to be a likely typo."""
+    by_tail = {c.upper().removeprefix(ENV_PREFIX): c for c in candidates}
+    tail = name.upper().removeprefix(ENV_PREFIX)
+    match = difflib.get_close_matches(tail, list(by_tail), n=1, cutoff=0.6)
+    return by_tail[match[0]] if match else None
+
+
+@dataclass(frozen=True)
+class UnknownSetting:
+    name: str
+    source: str  # "environment", or the config file it was found in
+    suggestion: str | None
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[UnknownSetting]:
+    """POLLHOOK_* variables (and top-level keys of the POLLHOOK_CONFIG file) that Settings
+    would silently ignore. A misspelt field of a nested setting (`POLLHOOK_ENGINE__LEASE`,
+    `POLLHOOK_PROVIDERS__MINIMAX__APIKEY`) is not one of them: validation refuses it."""
+    found: list[UnknownSetting] = []
+    variables = [name.upper() for name in environ if name.upper().startswith(ENV_PREFIX)]
+    instances = {
+        parts[1] for v in variables if len(parts := v.removeprefix(ENV_PREFIX).split("__")) == 3
+    }
+    candidates = setting_variables(instances) | OTHER_VARIABLES
+    for variable in sorted(variables):
+        head = variable.removeprefix(ENV_PREFIX).split("__", 1)[0].lower()
+        if variable in OTHER_VARIABLES or head in Settings.model_fields:
+            continue
+        found.append(UnknownSetting(variable, "environment", nearest_name(variable, candidates)))
+    config_file = environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_file and Path(config_file).is_file():
+        with Path(config_file).open("rb") as f:
+            document = tomllib.load(f)
+        for key in sorted(document):
+            if key not in Settings.model_fields:
+                suggestion = difflib.get_close_matches(key, list(Settings.model_fields), n=1)
+                found.append(
+                    UnknownSetting(key, config_file, suggestion[0] if suggestion else None)
+                )
+    return found
+
+
 def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, each naming its variable.
+
+    A provider instance without a valid `kind` gets one line, not one per field it would
+    have inherited from the kind's defaults."""
+    items = error.errors()
+    kindless = {
+        tuple(item["loc"][:2])
+        for item in items
+        if len(item["loc"]) == 3 and item["loc"][0] == "providers" and item["loc"][2] == "kind"
+    }
     lines = []
-    for item in error.errors():
+    for item in items:
         loc = [str(part) for part in item["loc"]]
-        variable = ENV_PREFIX + "__".join(loc).upper() if loc else f"{ENV_PREFIX}*"
-        lines.append(f"invalid setting {variable}: {item['msg']}")
+        variable = variable_name(*loc)
+        message = item["msg"]
+        if tuple(item["loc"][:2]) in kindless and len(loc) == 3 and item["type"] == "missing":
+            if loc[2] != "kind":
+                continue  # a field the kind's defaults would have filled in
+            kinds = ", ".join(kind.value for kind in ProviderKind)
+            message = f"required for a new provider instance (one of: {kinds})"
+            close = difflib.get_close_matches(loc[1], list(DEFAULT_INSTANCES), n=1)
+            if close:
+                message += f"; or did you mean the instance {close[0].upper()}?"
+        elif item["type"] == "extra_forbidden" and loc[0] in _FIELD_MODELS:
+            fields = list(_FIELD_MODELS[loc[0]].model_fields)
+            close = difflib.get_close_matches(loc[-1].lower(), fields, n=1)
+            message = "no such setting"
+            if close:
+                message += f" (did you mean {variable_name(*loc[:-1], close[0])}?)"
+        lines.append(f"invalid setting {variable}: {message}")
     return "\n".join(lines)
 
 
@@ -403,3 +512,6 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        config_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: {config_file} is not valid TOML: {exc}") from None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from sqlalchemy import MetaData, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -60,3 +63,46 @@ async def ping(engine: AsyncEngine, timeout_s: float = 2.0) -> None:
             await conn.execute(text("SELECT 1"))
 
     await asyncio.wait_for(_select_one(), timeout_s)
+
+
+# What a server's refusal at connect time means, keyed by asyncpg's class for its SQLSTATE.
+_REFUSALS: dict[type[asyncpg.PostgresError], str] = {
+    asyncpg.InvalidCatalogNameError: "create it, or name an existing database in the URL",
+    asyncpg.InvalidAuthorizationSpecificationError: "check the user name in the URL",
+    asyncpg.InvalidPasswordError: "check the password in the URL",
+}
+
+
+def describe_connect_error(exc: BaseException, url: str, source: str) -> str | None:
+    """One line saying why the database at `url` (configured by `source`) cannot be reached,
+    or None when `exc` is not a failure to connect. Never includes the password."""
+    cause = _connect_failure(exc)
+    if cause is None:
+        return None
+    parsed = make_url(url)
+    host = parsed.query.get("host") or parsed.host or "localhost"
+    where = f"{host}:{parsed.port or parsed.query.get('port') or 5432}/{parsed.database or ''}"
+    if isinstance(cause, asyncpg.PostgresError):
+        reason = str(cause)
+        hint = next((h for kind, h in _REFUSALS.items() if isinstance(cause, kind)), None)
+        if hint:
+            reason += f" ({hint})"
+    elif isinstance(cause, ConnectionRefusedError):
+        reason = "connection refused (is Postgres running and listening there?)"
+    elif isinstance(cause, socket.gaierror):
+        reason = f"cannot resolve the host {host!r}"
+    elif isinstance(cause, TimeoutError):
+        reason = "no answer in time"
+    else:
+        reason = cause.strerror or str(cause) or type(cause).__name__
+    return f"cannot connect to the database at {where} ({source}): {reason}"
+
+
+def _connect_failure(exc: BaseException) -> asyncpg.PostgresError | OSError | None:
+    """The asyncpg or socket error under SQLAlchemy's wrapping, if there is one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, asyncpg.PostgresError | OSError):
+            return seen
+        seen = seen.__cause__
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 from alembic import command
@@ -13,18 +14,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 MIGRATION_LOCK_ID = 0x706F6C6C686F6F6B  # "pollhook"
 
 
-def _project_root() -> Path:
-    """A source checkout has alembic.ini beside app/; an installed image keeps it in the cwd."""
-    source_root = Path(__file__).resolve().parents[2]
-    if (source_root / "alembic.ini").is_file():
-        return source_root
-    return Path.cwd()
+def script_location() -> Path:
+    """The migrations: inside the installed package (the wheel ships them as app/migrations,
+    see setup.py), else the checkout's top-level migrations/ beside app/. Never the cwd."""
+    packaged = Path(str(resources.files("app") / "migrations"))
+    if (packaged / "env.py").is_file():
+        return packaged
+    return Path(str(resources.files("app"))).parent / "migrations"
 
 
 def alembic_config() -> Config:
-    root = _project_root()
-    config = Config(str(root / "alembic.ini"))
-    config.set_main_option("script_location", str(root / "migrations"))
+    # alembic.ini only configures the `alembic` command (revision files, their hooks); running
+    # the migrations needs nothing but their location.
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
     return config
 
 

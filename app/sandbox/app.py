@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from app import __version__
+from app.core.docs import serve_docs_offline
 from app.sandbox.schemas import (
     Cleared,
     ConfigRead,
@@ -101,6 +102,7 @@ def create_sandbox_app(
     sandbox = Sandbox(config)
     app = FastAPI(title="pollhook sandbox", version=__version__, description=DESCRIPTION)
     app.state.sandbox = sandbox
+    serve_docs_offline(app)
     app.include_router(_minimax_router(sandbox, clock))
     app.include_router(_jimmy_router(sandbox, clock))
     app.include_router(_control_router(sandbox, clock))
