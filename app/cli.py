@@ -306,6 +306,7 @@ async def _ensure_quickstart_key(settings: Settings, engine: AsyncEngine) -> Non
 
 
 async def _serve_http(settings: Settings, engine: AsyncEngine, *, with_engine: bool) -> None:
+    from app.core.http_protocol import bounded_headers_protocol
     from app.main import create_app
 
     app = create_app(settings, engine=engine)
@@ -318,6 +319,8 @@ async def _serve_http(settings: Settings, engine: AsyncEngine, *, with_engine: b
         lifespan="on",
         timeout_graceful_shutdown=5,
         server_header=False,
+        # uvicorn bounds no request's headers: a slow client would hold its connection.
+        http=bounded_headers_protocol(settings.request_read_timeout_s),
     )
     server = uvicorn.Server(config)
     background: asyncio.Task[None] | None = None

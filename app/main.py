@@ -81,7 +81,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        timeout_s=settings.request_body_timeout_s,
+        timeout_s=settings.request_read_timeout_s,
     )
     app.add_middleware(RequestLogMiddleware)
     return app

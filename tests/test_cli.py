@@ -370,3 +370,38 @@ def test_well_known_key_is_allowed_on_loopback() -> None:
     }
     result = pollhook("api", "--host", "127.0.0.1", env=env)
     assert_one_line_error(result, "connection refused")  # it got past the key check
+
+
+def test_api_closes_a_connection_whose_headers_dawdle(database_url: str, engine: object) -> None:
+    """`pollhook api` bounds a request's headers (slowloris), not only its body."""
+    port = _free_port()
+    env = {
+        **_clean_env(),
+        "POLLHOOK_DATABASE_URL": database_url,
+        "POLLHOOK_PORT": str(port),
+        "POLLHOOK_REQUEST_READ_TIMEOUT_S": "0.5",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "api"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "pollhook api did not start"
+                time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            # Closed by the server, with no answer (without the bound: a timeout error).
+            assert sock.recv(1024) == b""
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -236,7 +236,7 @@ HEAD = (
 async def test_half_a_body_gets_408_and_the_connection_is_closed(
     settings: Settings, engine: AsyncEngine, partial: bytes
 ) -> None:
-    hurried = settings.model_copy(update={"request_body_timeout_s": 0.2})
+    hurried = settings.model_copy(update={"request_read_timeout_s": 0.2})
     async with running_api(hurried, engine) as port:
         conn = await Connection.open(port)
         await conn.send(partial)

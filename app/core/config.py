@@ -266,9 +266,10 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
-    # From the request's headers to the last byte of its body; then 408 and the connection
-    # is closed, so a client sending half a body cannot hold it.
-    request_body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # How long a client may take to send a request: its headers (from connecting, or from
+    # the previous response), then its body (from the headers; 408). Over it the connection
+    # is closed, so a client sending half a request cannot hold it.
+    request_read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     max_metadata_bytes: Annotated[int, Field(gt=0)] = 16 * 1024
     # Per process; the pool may overflow to twice this. Below the API's concurrency it opens
     # and closes connections under load (a new backend each time).

@@ -25,7 +25,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         401: "Missing or unknown API key",
         404: "No such resource for this tenant",
-        408: "The body did not arrive in time (POLLHOOK_REQUEST_BODY_TIMEOUT_S); the "
+        408: "The body did not arrive in time (POLLHOOK_REQUEST_READ_TIMEOUT_S); the "
         "connection is closed",
         409: "Conflicts with the resource's current state",
         413: "Request body larger than the limit (64 KiB)",
