@@ -9,7 +9,9 @@ An adapter turns one upstream task's current state into a `PollOutcome`, or rais
     ├── CredentialError           MiniMax 1004/2049, Jimmy 20001, HTTP 401/403: pause the
     │                             instance (health auth_failed); tasks wait, they do not fail
     └── TaskError                 unknown task, invalid parameters (MiniMax 2013, Jimmy 20002):
-                                  the task fails with the provider's code
+        │                         the task fails with the provider's code
+        └── RequestRefused        pollhook would not send the request (its path would leave
+                                  the one the adapter asked for): the task fails, nothing sent
 
 Adapters send every request through an `Upstream`, which waits for a slot of the instance's
 shared rate budget before each one, so a second request (MiniMax file retrieve) is budgeted
@@ -61,6 +63,10 @@ class CredentialError(ProviderError):
 
 class TaskError(ProviderError):
     pass
+
+
+class RequestRefused(TaskError):
+    """A request pollhook will not send; raised before any budget slot is taken."""
 
 
 @dataclass(frozen=True)

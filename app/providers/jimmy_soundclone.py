@@ -23,6 +23,7 @@ from app.providers.base import (
     Upstream,
     cap_raw,
 )
+from app.providers.external_ids import InvalidExternalId, normalize_external_id
 from app.providers.http import (
     clip,
     is_http_url,
@@ -60,6 +61,11 @@ class JimmySoundCloneAdapter:
     requests_per_success: int = 0
 
     async def poll(self, upstream: Upstream, external_id: str) -> PollOutcome:
+        try:
+            # Registration refuses such ids; one stored before it did must not be sent.
+            normalize_external_id(self.kind, external_id)
+        except InvalidExternalId as exc:
+            raise TaskError(f"external_id {exc}", code="invalid_external_id") from None
         response = await upstream.get(QUERY_PATH + quote(external_id, safe=""))
         body = _checked(response)
         data = body.get("data")

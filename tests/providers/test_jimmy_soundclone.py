@@ -24,6 +24,7 @@ from tests.providers import API_KEY, HTML_ERROR_PAGE, Handler, Harness, make_har
 
 TASK_ID = "audio_16b635ba-5889-4fa5-bbcc-bf67a38c353a"
 BASE_URL = "https://www.jimmy.test"
+AUDIO_URL = "https://example.com/generated-audio.mp3"
 PATH = f"/api/open-api/v1/audios/{TASK_ID}"
 
 # The seed page's examples, verbatim.
@@ -82,9 +83,9 @@ async def poll(harness: Harness, task_id: str = TASK_ID) -> PollOutcome:
     return await JimmySoundCloneAdapter().poll(harness.upstream, task_id)
 
 
-async def poll_error(harness: Harness) -> ProviderError:
+async def poll_error(harness: Harness, task_id: str = TASK_ID) -> ProviderError:
     with pytest.raises(ProviderError) as caught:
-        await poll(harness)
+        await poll(harness, task_id)
     return caught.value
 
 
@@ -108,8 +109,8 @@ async def test_query_request_is_exact() -> None:
     assert harness.slots == 1
 
 
-async def test_an_id_with_slashes_is_one_path_segment() -> None:
-    task_id = "a/../b?c=1#d e%"
+async def test_an_id_with_url_syntax_is_one_path_segment() -> None:
+    task_id = "a..b?c=1#d%"
     body = envelope(status="queued", id=task_id)
     harness = harness_for(reply(body))
 
@@ -117,8 +118,25 @@ async def test_an_id_with_slashes_is_one_path_segment() -> None:
 
     assert outcome.status is TaskStatus.QUEUED
     [request] = harness.requests
-    assert request.url.raw_path == b"/api/open-api/v1/audios/a%2F..%2Fb%3Fc%3D1%23d%20e%25"
+    assert request.url.raw_path == b"/api/open-api/v1/audios/a..b%3Fc%3D1%23d%25"
     assert request.url.query == b""
+
+
+@pytest.mark.parametrize(
+    "task_id", [".", "..", "...", "a/b", "../x", "a\\b", "audio_\u202e1", "x\u2028", "x\x85", " x"]
+)
+async def test_a_stored_id_that_would_leave_the_path_fails_the_task_unsent(task_id: str) -> None:
+    """Ids registered before registration refused these: `..` would send the keyed GET to
+    /api/open-api/v1 and take its answer for the task's."""
+    harness = harness_for(reply(envelope(status="completed", id=task_id, audioUrl=AUDIO_URL)))
+
+    error = await poll_error(harness, task_id)
+
+    assert type(error) is TaskError
+    assert error.code == "invalid_external_id"
+    assert error.message.startswith("external_id must")
+    assert harness.requests == []
+    assert harness.slots == 0
 
 
 @pytest.mark.parametrize("code", [20000, "20000"])
