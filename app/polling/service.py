@@ -106,7 +106,10 @@ class PollingService:
             # towards its deadline on errors it cannot cause.
             self._record_error(task, result.error)
             task.next_poll_at = now + timedelta(
-                seconds=policy.jittered(self.auth_retry_s, self.rng)
+                seconds=max(
+                    policy.jittered(self.auth_retry_s, self.rng),
+                    self.settings.min_poll_interval_s,
+                )
             )
             return Applied(str(task.id), TaskStatus(task.status), False)
         elif result.error is not None:
@@ -135,6 +138,7 @@ class PollingService:
                     delay if delay is not None else 0.0,
                     task.deadline_at,
                     self.rng,
+                    floor_s=self.settings.min_poll_interval_s,
                     # Error backoff may go past max_poll_interval_s; a planned poll not.
                     ceiling_s=(
                         self.settings.max_poll_interval_s if result.outcome is not None else None
