@@ -60,34 +60,42 @@ def _minimax(raw: object) -> str:
 
 
 def _opaque(raw: object) -> str:
-    """A Jimmy id: opaque text that goes into the query URL as one path segment, so it must
-    stay one (no separators, no dot segments) and read the same to every eye and parser."""
+    """A Jimmy id: opaque text that goes into the query URL as one path segment."""
     if not isinstance(raw, str):
         raise InvalidExternalId("must be a string")
     if not raw:
         raise InvalidExternalId("must not be empty")
     if len(raw) > MAX_EXTERNAL_ID_LENGTH:
         raise InvalidExternalId(f"must be at most {MAX_EXTERNAL_ID_LENGTH} characters")
-    if not raw.strip("."):
+    problem = path_segment_problem(raw)
+    if problem is not None:
+        raise InvalidExternalId(problem)
+    return raw
+
+
+def path_segment_problem(text: str) -> str | None:
+    """Why `text` cannot stand as one path segment (a URL path segment, a file name) that
+    stays one and reads the same to every eye and parser; None when it can."""
+    if not text.strip("."):
         # "." and ".." are dot segments: URL normalisation turns .../audios/.. into the
         # parent path, whose keyed answer would be taken for the task's.
-        raise InvalidExternalId("must not consist of dots only ('.', '..' are URL dot segments)")
-    for position, ch in enumerate(raw):
+        return "must not consist of dots only ('.', '..' are URL dot segments)"
+    for position, ch in enumerate(text):
         if ch in _SEPARATORS:
-            raise InvalidExternalId(
+            return (
                 f"must not contain '/' or '\\' (found {ch!r} at position {position}): "
-                "the id is one URL path segment"
+                "it is one path segment"
             )
         category = unicodedata.category(ch)
         if category == "Cs":
             # JSON's "\ud800" escape decodes to a lone surrogate, which Postgres text cannot hold.
-            raise InvalidExternalId(
+            return (
                 "must be valid Unicode text "
                 f"(lone surrogate U+{ord(ch):04X} at position {position})"
             )
         if category in _REFUSED_CATEGORIES:
-            raise InvalidExternalId(
+            return (
                 f"must not contain {_REFUSED_CATEGORIES[category]} characters "
                 f"(found U+{ord(ch):04X} at position {position})"
             )
-    return raw
+    return None
