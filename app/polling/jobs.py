@@ -346,7 +346,11 @@ class ProviderLoop:
         adapter left in `context`, so a retry resumes where this one got to."""
         acquire = SlotSource(self, slot_at, lease_ends=claimed_at + self.lease_s)
         upstream = HttpUpstream(self.client, self.settings, acquire, acquire.before_send)
-        failed = partial(PollResult, sent=acquire.sent, checkpoint=context.checkpoint)
+
+        def failed(error: ProviderError) -> PollResult:
+            # Read when the poll has ended: what was sent, and how far the adapter got.
+            return PollResult(error=error, sent=acquire.sent, checkpoint=context.checkpoint)
+
         try:
             outcome = await self.adapter.poll(upstream, context)
         except SlotMissed:
