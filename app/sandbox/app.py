@@ -293,12 +293,15 @@ def jimmy_data(task: Task, status: str, base_url: str) -> Json:
         "model": "soundCloningClone" if task.model == "clone" else "soundCloningAudio",
         "status": status,
     }
-    if status == "completed" and not task.incomplete:
+    if status == "completed":
         if task.model == "clone":
             data["modelId"] = task.model_id
-        data["audioUrl"] = f"{base_url}/_sandbox/files/{task.id}.mp3"
-        if task.model == "audio" and task.subtitles:
-            data["subtitleFile"] = f"{base_url}/_sandbox/files/{task.id}.srt"
+        # Incomplete: no audio, though a clone keeps its modelId (what "either field is
+        # enough" took for success).
+        if not task.incomplete:
+            data["audioUrl"] = f"{base_url}/_sandbox/files/{task.id}.mp3"
+            if task.model == "audio" and task.subtitles:
+                data["subtitleFile"] = f"{base_url}/_sandbox/files/{task.id}.srt"
     failed = status == "failed" and not task.message_in_msg
     data["error"] = task.error_message if failed else None
     return data

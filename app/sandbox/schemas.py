@@ -58,8 +58,8 @@ class TaskScript(_Body):
         ge=0,
         le=MAX_SCRIPTED_ANSWERS,
         description="The first this many status queries once done say so without the "
-        "result: MiniMax Success without file_id, Jimmy completed without audioUrl, "
-        "modelId and subtitleFile.",
+        "result: MiniMax Success without file_id, Jimmy completed without audioUrl "
+        "and subtitleFile (a clone keeps its modelId).",
     )
     queued_status: MinimaxQueued | None = Field(
         None, description="MiniMax: report this status for the first third of the duration."

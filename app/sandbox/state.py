@@ -147,7 +147,7 @@ class TaskSpec:
     code_as_string: bool | None = None  # Jimmy; random when None
     id: str | None = None
     # Answers that say done without the result, for this many status queries once done
-    # (MiniMax: Success without file_id; Jimmy: completed without audioUrl and modelId).
+    # (MiniMax: Success without file_id; Jimmy: completed without audioUrl).
     incomplete_queries: int = 0
     queued_status: MinimaxQueued | None = None  # MiniMax: queued for the first third
     failed_status: MinimaxFailed = "Failed"  # MiniMax

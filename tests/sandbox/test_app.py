@@ -399,9 +399,10 @@ async def test_jimmy_completed_without_its_result_for_scripted_queries(
     )["id"]
     first, second = [(await jimmy(http, task_id)).json()["data"] for _ in range(2)]
     assert first["status"] == second["status"] == "completed"
-    assert not {"audioUrl", "modelId", "subtitleFile"} & set(first)
+    assert not {"audioUrl", "subtitleFile"} & set(first)
     assert "audioUrl" in second
-    assert ("modelId" in second) is (model == "clone")
+    assert ("subtitleFile" in second) is (model == "audio")
+    assert ("modelId" in first) is ("modelId" in second) is (model == "clone")
 
 
 async def test_jimmy_failure_explained_only_in_the_envelope_msg(http: httpx.AsyncClient) -> None:
