@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
-from app.models import Task
+from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
+from app.core.db import create_sessionmaker
+from app.models import Event, Task, TaskStatus
+from app.polling.repository import PollingRepository
+from app.polling.service import PollingService, PollResult
+from app.providers.base import PollOutcome
+from app.providers.minimax_t2a import MinimaxT2AResult
 
 MINIMAX_RESULT = {
     "kind": "minimax_t2a",
@@ -88,3 +95,34 @@ async def test_a_result_this_version_cannot_read_is_null_and_logged_never_a_500(
     unreadable = [entry for entry in logs if entry["event"] == "task.result_unreadable"]
     assert len(unreadable) == 2
     assert unreadable[0]["task_id"] == task_id
+
+
+async def test_the_webhook_payload_carries_the_typed_result(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Events (the webhook bodies' `data`) are built from the same TaskRead as the API."""
+    created = await client.post("/v1/tasks", json={"provider": "minimax", "external_id": 42})
+    async with engine.begin() as conn:
+        await conn.execute(update(Task).values(next_poll_at=func.now()))
+    sessions = create_sessionmaker(engine)
+    async with sessions.begin() as session:
+        [claim] = await PollingRepository(session).claim_due(
+            "minimax", limit=1, owner="test", lease_s=30
+        )
+    outcome = PollOutcome(
+        TaskStatus.SUCCEEDED,
+        "Success",
+        result=MinimaxT2AResult.model_validate(MINIMAX_RESULT),
+    )
+    minimax = ProviderSettings(
+        kind=ProviderKind.MINIMAX_T2A, **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A]
+    )
+    async with sessions.begin() as session:
+        service = PollingService(session, minimax, auth_retry_s=300, rng=random.Random(1))
+        await service.apply(claim, PollResult(outcome=outcome))
+    async with engine.connect() as conn:
+        payload = await conn.scalar(select(Event.payload).where(Event.type == "task.succeeded"))
+    assert payload is not None
+    assert payload["id"] == created.json()["id"]
+    assert payload["result"] == MINIMAX_RESULT
+    assert (await client.get(f"/v1/tasks/{payload['id']}")).json()["result"] == MINIMAX_RESULT

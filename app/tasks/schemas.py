@@ -37,7 +37,9 @@ ExternalIdIn = Annotated[
         {
             "oneOf": [{"type": "integer"}, {"type": "string"}],
             "description": "The provider's task ID. MiniMax: a positive 64-bit integer (number "
-            "or decimal string). Jimmy: an opaque non-empty string of at most 256 characters.",
+            "or decimal string). Jimmy: an opaque non-empty string of at most 256 characters "
+            "that stays one URL path segment: not only dots, no '/' or '\\', no control, "
+            "format, separator or whitespace characters.",
             "examples": [95157322514444, "audio_16b635ba-5889-4fa5-bbcc-bf67a38c353a"],
         }
     ),
