@@ -655,9 +655,13 @@ def _outcome(result: PollResult, applied: Applied | None) -> str:
     if applied is None:
         return "fenced_off"
     if result.error is not None:
-        return {
-            RateLimited: "rate_limited",
-            CredentialError: "credential_error",
-            TaskError: "task_error",
-        }.get(type(result.error), "transient_error")
+        # isinstance, not type(): subclasses (RequestRefused is a TaskError) count as their kind.
+        for kind, label in (
+            (RateLimited, "rate_limited"),
+            (CredentialError, "credential_error"),
+            (TaskError, "task_error"),
+        ):
+            if isinstance(result.error, kind):
+                return label
+        return "transient_error"
     return "changed" if applied.changed else "unchanged"

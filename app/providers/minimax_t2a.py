@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -212,13 +213,13 @@ class MinimaxT2AAdapter:
         return PollOutcome(TaskStatus.SUCCEEDED, retrieval.status, result=result, raw=raw)
 
 
+@dataclass(frozen=True)
 class _Retrieval:
     """What the checkpoint holds once MiniMax said Success: the file to retrieve, and the
     status as MiniMax wrote it (shown as upstream_status)."""
 
-    def __init__(self, file_id: str, status: str) -> None:
-        self.file_id = file_id
-        self.status = status
+    file_id: str
+    status: str
 
     def checkpoint(self) -> dict[str, Any]:
         return {"file_id": self.file_id, "status": self.status}
