@@ -22,7 +22,8 @@ benchmark sets them, and every plan comes from the shipped pure policy in
   task done takes one more slot for the file retrieve (`requests_per_success`), and the
   task completes (and is learned from) then;
 * registration plans the first poll with `plan_first`, without jitter; each later poll with
-  `plan_next`, jittered and capped at `max_poll_interval_s` as `policy.next_poll_at` does.
+  `plan_next`, then `policy.poll_delay` as the engine does: jittered, capped at
+  `max_poll_interval_s`, floored at `min_poll_interval_s`.
   The first poll turns a task from pending to processing, which resets `unchanged_polls`;
 * every MODEL_REFRESH_S the forecast of `PollEngine.refresh_forecasts`: profiles of 101
   percentiles (`percentile_cont`) over the last SAMPLE_WINDOW samples of the instance and
@@ -431,8 +432,11 @@ class Simulation:
             unchanged_polls=task.unchanged_polls,
             model=self.learning.model_for(task.size_class),
         )
-        delay = min(
-            max(0.0, policy.jittered(task.interval_s, self.rng)), self.settings.max_poll_interval_s
+        delay = policy.poll_delay(
+            task.interval_s,
+            self.rng,
+            floor_s=self.settings.min_poll_interval_s,
+            ceiling_s=self.settings.max_poll_interval_s,
         )
         task.last_poll_s = at_s
         task.next_poll_s = at_s + delay

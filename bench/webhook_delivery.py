@@ -94,7 +94,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.core.embedded import EmbeddedPostgres
 from app.models import TaskStatus
-from app.tasks.schemas import TaskRead, TaskResult
+from app.providers.minimax_t2a import MinimaxT2AResult
+from app.tasks.schemas import TaskRead
 from app.webhooks import signing
 from app.webhooks.jobs import USER_AGENT, webhook_body
 from app.webhooks.repository import ClaimedDelivery
@@ -695,11 +696,13 @@ def succeeded_payloads(count: int, sandbox_url: str, rng: random.Random) -> list
                 provider="minimax",
                 external_id=str(rng.randrange(10**17, 10**18)),
                 status=TaskStatus.SUCCEEDED,
-                result=TaskResult(
+                result=MinimaxT2AResult(
+                    kind="minimax_t2a",
                     file_id=str(file_id),
                     download_url=f"{sandbox_url}/_sandbox/files/{file_id}.tar"
                     f"?expires={int(expires.timestamp())}",
                     download_url_expires_at=expires,
+                    filename=f"{file_id}.tar",
                 ),
                 error=None,
                 metadata={},

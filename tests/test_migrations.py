@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -92,3 +93,45 @@ async def test_hot_paths_use_their_indexes(engine: AsyncEngine) -> None:
     )
     assert "ix_tasks_tenant_created" in listing
     assert "Sort" not in listing  # the index order is the answer order
+
+
+async def test_stored_results_get_their_kind(fresh_engine: AsyncEngine) -> None:
+    """Results written before results were typed carry no `kind`: the data migration
+    infers it from their fields, so the API can read them as the typed result."""
+    await migrate.upgrade(fresh_engine, "3f6d2b8e1c47")
+    old = {
+        "mm": {
+            "file_id": "95157322514496",
+            "download_url": "https://cdn.example/95157322514496.tar",
+            "download_url_expires_at": "2026-03-01T21:00:00Z",
+        },
+        "jm_audio": {"audio_url": "https://example.com/a.mp3", "subtitle_url": "https://e/s.srt"},
+        "jm_clone": {"audio_url": "https://example.com/p.mp3", "model_id": "model_1"},
+        "jm_model_only": {"model_id": "model_2"},
+        "odd": {"something": "else"},
+    }
+    async with fresh_engine.begin() as conn:
+        for name, result in old.items():
+            await conn.execute(
+                text(
+                    "INSERT INTO tasks (id, tenant, provider, external_id, status, result, "
+                    "deadline_at) VALUES (gen_random_uuid(), 'acme', :provider, :name, "
+                    "'succeeded', CAST(:result AS jsonb), now())"
+                ),
+                {"provider": name.split("_")[0], "name": name, "result": json.dumps(result)},
+            )
+    await migrate.upgrade(fresh_engine)
+    async with fresh_engine.connect() as conn:
+        rows = await conn.execute(text("SELECT external_id, result FROM tasks"))
+        migrated = {r.external_id: r.result for r in rows}
+    assert migrated == {
+        "mm": {"kind": "minimax_t2a", **old["mm"]},
+        "jm_audio": {"kind": "jimmy_soundclone", **old["jm_audio"]},
+        "jm_clone": {"kind": "jimmy_soundclone", **old["jm_clone"]},
+        "jm_model_only": {"kind": "jimmy_soundclone", **old["jm_model_only"]},
+        "odd": old["odd"],
+    }
+    await migrate.downgrade(fresh_engine, "3f6d2b8e1c47")
+    async with fresh_engine.connect() as conn:
+        rows = await conn.execute(text("SELECT external_id, result FROM tasks"))
+        assert {r.external_id: r.result for r in rows} == old

@@ -12,7 +12,7 @@ async def test_every_route_is_described(client: httpx.AsyncClient) -> None:
     assert set(paths["/v1/tasks"]) == {"get", "post"}
     assert set(paths["/v1/tasks/{task_id}"]) == {"get", "delete"}
     schemas = doc["components"]["schemas"]
-    assert {"TaskCreate", "TaskRead", "TaskList", "ErrorResponse", "TaskResult"} <= set(schemas)
+    assert {"TaskCreate", "TaskRead", "TaskList", "ErrorResponse"} <= set(schemas)
     assert "HTTPValidationError" not in schemas
     assert schemas["TaskCreate"]["additionalProperties"] is False
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
@@ -70,3 +70,41 @@ async def test_webhook_payloads_are_documented(client: httpx.AsyncClient) -> Non
     assert event["required"] == ["type", "timestamp", "data"]
     assert event["properties"]["data"]["$ref"] == "#/components/schemas/TaskRead"
     assert event["additionalProperties"] is False
+
+
+async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
+    """`result` is one of the providers' own result objects, told apart by `kind`, with
+    every field named and described."""
+    doc: dict[str, Any] = (await client.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    [typed, null] = schemas["TaskRead"]["properties"]["result"]["anyOf"]
+    assert null == {"type": "null"}
+    assert typed["discriminator"] == {
+        "propertyName": "kind",
+        "mapping": {
+            "minimax_t2a": "#/components/schemas/MinimaxT2AResult",
+            "jimmy_soundclone": "#/components/schemas/JimmySoundCloneResult",
+        },
+    }
+    assert typed["oneOf"] == [
+        {"$ref": "#/components/schemas/MinimaxT2AResult"},
+        {"$ref": "#/components/schemas/JimmySoundCloneResult"},
+    ]
+    expected = {
+        "MinimaxT2AResult": (
+            {"kind", "file_id", "download_url", "download_url_expires_at", "filename"},
+            {"kind", "file_id", "download_url", "download_url_expires_at"},
+        ),
+        "JimmySoundCloneResult": (
+            {"kind", "audio_url", "model_id", "subtitle_url"},
+            {"kind", "audio_url"},
+        ),
+    }
+    for name, (fields, required) in expected.items():
+        schema = schemas[name]
+        assert set(schema["properties"]) == fields, name
+        assert set(schema["required"]) == required, name
+        assert schema["additionalProperties"] is False, name
+        assert all(p.get("description") for p in schema["properties"].values()), name
+    assert schemas["MinimaxT2AResult"]["properties"]["kind"]["const"] == "minimax_t2a"
+    assert schemas["JimmySoundCloneResult"]["properties"]["kind"]["const"] == "jimmy_soundclone"

@@ -43,7 +43,7 @@ class ProviderKind(StrEnum):
     JIMMY_SOUNDCLONE = "jimmy_soundclone"
 
 
-# Per-kind defaults from the providers' own documentation (see docs/upstreams.md):
+# Per-kind defaults from the providers' own documentation (see docs/providers.md):
 # MiniMax allows 10 queries/s on the query endpoint; Jimmy publishes no rate limit but
 # asks for a poll every 5-10 s and a total cap of about 30 minutes.
 KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {

@@ -114,6 +114,10 @@ class Task(Base):
     poll_interval_s: Mapped[float | None] = mapped_column(Float)
     last_poll_error: Mapped[str | None] = mapped_column(Text)
     last_response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The adapter's progress within a poll that takes more than one request (MiniMax: the
+    # file_id of a task that said Success, so the next poll goes straight to the File
+    # Retrieve). Opaque to the engine; cleared when the task ends.
+    checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     def __repr__(self) -> str:
         return f"Task(id={self.id!s}, provider={self.provider}, status={self.status})"

@@ -36,6 +36,7 @@ from app.polling.repository import Claim, CompletionRepository, PollingRepositor
 from app.polling.service import Applied, PollingService, PollResult
 from app.providers.base import (
     CredentialError,
+    PollContext,
     ProviderAdapter,
     ProviderError,
     RateLimited,
@@ -296,16 +297,17 @@ class ProviderLoop:
 
     async def _poll_one(self, claim: Claim, slot_at: float | None, claimed_at: float) -> None:
         sent = False
+        context = PollContext(claim.external_id, claim.checkpoint)
         try:
             async with self.semaphore:
-                result = await self._fetch(claim, slot_at, claimed_at)
+                result = await self._fetch(claim, context, slot_at, claimed_at)
                 sent = result.sent
         except SlotMissed:
             POLLS.labels(self.name, "slot_missed").inc()
-            await self._release([claim])
+            await self._release(claim, context)
             return
         except asyncio.CancelledError:
-            await asyncio.shield(self._release([claim]))
+            await asyncio.shield(self._release(claim, context))
             raise
         try:
             async with self.sessions.begin() as session:
@@ -339,36 +341,47 @@ class ProviderLoop:
                 sent=sent,
             )
 
-    async def _fetch(self, claim: Claim, slot_at: float | None, claimed_at: float) -> PollResult:
+    async def _fetch(
+        self, claim: Claim, context: PollContext, slot_at: float | None, claimed_at: float
+    ) -> PollResult:
+        """Poll through the adapter; every way the poll ends carries the checkpoint the
+        adapter left in `context`, so a retry resumes where this one got to."""
         acquire = SlotSource(self, slot_at, lease_ends=claimed_at + self.lease_s)
         upstream = HttpUpstream(self.client, self.settings, acquire, acquire.before_send)
+
+        def failed(error: ProviderError) -> PollResult:
+            # Read when the poll has ended: what was sent, and how far the adapter got.
+            return PollResult(error=error, sent=acquire.sent, checkpoint=context.checkpoint)
+
         try:
-            outcome = await self.adapter.poll(upstream, claim.external_id)
+            outcome = await self.adapter.poll(upstream, context)
         except SlotMissed:
             if acquire.sent:
                 # A follow-up request (file retrieve) missed its slot: retry the task soon.
-                return PollResult(error=TransientError("budget slot missed", code="slot_missed"))
+                return PollResult(
+                    error=TransientError("budget slot missed", code="slot_missed"),
+                    checkpoint=context.checkpoint,
+                )
             raise
         except RateLimited as exc:
             await self._on_rate_limited(exc)
-            return PollResult(error=exc, sent=acquire.sent)
+            return failed(error=exc)
         except CredentialError as exc:
             await self._on_credential_error(exc)
-            return PollResult(error=exc, sent=acquire.sent)
+            return failed(error=exc)
         except ProviderError as exc:
-            return PollResult(error=exc, sent=acquire.sent)
+            return failed(error=exc)
         except Exception as exc:
             # An adapter bug must not kill the loop or lose the task: record it as transient.
             log.exception("adapter_error", provider=self.name, task_id=str(claim.id))
-            return PollResult(
+            return failed(
                 error=TransientError(
                     f"internal adapter error: {type(exc).__name__}", code="internal"
-                ),
-                sent=acquire.sent,
+                )
             )
         if self.gate.health is not ProviderHealth.OK:
             await self._mark_healthy()
-        return PollResult(outcome=outcome, sent=True)
+        return PollResult(outcome=outcome, sent=True, checkpoint=context.checkpoint)
 
     async def _on_rate_limited(self, exc: RateLimited) -> None:
         pause = max(0.5, exc.retry_after_s or DEFAULT_RATE_LIMIT_PAUSE_S)
@@ -415,10 +428,15 @@ class ProviderLoop:
                 error=type(exc).__name__,
             )
 
-    async def _release(self, claims: list[Claim]) -> None:
+    async def _release(self, claim: Claim, context: PollContext) -> None:
+        """Give a claim back without a result to apply, keeping whatever progress its poll
+        recorded before it stopped."""
         try:
             async with self.sessions.begin() as session:
-                await PollingRepository(session).release(claims)
+                repo = PollingRepository(session)
+                if context.checkpoint != claim.checkpoint:
+                    await repo.save_checkpoint(claim, context.checkpoint)
+                await repo.release([claim])
         except Exception as exc:  # the lease expires on its own; nothing is lost
             log.warning("release_failed", provider=self.name, error=type(exc).__name__)
 
@@ -639,9 +657,13 @@ def _outcome(result: PollResult, applied: Applied | None) -> str:
     if applied is None:
         return "fenced_off"
     if result.error is not None:
-        return {
-            RateLimited: "rate_limited",
-            CredentialError: "credential_error",
-            TaskError: "task_error",
-        }.get(type(result.error), "transient_error")
+        # isinstance, not type(): subclasses (RequestRefused is a TaskError) count as their kind.
+        for kind, label in (
+            (RateLimited, "rate_limited"),
+            (CredentialError, "credential_error"),
+            (TaskError, "task_error"),
+        ):
+            if isinstance(result.error, kind):
+                return label
+        return "transient_error"
     return "changed" if applied.changed else "unchanged"

@@ -28,7 +28,8 @@ again. Fixed schedule: every min_poll_interval_s.
 
 Transient failures back off on their own, longer curve, and a rate-limit answer's
 Retry-After is honoured. Jitter (±10 %) keeps tasks registered together from polling in
-lockstep. No delay ever carries a task past its deadline: the last poll happens there.
+lockstep. No gap between two polls of a task is ever under min_poll_interval_s, after
+jitter; within that, no delay carries a task past its deadline: the last poll happens there.
 """
 
 from __future__ import annotations
@@ -72,20 +73,49 @@ def error_delay(
     return delay
 
 
+def poll_delay(
+    delay_s: float,
+    rng: random.Random,
+    *,
+    floor_s: float,
+    ceiling_s: float | None = None,
+    deadline_in_s: float | None = None,
+) -> float:
+    """Seconds to the next poll: `delay_s` with jitter, but never past `ceiling_s`
+    (max_poll_interval_s, which bounds how long a task goes unpolled) nor past a deadline
+    `deadline_in_s` away, and never sooner than `floor_s` (min_poll_interval_s).
+
+    The floor is applied last, after jitter, the ceiling and the deadline: it is the
+    spacing the provider asks for (Jimmy: one query every 5-10 s), and a poll squeezed in
+    before it would break that for every schedule, error backoff and Retry-After alike.
+    So when the deadline is closer than the floor, the last poll comes one floor after
+    this one: at most `floor_s` after the deadline."""
+    seconds = max(0.0, jittered(delay_s, rng))
+    if ceiling_s is not None:
+        seconds = min(seconds, max(ceiling_s, 0.0))
+    if deadline_in_s is not None and deadline_in_s > 0:
+        seconds = min(seconds, deadline_in_s)
+    return max(seconds, floor_s, 0.0)
+
+
 def next_poll_at(
     now: datetime,
     delay_s: float,
     deadline_at: datetime,
     rng: random.Random,
+    *,
+    floor_s: float,
     ceiling_s: float | None = None,
 ) -> datetime:
-    """`delay_s` from now with jitter, but never past `ceiling_s` (max_poll_interval_s,
-    which bounds how long a task goes unpolled) nor past the deadline."""
-    seconds = max(0.0, jittered(delay_s, rng))
-    if ceiling_s is not None:
-        seconds = min(seconds, max(ceiling_s, 0.0))
-    at = now + timedelta(seconds=seconds)
-    return min(at, deadline_at) if now < deadline_at else at
+    """`poll_delay` from `now`, as an instant."""
+    seconds = poll_delay(
+        delay_s,
+        rng,
+        floor_s=floor_s,
+        ceiling_s=ceiling_s,
+        deadline_in_s=(deadline_at - now).total_seconds(),
+    )
+    return now + timedelta(seconds=seconds)
 
 
 # Past the 99th percentile the distribution is a handful of samples, and its last segment

@@ -23,6 +23,8 @@ class Claim:
     status: str
     deadline_at: datetime
     claimed_at: datetime
+    # The adapter's progress from earlier polls (PollContext.checkpoint).
+    checkpoint: dict[str, Any] | None = None
 
 
 class PollingRepository:
@@ -58,7 +60,8 @@ class PollingRepository:
                     next_poll_at = now() + make_interval(secs => params.lease_s),
                     fencing_token = t.fencing_token + 1
                 FROM due, params WHERE t.id = due.id
-                RETURNING t.id, t.fencing_token, t.external_id, t.status, t.deadline_at, now()
+                RETURNING t.id, t.fencing_token, t.external_id, t.status, t.deadline_at,
+                          t.checkpoint, now()
                 """
             ),
             {"provider": provider, "limit": limit, "owner": owner, "lease_s": lease_s},
@@ -71,6 +74,7 @@ class PollingRepository:
                 status=r.status,
                 deadline_at=r.deadline_at,
                 claimed_at=r.now,
+                checkpoint=r.checkpoint,
             )
             for r in rows
         ]
@@ -103,6 +107,20 @@ class PollingRepository:
             .execution_options(synchronize_session=False)
         )
         return int(getattr(result, "rowcount", 0) or 0)
+
+    async def save_checkpoint(self, claim: Claim, checkpoint: dict[str, Any] | None) -> None:
+        """Keep an adapter's progress from a poll that ends without a result to apply
+        (its slot was missed, the replica is stopping), if the claim still holds."""
+        await self.session.execute(
+            update(Task)
+            .where(
+                Task.id == claim.id,
+                Task.fencing_token == claim.token,
+                Task.status.in_(ACTIVE_STATUSES),
+            )
+            .values(checkpoint=checkpoint)
+            .execution_options(synchronize_session=False)
+        )
 
     async def seconds_until_due(self, provider: str) -> float | None:
         """How long until the instance's next task falls due (database clock); None if idle."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,13 +32,15 @@ LEARNED_FROM = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED})
 
 @dataclass(frozen=True)
 class PollResult:
-    """What one poll produced: an outcome or a classified error, and whether a request
-    actually reached the upstream (counted in `polls`)."""
+    """What one poll produced: an outcome or a classified error, whether a request
+    actually reached the upstream (counted in `polls`), and the adapter's checkpoint as the
+    poll left it (stored with the task whatever the outcome)."""
 
     outcome: PollOutcome | None = None
     error: ProviderError | None = None
     sent: bool = True
     retry_after_s: float | None = None
+    checkpoint: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class PollingService:
         task.lease_owner = None
         task.lease_expires_at = None
         task.updated_at = now
+        # Before any status change: one that ends the task clears it (change_status).
+        task.checkpoint = result.checkpoint
         if result.sent:
             task.polls += 1
             task.last_polled_at = now
@@ -106,7 +111,10 @@ class PollingService:
             # towards its deadline on errors it cannot cause.
             self._record_error(task, result.error)
             task.next_poll_at = now + timedelta(
-                seconds=policy.jittered(self.auth_retry_s, self.rng)
+                seconds=max(
+                    policy.jittered(self.auth_retry_s, self.rng),
+                    self.settings.min_poll_interval_s,
+                )
             )
             return Applied(str(task.id), TaskStatus(task.status), False)
         elif result.error is not None:
@@ -135,6 +143,7 @@ class PollingService:
                     delay if delay is not None else 0.0,
                     task.deadline_at,
                     self.rng,
+                    floor_s=self.settings.min_poll_interval_s,
                     # Error backoff may go past max_poll_interval_s; a planned poll not.
                     ceiling_s=(
                         self.settings.max_poll_interval_s if result.outcome is not None else None
@@ -166,7 +175,7 @@ class PollingService:
                 task,
                 outcome.status,
                 now,
-                result=outcome.result,
+                result=outcome.result.model_dump(mode="json") if outcome.result else None,
                 error=outcome.error,
             )
             task.unchanged_polls = 0

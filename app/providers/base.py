@@ -9,11 +9,17 @@ An adapter turns one upstream task's current state into a `PollOutcome`, or rais
     ├── CredentialError           MiniMax 1004/2049, Jimmy 20001, HTTP 401/403: pause the
     │                             instance (health auth_failed); tasks wait, they do not fail
     └── TaskError                 unknown task, invalid parameters (MiniMax 2013, Jimmy 20002):
-                                  the task fails with the provider's code
+        │                         the task fails with the provider's code
+        └── RequestRefused        pollhook would not send the request (its path would leave
+                                  the one the adapter asked for): the task fails, nothing sent
 
 Adapters send every request through an `Upstream`, which waits for a slot of the instance's
 shared rate budget before each one, so a second request (MiniMax file retrieve) is budgeted
 like the first.
+
+A poll that needs more than one request can record how far it got in its `PollContext`
+(`checkpoint`), and the next poll of the task resumes there: the engine stores the
+checkpoint with the task however the poll ended, across restarts and replicas.
 """
 
 from __future__ import annotations
@@ -23,11 +29,23 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+from pydantic import BaseModel, ConfigDict
 
 from app.core.config import ProviderKind
 from app.models import TaskStatus
 
 RAW_RESPONSE_LIMIT = 8 * 1024
+# Polls in a row that may find a task done upstream but its result not handed over yet
+# (Jimmy `completed` without what its model produces, MiniMax `Success` without file_id, a
+# File Retrieve answering 2013 or without a URL right after `Success`) before the task
+# fails. Public clients see such gaps close within seconds; the transient backoff spaces
+# these polls min_poll_interval_s doubling (MiniMax 3 s up to 120 s: about 11 minutes for
+# 10; Jimmy 5 s up to 40 s: about 5 minutes), ample for a lagging result and well within
+# either deadline, while a task whose result never comes fails with a clear code instead
+# of polling until its deadline. docs/providers.md, "Results that are not ready".
+RESULT_NOT_READY_POLLS = 10
+# The key under which `result_not_ready` counts, in the adapter's checkpoint.
+_NOT_READY_KEY = "not_ready"
 
 
 class ProviderError(Exception):
@@ -63,6 +81,17 @@ class TaskError(ProviderError):
     pass
 
 
+class RequestRefused(TaskError):
+    """A request pollhook will not send; raised before any budget slot is taken."""
+
+
+class ProviderResult(BaseModel):
+    """What a task that succeeded hands over; each adapter defines its own, with a
+    `kind` literal naming the provider kind (the discriminator in the API's `result`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 @dataclass(frozen=True)
 class PollOutcome:
     """The upstream's answer, normalised.
@@ -73,9 +102,24 @@ class PollOutcome:
 
     status: TaskStatus | None
     upstream_status: str | None
-    result: dict[str, Any] | None = None
+    result: ProviderResult | None = None
     error: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PollContext:
+    """One poll of one task: what the adapter is given, and where it records progress.
+
+    `checkpoint` belongs to the adapter alone; the engine never reads into it. It holds what
+    the previous polls of this task stored there (None at first), and the engine stores back
+    whatever it holds when this poll ends, however it ends: an outcome, a ProviderError, a
+    timeout, a missed budget slot, an unexpected exception. It is cleared when the task
+    ends. Keep it small and JSON-serialisable (it is a jsonb column); set it as soon as
+    there is progress to keep, before the next request, not only on success."""
+
+    external_id: str
+    checkpoint: dict[str, Any] | None = None
 
 
 class Upstream(Protocol):
@@ -95,9 +139,35 @@ class ProviderAdapter(Protocol):
     # (MiniMax: the file retrieve). The schedule's forecast reserves budget for them.
     requests_per_success: int
 
-    async def poll(self, upstream: Upstream, external_id: str) -> PollOutcome:
-        """Query the task and return its state; raise a ProviderError subclass otherwise."""
+    async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
+        """Query the task and return its state; raise a ProviderError subclass otherwise.
+        Progress worth resuming from goes into `context.checkpoint`."""
         ...
+
+
+def result_not_ready(
+    context: PollContext,
+    message: str,
+    *,
+    final_code: str,
+    raw: dict[str, Any] | None,
+) -> ProviderError:
+    """One more poll that found the task done upstream but its result not there (yet),
+    counted in the checkpoint: the TransientError to retry it with, or, on the
+    RESULT_NOT_READY_POLLS-th such poll in a row, the TaskError that fails the task with
+    `final_code`. Other keys of the checkpoint are kept."""
+    checkpoint = dict(context.checkpoint or {})
+    seen = checkpoint.get(_NOT_READY_KEY)
+    seen = (seen if isinstance(seen, int) and not isinstance(seen, bool) else 0) + 1
+    checkpoint[_NOT_READY_KEY] = seen
+    context.checkpoint = checkpoint
+    if seen >= RESULT_NOT_READY_POLLS:
+        return TaskError(f"{message}, {seen} polls in a row", code=final_code, raw=raw)
+    return TransientError(
+        f"{message} (poll {seen} of at most {RESULT_NOT_READY_POLLS})",
+        code="result_not_ready",
+        raw=raw,
+    )
 
 
 def cap_raw(value: Any) -> dict[str, Any]:

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from app.core.config import ProviderKind
 
 MAX_EXTERNAL_ID_LENGTH = 256
 INT64_MAX = 2**63 - 1
+_SEPARATORS = frozenset("/\\")
+# Unicode categories an opaque id may not contain: invisible or reordering characters
+# (U+202E flips how the id reads in logs and dashboards), line and paragraph separators
+# (U+2028, U+0085 split log lines), any whitespace, and code points that are not characters.
+_REFUSED_CATEGORIES = {
+    "Cc": "control",
+    "Cf": "format",
+    "Co": "private-use",
+    "Cn": "unassigned",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+    "Zs": "space",
+}
 
 
 class InvalidExternalId(ValueError):
@@ -45,15 +60,42 @@ def _minimax(raw: object) -> str:
 
 
 def _opaque(raw: object) -> str:
+    """A Jimmy id: opaque text that goes into the query URL as one path segment."""
     if not isinstance(raw, str):
         raise InvalidExternalId("must be a string")
     if not raw:
         raise InvalidExternalId("must not be empty")
     if len(raw) > MAX_EXTERNAL_ID_LENGTH:
         raise InvalidExternalId(f"must be at most {MAX_EXTERNAL_ID_LENGTH} characters")
-    if raw != raw.strip() or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
-        raise InvalidExternalId("must not contain control characters or surrounding whitespace")
-    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in raw):
-        # JSON's "\ud800" escape decodes to a lone surrogate, which Postgres text cannot hold.
-        raise InvalidExternalId("must be valid Unicode text (no lone surrogates)")
+    problem = path_segment_problem(raw)
+    if problem is not None:
+        raise InvalidExternalId(problem)
     return raw
+
+
+def path_segment_problem(text: str) -> str | None:
+    """Why `text` cannot stand as one path segment (a URL path segment, a file name) that
+    stays one and reads the same to every eye and parser; None when it can."""
+    if not text.strip("."):
+        # "." and ".." are dot segments: URL normalisation turns .../audios/.. into the
+        # parent path, whose keyed answer would be taken for the task's.
+        return "must not consist of dots only ('.', '..' are URL dot segments)"
+    for position, ch in enumerate(text):
+        if ch in _SEPARATORS:
+            return (
+                f"must not contain '/' or '\\' (found {ch!r} at position {position}): "
+                "it is one path segment"
+            )
+        category = unicodedata.category(ch)
+        if category == "Cs":
+            # JSON's "\ud800" escape decodes to a lone surrogate, which Postgres text cannot hold.
+            return (
+                "must be valid Unicode text "
+                f"(lone surrogate U+{ord(ch):04X} at position {position})"
+            )
+        if category in _REFUSED_CATEGORIES:
+            return (
+                f"must not contain {_REFUSED_CATEGORIES[category]} characters "
+                f"(found U+{ord(ch):04X} at position {position})"
+            )
+    return None

@@ -19,7 +19,13 @@ import httpx
 
 from app import __version__
 from app.core.config import ProviderSettings
-from app.providers.base import CredentialError, RateLimited, TransientError, cap_raw
+from app.providers.base import (
+    CredentialError,
+    RateLimited,
+    RequestRefused,
+    TransientError,
+    cap_raw,
+)
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_RETRY_AFTER_S = 3600.0
@@ -53,9 +59,9 @@ class HttpUpstream:
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
         self._key = key.encode()
+        self._base_path = _path_of(httpx.URL(settings.base_url)).rstrip(b"/")
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
-        await self._acquire_slot()
         timeout = self._settings.request_timeout_s
         request = self._client.build_request(
             "GET",
@@ -65,6 +71,8 @@ class HttpUpstream:
             timeout=timeout,
             extensions={"trace": self._trace} if self._before_send else None,
         )
+        self._check_path(request, path)
+        await self._acquire_slot()
         try:
             # httpx's timeout bounds each read, not the exchange; a server dripping one byte
             # per read would otherwise hold a poll (and its lease) for as long as it likes.
@@ -78,6 +86,20 @@ class HttpUpstream:
             ) from exc
         except httpx.RequestError as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}", code="connection_error") from exc
+
+    def _check_path(self, request: httpx.Request, path: str) -> None:
+        """The keyed request goes to base path + `path`, byte for byte, or not at all.
+
+        httpx resolves dot segments (".../audios/.." is ".../v1"), so a path built from an
+        upstream id could otherwise reach another endpoint with our key, and its answer
+        would be read as the task's. Adapters validate ids; this holds whatever they miss."""
+        sent = _path_of(request.url)
+        if sent != self._base_path + path.encode("ascii", "replace"):
+            raise RequestRefused(
+                f"refused to send: the request path {clip(sent.decode('ascii', 'replace'))} "
+                f"is not the one asked for ({clip(path)})",
+                code="request_path_refused",
+            )
 
     async def _trace(self, event: str, info: dict[str, Any]) -> None:
         # httpcore's hook just before the request headers are written: connecting (TCP,
@@ -107,6 +129,11 @@ class HttpUpstream:
             request=request,
             extensions=response.extensions,
         )
+
+
+def _path_of(url: httpx.URL) -> bytes:
+    """The URL's path as sent on the wire, without its query."""
+    return url.raw_path.split(b"?", 1)[0]
 
 
 async def _read_capped(response: httpx.Response) -> bytes:

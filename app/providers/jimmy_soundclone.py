@@ -1,28 +1,34 @@
 """Jimmy AI SoundClone: one GET per poll; answers come in a `{code, msg, data}` envelope.
 
-See docs/upstreams.md §1.2 and §1.5. `code` is 20000 on the SoundClone pages but "20000" on
-other Jimmy endpoints, so it is compared as text. The error codes come from vendor-written
-summaries, not an official table, hence the bias towards transient for anything unclear.
+The facts relied on here, with their sources, are in docs/providers.md ("Jimmy AI
+SoundClone"). `code` is 20000 on the SoundClone pages but "20000" on other Jimmy
+endpoints, so it is compared as text. The error codes come from vendor-written summaries,
+not an official table, hence the bias towards transient for anything unclear.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
+from pydantic import Field
 
 from app.core.config import ProviderKind
 from app.core.logging import get_logger
 from app.models import TaskStatus
 from app.providers.base import (
     CredentialError,
+    PollContext,
     PollOutcome,
+    ProviderResult,
     TaskError,
     TransientError,
     Upstream,
     cap_raw,
+    result_not_ready,
 )
+from app.providers.external_ids import InvalidExternalId, normalize_external_id
 from app.providers.http import (
     clip,
     is_http_url,
@@ -37,6 +43,10 @@ SUCCESS_CODE = "20000"
 CREDENTIAL_CODE = "20001"
 BAD_REQUEST_CODE = "20002"
 MAX_MODEL_ID_CHARS = 256
+# `model` of a preview (clone) task, which produces a modelId and a preview audioUrl, and
+# of a production audio task, which produces an audioUrl (and subtitleFile if asked).
+CLONE_MODEL = "soundCloningClone"
+AUDIO_MODEL = "soundCloningAudio"
 
 # The SoundClone page lists queued/processing/completed/failed; other Jimmy endpoints and the
 # FAQ add pending/submitted/success, and public clients treat canceled/cancelled as final.
@@ -51,15 +61,45 @@ _STATUSES = {
 _CANCELLED = frozenset({"canceled", "cancelled"})
 # The query page names `error`; the video query uses `error_message`, the FAQ `error_msg`/`reason`.
 _MESSAGE_FIELDS = ("error", "error_message", "error_msg", "reason")
+# What an envelope's `msg` says on every accepted answer: no explanation of a failure.
+_GENERIC_MSGS = frozenset({"ok", "success"})
 
 logger = get_logger(__name__)
+
+
+class JimmySoundCloneResult(ProviderResult):
+    """A finished Jimmy AI SoundClone task (preview or production audio)."""
+
+    kind: Literal["jimmy_soundclone"] = Field(description="The provider kind.")
+    audio_url: str = Field(
+        description="`audioUrl`: the preview audio of a clone task (model "
+        "soundCloningClone) or the generated audio (soundCloningAudio). Jimmy states no "
+        "lifetime for it; its other media URLs last 3 days, so copy it promptly."
+    )
+    model_id: str | None = Field(
+        None,
+        description="`modelId`: the cloned voice a clone preview produces, to pass to "
+        "Jimmy's audio-create. Valid for 3 days unless used, then permanent. Null for "
+        "production audio tasks.",
+    )
+    subtitle_url: str | None = Field(
+        None,
+        description="`subtitleFile`: the subtitles of an audio task created with "
+        "subtitleEnable. Null when there are none.",
+    )
 
 
 class JimmySoundCloneAdapter:
     kind: ProviderKind = ProviderKind.JIMMY_SOUNDCLONE
     requests_per_success: int = 0
 
-    async def poll(self, upstream: Upstream, external_id: str) -> PollOutcome:
+    async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
+        external_id = context.external_id
+        try:
+            # Registration refuses such ids; one stored before it did must not be sent.
+            normalize_external_id(self.kind, external_id)
+        except InvalidExternalId as exc:
+            raise TaskError(f"external_id {exc}", code="invalid_external_id") from None
         response = await upstream.get(QUERY_PATH + quote(external_id, safe=""))
         body = _checked(response)
         data = body.get("data")
@@ -69,21 +109,27 @@ class JimmySoundCloneAdapter:
         if not isinstance(status, str):
             raise malformed("data.status is missing or not a string", body)
         task_id = data.get("id")
-        if isinstance(task_id, str) and task_id != external_id:
-            raise malformed(f"the answer is for id {clip(task_id)}", body)
+        if not isinstance(task_id, str) or task_id != external_id:
+            # An answer about something else (another task, or none named) must not end
+            # this one.
+            raise malformed(f"the answer is for id {clip(repr(task_id))}", body)
         raw = cap_raw(body)
         shown = clip(status)
         normalized = status.strip().lower()
         if normalized == "failed":
-            error = {"code": "failed", "message": _message(data, "the provider reported a failure")}
-            return PollOutcome(TaskStatus.FAILED, shown, error=error, raw=raw)
+            message = _message(data, body, "the provider reported a failure")
+            return PollOutcome(
+                TaskStatus.FAILED, shown, error={"code": "failed", "message": message}, raw=raw
+            )
         if normalized in _CANCELLED:
-            message = _message(data, "the provider cancelled the task")
+            message = _message(data, body, "the provider cancelled the task")
             error = {"code": "cancelled_upstream", "message": message}
             return PollOutcome(TaskStatus.FAILED, shown, error=error, raw=raw)
         mapped = _STATUSES.get(normalized)
         if mapped is TaskStatus.SUCCEEDED:
-            return PollOutcome(mapped, shown, result=_result(data, body), raw=raw)
+            return PollOutcome(mapped, shown, result=_result(data, body, context), raw=raw)
+        # Still running: a completed answer that lacked its result earlier was not the end.
+        context.checkpoint = None
         if mapped is None:
             logger.warning("provider.unknown_status", kind=self.kind.value, upstream_status=shown)
         return PollOutcome(mapped, shown, raw=raw)
@@ -123,35 +169,66 @@ def _raise_for_status(response: httpx.Response) -> None:
         raise unexpected_status(response)
 
 
-def _result(data: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    audio_url = data.get("audioUrl")
-    model_id = data.get("modelId")
-    if audio_url in (None, "") and model_id in (None, ""):
-        # A finished clone preview is usable through modelId alone; with neither, nothing is.
-        raise TransientError(
-            "completed without audioUrl or modelId", code="missing_audio_url", raw=cap_raw(body)
+def _result(
+    data: dict[str, Any], body: dict[str, Any], context: PollContext
+) -> JimmySoundCloneResult:
+    """What a completed task produced, as its `model` says it must: a clone preview a
+    modelId and an audioUrl, an audio task (or one whose model is missing or unknown) an
+    audioUrl. A completed answer without them is not success: it is retried as not ready,
+    and fails the task with incomplete_result after RESULT_NOT_READY_POLLS polls."""
+    model = data.get("model")
+    audio_url = _present(data, "audioUrl")
+    if audio_url is not None and (not isinstance(audio_url, str) or not is_http_url(audio_url)):
+        raise malformed("audioUrl is not an http(s) URL", body)
+    model_id = _present(data, "modelId")
+    if model_id is not None and (
+        not isinstance(model_id, str) or len(model_id) > MAX_MODEL_ID_CHARS
+    ):
+        raise malformed("modelId is not a short string", body)
+    missing = ["audioUrl"] if audio_url is None else []
+    if model == CLONE_MODEL and model_id is None:
+        missing.append("modelId")
+    if missing:
+        produced_by = clip(model) if isinstance(model, str) else "a task without a model"
+        raise result_not_ready(
+            context,
+            f"completed without {' and '.join(missing)}, which {produced_by} produces",
+            final_code="incomplete_result",
+            raw=cap_raw(body),
         )
-    result: dict[str, Any] = {}
-    if audio_url not in (None, ""):
-        if not isinstance(audio_url, str) or not is_http_url(audio_url):
-            raise malformed("audioUrl is not an http(s) URL", body)
-        result["audio_url"] = audio_url
-    if model_id not in (None, ""):
-        if not isinstance(model_id, str) or len(model_id) > MAX_MODEL_ID_CHARS:
-            raise malformed("modelId is not a short string", body)
-        result["model_id"] = model_id
-    subtitle = data.get("subtitleFile")
+    return JimmySoundCloneResult(
+        kind="jimmy_soundclone",
+        audio_url=audio_url,
+        model_id=model_id,
+        subtitle_url=_subtitle(data),
+    )
+
+
+def _present(data: dict[str, Any], name: str) -> Any:
+    """The field's value; None when it is absent, null or empty."""
+    value = data.get(name)
+    return None if value in (None, "") else value
+
+
+def _subtitle(data: dict[str, Any]) -> str | None:
+    subtitle = _present(data, "subtitleFile")
+    if subtitle is None:
+        return None
     if isinstance(subtitle, str) and is_http_url(subtitle):
-        result["subtitle_url"] = subtitle
-    elif subtitle not in (None, ""):
-        # Optional extra: a bad one must not hold back the audio, which is usable without it.
-        logger.warning("provider.bad_subtitle_file", subtitle_file=clip(str(subtitle)))
-    return result
+        return subtitle
+    # Optional extra: a bad one must not hold back the audio, which is usable without it.
+    logger.warning("provider.bad_subtitle_file", subtitle_file=clip(str(subtitle)))
+    return None
 
 
-def _message(data: dict[str, Any], default: str) -> str:
+def _message(data: dict[str, Any], body: dict[str, Any], default: str) -> str:
+    """The failure's explanation: data's own message fields, else the envelope's `msg`
+    when it says more than the generic "ok", else `default`."""
     for name in _MESSAGE_FIELDS:
         value = data.get(name)
         if isinstance(value, str) and value.strip():
             return clip(value.strip(), 500)
+    msg = body.get("msg")
+    if isinstance(msg, str) and msg.strip() and msg.strip().lower() not in _GENERIC_MSGS:
+        return clip(msg.strip(), 500)
     return default

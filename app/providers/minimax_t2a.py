@@ -1,31 +1,45 @@
 """MiniMax T2A async: query the task, and on success resolve its file_id via File Retrieve.
 
-See docs/upstreams.md §2.3, §2.4, §2.7. MiniMax reports business errors in
-`base_resp.status_code`, usually with HTTP 200 (2049 has been seen with HTTP 401), so base_resp
-is read first on every answer and the HTTP status only decides when there is none.
+The facts relied on here, with their sources, are in docs/providers.md ("MiniMax T2A
+async"). MiniMax reports business errors in `base_resp.status_code`, usually with HTTP 200
+(2049 has been seen with HTTP 401), so base_resp is read first on every answer and the
+HTTP status only decides when there is none.
+
+A poll that finds the task done takes two requests, the status query and the File
+Retrieve. Once MiniMax said Success the file_id goes into the checkpoint before the
+retrieve is sent, so a retrieve that fails, times out or misses its budget slot is retried
+on its own: the status, which cannot change any more, is not asked for again.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+from pydantic import Field
 
 from app.core.config import ProviderKind
 from app.core.logging import get_logger
 from app.models import TaskStatus
 from app.providers.base import (
     CredentialError,
+    PollContext,
     PollOutcome,
     ProviderError,
+    ProviderResult,
     RateLimited,
     TaskError,
     TransientError,
     Upstream,
     cap_raw,
+    result_not_ready,
 )
+from app.providers.external_ids import path_segment_problem
 from app.providers.http import (
     clip,
     is_http_url,
@@ -39,6 +53,7 @@ from app.providers.http import (
 QUERY_PATH = "/v1/query/t2a_async_query_v2"
 RETRIEVE_PATH = "/v1/files/retrieve"
 DOWNLOAD_URL_TTL = timedelta(seconds=32_400)
+MAX_FILENAME_CHARS = 255
 
 # Rate-limit codes and the least pause each asks for (None: the engine's own backoff, or the
 # Retry-After header when there is one). 1041 (connection limit) wants "a longer delay". 2056 is
@@ -57,11 +72,52 @@ CREDENTIAL_CODES = frozenset({1004, 1008, 2049})
 # 2013/20132: invalid params or ids (how an unknown task_id is expected to come back);
 # 1026/1027: sensitive content; 1042: illegal characters.
 TASK_CODES = frozenset({1026, 1027, 1042, 2013, 20132})
+# What File Retrieve may answer for a file_id right after Success, before the file exists:
+# retried as not ready rather than failing a task that succeeded.
+FILE_NOT_READY_CODES = frozenset({"2013", "20132"})
 
+# Statuses, compared case-insensitively: the T2A page documents Processing, Success,
+# Failed and Expired; MiniMax's other async APIs (video) also answer Preparing, Queueing
+# and Fail, so they are understood here too.
+_QUEUED = frozenset({"queueing", "preparing"})
+_FAILED = frozenset({"failed", "fail"})
 _FAILED_DEFAULT = "the provider reported the task failed"
 _EXPIRED_DEFAULT = "the provider reported the task expired"
+# A DNS host name with at least one dot whose last label is not all digits (so not an IP).
+_HOST_NAME = re.compile(
+    r"(?=.{3,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+    r"(?=[a-z0-9-]*[a-z])[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?",
+    re.IGNORECASE,
+)
 
 logger = get_logger(__name__)
+
+
+class MinimaxT2AResult(ProviderResult):
+    """A finished MiniMax T2A async task: its file and a link to download it."""
+
+    kind: Literal["minimax_t2a"] = Field(description="The provider kind.")
+    file_id: str = Field(
+        description="MiniMax's file_id (a 64-bit integer, as a decimal string). File "
+        "Retrieve gives a fresh download_url for it while MiniMax keeps the file.",
+        examples=["95157322514496"],
+    )
+    download_url: str = Field(
+        description="A signed link to the result: a tar archive holding the audio, its "
+        "sentence timings (`.titles`) and metadata (`.extra`), not a bare audio file."
+    )
+    download_url_expires_at: datetime = Field(
+        description="When download_url stops working: 9 hours after pollhook retrieved "
+        "it (MiniMax's documented lifetime), or earlier if the URL's own expiry "
+        "(`Expires=`, or `X-Amz-Date` + `X-Amz-Expires`) says so."
+    )
+    filename: str | None = Field(
+        None,
+        description="The archive's file name as MiniMax gives it (e.g. "
+        "`95157322514496.tar`); null when MiniMax gives none, or one that is not a plain "
+        "file name.",
+        examples=["95157322514496.tar"],
+    )
 
 
 class MinimaxT2AAdapter:
@@ -71,7 +127,12 @@ class MinimaxT2AAdapter:
     def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._clock = clock
 
-    async def poll(self, upstream: Upstream, external_id: str) -> PollOutcome:
+    async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
+        resumed = _Retrieval.of(context.checkpoint)
+        if resumed is not None:
+            # MiniMax said Success on an earlier poll: only the file is still to be had.
+            return await self._retrieve(upstream, context, resumed, query=None)
+        external_id = context.external_id
         body = _checked(await upstream.get(QUERY_PATH, {"task_id": external_id}))
         raw = cap_raw(body)
         status = body.get("status")
@@ -81,52 +142,155 @@ class MinimaxT2AAdapter:
         if task_id is not None and (isinstance(task_id, bool) or str(task_id) != external_id):
             raise malformed(f"the answer is for task_id {clip(str(task_id))}", body)
         shown = clip(status)
-        match status.strip().lower():
-            case "processing":
-                return PollOutcome(TaskStatus.PROCESSING, shown, raw=raw)
-            case "success":
-                result, retrieved = await self._resolve(upstream, body)
-                return PollOutcome(
-                    TaskStatus.SUCCEEDED,
-                    shown,
-                    result=result,
-                    raw={"query": raw, "retrieve": retrieved},
-                )
-            case "failed":
-                error = {"code": "failed", "message": _status_msg(body) or _FAILED_DEFAULT}
-                return PollOutcome(TaskStatus.FAILED, shown, error=error, raw=raw)
-            case "expired":
-                error = {"code": "expired", "message": _status_msg(body) or _EXPIRED_DEFAULT}
-                return PollOutcome(TaskStatus.EXPIRED, shown, error=error, raw=raw)
+        normalized = status.strip().lower()
+        if normalized == "success":
+            retrieval = _Retrieval(_file_id(body, context), shown)
+            # Recorded before the retrieve is sent: whatever becomes of it, the next poll
+            # resumes there instead of asking for a status that cannot change any more.
+            context.checkpoint = retrieval.checkpoint()
+            return await self._retrieve(upstream, context, retrieval, query=raw)
+        # Not (or no longer) done: a Success without file_id earlier was not the end.
+        context.checkpoint = None
+        if normalized == "processing":
+            return PollOutcome(TaskStatus.PROCESSING, shown, raw=raw)
+        if normalized in _QUEUED:
+            return PollOutcome(TaskStatus.QUEUED, shown, raw=raw)
+        if normalized in _FAILED:
+            error = {"code": "failed", "message": _status_msg(body) or _FAILED_DEFAULT}
+            return PollOutcome(TaskStatus.FAILED, shown, error=error, raw=raw)
+        if normalized == "expired":
+            error = {"code": "expired", "message": _status_msg(body) or _EXPIRED_DEFAULT}
+            return PollOutcome(TaskStatus.EXPIRED, shown, error=error, raw=raw)
         logger.warning("provider.unknown_status", kind=self.kind.value, upstream_status=shown)
         return PollOutcome(None, shown, raw=raw)
 
-    async def _resolve(
-        self, upstream: Upstream, query: dict[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def _retrieve(
+        self,
+        upstream: Upstream,
+        context: PollContext,
+        retrieval: _Retrieval,
+        query: dict[str, Any] | None,
+    ) -> PollOutcome:
         """file_id → a fresh download URL. `file_id` alone proves nothing: it exists from
-        creation on, so this runs only once the status says Success."""
-        file_id = _file_id(query)
+        creation on, so this runs only once the status said Success."""
         # Taken before the request: the URL is minted during it, so the expiry errs early.
         issued_at = self._clock()
-        body = _checked(await upstream.get(RETRIEVE_PATH, {"file_id": file_id}))
+        try:
+            body = _checked(await upstream.get(RETRIEVE_PATH, {"file_id": retrieval.file_id}))
+        except TaskError as exc:
+            if exc.code not in FILE_NOT_READY_CODES:
+                raise
+            raise result_not_ready(
+                context,
+                f"File Retrieve answered {exc.code} ({clip(exc.message)}) after Success",
+                final_code="result_unavailable",
+                raw=exc.raw,
+            ) from None
         file = body.get("file")
-        url = file.get("download_url") if isinstance(file, dict) else None
         if file is not None and not isinstance(file, dict):
             raise malformed("file is not an object", body)
-        if url is None or url == "":
-            raise TransientError(
-                "File Retrieve gave no download_url", code="missing_download_url", raw=cap_raw(body)
+        file = file or {}
+        url = _download_url(file, body)
+        if url is None:
+            raise result_not_ready(
+                context,
+                "File Retrieve gave neither download_url nor backup_download_url",
+                final_code="result_unavailable",
+                raw=cap_raw(body),
             )
-        if not isinstance(url, str) or not is_http_url(url):
-            raise malformed("download_url is not an http(s) URL", body)
-        expires_at = (issued_at + DOWNLOAD_URL_TTL).astimezone(UTC).replace(microsecond=0)
-        result = {
-            "file_id": file_id,
-            "download_url": url,
-            "download_url_expires_at": expires_at.isoformat().replace("+00:00", "Z"),
-        }
-        return result, cap_raw(body)
+        result = MinimaxT2AResult(
+            kind="minimax_t2a",
+            file_id=retrieval.file_id,
+            download_url=url,
+            download_url_expires_at=_expires_at(url, issued_at),
+            filename=_filename(file.get("filename")),
+        )
+        raw = (
+            {"retrieve": cap_raw(body)}
+            if query is None
+            else {"query": query, "retrieve": cap_raw(body)}
+        )
+        return PollOutcome(TaskStatus.SUCCEEDED, retrieval.status, result=result, raw=raw)
+
+
+@dataclass(frozen=True)
+class _Retrieval:
+    """What the checkpoint holds once MiniMax said Success: the file to retrieve, and the
+    status as MiniMax wrote it (shown as upstream_status)."""
+
+    file_id: str
+    status: str
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"file_id": self.file_id, "status": self.status}
+
+    @classmethod
+    def of(cls, checkpoint: dict[str, Any] | None) -> _Retrieval | None:
+        """The retrieval a checkpoint records; None when it records none (or not in a
+        shape this version wrote: then the status is asked for again)."""
+        if not isinstance(checkpoint, dict):
+            return None
+        file_id, status = checkpoint.get("file_id"), checkpoint.get("status")
+        if not isinstance(file_id, str) or _parse_file_id(file_id) != file_id:
+            return None
+        return cls(file_id, status if isinstance(status, str) else "Success")
+
+
+def _download_url(file: dict[str, Any], body: dict[str, Any]) -> str | None:
+    """`download_url`, else `backup_download_url`, as an absolute http(s) URL; None when
+    neither is there.
+
+    A schemeless URL, as in MiniMax's own File Retrieve example ("www.downloadurl.com"),
+    means https:// when what comes before its first "/" is a DNS host name with a dot
+    (MiniMax serves its files over HTTPS); anything else that is not an absolute http(s)
+    URL is malformed (docs/providers.md)."""
+    for name in ("download_url", "backup_download_url"):
+        value = file.get(name)
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            raise malformed(f"{name} is not a string", body)
+        if is_http_url(value):
+            return value
+        schemeless = "https://" + value
+        host = value.split("/", 1)[0]
+        if _HOST_NAME.fullmatch(host) and is_http_url(schemeless):
+            return schemeless
+        raise malformed(f"{name} is not an http(s) URL", body)
+    return None
+
+
+def _expires_at(url: str, issued_at: datetime) -> datetime:
+    """The earlier of 9 h after retrieval and the expiry the URL carries itself: an OSS
+    `Expires=<unix seconds>`, or AWS SigV4 `X-Amz-Date` + `X-Amz-Expires`."""
+    candidates = [issued_at + DOWNLOAD_URL_TTL]
+    query = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    expires = query.get("expires", "")
+    if expires.isascii() and expires.isdigit() and len(expires) <= 12:
+        candidates.append(datetime.fromtimestamp(int(expires), UTC))
+    amz_date, amz_expires = query.get("x-amz-date", ""), query.get("x-amz-expires", "")
+    if amz_expires.isascii() and amz_expires.isdigit() and len(amz_expires) <= 9:
+        try:
+            signed = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            pass
+        else:
+            candidates.append(signed + timedelta(seconds=int(amz_expires)))
+    return min(candidates).astimezone(UTC).replace(microsecond=0)
+
+
+def _filename(value: Any) -> str | None:
+    """MiniMax's name for the file (the `.tar`), when it is a short plain file name."""
+    if value in (None, ""):
+        return None
+    if (
+        isinstance(value, str)
+        and len(value) <= MAX_FILENAME_CHARS
+        and path_segment_problem(value) is None
+    ):
+        return value
+    logger.warning("provider.bad_filename", filename=clip(str(value)))
+    return None
 
 
 def _checked(response: httpx.Response) -> dict[str, Any]:
@@ -185,15 +349,27 @@ def _status_msg(body: dict[str, Any]) -> str | None:
     return clip(msg.strip(), 500)
 
 
-def _file_id(query: dict[str, Any]) -> str:
+def _file_id(query: dict[str, Any], context: PollContext) -> str:
     value = query.get("file_id")
     if value is None or value in (0, "", "0"):
-        # Public clients see Success briefly without file_id and retry; so do we.
-        raise TransientError(
-            "status Success without a file_id", code="missing_file_id", raw=cap_raw(query)
+        # Public clients see Success briefly without file_id and retry; so do we, a bounded
+        # number of times.
+        raise result_not_ready(
+            context,
+            "status Success without a file_id",
+            final_code="incomplete_result",
+            raw=cap_raw(query),
         )
+    file_id = _parse_file_id(value)
+    if file_id is None:
+        raise malformed("file_id is not a positive 64-bit integer", query)
+    return file_id
+
+
+def _parse_file_id(value: Any) -> str | None:
+    """A positive int64 (a JSON number or decimal digits) as canonical text; else None."""
     is_number = isinstance(value, int) and not isinstance(value, bool)
     is_digits = isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20
     if not (is_number or is_digits) or not 0 < int(value) < 2**63:
-        raise malformed("file_id is not a positive 64-bit integer", query)
+        return None
     return str(int(value))

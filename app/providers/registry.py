@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import assert_never
+from typing import Annotated, assert_never
+
+from pydantic import Field
 
 from app.core.config import ProviderKind
 from app.providers.base import ProviderAdapter
-from app.providers.jimmy_soundclone import JimmySoundCloneAdapter
-from app.providers.minimax_t2a import MinimaxT2AAdapter
+from app.providers.jimmy_soundclone import JimmySoundCloneAdapter, JimmySoundCloneResult
+from app.providers.minimax_t2a import MinimaxT2AAdapter, MinimaxT2AResult
+
+# A task's result, as the adapter of its provider kind builds it; `kind` tells which.
+TaskResult = Annotated[MinimaxT2AResult | JimmySoundCloneResult, Field(discriminator="kind")]
 
 _MINIMAX_T2A = MinimaxT2AAdapter()
 _JIMMY_SOUNDCLONE = JimmySoundCloneAdapter()

@@ -38,7 +38,6 @@ from app.sandbox.schemas import (
     public_id,
 )
 from app.sandbox.state import (
-    DOWNLOAD_URL_TTL_S,
     DuplicateTask,
     FaultKind,
     Instant,
@@ -198,16 +197,16 @@ def minimax_query_body(task: Task, wall: float) -> Json:
             "task_id": int(task.id),
             "base_resp": {"status_code": task.error_code, "status_msg": task.error_message},
         }
-    return {
-        "task_id": int(task.id),
-        "status": status,
-        "file_id": task.file_id,
-        "base_resp": {"status_code": 0, "status_msg": "success"},
-    }
+    body: Json = {"task_id": int(task.id), "status": status, "file_id": task.file_id}
+    if task.incomplete and task.outcome == "success":
+        del body["file_id"]  # Success without file_id, as public clients have seen
+    body["base_resp"] = {"status_code": 0, "status_msg": "success"}
+    return body
 
 
 def minimax_file_body(task: Task, file_id: int, base_url: str, wall: float) -> Json:
-    expires = int(wall) + DOWNLOAD_URL_TTL_S
+    expires = int(wall + task.url_ttl_s)
+    url = f"{base_url}/_sandbox/files/{file_id}.tar?expires={expires}"
     return {
         "file": {
             "file_id": file_id,
@@ -215,7 +214,7 @@ def minimax_file_body(task: Task, file_id: int, base_url: str, wall: float) -> J
             "created_at": int(task.created_at),
             "filename": f"{task.id}.tar",
             "purpose": "t2a_async",
-            "download_url": f"{base_url}/_sandbox/files/{file_id}.tar?expires={expires}",
+            "backup_download_url" if task.backup_url_only else "download_url": url,
         },
         "base_resp": {"status_code": 0, "status_msg": "success"},
     }
@@ -258,6 +257,9 @@ def _minimax_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
         # The file exists once the task succeeded, and is gone once it expired.
         if task is None or task.status(at.wall) not in ("Success", "success"):
             return minimax_error(2013, "invalid file_id")
+        task.retrieves += 1
+        if task.retrieves <= task.file_not_ready_retrieves:
+            return minimax_error(2013, "invalid params, file not found")  # not there yet
         return JSONResponse(minimax_file_body(task, file_id, _base_url(request), at.wall))
 
     return router
@@ -279,7 +281,10 @@ def jimmy_query_answer(task: Task, wall: float, base_url: str) -> Response:
             str(code) if task.code_as_string else code, task.error_message or "error", None
         )
     ok: int | str = "20000" if task.code_as_string else 20000
-    return jimmy_envelope(ok, "ok", jimmy_data(task, status, base_url))
+    msg = "ok"
+    if status == "failed" and task.message_in_msg:
+        msg = task.error_message or msg
+    return jimmy_envelope(ok, msg, jimmy_data(task, status, base_url))
 
 
 def jimmy_data(task: Task, status: str, base_url: str) -> Json:
@@ -293,10 +298,14 @@ def jimmy_data(task: Task, status: str, base_url: str) -> Json:
     if status == "completed":
         if task.model == "clone":
             data["modelId"] = task.model_id
-        data["audioUrl"] = f"{base_url}/_sandbox/files/{task.id}.mp3"
-        if task.model == "audio" and task.subtitles:
-            data["subtitleFile"] = f"{base_url}/_sandbox/files/{task.id}.srt"
-    data["error"] = task.error_message if status == "failed" else None
+        # Incomplete: no audio, though a clone keeps its modelId (what "either field is
+        # enough" took for success).
+        if not task.incomplete:
+            data["audioUrl"] = f"{base_url}/_sandbox/files/{task.id}.mp3"
+            if task.model == "audio" and task.subtitles:
+                data["subtitleFile"] = f"{base_url}/_sandbox/files/{task.id}.srt"
+    failed = status == "failed" and not task.message_in_msg
+    data["error"] = task.error_message if failed else None
     return data
 
 

@@ -12,12 +12,15 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from app.sandbox.state import (
+    DOWNLOAD_URL_TTL_S,
     MAX_LATENCY_S,
     Fault,
     FaultKind,
     FaultSpec,
     JimmyModel,
     KeyStats,
+    MinimaxFailed,
+    MinimaxQueued,
     Outcome,
     Phase,
     Provider,
@@ -29,6 +32,7 @@ from app.sandbox.state import (
 
 MAX_DURATION_S = 30 * 24 * 3600.0
 MAX_BATCH = 100_000
+MAX_SCRIPTED_ANSWERS = 1000
 # Jimmy ids travel in a URL path; keep them to characters that never need escaping.
 _JIMMY_ID = re.compile(r"[A-Za-z0-9._~-]{1,256}")
 
@@ -49,6 +53,40 @@ class TaskScript(_Body):
     subtitles: bool = False
     status_case: StatusCase | None = None
     code_as_string: bool | None = None
+    incomplete_queries: int = Field(
+        0,
+        ge=0,
+        le=MAX_SCRIPTED_ANSWERS,
+        description="The first this many status queries once done say so without the "
+        "result: MiniMax Success without file_id, Jimmy completed without audioUrl "
+        "and subtitleFile (a clone keeps its modelId).",
+    )
+    queued_status: MinimaxQueued | None = Field(
+        None, description="MiniMax: report this status for the first third of the duration."
+    )
+    failed_status: MinimaxFailed = Field(
+        "Failed", description="MiniMax: the word for a failed task (its video API says Fail)."
+    )
+    file_not_ready_retrieves: int = Field(
+        0,
+        ge=0,
+        le=MAX_SCRIPTED_ANSWERS,
+        description="MiniMax: File Retrieve answers 2013 for this many calls after Success.",
+    )
+    backup_url_only: bool = Field(
+        False, description="MiniMax: File Retrieve gives backup_download_url, no download_url."
+    )
+    url_ttl_s: float = Field(
+        DOWNLOAD_URL_TTL_S,
+        gt=0,
+        le=MAX_DURATION_S,
+        description="MiniMax: the download URL's own lifetime (its `expires=`); 9 h by default.",
+    )
+    message_in_msg: bool = Field(
+        False,
+        description="Jimmy: a failed task says error: null and gives error_message in the "
+        "envelope's msg.",
+    )
 
     @model_validator(mode="after")
     def _outcome_fits_provider(self) -> Self:
@@ -56,6 +94,22 @@ class TaskScript(_Body):
             raise ValueError(
                 "outcome 'expired' is not a Jimmy task state (queued/processing/completed/failed)"
             )
+        minimax_only = {
+            "queued_status": self.queued_status is not None,
+            "failed_status": self.failed_status != "Failed",
+            "file_not_ready_retrieves": self.file_not_ready_retrieves > 0,
+            "backup_url_only": self.backup_url_only,
+            "url_ttl_s": self.url_ttl_s != DOWNLOAD_URL_TTL_S,
+        }
+        wrong = (
+            [name for name, given in minimax_only.items() if given]
+            if self.provider == "jimmy"
+            else ["message_in_msg"]
+            if self.message_in_msg
+            else []
+        )
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)}: not a {self.provider} behaviour")
         return self
 
     def to_spec(self, task_id: str | None = None) -> TaskSpec:
@@ -70,6 +124,13 @@ class TaskScript(_Body):
             status_case=self.status_case,
             code_as_string=self.code_as_string,
             id=task_id,
+            incomplete_queries=self.incomplete_queries,
+            queued_status=self.queued_status,
+            failed_status=self.failed_status,
+            file_not_ready_retrieves=self.file_not_ready_retrieves,
+            backup_url_only=self.backup_url_only,
+            url_ttl_s=self.url_ttl_s,
+            message_in_msg=self.message_in_msg,
         )
 
 
@@ -136,10 +197,19 @@ class TaskRead(BaseModel):
     subtitles: bool
     status_case: StatusCase | None
     code_as_string: bool | None
+    incomplete_queries: int
+    queued_status: MinimaxQueued | None
+    failed_status: MinimaxFailed | None
+    file_not_ready_retrieves: int
+    backup_url_only: bool
+    url_ttl_s: float | None
+    message_in_msg: bool
     phase: Phase
     status: str | None
     done: bool
     polls: int
+    done_polls: int = Field(description="Status queries served once the task was done.")
+    retrieves: int = Field(description="MiniMax File Retrieves served for the task.")
     first_done_poll_at: float | None
     queries: list[float] = Field(
         description="Wall times of the status queries served for the task (the first 100)."
@@ -168,10 +238,19 @@ class TaskRead(BaseModel):
             subtitles=task.subtitles,
             status_case=task.status_case if minimax else None,
             code_as_string=None if minimax else task.code_as_string,
+            incomplete_queries=task.incomplete_queries,
+            queued_status=task.queued_status,
+            failed_status=task.failed_status if minimax else None,
+            file_not_ready_retrieves=task.file_not_ready_retrieves,
+            backup_url_only=task.backup_url_only,
+            url_ttl_s=task.url_ttl_s if minimax else None,
+            message_in_msg=task.message_in_msg,
             phase=task.phase(wall),
             status=task.status(wall),
             done=task.phase(wall) == "done",
             polls=task.polls,
+            done_polls=task.done_polls,
+            retrieves=task.retrieves,
             first_done_poll_at=task.first_done_poll_at,
             queries=list(task.query_times),
             last_query_at=task.last_query_at,

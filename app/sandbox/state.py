@@ -18,6 +18,10 @@ Provider = Literal["minimax", "jimmy"]
 Outcome = Literal["success", "failed", "expired", "error"]
 JimmyModel = Literal["clone", "audio"]
 StatusCase = Literal["title", "lower"]
+# MiniMax's words for a task that has not started (its video API's; T2A documents none) and
+# for a failed one (T2A: Failed; video: Fail).
+MinimaxQueued = Literal["Preparing", "Queueing"]
+MinimaxFailed = Literal["Failed", "Fail"]
 Phase = Literal["queued", "processing", "done"]
 KeyProblem = Literal["missing", "bad", "bad_region"]
 FaultKind = Literal[
@@ -142,6 +146,17 @@ class TaskSpec:
     status_case: StatusCase | None = None  # MiniMax; random when None
     code_as_string: bool | None = None  # Jimmy; random when None
     id: str | None = None
+    # Answers that say done without the result, for this many status queries once done
+    # (MiniMax: Success without file_id; Jimmy: completed without audioUrl).
+    incomplete_queries: int = 0
+    queued_status: MinimaxQueued | None = None  # MiniMax: queued for the first third
+    failed_status: MinimaxFailed = "Failed"  # MiniMax
+    # MiniMax File Retrieve: 2013 for this many calls after Success (the file not ready
+    # yet); only backup_download_url; the download URL's own lifetime (its `expires=`).
+    file_not_ready_retrieves: int = 0
+    backup_url_only: bool = False
+    url_ttl_s: float = DOWNLOAD_URL_TTL_S
+    message_in_msg: bool = False  # Jimmy: a failure says error: null, the envelope's msg why
 
 
 @dataclass(slots=True)
@@ -159,9 +174,19 @@ class Task:
     subtitles: bool
     status_case: StatusCase
     code_as_string: bool
+    incomplete_queries: int = 0
+    queued_status: MinimaxQueued | None = None
+    failed_status: MinimaxFailed = "Failed"
+    file_not_ready_retrieves: int = 0
+    backup_url_only: bool = False
+    url_ttl_s: float = DOWNLOAD_URL_TTL_S
+    message_in_msg: bool = False
     file_id: int | None = None
     model_id: str | None = None
     polls: int = 0
+    # Status queries served once the task was done, and File Retrieves served for it.
+    done_polls: int = 0
+    retrieves: int = 0
     first_done_poll_at: float | None = None
     query_times: list[float] = field(default_factory=list)  # wall; MAX_QUERY_TIMES_PER_TASK
     last_query_at: float | None = None
@@ -174,11 +199,13 @@ class Task:
         return self.created_at + self.duration_s
 
     def phase(self, wall: float) -> Phase:
-        """Jimmy queues a task for the first third of its duration; MiniMax has no queued
-        state and reports Processing from creation until the task is done."""
+        """Jimmy queues a task for the first third of its duration; MiniMax reports
+        Processing from creation until the task is done, unless scripted to say Preparing
+        or Queueing for the first third."""
         if wall >= self.ready_at:
             return "done"
-        if self.provider == "jimmy" and wall < self.created_at + self.duration_s / 3:
+        queues = self.provider == "jimmy" or self.queued_status is not None
+        if queues and wall < self.created_at + self.duration_s / 3:
             return "queued"
         return "processing"
 
@@ -188,10 +215,23 @@ class Task:
         phase = self.phase(wall)
         if self.provider == "jimmy":
             return _JIMMY_STATUS[phase] if phase != "done" else _JIMMY_OUTCOME[self.outcome]
-        word = "processing" if phase != "done" else _MINIMAX_OUTCOME[self.outcome]
-        if word is None or self.status_case == "lower":
-            return word
-        return word.title()
+        if phase == "queued":
+            word: str | None = self.queued_status
+        elif phase == "processing":
+            word = "processing"
+        elif self.outcome == "failed":
+            word = self.failed_status
+        else:
+            word = _MINIMAX_OUTCOME[self.outcome]
+        if word is None:
+            return None
+        return word.lower() if self.status_case == "lower" else word.title()
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether the status query being served says done without the result (counted
+        by `done_polls`, which `observe` has already advanced for it)."""
+        return 0 < self.done_polls <= self.incomplete_queries
 
 
 _JIMMY_STATUS: dict[Phase, str] = {"queued": "queued", "processing": "processing"}
@@ -534,8 +574,10 @@ class Sandbox:
         """Note a status query served for `task`: benchmarks measure detection delay as
         `first_done_poll_at - ready_at`, and the longest the task went unqueried."""
         task.polls += 1
-        if task.first_done_poll_at is None and task.phase(at.wall) == "done":
-            task.first_done_poll_at = at.wall
+        if task.phase(at.wall) == "done":
+            task.done_polls += 1
+            if task.first_done_poll_at is None:
+                task.first_done_poll_at = at.wall
         previous = task.created_at if task.last_query_at is None else task.last_query_at
         gap = at.wall - previous
         task.longest_gap_s = gap if task.longest_gap_s is None else max(task.longest_gap_s, gap)
@@ -561,6 +603,13 @@ class Sandbox:
             code_as_string=(
                 self.rng.random() < 0.5 if spec.code_as_string is None else spec.code_as_string
             ),
+            incomplete_queries=spec.incomplete_queries,
+            queued_status=spec.queued_status,
+            failed_status=spec.failed_status,
+            file_not_ready_retrieves=spec.file_not_ready_retrieves,
+            backup_url_only=spec.backup_url_only,
+            url_ttl_s=spec.url_ttl_s,
+            message_in_msg=spec.message_in_msg,
         )
         if spec.provider == "minimax":
             task.file_id = self._new_file_id()

@@ -10,14 +10,18 @@ from pydantic import (
     Field,
     PlainValidator,
     StrictInt,
+    TypeAdapter,
+    ValidationError,
     WithJsonSchema,
     field_validator,
-    model_serializer,
 )
-from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 from app.core.config import MAX_DEADLINE_S
+from app.core.logging import get_logger
 from app.models import Task, TaskStatus
+from app.providers.registry import TaskResult
+
+logger = get_logger(__name__)
 
 
 def _int_or_str(value: object) -> int | str:
@@ -33,7 +37,9 @@ ExternalIdIn = Annotated[
         {
             "oneOf": [{"type": "integer"}, {"type": "string"}],
             "description": "The provider's task ID. MiniMax: a positive 64-bit integer (number "
-            "or decimal string). Jimmy: an opaque non-empty string of at most 256 characters.",
+            "or decimal string). Jimmy: an opaque non-empty string of at most 256 characters "
+            "that stays one URL path segment: not only dots, no '/' or '\\', no control, "
+            "format, separator or whitespace characters.",
             "examples": [95157322514444, "audio_16b635ba-5889-4fa5-bbcc-bf67a38c353a"],
         }
     ),
@@ -94,22 +100,6 @@ class TaskCreate(BaseModel):
         return value
 
 
-class TaskResult(BaseModel):
-    """Present fields depend on the provider; absent ones are omitted."""
-
-    audio_url: str | None = None
-    model_id: str | None = None
-    file_id: str | None = None
-    download_url: str | None = None
-    download_url_expires_at: datetime | None = None
-    subtitle_url: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        return {k: v for k, v in data.items() if v is not None}
-
-
 class TaskError(BaseModel):
     code: str | None = Field(description="The provider's own code, or pollhook's.")
     message: str
@@ -120,7 +110,10 @@ class TaskRead(BaseModel):
     provider: str
     external_id: str
     status: TaskStatus
-    result: TaskResult | None
+    result: TaskResult | None = Field(
+        description="What the provider handed over, once the task succeeded: its fields "
+        "depend on the provider kind, named by `kind`. Null until then."
+    )
     error: TaskError | None
     metadata: dict[str, Any]
     callback_url: str | None
@@ -146,7 +139,7 @@ class TaskRead(BaseModel):
             provider=task.provider,
             external_id=task.external_id,
             status=TaskStatus(task.status),
-            result=TaskResult.model_validate(task.result) if task.result else None,
+            result=_stored_result(task),
             error=TaskError.model_validate(task.error) if task.error else None,
             metadata=task.metadata_ or {},
             callback_url=task.callback_url,
@@ -160,6 +153,27 @@ class TaskRead(BaseModel):
             size_hint=task.size_hint,
             deadline_at=task.deadline_at,
         )
+
+
+_RESULT = TypeAdapter[TaskResult | None](TaskResult | None)
+
+
+def _stored_result(task: Task) -> TaskResult | None:
+    """The stored result, or None (logged) when this version cannot read it: a task must
+    stay readable whatever an older version wrote."""
+    if task.result is None:
+        return None
+    try:
+        return _RESULT.validate_python(task.result)
+    except ValidationError as exc:
+        logger.warning(
+            "task.result_unreadable",
+            task_id=str(task.id),
+            provider=task.provider,
+            errors=exc.error_count(),
+            detail=str(exc)[:300],
+        )
+        return None
 
 
 class TaskList(BaseModel):

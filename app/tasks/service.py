@@ -200,6 +200,7 @@ async def change_status(
         task.estimated_ready_at = None
         task.lease_owner = None
         task.lease_expires_at = None
+        task.checkpoint = None
     await repo.flush()
     event = await repo.add_event(
         task, event_type(new), TaskRead.from_task(task).model_dump(mode="json")

@@ -93,11 +93,19 @@ async def test_both_providers_reach_every_terminal_status(
     }
     mm = tasks["mm_success"]["result"]
     assert mm["download_url"].startswith(sandbox.base + "/_sandbox/files/")
-    assert set(mm) == {"file_id", "download_url", "download_url_expires_at"}
+    assert set(mm) == {"kind", "file_id", "download_url", "download_url_expires_at", "filename"}
+    assert mm["kind"] == "minimax_t2a"
+    assert mm["filename"].endswith(".tar")
     async with httpx.AsyncClient() as http:
         assert (await http.get(mm["download_url"])).status_code == 200
-    assert set(tasks["jm_clone"]["result"]) == {"audio_url", "model_id"}
-    assert set(tasks["jm_audio"]["result"]) == {"audio_url", "subtitle_url"}
+    clone, audio = tasks["jm_clone"]["result"], tasks["jm_audio"]["result"]
+    assert clone["kind"] == audio["kind"] == "jimmy_soundclone"
+    assert clone["audio_url"].endswith(".mp3")
+    assert clone["model_id"].startswith("model_")
+    assert clone["subtitle_url"] is None
+    assert audio["audio_url"].endswith(".mp3")
+    assert audio["subtitle_url"].endswith(".srt")
+    assert audio["model_id"] is None
     assert tasks["jm_failed"]["error"] == {"code": "failed", "message": "voice rejected"}
     assert tasks["mm_unknown"]["error"]["code"] == "2013"
     assert tasks["jm_bad"]["error"]["code"] == "20002"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import insert, text, update
@@ -17,6 +17,7 @@ from app.models import Event, Task, TaskStatus
 from app.polling.repository import PollingRepository
 from app.polling.service import PollingService, PollResult
 from app.providers.base import PollOutcome, TransientError
+from app.providers.minimax_t2a import MinimaxT2AResult
 
 MINIMAX = ProviderSettings(kind=ProviderKind.MINIMAX_T2A, **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A])
 
@@ -83,7 +84,12 @@ async def test_fencing_rejects_a_stale_holder(
         outcome=PollOutcome(
             status=TaskStatus.SUCCEEDED,
             upstream_status="Success",
-            result={"file_id": "1", "download_url": "https://x"},
+            result=MinimaxT2AResult(
+                kind="minimax_t2a",
+                file_id="1",
+                download_url="https://x.example/1.tar",
+                download_url_expires_at=datetime(2026, 3, 1, 21, tzinfo=UTC),
+            ),
         )
     )
     async with sessions.begin() as session:

@@ -220,3 +220,23 @@ async def test_health_news_survives_a_database_that_is_down(settings: Settings) 
     finally:
         await loop.client.aclose()
         await dead.dispose()
+
+
+@pytest.mark.parametrize(
+    ("error", "label"),
+    [
+        ("RateLimited", "rate_limited"),
+        ("CredentialError", "credential_error"),
+        ("TaskError", "task_error"),
+        ("RequestRefused", "task_error"),  # a TaskError subclass: counted as one
+        ("TransientError", "transient_error"),
+    ],
+)
+def test_poll_outcome_labels_follow_the_error_class(error: str, label: str) -> None:
+    from app.models import TaskStatus
+    from app.polling.jobs import _outcome
+    from app.polling.service import Applied, PollResult
+    from app.providers import base
+
+    result = PollResult(error=getattr(base, error)("why", code="x"))
+    assert _outcome(result, Applied("t", TaskStatus.FAILED, True)) == label

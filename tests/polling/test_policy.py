@@ -64,16 +64,20 @@ def test_jitter_bounds_and_spread() -> None:
 
 
 @pytest.mark.parametrize(
-    ("delay", "deadline_in", "expected_max"),
+    ("delay", "deadline_in", "floor", "expected_min", "expected_max"),
     [
-        (10.0, 100.0, 11.0),
-        (10.0, 5.0, 5.0),  # never past the deadline: the last poll happens there
-        (0.0, 5.0, 0.0),
+        (10.0, 100.0, 3.0, 9.0, 11.0),
+        (10.0, 5.0, 3.0, 5.0, 5.0),  # never past the deadline: the last poll happens there
+        (10.0, 2.0, 3.0, 3.0, 3.0),  # ...unless the floor is further: the floor wins
+        (5.0, 100.0, 5.0, 5.0, 5.5),  # Jimmy: jitter never takes a gap under 5 s
+        (0.0, 5.0, 0.0, 0.0, 0.0),
     ],
 )
-def test_next_poll_at_respects_deadline(
-    delay: float, deadline_in: float, expected_max: float
+def test_next_poll_at_respects_deadline_and_floor(
+    delay: float, deadline_in: float, floor: float, expected_min: float, expected_max: float
 ) -> None:
     now = datetime(2026, 11, 21, tzinfo=UTC)
-    at = policy.next_poll_at(now, delay, now + timedelta(seconds=deadline_in), random.Random(1))
-    assert now <= at <= now + timedelta(seconds=expected_max)
+    deadline = now + timedelta(seconds=deadline_in)
+    for seed in range(50):
+        at = policy.next_poll_at(now, delay, deadline, random.Random(seed), floor_s=floor)
+        assert now + timedelta(seconds=expected_min) <= at <= now + timedelta(seconds=expected_max)

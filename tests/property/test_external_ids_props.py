@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -75,29 +78,58 @@ def test_minimax_parsing_is_canonical_and_only_raises_its_own_error(raw: object)
         assert normalize_external_id(MINIMAX, int(result)) == result
 
 
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
+
+
 @settings(PROPERTY, max_examples=200)
 @given(any_text | json_values)
 @example("a\ud800b")  # a lone surrogate: JSON allows the escape, Postgres cannot store it
 @example("\udfff")
+@example(".")
+@example("..")
+@example("a/b")
+@example("audio_\u202e")
+@example("\u2028")
+@example("\x85")
 def test_jimmy_ids_are_storable_opaque_strings_kept_as_they_are(raw: object) -> None:
     result = normalized(JIMMY, raw)
     if result is None:
         return
     assert result == raw
     assert 1 <= len(result) <= MAX_EXTERNAL_ID_LENGTH
-    assert result == result.strip()
-    assert not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in result)
+    assert not any(unicodedata.category(ch) in REFUSED_CATEGORIES for ch in result)
     result.encode("utf-8")  # storable as Postgres text (which also refuses NUL, above)
     assert normalize_external_id(JIMMY, result) == result
 
 
 @settings(PROPERTY, max_examples=200)
+@given(any_text | st.sampled_from([".", "..", "...", "a/b", "..\\x"]))
+def test_a_jimmy_id_is_one_url_path_segment_that_stays_where_it_is(raw: str) -> None:
+    """What the adapter puts in the path (quote(id, safe="")) is one segment that URL
+    normalisation leaves alone: never a dot segment, never a separator."""
+    result = normalized(JIMMY, raw)
+    if result is None:
+        return
+    segment = quote(result, safe="")
+    assert "/" not in segment
+    assert "\\" not in segment
+    assert segment.strip(".")
+    base = "https://jimmy.test/api/open-api/v1/audios/"
+    assert (
+        httpx.URL(base + segment).raw_path
+        == (base + segment).removeprefix("https://jimmy.test").encode()
+    )
+
+
+@settings(PROPERTY, max_examples=200)
 @given(
     st.text(
-        st.characters(exclude_categories=["Cc", "Cs", "Z"]),
+        st.characters(
+            exclude_categories=["Cc", "Cf", "Cs", "Co", "Cn", "Z"], exclude_characters="/\\"
+        ),
         min_size=1,
         max_size=MAX_EXTERNAL_ID_LENGTH,
-    )
+    ).filter(lambda text: text.strip("."))
 )
-def test_jimmy_ids_without_controls_or_outer_whitespace_are_accepted(raw: str) -> None:
+def test_jimmy_ids_of_visible_characters_are_accepted(raw: str) -> None:
     assert normalize_external_id(JIMMY, raw) == raw

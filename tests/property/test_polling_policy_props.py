@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.config import ProviderSettings
+from app.core.config import PollSchedule, ProviderSettings
 from app.polling import policy
 from tests.property._settings import PROPERTY, provider_settings
 
@@ -94,16 +94,19 @@ def test_jitter_stays_within_ten_percent(delay: float, rng: random.Random) -> No
     assert jittered <= delay * (1 + policy.JITTER) + 1e-9 * delay
 
 
+floors = st.floats(min_value=0, max_value=86_400, allow_nan=False)
+
+
 @settings(PROPERTY, max_examples=200)
-@given(instants, delays, offsets, st.randoms())
-def test_next_poll_is_never_in_the_past_nor_past_the_deadline(
-    now: datetime, delay: float, to_deadline: timedelta, rng: random.Random
+@given(instants, delays, offsets, floors, st.randoms())
+def test_next_poll_is_never_sooner_than_the_floor_and_past_the_deadline_by_at_most_it(
+    now: datetime, delay: float, to_deadline: timedelta, floor: float, rng: random.Random
 ) -> None:
     deadline = now + to_deadline
-    at = policy.next_poll_at(now, delay, deadline, rng)
-    assert at >= now
+    at = policy.next_poll_at(now, delay, deadline, rng, floor_s=floor)
+    assert at >= now + timedelta(seconds=floor) - ONE_US
     if now < deadline:
-        assert at <= deadline
+        assert at <= max(deadline, now + timedelta(seconds=floor)) + ONE_US
 
 
 @settings(PROPERTY, max_examples=200)
@@ -112,7 +115,7 @@ def test_next_poll_is_the_jittered_delay_unless_the_deadline_comes_first(
     now: datetime, delay: float, to_deadline: timedelta, rng: random.Random
 ) -> None:
     deadline = now + to_deadline
-    at = policy.next_poll_at(now, delay, deadline, rng)
+    at = policy.next_poll_at(now, delay, deadline, rng, floor_s=0.0)
     earliest = now + timedelta(seconds=delay * (1 - policy.JITTER)) - ONE_US
     latest = now + timedelta(seconds=delay * (1 + policy.JITTER)) + ONE_US
     if now < deadline:
@@ -122,13 +125,52 @@ def test_next_poll_is_the_jittered_delay_unless_the_deadline_comes_first(
         assert earliest <= at <= latest
 
 
+@settings(PROPERTY, max_examples=300)
+@given(
+    provider_settings(schedule=st.sampled_from(list(PollSchedule))),
+    counters,
+    retry_afters,
+    st.booleans(),
+    instants,
+    offsets,
+    st.randoms(),
+)
+def test_no_planned_gap_is_under_min_poll_interval_after_jitter(
+    s: ProviderSettings,
+    n: int,
+    retry_after: float | None,
+    after_error: bool,
+    now: datetime,
+    to_deadline: timedelta,
+    rng: random.Random,
+) -> None:
+    """Whatever plans the delay (any schedule, error backoff, Retry-After) and wherever the
+    deadline is, the next poll is at least min_poll_interval_s away."""
+    if after_error:
+        delay, ceiling = policy.error_delay(s, n, retry_after), None
+    else:
+        delay = policy.plan_next(s, age_s=abs(n), unchanged_polls=n, model=None)
+        ceiling = s.max_poll_interval_s
+    at = policy.next_poll_at(
+        now, delay, now + to_deadline, rng, floor_s=s.min_poll_interval_s, ceiling_s=ceiling
+    )
+    assert at - now >= timedelta(seconds=s.min_poll_interval_s) - ONE_US
+
+
 @settings(PROPERTY, max_examples=200)
 @given(provider_settings(), counters, instants, st.randoms())
-def test_next_poll_while_unchanged_is_within_the_jittered_interval_bounds(
+def test_next_poll_while_unchanged_is_within_the_interval_bounds(
     s: ProviderSettings, n: int, now: datetime, rng: random.Random
 ) -> None:
     deadline = now + timedelta(days=30)  # beyond any interval: the deadline does not bind
-    at = policy.next_poll_at(now, policy.unchanged_delay(s, n), deadline, rng)
-    low = s.min_poll_interval_s * (1 - policy.JITTER)
-    high = s.max_poll_interval_s * (1 + policy.JITTER)
+    at = policy.next_poll_at(
+        now,
+        policy.unchanged_delay(s, n),
+        deadline,
+        rng,
+        floor_s=s.min_poll_interval_s,
+        ceiling_s=s.max_poll_interval_s,
+    )
+    low = s.min_poll_interval_s
+    high = s.max_poll_interval_s
     assert now + timedelta(seconds=low) - ONE_US <= at <= now + timedelta(seconds=high) + ONE_US

@@ -18,6 +18,8 @@ from app.providers.base import (
     CredentialError,
     ProviderError,
     RateLimited,
+    RequestRefused,
+    TaskError,
     TransientError,
 )
 from app.providers.http import (
@@ -63,6 +65,47 @@ class ChunkStream(httpx.AsyncByteStream):
 
 
 # --- HttpUpstream ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("base_url", ["https://jimmy.test", "https://jimmy.test/prefix"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/open-api/v1/audios/..",  # httpx sends this to /api/open-api/v1
+        "/api/open-api/v1/audios/.",  # ... and this to /api/open-api/v1/audios
+        "/api/open-api/v1/audios/../../../etc",
+        "/api/./open-api/v1/audios/x",
+        "/api/open-api/v1/audios/x/..",
+        "/api/open-api/v1/audios/é",  # not percent-encoded: would go out as %C3%A9
+    ],
+)
+async def test_a_path_that_would_not_arrive_as_asked_is_refused_unsent(
+    base_url: str, path: str
+) -> None:
+    harness = make_harness(
+        reply({"code": 20000, "data": {"status": "completed"}}), base_url=base_url
+    )
+
+    with pytest.raises(RequestRefused) as refused:
+        await harness.upstream.get(path)
+
+    assert isinstance(refused.value, TaskError)  # the task fails; the instance is fine
+    assert refused.value.code == "request_path_refused"
+    assert harness.requests == []
+    assert harness.slots == 0  # refused before a budget slot is spent on it
+
+
+@pytest.mark.parametrize("base_url", ["https://jimmy.test", "https://jimmy.test/prefix"])
+async def test_a_path_that_arrives_as_asked_is_sent(base_url: str) -> None:
+    harness = make_harness(reply({"ok": True}), base_url=base_url)
+
+    await harness.upstream.get("/api/open-api/v1/audios/a..b%2F..%2Fc", {"q": "../x"})
+
+    [request] = harness.requests
+    assert request.url.raw_path == (
+        base_url.removeprefix("https://jimmy.test").encode()
+        + b"/api/open-api/v1/audios/a..b%2F..%2Fc?q=..%2Fx"
+    )
 
 
 async def test_get_sends_one_budgeted_request_with_auth_and_identity() -> None:

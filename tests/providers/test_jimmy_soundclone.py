@@ -1,4 +1,4 @@
-"""Jimmy AI SoundClone adapter against every documented answer shape (docs/upstreams.md §1)."""
+"""Jimmy AI SoundClone adapter against every documented answer shape (docs/providers.md)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,22 @@ from structlog.testing import capture_logs
 from app.core.config import ProviderKind
 from app.models import TaskStatus
 from app.providers.base import (
+    RESULT_NOT_READY_POLLS,
     CredentialError,
+    PollContext,
     PollOutcome,
     ProviderError,
     RateLimited,
     TaskError,
     TransientError,
 )
-from app.providers.jimmy_soundclone import JimmySoundCloneAdapter
+from app.providers.jimmy_soundclone import JimmySoundCloneAdapter, JimmySoundCloneResult
 from app.providers.registry import adapter_for
 from tests.providers import API_KEY, HTML_ERROR_PAGE, Handler, Harness, make_harness, raising, reply
 
 TASK_ID = "audio_16b635ba-5889-4fa5-bbcc-bf67a38c353a"
 BASE_URL = "https://www.jimmy.test"
+AUDIO_URL = "https://example.com/generated-audio.mp3"
 PATH = f"/api/open-api/v1/audios/{TASK_ID}"
 
 # The seed page's examples, verbatim.
@@ -78,14 +81,24 @@ def harness_for(handler: Handler) -> Harness:
     return make_harness(handler, kind=ProviderKind.JIMMY_SOUNDCLONE, base_url=BASE_URL)
 
 
-async def poll(harness: Harness, task_id: str = TASK_ID) -> PollOutcome:
-    return await JimmySoundCloneAdapter().poll(harness.upstream, task_id)
+async def poll(
+    harness: Harness, task_id: str = TASK_ID, context: PollContext | None = None
+) -> PollOutcome:
+    return await JimmySoundCloneAdapter().poll(harness.upstream, context or PollContext(task_id))
 
 
-async def poll_error(harness: Harness) -> ProviderError:
+async def poll_error(
+    harness: Harness, task_id: str = TASK_ID, context: PollContext | None = None
+) -> ProviderError:
     with pytest.raises(ProviderError) as caught:
-        await poll(harness)
+        await poll(harness, task_id, context)
     return caught.value
+
+
+def result(audio_url: str, model_id: str | None = None, subtitle_url: str | None = None) -> Any:
+    return JimmySoundCloneResult(
+        kind="jimmy_soundclone", audio_url=audio_url, model_id=model_id, subtitle_url=subtitle_url
+    )
 
 
 def test_registry_serves_this_adapter() -> None:
@@ -108,8 +121,8 @@ async def test_query_request_is_exact() -> None:
     assert harness.slots == 1
 
 
-async def test_an_id_with_slashes_is_one_path_segment() -> None:
-    task_id = "a/../b?c=1#d e%"
+async def test_an_id_with_url_syntax_is_one_path_segment() -> None:
+    task_id = "a..b?c=1#d%"
     body = envelope(status="queued", id=task_id)
     harness = harness_for(reply(body))
 
@@ -117,8 +130,25 @@ async def test_an_id_with_slashes_is_one_path_segment() -> None:
 
     assert outcome.status is TaskStatus.QUEUED
     [request] = harness.requests
-    assert request.url.raw_path == b"/api/open-api/v1/audios/a%2F..%2Fb%3Fc%3D1%23d%20e%25"
+    assert request.url.raw_path == b"/api/open-api/v1/audios/a..b%3Fc%3D1%23d%25"
     assert request.url.query == b""
+
+
+@pytest.mark.parametrize(
+    "task_id", [".", "..", "...", "a/b", "../x", "a\\b", "audio_\u202e1", "x\u2028", "x\x85", " x"]
+)
+async def test_a_stored_id_that_would_leave_the_path_fails_the_task_unsent(task_id: str) -> None:
+    """Ids registered before registration refused these: `..` would send the keyed GET to
+    /api/open-api/v1 and take its answer for the task's."""
+    harness = harness_for(reply(envelope(status="completed", id=task_id, audioUrl=AUDIO_URL)))
+
+    error = await poll_error(harness, task_id)
+
+    assert type(error) is TaskError
+    assert error.code == "invalid_external_id"
+    assert error.message.startswith("external_id must")
+    assert harness.requests == []
+    assert harness.slots == 0
 
 
 @pytest.mark.parametrize("code", [20000, "20000"])
@@ -153,10 +183,7 @@ async def test_completed_clone_preview(code: Any) -> None:
     assert outcome == PollOutcome(
         TaskStatus.SUCCEEDED,
         "completed",
-        result={
-            "audio_url": "https://example.com/preview-audio.mp3",
-            "model_id": "model_123456789",
-        },
+        result=result("https://example.com/preview-audio.mp3", model_id="model_123456789"),
         raw=body,
     )
     assert harness.slots == 1
@@ -171,39 +198,132 @@ async def test_completed_audio_with_subtitles(status: str) -> None:
 
     assert outcome.status is TaskStatus.SUCCEEDED
     assert outcome.upstream_status == status
-    assert outcome.result == {
-        "audio_url": "https://example.com/generated-audio.mp3",
-        "subtitle_url": "https://example.com/subtitle.srt",
-    }
-
-
-async def test_completed_with_only_a_model_id_is_usable() -> None:
-    harness = harness_for(reply(envelope(status="completed", modelId="model_1", audioUrl="")))
-
-    outcome = await poll(harness)
-
-    assert outcome.result == {"model_id": "model_1"}
+    assert outcome.result == result(
+        "https://example.com/generated-audio.mp3", subtitle_url="https://example.com/subtitle.srt"
+    )
 
 
 @pytest.mark.parametrize(
-    ("fields", "code"),
+    ("model", "fields", "expected"),
     [
-        ({}, "missing_audio_url"),
-        ({"audioUrl": None, "modelId": None}, "missing_audio_url"),
-        ({"audioUrl": "", "subtitleFile": "https://example.com/s.srt"}, "missing_audio_url"),
-        ({"audioUrl": "javascript:alert(1)"}, "malformed_response"),
-        ({"audioUrl": ["https://example.com/a.mp3"]}, "malformed_response"),
-        ({"audioUrl": "https://example.com/a.mp3", "modelId": 123}, "malformed_response"),
-        ({"modelId": "m" * 300}, "malformed_response"),
+        ("soundCloningClone", {"audioUrl": AUDIO_URL, "modelId": "m1"}, result(AUDIO_URL, "m1")),
+        ("soundCloningAudio", {"audioUrl": AUDIO_URL}, result(AUDIO_URL)),
+        # Extras a model does not promise are carried when they are valid.
+        (
+            "soundCloningAudio",
+            {"audioUrl": AUDIO_URL, "modelId": "m1", "subtitleFile": AUDIO_URL + ".srt"},
+            result(AUDIO_URL, "m1", AUDIO_URL + ".srt"),
+        ),
+        # A missing or unknown model: the audio is what every SoundClone task produces.
+        (None, {"audioUrl": AUDIO_URL}, result(AUDIO_URL)),
+        ("soundCloningSomethingNew", {"audioUrl": AUDIO_URL}, result(AUDIO_URL)),
     ],
 )
-async def test_completed_without_a_usable_result(fields: dict[str, Any], code: str) -> None:
+async def test_completed_carries_what_its_model_produces(
+    model: str | None, fields: dict[str, Any], expected: JimmySoundCloneResult
+) -> None:
+    harness = harness_for(reply(envelope(status="completed", model=model, **fields)))
+
+    outcome = await poll(harness)
+
+    assert outcome.status is TaskStatus.SUCCEEDED
+    assert outcome.result == expected
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "missing"),
+    [
+        # The bug: either field used to be enough, so an audio task succeeded with no audio.
+        ("soundCloningAudio", {"modelId": "model_1"}, "audioUrl"),
+        ("soundCloningAudio", {"audioUrl": "", "modelId": "model_1"}, "audioUrl"),
+        ("soundCloningAudio", {"subtitleFile": "https://example.com/s.srt"}, "audioUrl"),
+        ("soundCloningAudio", {"audioUrl": None}, "audioUrl"),
+        ("soundCloningClone", {"modelId": "model_1"}, "audioUrl"),
+        ("soundCloningClone", {"audioUrl": AUDIO_URL}, "modelId"),
+        ("soundCloningClone", {"audioUrl": AUDIO_URL, "modelId": ""}, "modelId"),
+        ("soundCloningClone", {}, "audioUrl and modelId"),
+        (None, {"modelId": "model_1"}, "audioUrl"),
+        ("soundCloningSomethingNew", {}, "audioUrl"),
+    ],
+)
+async def test_completed_without_what_its_model_produces_is_not_ready(
+    model: str | None, fields: dict[str, Any], missing: str
+) -> None:
+    harness = harness_for(reply(envelope(status="completed", model=model, **fields)))
+    context = PollContext(TASK_ID)
+
+    error = await poll_error(harness, context=context)
+
+    assert type(error) is TransientError
+    assert error.code == "result_not_ready"
+    assert f"completed without {missing}," in error.message
+    assert f"(poll 1 of at most {RESULT_NOT_READY_POLLS})" in error.message
+    assert context.checkpoint == {"not_ready": 1}
+
+
+async def test_an_incomplete_completed_fails_the_task_after_the_bound() -> None:
+    harness = harness_for(reply(envelope(status="completed", model="soundCloningAudio")))
+    context = PollContext(TASK_ID)
+
+    errors = [await poll_error(harness, context=context) for _ in range(RESULT_NOT_READY_POLLS)]
+
+    assert [type(e) for e in errors] == [TransientError] * (RESULT_NOT_READY_POLLS - 1) + [
+        TaskError
+    ]
+    assert errors[-1].code == "incomplete_result"
+    assert errors[-1].message == (
+        "completed without audioUrl, which soundCloningAudio produces, "
+        f"{RESULT_NOT_READY_POLLS} polls in a row"
+    )
+    assert errors[-1].raw == envelope(status="completed", model="soundCloningAudio")
+
+
+async def test_a_complete_answer_after_incomplete_ones_succeeds() -> None:
+    harness = harness_for(reply(envelope(status="completed", audioUrl=AUDIO_URL)))
+    context = PollContext(TASK_ID, checkpoint={"not_ready": RESULT_NOT_READY_POLLS - 1})
+
+    outcome = await poll(harness, context=context)
+
+    assert outcome.result == result(AUDIO_URL)
+
+
+@pytest.mark.parametrize("status", ["processing", "queued", "rendering"])
+async def test_a_running_answer_resets_the_count(status: str) -> None:
+    harness = harness_for(reply(envelope(status=status)))
+    context = PollContext(TASK_ID, checkpoint={"not_ready": 5})
+
+    await poll(harness, context=context)
+
+    assert context.checkpoint is None
+
+
+@pytest.mark.parametrize("count", [None, "7", True, [1], 2.5])
+async def test_a_count_it_did_not_write_starts_again(count: Any) -> None:
+    harness = harness_for(reply(envelope(status="completed")))
+    context = PollContext(TASK_ID, checkpoint={"not_ready": count})
+
+    error = await poll_error(harness, context=context)
+
+    assert error.code == "result_not_ready"
+    assert context.checkpoint == {"not_ready": 1}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"audioUrl": "javascript:alert(1)"},
+        {"audioUrl": ["https://example.com/a.mp3"]},
+        {"audioUrl": "https://example.com/a.mp3", "modelId": 123},
+        {"audioUrl": "https://example.com/a.mp3", "modelId": "m" * 300},
+    ],
+)
+async def test_completed_with_a_malformed_result_field(fields: dict[str, Any]) -> None:
     harness = harness_for(reply(envelope(status="completed", **fields)))
 
     error = await poll_error(harness)
 
     assert type(error) is TransientError
-    assert error.code == code
+    assert error.code == "malformed_response"
 
 
 async def test_a_bad_subtitle_file_does_not_hold_back_the_audio() -> None:
@@ -214,23 +334,32 @@ async def test_a_bad_subtitle_file_does_not_hold_back_the_audio() -> None:
     with capture_logs() as logs:
         outcome = await poll(harness)
 
-    assert outcome.result == {"audio_url": "https://example.com/a.mp3"}
+    assert outcome.result == result("https://example.com/a.mp3")
     assert [entry["event"] for entry in logs] == ["provider.bad_subtitle_file"]
 
 
 @pytest.mark.parametrize(
-    ("fields", "message"),
+    ("fields", "msg", "message"),
     [
-        ({"error": "audio file too short"}, "audio file too short"),
-        ({"error": None, "error_message": "insufficient balance"}, "insufficient balance"),
-        ({"error": "  ", "error_msg": "bad input"}, "bad input"),
-        ({"reason": "content rejected"}, "content rejected"),
-        ({"error": None}, "the provider reported a failure"),
-        ({"error": {"nested": True}}, "the provider reported a failure"),
+        ({"error": "audio file too short"}, "ok", "audio file too short"),
+        ({"error": None, "error_message": "insufficient balance"}, "ok", "insufficient balance"),
+        ({"error": "  ", "error_msg": "bad input"}, "ok", "bad input"),
+        ({"reason": "content rejected"}, "ok", "content rejected"),
+        ({"error": None}, "ok", "the provider reported a failure"),
+        ({"error": {"nested": True}}, "ok", "the provider reported a failure"),
+        # error null: the envelope's msg explains it, unless it is the generic one.
+        ({"error": None}, "source audio shorter than 15 s", "source audio shorter than 15 s"),
+        ({}, "  insufficient balance ", "insufficient balance"),
+        ({"error": "voice rejected"}, "something else", "voice rejected"),
+        ({"error": None}, "OK", "the provider reported a failure"),
+        ({"error": None}, "Success", "the provider reported a failure"),
+        ({"error": None}, "", "the provider reported a failure"),
+        ({"error": None}, None, "the provider reported a failure"),
+        ({"error": None}, 20000, "the provider reported a failure"),
     ],
 )
-async def test_failed(fields: dict[str, Any], message: str) -> None:
-    body = envelope(status="failed", **fields)
+async def test_failed(fields: dict[str, Any], msg: Any, message: str) -> None:
+    body = envelope(msg=msg, status="failed", **fields)
     harness = harness_for(reply(body))
 
     outcome = await poll(harness)
@@ -389,7 +518,18 @@ async def test_bodies_that_are_not_json_objects(http_status: int, text: str, cod
         envelope(status=3),
         envelope(status=["completed"]),
         {"code": 20000, "msg": "ok", "data": {"id": TASK_ID}},
-        envelope(status="completed", id="audio_someone-else", audioUrl="https://example.com/a.mp3"),
+        # data.id must name this task, as a string: anything else is not its answer.
+        envelope(status="completed", id="audio_someone-else", audioUrl=AUDIO_URL),
+        envelope(status="completed", id=12345, audioUrl=AUDIO_URL),
+        envelope(status="completed", id=None, audioUrl=AUDIO_URL),
+        envelope(status="completed", id=[TASK_ID], audioUrl=AUDIO_URL),
+        envelope(status="completed", id=TASK_ID.upper(), audioUrl=AUDIO_URL),
+        envelope(status="completed", id=TASK_ID + " ", audioUrl=AUDIO_URL),
+        {
+            "code": 20000,
+            "msg": "ok",
+            "data": {"status": "completed", "model": "soundCloningAudio", "audioUrl": AUDIO_URL},
+        },
     ],
 )
 async def test_wrong_shapes_are_malformed(body: dict[str, Any]) -> None:

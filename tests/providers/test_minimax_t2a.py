@@ -1,4 +1,4 @@
-"""MiniMax T2A async adapter against every documented answer shape (docs/upstreams.md §2)."""
+"""MiniMax T2A async adapter against every documented answer shape (docs/providers.md)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ from structlog.testing import capture_logs
 from app.core.config import ProviderKind
 from app.models import TaskStatus
 from app.providers.base import (
+    RESULT_NOT_READY_POLLS,
     CredentialError,
+    PollContext,
     PollOutcome,
     ProviderError,
     RateLimited,
     TaskError,
     TransientError,
 )
-from app.providers.minimax_t2a import MinimaxT2AAdapter
+from app.providers.minimax_t2a import MinimaxT2AAdapter, MinimaxT2AResult
 from app.providers.registry import adapter_for
 from tests.providers import (
     API_KEY,
@@ -39,7 +41,10 @@ RETRIEVE = "/v1/files/retrieve"
 BASE_URL = "https://api.minimax.test"
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 DOWNLOAD_URL = "https://cdn.minimax.test/95157322514496.tar?Expires=1772398800&Signature=abc"
+BACKUP_URL = "https://backup.minimax.test/95157322514496.tar?Signature=def"
+NINE_HOURS_LATER = datetime(2026, 3, 1, 21, 0, 0, tzinfo=UTC)  # NOW + 32,400 s, whole seconds
 OK = {"status_code": 0, "status_msg": "success"}
+RESUME = {"file_id": str(FILE_ID), "status": "Success"}
 
 
 def query_body(status: Any = "Processing", **extra: Any) -> dict[str, Any]:
@@ -69,14 +74,30 @@ def harness_for(handler: Handler) -> Harness:
     return make_harness(handler, base_url=BASE_URL)
 
 
-async def poll(harness: Harness) -> PollOutcome:
-    return await MinimaxT2AAdapter(clock=lambda: NOW).poll(harness.upstream, TASK_ID)
+async def poll(harness: Harness, context: PollContext | None = None) -> PollOutcome:
+    return await MinimaxT2AAdapter(clock=lambda: NOW).poll(
+        harness.upstream, context or PollContext(TASK_ID)
+    )
 
 
-async def poll_error(harness: Harness) -> ProviderError:
+async def poll_error(harness: Harness, context: PollContext | None = None) -> ProviderError:
     with pytest.raises(ProviderError) as caught:
-        await poll(harness)
+        await poll(harness, context)
     return caught.value
+
+
+def result(
+    download_url: str = DOWNLOAD_URL,
+    expires_at: datetime = NINE_HOURS_LATER,
+    filename: str | None = f"{FILE_ID}.tar",
+) -> MinimaxT2AResult:
+    return MinimaxT2AResult(
+        kind="minimax_t2a",
+        file_id=str(FILE_ID),
+        download_url=download_url,
+        download_url_expires_at=expires_at,
+        filename=filename,
+    )
 
 
 def test_registry_serves_this_adapter() -> None:
@@ -121,10 +142,13 @@ async def test_success_resolves_the_file_into_a_download_url(status: str) -> Non
 
     assert outcome.status is TaskStatus.SUCCEEDED
     assert outcome.upstream_status == status
-    assert outcome.result == {
+    assert outcome.result == result()
+    assert outcome.result.model_dump(mode="json") == {
+        "kind": "minimax_t2a",
         "file_id": str(FILE_ID),
         "download_url": DOWNLOAD_URL,
         "download_url_expires_at": "2026-03-01T21:00:00Z",
+        "filename": f"{FILE_ID}.tar",
     }
     assert outcome.error is None
     assert outcome.raw == {"query": query_body(status), "retrieve": retrieve_body()}
@@ -140,21 +164,23 @@ async def test_success_with_file_id_as_a_string_and_task_id_as_a_string() -> Non
 
     outcome = await poll(harness)
 
-    assert outcome.result is not None
-    assert outcome.result["file_id"] == str(FILE_ID)
+    assert outcome.result == result()
 
 
 @pytest.mark.parametrize("file_id", [None, 0, "", "0"])
-async def test_success_without_file_id_is_transient(file_id: Any) -> None:
+async def test_success_without_file_id_is_not_ready(file_id: Any) -> None:
     body = query_body("Success", file_id=file_id)
     harness = harness_for(reply(body))
+    context = PollContext(TASK_ID)
 
-    error = await poll_error(harness)
+    error = await poll_error(harness, context)
 
     assert type(error) is TransientError
-    assert error.code == "missing_file_id"
+    assert error.code == "result_not_ready"
+    assert error.message.startswith("status Success without a file_id (poll 1 of at most")
     assert error.raw == body
     assert harness.slots == 1
+    assert context.checkpoint == {"not_ready": 1}  # no file_id: the status is asked again
 
 
 async def test_success_with_the_file_id_key_absent() -> None:
@@ -163,7 +189,20 @@ async def test_success_with_the_file_id_key_absent() -> None:
 
     error = await poll_error(harness)
 
-    assert error.code == "missing_file_id"
+    assert error.code == "result_not_ready"
+
+
+async def test_success_without_file_id_fails_the_task_after_the_bound() -> None:
+    harness = harness_for(reply(query_body("Success", file_id=None)))
+    context = PollContext(TASK_ID)
+
+    errors = [await poll_error(harness, context) for _ in range(RESULT_NOT_READY_POLLS)]
+
+    assert [e.code for e in errors] == ["result_not_ready"] * (RESULT_NOT_READY_POLLS - 1) + [
+        "incomplete_result"
+    ]
+    assert type(errors[-1]) is TaskError
+    assert harness.paths == [QUERY] * RESULT_NOT_READY_POLLS
 
 
 @pytest.mark.parametrize("file_id", [1.5, "12ab", "-5", -5, True, [1], {"id": 1}, "9" * 25, 2**63])
@@ -182,19 +221,21 @@ async def test_success_with_a_malformed_file_id(file_id: Any) -> None:
     [
         (reply(failing(1002, "rate limit")), RateLimited, "1002"),
         (reply(failing(1004, "token not match group")), CredentialError, "1004"),
-        (reply(failing(2013, "invalid params")), TaskError, "2013"),
-        (reply(failing(20132, "invalid file_id")), TaskError, "20132"),
+        # Right after Success the file may not exist yet: not a reason to fail the task.
+        (reply(failing(2013, "invalid params")), TransientError, "result_not_ready"),
+        (reply(failing(20132, "invalid file_id")), TransientError, "result_not_ready"),
+        (reply(failing(1026, "sensitive content")), TaskError, "1026"),
         (reply(failing(1000, "unknown error")), TransientError, "1000"),
         (reply(text=HTML_ERROR_PAGE, status=502), TransientError, "http_502"),
         (reply(text="{", status=200), TransientError, "malformed_response"),
-        (reply({"base_resp": OK}), TransientError, "missing_download_url"),
-        (reply({"file": None, "base_resp": OK}), TransientError, "missing_download_url"),
-        (reply(retrieve_body(download_url=None)), TransientError, "missing_download_url"),
-        (reply(retrieve_body(download_url="")), TransientError, "missing_download_url"),
+        (reply({"base_resp": OK}), TransientError, "result_not_ready"),
+        (reply({"file": None, "base_resp": OK}), TransientError, "result_not_ready"),
+        (reply(retrieve_body(download_url=None)), TransientError, "result_not_ready"),
+        (reply(retrieve_body(download_url="")), TransientError, "result_not_ready"),
         (
             reply({"file": {"file_id": FILE_ID}, "base_resp": OK}),
             TransientError,
-            "missing_download_url",
+            "result_not_ready",
         ),
         (reply({"file": [1], "base_resp": OK}), TransientError, "malformed_response"),
         (reply(retrieve_body(download_url=42)), TransientError, "malformed_response"),
@@ -207,20 +248,222 @@ async def test_success_with_a_malformed_file_id(file_id: Any) -> None:
         (raising(httpx.ReadTimeout("slow")), TransientError, "timeout"),
     ],
 )
-async def test_retrieve_failures(
+async def test_retrieve_failures_keep_the_success_in_the_checkpoint(
     retrieved: Handler, error_type: type[ProviderError], code: str
 ) -> None:
     harness = harness_for(routes({QUERY: reply(query_body("Success")), RETRIEVE: retrieved}))
+    context = PollContext(TASK_ID)
 
-    error = await poll_error(harness)
+    error = await poll_error(harness, context)
 
     assert type(error) is error_type
     assert error.code == code
     assert harness.paths == [QUERY, RETRIEVE]
     assert harness.slots == 2
+    # The next poll resumes at the retrieve: MiniMax said Success, which cannot change.
+    assert context.checkpoint is not None
+    assert context.checkpoint["file_id"] == str(FILE_ID)
+    assert context.checkpoint["status"] == "Success"
 
 
-@pytest.mark.parametrize("status", ["Failed", "failed"])
+async def test_a_resumed_poll_sends_only_the_retrieve() -> None:
+    harness = harness_for(routes({RETRIEVE: reply(retrieve_body())}))  # a query would fail it
+
+    outcome = await poll(harness, PollContext(TASK_ID, checkpoint=dict(RESUME)))
+
+    assert outcome.status is TaskStatus.SUCCEEDED
+    assert outcome.upstream_status == "Success"
+    assert outcome.result == result()
+    assert outcome.raw == {"retrieve": retrieve_body()}
+    assert harness.paths == [RETRIEVE]
+    assert harness.slots == 1
+
+
+async def test_a_file_not_ready_after_success_is_retried_then_fails_the_task() -> None:
+    harness = harness_for(
+        routes({QUERY: reply(query_body("Success")), RETRIEVE: reply(failing(2013, "no file"))})
+    )
+    context = PollContext(TASK_ID)
+
+    errors = [await poll_error(harness, context) for _ in range(RESULT_NOT_READY_POLLS)]
+
+    assert [e.code for e in errors] == ["result_not_ready"] * (RESULT_NOT_READY_POLLS - 1) + [
+        "result_unavailable"
+    ]
+    assert type(errors[-1]) is TaskError
+    assert errors[-1].message == (
+        f"File Retrieve answered 2013 (no file) after Success, {RESULT_NOT_READY_POLLS} "
+        "polls in a row"
+    )
+    # One status query, then only retrieves.
+    assert harness.paths == [QUERY] + [RETRIEVE] * RESULT_NOT_READY_POLLS
+
+
+async def test_the_file_ready_after_a_few_tries_succeeds() -> None:
+    answers = [failing(2013, "no file"), failing(20132, "no file"), retrieve_body()]
+    harness = harness_for(
+        routes(
+            {
+                QUERY: reply(query_body("Success")),
+                RETRIEVE: lambda _: httpx.Response(200, json=answers.pop(0)),
+            }
+        )
+    )
+    context = PollContext(TASK_ID)
+
+    first = await poll_error(harness, context)
+    second = await poll_error(harness, context)
+    outcome = await poll(harness, context)
+
+    assert [first.code, second.code] == ["result_not_ready", "result_not_ready"]
+    assert outcome.result == result()
+    assert harness.paths == [QUERY, RETRIEVE, RETRIEVE, RETRIEVE]
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    [
+        None,
+        {},
+        {"not_ready": 3},
+        {"file_id": FILE_ID},  # not written by this version (a number)
+        {"file_id": "12ab"},
+        {"file_id": "0"},
+        {"file_id": "007"},
+        {"file_id": ["1"]},
+    ],
+)
+async def test_a_checkpoint_without_a_usable_file_id_queries_the_status(
+    checkpoint: dict[str, Any] | None,
+) -> None:
+    harness = harness_for(reply(query_body("Processing")))
+    context = PollContext(TASK_ID, checkpoint=checkpoint)
+
+    outcome = await poll(harness, context)
+
+    assert outcome.status is TaskStatus.PROCESSING
+    assert harness.paths == [QUERY]
+    assert context.checkpoint is None
+
+
+@pytest.mark.parametrize(
+    ("file", "expected"),
+    [
+        ({}, result()),
+        # Only the backup URL: it is as good as the main one.
+        ({"download_url": None, "backup_download_url": BACKUP_URL}, result(BACKUP_URL)),
+        ({"download_url": "", "backup_download_url": BACKUP_URL}, result(BACKUP_URL)),
+        ({"backup_download_url": BACKUP_URL}, result()),  # the main one wins
+        # MiniMax's own doc example is schemeless: https:// + a DNS host name with a dot.
+        ({"download_url": "www.downloadurl.com"}, result("https://www.downloadurl.com")),
+        (
+            {"download_url": "cdn.minimax.test/a/b.tar?Expires=1772370000"},
+            result(
+                "https://cdn.minimax.test/a/b.tar?Expires=1772370000",
+                datetime(2026, 3, 1, 13, 0, 0, tzinfo=UTC),
+            ),
+        ),
+        # The URL's own expiry, when earlier than 9 h, is the one that counts.
+        (
+            {"download_url": "https://oss.test/f.tar?OSSAccessKeyId=k&Expires=1772370000&S=x"},
+            result(
+                "https://oss.test/f.tar?OSSAccessKeyId=k&Expires=1772370000&S=x",
+                datetime(2026, 3, 1, 13, 0, 0, tzinfo=UTC),
+            ),
+        ),
+        (
+            {"download_url": "https://oss.test/f.tar?expires=1772370000"},
+            result(
+                "https://oss.test/f.tar?expires=1772370000",
+                datetime(2026, 3, 1, 13, 0, 0, tzinfo=UTC),
+            ),
+        ),
+        (  # later than 9 h: the documented 9 h still bind
+            {"download_url": "https://oss.test/f.tar?Expires=1772500000"},
+            result("https://oss.test/f.tar?Expires=1772500000"),
+        ),
+        (
+            {
+                "download_url": "https://s3.test/f.tar?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                "&X-Amz-Date=20260301T115500Z&X-Amz-Expires=3600&X-Amz-Signature=abc"
+            },
+            result(
+                "https://s3.test/f.tar?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                "&X-Amz-Date=20260301T115500Z&X-Amz-Expires=3600&X-Amz-Signature=abc",
+                datetime(2026, 3, 1, 12, 55, 0, tzinfo=UTC),
+            ),
+        ),
+        (  # expiries it cannot read are ignored, not guessed at
+            {"download_url": "https://s3.test/f.tar?Expires=soon&X-Amz-Date=x&X-Amz-Expires=60"},
+            result("https://s3.test/f.tar?Expires=soon&X-Amz-Date=x&X-Amz-Expires=60"),
+        ),
+        ({"filename": None}, result(filename=None)),
+        ({"filename": "speech.tar"}, result(filename="speech.tar")),
+    ],
+)
+async def test_what_a_retrieve_hands_over(file: dict[str, Any], expected: MinimaxT2AResult) -> None:
+    harness = harness_for(
+        routes({QUERY: reply(query_body("Success")), RETRIEVE: reply(retrieve_body(**file))})
+    )
+
+    outcome = await poll(harness)
+
+    assert outcome.result == expected
+
+
+@pytest.mark.parametrize(
+    "filename", ["../../etc/passwd", "a/b.tar", "..", "x\u202e.tar", "x" * 300, 42, ["a.tar"]]
+)
+async def test_a_filename_that_is_not_a_plain_file_name_is_dropped(filename: Any) -> None:
+    harness = harness_for(
+        routes(
+            {
+                QUERY: reply(query_body("Success")),
+                RETRIEVE: reply(retrieve_body(filename=filename)),
+            }
+        )
+    )
+
+    with capture_logs() as logs:
+        outcome = await poll(harness)
+
+    assert outcome.result == result(filename=None)
+    assert [entry["event"] for entry in logs] == ["provider.bad_filename"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "downloadurl",  # no dot: not a host name
+        "localhost/f.tar",
+        "127.0.0.1/f.tar",  # an address, not a host name
+        "cdn.test:8443/f.tar",
+        "user@cdn.test/f.tar",
+        "/relative/f.tar",
+        "ftp://cdn.test/f.tar",
+        "//cdn.test/f.tar",
+        "cdn..test/f.tar",
+        "-cdn.test/f.tar",
+        "cdn.test /f.tar",
+    ],
+)
+@pytest.mark.parametrize("field", ["download_url", "backup_download_url"])
+async def test_a_url_that_is_neither_absolute_nor_a_schemeless_host_is_malformed(
+    url: str, field: str
+) -> None:
+    file = {"download_url": None, field: url}
+    harness = harness_for(
+        routes({QUERY: reply(query_body("Success")), RETRIEVE: reply(retrieve_body(**file))})
+    )
+
+    error = await poll_error(harness)
+
+    assert type(error) is TransientError
+    assert error.code == "malformed_response"
+    assert field in error.message
+
+
+@pytest.mark.parametrize("status", ["Failed", "failed", "Fail", "FAIL"])
 async def test_failed(status: str) -> None:
     harness = harness_for(reply(query_body(status)))
 
@@ -253,7 +496,17 @@ async def test_expired(status: str) -> None:
     assert harness.slots == 1
 
 
-@pytest.mark.parametrize("status", ["Queueing", "Preparing", "Fail", ""])
+@pytest.mark.parametrize("status", ["Queueing", "queueing", "Preparing", "PREPARING"])
+async def test_queued_statuses_of_minimax_s_other_async_apis(status: str) -> None:
+    harness = harness_for(reply(query_body(status)))
+
+    outcome = await poll(harness)
+
+    assert outcome == PollOutcome(TaskStatus.QUEUED, status, raw=query_body(status))
+    assert harness.paths == [QUERY]
+
+
+@pytest.mark.parametrize("status", ["Rendering", "Failing", ""])
 async def test_unknown_status_keeps_the_task_as_is_and_warns(status: str) -> None:
     harness = harness_for(reply(query_body(status)))
 

@@ -219,6 +219,80 @@ async def test_minimax_refuses_bad_keys(
         assert response.json() == {"base_resp": {"status_code": code, "status_msg": message}}
 
 
+@pytest.mark.parametrize(
+    ("script", "statuses"),
+    [
+        ({"queued_status": "Preparing", "status_case": "title"}, ["Preparing", "Processing"]),
+        ({"queued_status": "Queueing", "status_case": "lower"}, ["queueing", "processing"]),
+        ({"status_case": "title"}, ["Processing", "Processing"]),  # T2A: no queued phase
+    ],
+)
+async def test_minimax_can_queue_first_with_the_words_of_its_other_apis(
+    http: httpx.AsyncClient, clock: FakeClock, script: dict[str, Any], statuses: list[str]
+) -> None:
+    task_id = (await create(http, provider="minimax", duration_s=9, **script))["id"]
+    seen = []
+    for _ in range(2):  # at 0 s and 3 s of 9
+        seen.append((await minimax(http, task_id)).json()["status"])
+        clock.advance(3)
+    assert seen == statuses
+
+
+@pytest.mark.parametrize(("case", "word"), [("title", "Fail"), ("lower", "fail")])
+async def test_minimax_can_say_fail(http: httpx.AsyncClient, case: str, word: str) -> None:
+    task_id = (
+        await create(
+            http,
+            provider="minimax",
+            duration_s=0,
+            outcome="failed",
+            failed_status="Fail",
+            status_case=case,
+        )
+    )["id"]
+    assert (await minimax(http, task_id)).json()["status"] == word
+
+
+async def test_minimax_success_without_file_id_for_scripted_queries(
+    http: httpx.AsyncClient,
+) -> None:
+    created = await create(http, provider="minimax", duration_s=0, incomplete_queries=2)
+    answers = [(await minimax(http, created["id"])).json() for _ in range(3)]
+    assert [a["status"].lower() for a in answers] == ["success"] * 3
+    assert ["file_id" in a for a in answers] == [False, False, True]
+    assert answers[2]["file_id"] == created["file_id"]
+
+
+async def test_minimax_file_not_ready_for_scripted_retrieves(
+    http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    created = await create(http, provider="minimax", duration_s=0, file_not_ready_retrieves=2)
+    await minimax(http, created["id"])
+    answers = [
+        (await http.get(MINIMAX_FILE, params={"file_id": created["file_id"]})).json()
+        for _ in range(3)
+    ]
+    assert [a["base_resp"]["status_code"] for a in answers] == [2013, 2013, 0]
+    assert answers[2]["file"]["download_url"].startswith(f"{BASE}/_sandbox/files/")
+    state = (await http.get(f"/_sandbox/tasks/minimax/{created['id']}")).json()
+    assert (state["polls"], state["done_polls"], state["retrieves"]) == (1, 1, 3)
+
+
+async def test_minimax_backup_url_only_and_a_shorter_url_lifetime(
+    http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    created = await create(
+        http, provider="minimax", duration_s=0, backup_url_only=True, url_ttl_s=60
+    )
+    file = (await http.get(MINIMAX_FILE, params={"file_id": created["file_id"]})).json()["file"]
+    assert "download_url" not in file
+    url = file["backup_download_url"]
+    assert url == f"{BASE}/_sandbox/files/{created['file_id']}.tar?expires={int(clock.wall) + 60}"
+    assert (await http.get(url)).status_code == 200
+    clock.advance(61)
+    assert (await http.get(url)).status_code == 403
+
+
 # --- Jimmy ------------------------------------------------------------------------------------
 
 
@@ -314,6 +388,40 @@ async def test_jimmy_unknown_tasks_and_bad_keys(
     assert response.json() == {"code": code, "msg": msg, "data": None}
 
 
+@pytest.mark.parametrize("model", ["clone", "audio"])
+async def test_jimmy_completed_without_its_result_for_scripted_queries(
+    http: httpx.AsyncClient, model: str
+) -> None:
+    task_id = (
+        await create(
+            http, provider="jimmy", duration_s=0, model=model, subtitles=True, incomplete_queries=1
+        )
+    )["id"]
+    first, second = [(await jimmy(http, task_id)).json()["data"] for _ in range(2)]
+    assert first["status"] == second["status"] == "completed"
+    assert not {"audioUrl", "subtitleFile"} & set(first)
+    assert "audioUrl" in second
+    assert ("subtitleFile" in second) is (model == "audio")
+    assert ("modelId" in first) is ("modelId" in second) is (model == "clone")
+
+
+async def test_jimmy_failure_explained_only_in_the_envelope_msg(http: httpx.AsyncClient) -> None:
+    task_id = (
+        await create(
+            http,
+            provider="jimmy",
+            duration_s=0,
+            outcome="failed",
+            error_message="source audio shorter than 15 s",
+            message_in_msg=True,
+        )
+    )["id"]
+    body = (await jimmy(http, task_id)).json()
+    assert body["msg"] == "source audio shorter than 15 s"
+    assert body["data"]["status"] == "failed"
+    assert body["data"]["error"] is None
+
+
 # --- control API ------------------------------------------------------------------------------
 
 
@@ -330,6 +438,16 @@ async def test_jimmy_unknown_tasks_and_bad_keys(
         {"provider": "minimax", "id": True},
         {"provider": "jimmy", "id": "has/slash"},
         {"provider": "jimmy", "id": ""},
+        {"provider": "jimmy", "queued_status": "Preparing"},
+        {"provider": "jimmy", "failed_status": "Fail"},
+        {"provider": "jimmy", "file_not_ready_retrieves": 1},
+        {"provider": "jimmy", "backup_url_only": True},
+        {"provider": "jimmy", "url_ttl_s": 60},
+        {"provider": "minimax", "message_in_msg": True},
+        {"provider": "minimax", "queued_status": "Waiting"},
+        {"provider": "minimax", "failed_status": "Error"},
+        {"provider": "minimax", "incomplete_queries": -1},
+        {"provider": "minimax", "url_ttl_s": 0},
     ],
 )
 async def test_task_scripts_are_validated(http: httpx.AsyncClient, script: dict[str, Any]) -> None:

@@ -142,6 +142,27 @@ def test_minimax_status_over_time(
 
 
 @pytest.mark.parametrize(
+    ("spec", "offset", "status"),
+    [
+        (TaskSpec("minimax", 9, status_case="title", queued_status="Preparing"), 0.0, "Preparing"),
+        (TaskSpec("minimax", 9, status_case="lower", queued_status="Queueing"), 2.99, "queueing"),
+        (TaskSpec("minimax", 9, status_case="title", queued_status="Queueing"), 3.0, "Processing"),
+        (TaskSpec("minimax", 9, status_case="title", queued_status="Queueing"), 9.0, "Success"),
+        (TaskSpec("minimax", 9, "failed", status_case="title", failed_status="Fail"), 9.0, "Fail"),
+        (TaskSpec("minimax", 9, "failed", status_case="lower", failed_status="Fail"), 9.0, "fail"),
+        (
+            TaskSpec("minimax", 9, "expired", status_case="lower", failed_status="Fail"),
+            9,
+            "expired",
+        ),
+    ],
+)
+def test_minimax_scripted_words(spec: TaskSpec, offset: float, status: str) -> None:
+    (task,) = unlimited().create_tasks(spec, T0)
+    assert task.status(T0.wall + offset) == status
+
+
+@pytest.mark.parametrize(
     ("outcome", "offset", "status"),
     [
         ("success", 0.0, "queued"),

@@ -3,7 +3,7 @@
 Real processes: a throwaway embedded Postgres (restarted once, immediate mode), `pollhook
 api` (SIGKILLed and restarted), two `pollhook worker`s (SIGKILLed and replaced twice), the
 sandbox with random faults of every kind, and a webhook consumer that fails, hangs, throttles
-and answers 410 at random. The soak itself checks invariants 1-4 of DESIGN.md §3 from the
+and answers 410 at random. The soak itself checks invariants 1-4 of docs/reliability.md from the
 database, the consumer's records and the sandbox's counts; this test asserts it found no
 violation. It runs in its own process so its servers, signals and event loop stay apart from
 the suite's.
