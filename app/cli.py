@@ -35,7 +35,7 @@ def _settings(**overrides: Any) -> Settings:
         settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, settings.secret_values())
     for unknown in unknown_settings(os.environ):
         log.warning(
             "unknown_setting",

@@ -716,6 +716,7 @@ def succeeded_payloads(count: int, sandbox_url: str, rng: random.Random) -> list
                 estimated_ready_at=None,
                 size_hint=None,
                 deadline_at=now + dt.timedelta(hours=6),
+                last_poll_error=None,
             ).model_dump(mode="json")
         )
     return payloads

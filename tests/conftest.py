@@ -29,7 +29,7 @@ from app.core.config import Settings
 from app.core.db import create_engine
 from app.core.embedded import start_embedded
 from app.main import create_app
-from tests.helpers import ACME_KEY, OTHER_KEY, PgServer
+from tests.helpers import ACME_KEY, DISCARD, OTHER_KEY, PgServer
 
 TABLES = [
     "delivery_attempts",
@@ -99,6 +99,9 @@ def settings(database_url: str) -> Settings:
             {"tenant": "acme", "key": ACME_KEY},
             {"tenant": "other", "key": OTHER_KEY},
         ],
+        # Tests that register a webhook or callback_url without delivering it use this
+        # port (discard): no test registers an address off this machine.
+        webhook_allow_networks=[DISCARD],
         log_format="json",
     )
 

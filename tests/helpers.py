@@ -14,6 +14,10 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 ACME_KEY = "acme-test-key-0123456789abcdef"
+# The allow-list entry of the default test settings, and a URL it lets through: loopback on
+# the discard port, where nothing listens.
+DISCARD = "127.0.0.1:9"
+DISCARD_URL = "http://127.0.0.1:9"
 OTHER_KEY = "other-test-key-0123456789abcdef"
 
 

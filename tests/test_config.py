@@ -291,3 +291,17 @@ def test_every_variable_the_code_reads_is_known() -> None:
     } - {""}
     assert "POLLHOOK_SANDBOX_PORT" in read
     assert unknown_settings(dict.fromkeys(read, "x")) == []
+
+
+@pytest.mark.parametrize("key", ["sk-é-key", "sk key", "sk-key\n", "sk\x7f"])
+def test_a_provider_key_that_cannot_travel_in_a_header_is_refused(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    monkeypatch.setenv("POLLHOOK_PROVIDERS__MINIMAX__API_KEY", key)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value) == (
+        "invalid setting POLLHOOK_PROVIDERS__MINIMAX__API_KEY: "
+        "Value error, must be visible ASCII characters, without spaces"
+    )
+    assert key not in str(info.value)

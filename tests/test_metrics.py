@@ -11,6 +11,7 @@ from app.core.config import Settings
 from app.core.db import create_sessionmaker
 from app.core.metrics import REGISTRY
 from app.providers.repository import ProviderStateRepository
+from tests.helpers import DISCARD_URL
 
 
 def sample(body: str, name: str, labels: str = "") -> float:
@@ -43,7 +44,7 @@ async def test_metrics_describe_shared_state(
 async def test_metrics_count_backlog_and_pending_deliveries(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
-    created = await client.post("/v1/webhooks", json={"url": "http://93.184.215.14/hook"})
+    created = await client.post("/v1/webhooks", json={"url": f"{DISCARD_URL}/hook"})
     assert created.status_code == 201
     for i in range(3):
         task = (

@@ -13,22 +13,24 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook
 
 from app.auth.service import create_key
-from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings, Settings
+from app.core.config import Settings
 from app.core.db import create_sessionmaker, transaction
 from app.core.logging import configure_logging
+from app.core.redaction import Redactor
 from app.main import create_app
 from app.polling.jobs import PollEngine
-from app.providers.http import HttpUpstream
 from app.webhooks.jobs import DeliveryEngine
 from tests.helpers import ACME_KEY, OTHER_KEY, eventually
 from tests.webhooks.receiver import Receiver
@@ -249,20 +251,128 @@ async def test_no_secret_leaks(
             assert allowed or not shown, f"a webhook secret is in the response to {where}"
 
 
-async def test_a_key_quoted_by_the_upstream_is_cut_out_at_the_boundary() -> None:
-    settings = ProviderSettings(
-        **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A],
-        kind=ProviderKind.MINIMAX_T2A,
-        api_key=MINIMAX_KEY,
+ESCAPED_KEY = "sk-jimmy/escaped-Secret-90ab"
+
+
+def _quoting_upstream(request: httpx.Request) -> httpx.Response:
+    """Upstreams that quote their key back in the spellings JSON allows, and a MiniMax whose
+    result URL contains the text of its key (the README's sandbox key is `sandbox`)."""
+
+    def quoting(status: int, body: dict[str, object], spelled: str) -> httpx.Response:
+        text = json.dumps(body, ensure_ascii=False).replace(ESCAPED_KEY, spelled)
+        return httpx.Response(status, text=text, headers={"content-type": "application/json"})
+
+    if request.url.host == "refuses.test":  # the key refused: `\/` and `\uXXXX` escapes
+        refusal = {"code": 20001, "msg": f"invalid api key {ESCAPED_KEY}", "data": None}
+        return quoting(401, refusal, ESCAPED_KEY.replace("/", "\\/").replace("S", "\\u0053"))
+    if request.url.host == "fails.test":  # a failed task whose error quotes the key
+        data = {
+            "id": request.url.path.rsplit("/", 1)[-1],
+            "status": "failed",
+            "model": "soundCloningAudio",
+            "error": f"quota of {ESCAPED_KEY} exceeded",
+        }
+        every_char = "".join(f"\\u{ord(c):04x}" for c in ESCAPED_KEY)
+        return quoting(200, {"code": 20000, "msg": "ok", "data": data}, every_char)
+    if request.url.path == "/v1/files/retrieve":
+        file_id = request.url.params["file_id"]
+        url = f"http://127.0.0.1:8900/_sandbox/files/{file_id}.tar?expires=4102444800"
+        return httpx.Response(
+            200,
+            json={
+                "file": {"file_id": int(file_id), "download_url": url, "filename": "1.tar"},
+                "base_resp": {"status_code": 0, "status_msg": "success"},
+            },
+        )
+    task_id = int(request.url.params["task_id"])
+    return httpx.Response(
+        200,
+        json={
+            "task_id": task_id,
+            "status": "Success",
+            "file_id": task_id + 1,
+            "base_resp": {"status_code": 0, "status_msg": "success"},
+        },
     )
 
-    async def no_budget() -> None:
-        return None
 
-    def refuse(request: httpx.Request) -> httpx.Response:
-        quoted = request.headers["authorization"].removeprefix("Bearer ")
-        return httpx.Response(401, json={"error": f"bad key {quoted}!"})
+async def test_a_key_quoted_in_any_encoding_is_cut_out_and_results_stay_intact(
+    database_url: str, engine: AsyncEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The key an upstream quotes back, JSON-escaped, leaves through no task error, provider
+    error, webhook, stored answer or log line; and a result URL that merely contains the
+    key's text (`/_sandbox/` with the key `sandbox`) reaches the consumer unchanged."""
+    jimmy = {"kind": "jimmy_soundclone", "api_key": ESCAPED_KEY, **FAST}
+    settings = Settings(
+        database_url=database_url,
+        api_keys=[{"tenant": "acme", "key": ACME_KEY}, {"tenant": "other", "key": OTHER_KEY}],
+        webhook_allow_networks=[ipaddress.ip_network("127.0.0.0/8")],
+        providers={
+            "minimax": {"base_url": "https://mm.test", "api_key": "sandbox", **FAST},
+            "jimmy": {**jimmy, "base_url": "https://refuses.test"},
+            "jimmy_b": {**jimmy, "base_url": "https://fails.test"},
+        },
+        engine={"tick_s": 0.05, "auth_retry_s": 60, "shutdown_grace_s": 1},
+        webhooks={"retry_schedule_s": [0, 0.2], "timeout_s": 2},
+        log_format="json",
+        log_level="DEBUG",
+    )
+    configure_logging("json", "DEBUG")  # no secrets: the engine itself must cut the key
+    app = create_app(settings, engine=engine)
+    receiver = Receiver()
+    await receiver.start()
+    poller = PollEngine(settings, engine, transport=httpx.MockTransport(_quoting_upstream))
+    deliverer = DeliveryEngine(settings, engine, "hygiene")
+    texts: list[str] = []
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url="http://pollhook.test",
+            headers={"Authorization": f"Bearer {ACME_KEY}"},
+        ) as http,
+    ):
+        await http.post("/v1/webhooks", json={"url": receiver.url("/h"), "events": None})
+        minimax = await http.post("/v1/tasks", json={"provider": "minimax", "external_id": 7})
+        failed = await http.post("/v1/tasks", json={"provider": "jimmy_b", "external_id": "j-2"})
+        waiting = await http.post("/v1/tasks", json={"provider": "jimmy", "external_id": "j-1"})
+        await poller.start()
+        deliverer.start()
+        try:
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
-        response = await HttpUpstream(client, settings, no_budget).get("/v1/query/t2a_async")
-    assert response.json() == {"error": "bad key [redacted]!"}
+            async def settled() -> bool:
+                providers = (await http.get("/v1/providers")).json()["items"]
+                refused = next(p for p in providers if p["name"] == "jimmy")
+                return len(receiver.at("/h")) == 2 and refused["health"] == "auth_failed"
+
+            await eventually(settled)
+        finally:
+            await poller.stop()
+            await deliverer.stop()
+            await receiver.stop()
+        for task in (minimax, failed, waiting):
+            texts.append((await http.get(f"/v1/tasks/{task.json()['id']}")).text)
+        texts.append((await http.get("/v1/providers")).text)
+        texts.append(
+            (await http.get("/v1/providers", headers={"Authorization": f"Bearer {OTHER_KEY}"})).text
+        )
+    async with engine.connect() as conn:
+        stored = await conn.execute(
+            text(
+                "SELECT coalesce(last_response::text, '') || coalesce(error::text, '') "
+                "|| coalesce(poll_error::text, '') FROM tasks "
+                "UNION ALL SELECT coalesce(last_error, '') FROM provider_state "
+                "UNION ALL SELECT payload::text FROM events"
+            )
+        )
+        texts += [row[0] for row in stored]
+    texts += [r.body.decode() for r in receiver.at("/h")]
+    texts.append(capsys.readouterr().err)
+
+    finder = Redactor([ESCAPED_KEY])
+    for shown in texts:
+        assert finder.text(shown) == shown, f"the key, in some spelling, is in: {shown[:300]}"
+    assert "[redacted]" in texts[1]  # the failed task's error names the quota, not the key
+    result = json.loads(texts[0])["result"]
+    assert result["download_url"].startswith("http://127.0.0.1:8900/_sandbox/files/")
+    assert "[redacted]" not in json.dumps(result)

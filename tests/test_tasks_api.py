@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Event, Task
-from tests.helpers import OTHER_KEY
+from tests.helpers import DISCARD_URL, OTHER_KEY
 from tests.test_policy import cursor_at
 
 MINIMAX_ID = 95157322514444
@@ -40,7 +40,7 @@ async def register(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
 class TestRegister:
     async def test_new_task_is_pending_with_schedule(self, client: httpx.AsyncClient) -> None:
         response = await register(
-            client, metadata={"text_chars": 1200}, callback_url="https://93.184.215.14/h"
+            client, metadata={"text_chars": 1200}, callback_url=f"{DISCARD_URL}/h"
         )
         assert response.status_code == 201
         task = response.json()
@@ -48,7 +48,7 @@ class TestRegister:
         assert task["provider"] == "minimax"
         assert task["external_id"] == str(MINIMAX_ID)
         assert task["metadata"] == {"text_chars": 1200}
-        assert task["callback_url"] == "https://93.184.215.14/h"
+        assert task["callback_url"] == f"{DISCARD_URL}/h"
         assert task["polls"] == 0
         assert task["sequence"] == 0
         assert task["result"] is None
@@ -74,7 +74,9 @@ class TestRegister:
             "estimated_ready_at",
             "size_hint",
             "deadline_at",
+            "last_poll_error",
         }
+        assert task["last_poll_error"] is None
 
     async def test_same_registration_is_idempotent(self, client: httpx.AsyncClient) -> None:
         first = await register(client)

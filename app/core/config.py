@@ -34,6 +34,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
 
 ENV_PREFIX = "POLLHOOK_"
 
@@ -109,6 +110,15 @@ class ProviderSettings(BaseModel):
     # Adaptive: and not before a task that finished since then would on average have
     # waited this long for it. Higher spends fewer polls where completions are dense.
     poll_lateness_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
+
+    @field_validator("api_key")
+    @classmethod
+    def _header_safe_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # It travels in an Authorization header, which holds visible ASCII only: anything
+        # else fails every request of the instance, so it is refused at start instead.
+        if value is not None and not re.fullmatch(r"[!-~]*", value.get_secret_value()):
+            raise ValueError("must be visible ASCII characters, without spaces")
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -387,6 +397,17 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_db(self) -> bool:
         return self.database_url is None
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redactor: provider keys, static API keys and
+        the database password."""
+        values = [p.api_key.get_secret_value() for p in self.providers.values() if p.api_key]
+        values += [entry.key.get_secret_value() for entry in self.api_keys]
+        if self.database_url is not None:
+            password = make_url(self.database_url.get_secret_value()).password
+            if password:
+                values.append(str(password))
+        return values
 
 
 class SettingsError(Exception):

@@ -112,6 +112,11 @@ class Task(Base):
     # its completion times, its poll demand is the sum of 1/poll_interval_s over its
     # active tasks.
     poll_interval_s: Mapped[float | None] = mapped_column(Float)
+    # Why the task waits: {reason, code, message, at} of the last poll that failed, cleared
+    # by the next answer and when the task ends.
+    poll_error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Written by the previous version (a text form of poll_error); kept so that its replicas
+    # keep working through a rolling upgrade, and dropped by a later migration.
     last_poll_error: Mapped[str | None] = mapped_column(Text)
     last_response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # The adapter's progress within a poll that takes more than one request (MiniMax: the

@@ -29,6 +29,7 @@ from app.core.db import create_sessionmaker
 from app.core.logging import get_logger
 from app.core.metrics import BUDGET_SLOTS, POLLS, TASK_OUTCOMES
 from app.core.notify import listen
+from app.core.redaction import Redactor
 from app.models import ProviderHealth
 from app.polling import policy
 from app.polling.forecasts import Forecasts
@@ -161,6 +162,9 @@ class ProviderLoop:
         self.client = client
         self.owner = owner
         self.adapter = adapter or adapter_for(settings.kind)
+        # What an upstream says goes on into task errors, last_error (shown to every tenant),
+        # webhooks and logs: the instance's key is cut out of it before anything else runs.
+        self.redactor = Redactor([settings.api_key.get_secret_value() if settings.api_key else ""])
         self.gate = InstanceGate()
         self.wake_event = asyncio.Event()
         self.rng = random.Random()
@@ -354,7 +358,7 @@ class ProviderLoop:
             return PollResult(error=error, sent=acquire.sent, checkpoint=context.checkpoint)
 
         try:
-            outcome = await self.adapter.poll(upstream, context)
+            outcome = (await self.adapter.poll(upstream, context)).redacted(self.redactor)
         except SlotMissed:
             if acquire.sent:
                 # A follow-up request (file retrieve) missed its slot: retry the task soon.
@@ -363,13 +367,12 @@ class ProviderLoop:
                     checkpoint=context.checkpoint,
                 )
             raise
-        except RateLimited as exc:
-            await self._on_rate_limited(exc)
-            return failed(error=exc)
-        except CredentialError as exc:
-            await self._on_credential_error(exc)
-            return failed(error=exc)
         except ProviderError as exc:
+            exc.redact(self.redactor)
+            if isinstance(exc, RateLimited):
+                await self._on_rate_limited(exc)
+            elif isinstance(exc, CredentialError):
+                await self._on_credential_error(exc)
             return failed(error=exc)
         except Exception as exc:
             # An adapter bug must not kill the loop or lose the task: record it as transient.
@@ -513,7 +516,10 @@ class PollEngine:
 
     async def start(self) -> None:
         async with self.sessions.begin() as session:
-            await ProviderStateRepository(session).ensure_rows(self.settings.providers)
+            rekeyed = await ProviderStateRepository(session).ensure_rows(self.settings.providers)
+            resumed = await PollingRepository(session).resume_parked(rekeyed)
+        if rekeyed:
+            log.info("provider_key_changed", providers=rekeyed, tasks_resumed=resumed)
         await self.refresh_forecasts()
         self.scheduler.add_job(
             self.refresh_forecasts,

@@ -5,12 +5,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import func, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import CompletionProfile, CompletionSample, Task
 from app.models.task import ACTIVE_STATUSES
 from app.polling.policy import PERCENTILES
+from app.providers.base import WaitReason
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,30 @@ class PollingRepository:
             .values(checkpoint=checkpoint)
             .execution_options(synchronize_session=False)
         )
+
+    async def resume_parked(self, providers: list[str]) -> int:
+        """Make due now the tasks that wait out a credential error of these instances (after
+        a restart with another key): they would otherwise sit out engine.auth_retry_s.
+        Tasks another replica holds are left to it."""
+        if not providers:
+            return 0
+        result = await self.session.execute(
+            update(Task)
+            .where(
+                Task.provider.in_(providers),
+                Task.status.in_(ACTIVE_STATUSES),
+                Task.lease_owner.is_(None),
+                Task.next_poll_at > func.now(),
+                or_(
+                    Task.poll_error["reason"].astext == WaitReason.AUTH_FAILED.value,
+                    # Parked by the previous version, which wrote only this column.
+                    Task.last_poll_error.startswith("CredentialError:"),
+                ),
+            )
+            .values(next_poll_at=func.now())
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def seconds_until_due(self, provider: str) -> float | None:
         """How long until the instance's next task falls due (database clock); None if idle."""

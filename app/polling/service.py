@@ -109,7 +109,7 @@ class PollingService:
         elif isinstance(result.error, CredentialError):
             # Not the task's fault: it waits for a working key instead of failing or aging
             # towards its deadline on errors it cannot cause.
-            self._record_error(task, result.error)
+            self._record_error(task, result.error, now)
             task.next_poll_at = now + timedelta(
                 seconds=max(
                     policy.jittered(self.auth_retry_s, self.rng),
@@ -118,7 +118,7 @@ class PollingService:
             )
             return Applied(str(task.id), TaskStatus(task.status), False)
         elif result.error is not None:
-            self._record_error(task, result.error)
+            self._record_error(task, result.error, now)
             task.consecutive_errors += 1
             retry_after = (
                 result.error.retry_after_s if isinstance(result.error, RateLimited) else None
@@ -167,7 +167,7 @@ class PollingService:
         task.last_response = outcome.raw
         task.upstream_status = outcome.upstream_status
         task.consecutive_errors = 0
-        task.last_poll_error = None
+        task.poll_error = None
         current = TaskStatus(task.status)
         if outcome.status is not None and can_transition(current, outcome.status):
             await change_status(
@@ -192,8 +192,13 @@ class PollingService:
         return delay
 
     @staticmethod
-    def _record_error(task: Task, error: ProviderError) -> None:
-        code = f"{error.code}: " if error.code else ""
-        task.last_poll_error = f"{type(error).__name__}: {code}{error.message}"[:1000]
+    def _record_error(task: Task, error: ProviderError, now: datetime) -> None:
+        """Why the task waits, as `GET /v1/tasks/{id}` shows it (the key already cut out)."""
+        task.poll_error = {
+            "reason": error.reason.value,
+            "code": error.code,
+            "message": error.message[:1000],
+            "at": now.isoformat(),
+        }
         if error.raw is not None:
             task.last_response = error.raw

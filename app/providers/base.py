@@ -5,7 +5,9 @@ An adapter turns one upstream task's current state into a `PollOutcome`, or rais
     ProviderError                 base; never raised itself
     ├── TransientError            timeouts, connection errors, 5xx, malformed bodies,
     │   │                         MiniMax 1000/1001/1024/1033, Jimmy -1: back off, retry
-    │   └── RateLimited           MiniMax 1002/1039/2045, HTTP 429: slow the instance down
+    │   ├── RateLimited           MiniMax 1002/1039/2045, HTTP 429: slow the instance down
+    │   └── ResultNotReady        done upstream, result not handed over yet: retried a
+    │                             bounded number of polls (RESULT_NOT_READY_POLLS)
     ├── CredentialError           MiniMax 1004/2049, Jimmy 20001, HTTP 401/403: pause the
     │                             instance (health auth_failed); tasks wait, they do not fail
     └── TaskError                 unknown task, invalid parameters (MiniMax 2013, Jimmy 20002):
@@ -25,13 +27,15 @@ checkpoint with the task however the poll ended, across restarts and replicas.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
 from app.core.config import ProviderKind
+from app.core.redaction import Redactor
 from app.models import TaskStatus
 
 RAW_RESPONSE_LIMIT = 8 * 1024
@@ -48,12 +52,33 @@ RESULT_NOT_READY_POLLS = 10
 _NOT_READY_KEY = "not_ready"
 
 
+class WaitReason(StrEnum):
+    """Why a task that is still tracked waits: its last poll's error, as the API shows it.
+    (A TaskError ends the task instead: its `error` says why.)"""
+
+    AUTH_FAILED = "auth_failed"
+    RATE_LIMITED = "rate_limited"
+    RESULT_NOT_READY = "result_not_ready"
+    TRANSIENT_ERROR = "transient_error"
+
+
 class ProviderError(Exception):
+    # How a task waiting on the error shows it (a TaskError ends the task instead).
+    reason: ClassVar[WaitReason] = WaitReason.TRANSIENT_ERROR
+
     def __init__(self, message: str, *, code: str | None = None, raw: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
         self.raw = raw
+
+    def redact(self, redactor: Redactor) -> None:
+        """Cut the credential out of what is kept and shown of this error: an upstream may
+        quote the key it refused, in any encoding (app/core/redaction.py)."""
+        self.message = redactor.text(self.message)
+        self.args = (self.message,)
+        self.code = redactor.text(self.code) if self.code is not None else None
+        self.raw = redactor.json(self.raw)
 
 
 class TransientError(ProviderError):
@@ -61,6 +86,8 @@ class TransientError(ProviderError):
 
 
 class RateLimited(TransientError):
+    reason = WaitReason.RATE_LIMITED
+
     def __init__(
         self,
         message: str,
@@ -73,8 +100,14 @@ class RateLimited(TransientError):
         self.retry_after_s = retry_after_s
 
 
+class ResultNotReady(TransientError):
+    """The task is done upstream but its result is not handed over yet (`result_not_ready`)."""
+
+    reason = WaitReason.RESULT_NOT_READY
+
+
 class CredentialError(ProviderError):
-    pass
+    reason = WaitReason.AUTH_FAILED
 
 
 class TaskError(ProviderError):
@@ -105,6 +138,19 @@ class PollOutcome:
     result: ProviderResult | None = None
     error: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+    def redacted(self, redactor: Redactor) -> PollOutcome:
+        """The outcome with the credential cut out of everything but `result`: the result is
+        what the consumer needs, exactly as the provider gave it, while the rest (the raw
+        answer, the upstream's status and error text) is kept and shown for diagnosis."""
+        return replace(
+            self,
+            upstream_status=(
+                redactor.text(self.upstream_status) if self.upstream_status is not None else None
+            ),
+            error=redactor.json(self.error),
+            raw=redactor.json(self.raw),
+        )
 
 
 @dataclass
@@ -163,7 +209,7 @@ def result_not_ready(
     context.checkpoint = checkpoint
     if seen >= RESULT_NOT_READY_POLLS:
         return TaskError(f"{message}, {seen} polls in a row", code=final_code, raw=raw)
-    return TransientError(
+    return ResultNotReady(
         f"{message} (poll {seen} of at most {RESULT_NOT_READY_POLLS})",
         code="result_not_ready",
         raw=raw,

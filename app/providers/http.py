@@ -58,7 +58,6 @@ class HttpUpstream:
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
-        self._key = key.encode()
         self._base_path = _path_of(httpx.URL(settings.base_url)).rstrip(b"/")
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
@@ -118,10 +117,6 @@ class HttpUpstream:
             for name, value in response.headers.multi_items()
             if name.lower() not in _FRAMING_HEADERS
         ]
-        if self._key:
-            # An upstream may quote the credential it refused; its text goes on into
-            # last_error (shown to every tenant), task errors and logs, so the key stops here.
-            body = body.replace(self._key, b"[redacted]")
         return httpx.Response(
             response.status_code,
             headers=headers,

@@ -86,14 +86,24 @@ class ProviderStateRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def ensure_rows(self, providers: Mapping[str, ProviderSettings]) -> None:
-        """One shared state row per configured instance.
+    async def ensure_rows(self, providers: Mapping[str, ProviderSettings]) -> list[str]:
+        """One shared state row per configured instance; returns the instances whose key
+        changed since their row was written.
 
         A row whose key fingerprint changed (a fixed key after auth_failed) starts afresh;
         otherwise the state other replicas built up (pause, rate cut) is kept.
         """
+        rows = await self.session.execute(
+            select(ProviderState.name, ProviderState.key_fingerprint)
+            .where(ProviderState.name.in_(list(providers)))
+            .with_for_update()
+        )
+        known = {name: fingerprint for name, fingerprint in rows}
+        rekeyed = []
         for name, settings in providers.items():
             fingerprint = key_fingerprint(settings)
+            if name in known and known[name] != fingerprint:
+                rekeyed.append(name)
             stmt = insert(ProviderState).values(
                 name=name, kind=settings.kind.value, key_fingerprint=fingerprint
             )
@@ -110,6 +120,7 @@ class ProviderStateRepository:
                 },
             )
             await self.session.execute(stmt)
+        return rekeyed
 
     async def reserve(
         self, name: str, count: int, *, configured_rate: float, recovery_s: float

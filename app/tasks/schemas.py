@@ -19,6 +19,7 @@ from pydantic import (
 from app.core.config import MAX_DEADLINE_S
 from app.core.logging import get_logger
 from app.models import Task, TaskStatus
+from app.providers.base import WaitReason
 from app.providers.registry import TaskResult
 
 logger = get_logger(__name__)
@@ -105,6 +106,22 @@ class TaskError(BaseModel):
     message: str
 
 
+class PollError(BaseModel):
+    """The last poll's error, while the task waits for the next one."""
+
+    reason: WaitReason = Field(
+        description="`auth_failed`: the provider refused the instance's key (missing, wrong, "
+        "or out of balance); polling resumes when a restart brings another key, or every "
+        "POLLHOOK_ENGINE__AUTH_RETRY_S. `rate_limited`: the provider asked pollhook to slow "
+        "down. `result_not_ready`: the provider says the task is done but has not handed its "
+        "result over yet (retried a bounded number of polls). `transient_error`: a timeout, "
+        "a connection error, a 5xx or an answer pollhook could not read; retried with backoff."
+    )
+    code: str | None = Field(description="The provider's code, or pollhook's (`timeout`, …).")
+    message: str = Field(description="What the provider said; credentials are cut out.")
+    at: datetime
+
+
 class TaskRead(BaseModel):
     id: uuid.UUID
     provider: str
@@ -131,6 +148,11 @@ class TaskRead(BaseModel):
     )
     size_hint: int | None
     deadline_at: datetime
+    last_poll_error: PollError | None = Field(
+        description="Why the task is still waiting: the last poll's error, until the next "
+        "answer from the provider clears it. Null when the last poll got an answer, and once "
+        "the task has ended."
+    )
 
     @classmethod
     def from_task(cls, task: Task) -> TaskRead:
@@ -152,7 +174,19 @@ class TaskRead(BaseModel):
             estimated_ready_at=task.estimated_ready_at,
             size_hint=task.size_hint,
             deadline_at=task.deadline_at,
+            last_poll_error=_stored_poll_error(task),
         )
+
+
+def _stored_poll_error(task: Task) -> PollError | None:
+    """None, not a 500, for a shape this version does not know (a newer reason, say)."""
+    if task.poll_error is None:
+        return None
+    try:
+        return PollError.model_validate(task.poll_error)
+    except ValidationError:
+        logger.warning("task.poll_error_unreadable", task_id=str(task.id))
+        return None
 
 
 _RESULT = TypeAdapter[TaskResult | None](TaskResult | None)

@@ -201,6 +201,7 @@ async def change_status(
         task.lease_owner = None
         task.lease_expires_at = None
         task.checkpoint = None
+        task.poll_error = None
     await repo.flush()
     event = await repo.add_event(
         task, event_type(new), TaskRead.from_task(task).model_dump(mode="json")

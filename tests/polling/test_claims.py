@@ -132,13 +132,16 @@ async def test_transient_errors_back_off_and_deadline_times_out(
         row = (
             await conn.execute(
                 text(
-                    "SELECT consecutive_errors, last_poll_error, next_poll_at - now() AS wait "
-                    "FROM tasks"
+                    "SELECT consecutive_errors, poll_error, next_poll_at - now() AS wait FROM tasks"
                 )
             )
         ).one()
     assert row.consecutive_errors == 1
-    assert "http_503" in row.last_poll_error
+    assert {k: row.poll_error[k] for k in ("reason", "code", "message")} == {
+        "reason": "transient_error",
+        "code": "http_503",
+        "message": "boom",
+    }
     assert timedelta(seconds=2) < row.wait < timedelta(seconds=4)
 
     # Past the deadline, the next result (whatever it is) ends the task as timed_out.
@@ -210,3 +213,35 @@ async def test_events_unique_per_change(engine: AsyncEngine) -> None:
                     payload={},
                 )
             )
+
+
+async def test_a_new_key_resumes_only_the_tasks_parked_by_a_credential_error(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    ids = []
+    for external_id, provider in ((1, "minimax"), (2, "minimax"), (3, "minimax"), (4, "minimax")):
+        body = {"provider": provider, "external_id": external_id}
+        ids.append((await client.post("/v1/tasks", json=body)).json()["id"])
+    jimmy = (await client.post("/v1/tasks", json={"provider": "jimmy", "external_id": "j"})).json()
+    auth = '{"reason": "auth_failed", "code": "1004", "message": "x", "at": "2026-12-03T00:00:00Z"}'
+    later = "now() + interval '1 hour'"
+    async with engine.begin() as conn:
+        for task_id, poll_error, legacy, owner in (
+            (ids[0], auth, None, None),  # parked: resumed
+            (ids[1], auth.replace("auth_failed", "transient_error"), None, None),  # backing off
+            (ids[2], auth, None, "replica-b"),  # another replica holds it
+            (ids[3], None, "CredentialError: 1004: login fail", None),  # the old version's
+            (jimmy["id"], auth, None, None),  # another instance
+        ):
+            await conn.execute(
+                text(
+                    f"UPDATE tasks SET next_poll_at = {later}, poll_error = CAST(:e AS jsonb), "
+                    "last_poll_error = :legacy, lease_owner = :owner WHERE id = :id"
+                ),
+                {"e": poll_error, "legacy": legacy, "owner": owner, "id": task_id},
+            )
+    async with create_sessionmaker(engine).begin() as session:
+        assert await PollingRepository(session).resume_parked(["minimax"]) == 2
+    async with engine.connect() as conn:
+        due = await conn.execute(text("SELECT id::text FROM tasks WHERE next_poll_at <= now()"))
+        assert {row[0] for row in due} == {ids[0], ids[3]}

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
+from app.polling.jobs import PollEngine
 from tests.helpers import eventually
 from tests.polling.support import (
     ScriptedMinimax,
@@ -240,3 +241,56 @@ def test_poll_outcome_labels_follow_the_error_class(error: str, label: str) -> N
 
     result = PollResult(error=getattr(base, error)("why", code="x"))
     assert _outcome(result, Applied("t", TaskStatus.FAILED, True)) == label
+
+
+async def test_a_waiting_task_says_why_and_a_new_key_resumes_it_at_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, run_engine: Any
+) -> None:
+    """A key MiniMax refuses: the task shows `auth_failed` with MiniMax's own text and no
+    secret. A restart with another key polls the parked tasks right away, not after
+    engine.auth_retry_s (an hour here, so only the resume can finish them)."""
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        quoted = request.headers["authorization"].removeprefix("Bearer ")
+        return httpx.Response(
+            200, json={"base_resp": {"status_code": 1004, "status_msg": f"bad key {quoted}"}}
+        )
+
+    def hour(key: str) -> Settings:
+        keyed = _settings(settings, api_key=key)
+        engine_settings = keyed.engine.model_copy(update={"auth_retry_s": 3600.0})
+        return keyed.model_copy(update={"engine": engine_settings})
+
+    first = PollEngine(hour("sk-wrong-key"), engine, transport=httpx.MockTransport(refusing))
+    await first.start()
+    try:
+        await register_many(client, 3)
+        waiting = (await client.get("/v1/tasks")).json()["items"]
+
+        async def parked() -> list[dict[str, Any]]:
+            tasks = [(await client.get(f"/v1/tasks/{t['id']}")).json() for t in waiting]
+            return [t for t in tasks if t["last_poll_error"]]
+
+        async def one_parked() -> bool:
+            return bool(await parked())
+
+        # The first refusal pauses the instance: the other tasks wait unpolled behind it.
+        await eventually(one_parked)
+        shown = (await parked())[0]
+    finally:
+        await first.stop()
+    assert shown["status"] == "pending"
+    error = shown["last_poll_error"]
+    assert (error["reason"], error["code"]) == ("auth_failed", "1004")
+    assert error["message"] == "bad key [redacted]"
+
+    upstream = ScriptedMinimax(polls_to_finish=1)
+    await run_engine(hour("sk-fixed-key"), httpx.MockTransport(upstream))
+
+    async def resumed() -> bool:
+        return (await statuses(engine)) == {"succeeded": 3}
+
+    await eventually(resumed)
+    assert upstream.auth == {"Bearer sk-fixed-key"}
+    done = (await client.get(f"/v1/tasks/{shown['id']}")).json()
+    assert done["last_poll_error"] is None

@@ -17,6 +17,7 @@ from app.providers.base import (
     PollOutcome,
     ProviderError,
     RateLimited,
+    ResultNotReady,
     TaskError,
     TransientError,
 )
@@ -254,7 +255,7 @@ async def test_completed_without_what_its_model_produces_is_not_ready(
 
     error = await poll_error(harness, context=context)
 
-    assert type(error) is TransientError
+    assert type(error) is ResultNotReady
     assert error.code == "result_not_ready"
     assert f"completed without {missing}," in error.message
     assert f"(poll 1 of at most {RESULT_NOT_READY_POLLS})" in error.message
@@ -267,7 +268,7 @@ async def test_an_incomplete_completed_fails_the_task_after_the_bound() -> None:
 
     errors = [await poll_error(harness, context=context) for _ in range(RESULT_NOT_READY_POLLS)]
 
-    assert [type(e) for e in errors] == [TransientError] * (RESULT_NOT_READY_POLLS - 1) + [
+    assert [type(e) for e in errors] == [ResultNotReady] * (RESULT_NOT_READY_POLLS - 1) + [
         TaskError
     ]
     assert errors[-1].code == "incomplete_result"

@@ -18,6 +18,7 @@ from app.providers.base import (
     PollOutcome,
     ProviderError,
     RateLimited,
+    ResultNotReady,
     TaskError,
     TransientError,
 )
@@ -175,7 +176,7 @@ async def test_success_without_file_id_is_not_ready(file_id: Any) -> None:
 
     error = await poll_error(harness, context)
 
-    assert type(error) is TransientError
+    assert type(error) is ResultNotReady
     assert error.code == "result_not_ready"
     assert error.message.startswith("status Success without a file_id (poll 1 of at most")
     assert error.raw == body
@@ -222,19 +223,19 @@ async def test_success_with_a_malformed_file_id(file_id: Any) -> None:
         (reply(failing(1002, "rate limit")), RateLimited, "1002"),
         (reply(failing(1004, "token not match group")), CredentialError, "1004"),
         # Right after Success the file may not exist yet: not a reason to fail the task.
-        (reply(failing(2013, "invalid params")), TransientError, "result_not_ready"),
-        (reply(failing(20132, "invalid file_id")), TransientError, "result_not_ready"),
+        (reply(failing(2013, "invalid params")), ResultNotReady, "result_not_ready"),
+        (reply(failing(20132, "invalid file_id")), ResultNotReady, "result_not_ready"),
         (reply(failing(1026, "sensitive content")), TaskError, "1026"),
         (reply(failing(1000, "unknown error")), TransientError, "1000"),
         (reply(text=HTML_ERROR_PAGE, status=502), TransientError, "http_502"),
         (reply(text="{", status=200), TransientError, "malformed_response"),
-        (reply({"base_resp": OK}), TransientError, "result_not_ready"),
-        (reply({"file": None, "base_resp": OK}), TransientError, "result_not_ready"),
-        (reply(retrieve_body(download_url=None)), TransientError, "result_not_ready"),
-        (reply(retrieve_body(download_url="")), TransientError, "result_not_ready"),
+        (reply({"base_resp": OK}), ResultNotReady, "result_not_ready"),
+        (reply({"file": None, "base_resp": OK}), ResultNotReady, "result_not_ready"),
+        (reply(retrieve_body(download_url=None)), ResultNotReady, "result_not_ready"),
+        (reply(retrieve_body(download_url="")), ResultNotReady, "result_not_ready"),
         (
             reply({"file": {"file_id": FILE_ID}, "base_resp": OK}),
-            TransientError,
+            ResultNotReady,
             "result_not_ready",
         ),
         (reply({"file": [1], "base_resp": OK}), TransientError, "malformed_response"),
