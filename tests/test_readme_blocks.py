@@ -255,8 +255,9 @@ def test_every_runnable_block_is_run_by_a_test_or_only_sets_variables() -> None:
             if block.heading == "Walk-through":
                 continue  # test_walk_through_runs_as_pasted
             if block.heading == "Quick start":
-                # ./scripts/test is CI's own test step; ./scripts/serve runs in the
-                # walk-through, which the quick start's key carries over into.
+                # Neither can run inside the suite as written (serve runs until Ctrl-C, test
+                # is the suite): ./scripts/test is CI's own test step, and the walk-through
+                # runs ./scripts/serve.
                 assert commands(block) == QUICK_START_COMMANDS, block.text
                 assert "\nscripts/test\n" in (ROOT / ".ci" / "run").read_text()
                 assert "./scripts/serve " in walk_through()[0]
@@ -268,7 +269,7 @@ def test_every_runnable_block_is_run_by_a_test_or_only_sets_variables() -> None:
                 f"(tests/test_readme_blocks.py) nor only variable assignments:\n{block.text}"
             )
         elif block.lang in {"python", "py"}:
-            assert block.heading == "Webhooks", block.text  # test_webhook_snippet_works
+            assert block.heading == "Webhooks", block.text  # test_webhook_snippet_works_as_pasted
         else:
             assert block.lang in {"", "text"}, f"a {block.lang} block: run it in a test here"
 
