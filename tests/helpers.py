@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -52,6 +56,37 @@ class PgServer:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+def embedded_postgres_running(data_dir: Path) -> bool:
+    """Whether the embedded server of a pollhook data dir is up (its postmaster lives)."""
+    pid_file = data_dir / "pgdata" / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_embedded_postgres(data_dir: Path) -> None:
+    """Stop the embedded server a test's pollhook processes left running under `data_dir`
+    (in a child process: starting the package's handle changes this process's environment)."""
+    if not embedded_postgres_running(data_dir):
+        return
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from app.core.embedded import start_embedded; "
+            "start_embedded(__import__('pathlib').Path(sys.argv[1])).stop()",
+            str(data_dir),
+        ],
+        check=False,
+        timeout=60,
+    )
 
 
 class TcpProxy:

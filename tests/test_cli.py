@@ -18,7 +18,12 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL, make_url
 
-from tests.helpers import PgServer, refusing_postgres
+from tests.helpers import (
+    PgServer,
+    embedded_postgres_running,
+    refusing_postgres,
+    stop_embedded_postgres,
+)
 
 COMMANDS = [
     [],
@@ -74,18 +79,6 @@ def _free_port() -> int:
         return port
 
 
-def _postgres_running(data_dir: Path) -> bool:
-    pid_file = data_dir / "pgdata" / "postmaster.pid"
-    if not pid_file.exists():
-        return False
-    pid = int(pid_file.read_text().split()[0])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 class Serve:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -131,19 +124,7 @@ class Serve:
 def data_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "data"
     yield path
-    # Never leave a server behind, whatever the test did.
-    if _postgres_running(path):
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from app.core.embedded import start_embedded; "
-                "start_embedded(__import__('pathlib').Path(sys.argv[1])).stop()",
-                str(path),
-            ],
-            check=False,
-            timeout=60,
-        )
+    stop_embedded_postgres(path)  # never leave a server behind, whatever the test did
 
 
 def test_serve_quick_start_and_clean_shutdown(data_dir: Path) -> None:
@@ -169,7 +150,7 @@ def test_serve_quick_start_and_clean_shutdown(data_dir: Path) -> None:
     finally:
         code, _, err = serve.stop(signal.SIGINT)
     assert code == 0, err
-    assert not _postgres_running(data_dir), "Ctrl-C must stop the embedded database"
+    assert not embedded_postgres_running(data_dir), "Ctrl-C must stop the embedded database"
     assert key not in err  # the key is printed to stdout once, never logged
 
     # A second start keeps the data and prints no new key.
@@ -178,20 +159,22 @@ def test_serve_quick_start_and_clean_shutdown(data_dir: Path) -> None:
     code, out, err = serve.stop(signal.SIGTERM)
     assert code == 0, err
     assert "ph_" not in out
-    assert not _postgres_running(data_dir)
+    assert not embedded_postgres_running(data_dir)
 
 
 def test_killed_run_does_not_break_the_next(data_dir: Path) -> None:
     first = Serve(data_dir)
     first.start()
     first.stop(signal.SIGKILL)
-    assert _postgres_running(data_dir), "a SIGKILL leaves the server running (adopted next time)"
+    assert embedded_postgres_running(data_dir), (
+        "a SIGKILL leaves the server running (adopted next time)"
+    )
 
     second = Serve(data_dir)
     second.start()
     code, _, err = second.stop(signal.SIGINT)
     assert code == 0, err
-    assert not _postgres_running(data_dir), "the dead PID must not keep the server alive"
+    assert not embedded_postgres_running(data_dir), "the dead PID must not keep the server alive"
 
 
 def test_keys_and_migrate_commands(data_dir: Path) -> None:
@@ -218,7 +201,7 @@ def test_keys_and_migrate_commands(data_dir: Path) -> None:
     assert revoked.returncode == 0
     assert "revoked 1" in revoked.stdout
     assert pollhook("keys", "revoke", key[:10], env=env).returncode == 1
-    assert not _postgres_running(data_dir)
+    assert not embedded_postgres_running(data_dir)
 
 
 def test_api_refuses_an_unmigrated_database(pg_url_unmigrated: str) -> None:
