@@ -350,6 +350,15 @@ class ProviderLoop:
     ) -> PollResult:
         """Poll through the adapter; every way the poll ends carries the checkpoint the
         adapter left in `context`, so a retry resumes where this one got to."""
+        if self.settings.api_key is None:
+            # Every request would be refused: none is sent, and the task shows why it waits.
+            missing = CredentialError(
+                f"no API key is configured: set POLLHOOK_PROVIDERS__{self.name.upper()}__API_KEY",
+                code="missing_key",
+            )
+            if self.gate.health is not ProviderHealth.AUTH_FAILED:
+                await self._on_credential_error(missing)
+            return PollResult(error=missing, sent=False, checkpoint=context.checkpoint)
         acquire = SlotSource(self, slot_at, lease_ends=claimed_at + self.lease_s)
         upstream = HttpUpstream(self.client, self.settings, acquire, acquire.before_send)
 

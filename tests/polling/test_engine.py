@@ -294,3 +294,33 @@ async def test_a_waiting_task_says_why_and_a_new_key_resumes_it_at_once(
     assert upstream.auth == {"Bearer sk-fixed-key"}
     done = (await client.get(f"/v1/tasks/{shown['id']}")).json()
     assert done["last_poll_error"] is None
+
+
+async def test_an_instance_without_a_key_sends_nothing_and_its_tasks_say_why(
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, run_engine: Any
+) -> None:
+    """The quick start has no provider keys: a task registered there must not reach the real
+    provider with an empty key; it waits and names the variable to set."""
+    sent: list[httpx.Request] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(401)
+
+    await run_engine(_settings(settings, api_key=None), httpx.MockTransport(upstream))
+    task = (await client.post("/v1/tasks", json={"provider": "minimax", "external_id": 5})).json()
+
+    async def waiting() -> bool:
+        shown = (await client.get(f"/v1/tasks/{task['id']}")).json()
+        return shown["last_poll_error"] is not None
+
+    await eventually(waiting)
+    shown = (await client.get(f"/v1/tasks/{task['id']}")).json()
+    assert shown["status"] == "pending"
+    assert shown["polls"] == 0
+    error = shown["last_poll_error"]
+    assert (error["reason"], error["code"]) == ("auth_failed", "missing_key")
+    assert "POLLHOOK_PROVIDERS__MINIMAX__API_KEY" in error["message"]
+    providers = (await client.get("/v1/providers")).json()["items"]
+    assert next(p for p in providers if p["name"] == "minimax")["health"] == "auth_failed"
+    assert sent == []
