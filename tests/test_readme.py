@@ -2,15 +2,50 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-from app.webhooks.schemas import EVENT_DESCRIPTIONS
+from app.webhooks.schemas import EVENT_DESCRIPTIONS, WebhookEvent
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def table(header: str) -> dict[str, str]:
+    """The README table under this header row: first column (a `code` name) -> second."""
+    lines = README.read_text().split(header + "\n", 1)[1].splitlines()[1:]
+    rows = {}
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        match = re.match(r"\| `([^`]+)` \| (.+?) \|$", line)
+        assert match, line
+        rows[match.group(1)] = match.group(2)
+    return rows
+
+
 def test_every_event_type_is_listed_with_its_description() -> None:
-    text = README.read_text()
-    rows = dict(re.findall(r"^\| `(task\.[a-z_]+)` \| (.+?) \|$", text, re.MULTILINE))
+    rows = table("| Type | Sent when |")
     assert rows == {event.value: when for event, when in EVENT_DESCRIPTIONS.items()}
+
+
+def test_the_event_examples_are_valid_webhook_bodies() -> None:
+    """The full example is a body the code accepts as its own, and so is each type's variant
+    of it: README examples cannot drift from the payload's schema."""
+    text = README.read_text()
+    [full] = re.findall(
+        r"^```json\n(\{\n  \"type\": \"task\..*?)^```$", text, re.MULTILINE | re.DOTALL
+    )
+    body = json.loads(full)
+    WebhookEvent.model_validate(body)
+    variants = dict(
+        re.findall(r"^\| `(task\.[a-z_]+)` \| (?:Jimmy: )?`(\{.*\})`", text, re.MULTILINE)
+    )
+    assert set(variants) == {event.value for event in EVENT_DESCRIPTIONS}
+    for event_type, changed in variants.items():
+        data = {**body["data"], **json.loads(changed)}
+        if data["result"] is not None and data["result"]["kind"] == "jimmy_soundclone":
+            data["provider"] = "jimmy"
+        event = WebhookEvent.model_validate({**body, "type": event_type, "data": data})
+        if event_type != "task.succeeded":
+            assert event.data.status.value == event_type.removeprefix("task."), event_type
