@@ -270,6 +270,9 @@ def test_every_runnable_block_is_run_by_a_test_or_only_sets_variables() -> None:
             )
         elif block.lang in {"python", "py"}:
             assert block.heading == "Webhooks", block.text  # test_webhook_snippet_works_as_pasted
+        elif block.lang == "json":
+            # Data, not commands: tests/test_readme.py validates the webhook example.
+            assert block.heading == "Webhooks", block.text
         else:
             assert block.lang in {"", "text"}, f"a {block.lang} block: run it in a test here"
 
