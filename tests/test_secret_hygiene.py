@@ -61,6 +61,26 @@ class Exchange:
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
+def _succeeding_minimax(request: httpx.Request, download_url: str) -> httpx.Response:
+    """A MiniMax whose every task has succeeded, its file at `download_url`."""
+    if request.url.path == "/v1/files/retrieve":
+        file_id = int(request.url.params["file_id"])
+        file = {"file_id": file_id, "download_url": download_url, "filename": f"{file_id}.tar"}
+        return httpx.Response(
+            200, json={"file": file, "base_resp": {"status_code": 0, "status_msg": "success"}}
+        )
+    task_id = int(request.url.params["task_id"])
+    return httpx.Response(
+        200,
+        json={
+            "task_id": task_id,
+            "status": "Success",
+            "file_id": task_id + 1,
+            "base_resp": {"status_code": 0, "status_msg": "success"},
+        },
+    )
+
+
 def _upstream(
     seen_auth: set[str],
 ) -> Callable[[httpx.Request], httpx.Response]:
@@ -71,25 +91,7 @@ def _upstream(
             return httpx.Response(
                 401, json={"code": 20001, "msg": f"invalid api key {JIMMY_KEY}", "data": None}
             )
-        if request.url.path == "/v1/files/retrieve":
-            file_id = request.url.params["file_id"]
-            return httpx.Response(
-                200,
-                json={
-                    "file": {"file_id": int(file_id), "download_url": "https://cdn.example/f"},
-                    "base_resp": {"status_code": 0, "status_msg": "success"},
-                },
-            )
-        task_id = int(request.url.params["task_id"])
-        return httpx.Response(
-            200,
-            json={
-                "task_id": task_id,
-                "status": "Success",
-                "file_id": task_id + 1,
-                "base_resp": {"status_code": 0, "status_msg": "success"},
-            },
-        )
+        return _succeeding_minimax(request, "https://cdn.example/f")
 
     return handle
 
@@ -274,26 +276,9 @@ def _quoting_upstream(request: httpx.Request) -> httpx.Response:
         }
         every_char = "".join(f"\\u{ord(c):04x}" for c in ESCAPED_KEY)
         return quoting(200, {"code": 20000, "msg": "ok", "data": data}, every_char)
-    if request.url.path == "/v1/files/retrieve":
-        file_id = request.url.params["file_id"]
-        url = f"http://127.0.0.1:8900/_sandbox/files/{file_id}.tar?expires=4102444800"
-        return httpx.Response(
-            200,
-            json={
-                "file": {"file_id": int(file_id), "download_url": url, "filename": "1.tar"},
-                "base_resp": {"status_code": 0, "status_msg": "success"},
-            },
-        )
-    task_id = int(request.url.params["task_id"])
-    return httpx.Response(
-        200,
-        json={
-            "task_id": task_id,
-            "status": "Success",
-            "file_id": task_id + 1,
-            "base_resp": {"status_code": 0, "status_msg": "success"},
-        },
-    )
+    file_id = request.url.params.get("file_id")
+    url = f"http://127.0.0.1:8900/_sandbox/files/{file_id}.tar?expires=4102444800"
+    return _succeeding_minimax(request, url)
 
 
 async def test_a_key_quoted_in_any_encoding_is_cut_out_and_results_stay_intact(
