@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -87,6 +88,14 @@ def stop_embedded_postgres(data_dir: Path) -> None:
         check=False,
         timeout=60,
     )
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class TcpProxy:

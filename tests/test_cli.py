@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL, make_url
 from tests.helpers import (
     PgServer,
     embedded_postgres_running,
+    free_port,
     refusing_postgres,
     stop_embedded_postgres,
 )
@@ -72,17 +73,10 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Serve:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.env = {
             **_clean_env(),
             "POLLHOOK_DATA_DIR": str(data_dir),
@@ -208,7 +202,7 @@ def test_api_refuses_an_unmigrated_database(pg_url_unmigrated: str) -> None:
     env = {
         **_clean_env(),
         "POLLHOOK_DATABASE_URL": pg_url_unmigrated,
-        "POLLHOOK_PORT": str(_free_port()),
+        "POLLHOOK_PORT": str(free_port()),
     }
     result = pollhook("api", env=env, timeout=30)
     assert result.returncode == 1
@@ -231,7 +225,7 @@ def _database_env(url: URL) -> dict[str, str]:
     return {
         **_clean_env(),
         "POLLHOOK_DATABASE_URL": url.render_as_string(hide_password=False),
-        "POLLHOOK_PORT": str(_free_port()),
+        "POLLHOOK_PORT": str(free_port()),
     }
 
 
@@ -261,7 +255,7 @@ def test_unknown_role_is_one_line(pg_server: PgServer) -> None:
 
 
 def test_refused_connection_is_one_line() -> None:
-    url = make_url(f"postgresql+asyncpg://postgres:{PASSWORD}@127.0.0.1:{_free_port()}/x")
+    url = make_url(f"postgresql+asyncpg://postgres:{PASSWORD}@127.0.0.1:{free_port()}/x")
     result = pollhook("api", env=_database_env(url))
     assert_one_line_error(result, "POLLHOOK_DATABASE_URL", "connection refused")
 
@@ -294,7 +288,7 @@ async def test_wrong_password_is_one_line() -> None:
 
 def test_unknown_variable_warns_with_the_nearest_name() -> None:
     env = {
-        **_database_env(make_url(f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/x")),
+        **_database_env(make_url(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x")),
         "POLLHOOK_PROVIDER__MINIMAX__API_KEY": "sk-typo",
     }
     result = pollhook("migrate", env=env)
@@ -336,7 +330,7 @@ def test_missing_provider_key_warns_once_per_instance(pg_url_unmigrated: str) ->
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "pollhook.example"])
 def test_well_known_key_is_refused_on_a_public_address(command: str, host: str) -> None:
     env = {
-        **_database_env(make_url(f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/x")),
+        **_database_env(make_url(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x")),
         "POLLHOOK_API_KEYS": "ops:0123456789abcdef0123,default:dev-key-change-me",
         "POLLHOOK_HOST": host,
     }
@@ -348,7 +342,7 @@ def test_well_known_key_is_refused_on_a_public_address(command: str, host: str) 
 
 def test_well_known_key_is_allowed_on_loopback() -> None:
     env = {
-        **_database_env(make_url(f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/x")),
+        **_database_env(make_url(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/x")),
         "POLLHOOK_API_KEYS": "default:dev-key-change-me",
     }
     result = pollhook("api", "--host", "127.0.0.1", env=env)
@@ -357,7 +351,7 @@ def test_well_known_key_is_allowed_on_loopback() -> None:
 
 def test_api_closes_a_connection_whose_headers_dawdle(database_url: str, engine: object) -> None:
     """`pollhook api` bounds a request's headers (slowloris), not only its body."""
-    port = _free_port()
+    port = free_port()
     env = {
         **_clean_env(),
         "POLLHOOK_DATABASE_URL": database_url,

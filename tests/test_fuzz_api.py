@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.helpers import ACME_KEY
-from tests.test_cli import _clean_env, _free_port
+from tests.helpers import ACME_KEY, free_port
+from tests.test_cli import _clean_env
 
 # Left out, because the contract says otherwise:
 # - positive_data_acceptance: semantically invalid but schema-valid input (an unknown
@@ -28,7 +28,7 @@ EXCLUDED = "positive_data_acceptance,use_after_free"
 
 @pytest.fixture
 def api_url(database_url: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {
         **_clean_env(),
         "POLLHOOK_DATABASE_URL": database_url,

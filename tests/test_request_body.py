@@ -21,8 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.core.http_protocol import bounded_headers_protocol
 from app.main import create_app
-from tests.helpers import ACME_KEY
-from tests.test_cli import _free_port
+from tests.helpers import ACME_KEY, free_port
 from tests.webhooks.receiver import start_server, stop_server
 
 # Every wait on the server is bounded by this: a hung connection fails the test, not CI.
@@ -87,7 +86,7 @@ class Connection:
 async def running_api(
     settings: Settings, engine: AsyncEngine, **options: Any
 ) -> AsyncIterator[int]:
-    port = _free_port()
+    port = free_port()
     server, task = await start_server(create_app(settings, engine=engine), port, **options)
     try:
         yield port

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from tests.helpers import ACME_KEY
+from tests.helpers import ACME_KEY, free_port
 
 SANDBOX_KEY = "e2e-sandbox-key"
 FAST_PROVIDER = {
@@ -27,13 +26,6 @@ FAST_PROVIDER = {
     "request_timeout_s": 3,
 }
 FAST_ENGINE = {"tick_s": 0.1, "lease_s": 3, "auth_retry_s": 1, "shutdown_grace_s": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Sandbox:

@@ -35,11 +35,10 @@ from tests.e2e.conftest import (
     Sandbox,
     Worker,
     _env,
-    free_port,
     provider_settings,
     wait_until,
 )
-from tests.helpers import ACME_KEY
+from tests.helpers import ACME_KEY, free_port
 from tests.netproxy import ThreadedProxy
 from tests.webhooks.receiver import Receiver
 

@@ -22,6 +22,7 @@ import pytest_asyncio
 
 from app.sandbox.app import MINIMAX_LOGIN_FAIL, create_sandbox_app
 from app.sandbox.state import Instant, SandboxConfig
+from tests.helpers import free_port
 
 BASE = "http://sandbox.test"
 MINIMAX_QUERY = "/v1/query/t2a_async_query_v2"
@@ -701,16 +702,9 @@ async def test_requests_without_a_key_are_counted_too(http: httpx.AsyncClient) -
 # --- the real command -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def sandbox_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "app.cli", "sandbox", "--port", str(port)]
     proc = subprocess.Popen(
         [*command, "--minimax-rate", "0.5", "--seed", "1"],

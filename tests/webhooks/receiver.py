@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
+
+from tests.helpers import free_port
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.script: dict[str, list[Answer]] = {}
-        self.port = _free_port()
+        self.port = free_port()
         self.server: uvicorn.Server | None = None
         self.task: asyncio.Task[None] | None = None
         self.arrived = asyncio.Event()
@@ -117,10 +118,3 @@ class _InProcessServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

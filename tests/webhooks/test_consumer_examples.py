@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,19 +27,12 @@ import httpx
 import pytest
 
 from app.webhooks import signing
-from tests.helpers import eventually
+from tests.helpers import eventually, free_port
 from tests.webhooks.receiver import Receiver
 from tests.webhooks.test_delivery import endpoint, finished_task
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 CONSUMERS_MD = EXAMPLES.parent / "consumers.md"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Consumer:
@@ -132,7 +124,7 @@ def signed(secret: str, body: dict[str, Any], *, msg_id: str, age_s: int = 0) ->
 async def test_example_consumer_verifies_deduplicates_and_orders(
     client: httpx.AsyncClient, deliveries: Any, make: Callable[[str, int], Consumer]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     hook = await endpoint(client, f"http://127.0.0.1:{port}/hooks/pollhook")
     consumer = make(hook["secret"], port)
     async with running(consumer):
