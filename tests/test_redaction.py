@@ -7,7 +7,7 @@ import random
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.core.redaction import REDACTED, Redactor
@@ -88,6 +88,7 @@ def _spell(char: str, how: int) -> str:
     return f"&#{ord(char)};"
 
 
+@example(key="r", around="", seed=0)  # a key inside the marker's own text
 @given(
     key=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40),
     around=st.text(max_size=20),
@@ -96,6 +97,10 @@ def _spell(char: str, how: int) -> str:
 def test_property_any_mix_of_spellings_is_cut(key: str, around: str, seed: int) -> None:
     rng = random.Random(seed)
     spelled = "".join(_spell(c, rng.randrange(4)) for c in key)
-    redacted = Redactor([key]).text(around + spelled + around)
-    assert key not in redacted
+    redactor = Redactor([key])
+    redacted = redactor.text(around + spelled + around)
     assert REDACTED in redacted
+    # What is left around the markers holds the key in no spelling (the marker itself may
+    # contain a short key's text: "r" is in "[redacted]").
+    for piece in redacted.split(REDACTED):
+        assert redactor.text(piece) == piece
