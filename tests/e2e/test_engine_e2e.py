@@ -150,13 +150,15 @@ async def test_two_workers_share_the_budget_and_never_poll_a_task_twice(
     stats = sandbox.stats("minimax")["e2e-sandbox-key"]
     assert stats["max_in_any_1s_window"] <= 10, stats
     assert stats["rejected_rate_limited"] == 0, stats
-    # Every query the upstream served was recorded by exactly one poll: no task was polled
-    # by both workers at once (a duplicate would have been fenced off, unrecorded).
+    # Every status query the upstream served was recorded by exactly one poll: no task was
+    # polled by both workers at once (a duplicate would have been fenced off, unrecorded).
+    # A poll may also be a File Retrieve alone, resumed after its first one missed a slot.
     async with engine.connect() as conn:
         rows = await conn.execute(text("SELECT external_id, polls FROM tasks"))
         polls: dict[str, int] = {r[0]: r[1] for r in rows}
     for upstream_id in upstream_ids:
-        assert sandbox.info("minimax", upstream_id)["polls"] == polls[str(upstream_id)]
+        seen = sandbox.info("minimax", upstream_id)
+        assert seen["polls"] <= polls[str(upstream_id)] <= seen["polls"] + seen["retrieves"]
     changed = [w.log().count("task_status_changed") for w in workers]
     assert all(n > 0 for n in changed), changed  # both replicas did part of the work
 
