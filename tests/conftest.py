@@ -28,8 +28,7 @@ from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_engine
 from app.core.embedded import start_embedded
-from app.main import create_app
-from tests.helpers import ACME_KEY, DISCARD, OTHER_KEY, PgServer
+from tests.helpers import ACME_KEY, DISCARD, OTHER_KEY, PgServer, api_client
 
 TABLES = [
     "delivery_attempts",
@@ -108,15 +107,7 @@ def settings(database_url: str) -> Settings:
 
 @pytest_asyncio.fixture
 async def client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, engine=engine)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-            base_url="http://pollhook.test",
-            headers={"Authorization": f"Bearer {ACME_KEY}"},
-        ) as http,
-    ):
+    async with api_client(settings, engine) as http:
         yield http
 
 

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import Settings
+from app.main import create_app
 
 ACME_KEY = "acme-test-key-0123456789abcdef"
 # The allow-list entry of the default test settings, and a URL it lets through: loopback on
@@ -88,6 +93,25 @@ def stop_embedded_postgres(data_dir: Path) -> None:
         check=False,
         timeout=60,
     )
+
+
+@contextlib.asynccontextmanager
+async def api_client(
+    settings: Settings, engine: AsyncEngine | None = None, *, key: str | None = ACME_KEY
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app in this process, its lifespan running, and a client that sends `key`
+    (none when None) and sees the error answers a real client would."""
+    app = create_app(settings, engine=engine)
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url="http://pollhook.test",
+            headers=headers,
+        ) as http,
+    ):
+        yield http
 
 
 def free_port() -> int:

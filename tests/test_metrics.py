@@ -11,7 +11,7 @@ from app.core.config import Settings
 from app.core.db import create_sessionmaker
 from app.core.metrics import REGISTRY
 from app.providers.repository import ProviderStateRepository
-from tests.helpers import DISCARD_URL
+from tests.helpers import DISCARD_URL, api_client
 
 
 def sample(body: str, name: str, labels: str = "") -> float:
@@ -100,18 +100,10 @@ async def test_unknown_values_are_absent_not_zero(
 async def test_shared_gauges_are_absent_while_the_database_is_down(
     settings: Settings,
 ) -> None:
-    from app.main import create_app
-
     down = settings.model_copy(
         update={"database_url": SecretStr("postgresql+asyncpg://nobody@127.0.0.1:9/none")}
     )
-    app = create_app(down)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://pollhook.test"
-        ) as http,
-    ):
+    async with api_client(down, key=None) as http:
         response = await http.get("/metrics")
     assert response.status_code == 200
     assert "pollhook_polls_total" in response.text  # the process's own counters still go out

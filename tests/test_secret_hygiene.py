@@ -29,10 +29,9 @@ from app.core.config import Settings
 from app.core.db import create_sessionmaker, transaction
 from app.core.logging import configure_logging
 from app.core.redaction import Redactor
-from app.main import create_app
 from app.polling.jobs import PollEngine
 from app.webhooks.jobs import DeliveryEngine
-from tests.helpers import ACME_KEY, OTHER_KEY, eventually
+from tests.helpers import ACME_KEY, OTHER_KEY, api_client, eventually
 from tests.webhooks.receiver import Receiver
 
 MINIMAX_KEY = "sk-minimax-upstream-secret-4f9c2e"
@@ -141,19 +140,12 @@ async def test_no_secret_leaks(
         db_key = (await create_key(session, "dbtenant", "hygiene")).key
 
     exchanges: list[Exchange] = []
-    app = create_app(settings, engine=engine)
     receiver = Receiver()
     await receiver.start()
     seen_auth: set[str] = set()
     poller = PollEngine(settings, engine, transport=httpx.MockTransport(_upstream(seen_auth)))
     deliverer = DeliveryEngine(settings, engine, "hygiene")
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-            base_url="http://pollhook.test",
-        ) as http,
-    ):
+    async with api_client(settings, engine, key=None) as http:
 
         async def call(
             method: str, path: str, key: str | None, json: object = None
@@ -303,20 +295,12 @@ async def test_a_key_quoted_in_any_encoding_is_cut_out_and_results_stay_intact(
         log_level="DEBUG",
     )
     configure_logging("json", "DEBUG")  # no secrets: the engine itself must cut the key
-    app = create_app(settings, engine=engine)
     receiver = Receiver()
     await receiver.start()
     poller = PollEngine(settings, engine, transport=httpx.MockTransport(_quoting_upstream))
     deliverer = DeliveryEngine(settings, engine, "hygiene")
     texts: list[str] = []
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-            base_url="http://pollhook.test",
-            headers={"Authorization": f"Bearer {ACME_KEY}"},
-        ) as http,
-    ):
+    async with api_client(settings, engine) as http:
         await http.post("/v1/webhooks", json={"url": receiver.url("/h"), "events": None})
         minimax = await http.post("/v1/tasks", json={"provider": "minimax", "external_id": 7})
         failed = await http.post("/v1/tasks", json={"provider": "jimmy_b", "external_id": "j-2"})
