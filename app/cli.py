@@ -16,13 +16,7 @@ import uvloop
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
-from app.core.config import (
-    Settings,
-    SettingsError,
-    load_settings,
-    unknown_settings,
-    variable_name,
-)
+from app.core.config import Settings, SettingsError, load_settings, unknown_settings, variable_name
 from app.core.db import create_engine, create_sessionmaker, describe_connect_error, transaction
 from app.core.embedded import EmbeddedPostgres, start_embedded
 from app.core.logging import configure_logging, get_logger
@@ -47,7 +41,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _refuse_well_known_keys(settings: Settings) -> None:
-    from app.auth.policy import public_key_problem
+    from app.auth.exposure import public_key_problem
 
     problem = public_key_problem(settings.host, settings.api_keys)
     if problem:

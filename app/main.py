@@ -17,13 +17,13 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.docs import serve_docs_offline
 from app.core.error_handlers import install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.core.netguard import SsrfGuard
 from app.core.rate_limit import TenantRateLimiter
 from app.core.routes import RouteIndex
 from app.core.schemas import ErrorResponse
-from app.polling.forecasts import Forecasts
+from app.schedule.forecasts import Forecasts
 from app.state import AppState
 from app.webhooks.endpoints import describe_events
-from app.webhooks.ssrf import SsrfPolicy
 
 DESCRIPTION = """
 pollhook tracks long-running tasks at AI-audio providers (MiniMax T2A async, Jimmy AI
@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         engine=engine,
         sessions=create_sessionmaker(engine),
         static_keys=StaticKeys(settings.api_keys),
-        ssrf=SsrfPolicy(settings.webhook_allow_networks),
+        ssrf=SsrfGuard(settings.webhook_allow_networks),
         rate_limiter=TenantRateLimiter(
             settings.api_rate_limit_per_s, settings.api_rate_limit_burst
         ),

@@ -6,9 +6,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth.service import StaticKeys
 from app.core.config import Settings
+from app.core.netguard import SsrfGuard
 from app.core.rate_limit import TenantRateLimiter
-from app.polling.forecasts import Forecasts
-from app.webhooks.ssrf import SsrfPolicy
+from app.schedule.forecasts import Forecasts
 
 
 @dataclass
@@ -19,7 +19,7 @@ class AppState:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     static_keys: StaticKeys
-    ssrf: SsrfPolicy
+    ssrf: SsrfGuard
     rate_limiter: TenantRateLimiter
     # The learned completion models, for planning a task's first poll at registration.
     forecasts: Forecasts

@@ -85,7 +85,7 @@ from typing import Any, TextIO
 import asyncpg
 import httpx
 
-from app.core.config import EngineSettings, ProviderSettings
+from app.core.config import PollSettings, ProviderSettings
 from app.core.embedded import EmbeddedPostgres
 from app.tasks.schemas import TaskCreate
 from bench._support import (
@@ -181,7 +181,7 @@ class Features:
         return cls(
             schedule="schedule" in ProviderSettings.model_fields,
             size_hint="size_hint" in TaskCreate.model_fields,
-            model_refresh="model_refresh_s" in EngineSettings.model_fields,
+            model_refresh="model_refresh_s" in PollSettings.model_fields,
             lateness="poll_lateness_s" in ProviderSettings.model_fields,
         )
 

@@ -13,9 +13,9 @@ that report Processing for 30 days, and the tasks table is refilled with one row
 task, status `processing`, already due. Then, measured until every row has `polls >= 1`
 (the database is checked every 0.2 s):
 
-1. pollhook: `PollEngine` in this process (the code `pollhook worker` runs), the minimax
+1. pollhook: `PollWorker` in this process (the code `pollhook worker` runs), the minimax
    instance pointed at the sandbox with rate_limit_per_s=0 and 3600 s poll intervals, so each
-   task is polled exactly once; once per `--in-flight` value (EngineSettings.max_in_flight).
+   task is polled exactly once; once per `--in-flight` value (PollSettings.max_in_flight).
 2. pgqueuer: one job per task enqueued up front, a QueueManager (asyncpg driver on one
    connection, as in pgqueuer's README) whose entrypoint does the same work: one GET of the
    sandbox's query URL for the task (a shared httpx.AsyncClient) and one UPDATE of the task row
@@ -57,7 +57,7 @@ from app.core.config import Settings
 from app.core.db import create_engine
 from app.core.embedded import EmbeddedPostgres
 from app.core.logging import configure_logging
-from app.polling.jobs import PollEngine
+from app.polling.worker import PollWorker
 from bench._support import (
     SANDBOX_KEY,
     CpuProbe,
@@ -107,7 +107,7 @@ class WhatIf:
     """Suggested engine changes, patched into this process only (app/ is not edited).
 
     http_gate: at most this many HTTP exchanges at once per
-    loop (ProviderLoop.semaphore, which is max_in_flight as shipped), so httpcore's pool
+    loop (PollLoop.semaphore, which is max_in_flight as shipped), so httpcore's pool
     never queues requests.
     """
 
@@ -277,7 +277,7 @@ async def pollhook_phase(
     await reset_state(sandbox, conn, options.tasks)
     settings = pollhook_settings(server, sandbox, in_flight)
     engine = create_engine(server.url, pool_size=settings.db_pool_size)
-    poll_engine = PollEngine(settings, engine)
+    poll_engine = PollWorker(settings, engine)
     if what_if.http_gate:
         for loop in poll_engine.loops.values():
             loop.semaphore = asyncio.Semaphore(what_if.http_gate)

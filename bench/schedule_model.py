@@ -15,20 +15,20 @@ database). The workload and the measured tasks are the end-to-end benchmark's ow
 every measured task is detected or DRAIN_MAX_S has passed); seed s draws the workload that
 benchmark draws with `--seed s`. The provider settings are built per variant as that
 benchmark sets them, and every plan comes from the shipped pure policy in
-`app/polling/policy.py`. Around it the engine is reproduced:
+`app/schedule/plans.py`. Around it the engine is reproduced:
 
 * the budget: one request per slot, slots SPACING_FACTOR / rate apart; the due task with
   the earliest `next_poll_at` goes first (longest overdue first); a poll that finds the
   task done takes one more slot for the file retrieve (`requests_per_success`), and the
   task completes (and is learned from) then;
 * registration plans the first poll with `plan_first`, without jitter; each later poll with
-  `plan_next`, then `policy.poll_delay` as the engine does: jittered, capped at
+  `plan_next`, then `plans.poll_delay` as the engine does: jittered, capped at
   `max_poll_interval_s`, floored at `min_poll_interval_s`.
   The first poll turns a task from pending to processing, which resets `unchanged_polls`;
-* every MODEL_REFRESH_S the forecast of `PollEngine.refresh_forecasts`: profiles of 101
+* every MODEL_REFRESH_S the forecast of `ForecastRefresher.refresh`: profiles of 101
   percentiles (`percentile_cont`) over the last SAMPLE_WINDOW samples of the instance and
   of each size class, the completion rates per size class of
-  `CompletionRepository.recent_completions_per_s`, the workloads of `policy.priced_workloads`, the
+  `CompletionRepository.recent_completions_per_s`, the workloads of `pricing.priced_workloads`, the
   capacity of `poll_capacity` less the file retrieves, the overdue count and the planned
   intervals; `saturation` then sets the hit chance every plan uses until the next refresh.
 
@@ -88,16 +88,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.budget.capacity import SPACING_FACTOR, poll_capacity
 from app.core.config import (
     KIND_DEFAULTS,
-    EngineSettings,
     PollSchedule,
+    PollSettings,
     ProviderKind,
     ProviderSettings,
 )
-from app.polling import policy
 from app.providers.registry import adapter_for
-from app.providers.repository import SPACING_FACTOR
+from app.schedule import plans, pricing
+from app.schedule.model import ALL_SIZES, PERCENTILES, SAMPLE_WINDOW, CompletionModel, size_class
 from bench._support import describe_machine, percentile, write_report
 from bench.adaptive_schedule import (
     BUDGET_PER_S,
@@ -125,8 +126,8 @@ HORIZON_S = 900.0
 BENCH_FACTOR = 10.0
 REFRESH_S = MODEL_REFRESH_S * BENCH_FACTOR
 # The engine's defaults, which the end-to-end benchmark passes compressed.
-FORECAST_WINDOW_S: float = EngineSettings.model_fields["forecast_window_s"].default
-BACKLOG_DRAIN_S: float = EngineSettings.model_fields["backlog_drain_s"].default
+FORECAST_WINDOW_S: float = PollSettings.model_fields["forecast_window_s"].default
+BACKLOG_DRAIN_S: float = PollSettings.model_fields["backlog_drain_s"].default
 SLOT_S = SPACING_FACTOR / BUDGET_PER_S
 REQUESTS_PER_SUCCESS = adapter_for(KIND).requests_per_success
 # The sandbox's limit is per sliding 1-second window.
@@ -144,10 +145,10 @@ BOUND_TASKS = 20_000
 
 @dataclass(frozen=True)
 class ForecastInput:
-    """What `PollEngine._forecast_demand` hands the policy at one refresh."""
+    """What `PollWorker._forecast_demand` hands the policy at one refresh."""
 
     now_s: float
-    workloads: list[policy.Workload]
+    workloads: list[pricing.Workload]
     completions_per_s: dict[int | None, float]
     rate_per_s: float
     capacity_per_s: float
@@ -159,10 +160,10 @@ class Planner(Protocol):
     """Plans polls as the policy module does (seconds until the next poll, before jitter;
     the task row records it as `poll_interval_s`), and hears each forecast refresh."""
 
-    def first(self, model: policy.CompletionModel | None) -> float: ...
+    def first(self, model: CompletionModel | None) -> float: ...
 
     def next(
-        self, *, age_s: float, unchanged_polls: int, model: policy.CompletionModel | None
+        self, *, age_s: float, unchanged_polls: int, model: CompletionModel | None
     ) -> float: ...
 
     def forecast(self, forecast: ForecastInput) -> None: ...
@@ -172,20 +173,18 @@ PlannerFactory = Callable[[ProviderSettings], Planner]
 
 
 class ShippedPlanner:
-    """The policy in app/polling/policy.py, called as the engine calls it."""
+    """The policy in app/schedule/plans.py, called as the engine calls it."""
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings
         self.hit_chance: float | None = None
         self.hit_chances: list[tuple[float, float]] = []
 
-    def first(self, model: policy.CompletionModel | None) -> float:
-        return policy.plan_first(self.settings, model, self.hit_chance)
+    def first(self, model: CompletionModel | None) -> float:
+        return plans.plan_first(self.settings, model, self.hit_chance)
 
-    def next(
-        self, *, age_s: float, unchanged_polls: int, model: policy.CompletionModel | None
-    ) -> float:
-        return policy.plan_next(
+    def next(self, *, age_s: float, unchanged_polls: int, model: CompletionModel | None) -> float:
+        return plans.plan_next(
             self.settings,
             age_s=age_s,
             unchanged_polls=unchanged_polls,
@@ -198,7 +197,7 @@ class ShippedPlanner:
         # hit chance: skipping the others changes no poll and saves most of their run time.
         if self.settings.schedule is not PollSchedule.ADAPTIVE:
             return
-        self.hit_chance = policy.saturation(
+        self.hit_chance = pricing.saturation(
             forecast.workloads,
             self.settings,
             forecast.capacity_per_s,
@@ -250,14 +249,14 @@ class Learning:
         # ALL_SIZES and each size class: the ages their profiles summarise, newest last.
         self.samples: dict[int, deque[float]] = {}
         # What recent_completions_per_s ranks: the instance's newest samples.
-        self.observed: deque[tuple[float, int | None]] = deque(maxlen=policy.SAMPLE_WINDOW)
-        self.models: dict[int, policy.CompletionModel] = {}
+        self.observed: deque[tuple[float, int | None]] = deque(maxlen=SAMPLE_WINDOW)
+        self.models: dict[int, CompletionModel] = {}
         self._changed: set[int] = set()
 
     def add(self, at_s: float, size_class: int | None, age_s: float) -> None:
-        keys = [policy.ALL_SIZES] if size_class is None else [policy.ALL_SIZES, size_class]
+        keys = [ALL_SIZES] if size_class is None else [ALL_SIZES, size_class]
         for key in keys:
-            self.samples.setdefault(key, deque(maxlen=policy.SAMPLE_WINDOW)).append(age_s)
+            self.samples.setdefault(key, deque(maxlen=SAMPLE_WINDOW)).append(age_s)
             self._changed.add(key)
         self.observed.append((at_s, size_class))
 
@@ -266,18 +265,18 @@ class Learning:
         # A profile whose samples did not change comes out the same: not recomputed.
         for key in self._changed:
             ordered = sorted(self.samples[key])
-            model = policy.CompletionModel.learned(
-                [percentile_cont(ordered, p) for p in policy.PERCENTILES], len(ordered)
+            model = CompletionModel.learned(
+                [percentile_cont(ordered, p) for p in PERCENTILES], len(ordered)
             )
             if model is not None:
                 self.models[key] = model
         self._changed.clear()
 
-    def model_for(self, size_class: int | None) -> policy.CompletionModel | None:
+    def model_for(self, size_class: int | None) -> CompletionModel | None:
         """Forecasts.model_for_class: the class's model, or the instance's."""
         if size_class is not None and (model := self.models.get(size_class)):
             return model
-        return self.models.get(policy.ALL_SIZES)
+        return self.models.get(ALL_SIZES)
 
     def completions_per_s(self, now_s: float) -> dict[int | None, float]:
         """recent_completions_per_s: per size class over FORECAST_WINDOW_S, or over
@@ -285,7 +284,7 @@ class Learning:
         since = now_s - FORECAST_WINDOW_S
         recent = Counter(c for at, c in self.observed if at > since)
         kept = len(self.observed)
-        if kept >= policy.SAMPLE_WINDOW and sum(recent.values()) == kept:
+        if kept >= SAMPLE_WINDOW and sum(recent.values()) == kept:
             span = max(now_s - self.observed[0][0], 1e-3)
             return {c: n / span for c, n in recent.items()}
         return {c: n / FORECAST_WINDOW_S for c, n in recent.items()}
@@ -432,7 +431,7 @@ class Simulation:
             unchanged_polls=task.unchanged_polls,
             model=self.learning.model_for(task.size_class),
         )
-        delay = policy.poll_delay(
+        delay = plans.poll_delay(
             task.interval_s,
             self.rng,
             floor_s=self.settings.min_poll_interval_s,
@@ -454,12 +453,14 @@ class Simulation:
     def refresh(self, now_s: float) -> None:
         self.learning.refresh()
         rates = self.learning.completions_per_s(now_s)
-        capacity = policy.poll_capacity(
+        capacity = poll_capacity(
             BUDGET_PER_S,
             spacing_factor=SPACING_FACTOR,
             follow_ups_per_s=sum(rates.values()) * REQUESTS_PER_SUCCESS,
         )
-        workloads = policy.priced_workloads(self.learning.model_for, rates, active=len(self.active))
+        workloads = pricing.priced_workloads(
+            self.learning.model_for, rates, active=len(self.active)
+        )
         # A task awaiting its file retrieve is claimed: its next_poll_at is the lease's end.
         overdue = sum(
             1 for t in self.active.values() if t.seen_s is None and t.next_poll_s <= now_s
@@ -498,7 +499,7 @@ def simulate(
             index=i,
             created_s=a.at_s,
             done_s=a.at_s + a.duration_s,
-            size_class=policy.size_class(a.size) if variant.hints else None,
+            size_class=size_class(a.size) if variant.hints else None,
         )
         for i, a in enumerate(arrivals)
     ]

@@ -97,7 +97,7 @@ from app.models import TaskStatus
 from app.providers.minimax_t2a import MinimaxT2AResult
 from app.tasks.schemas import TaskRead
 from app.webhooks import signing
-from app.webhooks.jobs import USER_AGENT, webhook_body
+from app.webhooks.delivery import USER_AGENT, webhook_body
 from app.webhooks.repository import ClaimedDelivery
 from bench._support import (
     READY_TIMEOUT_S,
@@ -572,8 +572,8 @@ def apply_what_ifs(names: set[str]) -> None:
     if unknown:
         raise SystemExit(f"unknown what-if(s): {sorted(unknown)}")
     if "gate" in names:
-        from app.webhooks.jobs import DeliveryLoop
-        from app.webhooks.policy import AttemptResult
+        from app.webhooks.delivery import DeliveryLoop
+        from app.webhooks.retries import AttemptResult
 
         original_send = DeliveryLoop._send
         gate = asyncio.Semaphore(GATE)
@@ -603,8 +603,8 @@ def apply_what_ifs(names: set[str]) -> None:
         cli.create_engine = engine  # type: ignore[attr-defined]
     if "batch" in names:
         from app.core.metrics import ATTEMPT_SECONDS, DELIVERIES
-        from app.webhooks.jobs import DeliveryLoop
-        from app.webhooks.policy import AttemptResult, Verdict, classify
+        from app.webhooks.delivery import DeliveryLoop
+        from app.webhooks.retries import AttemptResult, Verdict, classify
 
         original_record = DeliveryLoop._record
         batchers: dict[int, RecordBatcher] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from app.auth.policy import WELL_KNOWN_KEYS, is_loopback_host, public_key_problem
+from app.auth.exposure import WELL_KNOWN_KEYS, is_loopback_host, public_key_problem
 from app.core.config import StaticApiKey
 
 ROOT = Path(__file__).resolve().parents[1]

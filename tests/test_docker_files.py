@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.auth.policy import WELL_KNOWN_KEYS, public_key_problem
+from app.auth.exposure import WELL_KNOWN_KEYS, public_key_problem
 from app.core.config import Settings, load_settings, unknown_settings
 
 ROOT = Path(__file__).resolve().parents[1]

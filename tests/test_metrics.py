@@ -7,10 +7,10 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.budget.repository import BudgetRepository
 from app.core.config import Settings
 from app.core.db import create_sessionmaker
 from app.core.metrics import REGISTRY
-from app.providers.repository import ProviderStateRepository
 from tests.helpers import DISCARD_URL, api_client
 
 
@@ -78,9 +78,7 @@ async def test_unknown_values_are_absent_not_zero(
     ):
         assert not re.search(rf"^{name}[ {{]", body, re.MULTILINE), name
     async with create_sessionmaker(engine).begin() as session:
-        await ProviderStateRepository(session).ensure_rows(
-            {"minimax": settings.providers["minimax"]}
-        )
+        await BudgetRepository(session).ensure_rows({"minimax": settings.providers["minimax"]})
         await session.execute(
             text(
                 "UPDATE provider_state SET health = 'auth_failed', poll_demand_per_s = 3, "

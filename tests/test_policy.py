@@ -12,7 +12,7 @@ import pytest
 from app.core.errors import ValidationFailed
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models import TaskStatus
-from app.tasks.policy import can_transition, event_type
+from app.tasks.transitions import can_transition, event_type
 
 S = TaskStatus
 

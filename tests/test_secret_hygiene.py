@@ -29,8 +29,8 @@ from app.core.config import Settings
 from app.core.db import create_sessionmaker, transaction
 from app.core.logging import configure_logging
 from app.core.redaction import Redactor
-from app.polling.jobs import PollEngine
-from app.webhooks.jobs import DeliveryEngine
+from app.polling.worker import PollWorker
+from app.webhooks.delivery import DeliveryWorker
 from tests.helpers import ACME_KEY, OTHER_KEY, api_client, eventually
 from tests.webhooks.receiver import Receiver
 
@@ -143,8 +143,8 @@ async def test_no_secret_leaks(
     receiver = Receiver()
     await receiver.start()
     seen_auth: set[str] = set()
-    poller = PollEngine(settings, engine, transport=httpx.MockTransport(_upstream(seen_auth)))
-    deliverer = DeliveryEngine(settings, engine, "hygiene")
+    poller = PollWorker(settings, engine, transport=httpx.MockTransport(_upstream(seen_auth)))
+    deliverer = DeliveryWorker(settings, engine, "hygiene")
     async with api_client(settings, engine, key=None) as http:
 
         async def call(
@@ -297,8 +297,8 @@ async def test_a_key_quoted_in_any_encoding_is_cut_out_and_results_stay_intact(
     configure_logging("json", "DEBUG")  # no secrets: the engine itself must cut the key
     receiver = Receiver()
     await receiver.start()
-    poller = PollEngine(settings, engine, transport=httpx.MockTransport(_quoting_upstream))
-    deliverer = DeliveryEngine(settings, engine, "hygiene")
+    poller = PollWorker(settings, engine, transport=httpx.MockTransport(_quoting_upstream))
+    deliverer = DeliveryWorker(settings, engine, "hygiene")
     texts: list[str] = []
     async with api_client(settings, engine) as http:
         await http.post("/v1/webhooks", json={"url": receiver.url("/h"), "events": None})

@@ -80,7 +80,7 @@ MAX_DEADLINE_S = 7 * 24 * 3600
 class PollSchedule(StrEnum):
     """How an instance spaces the polls of a task that has not finished yet."""
 
-    # Learned from the instance's own completions (app/polling/policy.py).
+    # Learned from the instance's own completions (app/schedule/plans.py).
     ADAPTIVE = "adaptive"
     # min_poll_interval_s growing x1.5 to max_poll_interval_s while nothing changes.
     BACKOFF = "backoff"
@@ -132,7 +132,7 @@ class ProviderSettings(BaseModel):
         return self
 
 
-class EngineSettings(BaseModel):
+class PollSettings(BaseModel):
     """Tuning of the background engine; the defaults suit most deployments."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -206,7 +206,7 @@ class AllowedNetwork:
 
     Written `10.0.0.0/8` or `fd00::/8` (every port), `127.0.0.1:9000` or `127.0.0.0/8:9000`,
     `[::1]:9000` or `[fd00::/8]:443` (one port; IPv6 needs the brackets, since `::1:9000` is
-    an address). app/webhooks/ssrf.py (SsrfPolicy) decides what an entry lets through.
+    an address). app/core/netguard.py (SsrfGuard) decides what an entry lets through.
     """
 
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -269,7 +269,7 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[StaticApiKey], NoDecode] = Field(default_factory=list)
     webhook_allow_networks: Annotated[list[AllowedNetwork], NoDecode] = Field(default_factory=list)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict, validate_default=True)
-    engine: EngineSettings = Field(default_factory=EngineSettings)
+    engine: PollSettings = Field(default_factory=PollSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     # `pollhook worker` serves /metrics on this port when set (the API serves its own).
     metrics_port: Annotated[int | None, Field(ge=1, le=65_535)] = None
@@ -428,7 +428,7 @@ OTHER_VARIABLES = frozenset(
 )
 
 _NESTED_MODELS: dict[str, type[BaseModel]] = {
-    "engine": EngineSettings,
+    "engine": PollSettings,
     "webhooks": WebhookSettings,
 }
 # The model whose fields sit under each top-level setting (providers: one level deeper).

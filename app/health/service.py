@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.budget.repository import BudgetRepository
 from app.core.config import Settings
 from app.core.logging import get_logger
 from app.core.metrics import SHARED_STATE, ProviderSnapshot, SharedSnapshot
 from app.models import ProviderHealth
 from app.models.task import ACTIVE_STATUSES
-from app.providers.repository import ProviderStateRepository
+from app.schedule.repository import ForecastRepository
 from app.tasks.repository import TaskRepository
 from app.webhooks.repository import WebhookRepository
 
@@ -31,15 +32,19 @@ async def refresh_shared_state(
 async def read_shared_state(session: AsyncSession, settings: Settings) -> SharedSnapshot:
     """What the metrics say about state shared by all replicas, read from Postgres."""
     depth, oldest = await WebhookRepository(session).queue_stats()
-    providers = ProviderStateRepository(session)
-    backlog = await providers.due_backlog()
-    states = await providers.states(settings.providers, recovery_s=settings.engine.rate_recovery_s)
+    forecasts = ForecastRepository(session)
+    backlog = await forecasts.due_backlog()
+    stored = await forecasts.stored()
+    states = await BudgetRepository(session).states(
+        settings.providers, recovery_s=settings.engine.rate_recovery_s
+    )
     active = await TaskRepository(session).active_counts()
     snapshots = []
     for name, provider in sorted(settings.providers.items()):
         state = states.get(name)
-        capacity = state.poll_capacity_per_s if state else None
-        demand = state.poll_demand_per_s if state else None
+        forecast = stored.get(name)
+        capacity = forecast.capacity_per_s if forecast else None
+        demand = forecast.demand_per_s if forecast else None
         snapshots.append(
             ProviderSnapshot(
                 name=name,
@@ -49,7 +54,9 @@ async def read_shared_state(session: AsyncSession, settings: Settings) -> Shared
                 effective_rate_per_s=state.effective_rate_per_s if state else None,
                 healthy=state.health is ProviderHealth.OK if state else None,
                 poll_demand_ratio=demand / capacity if demand is not None and capacity else None,
-                expected_detection_delay_s=state.expected_detection_delay_s if state else None,
+                expected_detection_delay_s=(
+                    forecast.expected_detection_delay_s if forecast else None
+                ),
             )
         )
     return SharedSnapshot(

@@ -11,19 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import ProviderSettings
 from app.models import Task, TaskStatus
-from app.polling import policy
-from app.polling.forecasts import Forecasts
-from app.polling.repository import Claim, CompletionRepository, PollingRepository
-from app.providers.base import (
-    CredentialError,
-    PollOutcome,
-    ProviderError,
-    RateLimited,
-    TaskError,
-)
-from app.tasks.policy import can_transition
+from app.polling.repository import Claim, PollingRepository
+from app.providers.base import CredentialError, PollOutcome, ProviderError, RateLimited, TaskError
+from app.schedule import plans
+from app.schedule.forecasts import Forecasts
+from app.schedule.model import CompletionModel, size_class
+from app.schedule.repository import CompletionRepository
 from app.tasks.repository import TaskRepository
 from app.tasks.service import change_status
+from app.tasks.transitions import can_transition
 
 # Statuses whose timing says when the upstream finishes work: learned from. An expiry, a
 # timeout or a cancellation says nothing about how long the work takes.
@@ -94,7 +90,7 @@ class PollingService:
                 finished_at = previous_poll + (now - previous_poll) / 2
                 await self.completions.add_sample(
                     task.provider,
-                    policy.size_class(task.size_hint),
+                    size_class(task.size_hint),
                     max(0.0, (finished_at - task.created_at).total_seconds()),
                 )
         elif isinstance(result.error, TaskError):
@@ -112,7 +108,7 @@ class PollingService:
             self._record_error(task, result.error, now)
             task.next_poll_at = now + timedelta(
                 seconds=max(
-                    policy.jittered(self.auth_retry_s, self.rng),
+                    plans.jittered(self.auth_retry_s, self.rng),
                     self.settings.min_poll_interval_s,
                 )
             )
@@ -123,7 +119,7 @@ class PollingService:
             retry_after = (
                 result.error.retry_after_s if isinstance(result.error, RateLimited) else None
             )
-            delay = policy.error_delay(self.settings, task.consecutive_errors, retry_after)
+            delay = plans.error_delay(self.settings, task.consecutive_errors, retry_after)
 
         if not TaskStatus(task.status).is_terminal:
             if now >= task.deadline_at:
@@ -138,7 +134,7 @@ class PollingService:
                     },
                 )
             else:
-                task.next_poll_at = policy.next_poll_at(
+                task.next_poll_at = plans.next_poll_at(
                     now,
                     delay if delay is not None else 0.0,
                     task.deadline_at,
@@ -150,7 +146,7 @@ class PollingService:
                     ),
                 )
                 age = (now - task.created_at).total_seconds()
-                ready = policy.estimated_ready_age(model, age)
+                ready = plans.estimated_ready_age(model, age)
                 task.estimated_ready_at = (
                     task.created_at + timedelta(seconds=ready) if ready is not None else None
                 )
@@ -162,7 +158,7 @@ class PollingService:
         task: Task,
         outcome: PollOutcome,
         now: datetime,
-        model: policy.CompletionModel | None,
+        model: CompletionModel | None,
     ) -> float:
         task.last_response = outcome.raw
         task.upstream_status = outcome.upstream_status
@@ -181,7 +177,7 @@ class PollingService:
             task.unchanged_polls = 0
         else:
             task.unchanged_polls += 1
-        delay = policy.plan_next(
+        delay = plans.plan_next(
             self.settings,
             age_s=(now - task.created_at).total_seconds(),
             unchanged_polls=task.unchanged_polls,

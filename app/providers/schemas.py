@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 from app.core.config import PollSchedule, ProviderKind
 from app.models import ProviderHealth
-from app.polling.policy import MAX_HIT_CHANCE
+from app.schedule.plans import MAX_HIT_CHANCE
 
 
 class CompletionTimes(BaseModel):

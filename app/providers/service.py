@@ -2,30 +2,33 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.budget.repository import BudgetRepository
 from app.core.config import ProviderSettings, Settings
 from app.models import ProviderHealth
-from app.polling import policy
-from app.polling.repository import CompletionRepository
-from app.providers.repository import InstanceState, ProviderStateRepository
 from app.providers.schemas import CompletionTimes, ProviderList, ProviderRead, Saturation
+from app.schedule import plans
+from app.schedule.model import ALL_SIZES, CompletionModel
+from app.schedule.repository import CompletionRepository, ForecastRepository, StoredForecast
 
 
 class ProviderService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
-        self.repo = ProviderStateRepository(session)
+        self.budgets = BudgetRepository(session)
+        self.forecasts = ForecastRepository(session)
         self.completions = CompletionRepository(session)
         self.settings = settings
 
     async def list(self) -> ProviderList:
-        states = await self.repo.states(
+        states = await self.budgets.states(
             self.settings.providers, recovery_s=self.settings.engine.rate_recovery_s
         )
-        backlog = await self.repo.due_backlog()
+        backlog = await self.forecasts.due_backlog()
+        stored = await self.forecasts.stored()
         learned = {
             row.provider: model
             for row in await self.completions.profiles()
-            if row.size_class == policy.ALL_SIZES
-            and (model := policy.CompletionModel.learned(row.quantiles, row.samples))
+            if row.size_class == ALL_SIZES
+            and (model := CompletionModel.learned(row.quantiles, row.samples))
         }
         items = []
         for name, provider in sorted(self.settings.providers.items()):
@@ -45,7 +48,7 @@ class ProviderService:
                     due_backlog=backlog.get(name, 0),
                     schedule=provider.schedule,
                     completion=_completion(learned.get(name)),
-                    saturation=_saturation(state, provider),
+                    saturation=_saturation(stored.get(name), provider),
                     health=state.health if state else ProviderHealth.OK,
                     paused_until=paused,
                     last_error=state.last_error if state else None,
@@ -55,7 +58,7 @@ class ProviderService:
         return ProviderList(items=items)
 
 
-def _completion(model: policy.CompletionModel | None) -> CompletionTimes | None:
+def _completion(model: CompletionModel | None) -> CompletionTimes | None:
     if model is None:
         return None
     return CompletionTimes(
@@ -65,20 +68,20 @@ def _completion(model: policy.CompletionModel | None) -> CompletionTimes | None:
     )
 
 
-def _saturation(state: InstanceState | None, provider: ProviderSettings) -> Saturation | None:
-    if state is None or state.poll_demand_per_s is None:
+def _saturation(forecast: StoredForecast | None, provider: ProviderSettings) -> Saturation | None:
+    if forecast is None:
         return None
-    capacity = state.poll_capacity_per_s or 0.0
+    capacity = forecast.capacity_per_s or 0.0
     return Saturation(
-        poll_demand_per_s=round(state.poll_demand_per_s, 3),
+        poll_demand_per_s=round(forecast.demand_per_s, 3),
         poll_capacity_per_s=round(capacity, 3),
-        ratio=round(state.poll_demand_per_s / capacity, 3) if capacity > 0 else 0.0,
-        saturated_since=state.saturated_since,
-        hit_chance=round(policy.effective_hit_chance(provider, state.poll_hit_chance), 3),
-        active_tasks=state.active_tasks or 0,
+        ratio=round(forecast.demand_per_s / capacity, 3) if capacity > 0 else 0.0,
+        saturated_since=forecast.saturated_since,
+        hit_chance=round(plans.effective_hit_chance(provider, forecast.hit_chance), 3),
+        active_tasks=forecast.active_tasks or 0,
         expected_detection_delay_s=(
-            round(state.expected_detection_delay_s, 3)
-            if state.expected_detection_delay_s is not None
+            round(forecast.expected_detection_delay_s, 3)
+            if forecast.expected_detection_delay_s is not None
             else None
         ),
     )

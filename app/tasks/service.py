@@ -11,16 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import ProviderSettings, Settings
 from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.netguard import SsrfGuard
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models import Task, TaskStatus
-from app.polling import policy as scheduling
-from app.polling.forecasts import Forecasts
 from app.providers.external_ids import InvalidExternalId, normalize_external_id
-from app.tasks.policy import can_transition, event_type
+from app.schedule import plans
+from app.schedule.forecasts import Forecasts
 from app.tasks.repository import TaskRepository
 from app.tasks.schemas import TaskCreate, TaskList, TaskRead
+from app.tasks.transitions import can_transition, event_type
 from app.webhooks.service import check_destination, enqueue_event
-from app.webhooks.ssrf import SsrfPolicy
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class TaskService:
         self,
         session: AsyncSession,
         settings: Settings,
-        policy: SsrfPolicy | None = None,
+        policy: SsrfGuard | None = None,
         forecasts: Forecasts | None = None,
     ) -> None:
         self.session = session
@@ -77,8 +77,8 @@ class TaskService:
             await self.forecasts.reload_if_stale(self.session)
             model = self.forecasts.model_for(body.provider, body.size_hint)
             hit_chance = self.forecasts.hit_chance_for(body.provider)
-        first = scheduling.plan_first(provider, model, hit_chance)
-        ready = scheduling.estimated_ready_age(model, 0.0)
+        first = plans.plan_first(provider, model, hit_chance)
+        ready = plans.estimated_ready_age(model, 0.0)
         # Timestamps come from the database clock inside the INSERT (one clock for every
         # replica, no extra round trip); a trigger wakes the engines (migration 0610).
         task = await self.repo.insert_if_absent(

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.errors import NotFound, ValidationFailed
+from app.core.netguard import BlockedAddress, InvalidUrl, SsrfGuard
 from app.models import Delivery, Event, Task, WebhookEndpoint
 from app.webhooks import signing
 from app.webhooks.repository import WebhookRepository
@@ -23,7 +24,6 @@ from app.webhooks.schemas import (
     WebhookUpdate,
     WebhookWithSecret,
 )
-from app.webhooks.ssrf import BlockedAddress, InvalidUrl, SsrfPolicy
 
 
 def endpoint_read(endpoint: WebhookEndpoint) -> WebhookRead:
@@ -49,7 +49,7 @@ def endpoint_with_secret(endpoint: WebhookEndpoint) -> WebhookWithSecret:
     )
 
 
-async def check_destination(policy: SsrfPolicy, url: str, field: str) -> None:
+async def check_destination(policy: SsrfGuard, url: str, field: str) -> None:
     """Refuse URLs that are not http(s) or that lead into internal networks (422)."""
     try:
         await policy.check_url(url)
@@ -58,7 +58,7 @@ async def check_destination(policy: SsrfPolicy, url: str, field: str) -> None:
 
 
 class WebhookService:
-    def __init__(self, session: AsyncSession, settings: Settings, policy: SsrfPolicy) -> None:
+    def __init__(self, session: AsyncSession, settings: Settings, policy: SsrfGuard) -> None:
         self.repo = WebhookRepository(session)
         self.settings = settings
         self.policy = policy

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
 from app.core.logging import get_logger
-from app.polling.jobs import PollEngine
-from app.webhooks.jobs import DeliveryEngine
+from app.polling.worker import PollWorker
+from app.webhooks.delivery import DeliveryWorker
 
 log = get_logger("pollhook.worker")
 
@@ -32,8 +32,8 @@ async def run_worker(
             loop.add_signal_handler(sig, stop.set)
     # APScheduler only ticks the loops and runs housekeeping; it holds no task state.
     scheduler = AsyncIOScheduler()
-    polls = PollEngine(settings, engine, scheduler=scheduler)
-    deliveries = DeliveryEngine(settings, engine, polls.owner)
+    polls = PollWorker(settings, engine, scheduler=scheduler)
+    deliveries = DeliveryWorker(settings, engine, polls.owner)
     await polls.start()
     deliveries.start()
     scheduler.add_job(

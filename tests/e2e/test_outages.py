@@ -28,8 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook
 
 from app.core import notify
-from app.polling import jobs as poll_jobs
-from app.webhooks import jobs as delivery_jobs
+from app.core.loop import LOOP_ERROR_BACKOFF_S
 from tests.e2e.conftest import (
     FAST_PROVIDER,
     Sandbox,
@@ -216,8 +215,8 @@ async def test_database_outage_api_and_worker_ride_it_out(
         # floor (the floor is what its first wait is; later waits double). A hot loop, or a
         # backoff that the scheduler's tick cuts short, makes many times more.
         floors = {
-            "poll_loop_error": poll_jobs.LOOP_ERROR_BACKOFF_S[0],
-            "delivery_loop_error": delivery_jobs.LOOP_ERROR_BACKOFF_S[0],
+            "poll_loop_error": LOOP_ERROR_BACKOFF_S[0],
+            "delivery_loop_error": LOOP_ERROR_BACKOFF_S[0],
             "listener_error": notify.BACKOFF_S[0],
         }
         for name, loops in LOOP_ERRORS.items():

@@ -10,17 +10,17 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
-from app.polling.jobs import PollEngine
+from app.polling.worker import PollWorker
 
 
 @pytest_asyncio.fixture
 async def run_engine(
     engine: AsyncEngine,
 ) -> AsyncIterator[Callable[[Settings, httpx.MockTransport], Any]]:
-    started: list[PollEngine] = []
+    started: list[PollWorker] = []
 
-    async def start(settings: Settings, transport: httpx.MockTransport) -> PollEngine:
-        poll_engine = PollEngine(settings, engine, transport=transport)
+    async def start(settings: Settings, transport: httpx.MockTransport) -> PollWorker:
+        poll_engine = PollWorker(settings, engine, transport=transport)
         await poll_engine.start()
         started.append(poll_engine)
         return poll_engine

@@ -12,9 +12,10 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.budget.capacity import SPACING_FACTOR
+from app.budget.repository import BudgetRepository, Reservation
 from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
 from app.core.db import create_sessionmaker
-from app.providers.repository import SPACING_FACTOR, ProviderStateRepository, Reservation
 
 SETTINGS = ProviderSettings(
     kind=ProviderKind.MINIMAX_T2A,
@@ -24,12 +25,12 @@ SETTINGS = ProviderSettings(
 
 async def _setup(engine: AsyncEngine) -> None:
     async with create_sessionmaker(engine).begin() as session:
-        await ProviderStateRepository(session).ensure_rows({"mm": SETTINGS})
+        await BudgetRepository(session).ensure_rows({"mm": SETTINGS})
 
 
 async def _reserve(engine: AsyncEngine, count: int, rate: float = 10.0) -> Reservation:
     async with create_sessionmaker(engine).begin() as session:
-        return await ProviderStateRepository(session).reserve(
+        return await BudgetRepository(session).reserve(
             "mm", count, configured_rate=rate, recovery_s=60.0
         )
 
@@ -69,7 +70,7 @@ async def test_rate_limit_halves_and_pauses_then_recovers(engine: AsyncEngine) -
     await _setup(engine)
     sessions = create_sessionmaker(engine)
     async with sessions.begin() as session:
-        await ProviderStateRepository(session).record_rate_limited(
+        await BudgetRepository(session).record_rate_limited(
             "mm", configured_rate=10.0, recovery_s=60.0, pause_s=2.0, message="1002 rate limit"
         )
     reservation = await _reserve(engine, 1)
@@ -77,17 +78,17 @@ async def test_rate_limit_halves_and_pauses_then_recovers(engine: AsyncEngine) -
     assert (reservation.first_slot - reservation.db_now).total_seconds() > 1.9
     assert 5.0 <= reservation.effective_rate_per_s < 5.2
     async with sessions.begin() as session:
-        states = await ProviderStateRepository(session).states({"mm": SETTINGS}, recovery_s=60.0)
+        states = await BudgetRepository(session).states({"mm": SETTINGS}, recovery_s=60.0)
     assert states["mm"].health.value == "degraded"
     assert states["mm"].last_error == "1002 rate limit"
     # A second cut halves again, with a floor of 5 % of the configured rate.
     for _ in range(10):
         async with sessions.begin() as session:
-            await ProviderStateRepository(session).record_rate_limited(
+            await BudgetRepository(session).record_rate_limited(
                 "mm", configured_rate=10.0, recovery_s=60.0, pause_s=0.0, message="x"
             )
     async with sessions.begin() as session:
-        states = await ProviderStateRepository(session).states({"mm": SETTINGS}, recovery_s=60.0)
+        states = await BudgetRepository(session).states({"mm": SETTINGS}, recovery_s=60.0)
     assert 0.5 <= states["mm"].effective_rate_per_s < 0.6
     # Recovery is linear in time: +configured rate per recovery window since the cut.
     async with engine.begin() as conn:
@@ -98,7 +99,7 @@ async def test_rate_limit_halves_and_pauses_then_recovers(engine: AsyncEngine) -
             )
         )
     async with sessions.begin() as session:
-        states = await ProviderStateRepository(session).states({"mm": SETTINGS}, recovery_s=60.0)
+        states = await BudgetRepository(session).states({"mm": SETTINGS}, recovery_s=60.0)
     assert states["mm"].effective_rate_per_s == pytest.approx(6.0, abs=0.05)
     async with engine.begin() as conn:
         await conn.execute(
@@ -113,17 +114,15 @@ async def test_auth_failed_clears_when_the_key_changes(engine: AsyncEngine) -> N
     await _setup(engine)
     sessions = create_sessionmaker(engine)
     async with sessions.begin() as session:
-        await ProviderStateRepository(session).record_auth_failed("mm", retry_s=300, message="1004")
+        await BudgetRepository(session).record_auth_failed("mm", retry_s=300, message="1004")
     async with sessions.begin() as session:  # a restart with the same key keeps the state
-        await ProviderStateRepository(session).ensure_rows({"mm": SETTINGS})
-        state = (await ProviderStateRepository(session).states({"mm": SETTINGS}, recovery_s=60))[
-            "mm"
-        ]
+        await BudgetRepository(session).ensure_rows({"mm": SETTINGS})
+        state = (await BudgetRepository(session).states({"mm": SETTINGS}, recovery_s=60))["mm"]
     assert state.health.value == "auth_failed"
     assert state.paused_until is not None
     fixed = SETTINGS.model_copy(update={"api_key": SecretStr("a-new-key")})
     async with sessions.begin() as session:
-        await ProviderStateRepository(session).ensure_rows({"mm": fixed})
-        state = (await ProviderStateRepository(session).states({"mm": fixed}, recovery_s=60))["mm"]
+        await BudgetRepository(session).ensure_rows({"mm": fixed})
+        state = (await BudgetRepository(session).states({"mm": fixed}, recovery_s=60))["mm"]
     assert state.health.value == "ok"
     assert state.paused_until is None

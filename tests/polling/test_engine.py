@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
-from app.polling.jobs import PollEngine
+from app.polling.worker import PollWorker
 from tests.helpers import eventually
 from tests.polling.support import (
     ScriptedMinimax,
@@ -198,17 +198,21 @@ async def test_health_news_survives_a_database_that_is_down(settings: Settings) 
     this replica, and the failed shared write is logged, not raised out of the poll (which
     would leave its claim to sit out the lease)."""
     from app.core.db import create_engine, create_sessionmaker
-    from app.polling.jobs import ProviderLoop
+    from app.polling.loop import PollLoop
     from app.providers.base import CredentialError, RateLimited
+    from app.providers.registry import adapter_for
+    from app.schedule.forecasts import Forecasts
 
     dead = create_engine("postgresql+asyncpg://postgres@127.0.0.1:9/none")  # nothing listens
-    loop = ProviderLoop(
+    loop = PollLoop(
         "minimax",
         settings.providers["minimax"],
         settings.engine,
         create_sessionmaker(dead),
         httpx.AsyncClient(),
         owner="test",
+        adapter=adapter_for(settings.providers["minimax"].kind),
+        forecasts=Forecasts(ttl_s=60),
     )
     try:
         await loop._on_rate_limited(RateLimited("slow down", retry_after_s=2, code="1002"))
@@ -235,7 +239,7 @@ async def test_health_news_survives_a_database_that_is_down(settings: Settings) 
 )
 def test_poll_outcome_labels_follow_the_error_class(error: str, label: str) -> None:
     from app.models import TaskStatus
-    from app.polling.jobs import _outcome
+    from app.polling.loop import _outcome
     from app.polling.service import Applied, PollResult
     from app.providers import base
 
@@ -261,7 +265,7 @@ async def test_a_waiting_task_says_why_and_a_new_key_resumes_it_at_once(
         engine_settings = keyed.engine.model_copy(update={"auth_retry_s": 3600.0})
         return keyed.model_copy(update={"engine": engine_settings})
 
-    first = PollEngine(hour("sk-wrong-key"), engine, transport=httpx.MockTransport(refusing))
+    first = PollWorker(hour("sk-wrong-key"), engine, transport=httpx.MockTransport(refusing))
     await first.start()
     try:
         await register_many(client, 3)

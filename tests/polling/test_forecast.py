@@ -15,14 +15,15 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.budget.repository import BudgetRepository
 from app.core.config import Settings
 from app.core.db import create_sessionmaker
 from app.main import create_app
-from app.polling import policy
-from app.polling.forecasts import Forecasts
-from app.polling.jobs import PollEngine
-from app.polling.repository import CompletionRepository
-from app.providers.repository import ProviderStateRepository
+from app.polling.worker import PollWorker
+from app.schedule import plans, pricing
+from app.schedule.forecasts import Forecasts
+from app.schedule.model import ALL_SIZES, MIN_SAMPLES, SAMPLE_WINDOW, size_class
+from app.schedule.repository import CompletionRepository
 from tests.helpers import ACME_KEY, eventually
 from tests.polling.support import ScriptedMinimax, _settings, fast_settings, statuses
 
@@ -41,18 +42,18 @@ async def add_samples(
             await repo.add_sample("minimax", size_class, duration)
 
 
-async def refresh(engine: AsyncEngine, window: int = policy.SAMPLE_WINDOW) -> None:
+async def refresh(engine: AsyncEngine, window: int = SAMPLE_WINDOW) -> None:
     async with create_sessionmaker(engine).begin() as session:
         repo = CompletionRepository(session)
-        await repo.refresh_profiles(window=window, all_sizes=policy.ALL_SIZES)
+        await repo.refresh_profiles(window=window, all_sizes=ALL_SIZES)
 
 
-async def refresh_now(engine: AsyncEngine, poll_engine: PollEngine) -> None:
+async def refresh_now(engine: AsyncEngine, poll_engine: PollWorker) -> None:
     """Make a forecast now, as if the last one were a period old (no replica repeats one
     made within half a period)."""
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE provider_state SET forecast_at = NULL"))
-    await poll_engine.refresh_forecasts()
+    await poll_engine.refresher.refresh()
 
 
 async def fresh_forecasts(engine: AsyncEngine) -> Forecasts:
@@ -66,9 +67,9 @@ async def fresh_forecasts(engine: AsyncEngine) -> Forecasts:
 @contextlib.asynccontextmanager
 async def api_and_engine(
     settings: Settings, engine: AsyncEngine
-) -> AsyncIterator[tuple[httpx.AsyncClient, PollEngine]]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, PollWorker]]:
     """The API in process and an engine that is not started: forecasts run on demand."""
-    poll_engine = PollEngine(settings, engine)
+    poll_engine = PollWorker(settings, engine)
     app = create_app(settings, engine=engine)
     try:
         async with (
@@ -99,7 +100,7 @@ async def test_completions_become_a_shared_profile_that_a_restart_finds(
 
 
 async def test_no_model_until_enough_completions(engine: AsyncEngine) -> None:
-    await add_samples(engine, [10.0] * (policy.MIN_SAMPLES - 1))
+    await add_samples(engine, [10.0] * (MIN_SAMPLES - 1))
     await refresh(engine)
     assert (await fresh_forecasts(engine)).model_for("minimax", None) is None
     await add_samples(engine, [10.0])
@@ -110,10 +111,10 @@ async def test_no_model_until_enough_completions(engine: AsyncEngine) -> None:
 async def test_size_classes_are_learned_apart_and_fall_back_to_the_instance(
     engine: AsyncEngine,
 ) -> None:
-    short, long = policy.size_class(1000), policy.size_class(8000)
+    short, long = size_class(1000), size_class(8000)
     await add_samples(engine, [10.0 + i / 10 for i in range(30)], size_class=short)
     await add_samples(engine, [80.0 + i for i in range(30)], size_class=long)
-    await add_samples(engine, [40.0] * 5, size_class=policy.size_class(3))  # too few
+    await add_samples(engine, [40.0] * 5, size_class=size_class(3))  # too few
     await refresh(engine)
     forecasts = await fresh_forecasts(engine)
 
@@ -159,7 +160,7 @@ async def test_window_keeps_the_most_recent_completions(engine: AsyncEngine) -> 
     await add_samples(engine, [5.0] * 30)  # the upstream got faster
     async with create_sessionmaker(engine).begin() as session:
         repo = CompletionRepository(session)
-        await repo.refresh_profiles(window=30, all_sizes=policy.ALL_SIZES)
+        await repo.refresh_profiles(window=30, all_sizes=ALL_SIZES)
         assert await repo.prune_samples(window=30) == 30
     model = (await fresh_forecasts(engine)).model_for("minimax", None)
     assert model is not None
@@ -171,7 +172,7 @@ async def test_engine_learns_from_finished_tasks_and_predicts(
     client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, run_engine: Any
 ) -> None:
     upstream = ScriptedMinimax(polls_to_finish=2)
-    poll_engine: PollEngine = await run_engine(_settings(settings), httpx.MockTransport(upstream))
+    poll_engine: PollWorker = await run_engine(_settings(settings), httpx.MockTransport(upstream))
     for i in range(25):
         body = {"provider": "minimax", "external_id": 9000 + 2 * i, "size_hint": 1000}
         assert (await client.post("/v1/tasks", json=body)).status_code == 201
@@ -194,7 +195,7 @@ async def test_engine_learns_from_finished_tasks_and_predicts(
             )
         )
     assert count == 25  # one per finished task, written with its terminal status
-    assert classes == [(policy.size_class(1000),)]
+    assert classes == [(size_class(1000),)]
     assert outside == 0
 
     await refresh_now(engine, poll_engine)
@@ -256,11 +257,11 @@ async def test_saturation_is_reported_and_clears(engine: AsyncEngine, settings: 
 
 
 async def _saturation_round_trip(
-    client: httpx.AsyncClient, engine: AsyncEngine, poll_engine: PollEngine
+    client: httpx.AsyncClient, engine: AsyncEngine, poll_engine: PollWorker
 ) -> None:
     limited = poll_engine.settings
     async with poll_engine.sessions.begin() as session:
-        await ProviderStateRepository(session).ensure_rows(limited.providers)
+        await BudgetRepository(session).ensure_rows(limited.providers)
     ids = []
     for i in range(60):
         r = await client.post("/v1/tasks", json={"provider": "minimax", "external_id": 100 + i})
@@ -318,7 +319,7 @@ async def test_learned_demand_sets_the_hit_chance_every_plan_uses(
     )
     async with api_and_engine(limited, engine) as (client, poll_engine):
         async with poll_engine.sessions.begin() as session:
-            await ProviderStateRepository(session).ensure_rows(limited.providers)
+            await BudgetRepository(session).ensure_rows(limited.providers)
         await refresh_now(engine, poll_engine)
         minimax = next(
             p for p in (await client.get("/v1/providers")).json()["items"] if p["name"] == "minimax"
@@ -327,13 +328,13 @@ async def test_learned_demand_sets_the_hit_chance_every_plan_uses(
         model = poll_engine.forecasts.model_for("minimax", None)
         assert model is not None
         provider = limited.providers["minimax"]
-        own = policy.schedule_cost(provider, model)
+        own = pricing.schedule_cost(provider, model)
         assert saturation["poll_demand_per_s"] == pytest.approx(200 / 60 * own.polls, 0.01)
         assert (saturation["saturated_since"] is not None) is saturated
         chance = saturation["hit_chance"]
         assert (chance > provider.poll_hit_chance) is saturated
         assert poll_engine.forecasts.hit_chance_for("minimax") == pytest.approx(chance, 1e-3)
-        planned = policy.schedule_cost(provider, model, chance)
+        planned = pricing.schedule_cost(provider, model, chance)
         assert saturation["expected_detection_delay_s"] >= planned.delay_s - 1e-3
         # A registration plans its first poll with the same hit chance.
         created = (
@@ -344,4 +345,4 @@ async def test_learned_demand_sets_the_hit_chance_every_plan_uses(
             text("SELECT EXTRACT(EPOCH FROM next_poll_at - created_at) FROM tasks WHERE id = :id"),
             {"id": created["id"]},
         )
-    assert float(wait) == pytest.approx(policy.plan_first(provider, model, chance), abs=1e-3)
+    assert float(wait) == pytest.approx(plans.plan_first(provider, model, chance), abs=1e-3)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
-from app.polling import policy
+from app.schedule import plans
 
 MINIMAX = ProviderSettings(kind=ProviderKind.MINIMAX_T2A, **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A])
 JIMMY = ProviderSettings(
@@ -31,7 +31,7 @@ JIMMY = ProviderSettings(
     ],
 )
 def test_unchanged_delay(settings: ProviderSettings, unchanged: int, expected: float) -> None:
-    assert policy.unchanged_delay(settings, unchanged) == pytest.approx(expected)
+    assert plans.unchanged_delay(settings, unchanged) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -52,12 +52,12 @@ def test_unchanged_delay(settings: ProviderSettings, unchanged: int, expected: f
 def test_error_delay(
     settings: ProviderSettings, errors: int, retry_after: float | None, expected: float
 ) -> None:
-    assert policy.error_delay(settings, errors, retry_after) == pytest.approx(expected)
+    assert plans.error_delay(settings, errors, retry_after) == pytest.approx(expected)
 
 
 def test_jitter_bounds_and_spread() -> None:
     rng = random.Random(7)
-    values = [policy.jittered(10.0, rng) for _ in range(2000)]
+    values = [plans.jittered(10.0, rng) for _ in range(2000)]
     assert min(values) >= 9.0
     assert max(values) <= 11.0
     assert max(values) - min(values) > 1.5  # actually spreads
@@ -79,5 +79,5 @@ def test_next_poll_at_respects_deadline_and_floor(
     now = datetime(2026, 11, 21, tzinfo=UTC)
     deadline = now + timedelta(seconds=deadline_in)
     for seed in range(50):
-        at = policy.next_poll_at(now, delay, deadline, random.Random(seed), floor_s=floor)
+        at = plans.next_poll_at(now, delay, deadline, random.Random(seed), floor_s=floor)
         assert now + timedelta(seconds=expected_min) <= at <= now + timedelta(seconds=expected_max)

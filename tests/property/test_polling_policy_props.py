@@ -1,4 +1,4 @@
-"""Properties of the polling schedule (app/polling/policy.py)."""
+"""Properties of the polling schedule (app/schedule/plans.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.core.config import PollSchedule, ProviderSettings
-from app.polling import policy
+from app.schedule import plans
 from tests.property._settings import PROPERTY, provider_settings
 
 # timedelta keeps microseconds, so a computed instant may be off by one rounding step.
@@ -31,7 +31,7 @@ offsets = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).map(
 
 def error_cap(s: ProviderSettings) -> float:
     return max(
-        min(policy.ERROR_BACKOFF_CAP_S, s.max_poll_interval_s * policy.ERROR_BACKOFF_CAP_FACTOR),
+        min(plans.ERROR_BACKOFF_CAP_S, s.max_poll_interval_s * plans.ERROR_BACKOFF_CAP_FACTOR),
         s.min_poll_interval_s,
     )
 
@@ -39,7 +39,7 @@ def error_cap(s: ProviderSettings) -> float:
 @settings(PROPERTY, max_examples=200)
 @given(provider_settings(), counters)
 def test_unchanged_delay_stays_within_the_interval_bounds(s: ProviderSettings, n: int) -> None:
-    assert s.min_poll_interval_s <= policy.unchanged_delay(s, n) <= s.max_poll_interval_s
+    assert s.min_poll_interval_s <= plans.unchanged_delay(s, n) <= s.max_poll_interval_s
 
 
 @settings(PROPERTY, max_examples=200)
@@ -48,20 +48,20 @@ def test_unchanged_delay_never_shrinks_as_nothing_changes(
     s: ProviderSettings, a: int, b: int
 ) -> None:
     low, high = sorted((a, b))
-    assert policy.unchanged_delay(s, low) <= policy.unchanged_delay(s, high)
+    assert plans.unchanged_delay(s, low) <= plans.unchanged_delay(s, high)
 
 
 @settings(PROPERTY)
 @given(provider_settings())
 def test_unchanged_delay_starts_at_min_and_reaches_max(s: ProviderSettings) -> None:
-    assert policy.unchanged_delay(s, 0) == s.min_poll_interval_s
-    assert policy.unchanged_delay(s, 64) == s.max_poll_interval_s
+    assert plans.unchanged_delay(s, 0) == s.min_poll_interval_s
+    assert plans.unchanged_delay(s, 64) == s.max_poll_interval_s
 
 
 @settings(PROPERTY, max_examples=200)
 @given(provider_settings(), counters)
 def test_error_delay_stays_within_min_and_the_error_cap(s: ProviderSettings, n: int) -> None:
-    assert s.min_poll_interval_s <= policy.error_delay(s, n) <= error_cap(s)
+    assert s.min_poll_interval_s <= plans.error_delay(s, n) <= error_cap(s)
 
 
 @settings(PROPERTY, max_examples=200)
@@ -70,7 +70,7 @@ def test_error_delay_never_shrinks_as_errors_repeat(
     s: ProviderSettings, a: int, b: int, retry_after: float | None
 ) -> None:
     low, high = sorted((a, b))
-    assert policy.error_delay(s, low, retry_after) <= policy.error_delay(s, high, retry_after)
+    assert plans.error_delay(s, low, retry_after) <= plans.error_delay(s, high, retry_after)
 
 
 @settings(PROPERTY, max_examples=200)
@@ -78,8 +78,8 @@ def test_error_delay_never_shrinks_as_errors_repeat(
 def test_error_delay_honours_retry_after_up_to_its_cap(
     s: ProviderSettings, n: int, retry_after: float | None
 ) -> None:
-    base = policy.error_delay(s, n)
-    delay = policy.error_delay(s, n, retry_after)
+    base = plans.error_delay(s, n)
+    delay = plans.error_delay(s, n, retry_after)
     assert delay >= base
     assert delay <= max(base, RETRY_AFTER_CAP_S)
     if retry_after is not None and not math.isnan(retry_after):
@@ -89,9 +89,9 @@ def test_error_delay_honours_retry_after_up_to_its_cap(
 @settings(PROPERTY, max_examples=200)
 @given(delays, st.randoms())
 def test_jitter_stays_within_ten_percent(delay: float, rng: random.Random) -> None:
-    jittered = policy.jittered(delay, rng)
-    assert delay * (1 - policy.JITTER) - 1e-9 * delay <= jittered
-    assert jittered <= delay * (1 + policy.JITTER) + 1e-9 * delay
+    jittered = plans.jittered(delay, rng)
+    assert delay * (1 - plans.JITTER) - 1e-9 * delay <= jittered
+    assert jittered <= delay * (1 + plans.JITTER) + 1e-9 * delay
 
 
 floors = st.floats(min_value=0, max_value=86_400, allow_nan=False)
@@ -103,7 +103,7 @@ def test_next_poll_is_never_sooner_than_the_floor_and_past_the_deadline_by_at_mo
     now: datetime, delay: float, to_deadline: timedelta, floor: float, rng: random.Random
 ) -> None:
     deadline = now + to_deadline
-    at = policy.next_poll_at(now, delay, deadline, rng, floor_s=floor)
+    at = plans.next_poll_at(now, delay, deadline, rng, floor_s=floor)
     assert at >= now + timedelta(seconds=floor) - ONE_US
     if now < deadline:
         assert at <= max(deadline, now + timedelta(seconds=floor)) + ONE_US
@@ -115,9 +115,9 @@ def test_next_poll_is_the_jittered_delay_unless_the_deadline_comes_first(
     now: datetime, delay: float, to_deadline: timedelta, rng: random.Random
 ) -> None:
     deadline = now + to_deadline
-    at = policy.next_poll_at(now, delay, deadline, rng, floor_s=0.0)
-    earliest = now + timedelta(seconds=delay * (1 - policy.JITTER)) - ONE_US
-    latest = now + timedelta(seconds=delay * (1 + policy.JITTER)) + ONE_US
+    at = plans.next_poll_at(now, delay, deadline, rng, floor_s=0.0)
+    earliest = now + timedelta(seconds=delay * (1 - plans.JITTER)) - ONE_US
+    latest = now + timedelta(seconds=delay * (1 + plans.JITTER)) + ONE_US
     if now < deadline:
         assert at == deadline or earliest <= at <= latest
         assert min(deadline, earliest) <= at
@@ -147,11 +147,11 @@ def test_no_planned_gap_is_under_min_poll_interval_after_jitter(
     """Whatever plans the delay (any schedule, error backoff, Retry-After) and wherever the
     deadline is, the next poll is at least min_poll_interval_s away."""
     if after_error:
-        delay, ceiling = policy.error_delay(s, n, retry_after), None
+        delay, ceiling = plans.error_delay(s, n, retry_after), None
     else:
-        delay = policy.plan_next(s, age_s=abs(n), unchanged_polls=n, model=None)
+        delay = plans.plan_next(s, age_s=abs(n), unchanged_polls=n, model=None)
         ceiling = s.max_poll_interval_s
-    at = policy.next_poll_at(
+    at = plans.next_poll_at(
         now, delay, now + to_deadline, rng, floor_s=s.min_poll_interval_s, ceiling_s=ceiling
     )
     assert at - now >= timedelta(seconds=s.min_poll_interval_s) - ONE_US
@@ -163,9 +163,9 @@ def test_next_poll_while_unchanged_is_within_the_interval_bounds(
     s: ProviderSettings, n: int, now: datetime, rng: random.Random
 ) -> None:
     deadline = now + timedelta(days=30)  # beyond any interval: the deadline does not bind
-    at = policy.next_poll_at(
+    at = plans.next_poll_at(
         now,
-        policy.unchanged_delay(s, n),
+        plans.unchanged_delay(s, n),
         deadline,
         rng,
         floor_s=s.min_poll_interval_s,

@@ -1,4 +1,4 @@
-"""Properties of the adaptive schedule (app/polling/policy.py): the learned distribution,
+"""Properties of the adaptive schedule (app/schedule/plans.py): the learned distribution,
 the planned polls, what a plan costs, the hit chance the budget calls for and the
 saturation forecast, for any learned percentiles, any bounds and any workload."""
 
@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.core.config import PollSchedule, ProviderSettings
-from app.polling import policy
-from app.polling.policy import CompletionModel, Workload
+from app.schedule import plans, pricing
+from app.schedule.model import MIN_SAMPLES, TRUSTED_UP_TO, CompletionModel, size_class
+from app.schedule.pricing import Workload
 from tests.property._settings import PROPERTY, provider_settings
 
 seconds = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
@@ -32,7 +33,7 @@ def models(draw: st.DrawFn) -> CompletionModel:
     values = [start]
     for step in steps:
         values.append(values[-1] + step)
-    return CompletionModel.of(values, draw(st.integers(min_value=policy.MIN_SAMPLES)))
+    return CompletionModel.of(values, draw(st.integers(min_value=MIN_SAMPLES)))
 
 
 def adaptive_settings() -> st.SearchStrategy[ProviderSettings]:
@@ -81,7 +82,7 @@ def test_conditional_quantile_is_in_the_future_or_none(
 ) -> None:
     at = model.conditional_quantile(age, p)
     if at is None:
-        assert model.cdf(age) >= policy.TRUSTED_UP_TO
+        assert model.cdf(age) >= TRUSTED_UP_TO
     else:
         assert age <= at <= max(age, model.last)
 
@@ -101,7 +102,7 @@ def test_lateness_is_at_most_the_wait_and_grows_with_it(
 def test_lateness_age_inverts_lateness(model: CompletionModel, age: float, lateness: float) -> None:
     at = model.lateness_age(age, lateness)
     if at is None:
-        assert model.cdf(age) >= policy.TRUSTED_UP_TO
+        assert model.cdf(age) >= TRUSTED_UP_TO
         return
     assert at >= age + lateness * (1 - 1e-9) - 1e-9  # lateness never exceeds the wait
     assert math.isclose(
@@ -118,7 +119,7 @@ def test_every_planned_poll_is_within_the_bounds(
     unchanged: int,
     hit_chance: float | None,
 ) -> None:
-    delay = policy.plan_next(
+    delay = plans.plan_next(
         settings, age_s=age, unchanged_polls=unchanged, model=model, hit_chance=hit_chance
     )
     assert settings.min_poll_interval_s <= delay <= settings.max_poll_interval_s
@@ -129,7 +130,7 @@ def test_every_planned_poll_is_within_the_bounds(
 def test_first_poll_never_before_its_delay_nor_after_the_longest_interval(
     settings: ProviderSettings, model: CompletionModel | None, hit_chance: float | None
 ) -> None:
-    delay = policy.plan_first(settings, model, hit_chance)
+    delay = plans.plan_first(settings, model, hit_chance)
     assert delay >= settings.first_poll_delay_s
     assert delay <= max(settings.first_poll_delay_s, settings.max_poll_interval_s)
 
@@ -139,7 +140,7 @@ def test_first_poll_never_before_its_delay_nor_after_the_longest_interval(
 def test_a_plan_costs_at_least_one_poll_and_a_finite_delay(
     settings: ProviderSettings, model: CompletionModel, hit_chance: float | None
 ) -> None:
-    cost = policy.schedule_cost(settings, model, hit_chance)
+    cost = pricing.schedule_cost(settings, model, hit_chance)
     assert 1.0 - 1e-9 <= cost.polls < math.inf
     assert 0.0 <= cost.delay_s < math.inf
 
@@ -149,18 +150,18 @@ def test_a_plan_costs_at_least_one_poll_and_a_finite_delay(
 def test_the_hit_chance_fits_the_budget_or_is_the_highest(
     settings: ProviderSettings, work: list[Workload], capacity: float, overdue: int
 ) -> None:
-    chance = policy.solve_hit_chance(work, settings, capacity, overdue)
+    chance = pricing.solve_hit_chance(work, settings, capacity, overdue)
     own = settings.poll_hit_chance
-    assert own <= chance <= max(own, policy.MAX_HIT_CHANCE)
+    assert own <= chance <= max(own, plans.MAX_HIT_CHANCE)
     if settings.schedule is not PollSchedule.ADAPTIVE or capacity <= 0:
         assert chance == own
-    elif chance < max(own, policy.MAX_HIT_CHANCE):
-        budget = policy.poll_budget(capacity, overdue)
-        assert policy.demand(work, settings, chance) <= budget * (1 + 1e-9)
+    elif chance < max(own, plans.MAX_HIT_CHANCE):
+        budget = pricing.poll_budget(capacity, overdue)
+        assert pricing.demand(work, settings, chance) <= budget * (1 + 1e-9)
     # Fair: whatever the hit chance, no planned poll is beyond max_poll_interval_s.
     for w in work:
         for age in (0.0, w.model.quantile(0.5), w.model.last):
-            delay = policy.plan_next(
+            delay = plans.plan_next(
                 settings, age_s=age, unchanged_polls=1, model=w.model, hit_chance=chance
             )
             assert delay <= settings.max_poll_interval_s
@@ -171,9 +172,9 @@ def test_the_hit_chance_fits_the_budget_or_is_the_highest(
 def test_more_capacity_never_raises_the_hit_chance(
     settings: ProviderSettings, work: list[Workload], capacity: float, more: float
 ) -> None:
-    tight = policy.solve_hit_chance(work, settings, capacity)
-    roomy = policy.solve_hit_chance(work, settings, capacity * more)
-    assert roomy <= tight + policy.HIT_CHANCE_RESOLUTION
+    tight = pricing.solve_hit_chance(work, settings, capacity)
+    roomy = pricing.solve_hit_chance(work, settings, capacity * more)
+    assert roomy <= tight + pricing.HIT_CHANCE_RESOLUTION
 
 
 @FORECAST
@@ -181,7 +182,7 @@ def test_more_capacity_never_raises_the_hit_chance(
 def test_saturation_forecast_is_consistent(
     settings: ProviderSettings, work: list[Workload], capacity: float, overdue: int
 ) -> None:
-    forecast = policy.saturation(work, settings, capacity, overdue)
+    forecast = pricing.saturation(work, settings, capacity, overdue)
     live = [w for w in work if w.rate_per_s > 0]
     assert forecast.demand_per_s >= 0
     assert forecast.ratio == (forecast.demand_per_s / capacity if live and capacity > 0 else 0.0)
@@ -197,7 +198,7 @@ def test_saturation_forecast_is_consistent(
 @PROPERTY
 @given(st.integers(min_value=1, max_value=10**12))
 def test_size_classes_are_ordered_half_octaves(hint: int) -> None:
-    size_class = policy.size_class(hint)
-    assert size_class is not None
-    assert size_class >= 0
-    assert policy.size_class(hint * 2) == size_class + 2
+    cls = size_class(hint)
+    assert cls is not None
+    assert cls >= 0
+    assert size_class(hint * 2) == cls + 2

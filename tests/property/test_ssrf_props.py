@@ -1,5 +1,5 @@
 """Properties of the SSRF guard's address classification and IP-literal parsing
-(app/webhooks/ssrf.py).
+(app/core/netguard.py).
 
 The contract, from the module: `classify` returns None only for public unicast; it uses its
 own tables, which are stricter than `ipaddress` on this Python (3.11) in a few documented
@@ -22,12 +22,12 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from app.core.config import AllowedNetwork
-from app.webhooks.ssrf import (
+from app.core.netguard import (
     BlockedAddress,
     IPAddress,
     IPNetwork,
     ResolutionFailed,
-    SsrfPolicy,
+    SsrfGuard,
     classify,
 )
 from tests.property._settings import PROPERTY
@@ -180,7 +180,7 @@ def opened_by(ip: IPAddress, port: int, allowed: Sequence[AllowedNetwork]) -> bo
     )
 
 
-def refusal(policy: SsrfPolicy, ip: IPAddress, port: int) -> BlockedAddress | None:
+def refusal(policy: SsrfGuard, ip: IPAddress, port: int) -> BlockedAddress | None:
     try:
         policy.check_ip(ip, port=port)
     except BlockedAddress as exc:
@@ -194,14 +194,14 @@ def test_a_network_that_contains_the_address_opens_it(
     ip: IPAddress, prefix: int, port: int, other_port: int
 ) -> None:
     # Without a port: on every port.
-    assert refusal(SsrfPolicy([AllowedNetwork(network_around(ip, prefix))]), ip, port) is None
+    assert refusal(SsrfGuard([AllowedNetwork(network_around(ip, prefix))]), ip, port) is None
     # With one: on that port.
-    assert refusal(SsrfPolicy([AllowedNetwork(network_around(ip, prefix), port)]), ip, port) is None
+    assert refusal(SsrfGuard([AllowedNetwork(network_around(ip, prefix), port)]), ip, port) is None
     if isinstance(ip, V6) and ip.ipv4_mapped is not None:
         # Opening an IPv4 network opens its IPv4-mapped spelling too, on the same ports.
         around = network_around(ip.ipv4_mapped, prefix)
-        assert refusal(SsrfPolicy([AllowedNetwork(around)]), ip, other_port) is None
-        assert refusal(SsrfPolicy([AllowedNetwork(around, port)]), ip, port) is None
+        assert refusal(SsrfGuard([AllowedNetwork(around)]), ip, other_port) is None
+        assert refusal(SsrfGuard([AllowedNetwork(around, port)]), ip, port) is None
 
 
 @settings(PROPERTY, max_examples=200)
@@ -211,7 +211,7 @@ def test_an_entry_with_a_port_opens_no_other_port(
 ) -> None:
     """Allowing a local receiver does not open the API's port or the database's."""
     assume(other_port != port)
-    policy = SsrfPolicy([AllowedNetwork(network_around(ip, prefix), port)])
+    policy = SsrfGuard([AllowedNetwork(network_around(ip, prefix), port)])
     exc = refusal(policy, ip, other_port)
     assert (exc is None) == (classify(ip) is None)
 
@@ -221,7 +221,7 @@ def test_an_entry_with_a_port_opens_no_other_port(
 def test_outside_allowed_networks_the_classification_decides(
     ip: IPAddress, port: int, allowed: list[AllowedNetwork]
 ) -> None:
-    exc = refusal(SsrfPolicy(allowed), ip, port)
+    exc = refusal(SsrfGuard(allowed), ip, port)
     if opened_by(ip, port, allowed):
         assert exc is None
     else:
@@ -256,7 +256,7 @@ class NoDns:
 def outcome(host: str) -> tuple[str, IPAddress | None]:
     """("allowed" | "blocked", address) for a literal, ("resolved", None) for a name."""
     resolver = NoDns()
-    policy = SsrfPolicy(resolver=resolver)
+    policy = SsrfGuard(resolver=resolver)
     answers: list[IPAddress] = []
     blocked: BlockedAddress | None = None
     try:

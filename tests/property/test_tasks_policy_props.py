@@ -1,4 +1,4 @@
-"""Properties of the task state machine (app/tasks/policy.py)."""
+"""Properties of the task state machine (app/tasks/transitions.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.models.task import TERMINAL_STATUSES, TaskStatus
-from app.tasks.policy import can_transition, event_type
+from app.tasks.transitions import can_transition, event_type
 from tests.property._settings import PROPERTY
 
 S = TaskStatus

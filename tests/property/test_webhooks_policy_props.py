@@ -1,4 +1,4 @@
-"""Properties of the delivery retry policy (app/webhooks/policy.py)."""
+"""Properties of the delivery retry policy (app/webhooks/retries.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from app.webhooks.policy import (
+from app.webhooks.retries import (
     DEFAULT_SCHEDULE_S,
     JITTER,
     OVERLOAD_FLOOR_S,

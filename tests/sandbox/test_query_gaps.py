@@ -6,13 +6,7 @@ import httpx
 import pytest
 
 from app.sandbox.app import create_sandbox_app
-from app.sandbox.state import (
-    MAX_QUERY_TIMES_PER_TASK,
-    Instant,
-    Sandbox,
-    SandboxConfig,
-    TaskSpec,
-)
+from app.sandbox.state import MAX_QUERY_TIMES_PER_TASK, Instant, Sandbox, SandboxConfig, TaskSpec
 
 T0 = Instant(wall=1_800_000_000.0, mono=500.0)
 

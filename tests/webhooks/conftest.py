@@ -9,7 +9,7 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
-from app.webhooks.jobs import DeliveryEngine
+from app.webhooks.delivery import DeliveryWorker
 from tests.helpers import ACME_KEY, OTHER_KEY
 from tests.webhooks.receiver import Receiver
 
@@ -45,11 +45,11 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest_asyncio.fixture
 async def deliveries(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Callable[..., Any]]:
     """Start in-process delivery engines (replicas) on the test database."""
-    started: list[DeliveryEngine] = []
+    started: list[DeliveryWorker] = []
 
-    def start(owner: str = "replica-a", **overrides: Any) -> DeliveryEngine:
+    def start(owner: str = "replica-a", **overrides: Any) -> DeliveryWorker:
         custom = settings.model_copy(update=overrides) if overrides else settings
-        delivery_engine = DeliveryEngine(custom, engine, owner)
+        delivery_engine = DeliveryWorker(custom, engine, owner)
         delivery_engine.start()
         started.append(delivery_engine)
         return delivery_engine

@@ -340,7 +340,7 @@ async def test_a_consumer_that_is_down(
 async def test_endpoints_failing_for_days_are_disabled(
     client: httpx.AsyncClient, engine: AsyncEngine, settings: Any
 ) -> None:
-    from app.webhooks.jobs import DeliveryEngine
+    from app.webhooks.delivery import DeliveryWorker
 
     recent = await endpoint(client, "http://127.0.0.1:9/recent")
     old = await endpoint(client, "http://127.0.0.1:9/old")
@@ -351,7 +351,7 @@ async def test_endpoints_failing_for_days_are_disabled(
     async with engine.begin() as conn:
         await conn.execute(failing_since, {"id": old["id"], "days": 6})
         await conn.execute(failing_since, {"id": recent["id"], "days": 4})
-    await DeliveryEngine(settings, engine, "housekeeper").housekeeping()
+    await DeliveryWorker(settings, engine, "housekeeper").housekeeping()
     old_now = (await client.get(f"/v1/webhooks/{old['id']}")).json()
     recent_now = (await client.get(f"/v1/webhooks/{recent['id']}")).json()
     assert old_now["enabled"] is False

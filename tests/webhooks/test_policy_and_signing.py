@@ -8,13 +8,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.webhooks import signing
-from app.webhooks.policy import (
-    DEFAULT_SCHEDULE_S,
-    AttemptResult,
-    Decision,
-    Verdict,
-    decide,
-)
+from app.webhooks.retries import DEFAULT_SCHEDULE_S, AttemptResult, Decision, Verdict, decide
 
 
 class _Mid(random.Random):

@@ -18,12 +18,12 @@ import httpx
 import pytest
 
 from app.core.config import AllowedNetwork, load_settings
-from app.webhooks.ssrf import (
+from app.core.netguard import (
     BlockedAddress,
     GuardedTransport,
     InvalidUrl,
     IPAddress,
-    SsrfPolicy,
+    SsrfGuard,
     UnsafeTarget,
     classify,
     guarded_client,
@@ -170,7 +170,7 @@ def test_classify(address: str, reason: str | None) -> None:
 
 def test_check_ip_raises_with_address_and_reason() -> None:
     with pytest.raises(BlockedAddress) as caught:
-        SsrfPolicy().check_ip(ip("169.254.169.254"), port=80)
+        SsrfGuard().check_ip(ip("169.254.169.254"), port=80)
     assert caught.value.address == ip("169.254.169.254")
     assert caught.value.reason == "link-local"
     assert "169.254.169.254" in str(caught.value)
@@ -178,8 +178,8 @@ def test_check_ip_raises_with_address_and_reason() -> None:
 
 
 def test_check_ip_passes_public_addresses() -> None:
-    SsrfPolicy().check_ip(ip("8.8.8.8"), port=443)
-    SsrfPolicy().check_ip(ip("2606:4700:4700::1111"), port=443)
+    SsrfGuard().check_ip(ip("8.8.8.8"), port=443)
+    SsrfGuard().check_ip(ip("2606:4700:4700::1111"), port=443)
 
 
 @pytest.mark.parametrize(
@@ -200,7 +200,7 @@ def test_check_ip_passes_public_addresses() -> None:
     ],
 )
 def test_allowed_networks(allowed: str, address: str, opened: bool) -> None:
-    policy = SsrfPolicy(allow(allowed))
+    policy = SsrfGuard(allow(allowed))
     if opened:
         policy.check_ip(ip(address), port=9000)
     else:
@@ -230,7 +230,7 @@ def test_allowed_networks(allowed: str, address: str, opened: bool) -> None:
 def test_allowed_entries_with_a_port_open_only_that_port(
     allowed: str, address: str, port: int, opened: bool
 ) -> None:
-    policy = SsrfPolicy(allow(allowed))
+    policy = SsrfGuard(allow(allowed))
     if opened:
         policy.check_ip(ip(address), port=port)
     else:
@@ -240,7 +240,7 @@ def test_allowed_entries_with_a_port_open_only_that_port(
 
 def test_policy_from_settings_allow_networks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POLLHOOK_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8, ::1/128")
-    policy = SsrfPolicy(load_settings().webhook_allow_networks)
+    policy = SsrfGuard(load_settings().webhook_allow_networks)
     policy.check_ip(ip("127.0.0.1"), port=9000)
     policy.check_ip(ip("::1"), port=9000)
     with pytest.raises(BlockedAddress):
@@ -297,7 +297,7 @@ async def no_dns(host: str) -> list[IPAddress]:
 )
 async def test_check_url_refuses_other_schemes(url: str) -> None:
     with pytest.raises(InvalidUrl, match="http or https"):
-        await SsrfPolicy(resolver=no_dns).check_url(url)
+        await SsrfGuard(resolver=no_dns).check_url(url)
 
 
 @pytest.mark.parametrize(
@@ -306,7 +306,7 @@ async def test_check_url_refuses_other_schemes(url: str) -> None:
 )
 async def test_check_url_refuses_credentials(url: str) -> None:
     with pytest.raises(InvalidUrl, match="credentials"):
-        await SsrfPolicy(resolver=no_dns).check_url(url)
+        await SsrfGuard(resolver=no_dns).check_url(url)
 
 
 @pytest.mark.parametrize(
@@ -324,7 +324,7 @@ async def test_check_url_refuses_credentials(url: str) -> None:
 )
 async def test_check_url_refuses_malformed(url: str, message: str) -> None:
     with pytest.raises(InvalidUrl, match=message):
-        await SsrfPolicy(resolver=no_dns).check_url(url)
+        await SsrfGuard(resolver=no_dns).check_url(url)
 
 
 @pytest.mark.parametrize(
@@ -367,7 +367,7 @@ async def test_check_url_refuses_malformed(url: str, message: str) -> None:
 )
 async def test_check_url_refuses_blocked_ip_literals(url: str, reason: str) -> None:
     with pytest.raises(BlockedAddress) as caught:
-        await SsrfPolicy(resolver=no_dns).check_url(url)
+        await SsrfGuard(resolver=no_dns).check_url(url)
     assert caught.value.reason == reason
 
 
@@ -381,7 +381,7 @@ async def test_check_url_refuses_blocked_ip_literals(url: str, reason: str) -> N
     ],
 )
 async def test_check_url_accepts_public_ip_literals_without_dns(url: str) -> None:
-    await SsrfPolicy(resolver=no_dns).check_url(url)
+    await SsrfGuard(resolver=no_dns).check_url(url)
 
 
 @pytest.mark.parametrize(
@@ -396,7 +396,7 @@ async def test_check_url_accepts_public_ip_literals_without_dns(url: str) -> Non
 )
 async def test_check_url_refuses_localhost_names_without_dns(url: str) -> None:
     with pytest.raises(BlockedAddress) as caught:
-        await SsrfPolicy(resolver=no_dns).check_url(url)
+        await SsrfGuard(resolver=no_dns).check_url(url)
     assert caught.value.reason == "loopback"
     assert "localhost" in str(caught.value).lower()
 
@@ -405,18 +405,18 @@ async def test_check_url_refuses_localhost_names_without_dns(url: str) -> None:
 async def test_check_url_resolves_spellings_inet_aton_refuses(host: str) -> None:
     # int() takes a second base prefix ("0x0x7f" -> 0x7f); inet_aton does not: these are names.
     resolver = FakeDns({host: [[PUBLIC_V4]]})
-    await SsrfPolicy(resolver=resolver).check_url(f"http://{host}/")
+    await SsrfGuard(resolver=resolver).check_url(f"http://{host}/")
     assert resolver.calls == [host]
 
 
 async def test_check_url_resolves_names() -> None:
     resolver = dns(hooks_example_com=PUBLIC_V4)
-    await SsrfPolicy(resolver=resolver).check_url("https://hooks.example.com/pollhook")
+    await SsrfGuard(resolver=resolver).check_url("https://hooks.example.com/pollhook")
     assert resolver.calls == ["hooks.example.com"]
 
 
 async def test_check_url_refuses_a_name_resolving_to_loopback() -> None:
-    policy = SsrfPolicy(resolver=dns(evil_example_com="127.0.0.1"))
+    policy = SsrfGuard(resolver=dns(evil_example_com="127.0.0.1"))
     with pytest.raises(BlockedAddress) as caught:
         await policy.check_url("http://evil.example.com/")
     assert caught.value.reason == "loopback"
@@ -428,7 +428,7 @@ async def test_check_url_checks_every_answer() -> None:
     host and the class but not the internal address (no internal DNS data leaks)."""
     resolver = dns(mixed_example_com=[PUBLIC_V4, "2606:4700:4700::1111", "10.9.8.7"])
     with pytest.raises(BlockedAddress) as caught:
-        await SsrfPolicy(resolver=resolver).check_url("https://mixed.example.com/")
+        await SsrfGuard(resolver=resolver).check_url("https://mixed.example.com/")
     assert caught.value.address == ip("10.9.8.7")
     assert caught.value.reason == "private"
     message = str(caught.value)
@@ -439,10 +439,10 @@ async def test_check_url_checks_every_answer() -> None:
 
 async def test_check_url_refuses_unresolvable_names() -> None:
     with pytest.raises(InvalidUrl, match=r"cannot resolve host 'nowhere\.example\.com'"):
-        await SsrfPolicy(resolver=dns()).check_url("https://nowhere.example.com/")
+        await SsrfGuard(resolver=dns()).check_url("https://nowhere.example.com/")
     empty = FakeDns({"empty.example.com": [[]]})
     with pytest.raises(InvalidUrl, match="cannot resolve"):
-        await SsrfPolicy(resolver=empty).check_url("https://empty.example.com/")
+        await SsrfGuard(resolver=empty).check_url("https://empty.example.com/")
 
 
 async def test_check_url_bounds_resolution_time() -> None:
@@ -450,7 +450,7 @@ async def test_check_url_bounds_resolution_time() -> None:
         await asyncio.Event().wait()  # a resolver that never answers
         return [ip(PUBLIC_V4)]
 
-    policy = SsrfPolicy(resolver=slow, resolve_timeout=0.05)
+    policy = SsrfGuard(resolver=slow, resolve_timeout=0.05)
     async with asyncio.timeout(5):
         with pytest.raises(InvalidUrl, match="cannot resolve"):
             await policy.check_url("https://slow.example.com/")
@@ -459,11 +459,11 @@ async def test_check_url_bounds_resolution_time() -> None:
 async def test_both_errors_share_a_base_class() -> None:
     for url in ("ftp://x/", "http://127.0.0.1/"):
         with pytest.raises(UnsafeTarget):
-            await SsrfPolicy(resolver=no_dns).check_url(url)
+            await SsrfGuard(resolver=no_dns).check_url(url)
 
 
 async def test_allowed_networks_open_loopback_urls() -> None:
-    policy = SsrfPolicy(allow("127.0.0.1/32", "::1/128"), resolver=no_dns)
+    policy = SsrfGuard(allow("127.0.0.1/32", "::1/128"), resolver=no_dns)
     await policy.check_url("http://127.0.0.1:8080/hook")
     await policy.check_url("http://[::1]:8080/hook")
     with pytest.raises(BlockedAddress):
@@ -495,7 +495,7 @@ async def test_allowed_networks_open_loopback_urls() -> None:
 async def test_check_url_uses_the_port_it_will_dial(
     allowed: tuple[str, ...], url: str, opened: bool
 ) -> None:
-    policy = SsrfPolicy(allow(*allowed), resolver=no_dns)
+    policy = SsrfGuard(allow(*allowed), resolver=no_dns)
     if opened:
         await policy.check_url(url)
     else:
@@ -505,7 +505,7 @@ async def test_check_url_uses_the_port_it_will_dial(
 
 async def test_a_name_is_checked_on_the_urls_port() -> None:
     resolver = dns(hooks_example_test="127.0.0.1", localhost="127.0.0.1")
-    policy = SsrfPolicy(allow("127.0.0.1:9000"), resolver=resolver)
+    policy = SsrfGuard(allow("127.0.0.1:9000"), resolver=resolver)
     await policy.check_url("http://hooks.example.test:9000/")
     await policy.check_url("http://localhost:9000/")
     for url in ("http://hooks.example.test:5432/", "http://localhost:8000/"):
@@ -515,12 +515,12 @@ async def test_a_name_is_checked_on_the_urls_port() -> None:
 
 async def test_localhost_resolves_normally_once_loopback_is_allowed() -> None:
     both = dns(localhost=["::1", "127.0.0.1"])
-    await SsrfPolicy(allow("127.0.0.0/8", "::1/128"), resolver=both).check_url(
+    await SsrfGuard(allow("127.0.0.0/8", "::1/128"), resolver=both).check_url(
         "http://localhost:9000/"
     )
     # Every answer is still checked: ::1 is not covered by 127.0.0.0/8.
     with pytest.raises(BlockedAddress) as caught:
-        await SsrfPolicy(allow("127.0.0.0/8"), resolver=both).check_url("http://localhost:9000/")
+        await SsrfGuard(allow("127.0.0.0/8"), resolver=both).check_url("http://localhost:9000/")
     assert caught.value.address == ip("::1")
 
 
@@ -592,7 +592,7 @@ LOOPBACK = allow("127.0.0.0/8")
 
 
 async def test_allowed_loopback_request_succeeds() -> None:
-    async with serve() as server, guarded_client(SsrfPolicy(LOOPBACK)) as client:
+    async with serve() as server, guarded_client(SsrfGuard(LOOPBACK)) as client:
         response = await client.get(f"http://127.0.0.1:{server.port}/hook")
     assert response.status_code == 200
     assert response.text == "ok"
@@ -600,7 +600,7 @@ async def test_allowed_loopback_request_succeeds() -> None:
 
 
 async def test_blocked_at_connect_time_without_the_allowance() -> None:
-    async with serve() as server, guarded_client(SsrfPolicy()) as client:
+    async with serve() as server, guarded_client(SsrfGuard()) as client:
         with pytest.raises(BlockedAddress) as caught:
             await client.get(f"http://127.0.0.1:{server.port}/hook")
         await asyncio.sleep(0.05)  # give a (wrongly) dialled connection time to arrive
@@ -613,7 +613,7 @@ async def test_an_entry_with_a_port_is_enforced_at_connect_time() -> None:
     database) is never dialled, whether the URL names the address or a name for it."""
     async with serve() as receiver, serve() as other:
         resolver = dns(hooks_example_test="127.0.0.1")
-        policy = SsrfPolicy(allow(f"127.0.0.1:{receiver.port}"), resolver=resolver)
+        policy = SsrfGuard(allow(f"127.0.0.1:{receiver.port}"), resolver=resolver)
         async with guarded_client(policy) as client:
             response = await client.get(f"http://hooks.example.test:{receiver.port}/hook")
             assert response.status_code == 200
@@ -631,7 +631,7 @@ async def test_an_entry_with_a_port_is_enforced_at_connect_time() -> None:
 async def test_dns_rebinding_is_caught_at_connect_time() -> None:
     """The name is public when registered and points at loopback when delivered to."""
     rebinding = FakeDns({"rebind.example.com": [[PUBLIC_V4], ["127.0.0.1"]]})
-    policy = SsrfPolicy(resolver=rebinding)
+    policy = SsrfGuard(resolver=rebinding)
     async with serve() as server:
         url = f"http://rebind.example.com:{server.port}/hook"
         await policy.check_url(url)
@@ -648,7 +648,7 @@ async def test_dns_rebinding_is_caught_at_connect_time() -> None:
 
 async def test_connect_time_refuses_mixed_answers_before_dialling() -> None:
     resolver = dns(mixed_example_com=[PUBLIC_V4, "127.0.0.1"])
-    async with serve() as server, guarded_client(SsrfPolicy(resolver=resolver)) as client:
+    async with serve() as server, guarded_client(SsrfGuard(resolver=resolver)) as client:
         with pytest.raises(BlockedAddress):
             await client.get(f"http://mixed.example.com:{server.port}/")
         await asyncio.sleep(0.05)
@@ -656,7 +656,7 @@ async def test_connect_time_refuses_mixed_answers_before_dialling() -> None:
 
 
 async def test_connects_to_the_checked_address_with_the_original_host_header() -> None:
-    policy = SsrfPolicy(allow("127.0.0.1/32"), resolver=dns(hooks_example_test="127.0.0.1"))
+    policy = SsrfGuard(allow("127.0.0.1/32"), resolver=dns(hooks_example_test="127.0.0.1"))
     async with serve() as server, guarded_client(policy) as client:
         response = await client.post(f"http://hooks.example.test:{server.port}/in", json={})
     assert response.status_code == 200
@@ -666,7 +666,7 @@ async def test_connects_to_the_checked_address_with_the_original_host_header() -
 
 async def test_falls_back_to_the_next_checked_address() -> None:
     # Nothing listens on 127.0.0.2:<port> (the server is bound to 127.0.0.1 only).
-    policy = SsrfPolicy(LOOPBACK, resolver=dns(two_example_test=["127.0.0.2", "127.0.0.1"]))
+    policy = SsrfGuard(LOOPBACK, resolver=dns(two_example_test=["127.0.0.2", "127.0.0.1"]))
     async with serve() as server, guarded_client(policy) as client:
         response = await client.get(f"http://two.example.test:{server.port}/")
     assert response.status_code == 200
@@ -676,13 +676,13 @@ async def test_falls_back_to_the_next_checked_address() -> None:
 async def test_connection_refused_is_an_httpx_connect_error() -> None:
     async with serve() as server:
         port = server.port
-    async with guarded_client(SsrfPolicy(LOOPBACK)) as client:
+    async with guarded_client(SsrfGuard(LOOPBACK)) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{port}/")
 
 
 async def test_unresolvable_at_connect_time_is_an_httpx_connect_error() -> None:
-    async with guarded_client(SsrfPolicy(resolver=dns())) as client:
+    async with guarded_client(SsrfGuard(resolver=dns())) as client:
         with pytest.raises(httpx.ConnectError, match="cannot resolve host"):
             await client.get("http://gone.example.com/")
 
@@ -694,8 +694,8 @@ async def test_slow_resolution_at_connect_time_is_an_httpx_connect_timeout() -> 
 
     # Bounded by the policy's resolve timeout, and by httpx's connect timeout.
     for policy, timeout in (
-        (SsrfPolicy(resolver=slow, resolve_timeout=0.05), httpx.Timeout(5.0)),
-        (SsrfPolicy(resolver=slow), httpx.Timeout(5.0, connect=0.05)),
+        (SsrfGuard(resolver=slow, resolve_timeout=0.05), httpx.Timeout(5.0)),
+        (SsrfGuard(resolver=slow), httpx.Timeout(5.0, connect=0.05)),
     ):
         async with asyncio.timeout(3), guarded_client(policy, timeout=timeout) as client:
             with pytest.raises(httpx.ConnectTimeout):
@@ -705,7 +705,7 @@ async def test_slow_resolution_at_connect_time_is_an_httpx_connect_timeout() -> 
 async def test_read_timeout_is_an_httpx_read_timeout() -> None:
     async with (
         serve(response=None) as server,
-        guarded_client(SsrfPolicy(LOOPBACK), timeout=0.2) as client,
+        guarded_client(SsrfGuard(LOOPBACK), timeout=0.2) as client,
     ):
         with pytest.raises(httpx.ReadTimeout):
             await client.get(f"http://127.0.0.1:{server.port}/")
@@ -715,7 +715,7 @@ async def test_errors_while_reading_the_body_are_httpx_errors() -> None:
     truncated = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab"
     async with (
         serve(response=truncated) as server,
-        guarded_client(SsrfPolicy(LOOPBACK)) as client,
+        guarded_client(SsrfGuard(LOOPBACK)) as client,
     ):
         with pytest.raises(httpx.RemoteProtocolError):
             await client.get(f"http://127.0.0.1:{server.port}/")
@@ -726,7 +726,7 @@ async def test_redirects_are_not_followed() -> None:
         b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\n"
         b"Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
-    async with serve(response=redirect) as server, guarded_client(SsrfPolicy(LOOPBACK)) as client:
+    async with serve(response=redirect) as server, guarded_client(SsrfGuard(LOOPBACK)) as client:
         response = await client.get(f"http://127.0.0.1:{server.port}/")
         assert not client.follow_redirects
         assert not client.trust_env
@@ -780,7 +780,7 @@ async def test_tls_verifies_the_hostname_while_dialling_the_checked_ip(
     server_tls.load_cert_chain(cert, key)
     client_tls = ssl.create_default_context(cafile=str(cert))
     resolver = dns(hooks_example_test="127.0.0.1", other_example_test="127.0.0.1")
-    policy = SsrfPolicy(LOOPBACK, resolver=resolver)
+    policy = SsrfGuard(LOOPBACK, resolver=resolver)
     async with (
         serve(tls=server_tls) as server,
         guarded_client(policy, ssl_context=client_tls) as client,
@@ -813,6 +813,6 @@ def test_exception_mapping_matches_httpx() -> None:
 
 
 def test_transport_is_an_httpx_transport_on_a_public_httpcore_pool() -> None:
-    transport = GuardedTransport(SsrfPolicy())
+    transport = GuardedTransport(SsrfGuard())
     assert isinstance(transport, httpx.AsyncBaseTransport)
     assert isinstance(transport._pool, httpcore.AsyncConnectionPool)

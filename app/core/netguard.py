@@ -4,7 +4,7 @@ A webhook URL is chosen by an API client, so without a guard pollhook would send
 into its own network: the cloud metadata service (169.254.169.254), the database, admin
 ports on loopback. The guard refuses every address that is not public unicast, twice:
 
-- at registration (`SsrfPolicy.check_url`): the URL's host, whether an IP literal in any
+- at registration (`SsrfGuard.check_url`): the URL's host, whether an IP literal in any
   spelling `inet_aton` accepts or a name (every address it resolves to), and
 - at connect time (`GuardedTransport` / `guarded_client`): the name is resolved again, every
   answer is checked, and the connection is opened to a checked address. httpcore never sees
@@ -277,7 +277,7 @@ async def system_resolver(host: str) -> list[IPAddress]:
     return addresses
 
 
-class SsrfPolicy:
+class SsrfGuard:
     """Which addresses webhooks may reach; shared by registration and delivery."""
 
     def __init__(
@@ -385,7 +385,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     own exception types) and is not retried.
     """
 
-    def __init__(self, policy: SsrfPolicy, inner: httpcore.AsyncNetworkBackend | None = None):
+    def __init__(self, policy: SsrfGuard, inner: httpcore.AsyncNetworkBackend | None = None):
         self._policy = policy
         self._inner = inner or httpcore.AnyIOBackend()
 
@@ -509,7 +509,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        policy: SsrfPolicy,
+        policy: SsrfGuard,
         *,
         ssl_context: ssl.SSLContext | None = None,
         limits: httpx.Limits = DEFAULT_LIMITS,
@@ -557,7 +557,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
 
 def guarded_client(
-    policy: SsrfPolicy,
+    policy: SsrfGuard,
     *,
     timeout: httpx.Timeout | float = 15.0,
     limits: httpx.Limits = DEFAULT_LIMITS,

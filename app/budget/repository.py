@@ -1,3 +1,10 @@
+"""The shared rate budget's row: one `provider_state` row per provider instance.
+
+Every replica takes its send slots from this row (GCRA: `next_slot_at` moves forward by
+SPACING_FACTOR / rate per slot), cuts the rate on a rate-limit answer (AIMD), and pauses
+the instance on rate-limit and credential answers. The database clock is the only clock.
+"""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,24 +16,9 @@ from sqlalchemy import case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.budget.capacity import MIN_RATE_SHARE, SPACING_FACTOR
 from app.core.config import ProviderSettings
-from app.models import ProviderHealth, ProviderState, Task
-from app.models.task import ACTIVE_SQL, ACTIVE_STATUSES
-
-# Slots are spaced this much wider than 1/rate, and a request more than SEND_SLACK_S late
-# for its slot is not sent. Together they keep every 1-second window at or under the rate:
-# sends leave in [slot, slot + slack), so a window can only see slots from an interval of
-# 1 + slack seconds, which holds at most rate slots when they are SPACING_FACTOR/rate apart
-# and 1 + slack < SPACING_FACTOR. The remaining 45 ms absorb what happens between the
-# check (made right before the bytes are written, after any connection setup) and the
-# upstream stamping the request: event-loop lag on either side, network jitter. 35 ms
-# (1.04) still let an 11th request into a window on a loaded 2-core machine. The price:
-# at most 1/1.05 = 95.2 % of the configured rate is used.
-SPACING_FACTOR = 1.05
-SEND_SLACK_S = 0.005
-
-# An AIMD cut never takes the rate below this share of the configured one.
-MIN_RATE_SHARE = 0.05
+from app.models import ProviderHealth, ProviderState
 
 # The rate in force now (AIMD): the configured rate, or since the last cut, the cut rate
 # climbing back by the configured rate per recovery window. One definition for the
@@ -62,7 +54,9 @@ class Reservation:
 
 
 @dataclass(frozen=True)
-class InstanceState:
+class BudgetState:
+    """An instance's budget as the replicas share it: paused, healthy, how fast."""
+
     name: str
     paused_until: datetime | None
     health: ProviderHealth
@@ -72,17 +66,9 @@ class InstanceState:
     # The end of the instance's reserved slots: how far ahead the replicas have booked it.
     next_slot_at: datetime | None
     db_now: datetime
-    # The forecast (app/polling/policy.py `saturation`), as one replica last refreshed it.
-    poll_demand_per_s: float | None = None
-    poll_capacity_per_s: float | None = None
-    # The hit chance the budget calls for (None: the instance's poll_hit_chance).
-    poll_hit_chance: float | None = None
-    active_tasks: int | None = None
-    expected_detection_delay_s: float | None = None
-    saturated_since: datetime | None = None
 
 
-class ProviderStateRepository:
+class BudgetRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
@@ -244,8 +230,8 @@ class ProviderStateRepository:
 
     async def states(
         self, configured: Mapping[str, ProviderSettings], *, recovery_s: float
-    ) -> dict[str, InstanceState]:
-        result: dict[str, InstanceState] = {}
+    ) -> dict[str, BudgetState]:
+        result: dict[str, BudgetState] = {}
         for name, settings in configured.items():
             row = (
                 await self.session.execute(
@@ -256,9 +242,6 @@ class ProviderStateRepository:
                                    CAST(:recovery_s AS float8) AS recovery_s
                         )
                         SELECT paused_until, health, last_error, last_error_at, next_slot_at,
-                               poll_demand_per_s, poll_capacity_per_s, poll_hit_chance,
-                               active_tasks,
-                               expected_detection_delay_s, saturated_since,
                                {_EFFECTIVE_RATE_SQL} AS eff, clock_timestamp() AS now
                         FROM provider_state, params WHERE name = :name
                         """
@@ -268,7 +251,7 @@ class ProviderStateRepository:
             ).one_or_none()
             if row is None:
                 continue
-            result[name] = InstanceState(
+            result[name] = BudgetState(
                 name=name,
                 paused_until=row.paused_until,
                 health=ProviderHealth(row.health),
@@ -277,88 +260,5 @@ class ProviderStateRepository:
                 effective_rate_per_s=float(row.eff),
                 next_slot_at=row.next_slot_at,
                 db_now=row.now,
-                poll_demand_per_s=row.poll_demand_per_s,
-                poll_capacity_per_s=row.poll_capacity_per_s,
-                poll_hit_chance=row.poll_hit_chance,
-                active_tasks=row.active_tasks,
-                expected_detection_delay_s=row.expected_detection_delay_s,
-                saturated_since=row.saturated_since,
             )
         return result
-
-    async def record_forecast(
-        self,
-        name: str,
-        *,
-        demand_per_s: float,
-        capacity_per_s: float,
-        hit_chance: float,
-        active_tasks: int,
-        expected_delay_s: float | None,
-        saturated: bool,
-    ) -> None:
-        """Store an instance's forecast; `saturated_since` keeps the start of a saturated
-        spell across refreshes and clears when demand fits the rate again."""
-        await self.session.execute(
-            update(ProviderState)
-            .where(ProviderState.name == name)
-            .values(
-                poll_demand_per_s=demand_per_s,
-                poll_capacity_per_s=capacity_per_s,
-                poll_hit_chance=hit_chance,
-                active_tasks=active_tasks,
-                expected_detection_delay_s=expected_delay_s,
-                saturated_since=(
-                    func.coalesce(ProviderState.saturated_since, func.clock_timestamp())
-                    if saturated
-                    else None
-                ),
-                forecast_at=func.clock_timestamp(),
-            )
-        )
-
-    async def planned_intervals(self) -> dict[str, list[tuple[float, int]]]:
-        """Per instance, its active tasks' planned intervals as (interval, count) pairs,
-        grouped to within 5 %: a few hundred rows however many tasks are active."""
-        rows = await self.session.execute(
-            text(
-                f"""
-                SELECT provider, avg(poll_interval_s) AS interval, count(*) AS n
-                FROM tasks
-                WHERE {ACTIVE_SQL} AND poll_interval_s > 0
-                GROUP BY provider, round(ln(poll_interval_s) * 20)
-                """
-            )
-        )
-        result: dict[str, list[tuple[float, int]]] = {}
-        for row in rows:
-            result.setdefault(row.provider, []).append((float(row.interval), int(row.n)))
-        return result
-
-    async def forecast_is_fresh(self, within_s: float) -> bool:
-        """Whether some replica made the forecast within the last `within_s`."""
-        value = await self.session.scalar(
-            select(
-                func.max(ProviderState.forecast_at)
-                > func.clock_timestamp() - timedelta(seconds=within_s)
-            )
-        )
-        return bool(value)
-
-    async def hit_chances(self) -> dict[str, float]:
-        """The hit chance each instance's budget calls for, where a forecast set one."""
-        rows = await self.session.execute(
-            select(ProviderState.name, ProviderState.poll_hit_chance).where(
-                ProviderState.poll_hit_chance.is_not(None)
-            )
-        )
-        return {name: float(chance) for name, chance in rows if chance is not None}
-
-    async def due_backlog(self) -> dict[str, int]:
-        """Active tasks whose next poll is due now, per instance."""
-        rows = await self.session.execute(
-            select(Task.provider, func.count())
-            .where(Task.status.in_(ACTIVE_STATUSES), Task.next_poll_at <= func.now())
-            .group_by(Task.provider)
-        )
-        return {provider: int(count) for provider, count in rows}

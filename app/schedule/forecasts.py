@@ -9,9 +9,8 @@ import time
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.logging import get_logger
-from app.polling import policy
-from app.polling.repository import CompletionRepository, ProfileRow
-from app.providers.repository import ProviderStateRepository
+from app.schedule.model import ALL_SIZES, CompletionModel, size_class
+from app.schedule.repository import CompletionRepository, ForecastRepository, ProfileRow
 
 log = get_logger("pollhook.forecasts")
 
@@ -26,20 +25,18 @@ class Forecasts:
 
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
-        self.models: dict[tuple[str, int], policy.CompletionModel] = {}
+        self.models: dict[tuple[str, int], CompletionModel] = {}
         self.hit_chance: dict[str, float] = {}
         self.loaded_at: float | None = None
 
-    def model_for(self, provider: str, size_hint: int | None) -> policy.CompletionModel | None:
-        return self.model_for_class(provider, policy.size_class(size_hint))
+    def model_for(self, provider: str, size_hint: int | None) -> CompletionModel | None:
+        return self.model_for_class(provider, size_class(size_hint))
 
-    def model_for_class(
-        self, provider: str, size_class: int | None
-    ) -> policy.CompletionModel | None:
+    def model_for_class(self, provider: str, size_class: int | None) -> CompletionModel | None:
         """The size class's model, or the instance's until the class has learned one."""
         if size_class is not None and (model := self.models.get((provider, size_class))):
             return model
-        return self.models.get((provider, policy.ALL_SIZES))
+        return self.models.get((provider, ALL_SIZES))
 
     def hit_chance_for(self, provider: str) -> float | None:
         """The hit chance the budget calls for; None: the instance's own."""
@@ -49,14 +46,14 @@ class Forecasts:
         self.models = {
             (row.provider, row.size_class): model
             for row in rows
-            if (model := policy.CompletionModel.learned(row.quantiles, row.samples))
+            if (model := CompletionModel.learned(row.quantiles, row.samples))
         }
         self.hit_chance = hit_chance
         self.loaded_at = at
 
     async def reload(self, session: AsyncSession) -> None:
         rows = await CompletionRepository(session).profiles()
-        hit_chance = await ProviderStateRepository(session).hit_chances()
+        hit_chance = await ForecastRepository(session).hit_chances()
         self.load(rows, hit_chance, time.monotonic())
 
     async def reload_if_stale(self, session: AsyncSession) -> None:

@@ -9,12 +9,9 @@ event commits; the tick carries retries and anything a crash left behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
-import uuid
-from functools import partial
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -23,25 +20,25 @@ from app import __version__
 from app.core.config import Settings
 from app.core.db import create_sessionmaker
 from app.core.logging import get_logger
+from app.core.loop import LeasedLoop
 from app.core.metrics import ATTEMPT_SECONDS, DELIVERIES
+from app.core.netguard import BlockedAddress, SsrfGuard, guarded_client
 from app.core.notify import listen
 from app.providers.http import retry_after_seconds
 from app.webhooks import signing
-from app.webhooks.policy import AttemptResult, Decision, Verdict, decide
 from app.webhooks.repository import (
     DELIVERY_CHANNEL,
     RESPONSE_BODY_LIMIT,
     ClaimedDelivery,
     WebhookRepository,
 )
-from app.webhooks.ssrf import BlockedAddress, SsrfPolicy, guarded_client
+from app.webhooks.retries import AttemptResult, Decision, Verdict, decide
 
 log = get_logger("pollhook.webhooks")
 
 # Read at most this much of a consumer's answer: enough to keep the first 4 KiB, and a
 # consumer cannot make us buffer more.
 RESPONSE_READ_LIMIT = 64 * 1024
-LOOP_ERROR_BACKOFF_S = (0.5, 30.0)
 MAX_BATCH = 100
 USER_AGENT = f"pollhook-webhooks/{__version__}"
 
@@ -65,7 +62,7 @@ def webhook_body(claim: ClaimedDelivery) -> bytes:
     ).encode()
 
 
-class DeliveryLoop:
+class DeliveryLoop(LeasedLoop):
     def __init__(
         self,
         settings: Settings,
@@ -73,15 +70,15 @@ class DeliveryLoop:
         client: httpx.AsyncClient,
         owner: str,
     ) -> None:
+        super().__init__(
+            max_in_flight=settings.webhooks.max_in_flight, error_event="delivery_loop_error"
+        )
         self.settings = settings.webhooks
         self.sessions = sessions
         self.client = client
         self.owner = owner
         self.rng = random.Random()
-        self.stop_event = asyncio.Event()
-        self.wake_event = asyncio.Event()
         self.tick_s = settings.engine.tick_s
-        self.in_flight: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.delivered = 0
 
     @property
@@ -89,44 +86,20 @@ class DeliveryLoop:
         # Longer than any attempt can take, so a live replica never loses its claim.
         return max(self.settings.lease_s, 2 * self.settings.timeout_s + 5)
 
-    def wake(self) -> None:
-        self.wake_event.set()
-
-    async def run(self) -> None:
-        backoff = LOOP_ERROR_BACKOFF_S[0]
-        while not self.stop_event.is_set():
-            try:
-                await self._iteration()
-                backoff = LOOP_ERROR_BACKOFF_S[0]
-            except Exception as exc:
-                log.warning("delivery_loop_error", error=type(exc).__name__, detail=str(exc)[:300])
-                # Not self._sleep: the tick sets the wake event every tick_s, which cut this
-                # backoff short and retried a dead database every tick (tests/e2e/test_outages).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), timeout=backoff)
-                backoff = min(backoff * 2, LOOP_ERROR_BACKOFF_S[1])
-
-    async def _iteration(self) -> None:
-        free = self.settings.max_in_flight - len(self.in_flight)
+    async def iteration(self) -> None:
+        free = self.free
         if free <= 0:
-            await self._sleep(self.tick_s)
+            await self.sleep(self.tick_s)
             return
         async with self.sessions.begin() as session:
             claims = await WebhookRepository(session).claim_due(
                 limit=min(free, MAX_BATCH), owner=self.owner, lease_s=self.lease_s
             )
         if not claims:
-            await self._sleep(self.tick_s)
+            await self.sleep(self.tick_s)
             return
         for claim in claims:
-            task = asyncio.create_task(self._deliver(claim))
-            self.in_flight[claim.id] = task
-            task.add_done_callback(partial(self._forget, claim.id))
-
-    def _forget(self, delivery_id: uuid.UUID, _: asyncio.Task[None]) -> None:
-        self.in_flight.pop(delivery_id, None)
-        if len(self.in_flight) == self.settings.max_in_flight // 2:
-            self.wake()
+            self.start(claim.id, self._deliver(claim))
 
     async def _deliver(self, claim: ClaimedDelivery) -> None:
         try:
@@ -258,23 +231,6 @@ class DeliveryLoop:
             duration_ms=duration_ms,
         )
 
-    async def _sleep(self, seconds: float) -> None:
-        if seconds <= 0 or self.stop_event.is_set():
-            return
-        self.wake_event.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake_event.wait(), timeout=seconds)
-
-    async def drain(self, grace_s: float) -> None:
-        self.stop_event.set()
-        self.wake()
-        tasks = list(self.in_flight.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-
 
 async def _read_capped(response: httpx.Response) -> bytes:
     chunks: list[bytes] = []
@@ -298,7 +254,7 @@ def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
     return None
 
 
-class DeliveryEngine:
+class DeliveryWorker:
     """The delivery loop, its NOTIFY listener and housekeeping, in one process."""
 
     def __init__(
@@ -313,7 +269,7 @@ class DeliveryEngine:
         self.engine = engine
         self.sessions = create_sessionmaker(engine)
         self.client = client or guarded_client(
-            SsrfPolicy(settings.webhook_allow_networks),
+            SsrfGuard(settings.webhook_allow_networks),
             timeout=settings.webhooks.timeout_s,
             # Keep-alive as large as the connection limit: httpcore counts every connection
             # against it, and a smaller one closes and reopens connections (TLS handshakes

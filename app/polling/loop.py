@@ -1,0 +1,326 @@
+"""The poll loop: one per provider instance in every replica.
+
+Each loop claims a batch of due tasks (SKIP LOCKED, lease + fencing token), reserves as
+many send slots from the instance's shared budget (`app/budget/pacing.py`), polls each task
+at its slot through its adapter, and applies every result in its own fenced transaction
+(`app/polling/service.py`). Nothing here holds task state that is not also in Postgres: a
+replica can die at any point and its claims simply expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.budget.pacing import InstanceGate, Pacer, SlotMissed
+from app.budget.repository import BudgetRepository, BudgetState
+from app.core.config import PollSettings, ProviderSettings
+from app.core.logging import get_logger
+from app.core.loop import LeasedLoop
+from app.core.metrics import POLLS, TASK_OUTCOMES
+from app.core.redaction import Redactor
+from app.models import ProviderHealth
+from app.polling.repository import Claim, PollingRepository
+from app.polling.service import Applied, PollingService, PollResult
+from app.providers.base import (
+    CredentialError,
+    PollContext,
+    ProviderAdapter,
+    ProviderError,
+    RateLimited,
+    TaskError,
+    TransientError,
+)
+from app.providers.http import HttpUpstream
+from app.schedule.forecasts import Forecasts
+
+log = get_logger("pollhook.engine")
+
+# Default pause after a rate-limit answer that names no Retry-After.
+DEFAULT_RATE_LIMIT_PAUSE_S = 1.0
+
+
+class PollLoop(LeasedLoop):
+    def __init__(
+        self,
+        name: str,
+        settings: ProviderSettings,
+        poll_settings: PollSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        client: httpx.AsyncClient,
+        owner: str,
+        adapter: ProviderAdapter,
+        forecasts: Forecasts,
+    ) -> None:
+        super().__init__(
+            max_in_flight=poll_settings.max_in_flight, error_event="poll_loop_error", provider=name
+        )
+        self.name = name
+        self.forecasts = forecasts
+        self.settings = settings
+        self.poll_settings = poll_settings
+        self.sessions = sessions
+        self.client = client
+        self.owner = owner
+        self.adapter = adapter
+        # What an upstream says goes on into task errors, last_error (shown to every tenant),
+        # webhooks and logs: the instance's key is cut out of it before anything else runs.
+        self.redactor = Redactor([settings.api_key.get_secret_value() if settings.api_key else ""])
+        self.pacer = Pacer(name, settings, poll_settings, sessions, self.stop_event)
+        self.rng = random.Random()
+        self.semaphore = asyncio.Semaphore(poll_settings.max_in_flight)
+
+    @property
+    def gate(self) -> InstanceGate:
+        return self.pacer.gate
+
+    @property
+    def lease_s(self) -> float:
+        """Long enough to cover the longest wait for a budget slot plus the request itself:
+        a lease that ran out while its task queued for a slot would hand the task to another
+        replica and waste the first one's request."""
+        horizon = self.poll_settings.claim_horizon_s
+        return max(self.poll_settings.lease_s, 2 * horizon + self.settings.request_timeout_s + 1)
+
+    async def iteration(self) -> None:
+        state = await self._state()
+        if state is None:
+            return
+        free = self.free
+        if free <= 0:
+            await self.sleep(self.poll_settings.tick_s)
+            return
+        rate = state.effective_rate_per_s if self.pacer.limited else 0.0
+        if self.pacer.limited and state.next_slot_at is not None:
+            # The replicas together have booked the budget this far ahead: claiming more now
+            # would only make tasks queue (holding leases) for slots. Come back when the
+            # booked queue is down to one horizon.
+            booked = (state.next_slot_at - state.db_now).total_seconds()
+            excess = booked - self.poll_settings.claim_horizon_s
+            if excess > 0:
+                await self.sleep(excess)
+                return
+        batch = self._batch_size(rate, free)
+        # Taken before the claim, so the local view of the lease can only end early.
+        claimed_at = time.monotonic()
+        async with self.sessions.begin() as session:
+            claims = await PollingRepository(session).claim_due(
+                self.name, limit=batch, owner=self.owner, lease_s=self.lease_s
+            )
+        if not claims:
+            await self._sleep_until_due()
+            return
+        slots = await self.pacer.reserve(len(claims)) if self.pacer.limited else None
+        for index, claim in enumerate(claims):
+            slot_at = slots.at(index) if slots else None
+            self.start(claim.id, self._poll_one(claim, slot_at, claimed_at))
+
+    def _batch_size(self, rate: float, free: int) -> int:
+        if rate <= 0:
+            return max(1, min(free, self.poll_settings.max_batch))
+        horizon = max(1, int(rate * self.poll_settings.claim_horizon_s))
+        return max(1, min(free, horizon, self.poll_settings.max_batch))
+
+    async def _state(self) -> BudgetState | None:
+        """The shared state, or None (after waiting a little) while the instance is paused."""
+        async with self.sessions.begin() as session:
+            repo = BudgetRepository(session)
+            configured = {self.name: self.settings}
+            state = (
+                await repo.states(configured, recovery_s=self.poll_settings.rate_recovery_s)
+            ).get(self.name)
+            if state is None:  # configured after this replica started: create the row
+                await repo.ensure_rows(configured)
+                return None
+        self.gate.health = state.health
+        shared_pause = (
+            (state.paused_until - state.db_now).total_seconds() if state.paused_until else 0.0
+        )
+        pause = max(shared_pause, self.gate.paused_until - time.monotonic())
+        if pause > 0:
+            await self.sleep(min(pause, 5.0))
+            return None
+        return state
+
+    async def _poll_one(self, claim: Claim, slot_at: float | None, claimed_at: float) -> None:
+        sent = False
+        context = PollContext(claim.external_id, claim.checkpoint)
+        try:
+            async with self.semaphore:
+                result = await self._fetch(claim, context, slot_at, claimed_at)
+                sent = result.sent
+        except SlotMissed:
+            POLLS.labels(self.name, "slot_missed").inc()
+            await self._release(claim, context)
+            return
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(claim, context))
+            raise
+        try:
+            async with self.sessions.begin() as session:
+                service = PollingService(
+                    session,
+                    self.settings,
+                    auth_retry_s=self.poll_settings.auth_retry_s,
+                    rng=self.rng,
+                    forecasts=self.forecasts,
+                )
+                applied = await service.apply(claim, result)
+            POLLS.labels(self.name, _outcome(result, applied)).inc()
+            if applied is not None and applied.changed and applied.status.is_terminal:
+                TASK_OUTCOMES.labels(self.name, applied.status.value).inc()
+            if applied is None:
+                log.info("poll_result_fenced_off", provider=self.name, task_id=str(claim.id))
+            elif applied.changed:
+                log.info(
+                    "task_status_changed",
+                    provider=self.name,
+                    task_id=applied.task_id,
+                    status=applied.status.value,
+                )
+        except Exception as exc:
+            # The claim stays until its lease runs out; then the task is polled again.
+            log.warning(
+                "poll_apply_failed",
+                provider=self.name,
+                task_id=str(claim.id),
+                error=type(exc).__name__,
+                sent=sent,
+            )
+
+    async def _fetch(
+        self, claim: Claim, context: PollContext, slot_at: float | None, claimed_at: float
+    ) -> PollResult:
+        """Poll through the adapter; every way the poll ends carries the checkpoint the
+        adapter left in `context`, so a retry resumes where this one got to."""
+        if self.settings.api_key is None:
+            # Every request would be refused: none is sent, and the task shows why it waits.
+            missing = CredentialError(
+                f"no API key is configured: set POLLHOOK_PROVIDERS__{self.name.upper()}__API_KEY",
+                code="missing_key",
+            )
+            if self.gate.health is not ProviderHealth.AUTH_FAILED:
+                await self._on_credential_error(missing)
+            return PollResult(error=missing, sent=False, checkpoint=context.checkpoint)
+        acquire = self.pacer.slots(slot_at, lease_ends=claimed_at + self.lease_s)
+        upstream = HttpUpstream(self.client, self.settings, acquire, acquire.before_send)
+
+        def failed(error: ProviderError) -> PollResult:
+            # Read when the poll has ended: what was sent, and how far the adapter got.
+            return PollResult(error=error, sent=acquire.sent, checkpoint=context.checkpoint)
+
+        try:
+            outcome = (await self.adapter.poll(upstream, context)).redacted(self.redactor)
+        except SlotMissed:
+            if acquire.sent:
+                # A follow-up request (file retrieve) missed its slot: retry the task soon.
+                return PollResult(
+                    error=TransientError("budget slot missed", code="slot_missed"),
+                    checkpoint=context.checkpoint,
+                )
+            raise
+        except ProviderError as exc:
+            exc.redact(self.redactor)
+            if isinstance(exc, RateLimited):
+                await self._on_rate_limited(exc)
+            elif isinstance(exc, CredentialError):
+                await self._on_credential_error(exc)
+            return failed(error=exc)
+        except Exception as exc:
+            # An adapter bug must not kill the loop or lose the task: record it as transient.
+            log.exception("adapter_error", provider=self.name, task_id=str(claim.id))
+            return failed(
+                error=TransientError(
+                    f"internal adapter error: {type(exc).__name__}", code="internal"
+                )
+            )
+        if self.gate.health is not ProviderHealth.OK:
+            await self._mark_healthy()
+        return PollResult(outcome=outcome, sent=True, checkpoint=context.checkpoint)
+
+    async def _on_rate_limited(self, exc: RateLimited) -> None:
+        pause = max(0.5, exc.retry_after_s or DEFAULT_RATE_LIMIT_PAUSE_S)
+        self.gate.pause(pause)
+        log.warning("provider_rate_limited", provider=self.name, code=exc.code, pause_s=pause)
+        self.gate.health = ProviderHealth.DEGRADED
+        async with self._shared_state_write("record_rate_limited") as repo:
+            await repo.record_rate_limited(
+                self.name,
+                configured_rate=self.settings.rate_limit_per_s or 1.0,
+                recovery_s=self.poll_settings.rate_recovery_s,
+                pause_s=pause,
+                message=f"rate limited ({exc.code}): {exc.message}",
+            )
+
+    async def _on_credential_error(self, exc: CredentialError) -> None:
+        retry = self.poll_settings.auth_retry_s
+        self.gate.pause(retry)
+        self.gate.health = ProviderHealth.AUTH_FAILED
+        log.error("provider_auth_failed", provider=self.name, code=exc.code, retry_s=retry)
+        async with self._shared_state_write("record_auth_failed") as repo:
+            await repo.record_auth_failed(
+                self.name, retry_s=retry, message=f"credential error ({exc.code}): {exc.message}"
+            )
+
+    async def _mark_healthy(self) -> None:
+        async with self._shared_state_write("record_healthy") as repo:
+            await repo.record_healthy(self.name)
+            self.gate.health = ProviderHealth.OK
+
+    @contextlib.asynccontextmanager
+    async def _shared_state_write(self, what: str) -> AsyncIterator[BudgetRepository]:
+        """Tell the other replicas about the instance's health, best effort: this replica's
+        gate already holds the news, and a database that is down right now must not turn
+        the poll's own result into an unhandled error (its claim would sit out the lease)."""
+        try:
+            async with self.sessions.begin() as session:
+                yield BudgetRepository(session)
+        except Exception as exc:
+            log.warning(
+                "provider_state_write_failed",
+                provider=self.name,
+                what=what,
+                error=type(exc).__name__,
+            )
+
+    async def _release(self, claim: Claim, context: PollContext) -> None:
+        """Give a claim back without a result to apply, keeping whatever progress its poll
+        recorded before it stopped."""
+        try:
+            async with self.sessions.begin() as session:
+                repo = PollingRepository(session)
+                if context.checkpoint != claim.checkpoint:
+                    await repo.save_checkpoint(claim, context.checkpoint)
+                await repo.release([claim])
+        except Exception as exc:  # the lease expires on its own; nothing is lost
+            log.warning("release_failed", provider=self.name, error=type(exc).__name__)
+
+    async def _sleep_until_due(self) -> None:
+        async with self.sessions.begin() as session:
+            until_due = await PollingRepository(session).seconds_until_due(self.name)
+        wait = self.poll_settings.tick_s * 5
+        if until_due is not None:
+            wait = min(wait, max(0.0, until_due))
+        await self.sleep(wait)
+
+
+def _outcome(result: PollResult, applied: Applied | None) -> str:
+    if applied is None:
+        return "fenced_off"
+    if result.error is not None:
+        # isinstance, not type(): subclasses (RequestRefused is a TaskError) count as their kind.
+        for kind, label in (
+            (RateLimited, "rate_limited"),
+            (CredentialError, "credential_error"),
+            (TaskError, "task_error"),
+        ):
+            if isinstance(result.error, kind):
+                return label
+        return "transient_error"
+    return "changed" if applied.changed else "unchanged"

@@ -1,0 +1,275 @@
+"""What the schedule learns and forecasts, kept in Postgres so every replica and every
+restart shares it: completion samples and their percentiles, and each instance's forecast
+(demand, capacity, the hit chance its budget calls for) on its `provider_state` row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import CompletionProfile, CompletionSample, ProviderState, Task
+from app.models.task import ACTIVE_SQL, ACTIVE_STATUSES
+from app.schedule.model import PERCENTILES
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    provider: str
+    size_class: int
+    samples: int
+    quantiles: list[float]
+
+
+class CompletionRepository:
+    """The learned completion times: samples in, percentiles out, all in Postgres so every
+    replica and every restart shares them."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_sample(self, provider: str, size_class: int | None, duration_s: float) -> None:
+        self.session.add(
+            CompletionSample(provider=provider, size_class=size_class, duration_s=duration_s)
+        )
+
+    async def refresh_profiles(self, *, window: int, all_sizes: int) -> None:
+        """Recompute the percentiles of each instance (size_class = `all_sizes`) and of each
+        of its size classes over their most recent `window` samples, in one statement."""
+        await self.session.execute(
+            text(
+                """
+                WITH ranked AS (
+                    SELECT provider, size_class, duration_s,
+                           row_number() OVER (PARTITION BY provider, size_class
+                                              ORDER BY id DESC) AS in_class,
+                           row_number() OVER (PARTITION BY provider ORDER BY id DESC) AS in_all
+                    FROM completion_samples
+                ), profiles AS (
+                    SELECT provider, size_class, count(*) AS n,
+                           percentile_cont(CAST(:points AS float8[]))
+                               WITHIN GROUP (ORDER BY duration_s) AS q
+                    FROM ranked WHERE size_class IS NOT NULL AND in_class <= :window
+                    GROUP BY provider, size_class
+                    UNION ALL
+                    SELECT provider, :all_sizes, count(*),
+                           percentile_cont(CAST(:points AS float8[]))
+                               WITHIN GROUP (ORDER BY duration_s)
+                    FROM ranked WHERE in_all <= :window
+                    GROUP BY provider
+                )
+                INSERT INTO completion_profiles (provider, size_class, samples, quantiles,
+                                                 refreshed_at)
+                SELECT provider, size_class, n, q, now() FROM profiles
+                ON CONFLICT (provider, size_class) DO UPDATE
+                SET samples = excluded.samples, quantiles = excluded.quantiles,
+                    refreshed_at = excluded.refreshed_at
+                """
+            ),
+            {"points": list(PERCENTILES), "window": window, "all_sizes": all_sizes},
+        )
+
+    async def prune_samples(self, *, window: int) -> int:
+        """Drop samples that no profile uses any more (outside both windows)."""
+        result = await self.session.execute(
+            text(
+                """
+                DELETE FROM completion_samples WHERE id IN (
+                    SELECT id FROM (
+                        SELECT id,
+                               row_number() OVER (PARTITION BY provider, size_class
+                                                  ORDER BY id DESC) AS in_class,
+                               row_number() OVER (PARTITION BY provider
+                                                  ORDER BY id DESC) AS in_all
+                        FROM completion_samples
+                    ) ranked
+                    WHERE in_class > :window AND in_all > :window
+                )
+                """
+            ),
+            {"window": window},
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def recent_completions_per_s(
+        self, window_s: float, *, kept: int
+    ) -> dict[str, dict[int | None, float]]:
+        """Completions per second over the last `window_s`, per instance and size class
+        (None: tasks registered without a size_hint).
+
+        Pruning keeps only the `kept` most recent samples of an instance: when all of those
+        are younger than `window_s`, the rate is what they span, not what is left of the
+        window."""
+        rows = await self.session.execute(
+            text(
+                """
+                SELECT provider, size_class,
+                       count(*) FILTER (WHERE observed_at > now()
+                           - make_interval(secs => CAST(:window_s AS float8))) AS recent,
+                       count(*) AS n,
+                       min(min(observed_at)) OVER (PARTITION BY provider) AS oldest,
+                       now() AS now
+                FROM (
+                    SELECT provider, size_class, observed_at,
+                           row_number() OVER (PARTITION BY provider ORDER BY id DESC) AS rank
+                    FROM completion_samples
+                ) ranked
+                WHERE rank <= :kept
+                GROUP BY provider, size_class
+                """
+            ),
+            {"window_s": window_s, "kept": kept},
+        )
+        by_provider: dict[str, list[Any]] = {}
+        for row in rows:
+            by_provider.setdefault(row.provider, []).append(row)
+        rates: dict[str, dict[int | None, float]] = {}
+        for provider, classes in by_provider.items():
+            n = sum(int(row.n) for row in classes)
+            recent = sum(int(row.recent) for row in classes)
+            if n >= kept and recent == n:
+                span = max((classes[0].now - classes[0].oldest).total_seconds(), 1e-3)
+                rates[provider] = {row.size_class: int(row.n) / span for row in classes}
+            else:
+                rates[provider] = {
+                    row.size_class: int(row.recent) / window_s for row in classes if row.recent
+                }
+        return rates
+
+    async def profiles(self) -> list[ProfileRow]:
+        rows = await self.session.execute(select(CompletionProfile))
+        return [
+            ProfileRow(p.provider, p.size_class, p.samples, list(p.quantiles))
+            for p in rows.scalars()
+        ]
+
+    async def try_lead(self, key: str) -> bool:
+        """Whether this transaction is the one replica doing `key`'s shared work now."""
+        value = await self.session.scalar(
+            text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"), {"key": key}
+        )
+        return bool(value)
+
+
+@dataclass(frozen=True)
+class StoredForecast:
+    """An instance's forecast (`app/schedule/pricing.py` `saturation`), as one replica last
+    refreshed it."""
+
+    demand_per_s: float
+    capacity_per_s: float | None
+    # The hit chance the budget calls for (None: the instance's poll_hit_chance).
+    hit_chance: float | None
+    active_tasks: int | None
+    expected_detection_delay_s: float | None
+    saturated_since: datetime | None
+
+
+class ForecastRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def stored(self) -> dict[str, StoredForecast]:
+        """Each instance's last forecast, where one was made."""
+        rows = await self.session.execute(
+            select(
+                ProviderState.name,
+                ProviderState.poll_demand_per_s,
+                ProviderState.poll_capacity_per_s,
+                ProviderState.poll_hit_chance,
+                ProviderState.active_tasks,
+                ProviderState.expected_detection_delay_s,
+                ProviderState.saturated_since,
+            ).where(ProviderState.poll_demand_per_s.is_not(None))
+        )
+        return {
+            row.name: StoredForecast(
+                demand_per_s=row.poll_demand_per_s,
+                capacity_per_s=row.poll_capacity_per_s,
+                hit_chance=row.poll_hit_chance,
+                active_tasks=row.active_tasks,
+                expected_detection_delay_s=row.expected_detection_delay_s,
+                saturated_since=row.saturated_since,
+            )
+            for row in rows
+        }
+
+    async def record_forecast(
+        self,
+        name: str,
+        *,
+        demand_per_s: float,
+        capacity_per_s: float,
+        hit_chance: float,
+        active_tasks: int,
+        expected_delay_s: float | None,
+        saturated: bool,
+    ) -> None:
+        """Store an instance's forecast; `saturated_since` keeps the start of a saturated
+        spell across refreshes and clears when demand fits the rate again."""
+        await self.session.execute(
+            update(ProviderState)
+            .where(ProviderState.name == name)
+            .values(
+                poll_demand_per_s=demand_per_s,
+                poll_capacity_per_s=capacity_per_s,
+                poll_hit_chance=hit_chance,
+                active_tasks=active_tasks,
+                expected_detection_delay_s=expected_delay_s,
+                saturated_since=(
+                    func.coalesce(ProviderState.saturated_since, func.clock_timestamp())
+                    if saturated
+                    else None
+                ),
+                forecast_at=func.clock_timestamp(),
+            )
+        )
+
+    async def planned_intervals(self) -> dict[str, list[tuple[float, int]]]:
+        """Per instance, its active tasks' planned intervals as (interval, count) pairs,
+        grouped to within 5 %: a few hundred rows however many tasks are active."""
+        rows = await self.session.execute(
+            text(
+                f"""
+                SELECT provider, avg(poll_interval_s) AS interval, count(*) AS n
+                FROM tasks
+                WHERE {ACTIVE_SQL} AND poll_interval_s > 0
+                GROUP BY provider, round(ln(poll_interval_s) * 20)
+                """
+            )
+        )
+        result: dict[str, list[tuple[float, int]]] = {}
+        for row in rows:
+            result.setdefault(row.provider, []).append((float(row.interval), int(row.n)))
+        return result
+
+    async def forecast_is_fresh(self, within_s: float) -> bool:
+        """Whether some replica made the forecast within the last `within_s`."""
+        value = await self.session.scalar(
+            select(
+                func.max(ProviderState.forecast_at)
+                > func.clock_timestamp() - timedelta(seconds=within_s)
+            )
+        )
+        return bool(value)
+
+    async def hit_chances(self) -> dict[str, float]:
+        """The hit chance each instance's budget calls for, where a forecast set one."""
+        rows = await self.session.execute(
+            select(ProviderState.name, ProviderState.poll_hit_chance).where(
+                ProviderState.poll_hit_chance.is_not(None)
+            )
+        )
+        return {name: float(chance) for name, chance in rows if chance is not None}
+
+    async def due_backlog(self) -> dict[str, int]:
+        """Active tasks whose next poll is due now, per instance."""
+        rows = await self.session.execute(
+            select(Task.provider, func.count())
+            .where(Task.status.in_(ACTIVE_STATUSES), Task.next_poll_at <= func.now())
+            .group_by(Task.provider)
+        )
+        return {provider: int(count) for provider, count in rows}
