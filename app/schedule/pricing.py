@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from app.budget.capacity import MIN_POLL_SHARE
+from app.budget.capacity import MIN_POLL_SHARE, SPACING_FACTOR, poll_capacity
 from app.core.config import PollSchedule, PollSettings, ProviderSettings
 from app.schedule.model import CompletionModel
 from app.schedule.plans import MAX_HIT_CHANCE, effective_hit_chance, plan_first, plan_next
@@ -251,3 +251,44 @@ def _planned_saturation(
     # Oversubscribed, the queue serves the longest overdue first: a round of every task.
     delay = max(median, tasks / capacity_per_s if wanted > capacity_per_s else 0.0) / 2
     return Saturation(wanted, wanted / capacity_per_s, settings.poll_hit_chance, delay)
+
+
+@dataclass(frozen=True)
+class InstanceForecast:
+    """One instance's forecast: what its budget can carry, how many tasks are in flight,
+    and what its plans ask of it."""
+
+    capacity_per_s: float
+    active_tasks: int
+    saturation: Saturation
+
+
+def forecast_instance(
+    settings: ProviderSettings,
+    *,
+    rate_per_s: float,
+    completions_per_s: dict[int | None, float],
+    model_for_class: Callable[[int | None], CompletionModel | None],
+    planned: Sequence[tuple[float, int]],
+    overdue: int,
+    follow_ups_per_success: float,
+    drain_s: float,
+) -> InstanceForecast:
+    """The forecast the refresh stores for an instance (`app/schedule/refresh.py`), from
+    its effective rate, its completions per second by size class, its learned models, the
+    planned intervals of its tasks in flight and its overdue count."""
+    active = sum(n for _, n in planned)
+    capacity = poll_capacity(
+        rate_per_s,
+        spacing_factor=SPACING_FACTOR,
+        follow_ups_per_s=sum(completions_per_s.values()) * follow_ups_per_success,
+    )
+    forecast = saturation(
+        priced_workloads(model_for_class, completions_per_s, active=active),
+        settings,
+        capacity,
+        overdue,
+        planned=planned,
+        drain_s=drain_s,
+    )
+    return InstanceForecast(capacity, active, forecast)

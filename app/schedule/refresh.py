@@ -14,7 +14,6 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.budget.capacity import SPACING_FACTOR, poll_capacity
 from app.budget.repository import BudgetRepository
 from app.core.config import Settings
 from app.core.logging import get_logger
@@ -95,35 +94,28 @@ class ForecastRefresher:
                 if provider.rate_limit_per_s > 0
                 else 0.0
             )
-            classes = completions_per_s.get(name, {})
-            intervals = planned.get(name, [])
-            active = sum(n for _, n in intervals)
-            capacity = poll_capacity(
-                rate,
-                spacing_factor=SPACING_FACTOR,
-                follow_ups_per_s=sum(classes.values()) * self.requests_per_success[name],
-            )
             # Pure but not free (a plan walk per size class and candidate hit chance):
             # off the event loop, whose send slots allow a few milliseconds of lateness.
-            forecast = await asyncio.to_thread(
-                pricing.saturation,
-                pricing.priced_workloads(
-                    partial(learned.model_for_class, name),
-                    classes,
-                    active=active,
-                ),
-                provider,
-                capacity,
-                overdue.get(name, 0),
-                planned=intervals,
-                drain_s=self.settings.engine.backlog_drain_s,
+            made = await asyncio.to_thread(
+                partial(
+                    pricing.forecast_instance,
+                    provider,
+                    rate_per_s=rate,
+                    completions_per_s=completions_per_s.get(name, {}),
+                    model_for_class=partial(learned.model_for_class, name),
+                    planned=planned.get(name, []),
+                    overdue=overdue.get(name, 0),
+                    follow_ups_per_success=self.requests_per_success[name],
+                    drain_s=self.settings.engine.backlog_drain_s,
+                )
             )
+            forecast = made.saturation
             await forecasts.record_forecast(
                 name,
                 demand_per_s=forecast.demand_per_s,
-                capacity_per_s=capacity,
+                capacity_per_s=made.capacity_per_s,
                 hit_chance=forecast.hit_chance,
-                active_tasks=active,
+                active_tasks=made.active_tasks,
                 expected_delay_s=forecast.expected_detection_delay_s,
                 saturated=forecast.ratio > 1.0,
             )
