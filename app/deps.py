@@ -1,4 +1,6 @@
-"""Annotated dependency aliases for the endpoints.
+"""Annotated dependency aliases every endpoint shares: the process state, the request's
+session (its unit of work), the settings and the authenticated tenant. Each domain's
+endpoints build their own service from these; nothing here knows a domain.
 
 Every dependency is `async def`: FastAPI runs plain `def` ones in a thread pool, three thread
 hops per request for what are attribute reads.
@@ -14,11 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.service import authenticate
 from app.core.config import Settings
-from app.core.errors import RateLimited
+from app.core.errors import TooManyRequests
 from app.core.rate_limit import retry_after_header
 from app.state import AppState
-from app.tasks.service import TaskService
-from app.webhooks.service import WebhookService
 
 
 async def get_state(request: Request) -> AppState:
@@ -64,28 +64,10 @@ async def get_tenant(
     wait_s = state.rate_limiter.acquire(tenant)
     if wait_s > 0:
         retry_after_s = retry_after_header(wait_s)
-        raise RateLimited(
+        raise TooManyRequests(
             f"too many requests for this tenant; retry in {retry_after_s} s", retry_after_s
         )
     return tenant
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
-
-
-async def get_task_service(
-    session: SessionDep, settings: SettingsDep, state: StateDep
-) -> TaskService:
-    return TaskService(session, settings, state.ssrf, state.forecasts)
-
-
-TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
-
-
-async def get_webhook_service(
-    session: SessionDep, settings: SettingsDep, state: StateDep
-) -> WebhookService:
-    return WebhookService(session, settings, state.ssrf)
-
-
-WebhookServiceDep = Annotated[WebhookService, Depends(get_webhook_service)]

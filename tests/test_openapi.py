@@ -53,7 +53,7 @@ async def test_no_dangling_schema_references(client: httpx.AsyncClient) -> None:
 async def test_webhook_payloads_are_documented(client: httpx.AsyncClient) -> None:
     """Every event type pollhook sends is under the document's `webhooks`, with the body
     schema and the Standard Webhooks headers a consumer verifies."""
-    from app.webhooks.schemas import EventType
+    from app.webhooks.events import EventType
 
     doc = (await client.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.1")
@@ -68,7 +68,10 @@ async def test_webhook_payloads_are_documented(client: httpx.AsyncClient) -> Non
         assert "422" not in operation["responses"]
     event = doc["components"]["schemas"]["WebhookEvent"]
     assert event["required"] == ["type", "timestamp", "data"]
-    assert event["properties"]["data"]["$ref"] == "#/components/schemas/TaskRead"
+    # The payload has its own schema, with exactly the fields the API shows for a task.
+    assert event["properties"]["data"]["$ref"] == "#/components/schemas/TaskSnapshot"
+    snapshot = doc["components"]["schemas"]["TaskSnapshot"]
+    assert snapshot["properties"] == doc["components"]["schemas"]["TaskRead"]["properties"]
     assert event["additionalProperties"] is False
 
 

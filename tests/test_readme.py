@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from app.webhooks.schemas import EVENT_DESCRIPTIONS, WebhookEvent
+from app.webhooks.events import EVENT_DESCRIPTIONS, WebhookEvent
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

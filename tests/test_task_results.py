@@ -100,7 +100,7 @@ async def test_a_result_this_version_cannot_read_is_null_and_logged_never_a_500(
 async def test_the_webhook_payload_carries_the_typed_result(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
-    """Events (the webhook bodies' `data`) are built from the same TaskRead as the API."""
+    """Events (the webhook bodies' `data`) carry the typed result, as the API shows it."""
     created = await client.post("/v1/tasks", json={"provider": "minimax", "external_id": 42})
     async with engine.begin() as conn:
         await conn.execute(update(Task).values(next_poll_at=func.now()))

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import RateLimited, ServiceError
+from app.core.errors import ServiceError, TooManyRequests
 from app.core.logging import get_logger
 from app.core.routes import RouteIndex
 
@@ -53,7 +53,7 @@ def service_error_response(exc: ServiceError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     if exc.status_code == 503:
         headers = {"Retry-After": "5"}
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, TooManyRequests):
         headers = {"Retry-After": str(exc.retry_after_s)}
     return JSONResponse(
         error_body(exc.code, exc.message, exc.details), status_code=exc.status_code, headers=headers

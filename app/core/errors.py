@@ -11,7 +11,7 @@ handler in `error_handlers` renders every one as `{"error": {"code", "message", 
     ├── PayloadTooLarge                413 payload_too_large
     ├── ValidationFailed               422 validation_error   (details: [{field, message}])
     ├── InvalidJson                    422 invalid_json       (details: [{field, message}])
-    ├── RateLimited                    429 rate_limited       (details: {retry_after_s})
+    ├── TooManyRequests                429 rate_limited       (details: {retry_after_s})
     └── ServiceUnavailable             503 service_unavailable
 
 Code below the endpoints raises these, never FastAPI's HTTPException.
@@ -71,7 +71,7 @@ class InvalidJson(ServiceError):
     code = "invalid_json"
 
 
-class RateLimited(ServiceError):
+class TooManyRequests(ServiceError):
     """Sent with `Retry-After: <retry_after_s>`."""
 
     status_code = 429

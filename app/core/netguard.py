@@ -37,6 +37,7 @@ import httpcore
 import httpx
 
 from app.core.config import AllowedNetwork
+from app.core.errors import ValidationFailed
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -575,3 +576,11 @@ def guarded_client(
         follow_redirects=False,
         trust_env=False,
     )
+
+
+async def check_destination(guard: SsrfGuard, url: str, field: str) -> None:
+    """Refuse URLs that are not http(s) or that lead into internal networks (422)."""
+    try:
+        await guard.check_url(url)
+    except (InvalidUrl, BlockedAddress) as exc:
+        raise ValidationFailed.field(field, str(exc)) from None

@@ -3,13 +3,25 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.core.metrics import TASK_OUTCOMES
 from app.core.schemas import error_responses
-from app.deps import TaskServiceDep, TenantDep
+from app.deps import SessionDep, SettingsDep, StateDep, TenantDep
 from app.models import TaskStatus
 from app.tasks.schemas import TaskCreate, TaskList, TaskRead
+from app.tasks.service import TaskService
+from app.webhooks.endpoints import WebhookServiceDep
+from app.webhooks.schemas import DeliveryList
+
+
+async def get_task_service(
+    session: SessionDep, settings: SettingsDep, state: StateDep
+) -> TaskService:
+    return TaskService(session, settings, state.ssrf, state.forecasts)
+
+
+TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -63,3 +75,19 @@ async def cancel_task(task_id: uuid.UUID, tenant: TenantDep, service: TaskServic
     if cancellation.changed:
         TASK_OUTCOMES.labels(cancellation.task.provider, TaskStatus.CANCELLED.value).inc()
     return TaskRead.from_task(cancellation.task)
+
+
+@router.get(
+    "/{task_id}/deliveries",
+    tags=["webhooks"],
+    summary="The webhook deliveries of a task, with every attempt",
+    responses=error_responses(401, 404, 422, 503),
+)
+async def task_deliveries(
+    task_id: uuid.UUID,
+    tenant: TenantDep,
+    tasks: TaskServiceDep,
+    service: WebhookServiceDep,
+) -> DeliveryList:
+    task = await tasks.get(tenant, task_id)
+    return await service.deliveries_of(tenant, task)

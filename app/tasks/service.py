@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import ProviderSettings, Settings
 from app.core.errors import Conflict, NotFound, ValidationFailed
-from app.core.netguard import SsrfGuard
+from app.core.netguard import SsrfGuard, check_destination
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models import Task, TaskStatus
 from app.providers.external_ids import InvalidExternalId, normalize_external_id
@@ -20,7 +20,8 @@ from app.schedule.forecasts import Forecasts
 from app.tasks.repository import TaskRepository
 from app.tasks.schemas import TaskCreate, TaskList, TaskRead
 from app.tasks.transitions import can_transition, event_type
-from app.webhooks.service import check_destination, enqueue_event
+from app.webhooks import outbox
+from app.webhooks.events import TaskSnapshot
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,13 @@ class TaskService:
         self,
         session: AsyncSession,
         settings: Settings,
-        policy: SsrfGuard | None = None,
-        forecasts: Forecasts | None = None,
+        guard: SsrfGuard,
+        forecasts: Forecasts,
     ) -> None:
         self.session = session
         self.repo = TaskRepository(session)
         self.settings = settings
-        self.policy = policy
+        self.guard = guard
         self.forecasts = forecasts
 
     def _provider(self, name: str) -> ProviderSettings:
@@ -62,8 +63,8 @@ class TaskService:
             external_id = normalize_external_id(provider.kind, body.external_id)
         except InvalidExternalId as exc:
             raise ValidationFailed.field("external_id", str(exc)) from None
-        if body.callback_url is not None and self.policy is not None:
-            await check_destination(self.policy, body.callback_url, "callback_url")
+        if body.callback_url is not None:
+            await check_destination(self.guard, body.callback_url, "callback_url")
         metadata = body.metadata or {}
         if len(json.dumps(metadata, separators=(",", ":"))) > self.settings.max_metadata_bytes:
             raise ValidationFailed.field(
@@ -71,12 +72,9 @@ class TaskService:
             )
 
         deadline_s = body.deadline_s or provider.deadline_s
-        model = None
-        hit_chance = None
-        if self.forecasts is not None:
-            await self.forecasts.reload_if_stale(self.session)
-            model = self.forecasts.model_for(body.provider, body.size_hint)
-            hit_chance = self.forecasts.hit_chance_for(body.provider)
+        await self.forecasts.reload_if_stale(self.session)
+        model = self.forecasts.model_for(body.provider, body.size_hint)
+        hit_chance = self.forecasts.hit_chance_for(body.provider)
         first = plans.plan_first(provider, model, hit_chance)
         ready = plans.estimated_ready_age(model, 0.0)
         # Timestamps come from the database clock inside the INSERT (one clock for every
@@ -204,7 +202,7 @@ async def change_status(
         task.poll_error = None
     await repo.flush()
     event = await repo.add_event(
-        task, event_type(new), TaskRead.from_task(task).model_dump(mode="json")
+        task, event_type(new), TaskSnapshot.from_task(task).model_dump(mode="json")
     )
     # The outbox: its deliveries commit with the status change, or not at all.
-    await enqueue_event(repo.session, event, task.callback_url)
+    await outbox.enqueue(repo.session, event, task.callback_url)

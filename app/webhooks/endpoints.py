@@ -3,21 +3,29 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Depends, Header, Response, status
 
 from app.core.schemas import error_responses
-from app.deps import TaskServiceDep, TenantDep, WebhookServiceDep
+from app.deps import SessionDep, SettingsDep, StateDep, TenantDep
+from app.webhooks.events import EVENT_DESCRIPTIONS, WebhookEvent
 from app.webhooks.schemas import (
-    EVENT_DESCRIPTIONS,
-    DeliveryList,
     DeliveryRead,
     SigningSecret,
     WebhookCreate,
-    WebhookEvent,
     WebhookList,
     WebhookUpdate,
     WebhookWithSecret,
 )
+from app.webhooks.service import WebhookService
+
+
+async def get_webhook_service(
+    session: SessionDep, settings: SettingsDep, state: StateDep
+) -> WebhookService:
+    return WebhookService(session, settings, state.ssrf)
+
+
+WebhookServiceDep = Annotated[WebhookService, Depends(get_webhook_service)]
 
 router = APIRouter(tags=["webhooks"])
 
@@ -92,21 +100,6 @@ async def rotate_webhook_secret(
 )
 async def signing_secret(tenant: TenantDep, service: WebhookServiceDep) -> SigningSecret:
     return SigningSecret(secret=await service.signing_secret(tenant))
-
-
-@router.get(
-    "/tasks/{task_id}/deliveries",
-    summary="The webhook deliveries of a task, with every attempt",
-    responses=error_responses(401, 404, 422, 503),
-)
-async def task_deliveries(
-    task_id: uuid.UUID,
-    tenant: TenantDep,
-    tasks: TaskServiceDep,
-    service: WebhookServiceDep,
-) -> DeliveryList:
-    task = await tasks.get(tenant, task_id)
-    return await service.deliveries_of(tenant, task)
 
 
 @router.post(

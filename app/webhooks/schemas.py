@@ -7,54 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.tasks.schemas import TaskRead
-
-
-class EventType(StrEnum):
-    QUEUED = "task.queued"
-    PROCESSING = "task.processing"
-    SUCCEEDED = "task.succeeded"
-    FAILED = "task.failed"
-    EXPIRED = "task.expired"
-    TIMED_OUT = "task.timed_out"
-    CANCELLED = "task.cancelled"
-
-
-TERMINAL_EVENT_TYPES = frozenset(
-    {
-        EventType.SUCCEEDED,
-        EventType.FAILED,
-        EventType.EXPIRED,
-        EventType.TIMED_OUT,
-        EventType.CANCELLED,
-    }
-)
-
-# When each event is sent, for the OpenAPI document's `webhooks` and the README.
-EVENT_DESCRIPTIONS: dict[EventType, str] = {
-    EventType.QUEUED: "The provider has queued the task (not every provider reports this).",
-    EventType.PROCESSING: "The provider is working on the task.",
-    EventType.SUCCEEDED: "The task finished at the provider; `data.result` holds what it made.",
-    EventType.FAILED: "The provider reported a failure, or refused the task; see `data.error`.",
-    EventType.EXPIRED: "The provider reported the task expired.",
-    EventType.TIMED_OUT: "The task was still running at its `deadline_at`; pollhook stopped "
-    "polling it.",
-    EventType.CANCELLED: "A client stopped tracking the task (`DELETE /v1/tasks/{id}`).",
-}
-
-
-class WebhookEvent(BaseModel):
-    """The body of every delivery. Every attempt of one event sends the same bytes."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: EventType
-    timestamp: datetime = Field(description="When the status changed.")
-    data: TaskRead = Field(
-        description="The task as `GET /v1/tasks/{id}` showed it right after the change. "
-        "Drop an event whose `data.sequence` is not above the last one seen for the task."
-    )
-
+from app.webhooks.events import EventType
 
 UrlField = Annotated[
     str,

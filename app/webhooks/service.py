@@ -7,17 +7,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.errors import NotFound, ValidationFailed
-from app.core.netguard import BlockedAddress, InvalidUrl, SsrfGuard
-from app.models import Delivery, Event, Task, WebhookEndpoint
+from app.core.netguard import SsrfGuard, check_destination
+from app.models import Delivery, Task, WebhookEndpoint
 from app.webhooks import signing
+from app.webhooks.events import EventType
 from app.webhooks.repository import WebhookRepository
 from app.webhooks.schemas import (
-    TERMINAL_EVENT_TYPES,
     AttemptRead,
     DeliveryList,
     DeliveryRead,
     DeliveryStatus,
-    EventType,
     WebhookCreate,
     WebhookList,
     WebhookRead,
@@ -49,22 +48,14 @@ def endpoint_with_secret(endpoint: WebhookEndpoint) -> WebhookWithSecret:
     )
 
 
-async def check_destination(policy: SsrfGuard, url: str, field: str) -> None:
-    """Refuse URLs that are not http(s) or that lead into internal networks (422)."""
-    try:
-        await policy.check_url(url)
-    except (InvalidUrl, BlockedAddress) as exc:
-        raise ValidationFailed.field(field, str(exc)) from None
-
-
 class WebhookService:
-    def __init__(self, session: AsyncSession, settings: Settings, policy: SsrfGuard) -> None:
+    def __init__(self, session: AsyncSession, settings: Settings, guard: SsrfGuard) -> None:
         self.repo = WebhookRepository(session)
         self.settings = settings
-        self.policy = policy
+        self.guard = guard
 
     async def create(self, tenant: str, body: WebhookCreate) -> WebhookWithSecret:
-        await check_destination(self.policy, body.url, "url")
+        await check_destination(self.guard, body.url, "url")
         endpoint = await self.repo.add_endpoint(
             tenant=tenant,
             url=body.url,
@@ -96,7 +87,7 @@ class WebhookService:
         if "url" in given:
             if body.url is None:
                 raise ValidationFailed.field("url", "must not be null")
-            await check_destination(self.policy, body.url, "url")
+            await check_destination(self.guard, body.url, "url")
             endpoint.url = body.url
         if "events" in given:
             endpoint.events = [e.value for e in body.events] if body.events else None
@@ -184,12 +175,3 @@ class WebhookService:
             )
             for d in rows
         ]
-
-
-async def enqueue_event(session: AsyncSession, event: Event, callback_url: str | None) -> int:
-    """The outbox step of a status change: deliveries for its event, same transaction."""
-    return await WebhookRepository(session).fan_out(
-        event,
-        terminal=EventType(event.type) in TERMINAL_EVENT_TYPES,
-        callback_url=callback_url,
-    )

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook
 
 from app.core.db import create_sessionmaker
+from app.webhooks.events import WebhookEvent
 from app.webhooks.repository import WebhookRepository
-from app.webhooks.schemas import WebhookEvent
 from tests import helpers
 from tests.webhooks.receiver import Answer, Receiver
 

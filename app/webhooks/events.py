@@ -1,0 +1,180 @@
+"""What a webhook carries: the event types, the task snapshot in `data`, and the body.
+
+Consumers get these bytes; `GET /v1/tasks/{id}` shows the same snapshot
+(`app/tasks/schemas.py` TaskRead). Built from the task row alone, so the outbox write
+(`app/tasks/service.py` change_status) needs nothing of the API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from app.core.logging import get_logger
+from app.models import Task, TaskStatus
+from app.providers.base import WaitReason
+from app.providers.registry import TaskResult
+
+logger = get_logger(__name__)
+
+
+class EventType(StrEnum):
+    QUEUED = "task.queued"
+    PROCESSING = "task.processing"
+    SUCCEEDED = "task.succeeded"
+    FAILED = "task.failed"
+    EXPIRED = "task.expired"
+    TIMED_OUT = "task.timed_out"
+    CANCELLED = "task.cancelled"
+
+
+TERMINAL_EVENT_TYPES = frozenset(
+    {
+        EventType.SUCCEEDED,
+        EventType.FAILED,
+        EventType.EXPIRED,
+        EventType.TIMED_OUT,
+        EventType.CANCELLED,
+    }
+)
+
+# When each event is sent, for the OpenAPI document's `webhooks` and the README.
+EVENT_DESCRIPTIONS: dict[EventType, str] = {
+    EventType.QUEUED: "The provider has queued the task (not every provider reports this).",
+    EventType.PROCESSING: "The provider is working on the task.",
+    EventType.SUCCEEDED: "The task finished at the provider; `data.result` holds what it made.",
+    EventType.FAILED: "The provider reported a failure, or refused the task; see `data.error`.",
+    EventType.EXPIRED: "The provider reported the task expired.",
+    EventType.TIMED_OUT: "The task was still running at its `deadline_at`; pollhook stopped "
+    "polling it.",
+    EventType.CANCELLED: "A client stopped tracking the task (`DELETE /v1/tasks/{id}`).",
+}
+
+
+class WebhookEvent(BaseModel):
+    """The body of every delivery. Every attempt of one event sends the same bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: EventType
+    timestamp: datetime = Field(description="When the status changed.")
+    data: TaskSnapshot = Field(
+        description="The task as `GET /v1/tasks/{id}` showed it right after the change. "
+        "Drop an event whose `data.sequence` is not above the last one seen for the task."
+    )
+
+
+class TaskError(BaseModel):
+    code: str | None = Field(description="The provider's own code, or pollhook's.")
+    message: str
+
+
+class PollError(BaseModel):
+    """The last poll's error, while the task waits for the next one."""
+
+    reason: WaitReason = Field(
+        description="`auth_failed`: the provider refused the instance's key (missing, wrong, "
+        "or out of balance); polling resumes when a restart brings another key, or every "
+        "POLLHOOK_ENGINE__AUTH_RETRY_S. `rate_limited`: the provider asked pollhook to slow "
+        "down. `result_not_ready`: the provider says the task is done but has not handed its "
+        "result over yet (retried a bounded number of polls). `transient_error`: a timeout, "
+        "a connection error, a 5xx or an answer pollhook could not read; retried with backoff."
+    )
+    code: str | None = Field(description="The provider's code, or pollhook's (`timeout`, …).")
+    message: str = Field(description="What the provider said; credentials are cut out.")
+    at: datetime
+
+
+class TaskSnapshot(BaseModel):
+    """A task as it stands: the `data` of every webhook, taken right after the change it
+    announces, and what `GET /v1/tasks/{id}` shows."""
+
+    id: uuid.UUID
+    provider: str
+    external_id: str
+    status: TaskStatus
+    result: TaskResult | None = Field(
+        description="What the provider handed over, once the task succeeded: its fields "
+        "depend on the provider kind, named by `kind`. Null until then."
+    )
+    error: TaskError | None
+    metadata: dict[str, Any]
+    callback_url: str | None
+    polls: int
+    sequence: int = Field(description="Increments on every status change.")
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    next_poll_at: datetime | None
+    estimated_ready_at: datetime | None = Field(
+        description="When the task is expected to finish upstream: the median of the "
+        "instance's learned completion times (of its size class when size_hint was given), "
+        "given how long the task has run already. Null until the instance has seen enough "
+        "completions, when the task has outlived 99 % of them, and once it is terminal."
+    )
+    size_hint: int | None
+    deadline_at: datetime
+    last_poll_error: PollError | None = Field(
+        description="Why the task is still waiting: the last poll's error, until the next "
+        "answer from the provider clears it. Null when the last poll got an answer, and once "
+        "the task has ended."
+    )
+
+    @classmethod
+    def from_task(cls, task: Task) -> Self:
+        return cls(
+            id=task.id,
+            provider=task.provider,
+            external_id=task.external_id,
+            status=TaskStatus(task.status),
+            result=_stored_result(task),
+            error=TaskError.model_validate(task.error) if task.error else None,
+            metadata=task.metadata_ or {},
+            callback_url=task.callback_url,
+            polls=task.polls,
+            sequence=task.sequence,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+            completed_at=task.completed_at,
+            next_poll_at=task.next_poll_at,
+            estimated_ready_at=task.estimated_ready_at,
+            size_hint=task.size_hint,
+            deadline_at=task.deadline_at,
+            last_poll_error=_stored_poll_error(task),
+        )
+
+
+def _stored_poll_error(task: Task) -> PollError | None:
+    """None, not a 500, for a shape this version does not know (a newer reason, say)."""
+    if task.poll_error is None:
+        return None
+    try:
+        return PollError.model_validate(task.poll_error)
+    except ValidationError:
+        logger.warning("task.poll_error_unreadable", task_id=str(task.id))
+        return None
+
+
+_RESULT = TypeAdapter[TaskResult | None](TaskResult | None)
+
+
+def _stored_result(task: Task) -> TaskResult | None:
+    """The stored result, or None (logged) when this version cannot read it: a task must
+    stay readable whatever an older version wrote."""
+    if task.result is None:
+        return None
+    try:
+        return _RESULT.validate_python(task.result)
+    except ValidationError as exc:
+        logger.warning(
+            "task.result_unreadable",
+            task_id=str(task.id),
+            provider=task.provider,
+            errors=exc.error_count(),
+            detail=str(exc)[:300],
+        )
+        return None
