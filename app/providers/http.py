@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +16,7 @@ import httpx
 
 from app import __version__
 from app.core.config import ProviderSettings
+from app.core.http_client import read_at_most, retry_after_seconds
 from app.providers.base import (
     CredentialError,
     RateLimited,
@@ -28,7 +26,6 @@ from app.providers.base import (
 )
 
 MAX_RESPONSE_BYTES = 1024 * 1024
-MAX_RETRY_AFTER_S = 3600.0
 EXCERPT_CHARS = 512
 MAX_URL_CHARS = 8192
 USER_AGENT = f"pollhook/{__version__}"
@@ -135,14 +132,11 @@ async def _read_capped(response: httpx.Response) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
         raise _too_large(response)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise _too_large(response)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    # Decoded bytes: a small gzip bomb is refused by what it inflates to.
+    body, cut = await read_at_most(response.aiter_bytes(), MAX_RESPONSE_BYTES)
+    if cut:
+        raise _too_large(response)
+    return body
 
 
 def _too_large(response: httpx.Response) -> TransientError:
@@ -198,26 +192,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list):
         return [_clean(item) for item in value]
     return value
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), in [0, 3600]."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 def raise_for_http_status(response: httpx.Response) -> None:

@@ -24,6 +24,7 @@ import httpx
 from pydantic import Field
 
 from app.core.config import ProviderKind
+from app.core.http_client import retry_after_seconds
 from app.core.logging import get_logger
 from app.models import TaskStatus
 from app.providers.base import (
@@ -46,7 +47,6 @@ from app.providers.http import (
     json_object,
     malformed,
     raise_for_http_status,
-    retry_after_seconds,
     unexpected_status,
 )
 

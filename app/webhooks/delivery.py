@@ -19,12 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import __version__
 from app.core.config import Settings
 from app.core.db import create_sessionmaker
+from app.core.http_client import read_at_most, retry_after_seconds
 from app.core.logging import get_logger
 from app.core.loop import LeasedLoop
 from app.core.metrics import ATTEMPT_SECONDS, DELIVERIES
 from app.core.netguard import BlockedAddress, SsrfGuard, guarded_client
 from app.core.notify import listen
-from app.providers.http import retry_after_seconds
 from app.webhooks import signing
 from app.webhooks.repository import (
     DELIVERY_CHANNEL,
@@ -146,7 +146,7 @@ class DeliveryLoop(LeasedLoop):
                 )
                 response = await self.client.send(request, stream=True, follow_redirects=False)
                 try:
-                    answer = await _read_capped(response)
+                    answer, _ = await read_at_most(response.aiter_raw(), RESPONSE_READ_LIMIT)
                 finally:
                     await response.aclose()
         except TimeoutError:
@@ -230,17 +230,6 @@ class DeliveryLoop(LeasedLoop):
             error=error,
             duration_ms=duration_ms,
         )
-
-
-async def _read_capped(response: httpx.Response) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_raw():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= RESPONSE_READ_LIMIT:
-            break
-    return b"".join(chunks)
 
 
 def _blocked_cause(exc: BaseException) -> BlockedAddress | None:

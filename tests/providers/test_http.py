@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from app import __version__
+from app.core.http_client import retry_after_seconds
 from app.providers.base import (
     RAW_RESPONSE_LIMIT,
     CredentialError,
@@ -28,7 +29,6 @@ from app.providers.http import (
     is_http_url,
     json_object,
     raise_for_http_status,
-    retry_after_seconds,
     unexpected_status,
 )
 from tests.providers import API_KEY, HTML_ERROR_PAGE, make_harness, raising, reply
