@@ -5,12 +5,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, tuple_, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.repository import claim_statement
 from app.models import Task
 from app.models.task import ACTIVE_STATUSES
 from app.providers.base import WaitReason
+
+_CLAIM = claim_statement(
+    table="tasks",
+    due_column="next_poll_at",
+    where="provider = :provider AND status IN ('pending', 'queued', 'processing')",
+    returning="c.id, c.fencing_token, c.external_id, c.status, c.deadline_at, c.checkpoint, now()",
+)
 
 
 @dataclass(frozen=True)
@@ -36,34 +44,11 @@ class PollingRepository:
     ) -> list[Claim]:
         """Claim up to `limit` due tasks of one instance, longest overdue first.
 
-        The claim moves `next_poll_at` to the lease's end: a replica that dies mid-poll
-        needs no reaper, its tasks simply fall due again when the lease runs out. The new
-        fencing token voids any older holder's write. SKIP LOCKED lets replicas claim side by
-        side without waiting on each other; the partial index ix_tasks_due serves the scan.
+        The shape every queue shares (`app/core/repository.py`); the partial index
+        ix_tasks_due serves the scan.
         """
         rows = await self.session.execute(
-            text(
-                """
-                WITH params AS (SELECT CAST(:lease_s AS float8) AS lease_s),
-                due AS (
-                    SELECT id FROM tasks
-                    WHERE provider = :provider
-                      AND status IN ('pending', 'queued', 'processing')
-                      AND next_poll_at <= now()
-                    ORDER BY next_poll_at
-                    LIMIT :limit
-                    FOR UPDATE SKIP LOCKED
-                )
-                UPDATE tasks t
-                SET lease_owner = :owner,
-                    lease_expires_at = now() + make_interval(secs => params.lease_s),
-                    next_poll_at = now() + make_interval(secs => params.lease_s),
-                    fencing_token = t.fencing_token + 1
-                FROM due, params WHERE t.id = due.id
-                RETURNING t.id, t.fencing_token, t.external_id, t.status, t.deadline_at,
-                          t.checkpoint, now()
-                """
-            ),
+            _CLAIM,
             {"provider": provider, "limit": limit, "owner": owner, "lease_s": lease_s},
         )
         return [

@@ -9,11 +9,17 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.repository import claim_statement
 from app.models import Delivery, DeliveryAttempt, Event, TenantSecret, WebhookEndpoint
 
 # The wake-up channel of the deliveries_notify_due trigger (migration 0620).
 DELIVERY_CHANNEL = "pollhook_deliveries"
 RESPONSE_BODY_LIMIT = 4096
+
+
+_CLAIM = claim_statement(
+    table="deliveries", due_column="next_attempt_at", where="status = 'pending'", returning="c.id"
+)
 
 
 @dataclass(frozen=True)
@@ -149,25 +155,7 @@ class WebhookRepository:
         claimed = (
             (
                 await self.session.execute(
-                    text(
-                        """
-                    WITH params AS (SELECT CAST(:lease_s AS float8) AS lease_s),
-                    due AS (
-                        SELECT id FROM deliveries
-                        WHERE status = 'pending' AND next_attempt_at <= now()
-                        ORDER BY next_attempt_at
-                        LIMIT :limit
-                        FOR UPDATE SKIP LOCKED
-                    )
-                    UPDATE deliveries d
-                    SET lease_owner = :owner,
-                        lease_expires_at = now() + make_interval(secs => params.lease_s),
-                        next_attempt_at = now() + make_interval(secs => params.lease_s),
-                        fencing_token = d.fencing_token + 1
-                    FROM due, params WHERE d.id = due.id
-                    RETURNING d.id
-                    """
-                    ),
+                    _CLAIM,
                     {"limit": limit, "owner": owner, "lease_s": lease_s},
                 )
             )
