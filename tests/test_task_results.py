@@ -14,10 +14,12 @@ from structlog.testing import capture_logs
 from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
 from app.core.db import create_sessionmaker
 from app.models import Event, Task, TaskStatus
+from app.polling.outcomes import PollResult
 from app.polling.repository import PollingRepository
-from app.polling.service import PollingService, PollResult
+from app.polling.service import PollingService
 from app.providers.base import PollOutcome
 from app.providers.minimax_t2a import MinimaxT2AResult
+from app.schedule.forecasts import Forecasts
 
 MINIMAX_RESULT = {
     "kind": "minimax_t2a",
@@ -118,7 +120,9 @@ async def test_the_webhook_payload_carries_the_typed_result(
         kind=ProviderKind.MINIMAX_T2A, **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A]
     )
     async with sessions.begin() as session:
-        service = PollingService(session, minimax, auth_retry_s=300, rng=random.Random(1))
+        service = PollingService(
+            session, minimax, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+        )
         await service.apply(claim, PollResult(outcome=outcome))
     async with engine.connect() as conn:
         payload = await conn.scalar(select(Event.payload).where(Event.type == "task.succeeded"))

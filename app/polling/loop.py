@@ -26,8 +26,9 @@ from app.core.loop import LeasedLoop
 from app.core.metrics import POLLS, TASK_OUTCOMES
 from app.core.redaction import Redactor
 from app.models import ProviderHealth
+from app.polling.outcomes import PollResult
 from app.polling.repository import Claim, PollingRepository
-from app.polling.service import Applied, PollingService, PollResult
+from app.polling.service import Applied, PollingService
 from app.providers.base import (
     CredentialError,
     PollContext,

@@ -14,10 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
 from app.core.db import create_sessionmaker
 from app.models import Event, Task, TaskStatus
+from app.polling.outcomes import PollResult
 from app.polling.repository import PollingRepository
-from app.polling.service import PollingService, PollResult
+from app.polling.service import PollingService
 from app.providers.base import PollOutcome, TransientError
 from app.providers.minimax_t2a import MinimaxT2AResult
+from app.schedule.forecasts import Forecasts
 
 MINIMAX = ProviderSettings(kind=ProviderKind.MINIMAX_T2A, **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A])
 
@@ -93,16 +95,22 @@ async def test_fencing_rejects_a_stale_holder(
         )
     )
     async with sessions.begin() as session:
-        svc = PollingService(session, MINIMAX, auth_retry_s=300, rng=random.Random(1))
+        svc = PollingService(
+            session, MINIMAX, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+        )
         assert await svc.apply(stale, done) is None  # fenced off: no write
     async with sessions.begin() as session:
-        svc = PollingService(session, MINIMAX, auth_retry_s=300, rng=random.Random(1))
+        svc = PollingService(
+            session, MINIMAX, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+        )
         applied = await svc.apply(fresh, done)
     assert applied is not None
     assert applied.status is TaskStatus.SUCCEEDED
     assert applied.changed
     async with sessions.begin() as session:  # the late stale write changes nothing either
-        svc = PollingService(session, MINIMAX, auth_retry_s=300, rng=random.Random(1))
+        svc = PollingService(
+            session, MINIMAX, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+        )
         assert await svc.apply(stale, done) is None
     async with engine.connect() as conn:
         events = (await conn.execute(text("SELECT type, sequence FROM events"))).all()
@@ -124,7 +132,9 @@ async def test_transient_errors_back_off_and_deadline_times_out(
     await _make_due(engine, {task_id: 1})
     [claim] = await _claim(engine, 1)
     async with sessions.begin() as session:
-        svc = PollingService(session, MINIMAX, auth_retry_s=300, rng=random.Random(1))
+        svc = PollingService(
+            session, MINIMAX, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+        )
         applied = await svc.apply(claim, PollResult(error=TransientError("boom", code="http_503")))
     assert applied is not None
     assert applied.status is TaskStatus.PENDING
@@ -153,7 +163,9 @@ async def test_transient_errors_back_off_and_deadline_times_out(
         outcome=PollOutcome(status=TaskStatus.PROCESSING, upstream_status="Processing")
     )
     async with sessions.begin() as session:
-        svc = PollingService(session, MINIMAX, auth_retry_s=300, rng=random.Random(1))
+        svc = PollingService(
+            session, MINIMAX, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+        )
         await svc.apply(claim, processing)
     async with engine.connect() as conn:
         events = (

@@ -240,7 +240,8 @@ async def test_health_news_survives_a_database_that_is_down(settings: Settings) 
 def test_poll_outcome_labels_follow_the_error_class(error: str, label: str) -> None:
     from app.models import TaskStatus
     from app.polling.loop import _outcome
-    from app.polling.service import Applied, PollResult
+    from app.polling.outcomes import PollResult
+    from app.polling.service import Applied
     from app.providers import base
 
     result = PollResult(error=getattr(base, error)("why", code="x"))

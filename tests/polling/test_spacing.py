@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import KIND_DEFAULTS, PollSchedule, ProviderKind, ProviderSettings
 from app.core.db import create_sessionmaker
 from app.models import TaskStatus
+from app.polling.outcomes import PollResult
 from app.polling.repository import PollingRepository
-from app.polling.service import PollingService, PollResult
+from app.polling.service import PollingService
 from app.providers.base import PollOutcome, RateLimited, TransientError
+from app.schedule.forecasts import Forecasts
 
 JIMMY_DEFAULTS = KIND_DEFAULTS[ProviderKind.JIMMY_SOUNDCLONE]
 DOCUMENTED_FLOOR_S = 5.0  # docs/providers.md: "one query every 5-10 s"
@@ -59,7 +61,10 @@ async def planned_gaps(
                 "jimmy", limit=1, owner="test", lease_s=30
             )
         async with sessions.begin() as session:
-            await PollingService(session, settings, auth_retry_s=300, rng=rng).apply(claim, result)
+            service = PollingService(
+                session, settings, auth_retry_s=300, rng=rng, forecasts=Forecasts(ttl_s=0)
+            )
+            await service.apply(claim, result)
         async with engine.connect() as conn:
             gap = await conn.scalar(text("SELECT next_poll_at - last_polled_at FROM tasks"))
         assert isinstance(gap, timedelta)
@@ -115,7 +120,9 @@ async def test_the_floor_wins_over_the_deadline(
             "jimmy", limit=1, owner="test", lease_s=30
         )
     async with sessions.begin() as session:
-        service = PollingService(session, settings, auth_retry_s=300, rng=random.Random(3))
+        service = PollingService(
+            session, settings, auth_retry_s=300, rng=random.Random(3), forecasts=Forecasts(ttl_s=0)
+        )
         await service.apply(claim, PROCESSING)
     async with engine.connect() as conn:
         row = (
