@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         engine=engine,
         sessions=create_sessionmaker(engine),
         static_keys=StaticKeys(settings.api_keys),
-        ssrf=SsrfGuard(settings.webhook_allow_networks),
+        guard=SsrfGuard(settings.webhook_allow_networks),
         rate_limiter=TenantRateLimiter(
             settings.api_rate_limit_per_s, settings.api_rate_limit_burst
         ),

@@ -19,7 +19,8 @@ class AppState:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     static_keys: StaticKeys
-    ssrf: SsrfGuard
+    # Checks every URL a client gives (webhook endpoints, callback_url) before it is stored.
+    guard: SsrfGuard
     rate_limiter: TenantRateLimiter
     # The learned completion models, for planning a task's first poll at registration.
     forecasts: Forecasts

@@ -18,7 +18,7 @@ from app.webhooks.schemas import DeliveryList
 async def get_task_service(
     session: SessionDep, settings: SettingsDep, state: StateDep
 ) -> TaskService:
-    return TaskService(session, settings, state.ssrf, state.forecasts)
+    return TaskService(session, settings, state.guard, state.forecasts)
 
 
 TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]

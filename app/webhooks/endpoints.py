@@ -22,7 +22,7 @@ from app.webhooks.service import WebhookService
 async def get_webhook_service(
     session: SessionDep, settings: SettingsDep, state: StateDep
 ) -> WebhookService:
-    return WebhookService(session, settings, state.ssrf)
+    return WebhookService(session, settings, state.guard)
 
 
 WebhookServiceDep = Annotated[WebhookService, Depends(get_webhook_service)]
