@@ -1,1 +1,2 @@
-"""Webhook delivery: endpoints, signing, the outbox delivery loop and the SSRF guard."""
+"""Webhooks: the event schema and the outbox, the delivery loop that sends it signed, the
+retry decisions, and the /v1/webhooks API."""
