@@ -53,7 +53,11 @@ def test_the_tree_keeps_every_contract() -> None:
         # A service that speaks HTTP serving.
         ("app/tasks/service.py", "import fastapi", "nothing knows HTTP serving"),
         # Another domain's repository, not declared as one of its readers.
-        ("app/tasks/service.py", "from app.webhooks import repository", "app.webhooks.repository is"),
+        (
+            "app/tasks/service.py",
+            "from app.webhooks import repository",
+            "app.webhooks.repository is",
+        ),
         # The service importing the sandbox.
         ("app/main.py", "from app.sandbox import state", "never imports the sandbox"),
     ],

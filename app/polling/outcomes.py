@@ -41,7 +41,6 @@ class PollResult:
     outcome: PollOutcome | None = None
     error: ProviderError | None = None
     sent: bool = True
-    retry_after_s: float | None = None
     checkpoint: dict[str, Any] | None = None
 
 

@@ -42,7 +42,7 @@ class HttpUpstream:
         client: httpx.AsyncClient,
         settings: ProviderSettings,
         acquire_slot: Callable[[], Awaitable[None]],
-        before_send: Callable[[], None] | None = None,
+        before_send: Callable[[], None],
     ) -> None:
         """`acquire_slot` waits for a budget slot; `before_send` runs at the last moment
         before the request's first byte is written (after any connection setup) and may
@@ -65,7 +65,7 @@ class HttpUpstream:
             params=params,
             headers=self._headers,
             timeout=timeout,
-            extensions={"trace": self._trace} if self._before_send else None,
+            extensions={"trace": self._trace},
         )
         self._check_path(request, path)
         await self._acquire_slot()
@@ -100,7 +100,7 @@ class HttpUpstream:
     async def _trace(self, event: str, info: dict[str, Any]) -> None:
         # httpcore's hook just before the request headers are written: connecting (TCP,
         # TLS) is over, so a slot that passed meanwhile can still be given up unsent.
-        if self._before_send is not None and event.endswith("send_request_headers.started"):
+        if event.endswith("send_request_headers.started"):
             self._before_send()
 
     async def _exchange(self, request: httpx.Request) -> httpx.Response:

@@ -67,7 +67,8 @@ def make_harness(
         return await response
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(recording))
-    harness = Harness(upstream=HttpUpstream(client, settings, acquire_slot))
+    # Adapters are tested here, not pacing: nothing stops a request at its last moment.
+    harness = Harness(upstream=HttpUpstream(client, settings, acquire_slot, lambda: None))
     return harness
 
 
