@@ -61,7 +61,7 @@ class InvalidUrl(UnsafeTarget):
 
 
 class BlockedAddress(UnsafeTarget):
-    """The target is (or resolves to) an address the policy refuses.
+    """The target is (or resolves to) an address the guard refuses.
 
     `address` and `reason` are for logs and callers. The message names the host the client
     gave and the class of address but not a resolved address, so a refusal does not reveal
@@ -319,7 +319,7 @@ class SsrfGuard:
 
         `host` is a URL host as httpx hands it over (IDNA-encoded, IPv6 without brackets).
         Raises BlockedAddress, or ResolutionFailed when the name does not resolve within the
-        policy's resolve timeout.
+        guard's resolve timeout.
         """
         if _is_localhost_name(host):
             # Loopback by definition; when loopback is allowed it resolves like any name.
@@ -377,7 +377,7 @@ class SsrfGuard:
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that dials only addresses the policy accepts.
+    """An httpcore network backend that dials only addresses the guard accepts.
 
     httpcore calls `connect_tcp` with the URL's host and later starts TLS on the returned
     stream with `server_hostname` set to that same host (httpcore/_async/connection.py), so
@@ -386,8 +386,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     own exception types) and is not retried.
     """
 
-    def __init__(self, policy: SsrfGuard, inner: httpcore.AsyncNetworkBackend | None = None):
-        self._policy = policy
+    def __init__(self, guard: SsrfGuard, inner: httpcore.AsyncNetworkBackend | None = None):
+        self._guard = guard
         self._inner = inner or httpcore.AnyIOBackend()
 
     # The signatures are httpcore's, hence `timeout` parameters (ASYNC109).
@@ -403,7 +403,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             async with asyncio.timeout(timeout):
-                addresses = await self._policy.resolve_checked(host, port=port)
+                addresses = await self._guard.resolve_checked(host, port=port)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"cannot resolve host {host!r} (timed out)") from exc
         except ResolutionFailed as exc:
@@ -500,7 +500,7 @@ DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport whose connections go only to addresses the policy accepts.
+    """An httpx transport whose connections go only to addresses the guard accepts.
 
     httpx 0.28's AsyncHTTPTransport cannot be given a network backend, so this transport
     drives its own httpcore connection pool (public httpcore API) and does what
@@ -510,7 +510,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        policy: SsrfGuard,
+        guard: SsrfGuard,
         *,
         ssl_context: ssl.SSLContext | None = None,
         limits: httpx.Limits = DEFAULT_LIMITS,
@@ -526,7 +526,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             http2=False,
             retries=retries,
             socket_options=None if socket_options is None else list(socket_options),
-            network_backend=GuardedBackend(policy),
+            network_backend=GuardedBackend(guard),
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -558,7 +558,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
 
 def guarded_client(
-    policy: SsrfGuard,
+    guard: SsrfGuard,
     *,
     timeout: httpx.Timeout | float = 15.0,
     limits: httpx.Limits = DEFAULT_LIMITS,
@@ -571,7 +571,7 @@ def guarded_client(
     client-chosen hosts.
     """
     return httpx.AsyncClient(
-        transport=GuardedTransport(policy, ssl_context=ssl_context, limits=limits),
+        transport=GuardedTransport(guard, ssl_context=ssl_context, limits=limits),
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,

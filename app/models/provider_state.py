@@ -46,7 +46,8 @@ class ProviderState(Base):
     # that fits them into the budget, the detection delay to expect, and since when
     # demand has exceeded the rate.
     poll_demand_per_s: Mapped[float | None] = mapped_column(Float)
-    # Polls per second the budget can give (policy.poll_capacity): the ratio's denominator.
+    # Polls per second the budget can give (app/budget/capacity.py poll_capacity): the
+    # ratio's denominator.
     poll_capacity_per_s: Mapped[float | None] = mapped_column(Float)
     poll_hit_chance: Mapped[float | None] = mapped_column(Float)
     # Written by the previous version's forecast (a stretch factor); kept so its replicas
