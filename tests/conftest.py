@@ -12,8 +12,9 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -28,6 +29,7 @@ from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_engine
 from app.core.embedded import start_embedded
+from app.polling.worker import PollWorker
 from tests.helpers import ACME_KEY, DISCARD, OTHER_KEY, PgServer, api_client
 
 TABLES = [
@@ -109,6 +111,24 @@ def settings(database_url: str) -> Settings:
 async def client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(settings, engine) as http:
         yield http
+
+
+@pytest_asyncio.fixture
+async def run_engine(
+    engine: AsyncEngine,
+) -> AsyncIterator[Callable[[Settings, httpx.MockTransport], Any]]:
+    """Start poll workers in this process on the test database (stopped afterwards)."""
+    started: list[PollWorker] = []
+
+    async def start(settings: Settings, transport: httpx.MockTransport) -> PollWorker:
+        poll_engine = PollWorker(settings, engine, transport=transport)
+        await poll_engine.start()
+        started.append(poll_engine)
+        return poll_engine
+
+    yield start
+    for poll_engine in started:
+        await poll_engine.stop()
 
 
 @pytest.fixture

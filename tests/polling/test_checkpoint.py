@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.providers.minimax_t2a import QUERY_PATH, RETRIEVE_PATH
 from tests.helpers import eventually
-from tests.polling.support import _settings, fast_settings, statuses
+from tests.worker_support import _settings, fast_settings, statuses
 
 OK = {"status_code": 0, "status_msg": "success"}
 

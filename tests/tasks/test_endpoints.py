@@ -10,8 +10,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Event, Task
+from tests.core.test_pagination import cursor_at
 from tests.helpers import DISCARD_URL, OTHER_KEY
-from tests.test_policy import cursor_at
 
 MINIMAX_ID = 95157322514444
 JIMMY_ID = "audio_16b635ba-5889-4fa5-bbcc-bf67a38c353a"

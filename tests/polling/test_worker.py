@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.polling.worker import PollWorker
 from tests.helpers import eventually
-from tests.polling.support import (
+from tests.worker_support import (
     ScriptedMinimax,
     _settings,
     fast_settings,

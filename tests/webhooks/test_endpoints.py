@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import AllowedNetwork, Settings
 from app.main import create_app
 from tests.helpers import ACME_KEY, OTHER_KEY
-from tests.test_tasks_api import assert_error, fields_of
+from tests.tasks.test_endpoints import assert_error, fields_of
 
 OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
 

@@ -15,7 +15,7 @@ from app.core.config import Settings
 from app.core.db import create_engine
 from app.main import create_app
 from tests.helpers import ACME_KEY, refusing_postgres
-from tests.test_tasks_api import assert_error
+from tests.tasks.test_endpoints import assert_error
 
 
 @pytest_asyncio.fixture

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.main import create_app
 from tests.helpers import ACME_KEY
-from tests.test_tasks_api import assert_error
+from tests.tasks.test_endpoints import assert_error
 
 
 class TestAuthentication:

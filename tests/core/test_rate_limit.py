@@ -13,7 +13,7 @@ from app.core.config import Settings
 from app.core.rate_limit import TenantRateLimiter, retry_after_header
 from app.main import create_app
 from tests.helpers import ACME_KEY, OTHER_KEY
-from tests.test_tasks_api import assert_error
+from tests.tasks.test_endpoints import assert_error
 
 
 class FakeClock:

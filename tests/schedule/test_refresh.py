@@ -25,7 +25,7 @@ from app.schedule.forecasts import Forecasts
 from app.schedule.model import ALL_SIZES, MIN_SAMPLES, SAMPLE_WINDOW, size_class
 from app.schedule.repository import CompletionRepository
 from tests.helpers import ACME_KEY, eventually
-from tests.polling.support import ScriptedMinimax, _settings, fast_settings, statuses
+from tests.worker_support import ScriptedMinimax, _settings, fast_settings, statuses
 
 
 @pytest.fixture

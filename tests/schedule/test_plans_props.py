@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from app.core.config import PollSchedule, ProviderSettings
 from app.schedule import plans
-from tests.property._settings import PROPERTY, provider_settings
+from tests.properties import PROPERTY, provider_settings
 
 # timedelta keeps microseconds, so a computed instant may be off by one rounding step.
 ONE_US = timedelta(microseconds=1)

@@ -13,7 +13,7 @@ from app.core.config import PollSchedule, ProviderSettings
 from app.schedule import plans, pricing
 from app.schedule.model import MIN_SAMPLES, TRUSTED_UP_TO, CompletionModel, size_class
 from app.schedule.pricing import Workload
-from tests.property._settings import PROPERTY, provider_settings
+from tests.properties import PROPERTY, provider_settings
 
 seconds = st.floats(min_value=0.0, max_value=1e6, allow_nan=False)
 chances = st.floats(min_value=0.01, max_value=0.99)
