@@ -122,6 +122,20 @@ class TestRegister:
         assert mine.json()["id"] != theirs.json()["id"]
 
 
+async def test_same_registration_with_another_size_hint_conflicts(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"provider": "minimax", "external_id": 4242, "size_hint": 10}
+    assert (await client.post("/v1/tasks", json=body)).status_code == 201
+    assert (await client.post("/v1/tasks", json=body)).status_code == 200
+    again = await client.post("/v1/tasks", json={**body, "size_hint": 11})
+    assert again.status_code == 409
+    assert again.json()["error"]["details"]["fields"] == ["size_hint"]
+    for bad in (0, -1, "12", 1.5, 10**13):
+        r = await client.post("/v1/tasks", json={**body, "external_id": 4244, "size_hint": bad})
+        assert r.status_code == 422, bad
+
+
 async def register_as(client: httpx.AsyncClient, key: str, **body: Any) -> httpx.Response:
     payload = {"provider": "minimax", "external_id": MINIMAX_ID, **body}
     return await client.post("/v1/tasks", json=payload, headers={"Authorization": f"Bearer {key}"})
