@@ -31,6 +31,7 @@ from app.core.db import create_engine
 from app.core.embedded import start_embedded
 from app.polling.worker import PollWorker
 from tests.helpers import ACME_KEY, DISCARD, OTHER_KEY, PgServer, api_client
+from tests.worker_support import fast_settings
 
 TABLES = [
     "delivery_attempts",
@@ -93,7 +94,12 @@ async def _clean_tables(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(request: pytest.FixtureRequest, database_url: str) -> Settings:
+    """What the API under test (and any worker a test starts) is configured with. Modules
+    marked `fast_engine` run the poll worker in this process against a scripted upstream:
+    there, both share the fast settings of tests/worker_support.py."""
+    if request.node.get_closest_marker("fast_engine"):
+        return fast_settings(database_url)
     return Settings(
         database_url=database_url,
         api_keys=[

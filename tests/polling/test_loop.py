@@ -9,12 +9,8 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from tests.worker_support import fast_settings
 
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return fast_settings(database_url)
+pytestmark = pytest.mark.fast_engine
 
 
 async def test_health_news_survives_a_database_that_is_down(settings: Settings) -> None:

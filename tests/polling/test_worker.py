@@ -18,15 +18,11 @@ from tests.helpers import eventually
 from tests.worker_support import (
     ScriptedMinimax,
     _settings,
-    fast_settings,
     register_many,
     statuses,
 )
 
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return fast_settings(database_url)
+pytestmark = pytest.mark.fast_engine
 
 
 async def test_tasks_reach_succeeded_with_resolved_download_url(

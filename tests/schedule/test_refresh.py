@@ -23,12 +23,9 @@ from app.schedule.forecasts import Forecasts
 from app.schedule.model import size_class
 from tests.helpers import ACME_KEY, eventually
 from tests.schedule.support import add_samples
-from tests.worker_support import ScriptedMinimax, _settings, fast_settings, statuses
+from tests.worker_support import ScriptedMinimax, _settings, statuses
 
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return fast_settings(database_url)
+pytestmark = pytest.mark.fast_engine
 
 
 async def refresh_now(engine: AsyncEngine, poll_engine: PollWorker) -> None:
