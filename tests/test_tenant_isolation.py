@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.deps import TenantDep, get_tenant
 from app.main import create_app
-from tests.helpers import ACME_KEY, OTHER_KEY
+from tests.helpers import ACME_KEY, OTHER_KEY, app_client
 
 A = {"Authorization": f"Bearer {ACME_KEY}"}
 B = {"Authorization": f"Bearer {OTHER_KEY}"}
@@ -240,8 +240,6 @@ async def test_the_walk_refuses_routes_it_does_not_know(
     extra.add_api_route(path, endpoint, methods=["GET"])
     app.include_router(extra)
     nowhere = {name: [str(uuid.uuid4())] for name in ("task_id", "webhook_id", "delivery_id")}
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://pollhook.test"
-    ) as http:
+    async with app_client(app, key=None) as http:
         with pytest.raises(AssertionError, match=complaint):
             await _walk(http, app, nowhere)

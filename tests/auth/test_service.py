@@ -7,8 +7,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.helpers import ACME_KEY
-from tests.tasks.test_endpoints import assert_error
+from tests.helpers import ACME_KEY, assert_error
 
 
 class TestAuthentication:

@@ -21,8 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.core.db import create_engine
 from app.main import create_app
-from tests.helpers import ACME_KEY, refusing_postgres
-from tests.tasks.test_endpoints import assert_error
+from tests.helpers import ACME_KEY, api_client, app_client, assert_error, refusing_postgres
 
 
 @pytest_asyncio.fixture
@@ -33,13 +32,8 @@ async def recovering_server() -> AsyncIterator[int]:
 
 async def test_database_starting_up_is_503(settings: Settings, recovering_server: int) -> None:
     engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{recovering_server}/x")
-    app = create_app(settings, engine=engine)
     try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-            base_url="http://t",
-            headers={"Authorization": f"Bearer {ACME_KEY}"},
-        ) as http:
+        async with api_client(settings, engine) as http:
             write = await http.post("/v1/tasks", json={"provider": "minimax", "external_id": 1})
             read = await http.get("/v1/tasks")
             ready = await http.get("/readyz")
@@ -68,10 +62,7 @@ class TestErrorShape:
             raise RuntimeError(f"secret detail {ACME_KEY}")
 
         app.include_router(boom)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-            base_url="http://t",
-        ) as http:
+        async with app_client(app, key=None) as http:
             response = await http.get("/boom")
         error = assert_error(response, 500, "internal_error")
         assert error == {"code": "internal_error", "message": "internal server error"}
@@ -82,12 +73,7 @@ class TestErrorShape:
         from app.core.db import create_engine
 
         dead = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
-        app = create_app(settings, engine=dead)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-            base_url="http://t",
-            headers={"Authorization": f"Bearer {ACME_KEY}"},
-        ) as http:
+        async with api_client(settings, dead) as http:
             write = await http.post("/v1/tasks", json={"provider": "minimax", "external_id": 1})
             ready = await http.get("/readyz")
             alive = await http.get("/healthz")

@@ -3,8 +3,6 @@ forge that must be refused as invalid."""
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +10,7 @@ import pytest
 
 from app.core.errors import ValidationFailed
 from app.core.pagination import decode_cursor, encode_cursor
+from tests.helpers import cursor_at
 
 
 def test_cursor_round_trip() -> None:
@@ -26,12 +25,6 @@ def test_invalid_cursors(cursor: str) -> None:
     with pytest.raises(ValidationFailed) as info:
         decode_cursor(cursor)
     assert info.value.details == [{"field": "cursor", "message": "invalid cursor"}]
-
-
-def cursor_at(stamp: str) -> str:
-    """A cursor as a client could forge it, with any timestamp text."""
-    raw = json.dumps([stamp, "00000000-0000-0000-0000-000000000000"]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 @pytest.mark.parametrize(

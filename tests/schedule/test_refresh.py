@@ -16,12 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.budget.repository import BudgetRepository
 from app.core.config import Settings
-from app.main import create_app
 from app.polling.worker import PollWorker
 from app.schedule import plans, pricing
 from app.schedule.forecasts import Forecasts
 from app.schedule.model import size_class
-from tests.helpers import ACME_KEY, eventually
+from tests.helpers import api_client, eventually
 from tests.schedule.support import add_samples
 from tests.worker_support import ScriptedMinimax, _settings, statuses
 
@@ -42,16 +41,8 @@ async def api_and_engine(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, PollWorker]]:
     """The API in process and an engine that is not started: forecasts run on demand."""
     poll_engine = PollWorker(settings, engine)
-    app = create_app(settings, engine=engine)
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://pollhook.test",
-                headers={"Authorization": f"Bearer {ACME_KEY}"},
-            ) as client,
-        ):
+        async with api_client(settings, engine) as client:
             yield client, poll_engine
     finally:
         await poll_engine.client.aclose()

@@ -10,26 +10,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Event, Task
-from tests.core.test_pagination import cursor_at
-from tests.helpers import DISCARD_URL, OTHER_KEY
+from tests.helpers import DISCARD_URL, OTHER_KEY, assert_error, cursor_at, fields_of
 
 MINIMAX_ID = 95157322514444
 JIMMY_ID = "audio_16b635ba-5889-4fa5-bbcc-bf67a38c353a"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
-    error: dict[str, Any] = body["error"]
-    return error
-
-
-def fields_of(error: dict[str, Any]) -> list[str]:
-    return [d["field"] for d in error["details"]]
 
 
 async def register(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
