@@ -191,20 +191,19 @@ async def _call_with_ids(
     ), (method, path)
 
 
-async def test_tenant_b_cannot_reach_tenant_a(
-    client: httpx.AsyncClient, engine: AsyncEngine
-) -> None:
-    app = client._transport.app  # type: ignore[attr-defined]
-    ids = await _objects_of_a(client)
-    before = await _snapshot(engine)
+async def test_tenant_b_cannot_reach_tenant_a(settings: Settings, engine: AsyncEngine) -> None:
+    app = create_app(settings, engine=engine)  # the walk reads its routes
+    async with app_client(app) as client:
+        ids = await _objects_of_a(client)
+        before = await _snapshot(engine)
 
-    await _walk(client, app, ids)
+        await _walk(client, app, ids)
 
-    assert await _snapshot(engine) == before
-    # And A still sees all of it, unchanged, through the API.
-    for task_id in ids["task_id"]:
-        assert (await client.get(f"/v1/tasks/{task_id}", headers=A)).status_code == 200
-    hook = (await client.get(f"/v1/webhooks/{ids['webhook_id'][0]}", headers=A)).json()
+        assert await _snapshot(engine) == before
+        # And A still sees all of it, unchanged, through the API.
+        for task_id in ids["task_id"]:
+            assert (await client.get(f"/v1/tasks/{task_id}", headers=A)).status_code == 200
+        hook = (await client.get(f"/v1/webhooks/{ids['webhook_id'][0]}", headers=A)).json()
     assert (hook["url"], hook["enabled"], hook["events"]) == (HOOK_URL, True, None)
 
 

@@ -18,7 +18,6 @@ from app.budget.repository import BudgetRepository
 from app.core.config import Settings
 from app.polling.worker import PollWorker
 from app.schedule import plans, pricing
-from app.schedule.forecasts import Forecasts
 from app.schedule.model import size_class
 from tests.helpers import api_client, eventually
 from tests.schedule.support import add_samples
@@ -87,13 +86,12 @@ async def test_engine_learns_from_finished_tasks_and_predicts(
     assert 0 < minimax["completion"]["p50_s"] <= minimax["completion"]["p90_s"]
     assert minimax["saturation"]["active_tasks"] == 0
 
-    # A new registration, in a process that reloads the shared model, gets a prediction:
-    # the learned median after registration.
-    client_forecasts: Forecasts = client._transport.app.state.pollhook.forecasts  # type: ignore[attr-defined]
-    client_forecasts.loaded_at = None
-    created = await client.post(
-        "/v1/tasks", json={"provider": "minimax", "external_id": 8001, "size_hint": 1000}
-    )
+    # A new registration, in a process that loads the shared model (a new API), gets a
+    # prediction: the learned median after registration.
+    async with api_client(settings, engine) as restarted:
+        created = await restarted.post(
+            "/v1/tasks", json={"provider": "minimax", "external_id": 8001, "size_hint": 1000}
+        )
     task = created.json()
     assert task["size_hint"] == 1000
     ready = datetime.fromisoformat(task["estimated_ready_at"])
