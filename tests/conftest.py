@@ -12,8 +12,9 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -28,7 +29,9 @@ from app.core import migrate
 from app.core.config import Settings
 from app.core.db import create_engine
 from app.core.embedded import start_embedded
+from app.polling.worker import PollWorker
 from tests.helpers import ACME_KEY, DISCARD, OTHER_KEY, PgServer, api_client
+from tests.worker_support import fast_settings
 
 TABLES = [
     "delivery_attempts",
@@ -91,7 +94,12 @@ async def _clean_tables(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(request: pytest.FixtureRequest, database_url: str) -> Settings:
+    """What the API under test (and any worker a test starts) is configured with. Modules
+    marked `fast_engine` run the poll worker in this process against a scripted upstream:
+    there, both share the fast settings of tests/worker_support.py."""
+    if request.node.get_closest_marker("fast_engine"):
+        return fast_settings(database_url)
     return Settings(
         database_url=database_url,
         api_keys=[
@@ -109,6 +117,24 @@ def settings(database_url: str) -> Settings:
 async def client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(settings, engine) as http:
         yield http
+
+
+@pytest_asyncio.fixture
+async def run_engine(
+    engine: AsyncEngine,
+) -> AsyncIterator[Callable[[Settings, httpx.MockTransport], Any]]:
+    """Start poll workers in this process on the test database (stopped afterwards)."""
+    started: list[PollWorker] = []
+
+    async def start(settings: Settings, transport: httpx.MockTransport) -> PollWorker:
+        poll_engine = PollWorker(settings, engine, transport=transport)
+        await poll_engine.start()
+        started.append(poll_engine)
+        return poll_engine
+
+    yield start
+    for poll_engine in started:
+        await poll_engine.stop()
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import os
 import socket
 import struct
@@ -17,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from fastapi import FastAPI
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -101,7 +104,16 @@ async def api_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API app in this process, its lifespan running, and a client that sends `key`
     (none when None) and sees the error answers a real client would."""
-    app = create_app(settings, engine=engine)
+    async with app_client(create_app(settings, engine=engine), key=key) as http:
+        yield http
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    app: FastAPI, *, key: str | None = ACME_KEY
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`api_client` for an app the test built or changed itself (a route added, a limiter on
+    a fake clock)."""
     headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
     async with (
         app.router.lifespan_context(app),
@@ -221,3 +233,26 @@ async def refusing_postgres(sqlstate: str, message: str) -> AsyncIterator[int]:
     server = await asyncio.start_server(refuse, "127.0.0.1", 0)
     async with server:
         yield server.sockets[0].getsockname()[1]
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """`response` is an error answer of the API with this status and code: the body is one
+    `error` object with a message. Returns that object."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def fields_of(error: dict[str, Any]) -> list[str]:
+    return [d["field"] for d in error["details"]]
+
+
+def cursor_at(stamp: str) -> str:
+    """A cursor as a client could forge it, with any timestamp text."""
+    raw = json.dumps([stamp, "00000000-0000-0000-0000-000000000000"]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")

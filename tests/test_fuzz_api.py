@@ -36,7 +36,7 @@ def api_url(database_url: str) -> Iterator[str]:
         "POLLHOOK_LOG_LEVEL": "WARNING",
         "POLLHOOK_PORT": str(port),
         # Schemathesis sends hundreds of requests a second; a 429 would only cut its coverage
-        # short (tests/test_rate_limit.py covers the limit itself).
+        # short (tests/core/test_rate_limit.py covers the limit itself).
         "POLLHOOK_API_RATE_LIMIT_PER_S": "0",
     }
     proc = subprocess.Popen(

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.deps import TenantDep, get_tenant
 from app.main import create_app
-from tests.helpers import ACME_KEY, OTHER_KEY
+from tests.helpers import ACME_KEY, OTHER_KEY, app_client
 
 A = {"Authorization": f"Bearer {ACME_KEY}"}
 B = {"Authorization": f"Bearer {OTHER_KEY}"}
@@ -191,20 +191,19 @@ async def _call_with_ids(
     ), (method, path)
 
 
-async def test_tenant_b_cannot_reach_tenant_a(
-    client: httpx.AsyncClient, engine: AsyncEngine
-) -> None:
-    app = client._transport.app  # type: ignore[attr-defined]
-    ids = await _objects_of_a(client)
-    before = await _snapshot(engine)
+async def test_tenant_b_cannot_reach_tenant_a(settings: Settings, engine: AsyncEngine) -> None:
+    app = create_app(settings, engine=engine)  # the walk reads its routes
+    async with app_client(app) as client:
+        ids = await _objects_of_a(client)
+        before = await _snapshot(engine)
 
-    await _walk(client, app, ids)
+        await _walk(client, app, ids)
 
-    assert await _snapshot(engine) == before
-    # And A still sees all of it, unchanged, through the API.
-    for task_id in ids["task_id"]:
-        assert (await client.get(f"/v1/tasks/{task_id}", headers=A)).status_code == 200
-    hook = (await client.get(f"/v1/webhooks/{ids['webhook_id'][0]}", headers=A)).json()
+        assert await _snapshot(engine) == before
+        # And A still sees all of it, unchanged, through the API.
+        for task_id in ids["task_id"]:
+            assert (await client.get(f"/v1/tasks/{task_id}", headers=A)).status_code == 200
+        hook = (await client.get(f"/v1/webhooks/{ids['webhook_id'][0]}", headers=A)).json()
     assert (hook["url"], hook["enabled"], hook["events"]) == (HOOK_URL, True, None)
 
 
@@ -240,8 +239,6 @@ async def test_the_walk_refuses_routes_it_does_not_know(
     extra.add_api_route(path, endpoint, methods=["GET"])
     app.include_router(extra)
     nowhere = {name: [str(uuid.uuid4())] for name in ("task_id", "webhook_id", "delivery_id")}
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://pollhook.test"
-    ) as http:
+    async with app_client(app, key=None) as http:
         with pytest.raises(AssertionError, match=complaint):
             await _walk(http, app, nowhere)

@@ -9,7 +9,7 @@ from app.core.config import StaticApiKey
 
 # Every static key that pollhook's own files show as an example (README.md, docs/, the compose
 # file, now or in an earlier version): anyone can read them, so none may guard an API that
-# listens beyond loopback. tests/test_auth_policy.py fails when an example is missing here.
+# listens beyond loopback. tests/auth/test_exposure.py fails when an example is missing here.
 WELL_KNOWN_KEYS = frozenset({"dev-key-change-me"})
 
 # How to make a key of one's own, for the refusal message and the docs.

@@ -11,7 +11,7 @@ these reached the database or the serializer and answered 500:
 - deep nesting: 256 levels pass `json.loads` but exceed the serializer's depth.
 
 `parse_json_body` refuses each of them as a 422 naming the field. Pure; table-tested in
-tests/test_json_body.py.
+tests/core/test_json_body.py.
 """
 
 from __future__ import annotations

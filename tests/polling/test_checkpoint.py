@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.providers.minimax_t2a import QUERY_PATH, RETRIEVE_PATH
 from tests.helpers import eventually
-from tests.polling.support import _settings, fast_settings, statuses
+from tests.worker_support import _settings, statuses
+
+pytestmark = pytest.mark.fast_engine
 
 OK = {"status_code": 0, "status_msg": "success"}
 
@@ -54,11 +56,6 @@ class SucceedsThenRetrieveFails:
         file_id = int(request.url.params["file_id"])
         url = f"https://cdn.example/{file_id}.tar"
         return httpx.Response(200, json={"file": {"download_url": url}, "base_resp": OK})
-
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return fast_settings(database_url)
 
 
 async def test_a_failing_retrieve_resumes_at_the_retrieve_however_it_failed(

@@ -1,5 +1,5 @@
 """What one poll's result does to its task: app/polling/outcomes.py `decide`, pure, as a
-table. The write (PollingService.apply) is covered against Postgres in test_claims.py,
+table. The write (PollingService.apply) is covered against Postgres in test_repository.py,
 test_spacing.py and test_checkpoint.py."""
 
 from __future__ import annotations

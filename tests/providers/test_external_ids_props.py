@@ -17,7 +17,7 @@ from app.providers.external_ids import (
     InvalidExternalId,
     normalize_external_id,
 )
-from tests.property._settings import PROPERTY
+from tests.properties import PROPERTY
 
 MINIMAX = ProviderKind.MINIMAX_T2A
 JIMMY = ProviderKind.JIMMY_SOUNDCLONE

@@ -10,26 +10,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Event, Task
-from tests.helpers import DISCARD_URL, OTHER_KEY
-from tests.test_policy import cursor_at
+from tests.helpers import DISCARD_URL, OTHER_KEY, assert_error, cursor_at, fields_of
 
 MINIMAX_ID = 95157322514444
 JIMMY_ID = "audio_16b635ba-5889-4fa5-bbcc-bf67a38c353a"
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
-    error: dict[str, Any] = body["error"]
-    return error
-
-
-def fields_of(error: dict[str, Any]) -> list[str]:
-    return [d["field"] for d in error["details"]]
 
 
 async def register(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
@@ -120,6 +104,20 @@ class TestRegister:
         theirs = await register_as(client, OTHER_KEY)
         assert (mine.status_code, theirs.status_code) == (201, 201)
         assert mine.json()["id"] != theirs.json()["id"]
+
+
+async def test_same_registration_with_another_size_hint_conflicts(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"provider": "minimax", "external_id": 4242, "size_hint": 10}
+    assert (await client.post("/v1/tasks", json=body)).status_code == 201
+    assert (await client.post("/v1/tasks", json=body)).status_code == 200
+    again = await client.post("/v1/tasks", json={**body, "size_hint": 11})
+    assert again.status_code == 409
+    assert again.json()["error"]["details"]["fields"] == ["size_hint"]
+    for bad in (0, -1, "12", 1.5, 10**13):
+        r = await client.post("/v1/tasks", json={**body, "external_id": 4244, "size_hint": bad})
+        assert r.status_code == 422, bad
 
 
 async def register_as(client: httpx.AsyncClient, key: str, **body: Any) -> httpx.Response:

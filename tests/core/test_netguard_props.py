@@ -30,7 +30,7 @@ from app.core.netguard import (
     SsrfGuard,
     classify,
 )
-from tests.property._settings import PROPERTY
+from tests.properties import PROPERTY
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address

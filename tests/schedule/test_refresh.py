@@ -1,12 +1,11 @@
-"""Learning completion times in Postgres and using them: the profiles every replica shares
-(and a restarted one finds again), the fallback until enough tasks have finished, size
-classes, the prediction on the task object, and the saturation forecast in
-GET /v1/providers and /metrics. Real Postgres, real engine; no timing assertions."""
+"""The forecast refresh (app/schedule/refresh.py) with the real engine: what finished tasks
+teach, the prediction on the task object, and the saturation forecast and the hit chance it
+sets, in GET /v1/providers, /metrics and the plans. Real Postgres; no timing assertions."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,35 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.budget.repository import BudgetRepository
 from app.core.config import Settings
-from app.core.db import create_sessionmaker
-from app.main import create_app
 from app.polling.worker import PollWorker
 from app.schedule import plans, pricing
-from app.schedule.forecasts import Forecasts
-from app.schedule.model import ALL_SIZES, MIN_SAMPLES, SAMPLE_WINDOW, size_class
-from app.schedule.repository import CompletionRepository
-from tests.helpers import ACME_KEY, eventually
-from tests.polling.support import ScriptedMinimax, _settings, fast_settings, statuses
+from app.schedule.model import size_class
+from tests.helpers import api_client, eventually
+from tests.schedule.support import add_samples
+from tests.worker_support import ScriptedMinimax, _settings, statuses
 
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return fast_settings(database_url)
-
-
-async def add_samples(
-    engine: AsyncEngine, durations: Sequence[float], *, size_class: int | None = None
-) -> None:
-    async with create_sessionmaker(engine).begin() as session:
-        repo = CompletionRepository(session)
-        for duration in durations:
-            await repo.add_sample("minimax", size_class, duration)
-
-
-async def refresh(engine: AsyncEngine, window: int = SAMPLE_WINDOW) -> None:
-    async with create_sessionmaker(engine).begin() as session:
-        repo = CompletionRepository(session)
-        await repo.refresh_profiles(window=window, all_sizes=ALL_SIZES)
+pytestmark = pytest.mark.fast_engine
 
 
 async def refresh_now(engine: AsyncEngine, poll_engine: PollWorker) -> None:
@@ -56,116 +34,17 @@ async def refresh_now(engine: AsyncEngine, poll_engine: PollWorker) -> None:
     await poll_engine.refresher.refresh()
 
 
-async def fresh_forecasts(engine: AsyncEngine) -> Forecasts:
-    """What a process that just started sees."""
-    forecasts = Forecasts(ttl_s=60)
-    async with create_sessionmaker(engine)() as session:
-        await forecasts.reload(session)
-    return forecasts
-
-
 @contextlib.asynccontextmanager
 async def api_and_engine(
     settings: Settings, engine: AsyncEngine
 ) -> AsyncIterator[tuple[httpx.AsyncClient, PollWorker]]:
     """The API in process and an engine that is not started: forecasts run on demand."""
     poll_engine = PollWorker(settings, engine)
-    app = create_app(settings, engine=engine)
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://pollhook.test",
-                headers={"Authorization": f"Bearer {ACME_KEY}"},
-            ) as client,
-        ):
+        async with api_client(settings, engine) as client:
             yield client, poll_engine
     finally:
         await poll_engine.client.aclose()
-
-
-async def test_completions_become_a_shared_profile_that_a_restart_finds(
-    engine: AsyncEngine,
-) -> None:
-    await add_samples(engine, [float(s) for s in range(1, 101)])
-    await refresh(engine)
-    model = (await fresh_forecasts(engine)).model_for("minimax", None)
-    assert model is not None
-    assert model.samples == 100
-    assert model.quantile(0.5) == 50.5  # percentile_cont over 1..100
-    assert model.quantiles[0] == 1.0
-    assert model.last == 100.0
-    assert (await fresh_forecasts(engine)).model_for("jimmy", None) is None
-
-
-async def test_no_model_until_enough_completions(engine: AsyncEngine) -> None:
-    await add_samples(engine, [10.0] * (MIN_SAMPLES - 1))
-    await refresh(engine)
-    assert (await fresh_forecasts(engine)).model_for("minimax", None) is None
-    await add_samples(engine, [10.0])
-    await refresh(engine)
-    assert (await fresh_forecasts(engine)).model_for("minimax", None) is not None
-
-
-async def test_size_classes_are_learned_apart_and_fall_back_to_the_instance(
-    engine: AsyncEngine,
-) -> None:
-    short, long = size_class(1000), size_class(8000)
-    await add_samples(engine, [10.0 + i / 10 for i in range(30)], size_class=short)
-    await add_samples(engine, [80.0 + i for i in range(30)], size_class=long)
-    await add_samples(engine, [40.0] * 5, size_class=size_class(3))  # too few
-    await refresh(engine)
-    forecasts = await fresh_forecasts(engine)
-
-    def p50(size_hint: int | None) -> float:
-        model = forecasts.model_for("minimax", size_hint)
-        assert model is not None
-        return model.quantile(0.5)
-
-    assert 10 <= p50(1000) <= 13  # its own class
-    assert 80 <= p50(8000) <= 110
-    instance = p50(None)
-    assert p50(3) == instance  # class with too few samples: the instance's distribution
-    assert p50(200_000) == instance  # a class never seen
-
-
-async def test_completion_rate_survives_pruning(engine: AsyncEngine) -> None:
-    await add_samples(engine, [5.0] * 30)
-    async with create_sessionmaker(engine).begin() as session:
-        repo = CompletionRepository(session)
-        assert await repo.recent_completions_per_s(60.0, kept=100) == {"minimax": {None: 0.5}}
-        # Only 10 kept, all from the last instant: the rate is what they span, not 10/60.
-        pruned = await repo.recent_completions_per_s(60.0, kept=10)
-        assert pruned["minimax"][None] > 1.0
-
-
-async def test_completion_rates_per_size_class(engine: AsyncEngine) -> None:
-    await add_samples(engine, [5.0] * 12)
-    await add_samples(engine, [5.0] * 6, size_class=19)
-    await add_samples(engine, [5.0] * 3, size_class=25)
-    async with create_sessionmaker(engine).begin() as session:
-        repo = CompletionRepository(session)
-        assert await repo.recent_completions_per_s(60.0, kept=100) == {
-            "minimax": {None: 0.2, 19: 0.1, 25: 0.05}
-        }
-        # Pruned to the 7 most recent: the classes keep their shares of that span.
-        pruned = (await repo.recent_completions_per_s(60.0, kept=7))["minimax"]
-        assert set(pruned) == {19, 25}
-        assert pruned[19] == pytest.approx(4 / 3 * pruned[25])
-
-
-async def test_window_keeps_the_most_recent_completions(engine: AsyncEngine) -> None:
-    await add_samples(engine, [100.0] * 30)
-    await add_samples(engine, [5.0] * 30)  # the upstream got faster
-    async with create_sessionmaker(engine).begin() as session:
-        repo = CompletionRepository(session)
-        await repo.refresh_profiles(window=30, all_sizes=ALL_SIZES)
-        assert await repo.prune_samples(window=30) == 30
-    model = (await fresh_forecasts(engine)).model_for("minimax", None)
-    assert model is not None
-    assert model.samples == 30
-    assert model.last == 5.0
 
 
 async def test_engine_learns_from_finished_tasks_and_predicts(
@@ -207,13 +86,12 @@ async def test_engine_learns_from_finished_tasks_and_predicts(
     assert 0 < minimax["completion"]["p50_s"] <= minimax["completion"]["p90_s"]
     assert minimax["saturation"]["active_tasks"] == 0
 
-    # A new registration, in a process that reloads the shared model, gets a prediction:
-    # the learned median after registration.
-    client_forecasts: Forecasts = client._transport.app.state.pollhook.forecasts  # type: ignore[attr-defined]
-    client_forecasts.loaded_at = None
-    created = await client.post(
-        "/v1/tasks", json={"provider": "minimax", "external_id": 8001, "size_hint": 1000}
-    )
+    # A new registration, in a process that loads the shared model (a new API), gets a
+    # prediction: the learned median after registration.
+    async with api_client(settings, engine) as restarted:
+        created = await restarted.post(
+            "/v1/tasks", json={"provider": "minimax", "external_id": 8001, "size_hint": 1000}
+        )
     task = created.json()
     assert task["size_hint"] == 1000
     ready = datetime.fromisoformat(task["estimated_ready_at"])
@@ -230,20 +108,6 @@ async def test_engine_learns_from_finished_tasks_and_predicts(
     await eventually(finished)
     done = (await client.get(f"/v1/tasks/{task['id']}")).json()
     assert done["estimated_ready_at"] is None  # terminal: nothing left to predict
-
-
-async def test_same_registration_with_another_size_hint_conflicts(
-    client: httpx.AsyncClient,
-) -> None:
-    body = {"provider": "minimax", "external_id": 4242, "size_hint": 10}
-    assert (await client.post("/v1/tasks", json=body)).status_code == 201
-    assert (await client.post("/v1/tasks", json=body)).status_code == 200
-    again = await client.post("/v1/tasks", json={**body, "size_hint": 11})
-    assert again.status_code == 409
-    assert again.json()["error"]["details"]["fields"] == ["size_hint"]
-    for bad in (0, -1, "12", 1.5, 10**13):
-        r = await client.post("/v1/tasks", json={**body, "external_id": 4244, "size_hint": bad})
-        assert r.status_code == 422, bad
 
 
 async def test_saturation_is_reported_and_clears(engine: AsyncEngine, settings: Settings) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.webhooks import signing
-from tests.property._settings import PROPERTY
+from tests.properties import PROPERTY
 
 # The spec asks for 24-64 random bytes; pollhook always generates its own secrets.
 secrets_ = st.binary(min_size=24, max_size=64).map(

@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import httpx
-
 from app.core.config import Settings
 from app.core.db import create_engine
-from app.main import create_app
-from tests.helpers import ACME_KEY
+from tests.helpers import api_client
 from tests.netproxy import proxy_to, through
 
 
@@ -16,12 +13,7 @@ async def test_readyz_follows_the_database(settings: Settings, database_url: str
     await proxy.start()
     proxied = through(database_url, proxy)
     engine = create_engine(proxied.render_as_string(hide_password=False))
-    app = create_app(settings, engine=engine)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-        base_url="http://t",
-        headers={"Authorization": f"Bearer {ACME_KEY}"},
-    ) as http:
+    async with api_client(settings, engine) as http:
         assert (await http.get("/readyz")).status_code == 200
         assert (await http.get("/v1/tasks")).status_code == 200
 

@@ -815,4 +815,6 @@ def test_exception_mapping_matches_httpx() -> None:
 def test_transport_is_an_httpx_transport_on_a_public_httpcore_pool() -> None:
     transport = GuardedTransport(SsrfGuard())
     assert isinstance(transport, httpx.AsyncBaseTransport)
+    # Private on purpose: what the transport is built on shows in no public behaviour, and
+    # that it is httpcore's public pool (not httpx internals) is what this test keeps.
     assert isinstance(transport._pool, httpcore.AsyncConnectionPool)

@@ -1,9 +1,8 @@
-"""Table tests for the pure policy code."""
+"""Keyset cursors (app/core/pagination.py): what round-trips, and every cursor a client could
+forge that must be refused as invalid."""
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -11,47 +10,7 @@ import pytest
 
 from app.core.errors import ValidationFailed
 from app.core.pagination import decode_cursor, encode_cursor
-from app.models import TaskStatus
-from app.tasks.transitions import can_transition, event_type
-
-S = TaskStatus
-
-
-@pytest.mark.parametrize(
-    ("current", "new", "allowed"),
-    [
-        (S.PENDING, S.QUEUED, True),
-        (S.PENDING, S.PROCESSING, True),
-        (S.PENDING, S.SUCCEEDED, True),
-        (S.QUEUED, S.PROCESSING, True),
-        (S.QUEUED, S.FAILED, True),
-        (S.PROCESSING, S.SUCCEEDED, True),
-        (S.PROCESSING, S.EXPIRED, True),
-        (S.PROCESSING, S.TIMED_OUT, True),
-        (S.PROCESSING, S.CANCELLED, True),
-        (S.PENDING, S.PENDING, False),
-        (S.PROCESSING, S.PROCESSING, False),
-        (S.PROCESSING, S.QUEUED, False),
-        (S.QUEUED, S.PENDING, False),
-        *[
-            (t, n, False)
-            for t in (S.SUCCEEDED, S.FAILED, S.EXPIRED, S.TIMED_OUT, S.CANCELLED)
-            for n in S
-        ],
-    ],
-)
-def test_transitions(current: TaskStatus, new: TaskStatus, allowed: bool) -> None:
-    assert can_transition(current, new) is allowed
-
-
-def test_event_types() -> None:
-    assert [event_type(s) for s in S if s.is_terminal] == [
-        "task.succeeded",
-        "task.failed",
-        "task.expired",
-        "task.timed_out",
-        "task.cancelled",
-    ]
+from tests.helpers import cursor_at
 
 
 def test_cursor_round_trip() -> None:
@@ -66,12 +25,6 @@ def test_invalid_cursors(cursor: str) -> None:
     with pytest.raises(ValidationFailed) as info:
         decode_cursor(cursor)
     assert info.value.details == [{"field": "cursor", "message": "invalid cursor"}]
-
-
-def cursor_at(stamp: str) -> str:
-    """A cursor as a client could forge it, with any timestamp text."""
-    raw = json.dumps([stamp, "00000000-0000-0000-0000-000000000000"]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from app.models.task import TERMINAL_STATUSES, TaskStatus
 from app.tasks.transitions import can_transition, event_type
-from tests.property._settings import PROPERTY
+from tests.properties import PROPERTY
 
 S = TaskStatus
 statuses = st.sampled_from(list(TaskStatus))

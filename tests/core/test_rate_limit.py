@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.core.rate_limit import TenantRateLimiter, retry_after_header
 from app.main import create_app
-from tests.helpers import ACME_KEY, OTHER_KEY
-from tests.test_tasks_api import assert_error
+from tests.helpers import ACME_KEY, OTHER_KEY, api_client, app_client, assert_error
 
 
 class FakeClock:
@@ -119,13 +118,7 @@ async def limited(
     app.state.pollhook.rate_limiter = TenantRateLimiter(
         custom.api_rate_limit_per_s, custom.api_rate_limit_burst, clock=clock
     )
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-            base_url="http://pollhook.test",
-        ) as http,
-    ):
+    async with app_client(app, key=None) as http:
         yield http, clock
 
 
@@ -182,10 +175,7 @@ class TestApiRateLimit:
 
     async def test_zero_disables(self, settings: Settings, engine: AsyncEngine) -> None:
         custom = settings.model_copy(update={"api_rate_limit_per_s": 0, "api_rate_limit_burst": 1})
-        app = create_app(custom, engine=engine)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t", headers=ACME
-        ) as http:
+        async with api_client(custom, engine) as http:
             for _ in range(50):
                 assert (await http.get("/v1/signing-secret")).status_code == 200
 

@@ -15,18 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import Settings
 from app.polling.worker import PollWorker
 from tests.helpers import eventually
-from tests.polling.support import (
+from tests.worker_support import (
     ScriptedMinimax,
     _settings,
-    fast_settings,
     register_many,
     statuses,
 )
 
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return fast_settings(database_url)
+pytestmark = pytest.mark.fast_engine
 
 
 async def test_tasks_reach_succeeded_with_resolved_download_url(
@@ -191,61 +187,6 @@ async def test_unknown_upstream_status_keeps_the_task_tracked(
     async with engine.connect() as conn:
         seen = await conn.scalar(text("SELECT min(upstream_status) FROM tasks"))
     assert seen == "Rendering"
-
-
-async def test_health_news_survives_a_database_that_is_down(settings: Settings) -> None:
-    """A rate-limit or credential answer arriving while Postgres is unreachable still pauses
-    this replica, and the failed shared write is logged, not raised out of the poll (which
-    would leave its claim to sit out the lease)."""
-    from app.core.db import create_engine, create_sessionmaker
-    from app.polling.loop import PollLoop
-    from app.providers.base import CredentialError, RateLimited
-    from app.providers.registry import adapter_for
-    from app.schedule.forecasts import Forecasts
-
-    dead = create_engine("postgresql+asyncpg://postgres@127.0.0.1:9/none")  # nothing listens
-    loop = PollLoop(
-        "minimax",
-        settings.providers["minimax"],
-        settings.engine,
-        create_sessionmaker(dead),
-        httpx.AsyncClient(),
-        owner="test",
-        adapter=adapter_for(settings.providers["minimax"].kind),
-        forecasts=Forecasts(ttl_s=60),
-    )
-    try:
-        await loop._on_rate_limited(RateLimited("slow down", retry_after_s=2, code="1002"))
-        assert loop.gate.paused_until > time.monotonic()
-        assert loop.gate.health.value == "degraded"
-        await loop._on_credential_error(CredentialError("bad key", code="1004"))
-        assert loop.gate.health.value == "auth_failed"
-        await loop._mark_healthy()  # the write fails, so the shared state stays as it was
-        assert loop.gate.health.value == "auth_failed"
-    finally:
-        await loop.client.aclose()
-        await dead.dispose()
-
-
-@pytest.mark.parametrize(
-    ("error", "label"),
-    [
-        ("RateLimited", "rate_limited"),
-        ("CredentialError", "credential_error"),
-        ("TaskError", "task_error"),
-        ("RequestRefused", "task_error"),  # a TaskError subclass: counted as one
-        ("TransientError", "transient_error"),
-    ],
-)
-def test_poll_outcome_labels_follow_the_error_class(error: str, label: str) -> None:
-    from app.models import TaskStatus
-    from app.polling.loop import _outcome
-    from app.polling.outcomes import PollResult
-    from app.polling.service import Applied
-    from app.providers import base
-
-    result = PollResult(error=getattr(base, error)("why", code="x"))
-    assert _outcome(result, Applied("t", TaskStatus.FAILED, True)) == label
 
 
 async def test_a_waiting_task_says_why_and_a_new_key_resumes_it_at_once(

@@ -8,9 +8,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import AllowedNetwork, Settings
-from app.main import create_app
-from tests.helpers import ACME_KEY, OTHER_KEY
-from tests.test_tasks_api import assert_error, fields_of
+from tests.helpers import OTHER_KEY, api_client, assert_error, fields_of
 
 OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
 
@@ -99,12 +97,7 @@ async def test_an_allowed_port_opens_only_that_port(
     narrow = settings.model_copy(
         update={"webhook_allow_networks": [AllowedNetwork.parse("127.0.0.1:9000")]}
     )
-    app = create_app(narrow, engine=engine)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://pollhook.test",
-        headers={"Authorization": f"Bearer {ACME_KEY}"},
-    ) as client:
+    async with api_client(narrow, engine) as client:
         await create(client, url="http://127.0.0.1:9000/hook")
         task = {"provider": "jimmy", "external_id": "ext-1"}
         callback = {**task, "callback_url": "http://127.0.0.1:9000/hook"}

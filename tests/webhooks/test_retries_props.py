@@ -17,7 +17,7 @@ from app.webhooks.retries import (
     classify,
     decide,
 )
-from tests.property._settings import PROPERTY
+from tests.properties import PROPERTY
 
 REL = 1e-9  # float rounding of scheduled * (1 ± jitter)
 

@@ -1,4 +1,5 @@
-"""Properties of the polling schedule (app/schedule/plans.py)."""
+"""Properties of poll plans (app/schedule/plans.py), for any bounds and, for adaptive plans,
+any learned percentiles."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from hypothesis import strategies as st
 
 from app.core.config import PollSchedule, ProviderSettings
 from app.schedule import plans
-from tests.property._settings import PROPERTY, provider_settings
+from app.schedule.model import CompletionModel
+from tests.properties import PROPERTY, provider_settings
+from tests.schedule.support import adaptive_settings, hit_chances, models, seconds
 
 # timedelta keeps microseconds, so a computed instant may be off by one rounding step.
 ONE_US = timedelta(microseconds=1)
@@ -174,3 +177,28 @@ def test_next_poll_while_unchanged_is_within_the_interval_bounds(
     low = s.min_poll_interval_s
     high = s.max_poll_interval_s
     assert now + timedelta(seconds=low) - ONE_US <= at <= now + timedelta(seconds=high) + ONE_US
+
+
+@PROPERTY
+@given(adaptive_settings(), models() | st.none(), seconds, st.integers(-3, 200), hit_chances)
+def test_every_planned_poll_is_within_the_bounds(
+    settings: ProviderSettings,
+    model: CompletionModel | None,
+    age: float,
+    unchanged: int,
+    hit_chance: float | None,
+) -> None:
+    delay = plans.plan_next(
+        settings, age_s=age, unchanged_polls=unchanged, model=model, hit_chance=hit_chance
+    )
+    assert settings.min_poll_interval_s <= delay <= settings.max_poll_interval_s
+
+
+@PROPERTY
+@given(adaptive_settings(), models() | st.none(), hit_chances)
+def test_first_poll_never_before_its_delay_nor_after_the_longest_interval(
+    settings: ProviderSettings, model: CompletionModel | None, hit_chance: float | None
+) -> None:
+    delay = plans.plan_first(settings, model, hit_chance)
+    assert delay >= settings.first_poll_delay_s
+    assert delay <= max(settings.first_poll_delay_s, settings.max_poll_interval_s)

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from app.auth.exposure import WELL_KNOWN_KEYS, is_loopback_host, public_key_problem
 from app.core.config import StaticApiKey
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

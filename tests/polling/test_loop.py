@@ -1,0 +1,163 @@
+"""One provider instance's poll loop (app/polling/loop.py): the instance's health when its
+news cannot be shared, and the outcome label every poll is counted under. Each test drives
+a real PollLoop one iteration at a time on the test database, its upstream (or adapter)
+scripted."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.budget.repository import BudgetRepository
+from app.core.config import ProviderKind, Settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.metrics import REGISTRY
+from app.polling.loop import PollLoop
+from app.providers import base
+from app.providers.registry import adapter_for
+from app.schedule.forecasts import Forecasts
+from tests.helpers import eventually
+from tests.netproxy import proxy_to, through
+
+pytestmark = pytest.mark.fast_engine
+
+EXTERNAL_IDS = itertools.count(7001, 2)
+
+
+def poll_loop(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    transport: httpx.MockTransport | None = None,
+    adapter: base.ProviderAdapter | None = None,
+) -> PollLoop:
+    minimax = settings.providers["minimax"]
+    return PollLoop(
+        "minimax",
+        minimax,
+        settings.engine,
+        sessions,
+        httpx.AsyncClient(transport=transport),
+        owner="test",
+        adapter=adapter or adapter_for(minimax.kind),
+        forecasts=Forecasts(ttl_s=60),
+    )
+
+
+async def poll_a_new_task(loop: PollLoop, client: httpx.AsyncClient) -> None:
+    """Register a task (due at once) and run the loop's iterations until it has polled it:
+    the first iterations may only wait out a pause the instance is under."""
+    created = await client.post(
+        "/v1/tasks", json={"provider": "minimax", "external_id": next(EXTERNAL_IDS)}
+    )
+    assert created.status_code == 201, created.text
+
+    async def started() -> bool:
+        await loop.iteration()
+        return bool(loop.in_flight)
+
+    await eventually(started, within_s=10)
+    await asyncio.gather(*loop.in_flight.values())
+
+
+async def test_health_news_survives_a_database_that_is_down(
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, database_url: str
+) -> None:
+    """A rate-limit or credential answer arriving while Postgres is unreachable still pauses
+    this replica, and the failed shared write is logged, not raised out of the poll (which
+    would leave its claim to sit out the lease)."""
+    proxy = proxy_to(database_url)
+    await proxy.start()
+    proxied = create_engine(through(database_url, proxy).render_as_string(hide_password=False))
+    answers: Iterator[dict[str, Any] | None] = iter(
+        [
+            {"base_resp": {"status_code": 1002, "status_msg": "rate limit"}},
+            {"base_resp": {"status_code": 1004, "status_msg": "invalid api key"}},
+            None,  # a good answer
+        ]
+    )
+
+    async def upstream(request: httpx.Request) -> httpx.Response:
+        # Postgres goes away while the request is out: the answer arrives with it down.
+        await proxy.cut()
+        body = next(answers) or {
+            "task_id": int(request.url.params["task_id"]),
+            "status": "Processing",
+            "base_resp": {"status_code": 0, "status_msg": "success"},
+        }
+        return httpx.Response(200, json=body)
+
+    async with create_sessionmaker(engine).begin() as session:
+        await BudgetRepository(session).ensure_rows(settings.providers)
+    loop = poll_loop(
+        settings, create_sessionmaker(proxied), transport=httpx.MockTransport(upstream)
+    )
+    try:
+        await poll_a_new_task(loop, client)
+        assert loop.gate.paused_until > time.monotonic()
+        assert loop.gate.health.value == "degraded"
+
+        await proxy.start()
+        await poll_a_new_task(loop, client)
+        assert loop.gate.health.value == "auth_failed"
+
+        # Another replica has shared the credential error (this one's write failed), so the
+        # loop reads auth_failed back; a good answer then finds the database down again.
+        async with create_sessionmaker(engine).begin() as session:
+            await BudgetRepository(session).record_auth_failed("minimax", retry_s=0, message="x")
+        await proxy.start()
+        await poll_a_new_task(loop, client)
+        # The write fails, so the shared state stays as it was.
+        assert loop.gate.health.value == "auth_failed"
+    finally:
+        await loop.client.aclose()
+        await proxied.dispose()
+        if proxy.server is not None:
+            await proxy.cut()
+
+
+class Raises:
+    """An adapter whose every poll ends in one error: what the loop counts is under test."""
+
+    kind = ProviderKind.MINIMAX_T2A
+    requests_per_success = 1
+
+    def __init__(self, error: base.ProviderError) -> None:
+        self.error = error
+
+    async def poll(self, upstream: base.Upstream, context: base.PollContext) -> base.PollOutcome:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "label"),
+    [
+        ("RateLimited", "rate_limited"),
+        ("CredentialError", "credential_error"),
+        ("TaskError", "task_error"),
+        ("RequestRefused", "task_error"),  # a TaskError subclass: counted as one
+        ("TransientError", "transient_error"),
+    ],
+)
+async def test_poll_outcome_labels_follow_the_error_class(
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, error: str, label: str
+) -> None:
+    def counted() -> float:
+        labels = {"provider": "minimax", "outcome": label}
+        return REGISTRY.get_sample_value("pollhook_polls_total", labels) or 0.0
+
+    before = counted()
+    adapter = Raises(getattr(base, error)("why", code="x"))
+    loop = poll_loop(settings, create_sessionmaker(engine), adapter=adapter)
+    try:
+        await poll_a_new_task(loop, client)
+    finally:
+        await loop.client.aclose()
+    assert counted() - before == 1
