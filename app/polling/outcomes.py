@@ -162,7 +162,7 @@ def decide(
     ends = transitions[-1].status if transitions else task.status
     if not ends.is_terminal:
         if now >= task.deadline_at:
-            transitions.append(Transition(TaskStatus.TIMED_OUT, error=DEADLINE_EXCEEDED))
+            transitions.append(Transition(TaskStatus.TIMED_OUT, error=dict(DEADLINE_EXCEEDED)))
         else:
             changes["next_poll_at"] = plans.next_poll_at(
                 now,

@@ -13,10 +13,7 @@ from pydantic import (
 )
 
 from app.core.config import MAX_DEADLINE_S
-from app.core.logging import get_logger
 from app.webhooks.events import TaskSnapshot
-
-logger = get_logger(__name__)
 
 
 def _int_or_str(value: object) -> int | str:

@@ -130,3 +130,32 @@ async def test_the_webhook_payload_carries_the_typed_result(
     assert payload["id"] == created.json()["id"]
     assert payload["result"] == MINIMAX_RESULT
     assert (await client.get(f"/v1/tasks/{payload['id']}")).json()["result"] == MINIMAX_RESULT
+
+
+async def test_an_event_shows_the_task_as_get_shows_it_right_after_the_change(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """A task seen processing: the `task.processing` event's data is what GET returns once
+    the change is committed, its next planned poll included (not the claim's lease end)."""
+    created = await client.post("/v1/tasks", json={"provider": "minimax", "external_id": 43})
+    async with engine.begin() as conn:
+        await conn.execute(update(Task).values(next_poll_at=func.now()))
+    sessions = create_sessionmaker(engine)
+    async with sessions.begin() as session:
+        [claim] = await PollingRepository(session).claim_due(
+            "minimax", limit=1, owner="test", lease_s=600
+        )
+    minimax = ProviderSettings(
+        kind=ProviderKind.MINIMAX_T2A, **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A]
+    )
+    async with sessions.begin() as session:
+        service = PollingService(
+            session, minimax, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+        )
+        await service.apply(claim, PollResult(outcome=PollOutcome(TaskStatus.PROCESSING, "x")))
+    async with engine.connect() as conn:
+        payload = await conn.scalar(select(Event.payload).where(Event.type == "task.processing"))
+    shown = (await client.get(f"/v1/tasks/{created.json()['id']}")).json()
+    assert payload == shown
+    assert shown["status"] == "processing"
+    assert shown["next_poll_at"] is not None
