@@ -138,18 +138,18 @@ def pollhook_env(
     *,
     sandbox: Sandbox | None = None,
     providers: Mapping[str, Mapping[str, object]] | None = None,
-    log_level: str = "WARNING",
     **settings: object,
 ) -> dict[str, str]:
     """The environment of a pollhook process: this one's without its POLLHOOK_ variables,
-    then the throwaway database, JSON logs, and `settings` by their name under POLLHOOK_
-    (`webhooks__max_in_flight=64` is POLLHOOK_WEBHOOKS__MAX_IN_FLIGHT). With `sandbox`, both
-    built-in instances point at it (an instance without tasks still stays on loopback) and
-    minimax uses SANDBOX_KEY; `providers` then sets each instance's own settings."""
+    then the throwaway database, JSON logs at WARNING, and `settings` by their name under
+    POLLHOOK_ (`webhooks__max_in_flight=64` is POLLHOOK_WEBHOOKS__MAX_IN_FLIGHT). With
+    `sandbox`, both built-in instances point at it (an instance without tasks still stays
+    on loopback) and minimax uses SANDBOX_KEY; `providers` then sets each instance's own
+    settings."""
     values: dict[str, object] = {
         "database_url": server.url,
         "log_format": "json",
-        "log_level": log_level,
+        "log_level": "WARNING",
         **settings,
     }
     if sandbox is not None:
@@ -365,9 +365,9 @@ def steady_rate(samples: list[tuple[float, int]], total: int) -> float:
 
 
 def count_warnings(paths: Iterable[Path]) -> dict[str, int]:
-    """Warning and error events in pollhook's JSON log lines, most frequent first: by event
-    name, with the error's name where the line gives one; tracebacks and other lines that
-    are not JSON counted apart."""
+    """Warning and error events in pollhook's JSON log lines, most frequent first, as
+    "level:event(error)" (the error's name where the line gives one); tracebacks and other
+    lines that are not JSON counted apart."""
     found: collections.Counter[str] = collections.Counter()
     for path in paths:
         for line in path.read_text(errors="replace").splitlines():
@@ -383,7 +383,7 @@ def count_warnings(paths: Iterable[Path]) -> dict[str, int]:
                 # APScheduler names the next run time in its messages: one event, not many.
                 event = re.sub(r"next run at: [^)]*", "next run at: ...", str(record.get("event")))
                 error = f"({record['error']})" if record.get("error") else ""
-                found[f"{event}{error}"] += 1
+                found[f"{record['level']}:{event}{error}"] += 1
     return dict(found.most_common())
 
 
