@@ -119,12 +119,10 @@ PROVIDER = {
     "max_poll_interval_s": 2,
     "request_timeout_s": REQUEST_TIMEOUT_S,
 }
-# Poll lease as the engine computes it (max(lease_s, 2 x horizon + request timeout + 1)),
-# and the delivery lease (max(lease_s, 2 x timeout + 5)): a task or delivery claimed by a
-# SIGKILLed worker comes back after at most this long.
+# Poll lease as the engine computes it (max(lease_s, 2 x horizon + request timeout + 1)): a
+# task claimed by a SIGKILLed worker comes back after at most this long.
 POLL_LEASE_S = max(ENGINE["lease_s"], 2 * ENGINE["claim_horizon_s"] + REQUEST_TIMEOUT_S + 1)
 WEBHOOK_LEASE_S = 5.0
-DELIVERY_LEASE_S = max(WEBHOOK_LEASE_S, 2 * WEBHOOK_TIMEOUT_S + 5)
 # The webhook endpoints: (path on the receiver, events filter; None = the terminal ones).
 ENDPOINTS: dict[str, tuple[str, list[str] | None]] = {
     "all": ("/ep/all", None),
