@@ -63,6 +63,16 @@ def throwaway_postgres(prefix: str) -> Iterator[tuple[EmbeddedPostgres, Path]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+async def begin(server: EmbeddedPostgres, **about: Any) -> dict[str, Any]:
+    """Create and migrate pollhook's database, and print the header: the machine, the
+    revision and Postgres, which the report keeps with `about` the run."""
+    meta = describe_machine()
+    meta["postgres"] = await prepare_database(server)
+    meta.update(about)
+    print_header(meta)
+    return meta
+
+
 async def prepare_database(server: EmbeddedPostgres) -> str:
     """Create and migrate pollhook's database; returns the server version."""
     await server.ensure_database()

@@ -89,16 +89,14 @@ from bench._support import (
     TENANT,
     CpuProbe,
     Sandbox,
+    begin,
     connect,
     count_warnings,
-    describe_machine,
     free_port,
     int_list,
     percentile,
     poll_metrics,
     pollhook_env,
-    prepare_database,
-    print_header,
     run_benchmark,
     start_api,
     start_worker,
@@ -869,9 +867,8 @@ class SourceChanged(Exception):
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    meta = describe_machine()
-    meta["postgres"] = await prepare_database(server)
-    meta.update(
+    meta = await begin(
+        server,
         factor=options.factor,
         seconds=options.seconds,
         inflight=options.inflight,
@@ -881,7 +878,6 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
         lateness_s=options.lateness_s,
         mean_duration_s=MEAN_DURATION_S,
     )
-    print_header(meta)
     print(
         f"budget {options.budget:g}/s, time compressed {options.factor:g}x "
         f"({options.seconds:g} s of arrivals = {options.seconds * options.factor / 60:.0f} min "

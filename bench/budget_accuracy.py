@@ -50,14 +50,12 @@ from app.core.embedded import EmbeddedPostgres
 from bench._support import (
     CpuProbe,
     Sandbox,
+    begin,
     connect,
     count_warnings,
-    describe_machine,
     int_list,
     load_due_tasks,
     pollhook_env,
-    prepare_database,
-    print_header,
     run_benchmark,
     spawn,
     stop_process,
@@ -333,10 +331,7 @@ def print_results(results: list[RunResult], rate: float) -> None:
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    meta = describe_machine()
-    meta["postgres"] = await prepare_database(server)
-    meta.update(tasks=options.tasks, rate=options.rate, replicas=options.replicas)
-    print_header(meta)
+    meta = await begin(server, tasks=options.tasks, rate=options.rate, replicas=options.replicas)
     print(
         f"{options.tasks} due tasks per run, limit {options.rate:g}/s shared by "
         f"{' then '.join(str(r) for r in options.replicas)} `pollhook worker` process(es).\n"

@@ -52,11 +52,9 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.embedded import EmbeddedPostgres
 from app.polling.repository import PollingRepository
 from bench._support import (
+    begin,
     connect,
-    describe_machine,
     percentile,
-    prepare_database,
-    print_header,
     run_benchmark,
 )
 
@@ -326,10 +324,9 @@ def print_series(
 
 
 async def run(server: EmbeddedPostgres, options: Options) -> dict[str, Any]:
-    meta = describe_machine()
-    meta["postgres"] = await prepare_database(server)
-    meta.update(active=options.active, terminal=options.terminal, iterations=options.iterations)
-    print_header(meta)
+    meta = await begin(
+        server, active=options.active, terminal=options.terminal, iterations=options.iterations
+    )
     conn = await connect(server)
     engine = create_engine(server.url)
     try:

@@ -62,13 +62,11 @@ from bench._support import (
     SANDBOX_KEY,
     CpuProbe,
     Sandbox,
+    begin,
     connect,
     create_pool,
-    describe_machine,
     int_list,
     load_due_tasks,
-    prepare_database,
-    print_header,
     run_benchmark,
     steady_rate,
 )
@@ -466,15 +464,13 @@ def ratios(results: list[PhaseResult]) -> dict[str, float]:
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    meta = describe_machine()
-    meta["postgres"] = await prepare_database(server)
+    pgqueuer: str | None = None
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        meta["pgqueuer"] = importlib.metadata.version("pgqueuer")
-    meta.update(tasks=options.tasks, in_flight=options.in_flight)
-    print_header(meta)
+        pgqueuer = importlib.metadata.version("pgqueuer")
+    meta = await begin(server, pgqueuer=pgqueuer, tasks=options.tasks, in_flight=options.in_flight)
     print(
         f"{options.tasks} due tasks per phase, no rate limit; pollhook max_in_flight "
-        f"{options.in_flight}, pgqueuer {meta.get('pgqueuer', '(missing)')} "
+        f"{options.in_flight}, pgqueuer {pgqueuer or '(missing)'} "
         f"max_concurrent_tasks {options.pgq_concurrency} (driver: {options.pgq_driver}).\n"
         "The engine (in this process), the sandbox and Postgres share the machine's "
         f"{meta['usable_cores']} core(s).\n"

@@ -48,14 +48,12 @@ import httpx
 from app.core.embedded import EmbeddedPostgres
 from bench._support import (
     CpuProbe,
+    begin,
     connect,
     create_pool,
-    describe_machine,
     free_port,
     percentile,
     pollhook_env,
-    prepare_database,
-    print_header,
     run_benchmark,
     start_api,
     stop_process,
@@ -364,10 +362,9 @@ def print_results(results: list[PhaseResult], ratios: dict[str, float]) -> None:
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    meta = describe_machine()
-    meta["postgres"] = await prepare_database(server)
-    meta.update(requests=options.requests, warmup=options.warmup, concurrency=options.concurrency)
-    print_header(meta)
+    meta = await begin(
+        server, requests=options.requests, warmup=options.warmup, concurrency=options.concurrency
+    )
     print(
         f"{options.concurrency} concurrent clients, {options.warmup} warm-up + "
         f"{options.requests} measured operations per phase.\n"

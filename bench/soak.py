@@ -72,15 +72,13 @@ from app.models import TERMINAL_STATUSES
 from app.sandbox.state import FaultKind
 from bench._support import (
     Sandbox,
+    begin,
     connect,
     count_warnings,
-    describe_machine,
     free_port,
     http_ok,
     poll_metrics,
     pollhook_env,
-    prepare_database,
-    print_header,
     print_log_tails,
     spawn,
     stop_process,
@@ -569,9 +567,7 @@ class Soak:
     # --- the run ------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
-        meta = describe_machine()
-        meta["postgres"] = await prepare_database(self.server)
-        print_header(meta)
+        meta = await begin(self.server)
         await self.start_sandbox()
         self.receiver = await Receiver.start(self.receiver_log, seed=self.options.seed)
         await self.start_api()

@@ -100,14 +100,12 @@ from bench._support import (
     TENANT,
     CpuProbe,
     Sandbox,
+    begin,
     connect,
     count_warnings,
-    describe_machine,
     int_list,
     percentile,
     pollhook_env,
-    prepare_database,
-    print_header,
     run_benchmark,
     start_worker,
     steady_rate,
@@ -1031,10 +1029,7 @@ def print_throughput(results: list[ThroughputResult]) -> None:
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    meta = describe_machine()
-    meta["postgres"] = await prepare_database(server)
-    meta["event_loop"] = "uvloop " + importlib.metadata.version("uvloop")
-    print_header(meta)
+    meta = await begin(server, event_loop="uvloop " + importlib.metadata.version("uvloop"))
     conn = await connect(server)
     try:
         meta["postgres_settings"] = {
