@@ -70,6 +70,7 @@ import uvloop
 from app.core.embedded import EmbeddedPostgres
 from app.models import TERMINAL_STATUSES
 from app.sandbox.state import FaultKind
+from app.webhooks.events import TERMINAL_EVENT_TYPES
 from bench._support import (
     Sandbox,
     begin,
@@ -93,7 +94,6 @@ API_KEY = "soak-api-key-0123456789"
 SANDBOX_KEY = "soak-key"
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
-TERMINAL_EVENTS = frozenset(f"task.{s}" for s in TERMINAL)
 ACTIVE = ("pending", "queued", "processing")
 # pollhook's budget per provider, below the sandbox's own limits (10/s and 5/s per key).
 RATES = {"minimax": 8.0, "jimmy": 4.0}
@@ -811,7 +811,7 @@ class Soak:
                 f"task {task_id}: sequence {task['sequence']}, events numbered {sequences}",
             )
             if task["status"] in TERMINAL:
-                terminal = [t for t in types if t in TERMINAL_EVENTS]
+                terminal = [t for t in types if t in TERMINAL_EVENT_TYPES]
                 v.check(
                     terminal == [f"task.{task['status']}"],
                     "3 terminal",
@@ -915,7 +915,7 @@ class Soak:
     ) -> list[tuple[str | None, str]]:
         """Where an event must arrive: (endpoint id or None for the callback_url, path)."""
         targets: list[tuple[str | None, str]] = []
-        terminal = event["type"] in TERMINAL_EVENTS
+        terminal = event["type"] in TERMINAL_EVENT_TYPES
         for endpoint_id, endpoint in endpoints.items():
             wanted = endpoint["events"]
             subscribed = terminal if wanted is None else event["type"] in wanted

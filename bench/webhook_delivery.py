@@ -92,9 +92,9 @@ import uvloop
 from app.core.embedded import EmbeddedPostgres
 from app.models import TaskStatus
 from app.providers.minimax_t2a import MinimaxT2AResult
-from app.tasks.schemas import TaskRead
 from app.webhooks import signing
 from app.webhooks.delivery import USER_AGENT, webhook_body
+from app.webhooks.events import TERMINAL_EVENT_TYPES, TaskSnapshot
 from app.webhooks.repository import ClaimedDelivery
 from bench._support import (
     TENANT,
@@ -117,7 +117,6 @@ CHECK_EVERY_S = 0.2
 PROGRESS_EVERY_S = 5.0
 HOOK_PATH = "/hook"
 SANDBOX_CONCURRENCY = 16
-TERMINAL_TYPES = ("task.succeeded", "task.failed", "task.expired", "task.timed_out")
 
 
 @dataclass
@@ -357,7 +356,7 @@ def succeeded_payloads(count: int, sandbox_url: str, rng: random.Random) -> list
     for _ in range(count):
         file_id = rng.randrange(10**14, 10**15)
         payloads.append(
-            TaskRead(
+            TaskSnapshot(
                 id=uuid.uuid4(),
                 provider="minimax",
                 external_id=str(rng.randrange(10**17, 10**18)),
@@ -595,7 +594,7 @@ async def latency_phase(
                 LEFT JOIN events e ON e.task_id = t.id AND e.type = ANY($1::text[])
                 LEFT JOIN deliveries d ON d.event_id = e.id
                 """,
-                list(TERMINAL_TYPES),
+                [str(t) for t in TERMINAL_EVENT_TYPES],
             )
             upstream = await sandbox.tasks(external_ids)
             upstream_requests = int((await sandbox.key_stats())["requests"])
