@@ -168,9 +168,15 @@ def pollhook_env(
         values["providers__jimmy__base_url"] = sandbox.base_url
     for name, instance in (providers or {}).items():
         values.update({f"providers__{name}__{key}": value for key, value in instance.items()})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
+    env = without_pollhook_settings()
     env.update({f"POLLHOOK_{key.upper()}": _env_value(value) for key, value in values.items()})
     return env
+
+
+def without_pollhook_settings() -> dict[str, str]:
+    """This process's environment without its POLLHOOK_ variables, which would otherwise
+    configure the processes a benchmark starts."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
 
 
 async def spawn(
@@ -269,7 +275,7 @@ class Sandbox:
         cls, *, minimax_rate: float, log: TextIO, jimmy_rate: float = 0.0, seed: int = 1
     ) -> Sandbox:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
+        env = without_pollhook_settings()
         args = ["--port", str(port), "--minimax-rate", f"{minimax_rate:g}"]
         args += ["--jimmy-rate", f"{jimmy_rate:g}", "--seed", str(seed)]
         sandbox = cls(port, await spawn("app.cli", "sandbox", *args, env=env, log=log))

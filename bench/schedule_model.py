@@ -57,7 +57,7 @@ but every delay is shorter here (fixed p50 8.3 s against 11.5 s at N=100): the c
 batches and round trips left out queue every schedule. Under saturation, compare policies
 with each other in the model; do not read its figures as the benchmark's.
 
-A default run (36 runs) takes ~10 s on a 2-core machine, nearly all of it in the forecasts
+A default run (36 runs) takes ~12 s on a 2-core machine, nearly all of it in the forecasts
 of the adaptive variants with size hints; `--bound` adds ~12 s.
 
 **The bound** (`--bound`): over the durations of measured tasks drawn from the same
