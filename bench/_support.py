@@ -1,19 +1,24 @@
-"""Shared plumbing of the engine benchmarks (engine_throughput, budget_accuracy, claim_cost).
+"""Shared plumbing of the benchmarks and the soak.
 
-A throwaway embedded Postgres, the sandbox as a subprocess, the task rows those benchmarks
-load, CPU accounting per process and a description of the machine. Nothing here measures;
-the benchmark modules do.
+A throwaway embedded Postgres, pollhook's processes and the sandbox as subprocesses (their
+environment, start, readiness and stop), the task rows several benchmarks load, what
+pollhook's processes report (warning log lines, /metrics), percentiles, CPU accounting per
+process, a description of the machine and the JSON report. Nothing here measures; the
+benchmark modules do.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -21,13 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 import asyncpg
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.core import migrate
 from app.core.db import create_engine
@@ -55,6 +61,16 @@ def throwaway_postgres(prefix: str) -> Iterator[tuple[EmbeddedPostgres, Path]]:
             server.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def begin(server: EmbeddedPostgres, **about: Any) -> dict[str, Any]:
+    """Create and migrate pollhook's database, and print the header: the machine, the
+    revision and Postgres, which the report keeps with `about` the run."""
+    meta = describe_machine()
+    meta["postgres"] = await prepare_database(server)
+    meta.update(about)
+    print_header(meta)
+    return meta
 
 
 async def prepare_database(server: EmbeddedPostgres) -> str:
@@ -109,7 +125,7 @@ async def load_due_tasks(
     await conn.execute("ANALYZE tasks")
 
 
-# --- the sandbox ------------------------------------------------------------------------------
+# --- processes --------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -117,6 +133,132 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def pollhook_env(
+    server: EmbeddedPostgres,
+    *,
+    sandbox: Sandbox | None = None,
+    providers: Mapping[str, Mapping[str, object]] | None = None,
+    **settings: object,
+) -> dict[str, str]:
+    """The environment of a pollhook process: this one's without its POLLHOOK_ variables,
+    then the throwaway database, JSON logs at WARNING, and `settings` by their name under
+    POLLHOOK_ (`webhooks__max_in_flight=64` is POLLHOOK_WEBHOOKS__MAX_IN_FLIGHT). With
+    `sandbox`, both built-in instances point at it (an instance without tasks still stays
+    on loopback) and minimax uses SANDBOX_KEY; `providers` then sets each instance's own
+    settings."""
+    values: dict[str, object] = {
+        "database_url": server.url,
+        "log_format": "json",
+        "log_level": "WARNING",
+        **settings,
+    }
+    if sandbox is not None:
+        values["providers__minimax__base_url"] = sandbox.base_url
+        values["providers__minimax__api_key"] = SANDBOX_KEY
+        values["providers__jimmy__base_url"] = sandbox.base_url
+    for name, instance in (providers or {}).items():
+        values.update({f"providers__{name}__{key}": value for key, value in instance.items()})
+    env = without_pollhook_settings()
+    env.update({f"POLLHOOK_{key.upper()}": _env_value(value) for key, value in values.items()})
+    return env
+
+
+def without_pollhook_settings() -> dict[str, str]:
+    """This process's environment without its POLLHOOK_ variables, which would otherwise
+    configure the processes a benchmark starts."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
+
+
+async def spawn(
+    module: str, *args: str, log: TextIO, env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """`python -m module args...` with its output in `log`."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )
+
+
+async def wait_ready(
+    process: asyncio.subprocess.Process,
+    name: str,
+    ready: Callable[[], Awaitable[bool]],
+    timeout_s: float = READY_TIMEOUT_S,
+) -> None:
+    """Until `ready()` says so (connection errors count as not yet); fails if the process
+    exits first or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.returncode is not None:
+            raise RuntimeError(f"{name} exited with status {process.returncode}")
+        with contextlib.suppress(httpx.TransportError, OSError):
+            if await ready():
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} was not ready after {timeout_s:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+async def http_ok(http: httpx.AsyncClient, path: str) -> bool:
+    return (await http.get(path, timeout=2.0)).status_code == 200
+
+
+async def start_api(
+    env: Mapping[str, str], port: int, log: TextIO, *, timeout_s: float = READY_TIMEOUT_S
+) -> asyncio.subprocess.Process:
+    """`pollhook api` on `port`, returned once /readyz answers 200."""
+    process = await spawn("app.cli", "api", "--port", str(port), env=env, log=log)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            await wait_ready(process, "the API", lambda: http_ok(http, "/readyz"), timeout_s)
+    except BaseException:
+        await stop_process(process, "the API")
+        raise
+    return process
+
+
+async def start_worker(
+    conn: asyncpg.Connection, env: Mapping[str, str], log: TextIO
+) -> asyncio.subprocess.Process:
+    """`pollhook worker`, returned once it listens for new tasks and due deliveries (so
+    rows written from now on wake it)."""
+    since = await conn.fetchval("SELECT clock_timestamp()")
+    process = await spawn("app.cli", "worker", env=env, log=log)
+
+    async def listening() -> bool:
+        channels = await conn.fetchval(
+            """
+            SELECT count(DISTINCT query) FROM pg_stat_activity
+            WHERE backend_start >= $1
+              AND (query LIKE 'LISTEN %pollhook_deliveries%'
+                   OR query LIKE 'LISTEN %pollhook_tasks%')
+            """,
+            since,
+        )
+        return bool(channels >= 2)
+
+    try:
+        await wait_ready(process, "the worker", listening)
+    except BaseException:
+        await stop_process(process, "the worker")
+        raise
+    return process
 
 
 class Sandbox:
@@ -133,43 +275,18 @@ class Sandbox:
         cls, *, minimax_rate: float, log: TextIO, jimmy_rate: float = 0.0, seed: int = 1
     ) -> Sandbox:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app.cli",
-            "sandbox",
-            "--port",
-            str(port),
-            "--minimax-rate",
-            f"{minimax_rate:g}",
-            "--jimmy-rate",
-            f"{jimmy_rate:g}",
-            "--seed",
-            str(seed),
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-        sandbox = cls(port, process)
+        env = without_pollhook_settings()
+        args = ["--port", str(port), "--minimax-rate", f"{minimax_rate:g}"]
+        args += ["--jimmy-rate", f"{jimmy_rate:g}", "--seed", str(seed)]
+        sandbox = cls(port, await spawn("app.cli", "sandbox", *args, env=env, log=log))
         try:
-            await sandbox._wait_ready()
+            await wait_ready(
+                sandbox.process, "the sandbox", lambda: http_ok(sandbox.http, "/_sandbox/health")
+            )
         except BaseException:
             await sandbox.stop()
             raise
         return sandbox
-
-    async def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.returncode is not None:
-                raise RuntimeError(f"the sandbox exited with status {self.process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await self.http.get("/_sandbox/health", timeout=2.0)).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"the sandbox was not ready after {READY_TIMEOUT_S:.0f} s")
 
     async def stop(self) -> None:
         await self.http.aclose()
@@ -213,6 +330,18 @@ class Sandbox:
         stats["other_keys"] = others
         return stats
 
+    async def tasks(self, ids: Iterable[str], provider: str = "minimax") -> dict[str, Any]:
+        """The sandbox's record of each task (its times, queries and gaps), by id."""
+        gate = asyncio.Semaphore(16)
+
+        async def one(task_id: str) -> tuple[str, Any]:
+            async with gate:
+                response = await self.http.get(f"/_sandbox/tasks/{provider}/{task_id}")
+                response.raise_for_status()
+                return task_id, response.json()
+
+        return dict(await asyncio.gather(*(one(i) for i in ids)))
+
 
 async def stop_process(
     process: asyncio.subprocess.Process, name: str, sig: int = signal.SIGTERM
@@ -242,6 +371,69 @@ def percentile(sorted_values: list[float], pct: float) -> float:
     return sorted_values[rank - 1]
 
 
+def steady_rate(samples: list[tuple[float, int]], total: int) -> float:
+    """Per second between the (seconds, done) samples nearest 10 % and 90 % of `total`."""
+    low = next(((t, n) for t, n in samples if n >= total * 0.1), None)
+    high = next(((t, n) for t, n in samples if n >= total * 0.9), None)
+    if low is None or high is None or high[0] <= low[0]:
+        return 0.0
+    return (high[1] - low[1]) / (high[0] - low[0])
+
+
+def count_warnings(paths: Iterable[Path]) -> dict[str, int]:
+    """Warning and error events in pollhook's JSON log lines, most frequent first, as
+    "level:event(error)" (the error's name where the line gives one); tracebacks and other
+    lines that are not JSON counted apart."""
+    found: collections.Counter[str] = collections.Counter()
+    for path in paths:
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if line.startswith("Traceback"):
+                    found["(traceback)"] += 1
+                elif line.strip():
+                    found["(non-JSON output)"] += 1
+                continue
+            if isinstance(record, dict) and record.get("level") in ("warning", "error"):
+                # APScheduler names the next run time in its messages: one event, not many.
+                event = re.sub(r"next run at: [^)]*", "next run at: ...", str(record.get("event")))
+                error = f"({record['error']})" if record.get("error") else ""
+                found[f"{record['level']}:{event}{error}"] += 1
+    return dict(found.most_common())
+
+
+async def poll_metrics(port: int) -> dict[str, float]:
+    """A worker's poll outcomes ("polls PROVIDER OUTCOME") and reserved budget slots ("slots
+    PROVIDER") from its /metrics; empty when it does not answer."""
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            response = await http.get(f"http://127.0.0.1:{port}/metrics")
+            response.raise_for_status()
+    except httpx.HTTPError:
+        return {}
+    found: dict[str, float] = collections.defaultdict(float)
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "pollhook_polls_total":
+                found[f"polls {labels['provider']} {labels['outcome']}"] += sample.value
+            elif sample.name == "pollhook_budget_slots_reserved_total":
+                found[f"slots {labels['provider']}"] += sample.value
+    return {k: found[k] for k in sorted(found)}
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated positive integers (an argparse type; empty gives [])."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("give comma-separated integers") from exc
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("values must be positive integers")
+    return values
+
+
 def print_log_tails(workdir: Path, last: int = 5) -> None:
     """After a failed run: the last lines of every process log the run wrote."""
     for path in sorted(workdir.glob("*.log")):
@@ -261,16 +453,20 @@ def run_benchmark(
     prefix: str,
     run: Callable[[EmbeddedPostgres, Path], Coroutine[Any, Any, dict[str, Any]]],
     json_path: Path | None,
+    *,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    tail_lines: int = 5,
 ) -> int:
     """A benchmark's whole main: `run` on a throwaway Postgres, the logs' tails if it
     failed, the --json report; exit status 0 only for a report that says ok."""
     report: dict[str, Any] | None = None
     with throwaway_postgres(prefix) as (server, workdir):
         try:
-            report = asyncio.run(run(server, workdir))
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                report = runner.run(run(server, workdir))
         finally:
             if report is None or not report["ok"]:
-                print_log_tails(workdir)
+                print_log_tails(workdir, tail_lines)
     write_report(json_path, report)
     return 0 if report is not None and report["ok"] else 1
 

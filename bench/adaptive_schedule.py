@@ -69,38 +69,37 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import json
 import math
 import os
 import random
-import re
 import secrets
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import asyncpg
 import httpx
 
-from app.core.config import PollSettings, ProviderSettings
+from app.core.config import ProviderSettings
 from app.core.embedded import EmbeddedPostgres
-from app.tasks.schemas import TaskCreate
 from bench._support import (
-    READY_TIMEOUT_S,
-    SANDBOX_KEY,
     TENANT,
     CpuProbe,
     Sandbox,
+    begin,
     connect,
-    describe_machine,
+    count_warnings,
     free_port,
+    int_list,
     percentile,
-    prepare_database,
-    print_header,
+    poll_metrics,
+    pollhook_env,
     run_benchmark,
+    start_api,
+    start_worker,
     stop_process,
 )
 
@@ -138,7 +137,6 @@ SATURATED_P50_MAX = 0.5  # adaptive p50 <= 0.5 x fixed, polls/task <= fixed
 UNSATURATED_POLLS_MAX = 0.5  # adaptive polls/task <= 0.5 x fixed, p50 <= fixed
 
 CHECK_EVERY_S = 0.25
-TASK_FETCH_CONCURRENCY = 16
 REQUEST_TIMEOUT_S = 30.0
 
 
@@ -165,25 +163,6 @@ VARIANTS = {
     "adaptive": Variant("adaptive", "adaptive"),
     "hints": Variant("adaptive+hints", "adaptive", hints=True),
 }
-
-
-@dataclass(frozen=True)
-class Features:
-    """What the checked-out engine supports (issue 5 lands in stages)."""
-
-    schedule: bool
-    size_hint: bool
-    model_refresh: bool
-    lateness: bool
-
-    @classmethod
-    def detect(cls) -> Features:
-        return cls(
-            schedule="schedule" in ProviderSettings.model_fields,
-            size_hint="size_hint" in TaskCreate.model_fields,
-            model_refresh="model_refresh_s" in PollSettings.model_fields,
-            lateness="poll_lateness_s" in ProviderSettings.model_fields,
-        )
 
 
 @dataclass
@@ -247,103 +226,68 @@ def code_digest() -> str:
 # --- processes ----------------------------------------------------------------------------------
 
 
-def pollhook_env(
-    server: EmbeddedPostgres,
-    sandbox: Sandbox,
-    options: Options,
+def minimax_settings(
     variant: Variant,
-    features: Features,
-    api_key: str,
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
-    prefix = "POLLHOOK_PROVIDERS__MINIMAX__"
-    factor = options.factor
+    *,
+    budget: float = BUDGET_PER_S,
+    hit_chance: float | None = None,
+    lateness_s: float | None = None,
+) -> dict[str, object]:
+    """The MiniMax instance's settings for `variant`, in real units; `hit_chance` and
+    `lateness_s` (None: the engine's defaults) apply to the adaptive schedule only."""
     low, high = variant.intervals_s
-    env.update(
-        {
-            "POLLHOOK_DATABASE_URL": server.url,
-            "POLLHOOK_API_KEYS": f"{TENANT}:{api_key}",
-            "POLLHOOK_API_RATE_LIMIT_PER_S": "0",
-            f"{prefix}BASE_URL": sandbox.base_url,
-            f"{prefix}API_KEY": SANDBOX_KEY,
-            f"{prefix}RATE_LIMIT_PER_S": f"{options.budget * factor:g}",
-            f"{prefix}FIRST_POLL_DELAY_S": f"{variant.first_poll_s / factor:g}",
-            f"{prefix}MIN_POLL_INTERVAL_S": f"{low / factor:g}",
-            f"{prefix}MAX_POLL_INTERVAL_S": f"{high / factor:g}",
-            "POLLHOOK_ENGINE__TICK_S": f"{1.0 / factor:g}",
-            "POLLHOOK_ENGINE__CLAIM_HORIZON_S": f"{2.0 / factor:g}",
-            "POLLHOOK_ENGINE__RATE_RECOVERY_S": f"{60.0 / factor:g}",
-            # The forecast's own durations, compressed like the rest (the engine defaults).
-            "POLLHOOK_ENGINE__FORECAST_WINDOW_S": f"{60.0 / factor:g}",
-            "POLLHOOK_ENGINE__BACKLOG_DRAIN_S": f"{120.0 / factor:g}",
-            # jimmy is a built-in instance; it has no tasks here, but keep it on loopback.
-            "POLLHOOK_PROVIDERS__JIMMY__BASE_URL": sandbox.base_url,
-            "POLLHOOK_LOG_LEVEL": "WARNING",
-            "POLLHOOK_LOG_FORMAT": "json",
-        }
-    )
-    if features.schedule:
-        env[f"{prefix}SCHEDULE"] = variant.schedule
-        if options.hit_chance is not None and variant.schedule == "adaptive":
-            env[f"{prefix}POLL_HIT_CHANCE"] = f"{options.hit_chance:g}"
-    if features.lateness and variant.schedule == "adaptive":
-        # A duration like any other: compressed with the rest of the run.
-        lateness = (
-            options.lateness_s
-            if options.lateness_s is not None
+    settings: dict[str, object] = {
+        "rate_limit_per_s": budget,
+        "first_poll_delay_s": variant.first_poll_s,
+        "min_poll_interval_s": low,
+        "max_poll_interval_s": high,
+        "schedule": variant.schedule,
+    }
+    if variant.schedule == "adaptive":
+        if hit_chance is not None:
+            settings["poll_hit_chance"] = hit_chance
+        settings["poll_lateness_s"] = (
+            lateness_s
+            if lateness_s is not None
             else ProviderSettings.model_fields["poll_lateness_s"].default
         )
-        env[f"{prefix}POLL_LATENESS_S"] = f"{lateness / factor:g}"
-    if features.model_refresh:
-        env["POLLHOOK_ENGINE__MODEL_REFRESH_S"] = f"{MODEL_REFRESH_S:g}"
-    return env
+    return settings
 
 
-async def spawn(
-    command: str, env: dict[str, str], log: TextIO, *args: str
-) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.cli",
-        command,
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
+def compressed(settings: dict[str, object], factor: float) -> dict[str, object]:
+    """Durations (`*_s`) divided by `factor`, rates (`*_per_s`) multiplied by it."""
+    out: dict[str, object] = {}
+    for key, value in settings.items():
+        if isinstance(value, int | float) and key.endswith("_per_s"):
+            value = value * factor
+        elif isinstance(value, int | float) and key.endswith("_s"):
+            value = value / factor
+        out[key] = value
+    return out
+
+
+def pollhook_settings(
+    server: EmbeddedPostgres, sandbox: Sandbox, options: Options, variant: Variant, api_key: str
+) -> dict[str, str]:
+    minimax = minimax_settings(
+        variant, budget=options.budget, hit_chance=options.hit_chance, lateness_s=options.lateness_s
     )
-
-
-async def wait_api_ready(http: httpx.AsyncClient, process: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.returncode is not None:
-            raise RuntimeError(f"the API exited with status {process.returncode}")
-        with contextlib.suppress(httpx.TransportError):
-            if (await http.get("/readyz", timeout=2.0)).status_code == 200:
-                return
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"the API was not ready after {READY_TIMEOUT_S:.0f} s")
-
-
-async def wait_worker_listening(
-    conn: asyncpg.Connection, process: asyncio.subprocess.Process, since: Any
-) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if process.returncode is not None:
-            raise RuntimeError(f"the worker exited with status {process.returncode}")
-        listening = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE backend_start >= $1 AND query LIKE 'LISTEN %pollhook_tasks%'",
-            since,
-        )
-        if listening >= 1:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the worker was not listening after {READY_TIMEOUT_S:.0f} s")
-        await asyncio.sleep(0.1)
+    factor = options.factor
+    return pollhook_env(
+        server,
+        sandbox=sandbox,
+        providers={"minimax": compressed(minimax, factor)},
+        api_keys=f"{TENANT}:{api_key}",
+        api_rate_limit_per_s=0,
+        # The engine's own durations, and the forecast's (their defaults), compressed too;
+        # the forecast refreshes every MODEL_REFRESH_S, compressed already.
+        engine__tick_s=1.0 / factor,
+        engine__claim_horizon_s=2.0 / factor,
+        engine__rate_recovery_s=60.0 / factor,
+        engine__forecast_window_s=60.0 / factor,
+        engine__backlog_drain_s=120.0 / factor,
+        engine__model_refresh_s=MODEL_REFRESH_S,
+    )
 
 
 async def empty_database(conn: asyncpg.Connection) -> list[str]:
@@ -436,7 +380,6 @@ class Generator:
 @dataclass
 class RunResult:
     variant: str
-    schedule_sent: str | None  # None: the engine has no `schedule` setting yet
     inflight: int
     arrivals: int
     registered: int
@@ -492,51 +435,15 @@ class RunResult:
         return problems
 
 
-def count_warnings(path: Path) -> dict[str, int]:
-    """Warning and error events in a JSON log, by event."""
-    found: dict[str, int] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            if line.strip():
-                found["(non-JSON output)"] = found.get("(non-JSON output)", 0) + 1
-            continue
-        if isinstance(record, dict) and record.get("level") in ("warning", "error"):
-            # APScheduler names the next run time in its messages; count them as one.
-            event = re.sub(r"next run at: [^)]*", "next run at: ...", str(record.get("event")))
-            found[event] = found.get(event, 0) + 1
-    return found
-
-
-async def sandbox_tasks(sandbox: Sandbox, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    semaphore = asyncio.Semaphore(TASK_FETCH_CONCURRENCY)
-
-    async def one(task_id: str) -> tuple[str, dict[str, Any]]:
-        async with semaphore:
-            response = await sandbox.http.get(f"/_sandbox/tasks/minimax/{task_id}")
-            response.raise_for_status()
-            body: dict[str, Any] = response.json()
-            return task_id, body
-
-    return dict(await asyncio.gather(*(one(i) for i in ids)))
-
-
-async def poll_outcomes(port: int) -> dict[str, float]:
-    """The worker's `pollhook_polls_total` for minimax by outcome, and the slots reserved."""
-    try:
-        async with httpx.AsyncClient(timeout=10.0) as http:
-            response = await http.get(f"http://127.0.0.1:{port}/metrics")
-            response.raise_for_status()
-    except httpx.HTTPError:
-        return {}
-    found: dict[str, float] = {}
-    for line in response.text.splitlines():
-        if line.startswith("pollhook_polls_total{") and 'provider="minimax"' in line:
-            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-            found[outcome] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("pollhook_budget_slots_reserved_total{") and "minimax" in line:
-            found["(slots reserved)"] = float(line.rsplit(" ", 1)[1])
+def minimax_outcomes(metrics: dict[str, float]) -> dict[str, float]:
+    """The minimax instance's poll outcomes and "(slots reserved)", from `poll_metrics`."""
+    found = {
+        key.removeprefix("polls minimax "): n
+        for key, n in metrics.items()
+        if key.startswith("polls minimax ")
+    }
+    if "slots minimax" in metrics:
+        found["(slots reserved)"] = metrics["slots minimax"]
     return found
 
 
@@ -613,7 +520,6 @@ async def one_run(
     conn: asyncpg.Connection,
     workdir: Path,
     options: Options,
-    features: Features,
     variant: Variant,
     inflight: int,
     arrivals: list[Arrival],
@@ -626,7 +532,7 @@ async def one_run(
     digest = code_digest()
     api_key = secrets.token_hex(16)
     port = free_port()
-    env = pollhook_env(server, sandbox, options, variant, features, api_key)
+    env = pollhook_settings(server, sandbox, options, variant, api_key)
     metrics_port = free_port()
     worker_env = {**env, "POLLHOOK_METRICS_PORT": str(metrics_port)}
     tag = f"{variant.name}-{inflight}"
@@ -642,47 +548,42 @@ async def one_run(
                 timeout=REQUEST_TIMEOUT_S,
             )
         )
-        since = await conn.fetchval("SELECT clock_timestamp()")
-        api_process = await spawn("api", env, api_log, "--port", str(port))
-        worker = await spawn("worker", worker_env, worker_log)
-        try:
-            await wait_api_ready(api, api_process)
-            await wait_worker_listening(conn, worker, since)
-            cpu = CpuProbe(
-                server.server.get_pid(),
-                {"worker": worker.pid, "api": api_process.pid, "sandbox": sandbox.process.pid},
-            )
-            cpu_before = cpu.sample()
-            bench_before = time.process_time()
-            generator = Generator(arrivals, sandbox, api, variant.hints)
-            stop_arrivals = asyncio.Event()
-            stop_progress = asyncio.Event()
-            started = time.monotonic()
-            generating = asyncio.create_task(generator.run(started, stop_arrivals))
-            progress = asyncio.create_task(
-                report_progress(server, sandbox, started, factor, stop_progress)
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(generating), timeout=options.seconds)
-            providers = await providers_view(api)
-            await wait_detected(
-                conn,
-                generator,
-                measured_ids,
-                started + options.seconds + options.drain_max_s / factor,
-                worker,
-            )
-            run_s = time.monotonic() - started
-            outcomes = await poll_outcomes(metrics_port)
-            stop_arrivals.set()
-            stop_progress.set()
-            await asyncio.gather(generating, progress)
-            cpu_s = CpuProbe.delta(cpu_before, cpu.sample())
-            cpu_s["bench"] = time.process_time() - bench_before
-            stats = await sandbox.key_stats()
-        finally:
-            await stop_process(worker, "worker")
-            await stop_process(api_process, "api")
+        api_process = await start_api(env, port, api_log)
+        stack.push_async_callback(stop_process, api_process, "api")
+        worker = await start_worker(conn, worker_env, worker_log)
+        stack.push_async_callback(stop_process, worker, "worker")
+        cpu = CpuProbe(
+            server.server.get_pid(),
+            {"worker": worker.pid, "api": api_process.pid, "sandbox": sandbox.process.pid},
+        )
+        cpu_before = cpu.sample()
+        bench_before = time.process_time()
+        generator = Generator(arrivals, sandbox, api, variant.hints)
+        stop_arrivals = asyncio.Event()
+        stop_progress = asyncio.Event()
+        started = time.monotonic()
+        generating = asyncio.create_task(generator.run(started, stop_arrivals))
+        progress = asyncio.create_task(
+            report_progress(server, sandbox, started, factor, stop_progress)
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(generating), timeout=options.seconds)
+        providers = await providers_view(api)
+        await wait_detected(
+            conn,
+            generator,
+            measured_ids,
+            started + options.seconds + options.drain_max_s / factor,
+            worker,
+        )
+        run_s = time.monotonic() - started
+        metrics = await poll_metrics(metrics_port)
+        stop_arrivals.set()
+        stop_progress.set()
+        await asyncio.gather(generating, progress)
+        cpu_s = CpuProbe.delta(cpu_before, cpu.sample())
+        cpu_s["bench"] = time.process_time() - bench_before
+        stats = await sandbox.key_stats()
     rows = {
         str(r["external_id"]): r
         for r in await conn.fetch(
@@ -690,10 +591,9 @@ async def one_run(
             "FROM tasks"
         )
     }
-    upstream = await sandbox_tasks(sandbox, sorted(generator.registered))
+    upstream = await sandbox.tasks(sorted(generator.registered))
     return analyse(
         variant=variant,
-        features=features,
         inflight=inflight,
         options=options,
         arrivals=arrivals,
@@ -707,10 +607,10 @@ async def one_run(
         load=load,
         providers=providers,
         cpu_s=cpu_s,
-        outcomes=outcomes,
+        outcomes=minimax_outcomes(metrics),
         digest=digest,
         exit_codes=(worker.returncode, api_process.returncode),
-        warnings=count_warnings(worker_log_path),
+        warnings=count_warnings([worker_log_path]),
     )
 
 
@@ -733,7 +633,6 @@ def worst_gap(
 def analyse(
     *,
     variant: Variant,
-    features: Features,
     inflight: int,
     options: Options,
     arrivals: list[Arrival],
@@ -799,7 +698,6 @@ def analyse(
     rate = requests / (span * factor)  # real requests per real second
     return RunResult(
         variant=variant.name,
-        schedule_sent=variant.schedule if features.schedule else None,
         inflight=inflight,
         arrivals=len(generator.lateness),
         registered=len(generator.registered),
@@ -969,10 +867,8 @@ class SourceChanged(Exception):
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    features = Features.detect()
-    meta = describe_machine()
-    meta["postgres"] = await prepare_database(server)
-    meta.update(
+    meta = await begin(
+        server,
         factor=options.factor,
         seconds=options.seconds,
         inflight=options.inflight,
@@ -980,10 +876,8 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
         variants=[v.name for v in options.variants],
         hit_chance=options.hit_chance,
         lateness_s=options.lateness_s,
-        features=asdict(features),
         mean_duration_s=MEAN_DURATION_S,
     )
-    print_header(meta)
     print(
         f"budget {options.budget:g}/s, time compressed {options.factor:g}x "
         f"({options.seconds:g} s of arrivals = {options.seconds * options.factor / 60:.0f} min "
@@ -991,13 +885,6 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
         + (f", poll_hit_chance {options.hit_chance:g}" if options.hit_chance else "")
         + (f", poll_lateness_s {options.lateness_s:g}" if options.lateness_s is not None else "")
     )
-    if not features.schedule:
-        print(
-            "NOTE: this engine has no `schedule` setting yet: every variant runs today's "
-            "backoff with its own intervals (fixed: min = max = 5 s)."
-        )
-    if not features.size_hint:
-        print("NOTE: POST /v1/tasks takes no size_hint yet: the hints variant sends none.")
     variants = options.variants
     results: list[RunResult] = []
     digest = code_digest()
@@ -1029,7 +916,6 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
                         conn,
                         workdir,
                         options,
-                        features,
                         variant,
                         inflight,
                         arrivals,
@@ -1063,13 +949,6 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
     }
 
 
-def _int_list(text: str) -> list[int]:
-    values = [int(part) for part in text.split(",") if part.strip()]
-    if not values or any(v < 1 or v > 1000 for v in values):
-        raise argparse.ArgumentTypeError("give in-flight counts between 1 and 1000")
-    return values
-
-
 def parse_variants(text: str) -> list[Variant]:
     """A comma-separated list of VARIANTS' names (an argparse type)."""
     names = [part.strip() for part in text.split(",") if part.strip()]
@@ -1088,7 +967,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--quick", action="store_true", help="a short smoke run: N=100 only, 18 s of arrivals"
     )
-    parser.add_argument("--inflight", type=_int_list, help="tasks in flight (default 20,100,150)")
+    parser.add_argument("--inflight", type=int_list, help="tasks in flight (default 20,100,150)")
     parser.add_argument("--seconds", type=float, help="arrival window, compressed (default 90)")
     parser.add_argument(
         "--drain-max",
@@ -1117,6 +996,8 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--seed", type=int, default=5, help="workload seed")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
+    if args.inflight is not None and (not args.inflight or max(args.inflight) > 1000):
+        parser.error("--inflight: in-flight counts between 1 and 1000")
     if args.factor < 1 or args.budget <= 0:
         parser.error("--factor must be at least 1 and --budget positive")
     if args.hit_chance is not None and not 0 < args.hit_chance < 1:

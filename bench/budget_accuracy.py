@@ -37,8 +37,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -50,15 +48,16 @@ import asyncpg
 
 from app.core.embedded import EmbeddedPostgres
 from bench._support import (
-    SANDBOX_KEY,
     CpuProbe,
     Sandbox,
+    begin,
     connect,
-    describe_machine,
+    count_warnings,
+    int_list,
     load_due_tasks,
-    prepare_database,
-    print_header,
+    pollhook_env,
     run_benchmark,
+    spawn,
     stop_process,
 )
 
@@ -105,45 +104,13 @@ class RunResult:
     cpu_s: dict[str, float] = field(default_factory=dict)
 
 
-def worker_env(server: EmbeddedPostgres, sandbox: Sandbox, rate: float) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
-    prefix = "POLLHOOK_PROVIDERS__MINIMAX__"
-    env.update(
-        {
-            "POLLHOOK_DATABASE_URL": server.url,
-            f"{prefix}BASE_URL": sandbox.base_url,
-            f"{prefix}API_KEY": SANDBOX_KEY,
-            f"{prefix}RATE_LIMIT_PER_S": f"{rate:g}",
-            f"{prefix}MIN_POLL_INTERVAL_S": str(POLL_INTERVAL_S),
-            f"{prefix}MAX_POLL_INTERVAL_S": str(POLL_INTERVAL_S),
-            f"{prefix}FIRST_POLL_DELAY_S": "0",
-            # jimmy is a built-in instance; it has no tasks here, but keep it on loopback.
-            "POLLHOOK_PROVIDERS__JIMMY__BASE_URL": sandbox.base_url,
-            "POLLHOOK_LOG_LEVEL": "WARNING",
-            "POLLHOOK_LOG_FORMAT": "json",
-        }
-    )
-    return env
-
-
 async def start_workers(
     count: int, env: dict[str, str], logs: Sequence[TextIO]
 ) -> list[asyncio.subprocess.Process]:
     workers: list[asyncio.subprocess.Process] = []
     try:
         for index in range(count):
-            workers.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "app.cli",
-                    "worker",
-                    env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=logs[index],
-                    stderr=logs[index],
-                )
-            )
+            workers.append(await spawn("app.cli", "worker", env=env, log=logs[index]))
     except BaseException:
         await stop_workers(workers)
         raise
@@ -156,22 +123,6 @@ async def stop_workers(workers: list[asyncio.subprocess.Process]) -> list[int | 
         return_exceptions=True,
     )
     return [w.returncode for w in workers]
-
-
-def count_warnings(paths: list[Path]) -> dict[str, int]:
-    """Warning and error events in the workers' JSON log lines, by event name."""
-    found: collections.Counter[str] = collections.Counter()
-    for path in paths:
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                if line.strip():
-                    found["(non-JSON output)"] += 1
-                continue
-            if isinstance(record, dict) and record.get("level") in ("warning", "error"):
-                found[str(record.get("event"))] += 1
-    return dict(found)
 
 
 def analyse_seconds(per_second: dict[str, int], rate: float) -> dict[str, Any]:
@@ -255,7 +206,18 @@ async def one_run(
     log_paths = [workdir / f"worker-{replicas}x-{i + 1}.log" for i in range(replicas)]
     with contextlib.ExitStack() as stack:
         logs = [stack.enter_context(path.open("w")) for path in log_paths]
-        env = worker_env(server, sandbox, options.rate)
+        env = pollhook_env(
+            server,
+            sandbox=sandbox,
+            providers={
+                "minimax": {
+                    "rate_limit_per_s": options.rate,
+                    "min_poll_interval_s": POLL_INTERVAL_S,
+                    "max_poll_interval_s": POLL_INTERVAL_S,
+                    "first_poll_delay_s": 0,
+                }
+            },
+        )
         workers = await start_workers(replicas, env, logs)
         try:
             cpu = CpuProbe(
@@ -369,10 +331,7 @@ def print_results(results: list[RunResult], rate: float) -> None:
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    meta = describe_machine()
-    meta["postgres"] = await prepare_database(server)
-    meta.update(tasks=options.tasks, rate=options.rate, replicas=options.replicas)
-    print_header(meta)
+    meta = await begin(server, tasks=options.tasks, rate=options.rate, replicas=options.replicas)
     print(
         f"{options.tasks} due tasks per run, limit {options.rate:g}/s shared by "
         f"{' then '.join(str(r) for r in options.replicas)} `pollhook worker` process(es).\n"
@@ -394,13 +353,6 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
     return {"meta": meta, "results": [asdict(r) for r in results], "ok": ok}
 
 
-def _replica_list(text: str) -> list[int]:
-    values = [int(part) for part in text.split(",") if part.strip()]
-    if not values or any(v < 1 or v > 8 for v in values):
-        raise argparse.ArgumentTypeError("replica counts must be between 1 and 8")
-    return values
-
-
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m bench.budget_accuracy",
@@ -410,7 +362,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--tasks", type=int, default=1000, help="tasks per run (one poll each)")
     parser.add_argument("--rate", type=float, default=10.0, help="the limit, requests/s")
     parser.add_argument(
-        "--replicas", type=_replica_list, default=[1, 3], help="worker counts, one run each"
+        "--replicas", type=int_list, default=[1, 3], help="worker counts, one run each"
     )
     parser.add_argument(
         "--max-seconds",
@@ -422,6 +374,8 @@ def parse_args(argv: list[str] | None) -> Options:
     args = parser.parse_args(argv)
     if args.tasks < 10 or args.rate <= 0:
         parser.error("--tasks must be at least 10 and --rate positive")
+    if not args.replicas or max(args.replicas) > 8:
+        parser.error("--replicas: worker counts between 1 and 8")
     return Options(
         tasks=args.tasks,
         rate=args.rate,

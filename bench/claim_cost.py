@@ -37,7 +37,6 @@ transaction that is rolled back); the claim's SQL is captured from the real call
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -53,13 +52,10 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.embedded import EmbeddedPostgres
 from app.polling.repository import PollingRepository
 from bench._support import (
+    begin,
     connect,
-    describe_machine,
     percentile,
-    prepare_database,
-    print_header,
-    throwaway_postgres,
-    write_report,
+    run_benchmark,
 )
 
 PROVIDER = "minimax"
@@ -328,10 +324,9 @@ def print_series(
 
 
 async def run(server: EmbeddedPostgres, options: Options) -> dict[str, Any]:
-    meta = describe_machine()
-    meta["postgres"] = await prepare_database(server)
-    meta.update(active=options.active, terminal=options.terminal, iterations=options.iterations)
-    print_header(meta)
+    meta = await begin(
+        server, active=options.active, terminal=options.terminal, iterations=options.iterations
+    )
     conn = await connect(server)
     engine = create_engine(server.url)
     try:
@@ -439,11 +434,9 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    report: dict[str, Any] | None = None
-    with throwaway_postgres("pollhook-bench-claim-") as (server, _):
-        report = asyncio.run(run(server, options))
-    write_report(options.json_path, report)
-    return 0 if report is not None and report["ok"] else 1
+    return run_benchmark(
+        "pollhook-bench-claim-", lambda server, _: run(server, options), options.json_path
+    )
 
 
 if __name__ == "__main__":

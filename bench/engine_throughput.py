@@ -62,14 +62,13 @@ from bench._support import (
     SANDBOX_KEY,
     CpuProbe,
     Sandbox,
+    begin,
     connect,
     create_pool,
-    describe_machine,
+    int_list,
     load_due_tasks,
-    prepare_database,
-    print_header,
-    throwaway_postgres,
-    write_report,
+    run_benchmark,
+    steady_rate,
 )
 
 CHECK_EVERY_S = 0.2
@@ -135,33 +134,21 @@ class PhaseResult:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Progress:
-    samples: list[tuple[float, int]] = field(default_factory=list)
-
-    def steady_rate(self, total: int) -> float:
-        """Polls per second between the samples nearest 10 % and 90 % of `total`."""
-        low = next(((t, n) for t, n in self.samples if n >= total * 0.1), None)
-        high = next(((t, n) for t, n in self.samples if n >= total * 0.9), None)
-        if low is None or high is None or high[0] <= low[0]:
-            return 0.0
-        return (high[1] - low[1]) / (high[0] - low[0])
-
-
 async def wait_all_polled(
     conn: asyncpg.Connection, total: int, started: float, max_seconds: float
-) -> tuple[float | None, Progress]:
-    """Seconds from `started` until every task has a poll (None if `max_seconds` ran out)."""
-    progress = Progress()
+) -> tuple[float | None, list[tuple[float, int]]]:
+    """Seconds from `started` until every task has a poll (None if `max_seconds` ran out),
+    and the (seconds, polled) samples on the way."""
+    samples: list[tuple[float, int]] = []
     deadline = started + max_seconds
     while True:
         polled = int(await conn.fetchval("SELECT count(*) FROM tasks WHERE polls >= 1"))
         now = time.perf_counter()
-        progress.samples.append((now - started, polled))
+        samples.append((now - started, polled))
         if polled >= total:
-            return now - started, progress
+            return now - started, samples
         if now > deadline:
-            return None, progress
+            return None, samples
         await asyncio.sleep(CHECK_EVERY_S)
 
 
@@ -190,7 +177,7 @@ async def measure(
     started = time.perf_counter()
     try:
         await start()
-        seconds, progress = await wait_all_polled(conn, options.tasks, started, options.max_seconds)
+        seconds, samples = await wait_all_polled(conn, options.tasks, started, options.max_seconds)
         cpu_after = cpu.sample()
     finally:
         await stop()
@@ -228,7 +215,7 @@ async def measure(
         seconds=wall,
         first_to_last_write_s=first_to_last,
         polls_per_s=polled / first_to_last if first_to_last > 0 else 0.0,
-        steady_polls_per_s=progress.steady_rate(options.tasks),
+        steady_polls_per_s=steady_rate(samples, options.tasks),
         upstream_requests=upstream,
         sum_polls=int(row["sum_polls"]),
         claims=int(row["claims"]),
@@ -477,15 +464,13 @@ def ratios(results: list[PhaseResult]) -> dict[str, float]:
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    meta = describe_machine()
-    meta["postgres"] = await prepare_database(server)
+    pgqueuer: str | None = None
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        meta["pgqueuer"] = importlib.metadata.version("pgqueuer")
-    meta.update(tasks=options.tasks, in_flight=options.in_flight)
-    print_header(meta)
+        pgqueuer = importlib.metadata.version("pgqueuer")
+    meta = await begin(server, pgqueuer=pgqueuer, tasks=options.tasks, in_flight=options.in_flight)
     print(
         f"{options.tasks} due tasks per phase, no rate limit; pollhook max_in_flight "
-        f"{options.in_flight}, pgqueuer {meta.get('pgqueuer', '(missing)')} "
+        f"{options.in_flight}, pgqueuer {pgqueuer or '(missing)'} "
         f"max_concurrent_tasks {options.pgq_concurrency} (driver: {options.pgq_driver}).\n"
         "The engine (in this process), the sandbox and Postgres share the machine's "
         f"{meta['usable_cores']} core(s).\n"
@@ -539,13 +524,6 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
     }
 
 
-def _int_list(text: str) -> list[int]:
-    values = [int(part) for part in text.split(",") if part.strip()]
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError("values must be positive integers")
-    return values
-
-
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m bench.engine_throughput",
@@ -554,11 +532,11 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--tasks", type=int, default=10_000, help="due tasks per phase")
     parser.add_argument(
-        "--in-flight", type=_int_list, default=[64, 256], help="pollhook max_in_flight values"
+        "--in-flight", type=int_list, default=[64, 256], help="pollhook max_in_flight values"
     )
     parser.add_argument(
         "--pgq-concurrency",
-        type=_int_list,
+        type=int_list,
         default=None,
         help="pgqueuer max_concurrent_tasks values (default: the --in-flight values)",
     )
@@ -597,18 +575,12 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    report: dict[str, Any] | None = None
-    with throwaway_postgres("pollhook-bench-engine-") as (server, workdir):
-        try:
-            report = asyncio.run(run(server, workdir, options))
-        finally:
-            if report is None or not report["ok"]:
-                log = workdir / "sandbox.log"
-                tail = log.read_text().strip().splitlines()[-20:] if log.exists() else []
-                if tail:
-                    print("\nlast lines of the sandbox's output:", *tail, sep="\n  ")
-    write_report(options.json_path, report)
-    return 0 if report is not None and report["ok"] else 1
+    return run_benchmark(
+        "pollhook-bench-engine-",
+        lambda server, workdir: run(server, workdir, options),
+        options.json_path,
+        tail_lines=20,
+    )
 
 
 if __name__ == "__main__":

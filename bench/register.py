@@ -30,16 +30,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import itertools
 import json
 import os
-import platform
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -47,14 +43,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import asyncpg
 import httpx
-import psutil
 
-from app.core import migrate
-from app.core.db import create_engine
-from app.core.embedded import DATABASE_NAME, EmbeddedPostgres, start_embedded
-from bench._support import free_port, git_revision, percentile
+from app.core.embedded import EmbeddedPostgres
+from bench._support import (
+    CpuProbe,
+    begin,
+    connect,
+    create_pool,
+    free_port,
+    percentile,
+    pollhook_env,
+    run_benchmark,
+    start_api,
+    stop_process,
+)
 
 BASELINE_TENANT = "bench-baseline"
 POLLHOOK_TENANT = "bench"
@@ -79,7 +82,6 @@ RETURNING *
 """
 
 READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
 REQUEST_TIMEOUT_S = 30.0
 
 Operation = Callable[[int], Awaitable[str | None]]
@@ -112,36 +114,6 @@ class PhaseResult:
 
 
 # --- measuring ---------------------------------------------------------------------------------
-
-
-def _cpu_seconds(process: Any) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
-class CpuProbe:
-    """CPU seconds used so far by this process (the load generator), the API process when
-    there is one, and Postgres: the postmaster, its live children and the ones it reaped."""
-
-    def __init__(self, postmaster_pid: int, api_pid: int | None = None) -> None:
-        self.me = psutil.Process()
-        self.api = psutil.Process(api_pid) if api_pid is not None else None
-        self.postmaster = psutil.Process(postmaster_pid)
-
-    def _postgres(self) -> float:
-        times = self.postmaster.cpu_times()
-        total = float(times.user + times.system + times.children_user + times.children_system)
-        for child in self.postmaster.children():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += _cpu_seconds(child)
-        return total
-
-    def sample(self) -> dict[str, float]:
-        sample = {"load generator": _cpu_seconds(self.me)}
-        if self.api is not None:
-            sample["pollhook API"] = _cpu_seconds(self.api)
-        sample["postgres"] = self._postgres()
-        return sample
 
 
 def _describe(exc: BaseException) -> str:
@@ -248,14 +220,7 @@ async def run_phase(
 
 
 async def baseline(server: EmbeddedPostgres, options: Options) -> PhaseResult:
-    pool = await asyncpg.create_pool(
-        host=server.socket_dir,
-        port=server.port,
-        user="postgres",
-        database=DATABASE_NAME,
-        min_size=options.concurrency,
-        max_size=options.concurrency,
-    )
+    pool = await create_pool(server, options.concurrency)
     metadata = json.dumps(METADATA, separators=(",", ":"))
     try:
         # One connection per concurrent client, held for the whole phase: no pool overhead.
@@ -280,9 +245,8 @@ async def baseline(server: EmbeddedPostgres, options: Options) -> PhaseResult:
             return None if row is not None else f"external_id {external_id}: not inserted"
 
         try:
-            return await run_phase(
-                "asyncpg INSERT (baseline)", insert, options, CpuProbe(server.server.get_pid())
-            )
+            cpu = CpuProbe(server.server.get_pid(), {"load generator": os.getpid()})
+            return await run_phase("asyncpg INSERT (baseline)", insert, options, cpu)
         finally:
             for conn in connections:
                 await pool.release(conn)
@@ -293,64 +257,16 @@ async def baseline(server: EmbeddedPostgres, options: Options) -> PhaseResult:
 # --- pollhook: the real API in a subprocess ----------------------------------------------------
 
 
-async def start_api(
-    server: EmbeddedPostgres, api_key: str, port: int, log: TextIO
-) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
-    env.update(
-        POLLHOOK_DATABASE_URL=server.url,
-        POLLHOOK_API_KEYS=f"{POLLHOOK_TENANT}:{api_key}",
-        POLLHOOK_LOG_LEVEL="WARNING",
-        POLLHOOK_LOG_FORMAT="json",
-    )
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.cli",
-        "api",
-        "--port",
-        str(port),
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-    )
-
-
-async def wait_ready(http: httpx.AsyncClient, process: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process.returncode is not None:
-            raise RuntimeError(f"the API exited with status {process.returncode} while starting")
-        try:
-            response = await http.get("/readyz", timeout=2.0)
-        except httpx.TransportError as exc:
-            last = type(exc).__name__
-        else:
-            if response.status_code == 200:
-                return
-            last = f"HTTP {response.status_code}"
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"the API was not ready after {READY_TIMEOUT_S:.0f} s ({last})")
-
-
-async def stop_api(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    try:
-        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-    except TimeoutError:
-        print(f"  the API did not stop within {STOP_TIMEOUT_S:.0f} s after SIGINT; killing it")
-        process.kill()
-        await process.wait()
-
-
 async def pollhook(server: EmbeddedPostgres, options: Options, log: TextIO) -> PhaseResult:
     api_key = secrets.token_hex(16)  # 32 characters
     port = free_port()
-    process = await start_api(server, api_key, port, log)
+    env = pollhook_env(
+        server,
+        api_keys=f"{POLLHOOK_TENANT}:{api_key}",
+        # The per-tenant request limit would answer 429 to most of the load.
+        api_rate_limit_per_s=0,
+    )
+    process = await start_api(env, port, log, timeout_s=READY_TIMEOUT_S)
     try:
         async with contextlib.AsyncExitStack() as stack:
             # One client with one keep-alive connection per concurrent caller: a single
@@ -367,7 +283,6 @@ async def pollhook(server: EmbeddedPostgres, options: Options, log: TextIO) -> P
                 )
                 for _ in range(options.concurrency)
             ]
-            await wait_ready(clients[0], process)
             free = list(clients)
 
             async def register(external_id: int) -> str | None:
@@ -387,72 +302,24 @@ async def pollhook(server: EmbeddedPostgres, options: Options, log: TextIO) -> P
                     return None
                 return f"external_id {external_id}: HTTP {response.status_code} {response.text}"
 
-            return await run_phase(
-                "pollhook POST /v1/tasks",
-                register,
-                options,
-                CpuProbe(server.server.get_pid(), process.pid),
+            cpu = CpuProbe(
+                server.server.get_pid(),
+                {"load generator": os.getpid(), "pollhook API": process.pid},
             )
+            return await run_phase("pollhook POST /v1/tasks", register, options, cpu)
     finally:
-        await stop_api(process)
+        await stop_process(process, "the API", signal.SIGINT)
 
 
 # --- the run -----------------------------------------------------------------------------------
 
 
 async def _query(server: EmbeddedPostgres, sql: str) -> list[Any]:
-    conn = await asyncpg.connect(
-        host=server.socket_dir, port=server.port, user="postgres", database=DATABASE_NAME
-    )
+    conn = await connect(server)
     try:
         return list(await conn.fetch(sql))
     finally:
         await conn.close()
-
-
-async def prepare_database(server: EmbeddedPostgres) -> None:
-    await server.ensure_database()
-    engine = create_engine(server.url)
-    try:
-        await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
-def describe_machine(options: Options) -> dict[str, Any]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 0
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "revision": git_revision(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "usable_cores": usable,
-        "httpx": httpx.__version__,
-        "asyncpg": asyncpg.__version__,
-        "requests": options.requests,
-        "warmup": options.warmup,
-        "concurrency": options.concurrency,
-    }
-
-
-def print_header(meta: dict[str, Any], options: Options) -> None:
-    print(
-        f"{meta['date']}  pollhook {meta['revision']}  {meta['implementation']} "
-        f"{meta['python']}  {meta['usable_cores']} usable core(s)  "
-        f"PostgreSQL {meta['postgres']} (embedded, unix socket)"
-    )
-    print(
-        f"{options.concurrency} concurrent clients, {options.warmup} warm-up + "
-        f"{options.requests} measured operations per phase.\n"
-        "The load generator, the pollhook API and Postgres share this machine's "
-        f"{meta['usable_cores']} core(s): the numbers are a lower bound for a dedicated server."
-    )
-    print()
 
 
 def print_results(results: list[PhaseResult], ratios: dict[str, float]) -> None:
@@ -494,15 +361,21 @@ def print_results(results: list[PhaseResult], ratios: dict[str, float]) -> None:
             print(f"  error ({r.name}): {sample}")
 
 
-async def run(
-    server: EmbeddedPostgres, options: Options, meta: dict[str, Any], log: TextIO
-) -> dict[str, Any]:
-    await prepare_database(server)
-    meta["postgres"] = str((await _query(server, "SHOW server_version"))[0][0])
-    print_header(meta, options)
+async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
+    meta = await begin(
+        server, requests=options.requests, warmup=options.warmup, concurrency=options.concurrency
+    )
+    print(
+        f"{options.concurrency} concurrent clients, {options.warmup} warm-up + "
+        f"{options.requests} measured operations per phase.\n"
+        "The load generator, the pollhook API and Postgres share this machine's "
+        f"{meta['usable_cores']} core(s): the numbers are a lower bound for a dedicated server."
+    )
+    print()
 
     base = await baseline(server, options)
-    ours = await pollhook(server, options, log)
+    with (workdir / "api.log").open("w") as log:
+        ours = await pollhook(server, options, log)
     ratios: dict[str, float] = {}
     if base.ops_per_s > 0 and base.p99_ms > 0:
         ratios = {"throughput": ours.ops_per_s / base.ops_per_s, "p99": ours.p99_ms / base.p99_ms}
@@ -554,31 +427,12 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    meta = describe_machine(options)
-    workdir = Path(tempfile.mkdtemp(prefix="pollhook-bench-", dir="/tmp"))
-    report: dict[str, Any] | None = None
-    try:
-        print(f"starting a throwaway embedded Postgres under {workdir} ...", flush=True)
-        server = start_embedded(workdir, cleanup_mode="delete")
-        try:
-            api_log = workdir / "api.log"
-            with api_log.open("w") as log:
-                try:
-                    report = asyncio.run(run(server, options, meta, log))
-                finally:
-                    log.flush()
-                    if report is None or not report["ok"]:
-                        tail = api_log.read_text().strip().splitlines()[-20:]
-                        if tail:
-                            print("\nlast lines of the API's output:", *tail, sep="\n  ")
-        finally:
-            server.stop()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if options.json_path is not None and report is not None:
-        options.json_path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {options.json_path}")
-    return 0 if report is not None and report["ok"] else 1
+    return run_benchmark(
+        "pollhook-bench-",
+        lambda server, workdir: run(server, workdir, options),
+        options.json_path,
+        tail_lines=20,
+    )
 
 
 if __name__ == "__main__":

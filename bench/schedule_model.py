@@ -13,9 +13,9 @@ Run from the repository root:
 database). The workload and the measured tasks are the end-to-end benchmark's own
 (`bench.adaptive_schedule.workload` and `measured`, horizon 900 s, arrivals going on until
 every measured task is detected or DRAIN_MAX_S has passed); seed s draws the workload that
-benchmark draws with `--seed s`. The provider settings are built per variant as that
-benchmark sets them, and every plan comes from the shipped pure policy in
-`app/schedule/plans.py`. Around it the engine is reproduced:
+benchmark draws with `--seed s`. The provider settings are that benchmark's
+(`minimax_settings`), every plan comes from `app/schedule/plans.py` and every forecast from
+`app/schedule/pricing.py`, as the engine calls them. Around them the engine is reproduced:
 
 * the budget: one request per slot, slots SPACING_FACTOR / rate apart; the due task with
   the earliest `next_poll_at` goes first (longest overdue first); a poll that finds the
@@ -25,15 +25,15 @@ benchmark sets them, and every plan comes from the shipped pure policy in
   `plan_next`, then `plans.poll_delay` as the engine does: jittered, capped at
   `max_poll_interval_s`, floored at `min_poll_interval_s`.
   The first poll turns a task from pending to processing, which resets `unchanged_polls`;
-* every MODEL_REFRESH_S the forecast of `ForecastRefresher.refresh`: profiles of 101
-  percentiles (`percentile_cont`) over the last SAMPLE_WINDOW samples of the instance and
-  of each size class, the completion rates per size class of
-  `CompletionRepository.recent_completions_per_s`, the workloads of `pricing.priced_workloads`, the
-  capacity of `poll_capacity` less the file retrieves, the overdue count and the planned
-  intervals; `saturation` then sets the hit chance every plan uses until the next refresh.
+* every MODEL_REFRESH_S the refresh of `ForecastRefresher.refresh`: what its SQL computes
+  is done here in Python (profiles of 101 percentiles, `percentile_cont`, over the last
+  SAMPLE_WINDOW samples of the instance and of each size class; the completion rates per
+  size class of `CompletionRepository.recent_completions_per_s`; the overdue count; the
+  planned intervals grouped as `ForecastRepository.planned_intervals` groups them), the
+  profiles are loaded into a `Forecasts` copy, and `pricing.forecast_instance` sets the hit
+  chance every plan uses until the next refresh.
 
-A policy change can be tried without touching app/: `simulate(..., planner=...)` takes any
-`Planner` in place of `ShippedPlanner`.
+A policy change is tried by changing app/schedule/ in a scratch tree and running this there.
 
 **What is not modelled**: network round trips and the upstream's answer time, the
 database's transaction time, more than one worker, claim batches and the claim horizon
@@ -45,8 +45,8 @@ reported as a check of the model.
 
 **Against the end-to-end benchmark**, checked when this was written: docs/benchmarks.md's
 table, rerun here on its workload (seed 5) with the committed policy it measured (HEAD
-5f3a46d, whose review fixes since matter only under saturation), through a scratch Planner
-not kept here. At N=20 polls per task came within 2 % for every
+5f3a46d, whose review fixes since matter only under saturation), through a scratch copy of
+that policy not kept here. At N=20 polls per task came within 2 % for every
 variant (fixed 7.66 against 7.51, backoff 7.73 / 7.65, adaptive 5.55 / 5.47, hints 5.43 /
 5.33), and so did their ratios to fixed (1.01x, 0.73x, 0.71x against 1.02x, 0.73x, 0.71x).
 The p50 ratios agreed less: 2.05x, 1.00x, 0.51x against 1.62x, 0.92x, 0.43x. The model's
@@ -57,7 +57,7 @@ but every delay is shorter here (fixed p50 8.3 s against 11.5 s at N=100): the c
 batches and round trips left out queue every schedule. Under saturation, compare policies
 with each other in the model; do not read its figures as the benchmark's.
 
-A default run (36 runs) takes ~25 s on a 2-core machine, nearly all of it in `saturation`
+A default run (36 runs) takes ~12 s on a 2-core machine, nearly all of it in the forecasts
 of the adaptive variants with size hints; `--bound` adds ~12 s.
 
 **The bound** (`--bound`): over the durations of measured tasks drawn from the same
@@ -83,12 +83,12 @@ import statistics
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from app.budget.capacity import SPACING_FACTOR, poll_capacity
+from app.budget.capacity import SPACING_FACTOR
 from app.core.config import (
     KIND_DEFAULTS,
     PollSchedule,
@@ -98,7 +98,9 @@ from app.core.config import (
 )
 from app.providers.registry import adapter_for
 from app.schedule import plans, pricing
+from app.schedule.forecasts import Forecasts
 from app.schedule.model import ALL_SIZES, PERCENTILES, SAMPLE_WINDOW, CompletionModel, size_class
+from app.schedule.repository import ProfileRow
 from bench._support import describe_machine, percentile, write_report
 from bench.adaptive_schedule import (
     BUDGET_PER_S,
@@ -115,12 +117,14 @@ from bench.adaptive_schedule import (
     WARMUP_SHARE,
     Variant,
     measured,
+    minimax_settings,
     parse_variants,
     saturated,
     workload,
 )
 
 KIND = ProviderKind.MINIMAX_T2A
+PROVIDER = "minimax"
 HORIZON_S = 900.0
 # bench.adaptive_schedule gives MODEL_REFRESH_S in compressed seconds, at its default 10x.
 BENCH_FACTOR = 10.0
@@ -140,95 +144,17 @@ BOUND_SATURATED = (100, 150)
 BOUND_TASKS = 20_000
 
 
-# --- the planner: the shipped policy, or whatever a policy change wants to try -------------------
-
-
-@dataclass(frozen=True)
-class ForecastInput:
-    """What `PollWorker._forecast_demand` hands the policy at one refresh."""
-
-    now_s: float
-    workloads: list[pricing.Workload]
-    completions_per_s: dict[int | None, float]
-    rate_per_s: float
-    capacity_per_s: float
-    overdue: int
-    planned: list[tuple[float, int]]
-
-
-class Planner(Protocol):
-    """Plans polls as the policy module does (seconds until the next poll, before jitter;
-    the task row records it as `poll_interval_s`), and hears each forecast refresh."""
-
-    def first(self, model: CompletionModel | None) -> float: ...
-
-    def next(
-        self, *, age_s: float, unchanged_polls: int, model: CompletionModel | None
-    ) -> float: ...
-
-    def forecast(self, forecast: ForecastInput) -> None: ...
-
-
-PlannerFactory = Callable[[ProviderSettings], Planner]
-
-
-class ShippedPlanner:
-    """The policy in app/schedule/plans.py, called as the engine calls it."""
-
-    def __init__(self, settings: ProviderSettings) -> None:
-        self.settings = settings
-        self.hit_chance: float | None = None
-        self.hit_chances: list[tuple[float, float]] = []
-
-    def first(self, model: CompletionModel | None) -> float:
-        return plans.plan_first(self.settings, model, self.hit_chance)
-
-    def next(self, *, age_s: float, unchanged_polls: int, model: CompletionModel | None) -> float:
-        return plans.plan_next(
-            self.settings,
-            age_s=age_s,
-            unchanged_polls=unchanged_polls,
-            model=model,
-            hit_chance=self.hit_chance,
-        )
-
-    def forecast(self, forecast: ForecastInput) -> None:
-        # The engine forecasts for every schedule, but only the adaptive one plans with the
-        # hit chance: skipping the others changes no poll and saves most of their run time.
-        if self.settings.schedule is not PollSchedule.ADAPTIVE:
-            return
-        self.hit_chance = pricing.saturation(
-            forecast.workloads,
-            self.settings,
-            forecast.capacity_per_s,
-            forecast.overdue,
-            planned=forecast.planned,
-            drain_s=BACKLOG_DRAIN_S,
-        ).hit_chance
-        self.hit_chances.append((forecast.now_s, self.hit_chance))
-
-
 def provider_settings(
     variant: Variant, *, hit_chance: float | None = None, lateness_s: float | None = None
 ) -> ProviderSettings:
-    """The MiniMax instance as bench.adaptive_schedule configures it for `variant`; the
-    overrides apply to the adaptive schedule only, as that benchmark's --hit-chance does."""
-    low, high = variant.intervals_s
-    values: dict[str, Any] = {
-        **KIND_DEFAULTS[KIND],
-        "kind": KIND,
-        "rate_limit_per_s": BUDGET_PER_S,
-        "first_poll_delay_s": variant.first_poll_s,
-        "min_poll_interval_s": low,
-        "max_poll_interval_s": high,
-        "schedule": PollSchedule(variant.schedule),
-    }
-    if variant.schedule == PollSchedule.ADAPTIVE:
-        if hit_chance is not None:
-            values["poll_hit_chance"] = hit_chance
-        if lateness_s is not None:
-            values["poll_lateness_s"] = lateness_s
-    return ProviderSettings(**values)
+    """The MiniMax instance as bench.adaptive_schedule configures it for `variant`."""
+    return ProviderSettings(
+        **{
+            **KIND_DEFAULTS[KIND],
+            "kind": KIND,
+            **minimax_settings(variant, hit_chance=hit_chance, lateness_s=lateness_s),
+        }
+    )
 
 
 # --- what the database would hold ----------------------------------------------------------------
@@ -243,40 +169,37 @@ def percentile_cont(sorted_values: Sequence[float], fraction: float) -> float:
 
 
 class Learning:
-    """completion_samples and completion_profiles of the one instance."""
+    """completion_samples and completion_profiles of the one instance, and this process's
+    copy of the profiles (app/schedule/forecasts.py)."""
 
     def __init__(self) -> None:
         # ALL_SIZES and each size class: the ages their profiles summarise, newest last.
         self.samples: dict[int, deque[float]] = {}
         # What recent_completions_per_s ranks: the instance's newest samples.
         self.observed: deque[tuple[float, int | None]] = deque(maxlen=SAMPLE_WINDOW)
-        self.models: dict[int, CompletionModel] = {}
-        self._changed: set[int] = set()
+        self.profiles: dict[int, ProfileRow] = {}
+        self.changed: set[int] = set()
+        self.forecasts = Forecasts(ttl_s=REFRESH_S)
 
     def add(self, at_s: float, size_class: int | None, age_s: float) -> None:
         keys = [ALL_SIZES] if size_class is None else [ALL_SIZES, size_class]
         for key in keys:
             self.samples.setdefault(key, deque(maxlen=SAMPLE_WINDOW)).append(age_s)
-            self._changed.add(key)
+            self.changed.add(key)
         self.observed.append((at_s, size_class))
 
-    def refresh(self) -> None:
-        """refresh_profiles, and the copy Forecasts.load keeps (usable models only)."""
+    def refresh(self, now_s: float) -> None:
+        """refresh_profiles, then Forecasts.load."""
         # A profile whose samples did not change comes out the same: not recomputed.
-        for key in self._changed:
+        for key in self.changed:
             ordered = sorted(self.samples[key])
-            model = CompletionModel.learned(
-                [percentile_cont(ordered, p) for p in PERCENTILES], len(ordered)
-            )
-            if model is not None:
-                self.models[key] = model
-        self._changed.clear()
+            quantiles = [percentile_cont(ordered, p) for p in PERCENTILES]
+            self.profiles[key] = ProfileRow(PROVIDER, key, len(ordered), quantiles)
+        self.changed.clear()
+        self.forecasts.load(list(self.profiles.values()), {}, now_s)
 
     def model_for(self, size_class: int | None) -> CompletionModel | None:
-        """Forecasts.model_for_class: the class's model, or the instance's."""
-        if size_class is not None and (model := self.models.get(size_class)):
-            return model
-        return self.models.get(ALL_SIZES)
+        return self.forecasts.model_for_class(PROVIDER, size_class)
 
     def completions_per_s(self, now_s: float) -> dict[int | None, float]:
         """recent_completions_per_s: per size class over FORECAST_WINDOW_S, or over
@@ -291,7 +214,7 @@ class Learning:
 
 
 def planned_intervals(intervals: Iterable[float]) -> list[tuple[float, int]]:
-    """ProviderStateRepository.planned_intervals: grouped to within 5 %, averaged."""
+    """ForecastRepository.planned_intervals: grouped to within 5 %, averaged."""
     groups: dict[int, list[float]] = {}
     for interval in intervals:
         if interval > 0:
@@ -360,10 +283,12 @@ class Simulation:
     forecast refreshes, each handled in time order."""
 
     settings: ProviderSettings
-    planner: Planner
     tasks: list[SimTask]
     rng: random.Random
     learning: Learning = field(default_factory=Learning)
+    # The hit chance the last forecast set (None: the instance's own), and each one set.
+    hit_chance: float | None = None
+    hit_chances: list[tuple[float, float]] = field(default_factory=list)
     queue: list[tuple[float, int]] = field(default_factory=list)
     retrieves: deque[SimTask] = field(default_factory=deque)
     active: dict[int, SimTask] = field(default_factory=dict)
@@ -408,7 +333,9 @@ class Simulation:
 
     def register(self, task: SimTask) -> None:
         # app/tasks/service.py: no jitter on the first poll.
-        task.interval_s = self.planner.first(self.learning.model_for(task.size_class))
+        task.interval_s = plans.plan_first(
+            self.settings, self.learning.model_for(task.size_class), self.hit_chance
+        )
         task.next_poll_s = task.created_s + task.interval_s
         heapq.heappush(self.queue, (task.next_poll_s, task.index))
         self.active[task.index] = task
@@ -426,10 +353,12 @@ class Simulation:
         else:
             task.processing = True
             task.unchanged_polls = 0
-        task.interval_s = self.planner.next(
+        task.interval_s = plans.plan_next(
+            self.settings,
             age_s=at_s - task.created_s,
             unchanged_polls=task.unchanged_polls,
             model=self.learning.model_for(task.size_class),
+            hit_chance=self.hit_chance,
         )
         delay = plans.poll_delay(
             task.interval_s,
@@ -451,31 +380,28 @@ class Simulation:
         del self.active[task.index]
 
     def refresh(self, now_s: float) -> None:
-        self.learning.refresh()
-        rates = self.learning.completions_per_s(now_s)
-        capacity = poll_capacity(
-            BUDGET_PER_S,
-            spacing_factor=SPACING_FACTOR,
-            follow_ups_per_s=sum(rates.values()) * REQUESTS_PER_SUCCESS,
-        )
-        workloads = pricing.priced_workloads(
-            self.learning.model_for, rates, active=len(self.active)
-        )
+        """The forecast refresh (app/schedule/refresh.py). Only the adaptive schedule plans
+        with what it learns and with the hit chance: for the others it changes no poll, and
+        skipping it saves most of their run time."""
+        if self.settings.schedule is not PollSchedule.ADAPTIVE:
+            return
+        self.learning.refresh(now_s)
         # A task awaiting its file retrieve is claimed: its next_poll_at is the lease's end.
         overdue = sum(
             1 for t in self.active.values() if t.seen_s is None and t.next_poll_s <= now_s
         )
-        self.planner.forecast(
-            ForecastInput(
-                now_s=now_s,
-                workloads=workloads,
-                completions_per_s=rates,
-                rate_per_s=BUDGET_PER_S,
-                capacity_per_s=capacity,
-                overdue=overdue,
-                planned=planned_intervals(t.interval_s for t in self.active.values()),
-            )
+        forecast = pricing.forecast_instance(
+            self.settings,
+            rate_per_s=BUDGET_PER_S,
+            completions_per_s=self.learning.completions_per_s(now_s),
+            model_for_class=self.learning.model_for,
+            planned=planned_intervals(t.interval_s for t in self.active.values()),
+            overdue=overdue,
+            follow_ups_per_success=REQUESTS_PER_SUCCESS,
+            drain_s=BACKLOG_DRAIN_S,
         )
+        self.hit_chance = forecast.saturation.hit_chance
+        self.hit_chances.append((now_s, self.hit_chance))
 
 
 def simulate(
@@ -486,7 +412,6 @@ def simulate(
     horizon_s: float = HORIZON_S,
     hit_chance: float | None = None,
     lateness_s: float | None = None,
-    planner: PlannerFactory = ShippedPlanner,
 ) -> RunResult:
     """One run of the model, measured as bench.adaptive_schedule measures one."""
     settings = provider_settings(variant, hit_chance=hit_chance, lateness_s=lateness_s)
@@ -503,7 +428,7 @@ def simulate(
         )
         for i, a in enumerate(arrivals)
     ]
-    sim = Simulation(settings, planner(settings), tasks, random.Random(workload_seed))
+    sim = Simulation(settings, tasks, random.Random(workload_seed))
     end = sim.run(chosen, horizon_s + DRAIN_MAX_S)
     return _result(sim, variant, inflight, seed, chosen, horizon_s, end)
 
@@ -520,9 +445,7 @@ def _result(
     tasks = [sim.tasks[i] for i in sorted(chosen)]
     delays = sorted(t.detected_s - t.done_s for t in tasks if t.detected_s is not None)
     gaps = sorted(t.longest_gap_s for t in tasks)
-    # Not part of the Planner protocol: a planner with no hit chance keeps no trace.
-    trace: list[tuple[float, float]] = getattr(sim.planner, "hit_chances", [])
-    chances = [q for at, q in trace if horizon_s * WARMUP_SHARE <= at <= horizon_s]
+    chances = [q for at, q in sim.hit_chances if horizon_s * WARMUP_SHARE <= at <= horizon_s]
     return RunResult(
         variant=variant.name,
         inflight=inflight,

@@ -14,9 +14,9 @@ What runs, each as its own process (logs in a temporary directory, printed on fa
   intervals of 0.5-2 s, a compressed webhook retry schedule, a 2 s webhook timeout) and
   rate budgets of 8/s (MiniMax) and 4/s (Jimmy) for one sandbox key;
 - `pollhook sandbox`, which refuses more than 10/s (MiniMax) and 5/s (Jimmy) per key;
-- `bench/soak_receiver.py`, a webhook consumer that verifies every signature with
-  `standardwebhooks` and answers at random 200, 500, a hang past the timeout, or 429 with
-  Retry-After; one endpoint ("gone") answers 410 after a few requests.
+- `bench/receiver.py` in its chaos mode, a webhook consumer that verifies every signature
+  with `standardwebhooks` and answers at random 200, 500, a hang past the timeout, or 429
+  with Retry-After; one endpoint ("gone") answers 410 after a few requests.
 
 During `--duration` seconds: a load generator scripts upstream tasks (both providers; outcomes
 success / failed / expired / error, a few that outlive a short deadline, a few the client
@@ -52,15 +52,13 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import json
-import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, get_args
@@ -68,31 +66,34 @@ from typing import Any, TextIO, get_args
 import asyncpg
 import httpx
 import uvloop
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.embedded import EmbeddedPostgres
 from app.models import TERMINAL_STATUSES
 from app.sandbox.state import FaultKind
+from app.webhooks.events import TERMINAL_EVENT_TYPES
 from bench._support import (
-    READY_TIMEOUT_S,
     Sandbox,
+    begin,
     connect,
-    describe_machine,
+    count_warnings,
     free_port,
-    prepare_database,
-    print_header,
+    http_ok,
+    poll_metrics,
+    pollhook_env,
     print_log_tails,
+    spawn,
     stop_process,
     throwaway_postgres,
+    wait_ready,
     write_report,
 )
+from bench.receiver import Receiver
 
 TENANT = "soak"
 API_KEY = "soak-api-key-0123456789"
 SANDBOX_KEY = "soak-key"
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
-TERMINAL_EVENTS = frozenset(f"task.{s}" for s in TERMINAL)
 ACTIVE = ("pending", "queued", "processing")
 # pollhook's budget per provider, below the sandbox's own limits (10/s and 5/s per key).
 RATES = {"minimax": 8.0, "jimmy": 4.0}
@@ -116,12 +117,10 @@ PROVIDER = {
     "max_poll_interval_s": 2,
     "request_timeout_s": REQUEST_TIMEOUT_S,
 }
-# Poll lease as the engine computes it (max(lease_s, 2 x horizon + request timeout + 1)),
-# and the delivery lease (max(lease_s, 2 x timeout + 5)): a task or delivery claimed by a
-# SIGKILLed worker comes back after at most this long.
+# Poll lease as the engine computes it (max(lease_s, 2 x horizon + request timeout + 1)): a
+# task claimed by a SIGKILLed worker comes back after at most this long.
 POLL_LEASE_S = max(ENGINE["lease_s"], 2 * ENGINE["claim_horizon_s"] + REQUEST_TIMEOUT_S + 1)
 WEBHOOK_LEASE_S = 5.0
-DELIVERY_LEASE_S = max(WEBHOOK_LEASE_S, 2 * WEBHOOK_TIMEOUT_S + 5)
 # The webhook endpoints: (path on the receiver, events filter; None = the terminal ones).
 ENDPOINTS: dict[str, tuple[str, list[str] | None]] = {
     "all": ("/ep/all", None),
@@ -221,10 +220,10 @@ class Soak:
         self.rng = random.Random(options.seed)
         self.started = time.monotonic()
         self.api_port = free_port()
-        self.receiver_port = free_port()
         self.sandbox: Sandbox | None = None
         self.api: Proc | None = None
-        self.receiver: Proc | None = None
+        self.receiver: Receiver | None = None
+        self.receiver_log = (workdir / "receiver.log").open("a")
         self.workers: list[Proc] = []
         self.retired: list[Proc] = []
         self.actions: list[Action] = []
@@ -238,9 +237,6 @@ class Soak:
             headers={"Authorization": f"Bearer {API_KEY}"},
             timeout=10.0,
         )
-        self.receiver_http = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{self.receiver_port}", timeout=30.0
-        )
         self.background: set[asyncio.Task[None]] = set()
         self.unexpected_exits: list[str] = []
         # Exceptions in the soak's own background work (a bug here, or the sandbox failing).
@@ -253,57 +249,33 @@ class Soak:
 
     # --- processes ----------------------------------------------------------------------------
 
-    def env(self) -> dict[str, str]:
+    def env(self, **settings: object) -> dict[str, str]:
         assert self.sandbox is not None
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
-        env.update(
-            {
-                "POLLHOOK_DATABASE_URL": self.server.url,
-                "POLLHOOK_API_KEYS": f"{TENANT}:{API_KEY}",
-                "POLLHOOK_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
-                "POLLHOOK_LOG_FORMAT": "json",
-                "POLLHOOK_LOG_LEVEL": "INFO",
-                "POLLHOOK_DB_POOL_SIZE": "5",
-                "POLLHOOK_WEBHOOKS__TIMEOUT_S": str(WEBHOOK_TIMEOUT_S),
-                "POLLHOOK_WEBHOOKS__OVERLOAD_FLOOR_S": "2",
-                "POLLHOOK_WEBHOOKS__LEASE_S": f"{WEBHOOK_LEASE_S:g}",
-                "POLLHOOK_WEBHOOKS__RETRY_SCHEDULE_S": json.dumps(RETRY_SCHEDULE_S),
-            }
+        return pollhook_env(
+            self.server,
+            sandbox=self.sandbox,
+            providers={
+                name: {"api_key": SANDBOX_KEY, "rate_limit_per_s": rate, **PROVIDER}
+                for name, rate in RATES.items()
+            },
+            log_level="INFO",
+            api_keys=f"{TENANT}:{API_KEY}",
+            webhook_allow_networks="127.0.0.0/8",
+            db_pool_size=5,
+            webhooks__timeout_s=WEBHOOK_TIMEOUT_S,
+            webhooks__overload_floor_s=2,
+            webhooks__lease_s=WEBHOOK_LEASE_S,
+            webhooks__retry_schedule_s=RETRY_SCHEDULE_S,
+            **{f"engine__{key}": value for key, value in ENGINE.items()},
+            **settings,
         )
-        for name, rate in RATES.items():
-            prefix = f"POLLHOOK_PROVIDERS__{name.upper()}__"
-            env[prefix + "BASE_URL"] = self.sandbox.base_url
-            env[prefix + "API_KEY"] = SANDBOX_KEY
-            env[prefix + "RATE_LIMIT_PER_S"] = f"{rate:g}"
-            for key, value in PROVIDER.items():
-                env[prefix + key.upper()] = f"{value:g}"
-        for key, value in ENGINE.items():
-            env[f"POLLHOOK_ENGINE__{key.upper()}"] = f"{value:g}"
-        return env
 
-    async def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+    async def spawn(self, name: str, command: str, *args: str, **settings: object) -> Proc:
+        """`pollhook COMMAND`, its log in the run's directory."""
         log_path = self.workdir / f"{name}.log"
         log = log_path.open("a")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *args,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
+        process = await spawn("app.cli", command, *args, env=self.env(**settings), log=log)
         return Proc(name, process, log_path, log)
-
-    async def wait_ready(self, proc: Proc, ready: Callable[[], Awaitable[bool]]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited with status {proc.process.returncode}")
-            with contextlib.suppress(httpx.TransportError, OSError):
-                if await ready():
-                    return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"{proc.name} was not ready after {READY_TIMEOUT_S:.0f} s")
 
     async def start_sandbox(self) -> None:
         self.sandbox = await Sandbox.start(
@@ -313,44 +285,20 @@ class Soak:
             log=(self.workdir / "sandbox.log").open("a"),
         )
 
-    async def start_receiver(self) -> None:
-        self.receiver = await self.spawn(
-            "receiver",
-            "-m",
-            "bench.soak_receiver",
-            "--port",
-            str(self.receiver_port),
-            "--seed",
-            str(self.options.seed),
-        )
-
-        async def ready() -> bool:
-            return (await self.receiver_http.get("/_control/health")).status_code == 200
-
-        await self.wait_ready(self.receiver, ready)
-
     async def start_api(self) -> None:
-        self.api = await self.spawn(
-            "api", "-m", "app.cli", "api", "--port", str(self.api_port), env=self.env()
-        )
-
-        async def ready() -> bool:
-            return (await self.http.get("/readyz", timeout=2.0)).status_code == 200
-
-        await self.wait_ready(self.api, ready)
+        self.api = await self.spawn("api", "api", "--port", str(self.api_port))
+        await wait_ready(self.api.process, "the API", lambda: http_ok(self.http, "/readyz"))
 
     async def start_worker(self) -> Proc:
         index = len(self.workers) + len(self.retired)
-        env = self.env()
         metrics_port = free_port()
-        env["POLLHOOK_METRICS_PORT"] = str(metrics_port)
-        proc = await self.spawn(f"worker-{index}", "-m", "app.cli", "worker", env=env)
+        proc = await self.spawn(f"worker-{index}", "worker", metrics_port=metrics_port)
         proc.metrics_port = metrics_port
 
         async def ready() -> bool:
             return "engine_started" in proc.log_path.read_text(errors="replace")
 
-        await self.wait_ready(proc, ready)
+        await wait_ready(proc.process, proc.name, ready)
         self.workers.append(proc)
         return proc
 
@@ -490,12 +438,13 @@ class Soak:
     # --- load ---------------------------------------------------------------------------------
 
     async def create_endpoints(self) -> dict[str, str]:
+        assert self.receiver is not None
         secrets: dict[str, str] = {}
         for name, (path, events) in ENDPOINTS.items():
             response = await self.http.post(
                 "/v1/webhooks",
                 json={
-                    "url": f"{self.receiver_http.base_url}{path}",
+                    "url": self.receiver.url(path),
                     "events": events,
                     "description": f"soak {name}",
                 },
@@ -570,7 +519,8 @@ class Soak:
             "metadata": {"soak": registration.n, "script": registration.script},
         }
         if registration.callback:
-            body["callback_url"] = f"{self.receiver_http.base_url}{CALLBACK_PREFIX}{registration.n}"
+            assert self.receiver is not None
+            body["callback_url"] = self.receiver.url(f"{CALLBACK_PREFIX}{registration.n}")
         if registration.script == "deadline":
             body["deadline_s"] = self.rng.randint(2, 4)
         answer = await self.with_retries(
@@ -617,16 +567,14 @@ class Soak:
     # --- the run ------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
-        meta = describe_machine()
-        meta["postgres"] = await prepare_database(self.server)
-        print_header(meta)
+        meta = await begin(self.server)
         await self.start_sandbox()
-        await self.start_receiver()
+        self.receiver = await Receiver.start(self.receiver_log, seed=self.options.seed)
         await self.start_api()
         for _ in range(self.options.workers):
             await self.start_worker()
         secrets = await self.create_endpoints()
-        await self.configure_receiver(
+        await self.receiver.configure(
             secrets=secrets,
             mode="chaos",
             hang_s=WEBHOOK_TIMEOUT_S + 1.0,
@@ -650,9 +598,6 @@ class Soak:
         report = await self.verify()
         report.update(meta=meta, chaos_s=round(chaos_s, 1), drain_s=drained_s)
         return report
-
-    async def configure_receiver(self, **config: Any) -> None:
-        (await self.receiver_http.post("/_control/config", json=config)).raise_for_status()
 
     async def monitor(self, until: float) -> None:
         next_sample = 0.0
@@ -699,7 +644,8 @@ class Soak:
         assert self.sandbox is not None
         await self.retire_faults(list(self.live_faults))
         (await self.sandbox.http.delete("/_sandbox/faults")).raise_for_status()
-        await self.configure_receiver(mode="calm")
+        assert self.receiver is not None
+        await self.receiver.configure(mode="calm")
         print(f"  {self.now():6.1f} s  chaos over: draining (at most {self.options.drain_s:.0f} s)")
         began = time.monotonic()
         deadline = began + self.options.drain_s
@@ -735,7 +681,8 @@ class Soak:
     async def verify(self) -> dict[str, Any]:
         assert self.sandbox is not None
         self.check_processes()
-        dump = (await self.receiver_http.get("/_control/dump")).json()
+        assert self.receiver is not None
+        dump = await self.receiver.dump()
         records: list[dict[str, Any]] = dump["records"]
         stats = (await self.sandbox.http.get("/_sandbox/stats")).json()
         conn = await connect(self.server)
@@ -781,7 +728,11 @@ class Soak:
             "kills": sum(1 for a in self.actions if a.what == "kill"),
             "postgres_restarts": sum(1 for a in self.actions if a.what.startswith("pg:")),
             "api_restarts": sum(1 for a in self.actions if a.what.startswith("api:")),
-            "log_warnings": self.log_warnings(),
+            "log_warnings": count_warnings(
+                path
+                for path in sorted(self.workdir.glob("*.log"))
+                if path.name.startswith(("worker-", "api"))
+            ),
             "invariants_checked": v.checked,
             "violations_by_invariant": dict(v.by_invariant),
             "violations": v.items,
@@ -860,7 +811,7 @@ class Soak:
                 f"task {task_id}: sequence {task['sequence']}, events numbered {sequences}",
             )
             if task["status"] in TERMINAL:
-                terminal = [t for t in types if t in TERMINAL_EVENTS]
+                terminal = [t for t in types if t in TERMINAL_EVENT_TYPES]
                 v.check(
                     terminal == [f"task.{task['status']}"],
                     "3 terminal",
@@ -964,7 +915,7 @@ class Soak:
     ) -> list[tuple[str | None, str]]:
         """Where an event must arrive: (endpoint id or None for the callback_url, path)."""
         targets: list[tuple[str | None, str]] = []
-        terminal = event["type"] in TERMINAL_EVENTS
+        terminal = event["type"] in TERMINAL_EVENT_TYPES
         for endpoint_id, endpoint in endpoints.items():
             wanted = endpoint["events"]
             subscribed = terminal if wanted is None else event["type"] in wanted
@@ -1002,40 +953,11 @@ class Soak:
     async def engine_metrics(self) -> dict[str, float]:
         """Poll outcomes and budget slots counted by the workers still running (a killed
         worker's counters die with it)."""
-        totals: dict[str, float] = collections.defaultdict(float)
+        totals: collections.Counter[str] = collections.Counter()
         for proc in self.workers:
-            if proc.metrics_port is None or not proc.alive():
-                continue
-            try:
-                text = (await self.http.get(f"http://127.0.0.1:{proc.metrics_port}/")).text
-            except httpx.HTTPError:
-                continue
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    if sample.name == "pollhook_polls_total":
-                        labels = sample.labels
-                        totals[f"polls {labels['provider']} {labels['outcome']}"] += sample.value
-                    elif sample.name == "pollhook_budget_slots_reserved_total":
-                        totals[f"slots {sample.labels['provider']}"] += sample.value
+            if proc.metrics_port is not None and proc.alive():
+                totals.update(await poll_metrics(proc.metrics_port))
         return {k: totals[k] for k in sorted(totals)}
-
-    def log_warnings(self) -> dict[str, int]:
-        """Warning and error log events of pollhook's processes, by event name."""
-        counts: collections.Counter[str] = collections.Counter()
-        for path in sorted(self.workdir.glob("*.log")):
-            if not path.name.startswith(("worker-", "api")):
-                continue
-            for line in path.read_text(errors="replace").splitlines():
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    if line.startswith("Traceback"):
-                        counts["(traceback)"] += 1
-                    continue
-                if isinstance(entry, dict) and entry.get("level") in ("warning", "error"):
-                    error = f"({entry['error']})" if entry.get("error") else ""
-                    counts[f"{entry['level']}:{entry.get('event')}{error}"] += 1
-        return dict(counts.most_common())
 
     async def close(self) -> None:
         for task in list(self.background):
@@ -1044,13 +966,13 @@ class Soak:
         procs = [*self.workers, *([self.api] if self.api else [])]
         await asyncio.gather(*(stop_process(p.process, p.name) for p in procs))
         if self.receiver is not None:
-            await stop_process(self.receiver.process, "receiver")
-        for proc in [*procs, *self.retired, *([self.receiver] if self.receiver else [])]:
+            await self.receiver.stop()
+        for proc in [*procs, *self.retired]:
             proc.log.close()
+        self.receiver_log.close()
         if self.sandbox is not None:
             await self.sandbox.stop()
         await self.http.aclose()
-        await self.receiver_http.aclose()
 
 
 # --- the database -----------------------------------------------------------------------------

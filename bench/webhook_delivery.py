@@ -5,17 +5,18 @@ Run from the repository root:
 
     python -m bench.webhook_delivery [--tasks 500] [--durations 1,20] [--deliveries 10000]
         [--in-flight 64,256] [--reference-concurrency 4] [--phases latency,throughput]
-        [--what-if] [--max-seconds 300] [--py-spy DIR] [--json PATH]
+        [--max-seconds 300] [--py-spy DIR] [--json PATH]
 
 Setup, shared by both phases: a throwaway embedded Postgres (unix socket, temporary directory
 under /tmp, deleted afterwards), migrated; the sandbox (`python -m app.cli sandbox
---minimax-rate 0 --jimmy-rate 0`) as a subprocess; a local consumer (`bench/webhook_receiver.py`,
+--minimax-rate 0 --jimmy-rate 0`) as a subprocess; a local consumer (`bench/receiver.py`,
 a raw HTTP/1.1 responder on 127.0.0.1 in its own process, answering 200 at once and recording
-`time.time()` of each webhook's arrival with its webhook-id); one webhook endpoint row for the
-benchmark tenant pointing at it (written with SQL: events NULL = the terminal event types,
-a `whsec_` secret). pollhook runs as `python -m app.cli worker` subprocesses (uvloop, the
-code production runs) with `POLLHOOK_WEBHOOK_ALLOW_NETWORKS=127.0.0.0/8`. This process
-drives everything on uvloop too, so the baselines run on the same event loop as the worker.
+`time.time()` of each webhook's arrival with its webhook-id, and whether its signature
+verifies); one webhook endpoint row for the benchmark tenant pointing at it (written with
+SQL: events NULL = the terminal event types, a `whsec_` secret). pollhook runs as `python -m
+app.cli worker` subprocesses (uvloop, the code production runs) with
+`POLLHOOK_WEBHOOK_ALLOW_NETWORKS=127.0.0.0/8`. This process drives everything on uvloop
+too, so the baselines run on the same event loop as the worker.
 
 1. Latency (`--tasks` sandbox tasks, durations uniform in `--durations`, 1-20 s by default).
    A worker with the minimax instance pointed at the sandbox: no rate limit, first poll at
@@ -31,7 +32,8 @@ drives everything on uvloop too, so the baselines run on the same event loop as 
      commit, the NOTIFY, the delivery loop's claim, signing and the HTTP POST.
    - end to end: arrival - ready_at.
    Baseline: after the worker is stopped, a bare httpx POST loop sends `--tasks` webhooks of
-   the same body (a real one this phase received, signed per request), one at a time
+   the same body (one this phase delivered, as pollhook's webhook_body builds it from its
+   event, signed per request), one at a time
    `--baseline-gap-ms` apart, to the same receiver: send -> arrival and the round trip. That
    is the floor of "send a webhook".
 
@@ -49,10 +51,9 @@ drives everything on uvloop too, so the baselines run on the same event loop as 
    delivery (pg_stat_database, the benchmark's own statements taken out) are reported too.
    The baseline also runs at `--reference-concurrency` (4): httpx's CPU cost per request
    grows with the connections its pool holds, so the same-concurrency baseline is not the
-   fastest a bare client gets. `--what-if` adds pollhook runs with suggested changes patched
-   into the worker process (WHAT_IFS below; app/ is not edited).
-   Checked in both phases: every webhook-id arrived exactly once, and a sample of the
-   received requests (the first five and every 100th) verifies with `standardwebhooks`.
+   fastest a bare client gets.
+   Checked in both phases: every webhook-id arrived exactly once, and every request's
+   signature verifies with `standardwebhooks`.
 
 CPU seconds of the sender (the worker, or this process for the baselines), the receiver,
 the sandbox and Postgres are reported per delivery. All of them share the machine's cores
@@ -70,9 +71,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import collections
-import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -85,44 +83,40 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import asyncpg
 import httpx
 import uvloop
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.core.embedded import EmbeddedPostgres
 from app.models import TaskStatus
 from app.providers.minimax_t2a import MinimaxT2AResult
-from app.tasks.schemas import TaskRead
 from app.webhooks import signing
 from app.webhooks.delivery import USER_AGENT, webhook_body
+from app.webhooks.events import TERMINAL_EVENT_TYPES, TaskSnapshot
 from app.webhooks.repository import ClaimedDelivery
 from bench._support import (
-    READY_TIMEOUT_S,
-    SANDBOX_KEY,
     TENANT,
     CpuProbe,
     Sandbox,
+    begin,
     connect,
-    describe_machine,
-    free_port,
+    count_warnings,
+    int_list,
     percentile,
-    prepare_database,
-    print_header,
-    print_log_tails,
+    pollhook_env,
+    run_benchmark,
+    start_worker,
+    steady_rate,
     stop_process,
-    throwaway_postgres,
-    write_report,
 )
+from bench.receiver import Receiver
 
 CHECK_EVERY_S = 0.2
 PROGRESS_EVERY_S = 5.0
 HOOK_PATH = "/hook"
-SAMPLE_EVERY = 100
 SANDBOX_CONCURRENCY = 16
-TERMINAL_TYPES = ("task.succeeded", "task.failed", "task.expired", "task.timed_out")
 
 
 @dataclass
@@ -137,7 +131,6 @@ class Options:
     phases: set[str]
     max_seconds: float
     seed: int
-    what_if: bool
     py_spy: Path | None
     json_path: Path | None
 
@@ -179,10 +172,30 @@ class Received:
     count: int
     duplicates: int
     connections: int
-    body_bytes: list[int]
+    body_bytes: int  # the median
     signatures_checked: int
     signatures_failed: int
-    sample_body: str | None
+
+    @classmethod
+    def of(cls, dump: dict[str, Any]) -> Received:
+        arrivals: dict[str, float] = {}
+        duplicates = 0
+        for record in dump["records"]:
+            if record["id"] in arrivals:
+                duplicates += 1
+            else:
+                arrivals[record["id"]] = float(record["t"])
+        sizes = sorted(int(r["size"]) for r in dump["records"])
+        verdicts = [r["signed"] for r in dump["records"] if r["signed"] is not None]
+        return cls(
+            arrivals=arrivals,
+            count=len(dump["records"]),
+            duplicates=duplicates,
+            connections=int(dump["connections"]),
+            body_bytes=sizes[len(sizes) // 2] if sizes else 0,
+            signatures_checked=len(verdicts),
+            signatures_failed=verdicts.count(False),
+        )
 
     def missing(self, expected: set[str]) -> int:
         return len(expected - self.arrivals.keys())
@@ -243,194 +256,6 @@ class ThroughputResult:
     notes: list[str] = field(default_factory=list)
 
 
-def steady_rate(samples: list[tuple[float, int]], total: int) -> float:
-    """Per second between the samples nearest 10 % and 90 % of `total`."""
-    low = next(((t, n) for t, n in samples if n >= total * 0.1), None)
-    high = next(((t, n) for t, n in samples if n >= total * 0.9), None)
-    if low is None or high is None or high[0] <= low[0]:
-        return 0.0
-    return (high[1] - low[1]) / (high[0] - low[0])
-
-
-# --- the receiver -----------------------------------------------------------------------------
-
-
-class Receiver:
-    """`python -m bench.webhook_receiver` as a subprocess, and a client for its control API."""
-
-    def __init__(self, port: int, process: asyncio.subprocess.Process) -> None:
-        self.port = port
-        self.process = process
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.hook_url = self.base_url + HOOK_PATH
-        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=60.0)
-
-    @classmethod
-    async def start(cls, log: TextIO) -> Receiver:
-        port = free_port()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.webhook_receiver",
-            "--port",
-            str(port),
-            "--sample-every",
-            str(SAMPLE_EVERY),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-        receiver = cls(port, process)
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while True:
-                if process.returncode is not None:
-                    raise RuntimeError(f"the receiver exited with status {process.returncode}")
-                with contextlib.suppress(httpx.TransportError):
-                    await receiver.count()
-                    return receiver
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the receiver did not start")
-                await asyncio.sleep(0.1)
-        except BaseException:
-            await receiver.stop()
-            raise
-
-    async def stop(self) -> None:
-        await self.http.aclose()
-        await stop_process(self.process, "receiver")
-
-    async def count(self) -> int:
-        response = await self.http.get("/_control/count", timeout=5.0)
-        response.raise_for_status()
-        return int(response.json()["count"])
-
-    async def reset(self) -> None:
-        (await self.http.post("/_control/reset")).raise_for_status()
-
-    async def received(self, secret: str) -> Received:
-        response = await self.http.get("/_control/dump")
-        response.raise_for_status()
-        dump = response.json()
-        arrivals: dict[str, float] = {}
-        duplicates = 0
-        sizes: list[int] = []
-        for arrival, webhook_id, _type, _timestamp, size in dump["records"]:
-            if webhook_id in arrivals:
-                duplicates += 1
-            else:
-                arrivals[webhook_id] = float(arrival)
-            sizes.append(int(size))
-        verifier = Webhook(secret)
-        failed = 0
-        for sample in dump["samples"]:
-            try:
-                verifier.verify(sample["body"], sample["headers"], json_parse=False)
-            except WebhookVerificationError:
-                failed += 1
-        return Received(
-            arrivals=arrivals,
-            count=len(dump["records"]),
-            duplicates=duplicates,
-            connections=int(dump["connections"]),
-            body_bytes=sizes,
-            signatures_checked=len(dump["samples"]),
-            signatures_failed=failed,
-            sample_body=dump["samples"][0]["body"] if dump["samples"] else None,
-        )
-
-
-# --- the worker -------------------------------------------------------------------------------
-
-
-def worker_env(
-    server: EmbeddedPostgres,
-    sandbox: Sandbox,
-    options: Options,
-    in_flight: int | None,
-    what_if: frozenset[str] = frozenset(),
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLHOOK_")}
-    prefix = "POLLHOOK_PROVIDERS__MINIMAX__"
-    env.update(
-        {
-            "POLLHOOK_DATABASE_URL": server.url,
-            f"{prefix}BASE_URL": sandbox.base_url,
-            f"{prefix}API_KEY": SANDBOX_KEY,
-            f"{prefix}RATE_LIMIT_PER_S": "0",
-            f"{prefix}FIRST_POLL_DELAY_S": "0",
-            f"{prefix}MIN_POLL_INTERVAL_S": f"{options.poll_interval[0]:g}",
-            f"{prefix}MAX_POLL_INTERVAL_S": f"{options.poll_interval[1]:g}",
-            # jimmy is a built-in instance; it has no tasks here, but keep it on loopback.
-            "POLLHOOK_PROVIDERS__JIMMY__BASE_URL": sandbox.base_url,
-            "POLLHOOK_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
-            "POLLHOOK_LOG_LEVEL": "WARNING",
-            "POLLHOOK_LOG_FORMAT": "json",
-        }
-    )
-    if in_flight is not None:
-        env["POLLHOOK_WEBHOOKS__MAX_IN_FLIGHT"] = str(in_flight)
-    if what_if:
-        env[WHAT_IF_ENV] = ",".join(sorted(what_if))
-    return env
-
-
-async def start_worker(
-    conn: asyncpg.Connection, env: dict[str, str], log: TextIO
-) -> asyncio.subprocess.Process:
-    """A `pollhook worker`, returned once it listens for new tasks and due deliveries."""
-    since = await conn.fetchval("SELECT clock_timestamp()")
-    # With what-ifs, this module runs the worker after patching them in (see WHAT_IFS).
-    module = "bench.webhook_delivery" if env.get(WHAT_IF_ENV) else "app.cli"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        "worker",
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.returncode is not None:
-                raise RuntimeError(f"the worker exited with status {process.returncode}")
-            listening = await conn.fetchval(
-                """
-                SELECT count(DISTINCT query) FROM pg_stat_activity
-                WHERE backend_start >= $1
-                  AND (query LIKE 'LISTEN %pollhook_deliveries%'
-                       OR query LIKE 'LISTEN %pollhook_tasks%')
-                """,
-                since,
-            )
-            if listening >= 2:
-                return process
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the worker was not listening after {READY_TIMEOUT_S:.0f} s")
-            await asyncio.sleep(0.1)
-    except BaseException:
-        await stop_process(process, "worker")
-        raise
-
-
-def count_warnings(path: Path) -> dict[str, int]:
-    """Warning and error events in a worker's JSON log lines, by event name."""
-    found: collections.Counter[str] = collections.Counter()
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            if line.strip():
-                found["(non-JSON output)"] += 1
-            continue
-        if isinstance(record, dict) and record.get("level") in ("warning", "error"):
-            found[str(record.get("event"))] += 1
-    return dict(found)
-
-
 class Profiler:
     """py-spy recording one process (when asked for), stopped with SIGINT."""
 
@@ -467,184 +292,24 @@ class Profiler:
             self.process = None
 
 
-# --- what-ifs: suggested changes, patched into a worker subprocess (app/ is not edited) ------
-
-WHAT_IF_ENV = "BENCH_WEBHOOK_WHAT_IF"
-GATE = 8
-WHAT_IFS = {
-    # httpcore 1.0.9's pool walks every connection (has_expired: a getpeername and a poll on
-    # each socket) on every request and response, so a request costs CPU in proportion to the
-    # connections open: with max_in_flight fast deliveries to one host, max_in_flight
-    # connections. Patched: at most GATE requests on the wire at once (with one endpoint, the
-    # same as a per-host cap of GATE); the rest wait on a semaphore, not in httpcore's queue.
-    "gate": f"at most {GATE} HTTP exchanges at once (one endpoint here: a per-host cap)",
-    # create_engine(pool_pre_ping=True): with asyncpg every checkout is BEGIN; ";"; ROLLBACK.
-    "noping": "no pool_pre_ping (3 fewer round trips per transaction; less robust)",
-    # DeliveryLoop._record: one transaction per delivery (UPDATE delivery, INSERT attempt
-    # through the ORM, UPDATE endpoint). Patched for successes: results that arrive while a
-    # write is in progress are written together, in one statement, by the next one.
-    "batch": "successful attempts recorded in batches, one statement per batch",
-}
-WHAT_IF_RUNS: list[frozenset[str]] = [
-    frozenset({"gate"}),
-    frozenset({"batch"}),
-    frozenset({"gate", "batch"}),
-    frozenset({"gate", "batch", "noping"}),
-]
-RECORD_BATCH_MAX = 500
-
-RECORD_BATCH_SQL = """
-WITH x AS (
-    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS bigint[]),
-                         CAST(:codes AS int[]), CAST(:durations AS int[]),
-                         CAST(:bodies AS text[]))
-        AS x(id, token, code, duration_ms, body)
-), done AS (
-    UPDATE deliveries d
-    SET status = 'succeeded', last_status_code = x.code, last_error = NULL,
-        lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
-        next_attempt_at = NULL, completed_at = now(), attempts = d.attempts + 1
-    FROM x WHERE d.id = x.id AND d.fencing_token = x.token
-    RETURNING d.id, d.attempts, d.endpoint_id
-), attempt_rows AS (
-    INSERT INTO delivery_attempts (delivery_id, attempt, duration_ms, status_code, response_body)
-    SELECT done.id, done.attempts, x.duration_ms, x.code, x.body
-    FROM done JOIN x ON x.id = done.id
-), endpoints AS (
-    UPDATE webhook_endpoints w SET failing_since = NULL, updated_at = now()
-    WHERE w.id IN (SELECT endpoint_id FROM done) AND w.failing_since IS NOT NULL
-)
-SELECT id FROM done
-"""
-
-
-class RecordBatcher:
-    """Group commit for successful attempts: one writer at a time; whatever queued up
-    while it wrote goes in its next statement."""
-
-    def __init__(self, sessions: Any) -> None:
-        self.sessions = sessions
-        self.pending: list[tuple[ClaimedDelivery, int, int, str | None, asyncio.Future[bool]]] = []
-        self.writer: asyncio.Task[None] | None = None
-
-    async def add(
-        self, claim: ClaimedDelivery, status_code: int, duration_ms: int, body: str | None
-    ) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.pending.append((claim, status_code, duration_ms, body, future))
-        if self.writer is None:
-            self.writer = asyncio.create_task(self._write_all())
-        return await future
-
-    async def _write_all(self) -> None:
-        from sqlalchemy import text
-
-        try:
-            while self.pending:
-                batch = self.pending[:RECORD_BATCH_MAX]
-                del self.pending[:RECORD_BATCH_MAX]
-                try:
-                    async with self.sessions.begin() as session:
-                        rows = await session.execute(
-                            text(RECORD_BATCH_SQL),
-                            {
-                                "ids": [c.id for c, *_ in batch],
-                                "tokens": [c.token for c, *_ in batch],
-                                "codes": [code for _, code, *_ in batch],
-                                "durations": [d for _, _, d, *_ in batch],
-                                "bodies": [b for *_, b, _ in batch],
-                            },
-                        )
-                        held = {row[0] for row in rows}
-                except Exception as exc:
-                    for *_, future in batch:
-                        future.set_exception(exc)
-                    continue
-                for claim, *_, future in batch:
-                    future.set_result(claim.id in held)
-        finally:
-            self.writer = None
-
-
-def apply_what_ifs(names: set[str]) -> None:
-    """Patch the named changes into this process (a worker about to start)."""
-    unknown = names - WHAT_IFS.keys()
-    if unknown:
-        raise SystemExit(f"unknown what-if(s): {sorted(unknown)}")
-    if "gate" in names:
-        from app.webhooks.delivery import DeliveryLoop
-        from app.webhooks.retries import AttemptResult
-
-        original_send = DeliveryLoop._send
-        gate = asyncio.Semaphore(GATE)
-
-        async def send(
-            self: DeliveryLoop, claim: ClaimedDelivery, secrets: list[str]
-        ) -> tuple[AttemptResult, str | None]:
-            async with gate:
-                return await original_send(self, claim, secrets)
-
-        DeliveryLoop._send = send  # type: ignore[method-assign]
-    if "noping" in names:
-        from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-
-        import app.cli as cli
-
-        def engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-            return create_async_engine(
-                url,
-                pool_size=pool_size,
-                max_overflow=pool_size,
-                pool_pre_ping=False,
-                pool_timeout=5,
-                connect_args={"timeout": 5, "command_timeout": 30},
-            )
-
-        cli.create_engine = engine  # type: ignore[attr-defined]
-    if "batch" in names:
-        from app.core.metrics import ATTEMPT_SECONDS, DELIVERIES
-        from app.webhooks.delivery import DeliveryLoop
-        from app.webhooks.retries import AttemptResult, Verdict, classify
-
-        original_record = DeliveryLoop._record
-        batchers: dict[int, RecordBatcher] = {}
-
-        async def record(
-            self: DeliveryLoop,
-            claim: ClaimedDelivery,
-            result: AttemptResult,
-            duration_ms: int,
-            body: str | None,
-            *,
-            count: bool = True,
-        ) -> None:
-            if (
-                not count
-                or claim.endpoint_id is None
-                or result.status_code is None
-                or classify(result) is not Verdict.DELIVERED
-            ):
-                await original_record(self, claim, result, duration_ms, body, count=count)
-                return
-            batcher = batchers.setdefault(id(self), RecordBatcher(self.sessions))
-            if await batcher.add(claim, result.status_code, duration_ms, body):
-                self.delivered += 1
-            DELIVERIES.labels(Verdict.DELIVERED.value).inc()
-            ATTEMPT_SECONDS.observe(duration_ms / 1000)
-
-        DeliveryLoop._record = record  # type: ignore[method-assign]
-
-
-def run_patched_worker(names: set[str]) -> int:
-    apply_what_ifs(names)
-    from app.cli import cli
-
-    cli.main(args=["worker"], prog_name="pollhook")
-    return 0
-
-
-def what_if_label(what_if: frozenset[str]) -> str:
-    return f" +{'+'.join(sorted(what_if))}" if what_if else ""
+def worker_env(
+    server: EmbeddedPostgres, sandbox: Sandbox, options: Options, **settings: object
+) -> dict[str, str]:
+    """The minimax instance on the sandbox: no rate limit, first poll at once, the option's
+    poll intervals; webhooks may go to the loopback receiver."""
+    minimax = {
+        "rate_limit_per_s": 0,
+        "first_poll_delay_s": 0,
+        "min_poll_interval_s": options.poll_interval[0],
+        "max_poll_interval_s": options.poll_interval[1],
+    }
+    return pollhook_env(
+        server,
+        sandbox=sandbox,
+        providers={"minimax": minimax},
+        webhook_allow_networks="127.0.0.0/8",
+        **settings,
+    )
 
 
 # --- the database -----------------------------------------------------------------------------
@@ -652,7 +317,7 @@ def what_if_label(what_if: frozenset[str]) -> str:
 
 async def add_endpoint(conn: asyncpg.Connection, url: str) -> tuple[uuid.UUID, str]:
     endpoint_id = uuid.uuid4()
-    secret = signing.SECRET_PREFIX + base64.b64encode(os.urandom(32)).decode()
+    secret = signing.generate_secret()
     await conn.execute(
         """
         INSERT INTO webhook_endpoints (id, tenant, url, secret, events, enabled)
@@ -691,7 +356,7 @@ def succeeded_payloads(count: int, sandbox_url: str, rng: random.Random) -> list
     for _ in range(count):
         file_id = rng.randrange(10**14, 10**15)
         payloads.append(
-            TaskRead(
+            TaskSnapshot(
                 id=uuid.uuid4(),
                 provider="minimax",
                 external_id=str(rng.randrange(10**17, 10**18)),
@@ -829,12 +494,12 @@ async def baseline_latency(
             started_wall = time.time()
             started = time.perf_counter()
             headers = signed_headers(secret, webhook_id, body)
-            response = await client.post(receiver.hook_url, content=body, headers=headers)
+            response = await client.post(receiver.url(HOOK_PATH), content=body, headers=headers)
             rtts.append(time.perf_counter() - started)
             response.raise_for_status()
             sent[webhook_id] = started_wall
             await asyncio.sleep(gap_s)
-    received = await receiver.received(secret)
+    received = Received.of(await receiver.dump())
     one_way = [received.arrivals[i] - t for i, t in sent.items() if i in received.arrivals]
     return Dist.of(one_way), Dist.of(rtts)
 
@@ -856,19 +521,6 @@ async def create_sandbox_tasks(sandbox: Sandbox, durations: list[float]) -> list
     return list(await asyncio.gather(*(one(d) for d in durations)))
 
 
-async def sandbox_tasks(sandbox: Sandbox, ids: list[str]) -> dict[str, dict[str, Any]]:
-    gate = asyncio.Semaphore(SANDBOX_CONCURRENCY)
-
-    async def one(task_id: str) -> tuple[str, dict[str, Any]]:
-        async with gate:
-            response = await sandbox.http.get(f"/_sandbox/tasks/minimax/{task_id}")
-            response.raise_for_status()
-            body: dict[str, Any] = response.json()
-            return task_id, body
-
-    return dict(await asyncio.gather(*(one(i) for i in ids)))
-
-
 async def latency_phase(
     server: EmbeddedPostgres,
     sandbox: Sandbox,
@@ -886,7 +538,7 @@ async def latency_phase(
     log_path = workdir / "worker-latency.log"
     notes: list[str] = []
     with log_path.open("w") as log:
-        worker = await start_worker(conn, worker_env(server, sandbox, options, None), log)
+        worker = await start_worker(conn, worker_env(server, sandbox, options), log)
         try:
             cpu = CpuProbe(
                 server.server.get_pid(),
@@ -933,7 +585,7 @@ async def latency_phase(
             cpu_after = cpu.sample()
             # Let a duplicate (a second attempt of something already delivered) show up.
             await asyncio.sleep(1.0)
-            got = await receiver.received(secret)
+            got = Received.of(await receiver.dump())
             tasks = await conn.fetch(
                 """
                 SELECT t.external_id, t.status, extract(epoch FROM t.completed_at) AS completed,
@@ -942,13 +594,13 @@ async def latency_phase(
                 LEFT JOIN events e ON e.task_id = t.id AND e.type = ANY($1::text[])
                 LEFT JOIN deliveries d ON d.event_id = e.id
                 """,
-                list(TERMINAL_TYPES),
+                [str(t) for t in TERMINAL_EVENT_TYPES],
             )
-            upstream = await sandbox_tasks(sandbox, external_ids)
+            upstream = await sandbox.tasks(external_ids)
             upstream_requests = int((await sandbox.key_stats())["requests"])
         finally:
             await stop_process(worker, "worker")
-    warnings = count_warnings(log_path)
+    warnings = count_warnings([log_path])
 
     expected = {str(r["event_id"]) for r in tasks if r["event_id"] is not None}
     detection, poll_lag, apply, delivery, end_to_end = [], [], [], [], []
@@ -974,16 +626,15 @@ async def latency_phase(
     if got.unexpected(expected):
         notes.append(f"{got.unexpected(expected)} unexpected webhook-ids received")
 
-    body = (got.sample_body or "").encode()
-    if body:
+    bodies = await event_bodies(conn)
+    if bodies:
         print("  baseline: one bare httpx POST at a time ...", flush=True)
         one_way, rtt = await baseline_latency(
-            receiver, secret, body, options.tasks, options.baseline_gap_s
+            receiver, secret, bodies[0][1], options.tasks, options.baseline_gap_s
         )
     else:
         one_way = rtt = Dist.of([])
-        notes.append("no webhook received: no baseline body")
-    sizes = sorted(got.body_bytes)
+        notes.append("no event written: no baseline body")
     result = LatencyResult(
         tasks=options.tasks,
         received=got.count,
@@ -997,7 +648,7 @@ async def latency_phase(
         end_to_end=Dist.of(end_to_end),
         baseline_one_way=one_way,
         baseline_rtt=rtt,
-        body_bytes=sizes[len(sizes) // 2] if sizes else 0,
+        body_bytes=got.body_bytes,
         signatures_checked=got.signatures_checked,
         signatures_failed=got.signatures_failed,
         attempts_over_one=attempts_over_one,
@@ -1042,11 +693,13 @@ async def throughput_baseline(
     await profiler.start(os.getpid(), f"baseline-c{concurrency}")
     try:
         before = cpu.sample()
-        seconds, failures = await baseline_post_loop(receiver.hook_url, secret, bodies, concurrency)
+        seconds, failures = await baseline_post_loop(
+            receiver.url(HOOK_PATH), secret, bodies, concurrency
+        )
         after = cpu.sample()
     finally:
         await profiler.stop()
-    got = await receiver.received(secret)
+    got = Received.of(await receiver.dump())
     expected = {i for i, _ in bodies}
     missing = got.missing(expected)
     notes = [f"{failures} non-2xx answers"] if failures else []
@@ -1061,11 +714,13 @@ async def throughput_baseline(
         per_s=len(bodies) / seconds if seconds > 0 else 0.0,
         steady_per_s=0.0,
         connections=got.connections,
-        body_bytes=sorted(got.body_bytes)[len(got.body_bytes) // 2] if got.body_bytes else 0,
+        body_bytes=got.body_bytes,
         signatures_checked=got.signatures_checked,
         signatures_failed=got.signatures_failed,
         cpu_s=CpuProbe.delta(before, after),
-        complete=missing == 0 and got.duplicates == 0 and not failures,
+        complete=(
+            missing == 0 and got.duplicates == 0 and got.signatures_failed == 0 and not failures
+        ),
         notes=notes,
     )
     print(f"  {name}: {len(bodies)} in {seconds:.2f} s ({result.per_s:.0f}/s)", flush=True)
@@ -1078,34 +733,31 @@ async def throughput_pollhook(
     receiver: Receiver,
     conn: asyncpg.Connection,
     endpoint_id: uuid.UUID,
-    secret: str,
     expected: set[str],
     in_flight: int,
     options: Options,
     workdir: Path,
     profiler: Profiler,
-    what_if: frozenset[str] = frozenset(),
 ) -> ThroughputResult:
-    name = f"pollhook{what_if_label(what_if)} max_in_flight={in_flight}"
+    name = f"pollhook max_in_flight={in_flight}"
     print(f"  {name}: running ...", flush=True)
     await conn.execute("TRUNCATE deliveries CASCADE")
     await conn.execute("UPDATE webhook_endpoints SET failing_since = NULL")
     await conn.execute("CHECKPOINT")
     await receiver.reset()
     total = len(expected)
-    log_path = workdir / f"worker-throughput-{in_flight}{'-'.join(['', *sorted(what_if)])}.log"
+    log_path = workdir / f"worker-throughput-{in_flight}.log"
     notes: list[str] = []
     samples: list[tuple[float, int]] = []
     with log_path.open("w") as log:
-        env = worker_env(server, sandbox, options, in_flight, what_if)
+        env = worker_env(server, sandbox, options, webhooks__max_in_flight=in_flight)
         worker = await start_worker(conn, env, log)
         try:
             cpu = CpuProbe(
                 server.server.get_pid(),
                 {"sender": worker.pid, "receiver": receiver.process.pid},
             )
-            label = "-".join([f"pollhook-inflight{in_flight}", *sorted(what_if)])
-            await profiler.start(worker.pid, label)
+            await profiler.start(worker.pid, f"pollhook-inflight{in_flight}")
             xacts_before = await transactions(conn)
             own = 1  # the statements this benchmark runs until the second reading
             before = cpu.sample()
@@ -1163,7 +815,7 @@ async def throughput_pollhook(
     xacts = await transactions(conn, flushed=True)
     commits = xacts[0] - xacts_before[0] - own
     rollbacks = xacts[1] - xacts_before[1]
-    got = await receiver.received(secret)
+    got = Received.of(await receiver.dump())
     last = float(row["last"]) if row["last"] is not None else time.time()
     seconds = max(last - committed, 1e-9)
     succeeded = int(row["succeeded"])
@@ -1183,7 +835,7 @@ async def throughput_pollhook(
         per_s=succeeded / seconds,
         steady_per_s=steady_rate(samples, total),
         connections=got.connections,
-        body_bytes=sorted(got.body_bytes)[len(got.body_bytes) // 2] if got.body_bytes else 0,
+        body_bytes=got.body_bytes,
         signatures_checked=got.signatures_checked,
         signatures_failed=got.signatures_failed,
         cpu_s=CpuProbe.delta(before, after),
@@ -1199,7 +851,7 @@ async def throughput_pollhook(
         attempts=int(row["attempts"]),
         commits_per_delivery=commits / total,
         rollbacks_per_delivery=rollbacks / total,
-        worker_warnings=count_warnings(log_path),
+        worker_warnings=count_warnings([log_path]),
         notes=notes,
     )
     print(
@@ -1243,7 +895,6 @@ async def throughput_phase(
                 receiver,
                 conn,
                 endpoint_id,
-                secret,
                 expected,
                 in_flight,
                 options,
@@ -1251,25 +902,6 @@ async def throughput_phase(
                 profiler,
             )
         )
-    if options.what_if:
-        for in_flight in options.in_flight:
-            for what_if in WHAT_IF_RUNS:
-                results.append(
-                    await throughput_pollhook(
-                        server,
-                        sandbox,
-                        receiver,
-                        conn,
-                        endpoint_id,
-                        secret,
-                        expected,
-                        in_flight,
-                        options,
-                        workdir,
-                        profiler,
-                        what_if,
-                    )
-                )
     return results
 
 
@@ -1308,7 +940,7 @@ def print_latency(r: LatencyResult) -> None:
     print(
         f"body {r.body_bytes} bytes; {r.received} received, {r.duplicates} duplicates, "
         f"{r.missing} missing; {r.signatures_checked - r.signatures_failed}/"
-        f"{r.signatures_checked} sampled signatures verify; deliveries with more than one "
+        f"{r.signatures_checked} signatures verify; deliveries with more than one "
         f"attempt: {r.attempts_over_one}; CPU over {r.seconds:.1f} s: {cpu} (the worker "
         f"was busy {busy:.0%} of one core); {r.upstream_requests} upstream requests "
         f"({r.upstream_requests / r.seconds if r.seconds > 0 else 0:.0f}/s)"
@@ -1383,27 +1015,20 @@ def print_throughput(results: list[ThroughputResult]) -> None:
         print(
             f"{r.name}: {r.received} received for {r.deliveries}, {r.duplicates} duplicates, "
             f"{r.missing} missing, {r.signatures_checked - r.signatures_failed}/"
-            f"{r.signatures_checked} sampled signatures verify, body {r.body_bytes} bytes"
+            f"{r.signatures_checked} signatures verify, body {r.body_bytes} bytes"
             f"{extra} - {verdict}"
         )
         if r.worker_warnings:
             print(f"  worker warnings: {r.worker_warnings}")
         for note in r.notes:
             print(f"  note: {note}")
-    if any(r.name.startswith("pollhook +") for r in results):
-        print("\nwhat-ifs (patched into the worker process only; app/ unchanged):")
-        for name, description in WHAT_IFS.items():
-            print(f"  {name}: {description}")
 
 
 # --- the run ----------------------------------------------------------------------------------
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    meta = describe_machine()
-    meta["postgres"] = await prepare_database(server)
-    meta["event_loop"] = "uvloop " + importlib.metadata.version("uvloop")
-    print_header(meta)
+    meta = await begin(server, event_loop="uvloop " + importlib.metadata.version("uvloop"))
     conn = await connect(server)
     try:
         meta["postgres_settings"] = {
@@ -1424,7 +1049,8 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
             try:
                 receiver = await Receiver.start(receiver_log)
                 try:
-                    endpoint_id, secret = await add_endpoint(conn, receiver.hook_url)
+                    endpoint_id, secret = await add_endpoint(conn, receiver.url(HOOK_PATH))
+                    await receiver.configure(secrets={HOOK_PATH: secret})
                     if "latency" in options.phases:
                         latency = await latency_phase(
                             server, sandbox, receiver, conn, secret, options, workdir
@@ -1460,13 +1086,6 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
         "ratios": ratios(throughput),
         "ok": ok,
     }
-
-
-def _int_list(text: str) -> list[int]:
-    values = [int(part) for part in text.split(",") if part.strip()]
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError("values must be positive integers")
-    return values
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -1507,13 +1126,13 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument(
         "--in-flight",
-        type=_int_list,
+        type=int_list,
         default=[64, 256],
         help="throughput: POLLHOOK_WEBHOOKS__MAX_IN_FLIGHT values (and baseline concurrency)",
     )
     parser.add_argument(
         "--reference-concurrency",
-        type=_int_list,
+        type=int_list,
         default=[4],
         help="throughput: also run the baseline at these concurrencies, for reference "
         "(httpx's cost per request grows with the connections it holds)",
@@ -1523,11 +1142,6 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--max-seconds", type=float, default=300.0, help="cut-off per phase")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--what-if",
-        action="store_true",
-        help="throughput: also run workers with suggested changes patched in (see WHAT_IFS)",
-    )
     parser.add_argument("--py-spy", type=Path, help="record throughput senders with py-spy here")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
@@ -1544,28 +1158,20 @@ def parse_args(argv: list[str] | None) -> Options:
         phases=args.phases,
         max_seconds=args.max_seconds,
         seed=args.seed,
-        what_if=args.what_if,
         py_spy=args.py_spy,
         json_path=args.json,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args == ["worker"] and os.environ.get(WHAT_IF_ENV):
-        # A worker subprocess of a --what-if run (see start_worker).
-        return run_patched_worker(set(os.environ[WHAT_IF_ENV].split(",")))
     options = parse_args(argv)
-    report: dict[str, Any] | None = None
-    with throwaway_postgres("pollhook-bench-webhooks-") as (server, workdir):
-        try:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                report = runner.run(run(server, workdir, options))
-        finally:
-            if report is None or not report["ok"]:
-                print_log_tails(workdir, last=15)
-    write_report(options.json_path, report)
-    return 0 if report is not None and report["ok"] else 1
+    return run_benchmark(
+        "pollhook-bench-webhooks-",
+        lambda server, workdir: run(server, workdir, options),
+        options.json_path,
+        loop_factory=uvloop.new_event_loop,
+        tail_lines=15,
+    )
 
 
 if __name__ == "__main__":
