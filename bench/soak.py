@@ -67,8 +67,10 @@ import asyncpg
 import httpx
 import uvloop
 
+from app.core.config import KIND_DEFAULTS, PollSettings, ProviderKind, ProviderSettings
 from app.core.embedded import EmbeddedPostgres
 from app.models import TERMINAL_STATUSES
+from app.polling.loop import poll_lease_s
 from app.sandbox.state import FaultKind
 from app.webhooks.events import TERMINAL_EVENT_TYPES
 from bench._support import (
@@ -117,9 +119,18 @@ PROVIDER = {
     "max_poll_interval_s": 2,
     "request_timeout_s": REQUEST_TIMEOUT_S,
 }
-# Poll lease as the engine computes it (max(lease_s, 2 x horizon + request timeout + 1)): a
-# task claimed by a SIGKILLed worker comes back after at most this long.
-POLL_LEASE_S = max(ENGINE["lease_s"], 2 * ENGINE["claim_horizon_s"] + REQUEST_TIMEOUT_S + 1)
+# The poll lease these settings give: a task claimed by a SIGKILLed worker comes back after
+# at most this long.
+POLL_LEASE_S = poll_lease_s(
+    PollSettings.model_validate(ENGINE),
+    ProviderSettings.model_validate(
+        {
+            "kind": ProviderKind.MINIMAX_T2A,
+            **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A],
+            **PROVIDER,
+        }
+    ),
+)
 WEBHOOK_LEASE_S = 5.0
 # The webhook endpoints: (path on the receiver, events filter; None = the terminal ones).
 ENDPOINTS: dict[str, tuple[str, list[str] | None]] = {

@@ -93,7 +93,7 @@ from app.core.embedded import EmbeddedPostgres
 from app.models import TaskStatus
 from app.providers.minimax_t2a import MinimaxT2AResult
 from app.webhooks import signing
-from app.webhooks.delivery import USER_AGENT, webhook_body
+from app.webhooks.delivery import delivery_headers, webhook_body
 from app.webhooks.events import TERMINAL_EVENT_TYPES, TaskSnapshot
 from app.webhooks.repository import ClaimedDelivery
 from bench._support import (
@@ -453,11 +453,7 @@ def baseline_client(concurrency: int) -> httpx.AsyncClient:
 
 
 def signed_headers(secret: str, webhook_id: str, body: bytes) -> dict[str, str]:
-    return {
-        **signing.headers([secret], webhook_id, int(time.time()), body),
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-    }
+    return delivery_headers([secret], webhook_id, body)
 
 
 async def baseline_post_loop(

@@ -47,6 +47,13 @@ log = get_logger("pollhook.engine")
 DEFAULT_RATE_LIMIT_PAUSE_S = 1.0
 
 
+def poll_lease_s(poll_settings: PollSettings, settings: ProviderSettings) -> float:
+    """How long a claim of the instance's tasks lasts: at least engine.lease_s, and two claim
+    horizons of budget wait plus the request's timeout and a second."""
+    horizon = poll_settings.claim_horizon_s
+    return max(poll_settings.lease_s, 2 * horizon + settings.request_timeout_s + 1)
+
+
 class PollLoop(LeasedLoop):
     def __init__(
         self,
@@ -86,8 +93,7 @@ class PollLoop(LeasedLoop):
         """Long enough to cover the longest wait for a budget slot plus the request itself:
         a lease that ran out while its task queued for a slot would hand the task to another
         replica and waste the first one's request."""
-        horizon = self.poll_settings.claim_horizon_s
-        return max(self.poll_settings.lease_s, 2 * horizon + self.settings.request_timeout_s + 1)
+        return poll_lease_s(self.poll_settings, self.settings)
 
     async def iteration(self) -> None:
         state = await self._state()

@@ -62,6 +62,15 @@ def webhook_body(claim: ClaimedDelivery) -> bytes:
     ).encode()
 
 
+def delivery_headers(secrets: list[str], webhook_id: str, body: bytes) -> dict[str, str]:
+    """The headers of one attempt: signed now (Standard Webhooks), JSON, our user agent."""
+    return {
+        **signing.headers(secrets, webhook_id, int(time.time()), body),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+
+
 class DeliveryLoop(LeasedLoop):
     def __init__(
         self,
@@ -131,11 +140,7 @@ class DeliveryLoop(LeasedLoop):
         self, claim: ClaimedDelivery, secrets: list[str]
     ) -> tuple[AttemptResult, str | None]:
         body = webhook_body(claim)
-        headers = {
-            **signing.headers(secrets, str(claim.event_id), int(time.time()), body),
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-        }
+        headers = delivery_headers(secrets, str(claim.event_id), body)
         timeout = self.settings.timeout_s
         try:
             # The whole exchange is bounded, body included: a consumer that answers one byte
