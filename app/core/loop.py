@@ -28,6 +28,24 @@ log = get_logger("pollhook.loop")
 LOOP_ERROR_BACKOFF_S = (0.5, 30.0)
 
 
+class Backoff:
+    """The wait after a long-running loop's own failure: LOOP_ERROR_BACKOFF_S[0], doubling
+    up to [1], back to the start after a success. Only `stop` cuts a wait short: the tick
+    wakes a loop every tick_s, and waking on it retried a dead database every tick
+    (tests/e2e/test_outages.py)."""
+
+    def __init__(self) -> None:
+        self.wait_s = LOOP_ERROR_BACKOFF_S[0]
+
+    def reset(self) -> None:
+        self.wait_s = LOOP_ERROR_BACKOFF_S[0]
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=self.wait_s)
+        self.wait_s = min(self.wait_s * 2, LOOP_ERROR_BACKOFF_S[1])
+
+
 def replica_id() -> str:
     """Who holds a lease: host, process and a random part (a restarted process is another)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -56,11 +74,11 @@ class LeasedLoop(ABC):
         self.wake_event.set()
 
     async def run(self) -> None:
-        backoff = LOOP_ERROR_BACKOFF_S[0]
+        backoff = Backoff()
         while not self.stop_event.is_set():
             try:
                 await self.iteration()
-                backoff = LOOP_ERROR_BACKOFF_S[0]
+                backoff.reset()
             except Exception as exc:
                 log.warning(
                     self.error_event,
@@ -68,11 +86,7 @@ class LeasedLoop(ABC):
                     error=type(exc).__name__,
                     detail=str(exc)[:300],
                 )
-                # Not self.sleep: the tick sets the wake event every tick_s, which cut this
-                # backoff short and retried a dead database every tick (tests/e2e/test_outages).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), timeout=backoff)
-                backoff = min(backoff * 2, LOOP_ERROR_BACKOFF_S[1])
+                await backoff.wait(self.stop_event)
 
     def start(self, key: uuid.UUID, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -10,10 +10,9 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.logging import get_logger
+from app.core.loop import Backoff
 
 log = get_logger("pollhook.notify")
-
-BACKOFF_S = (0.5, 30.0)
 
 
 async def listen(
@@ -24,7 +23,7 @@ async def listen(
     Notifications are only a latency optimisation (the loops also tick), so a lost
     connection is logged and retried with backoff, never fatal.
     """
-    backoff = BACKOFF_S[0]
+    backoff = Backoff()
     while not stop.is_set():
         try:
             async with engine.connect() as conn:
@@ -38,7 +37,7 @@ async def listen(
 
                 driver.add_termination_listener(partial(_set, lost))
                 await driver.add_listener(channel, on_notify)
-                backoff = BACKOFF_S[0]
+                backoff.reset()
                 waiters = {
                     asyncio.create_task(stop.wait()),
                     asyncio.create_task(lost.wait()),
@@ -51,9 +50,7 @@ async def listen(
                         await driver.remove_listener(channel, on_notify)
         except Exception as exc:
             log.warning("listener_error", channel=channel, error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=backoff)
-            backoff = min(backoff * 2, BACKOFF_S[1])
+            await backoff.wait(stop)
 
 
 def _set(event: asyncio.Event, *_: object) -> None:

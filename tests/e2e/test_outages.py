@@ -27,7 +27,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook
 
-from app.core import notify
 from app.core.loop import LOOP_ERROR_BACKOFF_S
 from tests.e2e.conftest import (
     FAST_PROVIDER,
@@ -217,7 +216,7 @@ async def test_database_outage_api_and_worker_ride_it_out(
         floors = {
             "poll_loop_error": LOOP_ERROR_BACKOFF_S[0],
             "delivery_loop_error": LOOP_ERROR_BACKOFF_S[0],
-            "listener_error": notify.BACKOFF_S[0],
+            "listener_error": LOOP_ERROR_BACKOFF_S[0],
         }
         for name, loops in LOOP_ERRORS.items():
             bound = loops * (outage_s / floors[name] + 2)
