@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 import asyncpg
 import httpx
@@ -261,8 +261,12 @@ async def start_worker(
     return process
 
 
-class Sandbox:
-    """`python -m app.cli sandbox` as a subprocess, and a client for its control API."""
+class ControlledServer:
+    """A helper server run as a subprocess on a free loopback port, with an HTTP client for
+    its control routes: started, waited for until `health_path` answers, stopped."""
+
+    name = "server"
+    health_path = "/"
 
     def __init__(self, port: int, process: asyncio.subprocess.Process) -> None:
         self.port = port
@@ -271,26 +275,43 @@ class Sandbox:
         self.http = httpx.AsyncClient(base_url=self.base_url, timeout=60.0)
 
     @classmethod
+    async def launch(
+        cls, port: int, *args: str, log: TextIO, env: dict[str, str] | None = None
+    ) -> Self:
+        server = cls(port, await spawn(*args, env=env, log=log))
+        try:
+            await wait_ready(
+                server.process, f"the {cls.name}", lambda: http_ok(server.http, cls.health_path)
+            )
+        except BaseException:
+            await server.stop()
+            raise
+        return server
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+        await stop_process(self.process, self.name)
+
+
+class Sandbox(ControlledServer):
+    """`python -m app.cli sandbox`, and a client for its control API."""
+
+    name = "sandbox"
+    health_path = "/_sandbox/health"
+
+    @classmethod
     async def start(
         cls, *, minimax_rate: float, log: TextIO, jimmy_rate: float = 0.0, seed: int = 1
     ) -> Sandbox:
         port = free_port()
-        env = without_pollhook_settings()
         args = ["--port", str(port), "--minimax-rate", f"{minimax_rate:g}"]
         args += ["--jimmy-rate", f"{jimmy_rate:g}", "--seed", str(seed)]
-        sandbox = cls(port, await spawn("app.cli", "sandbox", *args, env=env, log=log))
-        try:
-            await wait_ready(
-                sandbox.process, "the sandbox", lambda: http_ok(sandbox.http, "/_sandbox/health")
-            )
-        except BaseException:
-            await sandbox.stop()
-            raise
-        return sandbox
-
-    async def stop(self) -> None:
-        await self.http.aclose()
-        await stop_process(self.process, "sandbox")
+        return await cls.launch(
+            port, "app.cli", "sandbox", *args, env=without_pollhook_settings(), log=log
+        )
 
     async def reset(self) -> None:
         (await self.http.post("/_sandbox/reset")).raise_for_status()

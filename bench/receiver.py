@@ -40,11 +40,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO, cast
 
-import httpx
 import uvloop
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from bench._support import free_port, http_ok, spawn, stop_process, wait_ready
+from bench._support import ControlledServer, free_port
 
 ANSWERS = ("ok", "error", "hang", "throttle")
 DEFAULT_WEIGHTS = {"ok": 0.62, "error": 0.16, "hang": 0.07, "throttle": 0.15}
@@ -262,35 +261,17 @@ async def serve(port: int, seed: int | None) -> None:
         await server.serve_forever()
 
 
-class Receiver:
-    """`python -m bench.receiver` as a subprocess, and a client for its control routes."""
+class Receiver(ControlledServer):
+    """`python -m bench.receiver`, and a client for its control routes."""
 
-    def __init__(self, port: int, process: asyncio.subprocess.Process) -> None:
-        self.port = port
-        self.process = process
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=60.0)
+    name = "receiver"
+    health_path = "/_control/count"
 
     @classmethod
     async def start(cls, log: TextIO, *, seed: int | None = None) -> Receiver:
         port = free_port()
         args = ["--port", str(port)] + ([] if seed is None else ["--seed", str(seed)])
-        receiver = cls(port, await spawn("bench.receiver", *args, log=log))
-        try:
-            await wait_ready(
-                receiver.process, "the receiver", lambda: http_ok(receiver.http, "/_control/count")
-            )
-        except BaseException:
-            await receiver.stop()
-            raise
-        return receiver
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
-
-    async def stop(self) -> None:
-        await self.http.aclose()
-        await stop_process(self.process, "receiver")
+        return await cls.launch(port, "bench.receiver", *args, log=log)
 
     async def count(self) -> int:
         response = await self.http.get("/_control/count", timeout=5.0)
