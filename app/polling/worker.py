@@ -51,14 +51,12 @@ class PollWorker:
         )
         self.client = httpx.AsyncClient(limits=limits, follow_redirects=False, transport=transport)
         self.forecasts = Forecasts(ttl_s=settings.engine.model_refresh_s)
+        adapters = {name: adapter_for(p.kind) for name, p in settings.providers.items()}
         self.refresher = ForecastRefresher(
             settings,
             self.sessions,
             self.forecasts,
-            {
-                name: adapter_for(p.kind).requests_per_success
-                for name, p in settings.providers.items()
-            },
+            {name: adapter.requests_per_success for name, adapter in adapters.items()},
         )
         self.loops = {
             name: PollLoop(
@@ -68,7 +66,7 @@ class PollWorker:
                 self.sessions,
                 self.client,
                 self.owner,
-                adapter_for(provider.kind),
+                adapters[name],
                 self.forecasts,
             )
             for name, provider in settings.providers.items()

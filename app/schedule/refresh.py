@@ -33,8 +33,8 @@ class ForecastRefresher:
         forecasts: Forecasts,
         requests_per_success: Mapping[str, int],
     ) -> None:
-        """`requests_per_success`: per instance, the upstream requests one completion costs
-        (its adapter's; MiniMax's file retrieve makes it 2)."""
+        """`requests_per_success`: per instance, the follow-up requests one completion costs
+        beyond its status polls (its adapter's: 1 for MiniMax's file retrieve, 0 for Jimmy)."""
         self.settings = settings
         self.sessions = sessions
         self.forecasts = forecasts
@@ -49,18 +49,21 @@ class ForecastRefresher:
         try:
             async with self.sessions.begin() as session:
                 completions = CompletionRepository(session)
+                forecasts = ForecastRepository(session)
                 # The lock keeps two replicas from running at once; the freshness check
                 # keeps N replicas from each running it once per period.
-                if await completions.try_lead("pollhook:forecast") and not await ForecastRepository(
-                    session
-                ).forecast_is_fresh(self.settings.engine.model_refresh_s / 2):
+                if await completions.try_lead(
+                    "pollhook:forecast"
+                ) and not await forecasts.forecast_is_fresh(
+                    self.settings.engine.model_refresh_s / 2
+                ):
                     await completions.refresh_profiles(window=SAMPLE_WINDOW, all_sizes=ALL_SIZES)
                     await completions.prune_samples(window=SAMPLE_WINDOW)
                     # Plan with the models just learned, not this process's older copy.
                     learned = Forecasts(ttl_s=0)
                     learned.load(await completions.profiles(), {}, time.monotonic())
                     await self._forecast_demand(
-                        ForecastRepository(session),
+                        forecasts,
                         BudgetRepository(session),
                         await completions.recent_completions_per_s(
                             self.settings.engine.forecast_window_s, kept=SAMPLE_WINDOW
