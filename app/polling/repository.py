@@ -25,8 +25,8 @@ _CLAIM = claim_statement(
 # (attribute, column) of every task column: `metadata_` is the column "metadata".
 _TASK_ATTRS = [(attr.key, attr.columns[0].name) for attr in Task.__mapper__.column_attrs]
 # What a poll's outcome may change (app/polling/outcomes.py decide, app/tasks/service.py
-# transition), written as a whole for every row of a batch. The write ends the claim: it
-# moves the fencing token on, so the same answer delivered twice is written once.
+# transition), written as a whole for every row of a batch. The write ends the claim (it
+# clears lease_owner), so the same answer delivered twice is written once.
 _OUTCOME_COLUMNS = [
     "status",
     "sequence",
@@ -54,8 +54,7 @@ _OUTCOME_ATTRS = [
 _WRITE_OUTCOMES = text(
     f"""
     UPDATE tasks t
-    SET {", ".join(f"{column} = u.{column}" for column in _OUTCOME_COLUMNS)},
-        fencing_token = t.fencing_token + 1
+    SET {", ".join(f"{column} = u.{column}" for column in _OUTCOME_COLUMNS)}
     FROM {rows_of(Task.__table__, ["id", "fencing_token", *_OUTCOME_COLUMNS], alias="u")}
     WHERE t.id = u.id AND t.fencing_token = u.fencing_token
     """
@@ -112,7 +111,8 @@ class PollingRepository:
         ]
 
     async def lock_held(self, claims: Sequence[Claim]) -> Held | None:
-        """The tasks among `claims` whose claim still holds, row-locked until the
+        """The tasks among `claims` whose claim still holds (the token matches and no
+        result was written or the claim given back since), row-locked until the
         transaction ends so nothing changes them between the decision and its write, and
         the database clock; None when no claim holds. The tasks are detached from the
         session: `write_outcomes` writes them."""
@@ -123,6 +123,7 @@ class PollingRepository:
                     SELECT t.*, now() AS db_now FROM tasks t
                     JOIN unnest(CAST(:ids AS uuid[]), CAST(:tokens AS bigint[]))
                         AS held(id, token) ON t.id = held.id AND t.fencing_token = held.token
+                    WHERE t.lease_owner IS NOT NULL
                     ORDER BY t.id
                     FOR UPDATE OF t
                     """
