@@ -2,8 +2,9 @@
 
 Each loop claims a batch of due tasks (SKIP LOCKED, lease + fencing token), reserves as
 many send slots from the instance's shared budget (`app/budget/pacing.py`), polls each task
-at its slot through its adapter, and applies every result in its own fenced transaction
-(`app/polling/service.py`). Nothing here holds task state that is not also in Postgres: a
+at its slot through its adapter, and writes the results that arrived together in one
+transaction of set-based statements, each row fenced by its claim's token (`OutcomeWriter`,
+`app/polling/service.py`). Nothing here holds task state that is not also in Postgres: a
 replica can die at any point and its claims simply expire.
 """
 
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -83,6 +84,7 @@ class PollLoop(LeasedLoop):
         self.pacer = Pacer(name, settings, poll_settings, sessions, self.stop_event)
         self.rng = random.Random()
         self.semaphore = asyncio.Semaphore(poll_settings.max_in_flight)
+        self.writer = OutcomeWriter(self._write)
 
     @property
     def gate(self) -> InstanceGate:
@@ -170,27 +172,7 @@ class PollLoop(LeasedLoop):
             await asyncio.shield(self._release(claim, context))
             raise
         try:
-            async with self.sessions.begin() as session:
-                service = PollingService(
-                    session,
-                    self.settings,
-                    auth_retry_s=self.poll_settings.auth_retry_s,
-                    rng=self.rng,
-                    forecasts=self.forecasts,
-                )
-                applied = await service.apply(claim, result)
-            POLLS.labels(self.name, _outcome(result, applied)).inc()
-            if applied is not None and applied.changed and applied.status.is_terminal:
-                TASK_OUTCOMES.labels(self.name, applied.status.value).inc()
-            if applied is None:
-                log.info("poll_result_fenced_off", provider=self.name, task_id=str(claim.id))
-            elif applied.changed:
-                log.info(
-                    "task_status_changed",
-                    provider=self.name,
-                    task_id=applied.task_id,
-                    status=applied.status.value,
-                )
+            applied = await self.writer.apply(claim, result)
         except Exception as exc:
             # The claim stays until its lease runs out; then the task is polled again.
             log.warning(
@@ -200,6 +182,30 @@ class PollLoop(LeasedLoop):
                 error=type(exc).__name__,
                 sent=sent,
             )
+            return
+        POLLS.labels(self.name, _outcome(result, applied)).inc()
+        if applied is None:
+            log.info("poll_result_fenced_off", provider=self.name, task_id=str(claim.id))
+        elif applied.changed:
+            if applied.status.is_terminal:
+                TASK_OUTCOMES.labels(self.name, applied.status.value).inc()
+            log.info(
+                "task_status_changed",
+                provider=self.name,
+                task_id=applied.task_id,
+                status=applied.status.value,
+            )
+
+    async def _write(self, results: list[tuple[Claim, PollResult]]) -> list[Applied | None]:
+        async with self.sessions.begin() as session:
+            service = PollingService(
+                session,
+                self.settings,
+                auth_retry_s=self.poll_settings.auth_retry_s,
+                rng=self.rng,
+                forecasts=self.forecasts,
+            )
+            return await service.apply_all(results)
 
     async def _fetch(
         self, claim: Claim, context: PollContext, slot_at: float | None, claimed_at: float
@@ -315,6 +321,63 @@ class PollLoop(LeasedLoop):
         if until_due is not None:
             wait = min(wait, max(0.0, until_due))
         await self.sleep(wait)
+
+
+Write = Callable[[list[tuple[Claim, PollResult]]], Awaitable[list[Applied | None]]]
+
+
+class OutcomeWriter:
+    """Group commit of poll results: every result that arrives while a write is in flight
+    goes into the next one, so one transaction of set-based statements carries as many
+    results as came in meanwhile, and a quiet instance still writes each one at once.
+
+    A batch that fails is written again one result at a time, so one result the database
+    refuses cannot hold back the others; its own poll sees the error."""
+
+    def __init__(self, write: Write) -> None:
+        self._write = write
+        self._pending: list[tuple[Claim, PollResult, asyncio.Future[Applied | None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def apply(self, claim: Claim, result: PollResult) -> Applied | None:
+        future: asyncio.Future[Applied | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((claim, result, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        # Shielded: a poll cancelled now (shutdown) leaves its result to the write under way.
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                _settle(batch, await self._write([(c, r) for c, r, _ in batch]))
+            except Exception as exc:
+                if len(batch) == 1:
+                    _fail(batch, exc)
+                    continue
+                for item in batch:
+                    try:
+                        _settle([item], await self._write([item[:2]]))
+                    except Exception as single:
+                        _fail([item], single)
+
+
+def _settle(
+    batch: list[tuple[Claim, PollResult, asyncio.Future[Applied | None]]],
+    applied: list[Applied | None],
+) -> None:
+    for (_, _, future), one in zip(batch, applied, strict=True):
+        if not future.done():
+            future.set_result(one)
+
+
+def _fail(
+    batch: list[tuple[Claim, PollResult, asyncio.Future[Applied | None]]], exc: Exception
+) -> None:
+    for _, _, future in batch:
+        if not future.done():
+            future.set_exception(exc)
 
 
 def _outcome(result: PollResult, applied: Applied | None) -> str:

@@ -3,7 +3,7 @@ tests/polling/test_outcomes.py).
 
 `decide` reads the task as it stands and the poll's result and returns a `Decision`: the
 columns to set, the status change to make (with its result or error) and the completion
-age to learn from. `PollingService.apply` (app/polling/service.py) then writes it once,
+age to learn from. `PollingService.apply_all` (app/polling/service.py) then writes it once,
 under the claim's fencing token. Keeping the decision apart from the write is what lets a
 batch of results be decided first and written together.
 """
@@ -80,7 +80,7 @@ class Transition:
 @dataclass(frozen=True)
 class Decision:
     # Task columns to set, before the transitions (an ending one clears what an ended task
-    # no longer needs: app/tasks/service.py change_status).
+    # no longer needs: app/tasks/service.py transition).
     changes: dict[str, Any] = field(default_factory=dict)
     # In order, each with its event: a task seen processing past its deadline has two.
     transitions: tuple[Transition, ...] = ()

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import func, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.repository import claim_statement
+from app.core.repository import claim_statement, rows_of, rows_param
 from app.models import Task
 from app.models.task import ACTIVE_STATUSES
 from app.providers.base import WaitReason
@@ -18,6 +19,45 @@ _CLAIM = claim_statement(
     due_column="next_poll_at",
     where="provider = :provider AND status IN ('pending', 'queued', 'processing')",
     returning="c.id, c.fencing_token, c.external_id, c.status, c.deadline_at, c.checkpoint, now()",
+)
+
+
+# (attribute, column) of every task column: `metadata_` is the column "metadata".
+_TASK_ATTRS = [(attr.key, attr.columns[0].name) for attr in Task.__mapper__.column_attrs]
+# What a poll's outcome may change (app/polling/outcomes.py decide, app/tasks/service.py
+# transition), written as a whole for every row of a batch. The write ends the claim (it
+# clears lease_owner), so the same answer delivered twice is written once.
+_OUTCOME_COLUMNS = [
+    "status",
+    "sequence",
+    "upstream_status",
+    "result",
+    "error",
+    "polls",
+    "unchanged_polls",
+    "consecutive_errors",
+    "poll_interval_s",
+    "poll_error",
+    "last_response",
+    "checkpoint",
+    "updated_at",
+    "completed_at",
+    "next_poll_at",
+    "last_polled_at",
+    "estimated_ready_at",
+    "lease_owner",
+    "lease_expires_at",
+]
+_OUTCOME_ATTRS = [
+    (attr, column) for attr, column in _TASK_ATTRS if column in {"id", "fencing_token"}
+] + [(attr, column) for attr, column in _TASK_ATTRS if column in _OUTCOME_COLUMNS]
+_WRITE_OUTCOMES = text(
+    f"""
+    UPDATE tasks t
+    SET {", ".join(f"{column} = u.{column}" for column in _OUTCOME_COLUMNS)}
+    FROM {rows_of(Task.__table__, ["id", "fencing_token", *_OUTCOME_COLUMNS], alias="u")}
+    WHERE t.id = u.id AND t.fencing_token = u.fencing_token
+    """
 )
 
 
@@ -33,6 +73,12 @@ class Claim:
     claimed_at: datetime
     # The adapter's progress from earlier polls (PollContext.checkpoint).
     checkpoint: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Held:
+    now: datetime
+    tasks: dict[uuid.UUID, Task]
 
 
 class PollingRepository:
@@ -64,15 +110,42 @@ class PollingRepository:
             for r in rows
         ]
 
-    async def lock_if_held(self, claim: Claim) -> Task | None:
-        """The task, row-locked, if our claim still holds; None if we lost it."""
-        stmt = (
-            select(Task)
-            .where(Task.id == claim.id, Task.fencing_token == claim.token)
-            .with_for_update()
-        )
-        task: Task | None = await self.session.scalar(stmt)
-        return task
+    async def lock_held(self, claims: Sequence[Claim]) -> Held | None:
+        """The tasks among `claims` whose claim still holds (the token matches and no
+        result was written or the claim given back since), row-locked until the
+        transaction ends so nothing changes them between the decision and its write, and
+        the database clock; None when no claim holds. The tasks are detached from the
+        session: `write_outcomes` writes them."""
+        rows = (
+            await self.session.execute(
+                text(
+                    """
+                    SELECT t.*, now() AS db_now FROM tasks t
+                    JOIN unnest(CAST(:ids AS uuid[]), CAST(:tokens AS bigint[]))
+                        AS held(id, token) ON t.id = held.id AND t.fencing_token = held.token
+                    WHERE t.lease_owner IS NOT NULL
+                    ORDER BY t.id
+                    FOR UPDATE OF t
+                    """
+                ),
+                {"ids": [c.id for c in claims], "tokens": [c.token for c in claims]},
+            )
+        ).mappings()
+        now: datetime | None = None
+        held: dict[uuid.UUID, Task] = {}
+        for row in rows:
+            now = row["db_now"]
+            held[row["id"]] = Task(**{attr: row[column] for attr, column in _TASK_ATTRS})
+        return Held(now, held) if now is not None else None
+
+    async def write_outcomes(self, tasks: Sequence[Task]) -> None:
+        """Write what the polls changed on `tasks` (held by `lock_held`), one statement for
+        the set, each row fenced by its token."""
+        if tasks:
+            rows = rows_param(
+                {column: getattr(task, attr) for attr, column in _OUTCOME_ATTRS} for task in tasks
+            )
+            await self.session.execute(_WRITE_OUTCOMES, {"rows": rows})
 
     async def release(self, claims: list[Claim], *, next_poll_at: datetime | None = None) -> int:
         """Give claimed tasks back without an outcome (shutdown, missed budget slot)."""

@@ -1,9 +1,11 @@
-"""Apply one poll's result to its task, under the claim's fencing token: decide in pure
-code (app/polling/outcomes.py), then write the decision once."""
+"""Apply polls' results to their tasks, under each claim's fencing token: decide in pure
+code (app/polling/outcomes.py), then write every decision of a batch together, one
+set-based statement per table, in the caller's transaction."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,9 +16,9 @@ from app.polling.outcomes import PolledTask, PollResult, decide
 from app.polling.repository import Claim, PollingRepository
 from app.schedule.forecasts import Forecasts
 from app.schedule.model import size_class
-from app.schedule.repository import CompletionRepository
-from app.tasks.repository import TaskRepository
-from app.tasks.service import change_status
+from app.schedule.repository import CompletionRepository, Sample
+from app.tasks.service import transition, write_events
+from app.webhooks.events import NewEvent
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,8 @@ class PollingService:
         rng: random.Random,
         forecasts: Forecasts,
     ) -> None:
+        self.session = session
         self.polling = PollingRepository(session)
-        self.tasks = TaskRepository(session)
         self.completions = CompletionRepository(session)
         self.settings = settings
         self.auth_retry_s = auth_retry_s
@@ -45,36 +47,51 @@ class PollingService:
         self.forecasts = forecasts
 
     async def apply(self, claim: Claim, result: PollResult) -> Applied | None:
-        """Write the result if the claim still holds; None when another holder took over."""
-        task = await self.polling.lock_if_held(claim)
-        if task is None:
-            return None
-        now = await self.tasks.now()
-        before = TaskStatus(task.status)
-        decision = decide(
-            PolledTask.of(task),
-            result,
-            now,
-            self.settings,
-            auth_retry_s=self.auth_retry_s,
-            model=self.forecasts.model_for(task.provider, task.size_hint),
-            hit_chance=self.forecasts.hit_chance_for(task.provider),
-            rng=self.rng,
-        )
-        for column, value in decision.changes.items():
-            setattr(task, column, value)
-        for transition in decision.transitions:
-            await change_status(
-                self.tasks,
-                task,
-                transition.status,
-                now,
-                result=transition.result,
-                error=transition.error,
+        """Write one result if its claim still holds; None when another holder took over."""
+        return (await self.apply_all([(claim, result)]))[0]
+
+    async def apply_all(self, results: Sequence[tuple[Claim, PollResult]]) -> list[Applied | None]:
+        """Write every result whose claim still holds, in order; None for one whose claim
+        another holder (or a cancellation) took over: that late answer is dropped."""
+        held = await self.polling.lock_held([claim for claim, _ in results])
+        if held is None:
+            return [None] * len(results)
+        applied: list[Applied | None] = []
+        written = []
+        events: list[NewEvent] = []
+        samples: list[Sample] = []
+        for claim, result in results:
+            task = held.tasks.get(claim.id)
+            if task is None:
+                applied.append(None)
+                continue
+            before = TaskStatus(task.status)
+            decision = decide(
+                PolledTask.of(task),
+                result,
+                held.now,
+                self.settings,
+                auth_retry_s=self.auth_retry_s,
+                model=self.forecasts.model_for(task.provider, task.size_hint),
+                hit_chance=self.forecasts.hit_chance_for(task.provider),
+                rng=self.rng,
             )
-        if decision.completed_after_s is not None:
-            await self.completions.add_sample(
-                task.provider, size_class(task.size_hint), decision.completed_after_s
-            )
-        status = TaskStatus(task.status)
-        return Applied(str(task.id), status, status != before)
+            for column, value in decision.changes.items():
+                setattr(task, column, value)
+            for change in decision.transitions:
+                events.append(
+                    transition(
+                        task, change.status, held.now, result=change.result, error=change.error
+                    )
+                )
+            if decision.completed_after_s is not None:
+                samples.append(
+                    Sample(task.provider, size_class(task.size_hint), decision.completed_after_s)
+                )
+            written.append(task)
+            status = TaskStatus(task.status)
+            applied.append(Applied(str(task.id), status, status != before))
+        await self.polling.write_outcomes(written)
+        await write_events(self.session, events)
+        await self.completions.add_samples(samples)
+        return applied

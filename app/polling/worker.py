@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.budget.repository import BudgetRepository
 from app.core.config import Settings
 from app.core.db import create_sessionmaker
+from app.core.http_client import ShardedTransport
 from app.core.logging import get_logger
 from app.core.loop import replica_id
 from app.core.notify import listen
@@ -42,14 +43,12 @@ class PollWorker:
         self.engine = engine
         self.sessions = create_sessionmaker(engine)
         self.owner = replica_id()
-        limits = httpx.Limits(
-            max_connections=settings.engine.max_in_flight * max(1, len(settings.providers)),
-            # As many idle connections as can be busy: fewer means closing and reopening
-            # connections under load.
-            max_keepalive_connections=settings.engine.max_in_flight
-            * max(1, len(settings.providers)),
+        # As many connections, all kept alive, as can be busy: fewer means closing and
+        # reopening connections under load.
+        connections = settings.engine.max_in_flight * max(1, len(settings.providers))
+        self.client = httpx.AsyncClient(
+            follow_redirects=False, transport=transport or ShardedTransport(connections)
         )
-        self.client = httpx.AsyncClient(limits=limits, follow_redirects=False, transport=transport)
         self.forecasts = Forecasts(ttl_s=settings.engine.model_refresh_s)
         adapters = {name: adapter_for(p.kind) for name, p in settings.providers.items()}
         self.refresher = ForecastRefresher(

@@ -4,16 +4,29 @@ restart shares it: completion samples and their percentiles, and each instance's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.repository import rows_of, rows_param
 from app.models import CompletionProfile, CompletionSample, ProviderState, Task
 from app.models.task import ACTIVE_SQL, ACTIVE_STATUSES
 from app.schedule.model import PERCENTILES
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One finished task's completion age, in its instance and size class."""
+
+    provider: str
+    size_class: int | None
+    duration_s: float
+
+
+_SAMPLE_ROWS = rows_of(CompletionSample.__table__, ["provider", "size_class", "duration_s"])
 
 
 @dataclass(frozen=True)
@@ -31,9 +44,18 @@ class CompletionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add_sample(self, provider: str, size_class: int | None, duration_s: float) -> None:
-        self.session.add(
-            CompletionSample(provider=provider, size_class=size_class, duration_s=duration_s)
+    async def add_samples(self, samples: list[Sample]) -> None:
+        """Record finished tasks' completion ages, one statement for the set."""
+        if not samples:
+            return
+        await self.session.execute(
+            text(
+                f"""
+                INSERT INTO completion_samples (provider, size_class, duration_s)
+                SELECT provider, size_class, duration_s FROM {_SAMPLE_ROWS}
+                """
+            ),
+            {"rows": rows_param(asdict(sample) for sample in samples)},
         )
 
     async def refresh_profiles(self, *, window: int, all_sizes: int) -> None:

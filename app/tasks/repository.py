@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.repository import rows_of, rows_param
 from app.models import Event, Task
 from app.models.task import ACTIVE_STATUSES
+from app.webhooks.events import NewEvent
+
+_EVENT_ROWS = rows_of(Event.__table__, ["id", "task_id", "tenant", "type", "sequence", "payload"])
 
 # The channel the tasks_notify_new trigger notifies (migration 0610); the engine LISTENs.
 NOTIFY_CHANNEL = "pollhook_tasks"
@@ -85,17 +90,29 @@ class TaskRepository:
         )
         return {(provider, status): int(count) for provider, status, count in rows}
 
-    async def add_event(self, task: Task, event_type: str, payload: dict[str, Any]) -> Event:
-        event = Event(
-            task_id=task.id,
-            tenant=task.tenant,
-            type=event_type,
-            sequence=task.sequence,
-            payload=payload,
+    async def add_events(self, events: Sequence[NewEvent]) -> None:
+        """Insert the events of a set of status changes in one statement."""
+        await self.session.execute(
+            text(
+                f"""
+                INSERT INTO events (id, task_id, tenant, type, sequence, payload)
+                SELECT id, task_id, tenant, type, sequence, payload FROM {_EVENT_ROWS}
+                """
+            ),
+            {
+                "rows": rows_param(
+                    {
+                        "id": e.id,
+                        "task_id": e.task_id,
+                        "tenant": e.tenant,
+                        "type": e.type.value,
+                        "sequence": e.sequence,
+                        "payload": e.payload,
+                    }
+                    for e in events
+                )
+            },
         )
-        self.session.add(event)
-        await self.session.flush()
-        return event
 
     async def flush(self) -> None:
         await self.session.flush()

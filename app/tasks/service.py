@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from app.tasks.repository import TaskRepository
 from app.tasks.schemas import TaskCreate, TaskList, TaskRead
 from app.tasks.transitions import can_transition, event_type
 from app.webhooks import outbox
-from app.webhooks.events import TaskSnapshot
+from app.webhooks.events import EventType, NewEvent, TaskSnapshot
 
 
 @dataclass(frozen=True)
@@ -169,16 +170,17 @@ class TaskService:
         return Cancellation(task, changed=True)
 
 
-async def change_status(
-    repo: TaskRepository,
+def transition(
     task: Task,
     new: TaskStatus,
     now: datetime,
     *,
     result: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
-) -> None:
-    """Move `task` to `new`, bump its sequence and write the event in the same transaction.
+) -> NewEvent:
+    """Move `task` to `new` in memory, bump its sequence, and return the event announcing
+    it, with the task as it now stands; `write_events` writes it in the transaction that
+    writes the task.
 
     The caller holds the row lock; the (task_id, sequence) unique key makes a second event
     for the same change impossible even if two writers got this far.
@@ -200,9 +202,35 @@ async def change_status(
         task.lease_expires_at = None
         task.checkpoint = None
         task.poll_error = None
-    await repo.flush()
-    event = await repo.add_event(
-        task, event_type(new), TaskSnapshot.from_task(task).model_dump(mode="json")
+    return NewEvent(
+        id=uuid.uuid4(),
+        task_id=task.id,
+        tenant=task.tenant,
+        type=EventType(event_type(new)),
+        sequence=task.sequence,
+        payload=TaskSnapshot.from_task(task).model_dump(mode="json"),
+        callback_url=task.callback_url,
     )
-    # The outbox: its deliveries commit with the status change, or not at all.
-    await outbox.enqueue(repo.session, event, task.callback_url)
+
+
+async def write_events(session: AsyncSession, events: Sequence[NewEvent]) -> None:
+    """The events of status changes and their outbox deliveries, one statement each: they
+    commit with the changes, or not at all."""
+    if events:
+        await TaskRepository(session).add_events(events)
+        await outbox.enqueue(session, events)
+
+
+async def change_status(
+    repo: TaskRepository,
+    task: Task,
+    new: TaskStatus,
+    now: datetime,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> None:
+    """Move one ORM-loaded `task` to `new` and write its event in the same transaction."""
+    event = transition(task, new, now, result=result, error=error)
+    await repo.flush()
+    await write_events(repo.session, [event])

@@ -2,12 +2,13 @@
 
 Consumers get these bytes; `GET /v1/tasks/{id}` shows the same snapshot
 (`app/tasks/schemas.py` TaskRead). Built from the task row alone, so the outbox write
-(`app/tasks/service.py` change_status) needs nothing of the API.
+(`app/tasks/service.py`) needs nothing of the API.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Self
@@ -178,3 +179,18 @@ def _stored_result(task: Task) -> TaskResult | None:
             detail=str(exc)[:300],
         )
         return None
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A status change's event, about to be written with its outbox deliveries in the
+    transaction of the change (`app/tasks/service.py` transition and write_events)."""
+
+    id: uuid.UUID
+    task_id: uuid.UUID
+    tenant: str
+    type: EventType
+    sequence: int
+    payload: dict[str, Any]
+    # The task's own callback, sent terminal events only.
+    callback_url: str | None

@@ -1,20 +1,32 @@
-"""The outbox: the deliveries of an event, written in the transaction of its status change
-(`app/tasks/service.py` change_status), so they commit with it or not at all. The delivery
+"""The outbox: the deliveries of events, written in the transaction of their status changes
+(`app/tasks/service.py` write_events), so they commit with them or not at all. The delivery
 loop (`app/webhooks/delivery.py`) sends them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Event
-from app.webhooks.events import TERMINAL_EVENT_TYPES, EventType
-from app.webhooks.repository import WebhookRepository
+from app.webhooks.events import TERMINAL_EVENT_TYPES, NewEvent
+from app.webhooks.repository import OutboxEntry, WebhookRepository
 
 
-async def enqueue(session: AsyncSession, event: Event, callback_url: str | None) -> int:
-    """The outbox step of a status change: deliveries for its event, same transaction."""
+async def enqueue(session: AsyncSession, events: Sequence[NewEvent]) -> int:
+    """The outbox step of status changes: the deliveries of all their events, in one
+    statement, same transaction."""
+    if not events:
+        return 0
     return await WebhookRepository(session).fan_out(
-        event,
-        terminal=EventType(event.type) in TERMINAL_EVENT_TYPES,
-        callback_url=callback_url,
+        [
+            OutboxEntry(
+                event_id=event.id,
+                task_id=event.task_id,
+                tenant=event.tenant,
+                type=event.type.value,
+                terminal=event.type in TERMINAL_EVENT_TYPES,
+                callback_url=event.callback_url,
+            )
+            for event in events
+        ]
     )

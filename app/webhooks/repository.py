@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.repository import claim_statement
+from app.core.repository import claim_statement, rows_of, rows_param
 from app.models import Delivery, DeliveryAttempt, Event, TenantSecret, WebhookEndpoint
 
 # The wake-up channel of the deliveries_notify_due trigger (migration 0620).
@@ -19,6 +19,26 @@ RESPONSE_BODY_LIMIT = 4096
 
 _CLAIM = claim_statement(
     table="deliveries", due_column="next_attempt_at", where="status = 'pending'", returning="c.id"
+)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One event to fan out to its deliveries."""
+
+    event_id: uuid.UUID
+    task_id: uuid.UUID
+    tenant: str
+    type: str
+    terminal: bool
+    callback_url: str | None
+
+
+_OUTBOX_ROWS = rows_of(
+    Delivery.__table__,
+    ["event_id", "task_id", "tenant"],
+    alias="ev",
+    extra="type text, terminal boolean, callback_url text",
 )
 
 
@@ -105,45 +125,30 @@ class WebhookRepository:
 
     # --- the outbox ---------------------------------------------------------------------
 
-    async def fan_out(self, event: Event, *, terminal: bool, callback_url: str | None) -> int:
-        """Create one delivery per subscribed, enabled endpoint (and the task's callback_url
-        for terminal events), in the transaction that wrote the event."""
+    async def fan_out(self, entries: list[OutboxEntry]) -> int:
+        """Create one delivery per subscribed, enabled endpoint of each event (and the
+        task's callback_url for terminal events), in the transaction that wrote the
+        events: one statement for the whole set."""
         result = await self.session.execute(
             text(
-                """
+                f"""
                 INSERT INTO deliveries
                     (id, event_id, task_id, endpoint_id, tenant, url, status, next_attempt_at)
-                SELECT gen_random_uuid(), :event_id, :task_id, e.id, e.tenant, e.url,
+                SELECT gen_random_uuid(), ev.event_id, ev.task_id, e.id, e.tenant, e.url,
                        'pending', now()
-                FROM webhook_endpoints e
-                WHERE e.tenant = :tenant AND e.enabled
-                  AND ((e.events IS NULL AND :terminal) OR :type = ANY(e.events))
+                FROM {_OUTBOX_ROWS}
+                JOIN webhook_endpoints e ON e.tenant = ev.tenant AND e.enabled
+                  AND ((e.events IS NULL AND ev.terminal) OR ev.type = ANY(e.events))
+                UNION ALL
+                SELECT gen_random_uuid(), ev.event_id, ev.task_id, NULL, ev.tenant,
+                       ev.callback_url, 'pending', now()
+                FROM {_OUTBOX_ROWS}
+                WHERE ev.terminal AND ev.callback_url IS NOT NULL
                 """
             ),
-            {
-                "event_id": event.id,
-                "task_id": event.task_id,
-                "tenant": event.tenant,
-                "terminal": terminal,
-                "type": event.type,
-            },
+            {"rows": rows_param(asdict(entry) for entry in entries)},
         )
-        created = int(getattr(result, "rowcount", 0) or 0)
-        if callback_url and terminal:
-            self.session.add(
-                Delivery(
-                    event_id=event.id,
-                    task_id=event.task_id,
-                    endpoint_id=None,
-                    tenant=event.tenant,
-                    url=callback_url,
-                    status="pending",
-                    next_attempt_at=func.now(),
-                )
-            )
-            await self.session.flush()
-            created += 1
-        return created
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def claim_due(self, *, limit: int, owner: str, lease_s: float) -> list[ClaimedDelivery]:
         """Claim due deliveries, oldest first (SKIP LOCKED: replicas share the queue).

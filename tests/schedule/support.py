@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.config import KIND_DEFAULTS, PollSchedule, ProviderKind, ProviderSettings
 from app.core.db import create_sessionmaker
 from app.schedule.model import MIN_SAMPLES, PERCENTILES, CompletionModel
-from app.schedule.repository import CompletionRepository
+from app.schedule.repository import CompletionRepository, Sample
 from tests.properties import provider_settings
 
 BASE = {**KIND_DEFAULTS[ProviderKind.MINIMAX_T2A], "kind": ProviderKind.MINIMAX_T2A}
@@ -74,4 +74,4 @@ async def add_samples(
     async with create_sessionmaker(engine).begin() as session:
         repo = CompletionRepository(session)
         for duration in durations:
-            await repo.add_sample("minimax", size_class, duration)
+            await repo.add_samples([Sample("minimax", size_class, duration)])
