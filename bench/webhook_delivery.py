@@ -436,6 +436,7 @@ async def event_bodies(conn: asyncpg.Connection) -> list[tuple[str, bytes]]:
             payload=json.loads(r["payload"]),
             secrets=[],
             endpoint_enabled=True,
+            limit_key="",
         )
         bodies.append((str(r["id"]), webhook_body(claim)))
     return bodies
