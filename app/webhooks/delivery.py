@@ -200,8 +200,9 @@ class AttemptRecorder:
 
 
 class DeliveryLoop(LeasedLoop):
-    """Claims due deliveries in batches, sends each at once (at most `per_endpoint_in_flight`
-    to one endpoint), and records what finished through the AttemptRecorder."""
+    """Claims due deliveries in batches, sends them concurrently (at most
+    `per_endpoint_in_flight` at once to one endpoint), and records what finished through the
+    AttemptRecorder."""
 
     def __init__(
         self,
@@ -220,8 +221,11 @@ class DeliveryLoop(LeasedLoop):
         self.rng = random.Random()
         self.tick_s = settings.engine.tick_s
         self.per_key = settings.webhooks.per_endpoint_in_flight
-        # Limit key -> deliveries being sent; keys at the limit wake the loop at half.
-        self.sending: Counter[str] = Counter()
+        # Limit key -> deliveries claimed and not sent yet. Up to two rounds per key: one on
+        # the wire, the next claimed behind it, so the claim's commit does not leave the
+        # endpoint idle. Both rounds fit in the lease (2 x timeout + 5 s).
+        self.held: Counter[str] = Counter()
+        self.gates: dict[str, asyncio.Semaphore] = {}
         self.recorder = AttemptRecorder(sessions)
         self.delivered = 0
 
@@ -244,11 +248,11 @@ class DeliveryLoop(LeasedLoop):
                 limit=asked,
                 owner=self.owner,
                 lease_s=self.lease_s,
-                per_key=self.per_key,
-                held=self.sending,
+                per_key=2 * self.per_key,
+                held=self.held,
             )
         for claim in claims:
-            self.sending[claim.limit_key] += 1
+            self.held[claim.limit_key] += 1
             self.start(claim.id, self._deliver(claim))
         if len(claims) < asked:
             # Nothing more is due, or only for endpoints at their limit: wait for a wake-up
@@ -262,11 +266,14 @@ class DeliveryLoop(LeasedLoop):
             await asyncio.wait_for(self.wake_event.wait(), timeout=self.tick_s)
 
     async def _deliver(self, claim: ClaimedDelivery) -> None:
+        key = claim.limit_key
         try:
             try:
-                outcome = await self._attempt(claim)
+                gate = self.gates.setdefault(key, asyncio.Semaphore(self.per_key))
+                async with gate:
+                    outcome = await self._attempt(claim)
             finally:
-                self._sent(claim.limit_key)
+                self._sent(key)
             held = await self.recorder.record(outcome.record)
         except Exception as exc:
             # The claim stays until its lease runs out; then the delivery is attempted again.
@@ -279,13 +286,15 @@ class DeliveryLoop(LeasedLoop):
             self.delivered += 1
 
     def _sent(self, key: str) -> None:
-        left = self.sending[key] - 1
+        left = self.held[key] - 1
         if left <= 0:
-            del self.sending[key]
+            # Nothing of this key waits at its gate any more.
+            del self.held[key]
+            del self.gates[key]
         else:
-            self.sending[key] = left
-        if left == self.per_key // 2:
-            self.wake()  # the endpoint has room for another batch: don't wait for the tick
+            self.held[key] = left
+        if left == self.per_key:
+            self.wake()  # room for the endpoint's next round: don't wait for the tick
 
     async def _attempt(self, claim: ClaimedDelivery) -> Outcome:
         if not claim.endpoint_enabled:
