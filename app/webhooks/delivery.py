@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import __version__
 from app.core.config import Settings
-from app.core.db import create_sessionmaker
+from app.core.db import StatementConnection, create_sessionmaker
 from app.core.http_client import read_at_most, retry_after_seconds
 from app.core.logging import get_logger
 from app.core.loop import LeasedLoop
@@ -150,8 +150,8 @@ class AttemptRecorder:
     statement for many attempts. While a batch is being written the next one gathers.
     """
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self.sessions = sessions
+    def __init__(self, connection: StatementConnection) -> None:
+        self.connection = connection
         self.waiting: list[tuple[AttemptRecord, asyncio.Future[bool]]] = []
         self.oldest = 0.0
         self.full = asyncio.Event()
@@ -178,7 +178,7 @@ class AttemptRecorder:
             batch, self.waiting = self.waiting, []
             self.full.clear()
             try:
-                async with self.sessions.begin() as session:
+                async with self.connection.session() as session:
                     held = await WebhookRepository(session).record_attempts(
                         [record for record, _ in batch]
                     )
@@ -197,6 +197,7 @@ class AttemptRecorder:
         if self.writer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.writer, FLUSH_AFTER_S + 5.0)
+        await self.connection.close()
 
 
 class DeliveryLoop(LeasedLoop):
@@ -207,6 +208,7 @@ class DeliveryLoop(LeasedLoop):
     def __init__(
         self,
         settings: Settings,
+        engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
         client: httpx.AsyncClient,
         owner: str,
@@ -226,7 +228,9 @@ class DeliveryLoop(LeasedLoop):
         # endpoint idle. Both rounds fit in the lease (2 x timeout + 5 s).
         self.held: Counter[str] = Counter()
         self.gates: dict[str, asyncio.Semaphore] = {}
-        self.recorder = AttemptRecorder(sessions)
+        # The claim and the record are one statement each, on connections of their own.
+        self.claims = StatementConnection(engine)
+        self.recorder = AttemptRecorder(StatementConnection(engine))
         self.delivered = 0
 
     @property
@@ -243,7 +247,7 @@ class DeliveryLoop(LeasedLoop):
             await self._idle()
             return
         asked = min(free, MAX_BATCH)
-        async with self.sessions.begin() as session:
+        async with self.claims.session() as session:
             claims = await WebhookRepository(session).claim_due(
                 limit=asked,
                 owner=self.owner,
@@ -407,7 +411,7 @@ class DeliveryWorker:
                 max_keepalive_connections=settings.webhooks.max_in_flight,
             ),
         )
-        self.loop = DeliveryLoop(settings, self.sessions, self.client, owner)
+        self.loop = DeliveryLoop(settings, engine, self.sessions, self.client, owner)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -439,6 +443,7 @@ class DeliveryWorker:
         self._stop.set()
         await self.loop.drain(self.settings.engine.shutdown_grace_s)
         await self.loop.recorder.close()
+        await self.loop.claims.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
