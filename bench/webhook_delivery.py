@@ -4,8 +4,8 @@ bare httpx POST loop measured in the same run.
 Run from the repository root:
 
     python -m bench.webhook_delivery [--tasks 500] [--durations 1,20] [--deliveries 10000]
-        [--in-flight 64,256] [--reference-concurrency 4] [--phases latency,throughput]
-        [--max-seconds 300] [--py-spy DIR] [--json PATH]
+        [--in-flight 64,256] [--reference-concurrency 4] [--rate 100] [--rate-seconds 10]
+        [--phases latency,rate,throughput] [--max-seconds 300] [--py-spy DIR] [--json PATH]
 
 Setup, shared by both phases: a throwaway embedded Postgres (unix socket, temporary directory
 under /tmp, deleted afterwards), migrated; the sandbox (`python -m app.cli sandbox
@@ -37,7 +37,16 @@ too, so the baselines run on the same event loop as the worker.
    `--baseline-gap-ms` apart, to the same receiver: send -> arrival and the round trip. That
    is the floor of "send a webhook".
 
-2. Throughput (`--deliveries` pending deliveries, once per `--in-flight` value). The tasks
+2. Latency at a steady rate (`--rate` deliveries per second for `--rate-seconds`): the
+   delivery path alone, without the polling that shares the worker in phase 1. The events
+   are written first; a worker (default settings) is started and left idle until it
+   listens; then one delivery is committed at a time, `--rate` per second (an INSERT ...
+   SELECT of fan_out's shape, autocommitted: what a status change commits for one
+   endpoint). "committed -> consumer receives" runs from just before each INSERT is sent to
+   the receiver's arrival time, so the insert and its commit count against pollhook.
+   Baseline: bare httpx POSTs of one body at the same rate, send -> arrival.
+
+3. Throughput (`--deliveries` pending deliveries, once per `--in-flight` value). The tasks
    table is refilled with that many succeeded tasks and one task.succeeded event each
    (payloads shaped as pollhook writes them). First the baseline: a bare httpx POST loop,
    one shared httpx.AsyncClient (max_connections = keep-alive connections = the concurrency)
@@ -52,15 +61,15 @@ too, so the baselines run on the same event loop as the worker.
    The baseline also runs at `--reference-concurrency` (4): httpx's CPU cost per request
    grows with the connections its pool holds, so the same-concurrency baseline is not the
    fastest a bare client gets.
-   Checked in both phases: every webhook-id arrived exactly once, and every request's
+   Checked in every phase: every webhook-id arrived exactly once, and every request's
    signature verifies with `standardwebhooks`.
 
 CPU seconds of the sender (the worker, or this process for the baselines), the receiver,
 the sandbox and Postgres are reported per delivery. All of them share the machine's cores
 (2 on the machine these numbers were first taken on), so the numbers are a lower bound for a
 dedicated server; the header prints the load average when the run started, since other
-benchmarks may be running. `--py-spy DIR` records each throughput run's sender with py-spy
-(raw collapsed stacks, `--nonblocking`) into DIR.
+benchmarks may be running. `--py-spy DIR` records the rate phase's worker and each
+throughput run's sender with py-spy (raw collapsed stacks, `--nonblocking`) into DIR.
 
 This is a benchmark, not a test: it prints tables (and optionally writes JSON) and exits
 non-zero only when a phase failed (something not delivered, delivered twice, a signature
