@@ -123,7 +123,8 @@ class Outcome:
             ),
         )
 
-    def report(self, held: bool) -> None:
+    def report(self, recorded: bool) -> None:
+        """Metrics and the log line, once written (`recorded`: the claim still held)."""
         record = self.record
         if record.counted:
             DELIVERIES.labels(record.verdict).inc()
@@ -137,7 +138,7 @@ class Outcome:
             status=record.status_code,
             error=record.error,
             duration_ms=record.duration_ms,
-            recorded=held,
+            recorded=recorded,
         )
 
 
@@ -278,15 +279,15 @@ class DeliveryLoop(LeasedLoop):
                     outcome = await self._attempt(claim)
             finally:
                 self._sent(key)
-            held = await self.recorder.record(outcome.record)
+            recorded = await self.recorder.record(outcome.record)
         except Exception as exc:
             # The claim stays until its lease runs out; then the delivery is attempted again.
             log.warning(
                 "delivery_failed_unrecorded", delivery_id=str(claim.id), error=type(exc).__name__
             )
             return
-        outcome.report(held)
-        if held and outcome.record.verdict == Verdict.DELIVERED:
+        outcome.report(recorded)
+        if recorded and outcome.record.verdict == Verdict.DELIVERED:
             self.delivered += 1
 
     def _sent(self, key: str) -> None:
