@@ -4,8 +4,8 @@ bare httpx POST loop measured in the same run.
 Run from the repository root:
 
     python -m bench.webhook_delivery [--tasks 500] [--durations 1,20] [--deliveries 10000]
-        [--in-flight 64,256] [--reference-concurrency 4] [--phases latency,throughput]
-        [--max-seconds 300] [--py-spy DIR] [--json PATH]
+        [--in-flight 64,256] [--reference-concurrency 4] [--rate 100] [--rate-seconds 10]
+        [--phases latency,rate,throughput] [--max-seconds 300] [--py-spy DIR] [--json PATH]
 
 Setup, shared by both phases: a throwaway embedded Postgres (unix socket, temporary directory
 under /tmp, deleted afterwards), migrated; the sandbox (`python -m app.cli sandbox
@@ -37,7 +37,16 @@ too, so the baselines run on the same event loop as the worker.
    `--baseline-gap-ms` apart, to the same receiver: send -> arrival and the round trip. That
    is the floor of "send a webhook".
 
-2. Throughput (`--deliveries` pending deliveries, once per `--in-flight` value). The tasks
+2. Latency at a steady rate (`--rate` deliveries per second for `--rate-seconds`): the
+   delivery path alone, without the polling that shares the worker in phase 1. The events
+   are written first; a worker (default settings) is started and left idle until it
+   listens; then one delivery is committed at a time, `--rate` per second (an INSERT ...
+   SELECT of fan_out's shape, autocommitted: what a status change commits for one
+   endpoint). "committed -> consumer receives" runs from just before each INSERT is sent to
+   the receiver's arrival time, so the insert and its commit count against pollhook.
+   Baseline: bare httpx POSTs of one body at the same rate, send -> arrival.
+
+3. Throughput (`--deliveries` pending deliveries, once per `--in-flight` value). The tasks
    table is refilled with that many succeeded tasks and one task.succeeded event each
    (payloads shaped as pollhook writes them). First the baseline: a bare httpx POST loop,
    one shared httpx.AsyncClient (max_connections = keep-alive connections = the concurrency)
@@ -52,15 +61,15 @@ too, so the baselines run on the same event loop as the worker.
    The baseline also runs at `--reference-concurrency` (4): httpx's CPU cost per request
    grows with the connections its pool holds, so the same-concurrency baseline is not the
    fastest a bare client gets.
-   Checked in both phases: every webhook-id arrived exactly once, and every request's
+   Checked in every phase: every webhook-id arrived exactly once, and every request's
    signature verifies with `standardwebhooks`.
 
 CPU seconds of the sender (the worker, or this process for the baselines), the receiver,
 the sandbox and Postgres are reported per delivery. All of them share the machine's cores
 (2 on the machine these numbers were first taken on), so the numbers are a lower bound for a
 dedicated server; the header prints the load average when the run started, since other
-benchmarks may be running. `--py-spy DIR` records each throughput run's sender with py-spy
-(raw collapsed stacks, `--nonblocking`) into DIR.
+benchmarks may be running. `--py-spy DIR` records the rate phase's worker and each
+throughput run's sender with py-spy (raw collapsed stacks, `--nonblocking`) into DIR.
 
 This is a benchmark, not a test: it prints tables (and optionally writes JSON) and exits
 non-zero only when a phase failed (something not delivered, delivered twice, a signature
@@ -131,6 +140,8 @@ class Options:
     phases: set[str]
     max_seconds: float
     seed: int
+    rate: float
+    rate_seconds: float
     py_spy: Path | None
     json_path: Path | None
 
@@ -226,6 +237,26 @@ class LatencyResult:
     worker_warnings: dict[str, int]
     cpu_s: dict[str, float]
     complete: bool
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RateResult:
+    """Phase 3: deliveries committed one at a time at a steady rate, commit -> arrival."""
+
+    rate: float
+    deliveries: int
+    received: int
+    duplicates: int
+    missing: int
+    seconds: float
+    delivery: Dist  # committed -> consumer receives
+    baseline_one_way: Dist  # bare httpx POSTs at the same rate: send -> receives
+    signatures_checked: int
+    signatures_failed: int
+    cpu_s: dict[str, float]
+    complete: bool
+    worker_warnings: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -436,6 +467,7 @@ async def event_bodies(conn: asyncpg.Connection) -> list[tuple[str, bytes]]:
             payload=json.loads(r["payload"]),
             secrets=[],
             endpoint_enabled=True,
+            limit_key="",
         )
         bodies.append((str(r["id"]), webhook_body(claim)))
     return bodies
@@ -901,7 +933,141 @@ async def throughput_phase(
     return results
 
 
+# --- phase 3: latency at a steady rate --------------------------------------------------------
+
+
+async def rate_phase(
+    server: EmbeddedPostgres,
+    sandbox: Sandbox,
+    receiver: Receiver,
+    conn: asyncpg.Connection,
+    endpoint_id: uuid.UUID,
+    secret: str,
+    options: Options,
+    workdir: Path,
+    profiler: Profiler,
+) -> RateResult:
+    count = max(1, round(options.rate * options.rate_seconds))
+    print(f"rate: {count} deliveries at {options.rate:g}/s ...", flush=True)
+    await clear_tasks(conn)
+    await load_succeeded(
+        conn, succeeded_payloads(count, sandbox.base_url, random.Random(options.seed))
+    )
+    bodies = await event_bodies(conn)
+    await receiver.reset()
+    log_path = workdir / "worker-rate.log"
+    notes: list[str] = []
+    committed: dict[str, float] = {}
+    with log_path.open("w") as log:
+        worker = await start_worker(conn, worker_env(server, sandbox, options), log)
+        try:
+            cpu = CpuProbe(
+                server.server.get_pid(),
+                {"sender": worker.pid, "receiver": receiver.process.pid},
+            )
+            await profiler.start(worker.pid, "pollhook-rate")
+            before = cpu.sample()
+            started = time.perf_counter()
+            for index, (webhook_id, _) in enumerate(bodies):
+                wait_s = started + index / options.rate - time.perf_counter()
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                # What a status change commits for one endpoint: one delivery, whose trigger
+                # wakes the worker. Taken before the statement is sent, so the insert and the
+                # commit count against pollhook.
+                sent = time.time()
+                await conn.execute(
+                    """
+                    INSERT INTO deliveries
+                        (id, event_id, task_id, endpoint_id, tenant, url, status,
+                         next_attempt_at)
+                    SELECT gen_random_uuid(), e.id, e.task_id, w.id, e.tenant, w.url,
+                           'pending', now()
+                    FROM events e JOIN webhook_endpoints w ON w.id = $1
+                    WHERE e.id = $2
+                    """,
+                    endpoint_id,
+                    uuid.UUID(webhook_id),
+                )
+                committed[webhook_id] = sent
+            deadline = time.perf_counter() + options.max_seconds
+            while await receiver.count() < count:
+                if worker.returncode is not None:
+                    notes.append(f"the worker exited with status {worker.returncode}")
+                    break
+                if time.perf_counter() > deadline:
+                    notes.append(f"cut off after {options.max_seconds:.0f} s")
+                    break
+                await asyncio.sleep(CHECK_EVERY_S)
+            seconds = time.perf_counter() - started
+            after = cpu.sample()
+            await profiler.stop()
+            await asyncio.sleep(0.5)  # let a duplicate show up
+        finally:
+            await profiler.stop()
+            await stop_process(worker, "worker")
+    got = Received.of(await receiver.dump())
+    expected = set(committed)
+    one_way, _ = await baseline_latency(
+        receiver, secret, bodies[0][1], min(count, 500), 1 / options.rate
+    )
+    missing = got.missing(expected)
+    result = RateResult(
+        rate=options.rate,
+        deliveries=count,
+        received=got.count,
+        duplicates=got.duplicates,
+        missing=missing,
+        seconds=seconds,
+        delivery=Dist.of([got.arrivals[i] - t for i, t in committed.items() if i in got.arrivals]),
+        baseline_one_way=one_way,
+        signatures_checked=got.signatures_checked,
+        signatures_failed=got.signatures_failed,
+        cpu_s=CpuProbe.delta(before, after),
+        complete=(
+            missing == 0
+            and got.duplicates == 0
+            and got.signatures_checked > 0
+            and got.signatures_failed == 0
+            and not notes
+        ),
+        worker_warnings=count_warnings([log_path]),
+        notes=notes,
+    )
+    print(f"  {got.count} received for {count} in {seconds:.1f} s", flush=True)
+    return result
+
+
 # --- output -----------------------------------------------------------------------------------
+
+
+def print_rate(r: RateResult) -> None:
+    print()
+    header = f"{f'steady rate {r.rate:g}/s (ms), {r.deliveries} deliveries':<46} {'n':>5} " + (
+        " ".join(f"{h:>8}" for h in ("p50", "p90", "p99", "max", "mean"))
+    )
+    print(header)
+    print("-" * len(header))
+    for label, d in (
+        ("committed -> consumer receives", r.delivery),
+        ("baseline: bare httpx POST, send -> receives", r.baseline_one_way),
+    ):
+        print(
+            f"{label:<46} {d.n:>5} {d.p50:>8.1f} {d.p90:>8.1f} {d.p99:>8.1f} {d.max:>8.1f} "
+            f"{d.mean:>8.1f}"
+        )
+    cpu = ", ".join(f"{k} {v:.1f} s" for k, v in r.cpu_s.items())
+    busy = r.cpu_s.get("sender", 0.0) / r.seconds if r.seconds > 0 else 0.0
+    print(
+        f"{r.received} received, {r.duplicates} duplicates, {r.missing} missing; "
+        f"{r.signatures_checked - r.signatures_failed}/{r.signatures_checked} signatures "
+        f"verify; CPU over {r.seconds:.1f} s: {cpu} (the worker was busy {busy:.0%} of one "
+        f"core) - {'ok' if r.complete else 'FAILED'}"
+    )
+    if r.worker_warnings:
+        print(f"worker warnings: {r.worker_warnings}")
+    for note in r.notes:
+        print(f"  note: {note}")
 
 
 def print_latency(r: LatencyResult) -> None:
@@ -1036,6 +1202,7 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
             f"Postgres, this driver) shares the machine's {meta['usable_cores']} core(s).\n"
         )
         latency: LatencyResult | None = None
+        rate: RateResult | None = None
         throughput: list[ThroughputResult] = []
         with (
             (workdir / "sandbox.log").open("w") as sandbox_log,
@@ -1051,6 +1218,18 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
                         latency = await latency_phase(
                             server, sandbox, receiver, conn, secret, options, workdir
                         )
+                    if "rate" in options.phases:
+                        rate = await rate_phase(
+                            server,
+                            sandbox,
+                            receiver,
+                            conn,
+                            endpoint_id,
+                            secret,
+                            options,
+                            workdir,
+                            Profiler(options.py_spy),
+                        )
                     if "throughput" in options.phases:
                         throughput = await throughput_phase(
                             server, sandbox, receiver, conn, endpoint_id, secret, options, workdir
@@ -1063,6 +1242,8 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
         await conn.close()
     if latency is not None:
         print_latency(latency)
+    if rate is not None:
+        print_rate(rate)
     if throughput:
         print_throughput(throughput)
         found = ratios(throughput)
@@ -1070,7 +1251,11 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
             print()
             for name, value in found.items():
                 print(f"{name}: {value:.2f}x")
-    ok = (latency is None or latency.complete) and all(r.complete for r in throughput)
+    ok = (
+        (latency is None or latency.complete)
+        and (rate is None or rate.complete)
+        and all(r.complete for r in throughput)
+    )
     return {
         "meta": meta,
         "options": {
@@ -1078,6 +1263,7 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
             for k, v in asdict(options).items()
         },
         "latency": asdict(latency) if latency is not None else None,
+        "rate": asdict(rate) if rate is not None else None,
         "throughput": [asdict(r) for r in throughput],
         "ratios": ratios(throughput),
         "ok": ok,
@@ -1093,8 +1279,8 @@ def _pair(text: str) -> tuple[float, float]:
 
 def _phases(text: str) -> set[str]:
     phases = {p.strip() for p in text.split(",") if p.strip()}
-    if not phases or phases - {"latency", "throughput"}:
-        raise argparse.ArgumentTypeError("phases are latency and/or throughput")
+    if not phases or phases - {"latency", "rate", "throughput"}:
+        raise argparse.ArgumentTypeError("phases are latency, rate and throughput")
     return phases
 
 
@@ -1134,15 +1320,32 @@ def parse_args(argv: list[str] | None) -> Options:
         "(httpx's cost per request grows with the connections it holds)",
     )
     parser.add_argument(
-        "--phases", type=_phases, default={"latency", "throughput"}, help="latency,throughput"
+        "--phases",
+        type=_phases,
+        default={"latency", "rate", "throughput"},
+        help="latency,rate,throughput",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="rate phase: deliveries committed per second"
+    )
+    parser.add_argument(
+        "--rate-seconds", type=float, default=10.0, help="rate phase: for this long"
     )
     parser.add_argument("--max-seconds", type=float, default=300.0, help="cut-off per phase")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--py-spy", type=Path, help="record throughput senders with py-spy here")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
-    if args.tasks < 1 or args.deliveries < 1 or args.max_seconds <= 0:
-        parser.error("--tasks, --deliveries and --max-seconds must be positive")
+    if (
+        args.tasks < 1
+        or args.deliveries < 1
+        or args.max_seconds <= 0
+        or args.rate <= 0
+        or args.rate_seconds <= 0
+    ):
+        parser.error(
+            "--tasks, --deliveries, --max-seconds, --rate and --rate-seconds must be positive"
+        )
     return Options(
         tasks=args.tasks,
         durations=args.durations,
@@ -1154,6 +1357,8 @@ def parse_args(argv: list[str] | None) -> Options:
         phases=args.phases,
         max_seconds=args.max_seconds,
         seed=args.seed,
+        rate=args.rate,
+        rate_seconds=args.rate_seconds,
         py_spy=args.py_spy,
         json_path=args.json,
     )

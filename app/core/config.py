@@ -174,6 +174,10 @@ class WebhookSettings(BaseModel):
     # A 2xx must arrive within this long, body included.
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 15.0
     max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 64
+    # Of those, at most this many to one endpoint (or one callback origin) at once: a slow
+    # consumer holds this many slots, not all of them, and each host keeps a small pool of
+    # kept-alive connections.
+    per_endpoint_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 16
     lease_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
     # An endpoint failing this long without one success is disabled.
     disable_after_s: Annotated[float, Field(gt=0)] = 5 * 24 * 3600

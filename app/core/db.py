@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -64,6 +66,40 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """A unit of work for code that is not a request (CLI, jobs): commit or roll back."""
     async with sessions.begin() as session:
         yield session
+
+
+class StatementConnection:
+    """One connection kept for units of work that are a single statement each, in autocommit
+    (the statement is its own transaction): one round trip per unit, where a pooled session
+    costs the pre-ping's three, BEGIN and COMMIT around it. A failure drops the connection,
+    and the next unit opens a new one (through the pool, pinged), so a restarted database
+    costs the failed statement only."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.conn: AsyncConnection | None = None
+        self.lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self.lock:
+            if self.conn is None:
+                conn = await self.engine.connect()
+                self.conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                async with AsyncSession(bind=self.conn) as session:
+                    yield session
+            except BaseException:
+                await self.close(invalidate=True)
+                raise
+
+    async def close(self, *, invalidate: bool = False) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                if invalidate:
+                    await conn.invalidate()
+                await conn.close()
 
 
 async def ping(engine: AsyncEngine, timeout_s: float = 2.0) -> None:

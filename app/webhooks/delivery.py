@@ -4,21 +4,30 @@ Deliveries are rows written in the transaction of their event, so nothing is los
 process dies: a claimed delivery falls due again when its lease runs out, with the same
 event and so the same webhook-id. A trigger's NOTIFY sends a new delivery right after its
 event commits; the tick carries retries and anything a crash left behind.
+
+Set-based, close to the wire: one statement claims a batch with everything its sends need
+(event, URL, secrets); each claimed delivery is sent at once, at most
+`per_endpoint_in_flight` to one endpoint, over the guarded client's kept-alive connections;
+finished attempts are written a few ms later in bulk, one statement per batch, each fenced
+by its claim's token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
+from collections import Counter
+from dataclasses import dataclass
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import __version__
 from app.core.config import Settings
-from app.core.db import create_sessionmaker
+from app.core.db import StatementConnection, create_sessionmaker
 from app.core.http_client import read_at_most, retry_after_seconds
 from app.core.logging import get_logger
 from app.core.loop import LeasedLoop
@@ -29,6 +38,7 @@ from app.webhooks import signing
 from app.webhooks.repository import (
     DELIVERY_CHANNEL,
     RESPONSE_BODY_LIMIT,
+    AttemptRecord,
     ClaimedDelivery,
     WebhookRepository,
 )
@@ -40,6 +50,11 @@ log = get_logger("pollhook.webhooks")
 # consumer cannot make us buffer more.
 RESPONSE_READ_LIMIT = 64 * 1024
 MAX_BATCH = 100
+# Finished attempts are written FLUSH_AT at a time, or once the oldest has waited
+# FLUSH_AFTER_S: a few ms add nothing a consumer notices (it has its answer already) and
+# turn a busy loop's writes into one statement per batch.
+FLUSH_AT = 64
+FLUSH_AFTER_S = 0.005
 USER_AGENT = f"pollhook-webhooks/{__version__}"
 
 _STATUS_OF = {
@@ -71,10 +86,130 @@ def delivery_headers(secrets: list[str], webhook_id: str, body: bytes) -> dict[s
     }
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One finished attempt: what is written, and what is counted and logged once it is."""
+
+    claim: ClaimedDelivery
+    record: AttemptRecord
+
+    @classmethod
+    def of(
+        cls,
+        claim: ClaimedDelivery,
+        result: AttemptResult,
+        decision: Decision,
+        *,
+        duration_ms: int,
+        body: str | None,
+        counted: bool,
+    ) -> Outcome:
+        error = result.error
+        if error is None and decision.verdict is not Verdict.DELIVERED:
+            error = f"HTTP {result.status_code}"
+        return cls(
+            claim,
+            AttemptRecord(
+                delivery_id=claim.id,
+                token=claim.token,
+                status=_STATUS_OF[decision.verdict],
+                next_attempt_in_s=decision.delay_s,
+                status_code=result.status_code,
+                error=error,
+                duration_ms=duration_ms,
+                response_body=body,
+                counted=counted,
+                verdict=decision.verdict.value,
+            ),
+        )
+
+    def report(self, recorded: bool) -> None:
+        """Metrics and the log line, once written (`recorded`: the claim still held)."""
+        record = self.record
+        if record.counted:
+            DELIVERIES.labels(record.verdict).inc()
+            ATTEMPT_SECONDS.observe(record.duration_ms / 1000)
+        log.info(
+            "webhook_attempt",
+            delivery_id=str(self.claim.id),
+            webhook_id=str(self.claim.event_id),
+            type=self.claim.event_type,
+            outcome=record.verdict,
+            status=record.status_code,
+            error=record.error,
+            duration_ms=record.duration_ms,
+            recorded=recorded,
+        )
+
+
+class AttemptRecorder:
+    """Writes finished attempts in bulk, soon after they finish.
+
+    A batch is written when FLUSH_AT attempts have finished or the oldest has waited
+    FLUSH_AFTER_S, whichever comes first, in one transaction (`record_attempts`): a slow
+    consumer does not hold back the record of the fast ones, and a busy loop writes one
+    statement for many attempts. While a batch is being written the next one gathers.
+    """
+
+    def __init__(self, connection: StatementConnection) -> None:
+        self.connection = connection
+        self.waiting: list[tuple[AttemptRecord, asyncio.Future[bool]]] = []
+        self.oldest = 0.0
+        self.full = asyncio.Event()
+        self.writer: asyncio.Task[None] | None = None
+
+    async def record(self, record: AttemptRecord) -> bool:
+        """Once written: whether the claim still held (False: a late answer, dropped)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if not self.waiting:
+            self.oldest = time.monotonic()
+        self.waiting.append((record, future))
+        if len(self.waiting) >= FLUSH_AT:
+            self.full.set()
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write_until_empty())
+        return await future
+
+    async def _write_until_empty(self) -> None:
+        while self.waiting:
+            wait_s = FLUSH_AFTER_S - (time.monotonic() - self.oldest)
+            if len(self.waiting) < FLUSH_AT and wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.full.wait(), wait_s)
+            batch, self.waiting = self.waiting, []
+            self.full.clear()
+            try:
+                async with self.connection.session() as session:
+                    held = await WebhookRepository(session).record_attempts(
+                        [record for record, _ in batch]
+                    )
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for record, future in batch:
+                if not future.done():
+                    future.set_result(record.delivery_id in held)
+
+    async def close(self) -> None:
+        """Finish the batch being written (each attempt's task awaits its own record, so
+        after the loop's drain this is at most the last batch)."""
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.writer, FLUSH_AFTER_S + 5.0)
+        await self.connection.close()
+
+
 class DeliveryLoop(LeasedLoop):
+    """Claims due deliveries in batches, sends them concurrently (at most
+    `per_endpoint_in_flight` at once to one endpoint), and records what finished through the
+    AttemptRecorder."""
+
     def __init__(
         self,
         settings: Settings,
+        engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
         client: httpx.AsyncClient,
         owner: str,
@@ -88,6 +223,15 @@ class DeliveryLoop(LeasedLoop):
         self.owner = owner
         self.rng = random.Random()
         self.tick_s = settings.engine.tick_s
+        self.per_key = settings.webhooks.per_endpoint_in_flight
+        # Limit key -> deliveries claimed and not sent yet. Up to two rounds per key: one on
+        # the wire, the next claimed behind it, so the claim's commit does not leave the
+        # endpoint idle. Both rounds fit in the lease (2 x timeout + 5 s).
+        self.held: Counter[str] = Counter()
+        self.gates: dict[str, asyncio.Semaphore] = {}
+        # The claim and the record are one statement each, on connections of their own.
+        self.claims = StatementConnection(engine)
+        self.recorder = AttemptRecorder(StatementConnection(engine))
         self.delivered = 0
 
     @property
@@ -96,37 +240,90 @@ class DeliveryLoop(LeasedLoop):
         return max(self.settings.lease_s, 2 * self.settings.timeout_s + 5)
 
     async def iteration(self) -> None:
+        # Cleared before the claim, not after: a NOTIFY that arrives while the claim runs
+        # must still wake the next one.
+        self.wake_event.clear()
         free = self.free
         if free <= 0:
-            await self.sleep(self.tick_s)
+            await self._idle()
             return
-        async with self.sessions.begin() as session:
+        asked = min(free, MAX_BATCH)
+        async with self.claims.session() as session:
             claims = await WebhookRepository(session).claim_due(
-                limit=min(free, MAX_BATCH), owner=self.owner, lease_s=self.lease_s
+                limit=asked,
+                owner=self.owner,
+                lease_s=self.lease_s,
+                per_key=2 * self.per_key,
+                held=self.held,
             )
-        if not claims:
-            await self.sleep(self.tick_s)
-            return
         for claim in claims:
+            self.held[claim.limit_key] += 1
             self.start(claim.id, self._deliver(claim))
+        if len(claims) < asked:
+            # Nothing more is due, or only for endpoints at their limit: wait for a wake-up
+            # (NOTIFY, an endpoint back under its limit, room in flight) or the tick.
+            await self._idle()
+
+    async def _idle(self) -> None:
+        if self.stop_event.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake_event.wait(), timeout=self.tick_s)
 
     async def _deliver(self, claim: ClaimedDelivery) -> None:
+        key = claim.limit_key
         try:
-            if not claim.endpoint_enabled:
-                await self._record(
-                    claim, AttemptResult(None, error="endpoint disabled"), 0, None, count=False
-                )
-                return
-            secrets = claim.secrets or [await self._tenant_secret(claim)]
-            started = time.monotonic()
-            result, body = await self._send(claim, secrets)
-            duration_ms = int((time.monotonic() - started) * 1000)
-            await self._record(claim, result, duration_ms, body)
+            try:
+                gate = self.gates.setdefault(key, asyncio.Semaphore(self.per_key))
+                async with gate:
+                    outcome = await self._attempt(claim)
+            finally:
+                self._sent(key)
+            recorded = await self.recorder.record(outcome.record)
         except Exception as exc:
             # The claim stays until its lease runs out; then the delivery is attempted again.
             log.warning(
                 "delivery_failed_unrecorded", delivery_id=str(claim.id), error=type(exc).__name__
             )
+            return
+        outcome.report(recorded)
+        if recorded and outcome.record.verdict == Verdict.DELIVERED:
+            self.delivered += 1
+
+    def _sent(self, key: str) -> None:
+        left = self.held[key] - 1
+        if left <= 0:
+            # Nothing of this key waits at its gate any more.
+            del self.held[key]
+            del self.gates[key]
+        else:
+            self.held[key] = left
+        if left == self.per_key:
+            self.wake()  # room for the endpoint's next round: don't wait for the tick
+
+    async def _attempt(self, claim: ClaimedDelivery) -> Outcome:
+        if not claim.endpoint_enabled:
+            # Not an attempt: nothing is sent and there is nothing to retry.
+            return Outcome.of(
+                claim,
+                AttemptResult(None, error="endpoint disabled"),
+                Decision(Verdict.GIVE_UP),
+                duration_ms=0,
+                body=None,
+                counted=False,
+            )
+        secrets = claim.secrets or [await self._tenant_secret(claim)]
+        started = time.monotonic()
+        result, body = await self._send(claim, secrets)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        decision = decide(
+            result,
+            claim.attempts + 1,
+            self.settings.retry_schedule_s,
+            self.rng,
+            self.settings.overload_floor_s,
+        )
+        return Outcome.of(claim, result, decision, duration_ms=duration_ms, body=body, counted=True)
 
     async def _tenant_secret(self, claim: ClaimedDelivery) -> str:
         """A callback for a tenant that never asked for its signing secret: create it now,
@@ -178,64 +375,6 @@ class DeliveryLoop(LeasedLoop):
             text,
         )
 
-    async def _record(
-        self,
-        claim: ClaimedDelivery,
-        result: AttemptResult,
-        duration_ms: int,
-        body: str | None,
-        *,
-        count: bool = True,
-    ) -> None:
-        if count:
-            decision = decide(
-                result,
-                claim.attempts + 1,
-                self.settings.retry_schedule_s,
-                self.rng,
-                self.settings.overload_floor_s,
-            )
-        else:  # not an attempt (the endpoint is disabled): nothing to retry
-            decision = Decision(Verdict.GIVE_UP)
-        status = _STATUS_OF[decision.verdict]
-        error = result.error
-        if error is None and decision.verdict is not Verdict.DELIVERED:
-            error = f"HTTP {result.status_code}"
-        async with self.sessions.begin() as session:
-            repo = WebhookRepository(session)
-            held = await repo.record_attempt(
-                claim,
-                status=status,
-                next_attempt_in_s=decision.delay_s,
-                status_code=result.status_code,
-                error=error,
-                duration_ms=duration_ms,
-                response_body=body,
-                count_attempt=count,
-            )
-            if held and count and claim.endpoint_id is not None:
-                if decision.verdict is Verdict.DELIVERED:
-                    await repo.endpoint_succeeded(claim.endpoint_id)
-                elif decision.verdict is Verdict.ENDPOINT_GONE:
-                    await repo.disable_endpoint(claim.endpoint_id, "the endpoint answered 410 Gone")
-                else:
-                    await repo.endpoint_failed(claim.endpoint_id)
-        if held and decision.verdict is Verdict.DELIVERED:
-            self.delivered += 1
-        if count:
-            DELIVERIES.labels(decision.verdict.value).inc()
-            ATTEMPT_SECONDS.observe(duration_ms / 1000)
-        log.info(
-            "webhook_attempt",
-            delivery_id=str(claim.id),
-            webhook_id=str(claim.event_id),
-            type=claim.event_type,
-            outcome=decision.verdict.value,
-            status=result.status_code,
-            error=error,
-            duration_ms=duration_ms,
-        )
-
 
 def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
     seen: BaseException | None = exc
@@ -273,7 +412,7 @@ class DeliveryWorker:
                 max_keepalive_connections=settings.webhooks.max_in_flight,
             ),
         )
-        self.loop = DeliveryLoop(settings, self.sessions, self.client, owner)
+        self.loop = DeliveryLoop(settings, engine, self.sessions, self.client, owner)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -304,6 +443,8 @@ class DeliveryWorker:
     async def stop(self) -> None:
         self._stop.set()
         await self.loop.drain(self.settings.engine.shutdown_grace_s)
+        await self.loop.recorder.close()
+        await self.loop.claims.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

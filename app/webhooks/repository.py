@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,8 +18,136 @@ DELIVERY_CHANNEL = "pollhook_deliveries"
 RESPONSE_BODY_LIMIT = 4096
 
 
-_CLAIM = claim_statement(
-    table="deliveries", due_column="next_attempt_at", where="status = 'pending'", returning="c.id"
+# What one delivery loop may send at once to one target is capped per key: the endpoint,
+# or for callback_url deliveries (they have no endpoint row) the URL's scheme and authority.
+def _limit_key(row: str = "") -> str:
+    """The key as SQL, of the row aliased `row` (unqualified columns when empty)."""
+    at = f"{row}." if row else ""
+    return f"coalesce(CAST({at}endpoint_id AS text), substring({at}url from '^[^/]*//[^/?#]*'))"
+
+
+LIMIT_KEY = _limit_key()
+
+# The due rows, oldest first, at most `per_key` per key counting what this loop already
+# holds (`held_keys`, `held`). Ranked among the first `scan` due rows whose key still has
+# room, so a backlog for an endpoint at its limit is skipped, not waited behind; the claim's
+# FOR UPDATE SKIP LOCKED then takes them.
+_DUE_WITHIN_LIMITS = f"""status = 'pending' AND id = ANY(ARRAY(
+    SELECT r.id FROM (
+        SELECT id, {LIMIT_KEY} AS k,
+               row_number() OVER (PARTITION BY {LIMIT_KEY} ORDER BY next_attempt_at, id) AS n
+        FROM (
+            SELECT id, endpoint_id, url, next_attempt_at FROM deliveries
+            WHERE status = 'pending' AND next_attempt_at <= now()
+              AND NOT {LIMIT_KEY} = ANY(CAST(:full_keys AS text[]))
+            ORDER BY next_attempt_at
+            LIMIT :scan
+        ) candidates
+    ) r
+    LEFT JOIN unnest(CAST(:held_keys AS text[]), CAST(:held AS int[])) AS h(k, held)
+        ON h.k = r.k
+    WHERE r.n + coalesce(h.held, 0) <= :per_key
+))"""
+
+# One statement: the claim, and everything the send needs (the event, the secrets, whether
+# the endpoint is still enabled), so a claimed batch costs no further reads.
+_CLAIM = text(
+    f"""
+    WITH claimed AS ({
+        claim_statement(
+            table="deliveries",
+            due_column="next_attempt_at",
+            where=_DUE_WITHIN_LIMITS,
+            returning="c.id, c.fencing_token, c.tenant, c.url, c.endpoint_id, c.attempts, "
+            "c.event_id",
+        ).text
+    })
+    SELECT d.id, d.fencing_token, d.tenant, d.url, d.endpoint_id, d.attempts,
+           {_limit_key("d")} AS limit_key,
+           e.id AS event_id, e.type, e.created_at AS event_created_at, e.payload,
+           w.secret AS endpoint_secret, w.enabled,
+           CASE WHEN w.previous_secret_expires_at > now()
+                THEN w.previous_secret END AS previous_secret,
+           t.secret AS tenant_secret
+    FROM claimed d
+    JOIN events e ON e.id = d.event_id
+    LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
+    LEFT JOIN tenant_secrets t ON t.tenant = d.tenant
+    """
+)
+
+# Every finished attempt of a batch in one statement. Each delivery is written only while its
+# fencing token is the one it was claimed with, and the write bumps the token: a late answer
+# after another replica took the delivery over, or a second write of the same answer, matches
+# nothing. The attempt rows come from the rows actually written. Endpoint bookkeeping runs
+# once per endpoint and only where it changes something (a 2xx ends a failure streak, a
+# failure starts one, a 410 disables); the rows are locked in id order, so two replicas
+# flushing at once cannot deadlock on them.
+_RECORD = text(
+    """
+    WITH x AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:tokens AS bigint[]), CAST(:statuses AS text[]),
+            CAST(:delays AS float8[]), CAST(:codes AS int[]), CAST(:errors AS text[]),
+            CAST(:durations AS int[]), CAST(:bodies AS text[]), CAST(:counted AS bool[]),
+            CAST(:verdicts AS text[])
+        ) AS x(id, token, status, delay_s, code, error, duration_ms, body, counted, verdict)
+    ),
+    recorded AS (
+        UPDATE deliveries d
+        SET status = x.status,
+            last_status_code = x.code,
+            last_error = x.error,
+            lease_owner = NULL,
+            lease_expires_at = NULL,
+            updated_at = now(),
+            next_attempt_at = now() + make_interval(secs => x.delay_s),
+            completed_at = CASE WHEN x.status <> 'pending' THEN now() END,
+            attempts = d.attempts + CASE WHEN x.counted THEN 1 ELSE 0 END,
+            fencing_token = d.fencing_token + 1
+        FROM x
+        WHERE d.id = x.id AND d.fencing_token = x.token
+        RETURNING d.id, d.attempts, d.endpoint_id
+    ),
+    attempts AS (
+        INSERT INTO delivery_attempts
+            (delivery_id, attempt, duration_ms, status_code, response_body, error)
+        SELECT r.id, r.attempts, x.duration_ms, x.code, x.body, x.error
+        FROM recorded r JOIN x ON x.id = r.id
+        WHERE x.counted
+    ),
+    health AS (
+        SELECT r.endpoint_id,
+               bool_or(x.verdict = 'delivered') AS answered,
+               bool_or(x.verdict IN ('retry', 'give_up')) AS failed,
+               bool_or(x.verdict = 'endpoint_gone') AS gone
+        FROM recorded r JOIN x ON x.id = r.id
+        WHERE x.counted AND r.endpoint_id IS NOT NULL
+        GROUP BY r.endpoint_id
+    ),
+    changing AS (
+        SELECT w.id, h.answered, h.failed, h.gone
+        FROM webhook_endpoints w JOIN health h ON h.endpoint_id = w.id
+        WHERE h.gone
+           OR (h.answered AND w.failing_since IS NOT NULL)
+           OR (h.failed AND NOT h.answered AND w.failing_since IS NULL)
+        ORDER BY w.id
+        FOR UPDATE OF w
+    ),
+    endpoints AS (
+        UPDATE webhook_endpoints w
+        SET failing_since = CASE WHEN c.answered THEN NULL
+                                 WHEN c.failed THEN coalesce(w.failing_since, now())
+                                 ELSE w.failing_since END,
+            enabled = w.enabled AND NOT c.gone,
+            disabled_reason = CASE WHEN c.gone THEN 'the endpoint answered 410 Gone'
+                                   ELSE w.disabled_reason END,
+            updated_at = now()
+        FROM changing c
+        WHERE w.id = c.id
+    )
+    SELECT id FROM recorded
+    """
 )
 
 
@@ -58,6 +187,24 @@ class ClaimedDelivery:
     payload: dict[str, Any]
     secrets: list[str]
     endpoint_enabled: bool
+    limit_key: str  # what the per-endpoint concurrency limit counts by (LIMIT_KEY)
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One finished attempt as it is written: the delivery's new state and the attempt row.
+    `counted` is False for a delivery closed without an attempt (its endpoint is disabled)."""
+
+    delivery_id: uuid.UUID
+    token: int
+    status: str
+    next_attempt_in_s: float | None
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    response_body: str | None
+    counted: bool
+    verdict: str
 
 
 class WebhookRepository:
@@ -150,42 +297,36 @@ class WebhookRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def claim_due(self, *, limit: int, owner: str, lease_s: float) -> list[ClaimedDelivery]:
-        """Claim due deliveries, oldest first (SKIP LOCKED: replicas share the queue).
+    async def claim_due(
+        self,
+        *,
+        limit: int,
+        owner: str,
+        lease_s: float,
+        per_key: int,
+        held: Mapping[str, int],
+    ) -> list[ClaimedDelivery]:
+        """Claim due deliveries, oldest first (SKIP LOCKED: replicas share the queue), at
+        most `per_key` per endpoint counting the `held` ones (limit key -> in flight).
 
         The lease moves next_attempt_at to its end, so a replica that dies after claiming
         leaves deliveries that fall due again by themselves, with the same event (and so the
         same webhook-id).
         """
-        claimed = (
-            (
-                await self.session.execute(
-                    _CLAIM,
-                    {"limit": limit, "owner": owner, "lease_s": lease_s},
-                )
-            )
-            .scalars()
-            .all()
-        )
-        if not claimed:
-            return []
         rows = await self.session.execute(
-            text(
-                """
-                SELECT d.id, d.fencing_token, d.tenant, d.url, d.endpoint_id, d.attempts,
-                       e.id AS event_id, e.type, e.created_at AS event_created_at, e.payload,
-                       w.secret AS endpoint_secret, w.enabled,
-                       CASE WHEN w.previous_secret_expires_at > now()
-                            THEN w.previous_secret END AS previous_secret,
-                       t.secret AS tenant_secret
-                FROM deliveries d
-                JOIN events e ON e.id = d.event_id
-                LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
-                LEFT JOIN tenant_secrets t ON t.tenant = d.tenant
-                WHERE d.id = ANY(:ids)
-                """
-            ),
-            {"ids": list(claimed)},
+            _CLAIM,
+            {
+                "limit": limit,
+                "owner": owner,
+                "lease_s": lease_s,
+                "per_key": per_key,
+                # Wide enough that rows locked by another replica's claim in progress
+                # rarely leave this one short.
+                "scan": 4 * limit,
+                "full_keys": [key for key, count in held.items() if count >= per_key],
+                "held_keys": list(held),
+                "held": list(held.values()),
+            },
         )
         result = []
         for r in rows:
@@ -207,82 +348,34 @@ class WebhookRepository:
                     payload=r.payload,
                     secrets=secrets,
                     endpoint_enabled=True if r.endpoint_id is None else bool(r.enabled),
+                    limit_key=r.limit_key,
                 )
             )
         return result
 
-    async def record_attempt(
-        self,
-        claim: ClaimedDelivery,
-        *,
-        status: str,
-        next_attempt_in_s: float | None,
-        status_code: int | None,
-        error: str | None,
-        duration_ms: int,
-        response_body: str | None,
-        count_attempt: bool = True,
-    ) -> bool:
-        """Write the attempt and the delivery's new state if the claim still holds."""
-        values: dict[str, Any] = {
-            "status": status,
-            "last_status_code": status_code,
-            "last_error": error,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "updated_at": func.now(),
-            "next_attempt_at": (
-                func.now() + timedelta(seconds=next_attempt_in_s)
-                if next_attempt_in_s is not None
-                else None
-            ),
-            "completed_at": func.now() if status != "pending" else None,
-        }
-        if count_attempt:
-            values["attempts"] = Delivery.attempts + 1
-        result = await self.session.execute(
-            update(Delivery)
-            .where(Delivery.id == claim.id, Delivery.fencing_token == claim.token)
-            .values(**values)
-            .returning(Delivery.attempts)
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> set[uuid.UUID]:
+        """Write finished attempts (see _RECORD); the ids of the deliveries whose claim still
+        held, the only ones written."""
+        if not records:
+            return set()
+        # Sorted, so that concurrent writers meet the rows in one order.
+        ordered = sorted(records, key=lambda r: r.delivery_id)
+        rows = await self.session.execute(
+            _RECORD,
+            {
+                "ids": [r.delivery_id for r in ordered],
+                "tokens": [r.token for r in ordered],
+                "statuses": [r.status for r in ordered],
+                "delays": [r.next_attempt_in_s for r in ordered],
+                "codes": [r.status_code for r in ordered],
+                "errors": [r.error for r in ordered],
+                "durations": [r.duration_ms for r in ordered],
+                "bodies": [r.response_body for r in ordered],
+                "counted": [r.counted for r in ordered],
+                "verdicts": [r.verdict for r in ordered],
+            },
         )
-        attempts = result.scalar_one_or_none()
-        if attempts is None:
-            return False
-        if count_attempt:
-            self.session.add(
-                DeliveryAttempt(
-                    delivery_id=claim.id,
-                    attempt=attempts,
-                    duration_ms=duration_ms,
-                    status_code=status_code,
-                    response_body=response_body,
-                    error=error,
-                )
-            )
-            await self.session.flush()
-        return True
-
-    async def endpoint_succeeded(self, endpoint_id: uuid.UUID) -> None:
-        await self.session.execute(
-            update(WebhookEndpoint)
-            .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.failing_since.is_not(None))
-            .values(failing_since=None, updated_at=func.now())
-        )
-
-    async def endpoint_failed(self, endpoint_id: uuid.UUID) -> None:
-        await self.session.execute(
-            update(WebhookEndpoint)
-            .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.failing_since.is_(None))
-            .values(failing_since=func.now(), updated_at=func.now())
-        )
-
-    async def disable_endpoint(self, endpoint_id: uuid.UUID, reason: str) -> None:
-        await self.session.execute(
-            update(WebhookEndpoint)
-            .where(WebhookEndpoint.id == endpoint_id)
-            .values(enabled=False, disabled_reason=reason, updated_at=func.now())
-        )
+        return set(rows.scalars())
 
     async def disable_failing_endpoints(self, failing_for_s: float) -> int:
         """Disable endpoints that have failed without one success for `failing_for_s`."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,9 @@ class Receiver:
         self.server: uvicorn.Server | None = None
         self.task: asyncio.Task[None] | None = None
         self.arrived = asyncio.Event()
+        # Delayed answers being given at once, per path, and the most seen.
+        self.active: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -60,7 +64,13 @@ class Receiver:
         answers = self.script.get(request.url.path) or [Answer()]
         answer = answers.pop(0) if len(answers) > 1 else answers[0]
         if answer.delay_s:
-            await asyncio.sleep(answer.delay_s)
+            path = request.url.path
+            self.active[path] += 1
+            self.peak[path] = max(self.peak[path], self.active[path])
+            try:
+                await asyncio.sleep(answer.delay_s)
+            finally:
+                self.active[path] -= 1
         if answer.drip_s is not None:
             drip = answer.drip_s
 

@@ -243,7 +243,7 @@ async def test_a_crash_after_commit_or_claim_still_delivers_with_the_same_id(
     # Another replica claims the delivery and dies before sending.
     async with create_sessionmaker(engine).begin() as session:
         [claim] = await WebhookRepository(session).claim_due(
-            limit=10, owner="dead-replica", lease_s=0.5
+            limit=10, owner="dead-replica", lease_s=0.5, per_key=16, held={}
         )
     deliveries()
 

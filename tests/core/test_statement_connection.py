@@ -1,0 +1,51 @@
+"""StatementConnection on real Postgres: one kept connection, each statement its own
+transaction, and a failure drops the connection so the next unit of work gets a new one."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.db import StatementConnection
+
+BACKEND = text("SELECT pg_backend_pid()")
+TRANSACTION = text("SELECT txid_current()")
+
+
+async def test_one_kept_connection_each_statement_its_own_transaction(
+    engine: AsyncEngine,
+) -> None:
+    kept = StatementConnection(engine)
+    try:
+        async with kept.session() as session:
+            backend = await session.scalar(BACKEND)
+            first = await session.scalar(TRANSACTION)
+            second = await session.scalar(TRANSACTION)
+        async with kept.session() as session:
+            again = await session.scalar(BACKEND)
+    finally:
+        await kept.close()
+    assert again == backend
+    assert first != second  # autocommit: no BEGIN around the unit of work
+
+
+async def test_a_failure_drops_the_connection_and_the_next_unit_reconnects(
+    engine: AsyncEngine,
+) -> None:
+    kept = StatementConnection(engine)
+    try:
+        async with kept.session() as session:
+            first = await session.scalar(BACKEND)
+        # The server ends that backend, as a restart would.
+        async with engine.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        with pytest.raises(DBAPIError):
+            async with kept.session() as session:
+                await session.execute(text("SELECT 1"))
+        async with kept.session() as session:
+            second = await session.scalar(BACKEND)
+    finally:
+        await kept.close()
+    assert second != first
