@@ -4,13 +4,21 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Boolean, bindparam, column, func, select, text, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, DOUBLE_PRECISION, INTEGER, TEXT, UUID
+from sqlalchemy.dialects.postgresql import (
+    ARRAY,
+    BIGINT,
+    DOUBLE_PRECISION,
+    INTEGER,
+    JSONB,
+    TEXT,
+    UUID,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Event, Task, TaskStatus
+from app.models import Event, Task, TaskStatus, TaskView
 from app.models.task import ACTIVE_STATUSES
 
 # The channel the tasks_notify_new trigger notifies (once per provider instance and
@@ -97,7 +105,12 @@ _INSERT_OR_GET = (
         bindparam("ready_s", type_=ARRAY(DOUBLE_PRECISION)),
         bindparam("deadline_after_s", type_=ARRAY(DOUBLE_PRECISION)),
     )
-    .columns(*Task.__table__.c, column("created", Boolean))
+    # Read as rows, not ORM objects (a tenth of the CPU for a batch): the metadata column
+    # under the model's attribute name, so that a row reads as a TaskView.
+    .columns(
+        *(column("metadata_", JSONB) if c.name == "metadata" else c for c in Task.__table__.c),
+        column("created", Boolean),
+    )
 )
 
 
@@ -113,7 +126,7 @@ class TaskRepository:
 
     async def insert_or_get(
         self, tenant: str, rows: Sequence[NewTaskRow]
-    ) -> dict[TaskKey, tuple[Task, bool]]:
+    ) -> dict[TaskKey, tuple[TaskView, bool]]:
         """Insert each row unless its (tenant, provider, external_id) exists, and return every
         key's task with whether this statement created it: one statement, one round trip.
 
@@ -127,7 +140,7 @@ class TaskRepository:
         if not rows:
             return {}
         result = await self.session.execute(
-            select(Task, column("created", Boolean)).from_statement(_INSERT_OR_GET),
+            _INSERT_OR_GET,
             {
                 "tenant": tenant,
                 "status": TaskStatus.PENDING.value,
@@ -144,10 +157,11 @@ class TaskRepository:
             },
         )
         return {
-            (task.provider, task.external_id): (task, created) for task, created in result.all()
+            (row.provider, row.external_id): (cast(TaskView, row), row.created)
+            for row in result.all()
         }
 
-    async def get_by_keys(self, tenant: str, keys: Sequence[TaskKey]) -> dict[TaskKey, Task]:
+    async def get_by_keys(self, tenant: str, keys: Sequence[TaskKey]) -> dict[TaskKey, TaskView]:
         if not keys:
             return {}
         stmt = select(Task).where(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,7 @@ from app.core.config import ProviderSettings, Settings
 from app.core.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from app.core.netguard import SsrfGuard, check_destination
 from app.core.pagination import decode_cursor, encode_cursor
-from app.models import Task, TaskStatus
+from app.models import Task, TaskStatus, TaskView
 from app.providers.external_ids import InvalidExternalId, normalize_external_id
 from app.schedule import plans
 from app.schedule.forecasts import Forecasts
@@ -26,11 +26,11 @@ from app.webhooks.events import TaskSnapshot
 
 @dataclass(frozen=True)
 class Registration:
-    task: Task
+    task: TaskView
     created: bool
 
 
-def _registration(row: NewTaskRow, task: Task, created: bool) -> Registration:
+def _registration(row: NewTaskRow, task: TaskView, created: bool) -> Registration:
     """The outcome of registering `row` when `task` holds its key: 409 when an earlier
     registration of the key had other parameters."""
     if created:
@@ -55,7 +55,7 @@ def _registration(row: NewTaskRow, task: Task, created: bool) -> Registration:
 
 def _batch_outcome(
     row: NewTaskRow | ValidationFailed,
-    found: dict[TaskKey, tuple[Task, bool]],
+    found: dict[TaskKey, tuple[TaskView, bool]],
     firsts: dict[TaskKey, NewTaskRow],
 ) -> Registration | ServiceError:
     if isinstance(row, ValidationFailed):
@@ -96,9 +96,8 @@ class TaskService:
         return provider
 
     async def register(self, tenant: str, body: TaskCreate) -> Registration:
-        row = await self._validate(body, {})
         await self.forecasts.reload_if_stale(self.session)
-        row = self._plan(row)
+        row = await self._validate(body, {})
         found = await self._insert_or_get(tenant, [row])
         return _registration(row, *found[row.key])
 
@@ -111,15 +110,14 @@ class TaskService:
         the one written; a later item of the same key finds it (existing, or a conflict when
         its parameters differ), exactly as if it had been sent after the first.
         """
+        await self.forecasts.reload_if_stale(self.session)
         checked: dict[str, ValidationFailed | None] = {}
-        validated: list[NewTaskRow | ValidationFailed] = []
+        rows: list[NewTaskRow | ValidationFailed] = []
         for body in bodies:
             try:
-                validated.append(await self._validate(body, checked))
+                rows.append(await self._validate(body, checked))
             except ValidationFailed as exc:
-                validated.append(exc)
-        await self.forecasts.reload_if_stale(self.session)
-        rows = [self._plan(r) if isinstance(r, NewTaskRow) else r for r in validated]
+                rows.append(exc)
         firsts: dict[TaskKey, NewTaskRow] = {}
         for row in rows:
             if isinstance(row, NewTaskRow):
@@ -130,9 +128,9 @@ class TaskService:
     async def _validate(
         self, body: TaskCreate, checked: dict[str, ValidationFailed | None]
     ) -> NewTaskRow:
-        """The registration as it will be stored (not planned yet), or ValidationFailed
-        naming the field. `checked` remembers the SSRF guard's word on each callback_url
-        already seen in this request: a batch usually repeats one."""
+        """The registration as it will be stored, its first poll planned from the learned
+        forecast, or ValidationFailed naming the field. `checked` remembers the SSRF guard's
+        word on each callback_url already seen in this request: a batch usually repeats one."""
         provider = self._provider(body.provider)
         try:
             external_id = normalize_external_id(provider.kind, body.external_id)
@@ -150,6 +148,8 @@ class TaskService:
             raise ValidationFailed.field(
                 "metadata", f"must be at most {self.settings.max_metadata_bytes} bytes as JSON"
             )
+        model = self.forecasts.model_for(body.provider, body.size_hint)
+        hit_chance = self.forecasts.hit_chance_for(body.provider)
         return NewTaskRow(
             provider=body.provider,
             external_id=external_id,
@@ -158,8 +158,8 @@ class TaskService:
             callback_url=body.callback_url,
             deadline_s=body.deadline_s,
             size_hint=body.size_hint,
-            first_poll_s=provider.first_poll_delay_s,
-            ready_s=None,
+            first_poll_s=plans.plan_first(provider, model, hit_chance),
+            ready_s=plans.estimated_ready_age(model, 0.0),
             deadline_after_s=body.deadline_s or provider.deadline_s,
         )
 
@@ -170,16 +170,9 @@ class TaskService:
             return exc
         return None
 
-    def _plan(self, row: NewTaskRow) -> NewTaskRow:
-        """`row` with its first poll and estimated completion, from the learned forecast."""
-        model = self.forecasts.model_for(row.provider, row.size_hint)
-        hit_chance = self.forecasts.hit_chance_for(row.provider)
-        first = plans.plan_first(self.settings.providers[row.provider], model, hit_chance)
-        return replace(row, first_poll_s=first, ready_s=plans.estimated_ready_age(model, 0.0))
-
     async def _insert_or_get(
         self, tenant: str, rows: list[NewTaskRow]
-    ) -> dict[TaskKey, tuple[Task, bool]]:
+    ) -> dict[TaskKey, tuple[TaskView, bool]]:
         """Every row's task, and whether it was created: one statement, and a second read
         only for the keys a concurrent registration inserted while the first ran."""
         found = await self.repo.insert_or_get(tenant, rows)
