@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
@@ -311,6 +311,31 @@ class TestLimits:
             )
             assert other.status_code == 201
         assert await count_rows(engine) == size + 1
+
+
+async def test_a_registration_is_one_statement_in_no_transaction(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """Created, existing and a batch: one statement each, on an autocommit connection (no
+    BEGIN or COMMIT round trips around it)."""
+    sent: list[tuple[str, bool]] = []
+
+    def record(conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        sent.append((statement.split()[0], bool(dbapi.autocommit)))
+
+    async with app_client(create_app(settings, engine=engine)) as http:
+        # The first registration of a process also loads the learned forecast.
+        assert (await http.post("/v1/tasks", json=minimax(1))).status_code == 201
+        event.listen(engine.sync_engine, "before_cursor_execute", record)
+        try:
+            assert (await http.post("/v1/tasks", json=minimax(2))).status_code == 201
+            assert (await http.post("/v1/tasks", json=minimax(2))).status_code == 200
+            assert len(await batch(http, [minimax(i) for i in range(2, 12)])) == 10
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert sent == [("WITH", True)] * 3
 
 
 @pytest.mark.fast_engine
