@@ -4,6 +4,8 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 
 from app.core.errors import ServiceError
 from app.core.metrics import TASK_OUTCOMES
@@ -55,6 +57,7 @@ RegistrationServiceDep = Annotated[TaskService, Depends(get_registration_service
 # registrations do, in one statement instead of many.
 BATCH_TASKS_PER_REQUEST = 10
 
+
 # Tags per route: the deliveries of a task are documented with the webhooks.
 router = APIRouter(prefix="/tasks")
 
@@ -104,6 +107,21 @@ async def register_tasks(
     charge(state, tenant, -(-len(body.tasks) // BATCH_TASKS_PER_REQUEST))
     outcomes = await service.register_batch(tenant, body.tasks)
     return TaskBatchResult(results=[_batch_item(outcome) for outcome in outcomes])
+
+
+async def _batch_other_methods(_: Request) -> Response:
+    # Without this route `GET /v1/tasks/batch` would reach `GET /v1/tasks/{task_id}` and be
+    # refused as an invalid task id (422): it is the batch route, which takes POST only.
+    raise StarletteHTTPException(status.HTTP_405_METHOD_NOT_ALLOWED)
+
+
+# After the POST route and before /{task_id}: the other methods at this path.
+router.add_route(
+    router.prefix + "/batch",
+    _batch_other_methods,
+    methods=["GET", "PUT", "PATCH", "DELETE"],
+    include_in_schema=False,
+)
 
 
 def _batch_item(outcome: Registration | ServiceError) -> TaskBatchItem:

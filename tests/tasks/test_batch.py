@@ -254,6 +254,15 @@ class TestLimits:
             assert_error(refused, 413, "payload_too_large")
         assert await count_rows(engine) == MAX_BATCH_TASKS
 
+    @pytest.mark.parametrize("method", ["GET", "DELETE", "PATCH"])
+    async def test_other_methods_on_the_batch_route_are_405(
+        self, client: httpx.AsyncClient, method: str
+    ) -> None:
+        """Not a task id `batch` (422): the batch route, which takes POST only."""
+        response = await client.request(method, "/v1/tasks/batch")
+        assert_error(response, 405, "method_not_allowed")
+        assert response.headers["Allow"] == "POST"
+
     @pytest.mark.parametrize("size", [0, MAX_BATCH_TASKS + 1])
     async def test_an_empty_or_oversized_batch_is_refused_whole(
         self, client: httpx.AsyncClient, engine: AsyncEngine, size: int
