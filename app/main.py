@@ -47,6 +47,9 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         settings=settings,
         engine=engine,
         sessions=create_sessionmaker(engine),
+        statement_sessions=create_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+        ),
         static_keys=StaticKeys(settings.api_keys),
         guard=SsrfGuard(settings.webhook_allow_networks),
         rate_limiter=TenantRateLimiter(
@@ -82,6 +85,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         timeout_s=settings.request_read_timeout_s,
+        max_bytes_by_path={app.url_path_for("register_tasks"): settings.max_batch_body_bytes},
     )
     app.add_middleware(RequestLogMiddleware)
     return app

@@ -18,6 +18,8 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # Autocommit: each statement is its own transaction (app.deps.get_statement_session).
+    statement_sessions: async_sessionmaker[AsyncSession]
     static_keys: StaticKeys
     # Checks every URL a client gives (webhook endpoints, callback_url) before it is stored.
     guard: SsrfGuard

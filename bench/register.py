@@ -1,8 +1,11 @@
-"""Registration throughput and latency: pollhook's POST /v1/tasks next to a bare asyncpg floor.
+"""Registration throughput and latency: pollhook's POST /v1/tasks and POST /v1/tasks/batch
+next to bare asyncpg floors.
 
 Run from the repository root:
 
-    python -m bench.register [--requests 5000] [--warmup 200] [--concurrency 32] [--json PATH]
+    python -m bench.register [--requests 5000] [--warmup 200] [--concurrency 32]
+                             [--batches 20] [--batch-size 1000] [--batch-concurrency 4]
+                             [--json PATH]
 
 It starts a throwaway embedded Postgres the way the service's default does (unix socket only,
 a temporary data directory under /tmp, deleted afterwards) and migrates it, then measures,
@@ -11,9 +14,16 @@ in one run and against that one server:
 1. the baseline: 32 asyncpg connections each running the registration INSERT
    (`INSERT ... ON CONFLICT (tenant, provider, external_id) DO NOTHING RETURNING *`, the
    statement pollhook sends) in a loop, one round trip per row;
-2. pollhook: the real API (`python -m app.cli api`) as a subprocess pointed at the same
+2. the batch baseline: 4 asyncpg connections each inserting 1,000 rows per statement
+   (the same INSERT over `unnest` of one array per column, `--batch-size` rows at a time);
+3. pollhook: the real API (`python -m app.cli api`) as a subprocess pointed at the same
    database, driven by 32 concurrent HTTP clients (httpx, one keep-alive connection each)
-   posting unique MiniMax task IDs.
+   posting unique MiniMax task IDs to POST /v1/tasks;
+4. then 4 of those clients each posting `--batch-size` unique tasks at a time to
+   POST /v1/tasks/batch.
+
+The per-tenant API rate limit is disabled in the API under test (it would answer 429 to
+most of the load). The batch phases count batches as operations and report tasks/s too.
 
 Each phase runs a discarded warm-up, then a fixed number of operations, and is cut off after
 `--max-seconds` whatever happens. The load generator, the API server and Postgres all share
@@ -39,13 +49,14 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 
 from app.core.embedded import EmbeddedPostgres
+from app.tasks.schemas import MAX_BATCH_TASKS
 from bench._support import (
     CpuProbe,
     begin,
@@ -61,6 +72,9 @@ from bench._support import (
 
 BASELINE_TENANT = "bench-baseline"
 POLLHOOK_TENANT = "bench"
+# The batch phases register their own tasks (their external IDs count from 1 as well).
+BATCH_BASELINE_TENANT = "bench-batch-baseline"
+BATCH_TENANT = "bench-batch"
 PROVIDER = "minimax"
 METADATA: dict[str, Any] = {"source": "bench.register", "voice": "female-tianmei", "n": 1}
 # The MiniMax instance's defaults (app.core.config.KIND_DEFAULTS), written by the baseline
@@ -81,6 +95,20 @@ ON CONFLICT (tenant, provider, external_id) DO NOTHING
 RETURNING *
 """
 
+# The same rows, many per statement: one array per column.
+BASELINE_BATCH_SQL = """
+INSERT INTO tasks (
+    id, tenant, provider, external_id, status, metadata, callback_url, deadline_s,
+    created_at, updated_at, next_poll_at, deadline_at
+)
+SELECT
+    id, $2, $3, external_id, 'pending', $5::jsonb, NULL, NULL,
+    now(), now(), now() + make_interval(secs => $6), now() + make_interval(secs => $7)
+FROM unnest($1::uuid[], $4::text[]) AS given(id, external_id)
+ON CONFLICT (tenant, provider, external_id) DO NOTHING
+RETURNING *
+"""
+
 READY_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0
 
@@ -94,6 +122,19 @@ class Options:
     concurrency: int
     max_seconds: float
     json_path: Path | None
+    batches: int = 20
+    batch_size: int = 1000
+    batch_warmup: int = 2
+    batch_concurrency: int = 4
+
+    def of_batches(self) -> Options:
+        """The batch phases' stretch: `batches` operations of `batch_size` tasks each."""
+        return replace(
+            self,
+            requests=self.batches,
+            warmup=self.batch_warmup,
+            concurrency=self.batch_concurrency,
+        )
 
 
 @dataclass
@@ -108,6 +149,8 @@ class PhaseResult:
     p99_ms: float
     max_ms: float
     complete: bool
+    # Tasks registered per operation (the batch size in the batch phases).
+    tasks_per_op: int = 1
     # CPU seconds used over the measured stretch, per component (see CpuProbe).
     cpu_s: dict[str, float] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
@@ -174,9 +217,10 @@ async def drive(
 
 
 async def run_phase(
-    name: str, operation: Operation, options: Options, cpu: CpuProbe
+    name: str, operation: Operation, options: Options, cpu: CpuProbe, *, tasks_per_op: int = 1
 ) -> PhaseResult:
-    """A discarded warm-up, then the measured stretch; external IDs count up from 1."""
+    """A discarded warm-up, then the measured stretch; operations are numbered from 1 (the
+    external ID, or the batch number)."""
     ids = itertools.count(1)
     print(f"  {name}: warm-up ({options.warmup} ops)...", flush=True)
     warm, _, _ = await drive(
@@ -213,7 +257,13 @@ async def run_phase(
         complete=complete and recorder.errors + warm.errors == 0,
         cpu_s={k: cpu_after[k] - cpu_before[k] for k in cpu_after},
         error_samples=warm.error_samples + recorder.error_samples,
+        tasks_per_op=tasks_per_op,
     )
+
+
+def batch_ids(number: int, size: int) -> range:
+    """The external IDs of batch `number` (from 1): `size` of them, unique across batches."""
+    return range((number - 1) * size + 1, number * size + 1)
 
 
 # --- baseline: bare asyncpg --------------------------------------------------------------------
@@ -254,17 +304,66 @@ async def baseline(server: EmbeddedPostgres, options: Options) -> PhaseResult:
         await pool.close()
 
 
+async def baseline_batch(server: EmbeddedPostgres, options: Options) -> PhaseResult:
+    batches = options.of_batches()
+    pool = await create_pool(server, batches.concurrency)
+    metadata = json.dumps(METADATA, separators=(",", ":"))
+    try:
+        connections = [await pool.acquire() for _ in range(batches.concurrency)]
+        free = list(connections)
+
+        async def insert(number: int) -> str | None:
+            ids = batch_ids(number, options.batch_size)
+            conn = free.pop()
+            try:
+                rows = await conn.fetch(
+                    BASELINE_BATCH_SQL,
+                    [uuid.uuid4() for _ in ids],
+                    BATCH_BASELINE_TENANT,
+                    PROVIDER,
+                    [str(i) for i in ids],
+                    metadata,
+                    FIRST_POLL_DELAY_S,
+                    float(DEADLINE_S),
+                )
+            finally:
+                free.append(conn)
+            return None if len(rows) == len(ids) else f"batch {number}: {len(rows)} inserted"
+
+        try:
+            cpu = CpuProbe(server.server.get_pid(), {"load generator": os.getpid()})
+            return await run_phase(
+                "asyncpg multi-row INSERT",
+                insert,
+                batches,
+                cpu,
+                tasks_per_op=options.batch_size,
+            )
+        finally:
+            for conn in connections:
+                await pool.release(conn)
+    finally:
+        await pool.close()
+
+
 # --- pollhook: the real API in a subprocess ----------------------------------------------------
 
 
-async def pollhook(server: EmbeddedPostgres, options: Options, log: TextIO) -> PhaseResult:
+async def pollhook(
+    server: EmbeddedPostgres, options: Options, log: TextIO
+) -> tuple[PhaseResult, PhaseResult]:
+    """POST /v1/tasks, then POST /v1/tasks/batch, against one API process."""
     api_key = secrets.token_hex(16)  # 32 characters
+    batch_key = secrets.token_hex(16)
     port = free_port()
     env = pollhook_env(
         server,
-        api_keys=f"{POLLHOOK_TENANT}:{api_key}",
+        api_keys=f"{POLLHOOK_TENANT}:{api_key},{BATCH_TENANT}:{batch_key}",
         # The per-tenant request limit would answer 429 to most of the load.
         api_rate_limit_per_s=0,
+        # As many pooled connections as concurrent clients, as the baseline has: a smaller
+        # pool opens and closes a backend for the requests over it.
+        db_pool_size=options.concurrency,
     )
     process = await start_api(env, port, log, timeout_s=READY_TIMEOUT_S)
     try:
@@ -302,11 +401,41 @@ async def pollhook(server: EmbeddedPostgres, options: Options, log: TextIO) -> P
                     return None
                 return f"external_id {external_id}: HTTP {response.status_code} {response.text}"
 
+            async def register_batch(number: int) -> str | None:
+                ids = batch_ids(number, options.batch_size)
+                http = free.pop()
+                try:
+                    response = await http.post(
+                        "/v1/tasks/batch",
+                        json={
+                            "tasks": [
+                                {"provider": PROVIDER, "external_id": i, "metadata": METADATA}
+                                for i in ids
+                            ]
+                        },
+                        headers={"Authorization": f"Bearer {batch_key}"},
+                    )
+                finally:
+                    free.append(http)
+                if response.status_code != 200:
+                    return f"batch {number}: HTTP {response.status_code} {response.text[:300]}"
+                statuses = [r["status"] for r in response.json()["results"]]
+                created = statuses.count("created")
+                return None if created == len(ids) else f"batch {number}: {created} created"
+
             cpu = CpuProbe(
                 server.server.get_pid(),
                 {"load generator": os.getpid(), "pollhook API": process.pid},
             )
-            return await run_phase("pollhook POST /v1/tasks", register, options, cpu)
+            single = await run_phase("pollhook POST /v1/tasks", register, options, cpu)
+            batched = await run_phase(
+                "pollhook POST /v1/tasks/batch",
+                register_batch,
+                options.of_batches(),
+                cpu,
+                tasks_per_op=options.batch_size,
+            )
+            return single, batched
     finally:
         await stop_process(process, "the API", signal.SIGINT)
 
@@ -324,7 +453,7 @@ async def _query(server: EmbeddedPostgres, sql: str) -> list[Any]:
 
 def print_results(results: list[PhaseResult], ratios: dict[str, float]) -> None:
     header = (
-        f"{'':<27} {'ops':>6} {'errors':>6} {'seconds':>8} {'ops/s':>8} "
+        f"{'':<30} {'ops':>6} {'errors':>6} {'seconds':>8} {'ops/s':>8} {'tasks/s':>8} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
     )
     print()
@@ -332,71 +461,103 @@ def print_results(results: list[PhaseResult], ratios: dict[str, float]) -> None:
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.name:<27} {r.ops:>6} {r.errors:>6} {r.seconds:>8.2f} {r.ops_per_s:>8.0f} "
+            f"{r.name:<30} {r.ops:>6} {r.errors:>6} {r.seconds:>8.2f} {r.ops_per_s:>8.0f} "
+            f"{r.ops_per_s * r.tasks_per_op:>8.0f} "
             f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.2f}"
         )
-    if ratios:
+    if "throughput" in ratios:
         print()
         print(
-            f"pollhook / baseline: throughput {ratios['throughput']:.3f}x, "
+            f"pollhook single / baseline: throughput {ratios['throughput']:.3f}x, "
             f"p99 latency {ratios['p99']:.1f}x"
+        )
+    if "batch_throughput" in ratios:
+        print(
+            f"pollhook batch / multi-row INSERT: throughput {ratios['batch_throughput']:.3f}x, "
+            f"p99 latency {ratios['batch_p99']:.1f}x"
         )
     print()
     print(
-        f"{'CPU ms per op':<27} {'load gen':>8} {'API':>8} {'postgres':>8} {'total':>8} "
+        f"{'CPU ms per task':<30} {'load gen':>8} {'API':>8} {'postgres':>8} {'total':>8} "
         f"{'cores busy':>10}"
     )
     for r in results:
         if not r.ops:
             continue
-        per_op = {k: v * 1000 / r.ops for k, v in r.cpu_s.items()}
-        api = f"{per_op['pollhook API']:>8.2f}" if "pollhook API" in per_op else f"{'-':>8}"
+        tasks = r.ops * r.tasks_per_op
+        per_task = {k: v * 1000 / tasks for k, v in r.cpu_s.items()}
+        api = f"{per_task['pollhook API']:>8.3f}" if "pollhook API" in per_task else f"{'-':>8}"
         busy = sum(r.cpu_s.values()) / r.seconds if r.seconds > 0 else 0.0
         print(
-            f"{r.name:<27} {per_op['load generator']:>8.2f} {api} {per_op['postgres']:>8.2f} "
-            f"{sum(per_op.values()):>8.2f} {busy:>10.2f}"
+            f"{r.name:<30} {per_task['load generator']:>8.3f} {api} "
+            f"{per_task['postgres']:>8.3f} {sum(per_task.values()):>8.3f} {busy:>10.2f}"
         )
     for r in results:
         for sample in r.error_samples:
             print(f"  error ({r.name}): {sample}")
 
 
+def _ratios(ours: PhaseResult, base: PhaseResult) -> tuple[float, float] | None:
+    if base.ops_per_s > 0 and base.p99_ms > 0:
+        return ours.ops_per_s / base.ops_per_s, ours.p99_ms / base.p99_ms
+    return None
+
+
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
     meta = await begin(
-        server, requests=options.requests, warmup=options.warmup, concurrency=options.concurrency
+        server,
+        requests=options.requests,
+        warmup=options.warmup,
+        concurrency=options.concurrency,
+        batches=options.batches,
+        batch_size=options.batch_size,
+        batch_warmup=options.batch_warmup,
+        batch_concurrency=options.batch_concurrency,
     )
     print(
         f"{options.concurrency} concurrent clients, {options.warmup} warm-up + "
-        f"{options.requests} measured operations per phase.\n"
+        f"{options.requests} measured operations per single phase; "
+        f"{options.batch_concurrency} clients, {options.batch_warmup} warm-up + "
+        f"{options.batches} measured batches of {options.batch_size} per batch phase.\n"
         "The load generator, the pollhook API and Postgres share this machine's "
         f"{meta['usable_cores']} core(s): the numbers are a lower bound for a dedicated server."
     )
     print()
 
     base = await baseline(server, options)
+    base_batch = await baseline_batch(server, options)
     with (workdir / "api.log").open("w") as log:
-        ours = await pollhook(server, options, log)
+        ours, ours_batch = await pollhook(server, options, log)
     ratios: dict[str, float] = {}
-    if base.ops_per_s > 0 and base.p99_ms > 0:
-        ratios = {"throughput": ours.ops_per_s / base.ops_per_s, "p99": ours.p99_ms / base.p99_ms}
-    print_results([base, ours], ratios)
+    if single := _ratios(ours, base):
+        ratios["throughput"], ratios["p99"] = single
+    if batched := _ratios(ours_batch, base_batch):
+        ratios["batch_throughput"], ratios["batch_p99"] = batched
+    results = [base, ours, base_batch, ours_batch]
+    print_results(results, ratios)
 
     counted = await _query(server, "SELECT tenant, count(*) FROM tasks GROUP BY tenant")
     rows = {str(tenant): int(n) for tenant, n in counted}
-    expected = options.warmup + options.requests
+    single_rows = options.warmup + options.requests
+    batch_rows = (options.batch_warmup + options.batches) * options.batch_size
     print()
     rows_ok = True
-    for tenant, result in ((BASELINE_TENANT, base), (POLLHOOK_TENANT, ours)):
+    for tenant, result, expected in (
+        (BASELINE_TENANT, base, single_rows),
+        (POLLHOOK_TENANT, ours, single_rows),
+        (BATCH_BASELINE_TENANT, base_batch, batch_rows),
+        (BATCH_TENANT, ours_batch, batch_rows),
+    ):
         found = rows.get(tenant, 0)
         rows_ok = rows_ok and found == expected
         verdict = "ok" if found == expected else "MISMATCH"
         print(f"rows in tasks for {result.name}: {found} ({verdict}, expected {expected})")
     return {
         "meta": meta,
-        "results": [asdict(base), asdict(ours)],
+        "results": [asdict(r) for r in results],
         "ratios": ratios,
         "rows": rows,
-        "ok": rows_ok and base.complete and ours.complete,
+        "ok": rows_ok and all(r.complete for r in results),
     }
 
 
@@ -404,7 +565,8 @@ def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m bench.register",
         description="Registration throughput and p99 latency: pollhook's POST /v1/tasks "
-        "next to a bare asyncpg INSERT loop, against a throwaway embedded Postgres.",
+        "next to a bare asyncpg INSERT loop, and POST /v1/tasks/batch next to a bare "
+        "multi-row INSERT, against a throwaway embedded Postgres.",
     )
     parser.add_argument("--requests", type=int, default=5000, help="measured ops per phase")
     parser.add_argument("--warmup", type=int, default=200, help="discarded ops per phase")
@@ -412,16 +574,28 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--max-seconds", type=float, default=300.0, help="cut-off for each stretch of ops"
     )
+    parser.add_argument("--batches", type=int, default=20, help="measured batches per phase")
+    parser.add_argument("--batch-size", type=int, default=1000, help="tasks per batch (≤1000)")
+    parser.add_argument("--batch-warmup", type=int, default=2, help="discarded batches")
+    parser.add_argument("--batch-concurrency", type=int, default=4, help="concurrent batch clients")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.warmup < 0 or args.concurrency < 1 or args.max_seconds <= 0:
         parser.error("--requests, --concurrency and --max-seconds must be positive")
+    if not 1 <= args.batch_size <= MAX_BATCH_TASKS:
+        parser.error(f"--batch-size must be 1 to {MAX_BATCH_TASKS}")
+    if args.batches < 1 or args.batch_warmup < 0 or args.batch_concurrency < 1:
+        parser.error("--batches and --batch-concurrency must be positive")
     return Options(
         requests=args.requests,
         warmup=args.warmup,
         concurrency=args.concurrency,
         max_seconds=args.max_seconds,
         json_path=args.json,
+        batches=args.batches,
+        batch_size=args.batch_size,
+        batch_warmup=args.batch_warmup,
+        batch_concurrency=args.batch_concurrency,
     )
 
 

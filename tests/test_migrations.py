@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -139,3 +140,56 @@ async def test_stored_results_get_their_kind(fresh_engine: AsyncEngine) -> None:
     async with fresh_engine.connect() as conn:
         rows = await conn.execute(text("SELECT external_id, result FROM tasks"))
         assert {r.external_id: r.result for r in rows} == old
+
+
+# The revision before the new-task trigger notified once per statement.
+ROW_TRIGGER_REVISION = "5b9e1f3a7c20"
+INSERT_TASKS = """
+INSERT INTO tasks (id, tenant, provider, external_id, status, deadline_at)
+SELECT gen_random_uuid(), 'acme', provider, provider || n, 'pending', now()
+FROM unnest(ARRAY['minimax', 'jimmy', 'minimax', 'minimax']) WITH ORDINALITY AS t(provider, n)
+"""
+
+
+async def _notifications_of_inserts(engine: AsyncEngine) -> list[str]:
+    """The payloads on pollhook_tasks after one statement inserting 4 rows of 2 providers,
+    then one inserting nothing, in transactions of their own."""
+    received: asyncio.Queue[str] = asyncio.Queue()
+    async with engine.connect() as listening, engine.connect() as writing:
+        driver = (await listening.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.add_listener("pollhook_tasks", lambda *args: received.put_nowait(args[3]))
+        await writing.execute(text(INSERT_TASKS))
+        await writing.commit()
+        await writing.execute(text(INSERT_TASKS + " WHERE false"))
+        await writing.commit()
+        # A round trip on the listening connection after the commits: the notifications
+        # sent before it have arrived.
+        await listening.execute(text("SELECT 1"))
+        await writing.execute(text("DELETE FROM tasks"))
+        await writing.commit()
+    return sorted(received.get_nowait() for _ in range(received.qsize()))
+
+
+async def _trigger_is_per_row(engine: AsyncEngine) -> bool:
+    async with engine.connect() as conn:
+        tgtype = await conn.scalar(
+            text("SELECT tgtype FROM pg_trigger WHERE tgname = 'tasks_notify_new'")
+        )
+    return bool(tgtype & 1)  # TRIGGER_TYPE_ROW
+
+
+async def test_new_tasks_notify_once_per_statement_and_provider(
+    fresh_engine: AsyncEngine,
+) -> None:
+    await migrate.upgrade(fresh_engine)
+    assert not await _trigger_is_per_row(fresh_engine)
+    assert await _notifications_of_inserts(fresh_engine) == ["jimmy", "minimax"]
+
+    await migrate.downgrade(fresh_engine, ROW_TRIGGER_REVISION)
+    assert await _trigger_is_per_row(fresh_engine)
+    # Per row, with the identical payloads of one transaction folded into one.
+    assert await _notifications_of_inserts(fresh_engine) == ["jimmy", "minimax"]
+
+    await migrate.upgrade(fresh_engine)
+    assert not await _trigger_is_per_row(fresh_engine)

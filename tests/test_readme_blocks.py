@@ -185,6 +185,7 @@ def test_walk_through_runs_as_pasted(walk_through_run: Run) -> None:
     assert lines["read"] == '200 status=pending polls=0 metadata={"order": 42}'
     assert lines["cancel"] == "200 status=cancelled"
     assert lines["list"] == "200 ['cancelled', 'pending']"
+    assert lines["batch"] == "200 ['existing', 'error', 'created']"
 
     assert _statuses(run.out) == ["pending", "processing", "succeeded"]
     result = _json_in(lines["result"])

@@ -280,6 +280,8 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
+    # POST /v1/tasks/batch: up to 1,000 tasks, about 1 KiB each on average.
+    max_batch_body_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
     # How long a client may take to send a request: its headers (from connecting, or from
     # the previous response), then its body (from the headers; 408). Over it the connection
     # is closed, so a client sending half a request cannot hold it.

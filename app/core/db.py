@@ -43,18 +43,20 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 30},
     )
-    event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
+    event.listen(engine.sync_engine.pool, "checkout", _replace_if_closed)
     return engine
 
 
-def _refuse_closed(dbapi_connection: Any, _record: object, _proxy: object) -> None:
-    """A restarted or killed database leaves dead connections in the pool: hand out none of
-    them, so the first request after recovery succeeds instead of failing once. asyncpg
-    notices a closed socket by itself, so this costs no round trip; SQLAlchemy's
-    pool_pre_ping would cost three on every checkout (BEGIN, an empty query, ROLLBACK)."""
+def _replace_if_closed(dbapi_connection: Any, _record: object, _proxy: object) -> None:
+    """A restarted or lost database leaves dead connections in the pool: the server (or the
+    kernel) closed their sockets, which the driver has seen while they sat idle. Replace such
+    a connection on checkout, so the first request after recovery succeeds instead of failing
+    once. A ping (pool_pre_ping) would also catch a peer that vanished without closing, but
+    costs BEGIN, a query and ROLLBACK, three round trips, on every checkout; such a
+    connection fails its first statement instead, and SQLAlchemy then replaces every
+    connection of the pool that is older than the failure."""
     if dbapi_connection.driver_connection.is_closed():
-        # The pool discards this connection and checks out another (a new one if need be).
-        raise DisconnectionError("the pooled connection was closed")
+        raise DisconnectionError("the server closed this connection")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -71,9 +73,8 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
 class StatementConnection:
     """One connection kept for units of work that are a single statement each, in autocommit
     (the statement is its own transaction): one round trip per unit, where a pooled session
-    costs the pre-ping's three, BEGIN and COMMIT around it. A failure drops the connection,
-    and the next unit opens a new one (through the pool, pinged), so a restarted database
-    costs the failed statement only."""
+    adds BEGIN and COMMIT around it. A failure drops the connection, and the next unit opens
+    a new one (through the pool), so a restarted database costs the failed statement only."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

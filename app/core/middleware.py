@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,8 +26,8 @@ _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 class BodyLimitMiddleware:
     """Reads the whole request body before the app sees it, within three bounds:
 
-    - at most `max_bytes`, with or without Content-Length: an oversized chunked upload is cut
-      off as soon as it crosses the limit (413);
+    - at most `max_bytes` (or the path's own limit), with or without Content-Length: an
+      oversized chunked upload is cut off as soon as it crosses the limit (413);
     - within `timeout_s` of the headers: a client that sends half a body, or a chunked body
       that never ends, would otherwise hold the connection and its request task forever (408);
     - a JSON body must pass `parse_json_body`, the one strict parser (422), for every route
@@ -37,25 +38,35 @@ class BodyLimitMiddleware:
     read the whole body, so the connection stays open for the next request.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        timeout_s: float,
+        max_bytes_by_path: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        # Routes whose bodies are larger by design (a batch), by exact path.
+        self.max_bytes_by_path = dict(max_bytes_by_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        max_bytes = self.max_bytes_by_path.get(scope["path"], self.max_bytes)
         try:
             declared = int(headers.get(b"content-length", b"0"))
         except ValueError:
             declared = 0  # the server refuses a malformed Content-Length before this
         try:
-            if declared > self.max_bytes:
-                raise self._too_large()
+            if declared > max_bytes:
+                raise _too_large(max_bytes)
             async with asyncio.timeout(self.timeout_s):
-                buffered = await self._read(receive)
+                buffered = await _read(receive, max_bytes)
         except TimeoutError:
             timed_out = RequestTimeout(
                 f"the request body did not arrive within {self.timeout_s:g} s"
@@ -80,23 +91,25 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
 
-    async def _read(self, receive: Receive) -> list[Message]:
-        """The body's messages, up to the last one (or a disconnect)."""
-        buffered: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            buffered.append(message)
-            if message["type"] != "http.request":
-                return buffered
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                raise self._too_large()
-            if not message.get("more_body", False):
-                return buffered
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
+
+
+async def _read(receive: Receive, max_bytes: int) -> list[Message]:
+    """The body's messages, up to the last one (or a disconnect)."""
+    buffered: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        buffered.append(message)
+        if message["type"] != "http.request":
+            return buffered
+        size += len(message.get("body", b""))
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        if not message.get("more_body", False):
+            return buffered
 
 
 def _is_json(content_type: bytes) -> bool:

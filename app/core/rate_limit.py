@@ -4,7 +4,8 @@ GCRA is a token bucket kept as one number per key, the theoretical arrival time 
 next request: each admitted request pushes it `interval` (1/rate) further, and a request is
 refused while the TAT lies more than `burst` intervals ahead of now. So a tenant may send
 `burst` requests at once, then `rate` per second; the time until the next admission is exact,
-which gives the `Retry-After`.
+which gives the `Retry-After`. A request may be worth several (a batch): it then pushes the
+TAT that many intervals and needs that much room.
 
 The state is per process: N API processes admit up to N times the rate. That bounds what one
 tenant can make one process do, which is the aim (the upstream budget, which must hold across
@@ -42,22 +43,25 @@ class TenantRateLimiter:
         self._interval = 1.0 / rate_per_s if self.enabled else 0.0
         # How far ahead of now the TAT may be for a request to pass: burst - 1 intervals.
         self._tolerance = self._interval * (burst - 1)
+        self._burst = burst
         self._clock = clock
         self._max_keys = max_keys
         # Least recently admitted first, so idle keys are found at the front.
         self._tat: OrderedDict[str, float] = OrderedDict()
 
-    def acquire(self, key: str) -> float:
-        """Admit one request for `key` and return 0, or refuse it and return the seconds
-        until one would be admitted (nothing is consumed by a refusal)."""
+    def acquire(self, key: str, cost: int = 1) -> float:
+        """Admit one request for `key` worth `cost` requests (at most `burst`, so that it can
+        pass at all) and return 0, or refuse it and return the seconds until one would be
+        admitted (nothing is consumed by a refusal)."""
         if not self.enabled:
             return 0.0
+        cost = max(1, min(cost, self._burst))
         now = self._clock()
         tat = max(self._tat.get(key, now), now)
-        wait = tat - self._tolerance - now
+        wait = tat + (cost - 1) * self._interval - self._tolerance - now
         if wait > 0:
             return wait
-        self._tat[key] = tat + self._interval
+        self._tat[key] = tat + cost * self._interval
         self._tat.move_to_end(key)
         self._evict(now)
         return 0.0

@@ -5,7 +5,7 @@ from app.models.completion import CompletionProfile, CompletionSample
 from app.models.delivery import Delivery, DeliveryAttempt, DeliveryStatus
 from app.models.event import Event
 from app.models.provider_state import ProviderHealth, ProviderState
-from app.models.task import TERMINAL_STATUSES, Task, TaskStatus
+from app.models.task import TERMINAL_STATUSES, Task, TaskStatus, TaskView
 from app.models.tenant_secret import TenantSecret
 from app.models.webhook_endpoint import WebhookEndpoint
 
@@ -22,6 +22,7 @@ __all__ = [
     "ProviderState",
     "Task",
     "TaskStatus",
+    "TaskView",
     "TenantSecret",
     "WebhookEndpoint",
 ]

@@ -4,13 +4,32 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 
+from app.core.errors import ServiceError
 from app.core.metrics import TASK_OUTCOMES
-from app.core.schemas import error_responses
-from app.deps import SessionDep, SettingsDep, StateDep, TenantDep
+from app.core.schemas import ErrorDetail, error_responses
+from app.deps import (
+    SessionDep,
+    SettingsDep,
+    StateDep,
+    StatementCallerDep,
+    StatementSessionDep,
+    StatementTenantDep,
+    TenantDep,
+    charge,
+)
 from app.models import TaskStatus
-from app.tasks.schemas import TaskCreate, TaskList, TaskRead
-from app.tasks.service import TaskService
+from app.tasks.schemas import (
+    TaskBatch,
+    TaskBatchItem,
+    TaskBatchResult,
+    TaskCreate,
+    TaskList,
+    TaskRead,
+)
+from app.tasks.service import Registration, TaskService
 from app.webhooks.endpoints import WebhookServiceDep
 from app.webhooks.schemas import DeliveryList
 
@@ -22,6 +41,22 @@ async def get_task_service(
 
 
 TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
+
+
+async def get_registration_service(
+    session: StatementSessionDep, settings: SettingsDep, state: StateDep
+) -> TaskService:
+    """Registration is one statement: on a statement session it costs one round trip."""
+    return TaskService(session, settings, state.guard, state.forecasts)
+
+
+RegistrationServiceDep = Annotated[TaskService, Depends(get_registration_service)]
+
+# A batch counts against the tenant's API rate limit as one request per this many tasks
+# (at least one, at most the burst): it costs the process about what that many single
+# registrations do, in one statement instead of many.
+BATCH_TASKS_PER_REQUEST = 10
+
 
 # Tags per route: the deliveries of a task are documented with the webhooks.
 router = APIRouter(prefix="/tasks")
@@ -38,12 +73,64 @@ router = APIRouter(prefix="/tasks")
     },
 )
 async def register_task(
-    body: TaskCreate, response: Response, tenant: TenantDep, service: TaskServiceDep
+    body: TaskCreate,
+    response: Response,
+    tenant: StatementTenantDep,
+    service: RegistrationServiceDep,
 ) -> TaskRead:
     registration = await service.register(tenant, body)
     if not registration.created:
         response.status_code = status.HTTP_200_OK
     return TaskRead.from_task(registration.task)
+
+
+@router.post(
+    "/batch",
+    tags=["tasks"],
+    summary="Register up to 1,000 upstream tasks at once",
+    description="Each task is registered as `POST /v1/tasks` would register it, and gets its "
+    "own result, in the order given: `created`, `existing` (with the task) or `error` (with "
+    "the error that `POST /v1/tasks` would answer for it: an unknown provider, a malformed "
+    "`external_id`, a refused `callback_url`, too much `metadata`, or a `conflict` with an "
+    "earlier registration). A task repeated within the batch is registered once, then "
+    "`existing`. A body that does not match the schema (or holds no task, or more than "
+    "1,000) is refused as a whole with 422. The batch counts as one request per "
+    f"{BATCH_TASKS_PER_REQUEST} tasks against the tenant's API rate limit.",
+    responses=error_responses(401, 408, 413, 415, 422, 503),
+)
+async def register_tasks(
+    body: TaskBatch,
+    state: StateDep,
+    tenant: StatementCallerDep,
+    service: RegistrationServiceDep,
+) -> TaskBatchResult:
+    charge(state, tenant, -(-len(body.tasks) // BATCH_TASKS_PER_REQUEST))
+    outcomes = await service.register_batch(tenant, body.tasks)
+    return TaskBatchResult(results=[_batch_item(outcome) for outcome in outcomes])
+
+
+async def _batch_other_methods(_: Request) -> Response:
+    # Without this route `GET /v1/tasks/batch` would reach `GET /v1/tasks/{task_id}` and be
+    # refused as an invalid task id (422): it is the batch route, which takes POST only.
+    raise StarletteHTTPException(status.HTTP_405_METHOD_NOT_ALLOWED)
+
+
+# After the POST route and before /{task_id}: the other methods at this path.
+router.add_route(
+    router.prefix + "/batch",
+    _batch_other_methods,
+    methods=["GET", "PUT", "PATCH", "DELETE"],
+    include_in_schema=False,
+)
+
+
+def _batch_item(outcome: Registration | ServiceError) -> TaskBatchItem:
+    if isinstance(outcome, ServiceError):
+        error = ErrorDetail(code=outcome.code, message=outcome.message, details=outcome.details)
+        return TaskBatchItem(status="error", error=error)
+    return TaskBatchItem(
+        status="created" if outcome.created else "existing", task=TaskRead.from_task(outcome.task)
+    )
 
 
 @router.get(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from app.core.config import MAX_DEADLINE_S
+from app.core.schemas import ErrorDetail
 from app.webhooks.events import TaskSnapshot
 
 
@@ -101,3 +102,33 @@ class TaskList(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; null on the last page."
     )
+
+
+# The most tasks one POST /v1/tasks/batch registers.
+MAX_BATCH_TASKS = 1000
+
+
+class TaskBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[TaskCreate] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_TASKS,
+        description=f"1 to {MAX_BATCH_TASKS} registrations, each as POST /v1/tasks takes it.",
+    )
+
+
+class TaskBatchItem(BaseModel):
+    """One registration's outcome: `task` unless `status` is `error`, then `error`."""
+
+    status: Literal["created", "existing", "error"] = Field(
+        description="`created` (POST /v1/tasks would answer 201), `existing` (200: registered "
+        "before with the same parameters, or earlier in this batch) or `error` (the 4xx it "
+        "would answer, as `error`; nothing was registered for this item)."
+    )
+    task: TaskRead | None = None
+    error: ErrorDetail | None = None
+
+
+class TaskBatchResult(BaseModel):
+    results: list[TaskBatchItem] = Field(description="One per given task, in the same order.")

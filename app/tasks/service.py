@@ -4,21 +4,20 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import ProviderSettings, Settings
-from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from app.core.netguard import SsrfGuard, check_destination
 from app.core.pagination import decode_cursor, encode_cursor
-from app.models import Task, TaskStatus
+from app.models import Task, TaskStatus, TaskView
 from app.providers.external_ids import InvalidExternalId, normalize_external_id
 from app.schedule import plans
 from app.schedule.forecasts import Forecasts
-from app.tasks.repository import TaskRepository
+from app.tasks.repository import NewTaskRow, TaskKey, TaskRepository
 from app.tasks.schemas import TaskCreate, TaskList, TaskRead
 from app.tasks.transitions import can_transition, event_type
 from app.webhooks import outbox
@@ -27,8 +26,46 @@ from app.webhooks.events import EventType, NewEvent, TaskSnapshot
 
 @dataclass(frozen=True)
 class Registration:
-    task: Task
+    task: TaskView
     created: bool
+
+
+def _registration(row: NewTaskRow, task: TaskView, created: bool) -> Registration:
+    """The outcome of registering `row` when `task` holds its key: 409 when an earlier
+    registration of the key had other parameters."""
+    if created:
+        return Registration(task=task, created=True)
+    differing = [
+        name
+        for name, given, stored in (
+            ("callback_url", row.callback_url, task.callback_url),
+            ("metadata", row.metadata, task.metadata_ or {}),
+            ("deadline_s", row.deadline_s, task.deadline_s),
+            ("size_hint", row.size_hint, task.size_hint),
+        )
+        if given != stored
+    ]
+    if differing:
+        raise Conflict(
+            "this task is already registered with different " + ", ".join(differing),
+            details={"task_id": str(task.id), "fields": differing},
+        )
+    return Registration(task=task, created=False)
+
+
+def _batch_outcome(
+    row: NewTaskRow | ValidationFailed,
+    found: dict[TaskKey, tuple[TaskView, bool]],
+    firsts: dict[TaskKey, NewTaskRow],
+) -> Registration | ServiceError:
+    if isinstance(row, ValidationFailed):
+        return row
+    task, created = found[row.key]
+    try:
+        # Only the first item of a key is the one its statement created.
+        return _registration(row, task, created and firsts[row.key] is row)
+    except Conflict as exc:
+        return exc
 
 
 @dataclass(frozen=True)
@@ -59,68 +96,94 @@ class TaskService:
         return provider
 
     async def register(self, tenant: str, body: TaskCreate) -> Registration:
+        await self.forecasts.reload_if_stale(self.session)
+        row = await self._validate(body, {})
+        found = await self._insert_or_get(tenant, [row])
+        return _registration(row, *found[row.key])
+
+    async def register_batch(
+        self, tenant: str, bodies: Sequence[TaskCreate]
+    ) -> list[Registration | ServiceError]:
+        """Each item's outcome, in order: validated one by one, written with one statement.
+
+        Idempotent per item as `register` is. Within the batch, the first item of a key is
+        the one written; a later item of the same key finds it (existing, or a conflict when
+        its parameters differ), exactly as if it had been sent after the first.
+        """
+        await self.forecasts.reload_if_stale(self.session)
+        checked: dict[str, ValidationFailed | None] = {}
+        rows: list[NewTaskRow | ValidationFailed] = []
+        for body in bodies:
+            try:
+                rows.append(await self._validate(body, checked))
+            except ValidationFailed as exc:
+                rows.append(exc)
+        firsts: dict[TaskKey, NewTaskRow] = {}
+        for row in rows:
+            if isinstance(row, NewTaskRow):
+                firsts.setdefault(row.key, row)
+        found = await self._insert_or_get(tenant, [firsts[key] for key in sorted(firsts)])
+        return [_batch_outcome(row, found, firsts) for row in rows]
+
+    async def _validate(
+        self, body: TaskCreate, checked: dict[str, ValidationFailed | None]
+    ) -> NewTaskRow:
+        """The registration as it will be stored, its first poll planned from the learned
+        forecast, or ValidationFailed naming the field. `checked` remembers the SSRF guard's
+        word on each callback_url already seen in this request: a batch usually repeats one."""
         provider = self._provider(body.provider)
         try:
             external_id = normalize_external_id(provider.kind, body.external_id)
         except InvalidExternalId as exc:
             raise ValidationFailed.field("external_id", str(exc)) from None
         if body.callback_url is not None:
-            await check_destination(self.guard, body.callback_url, "callback_url")
+            if body.callback_url not in checked:
+                checked[body.callback_url] = await self._refusal(body.callback_url)
+            refusal = checked[body.callback_url]
+            if refusal is not None:
+                raise ValidationFailed(refusal.message, refusal.details)
         metadata = body.metadata or {}
-        if len(json.dumps(metadata, separators=(",", ":"))) > self.settings.max_metadata_bytes:
+        metadata_json = json.dumps(metadata, separators=(",", ":"))
+        if len(metadata_json) > self.settings.max_metadata_bytes:
             raise ValidationFailed.field(
                 "metadata", f"must be at most {self.settings.max_metadata_bytes} bytes as JSON"
             )
-
-        deadline_s = body.deadline_s or provider.deadline_s
-        await self.forecasts.reload_if_stale(self.session)
         model = self.forecasts.model_for(body.provider, body.size_hint)
         hit_chance = self.forecasts.hit_chance_for(body.provider)
-        first = plans.plan_first(provider, model, hit_chance)
-        ready = plans.estimated_ready_age(model, 0.0)
-        # Timestamps come from the database clock inside the INSERT (one clock for every
-        # replica, no extra round trip); a trigger wakes the engines (migration 0610).
-        task = await self.repo.insert_if_absent(
-            {
-                "id": uuid.uuid4(),
-                "tenant": tenant,
-                "provider": body.provider,
-                "external_id": external_id,
-                "status": TaskStatus.PENDING.value,
-                "metadata_": metadata,
-                "callback_url": body.callback_url,
-                "deadline_s": body.deadline_s,
-                "size_hint": body.size_hint,
-                "next_poll_at": func.now() + timedelta(seconds=first),
-                "poll_interval_s": first,
-                "estimated_ready_at": (
-                    func.now() + timedelta(seconds=ready) if ready is not None else None
-                ),
-                "deadline_at": func.now() + timedelta(seconds=deadline_s),
-            }
+        return NewTaskRow(
+            provider=body.provider,
+            external_id=external_id,
+            metadata=metadata,
+            metadata_json=metadata_json,
+            callback_url=body.callback_url,
+            deadline_s=body.deadline_s,
+            size_hint=body.size_hint,
+            first_poll_s=plans.plan_first(provider, model, hit_chance),
+            ready_s=plans.estimated_ready_age(model, 0.0),
+            deadline_after_s=body.deadline_s or provider.deadline_s,
         )
-        if task is not None:
-            return Registration(task=task, created=True)
 
-        existing = await self.repo.get_by_external_id(tenant, body.provider, external_id)
-        if existing is None:  # deleted between the conflict and the read; vanishingly rare
-            raise Conflict("the task changed concurrently; retry the request")
-        differing = [
-            name
-            for name, given, stored in (
-                ("callback_url", body.callback_url, existing.callback_url),
-                ("metadata", metadata, existing.metadata_ or {}),
-                ("deadline_s", body.deadline_s, existing.deadline_s),
-                ("size_hint", body.size_hint, existing.size_hint),
-            )
-            if given != stored
-        ]
-        if differing:
-            raise Conflict(
-                "this task is already registered with different " + ", ".join(differing),
-                details={"task_id": str(existing.id), "fields": differing},
-            )
-        return Registration(task=existing, created=False)
+    async def _refusal(self, url: str) -> ValidationFailed | None:
+        try:
+            await check_destination(self.guard, url, "callback_url")
+        except ValidationFailed as exc:
+            return exc
+        return None
+
+    async def _insert_or_get(
+        self, tenant: str, rows: list[NewTaskRow]
+    ) -> dict[TaskKey, tuple[TaskView, bool]]:
+        """Every row's task, and whether it was created: one statement, and a second read
+        only for the keys a concurrent registration inserted while the first ran."""
+        found = await self.repo.insert_or_get(tenant, rows)
+        missing = [row.key for row in rows if row.key not in found]
+        if missing:
+            again = await self.repo.get_by_keys(tenant, missing)
+            found.update((key, (task, False)) for key, task in again.items())
+        for key in missing:
+            if key not in found:  # deleted between the conflict and the read; vanishingly rare
+                raise Conflict("the task changed concurrently; retry the request")
+        return found
 
     async def get(self, tenant: str, task_id: uuid.UUID) -> Task:
         task = await self.repo.get(tenant, task_id)

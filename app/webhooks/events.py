@@ -16,7 +16,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from app.core.logging import get_logger
-from app.models import Task, TaskStatus
+from app.models import TaskStatus, TaskView
 from app.providers.base import WaitReason
 from app.providers.registry import TaskResult
 
@@ -126,7 +126,7 @@ class TaskSnapshot(BaseModel):
     )
 
     @classmethod
-    def from_task(cls, task: Task) -> Self:
+    def from_task(cls, task: TaskView) -> Self:
         return cls(
             id=task.id,
             provider=task.provider,
@@ -149,7 +149,7 @@ class TaskSnapshot(BaseModel):
         )
 
 
-def _stored_poll_error(task: Task) -> PollError | None:
+def _stored_poll_error(task: TaskView) -> PollError | None:
     """None, not a 500, for a shape this version does not know (a newer reason, say)."""
     if task.poll_error is None:
         return None
@@ -163,7 +163,7 @@ def _stored_poll_error(task: Task) -> PollError | None:
 _RESULT = TypeAdapter[TaskResult | None](TaskResult | None)
 
 
-def _stored_result(task: Task) -> TaskResult | None:
+def _stored_result(task: TaskView) -> TaskResult | None:
     """The stored result, or None (logged) when this version cannot read it: a task must
     stay readable whatever an older version wrote."""
     if task.result is None:

@@ -52,6 +52,35 @@ class TestGcra:
             waits.append(limiter.acquire("t"))
         assert waits == pytest.approx(expected)
 
+    @pytest.mark.parametrize(
+        ("rate", "burst", "script", "expected"),
+        [
+            # (seconds since start, cost) of each request -> admitted (0) or the wait
+            (1.0, 4, [(0, 3), (0, 1), (0, 1)], [0, 0, 1.0]),
+            # A costly request needs room for all of it, and waits for it.
+            (1.0, 4, [(0, 2), (0, 3), (1, 3), (1, 1)], [0, 1.0, 0, 1.0]),
+            # A cost over the burst counts as the burst: it passes once the bucket is full.
+            (1.0, 3, [(0, 1), (0, 50), (1, 50), (1, 1)], [0, 1.0, 0, 1.0]),
+            # A refusal consumes nothing.
+            (2.0, 2, [(0, 2), (0.25, 2), (1.0, 2)], [0, 0.75, 0]),
+        ],
+    )
+    def test_costs_table(
+        self,
+        rate: float,
+        burst: int,
+        script: list[tuple[float, int]],
+        expected: list[float],
+    ) -> None:
+        clock = FakeClock()
+        start = clock.now
+        limiter = TenantRateLimiter(rate, burst, clock=clock)
+        waits = []
+        for at, cost in script:
+            clock.now = start + at
+            waits.append(limiter.acquire("t", cost))
+        assert waits == pytest.approx(expected)
+
     def test_keys_are_independent(self) -> None:
         limiter = TenantRateLimiter(1.0, 2, clock=FakeClock())
         assert [limiter.acquire("a") for _ in range(3)] == [0, 0, pytest.approx(1.0)]
