@@ -26,6 +26,9 @@ Measured, each after a discarded warm-up, in the order below:
      update), rolled back;
    * both statements again on a bare asyncpg connection (no SQLAlchemy, no pool), to split
      the server's share from the client's;
+   * the claim as it was before it was shared between tenants (oldest due first: the
+     `claim_statement` shape deliveries use, on the tasks table), rolled back, through the
+     same path: what the fair shares cost;
 2. with churn, interleaved: the real claim committed, as the engine does it (each claim
    moves 100 due tasks a lease ahead, leaving dead index entries for the next claim to step
    over until they are pruned), the same captured statement committed on a bare asyncpg
@@ -55,6 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.db import create_engine, create_sessionmaker
 from app.core.embedded import EmbeddedPostgres
+from app.core.repository import claim_statement
 from app.polling.repository import PollingRepository
 from bench._support import (
     begin,
@@ -254,6 +258,29 @@ def sqlalchemy_claim(
     return claim
 
 
+def oldest_first_claim(
+    sessions: async_sessionmaker[AsyncSession],
+) -> Callable[[], Awaitable[int]]:
+    """The claim before it was shared between tenants: the queue shape deliveries still use,
+    on the tasks table, through the same path as claim_due; rolled back."""
+    statement = claim_statement(
+        table="tasks",
+        due_column="next_poll_at",
+        where="provider = :provider AND status IN ('pending', 'queued', 'processing')",
+        returning="c.id",
+    )
+    parameters = {"provider": PROVIDER, "limit": LIMIT, "owner": OWNER, "lease_s": LEASE_S}
+
+    async def claim() -> int:
+        async with sessions() as session:
+            await session.begin()
+            rows = (await session.execute(statement, parameters)).all()
+            await session.rollback()
+        return len(rows)
+
+    return claim
+
+
 def sqlalchemy_select(sessions: async_sessionmaker[AsyncSession]) -> Callable[[], Awaitable[int]]:
     statement = text(BASELINE_SQL.replace("$1", ":provider").replace("$2", ":limit")).bindparams(
         provider=PROVIDER, limit=LIMIT
@@ -384,6 +411,7 @@ async def run(server: EmbeddedPostgres, options: Options) -> dict[str, Any]:
         static = await measure_interleaved(
             {
                 "claim_due (SQLAlchemy), rolled back": sqlalchemy_claim(sessions, commit=False),
+                "oldest-first claim, rolled back": oldest_first_claim(sessions),
                 "baseline SELECT (SQLAlchemy)": sqlalchemy_select(sessions),
                 "claim SQL (asyncpg), rolled back": raw_claim(conn, captured, commit=False),
                 "baseline SELECT (asyncpg)": raw_select(conn),
@@ -395,6 +423,7 @@ async def run(server: EmbeddedPostgres, options: Options) -> dict[str, Any]:
             static,
             [
                 ("claim_due (SQLAlchemy), rolled back", "baseline SELECT (SQLAlchemy)"),
+                ("claim_due (SQLAlchemy), rolled back", "oldest-first claim, rolled back"),
                 ("claim SQL (asyncpg), rolled back", "baseline SELECT (asyncpg)"),
             ],
         )
