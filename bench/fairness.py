@@ -3,31 +3,35 @@ tenant's tasks when the flood saturates the provider instance's budget.
 
 Run from the repository root:
 
-    python -m bench.fairness [--rate 20] [--interval 30] [--seconds 120] [--saturation 2]
-        [--flood-factor 100] [--json PATH]
+    python -m bench.fairness [--rate 20] [--first-poll 5] [--interval 30] [--seconds 60]
+        [--saturation 2] [--flood-factor 100] [--json PATH]
 
 Setup: a throwaway embedded Postgres, the sandbox (`pollhook sandbox --jimmy-rate RATE`,
 which answers a rate limit past RATE requests in any sliding 1-second window), one `pollhook
 api` and one `pollhook worker` with two tenants' keys. The Jimmy instance (one request per
 poll, so every poll costs exactly one slot) has the budget `--rate` and the `fixed` schedule:
-first poll and every later one `--interval` s after the last (±10 % jitter).
+the first poll `--first-poll` s after registration, then every `--interval` s (±10 %
+jitter).
 
 Workload, in one run:
 
-* tenant B, throughout: a steady stream of tasks, B_INFLIGHT of them running on average,
-  each done upstream after 0.5-1.5 intervals (stratified, the same sequence in both
-  phases, so the phases differ only in what else runs);
+* tenant B, throughout: a steady stream of short tasks (a new one every 1 / B_RATE s), each
+  done upstream after 0.2-0.8 of the first-poll delay (stratified, the same sequence in
+  both phases), so that its first poll finds it done: its detection delay is the time to
+  that poll, which is what another tenant's backlog can stretch, without the noise of
+  where a done time falls between two polls;
 * phase "alone": B's stream only, for `--seconds`; then until B's tasks are all detected;
 * phase "flood": tenant A registers `--flood-factor` x B's in-flight count of tasks that
-  never finish, sized so that both tenants' poll demand is `--saturation` x what the budget
-  carries (1 / 1.05 of the rate); after one interval (A's first polls fall due), B's stream
-  runs again for `--seconds`, then until B's tasks of the phase are all detected.
+  never finish; B_RATE is sized so that both tenants' poll demand is then `--saturation` x
+  what the budget carries (1 / 1.05 of the rate). After one interval (A's tasks have been
+  polled once and are falling due again), B's stream runs again for `--seconds`, then until
+  B's tasks of the phase are all detected.
 
 Measured, per phase, over B's tasks registered in it: the detection delay, pollhook's
 `completed_at` (database clock) minus the upstream's done time (sandbox clock, same
-machine): p50 / p90; B's poll lateness, the mean time between two queries of a B task
-beyond the planned interval (jitter averages out); requests per second at the sandbox and
-rate-limit answers. The figure: B's p50 with A flooding / B's p50 alone (target <= 1.2).
+machine): p50 / p90; B's first-poll lateness, the mean time from registration to the first
+query beyond the first-poll delay; requests per second at the sandbox
+and rate-limit answers. The figure: B's p50 with A flooding / B's p50 alone (target <= 1.2).
 
 With longest-overdue-first claims, B's tasks queue behind A's whole overdue backlog; with
 the fair claim (app/core/repository.py) B's due tasks are in the next batch, and what is
@@ -73,8 +77,8 @@ from bench._support import (
 TENANT_A = "flood"
 TENANT_B = "steady"
 TARGET_RATIO = 1.2
-# B's tasks are done upstream after this range of intervals.
-B_DURATION = (0.5, 1.5)
+# B's tasks are done upstream after this share of the first-poll delay (not jittered).
+B_DURATION = (0.2, 0.8)
 GOLDEN = 0.6180339887498949  # stratifies B's durations over that range
 # A's tasks outlive any run.
 A_DURATION_S = 24 * 3600.0
@@ -85,6 +89,7 @@ REGISTER_CONCURRENCY = 16
 @dataclass
 class Options:
     rate: float
+    first_poll_s: float
     interval_s: float
     seconds: float
     saturation: float
@@ -97,17 +102,20 @@ class Options:
         return self.rate / SPACING_FACTOR
 
     @property
-    def b_inflight(self) -> int:
-        """B's tasks in flight, so that (1 + flood_factor) x that many tasks, each polled
-        every interval, ask `saturation` x what the budget carries."""
-        total = self.saturation * self.carried_per_s * self.interval_s
-        return max(1, round(total / (1 + self.flood_factor)))
+    def b_rate(self) -> float:
+        """B's tasks per second: each costs one poll and is tracked for about the first-poll
+        delay, A's flood_factor x as many tasks are polled every interval, and together
+        they ask `saturation` x what the budget carries."""
+        a_polls_per_b_task = self.flood_factor * self.first_poll_s / self.interval_s
+        return self.saturation * self.carried_per_s / (1 + a_polls_per_b_task)
 
     @property
-    def b_arrival_gap_s(self) -> float:
-        # A B task lives its duration plus about half an interval until detected.
-        lifetime = self.interval_s * (sum(B_DURATION) / 2 + 0.5)
-        return lifetime / self.b_inflight
+    def b_inflight(self) -> float:
+        return self.b_rate * self.first_poll_s
+
+    @property
+    def flood_tasks(self) -> int:
+        return round(self.flood_factor * self.b_inflight)
 
 
 @dataclass
@@ -117,7 +125,7 @@ class Phase:
     detected: int
     delay_p50_s: float
     delay_p90_s: float
-    poll_lateness_s: float  # mean gap between two queries of a B task beyond the interval
+    first_poll_lateness_s: float  # mean, registration to the first query, beyond the delay
     b_polls: int
     requests_per_s: float  # at the sandbox, every tenant, over the phase's B window
     seconds: float
@@ -130,7 +138,7 @@ class Stream:
 
     sandbox: Sandbox
     api: httpx.AsyncClient
-    interval_s: float
+    first_poll_s: float
     registered: dict[str, float] = field(default_factory=dict)  # external id -> done at
     errors: list[str] = field(default_factory=list)
     index: int = 0
@@ -143,7 +151,7 @@ class Stream:
             low, high = B_DURATION
             share = (self.index * GOLDEN) % 1.0
             self.index += 1
-            duration = self.interval_s * (low + (high - low) * share)
+            duration = self.first_poll_s * (low + (high - low) * share)
             pending.add(asyncio.create_task(self._one(duration)))
             await asyncio.sleep(gap_s)
         for external_id in await asyncio.gather(*pending):
@@ -224,12 +232,12 @@ async def measure_phase(
 ) -> Phase:
     requests_before, _ = await jimmy_requests(sandbox)
     started = time.monotonic()
-    ids = await stream.run(options.seconds, options.b_arrival_gap_s)
+    ids = await stream.run(options.seconds, 1 / options.b_rate)
     window = time.monotonic() - started
     requests_after, _ = await jimmy_requests(sandbox)
-    # The last B task is done within 1.5 intervals; its detection waits at most one more
-    # interval (plus lateness): beyond that something is broken.
-    await wait_detected(conn, ids, options.interval_s * 4 + 60, worker)
+    # B's tasks are found done by their first poll, or else by the next one: beyond that
+    # (and the lateness) something is broken.
+    await wait_detected(conn, ids, options.first_poll_s + options.interval_s * 2 + 60, worker)
     rows = {
         str(r["external_id"]): r["completed"]
         for r in await conn.fetch(
@@ -241,10 +249,10 @@ async def measure_phase(
     }
     delays = sorted(float(rows[i]) - stream.registered[i] for i in ids if rows.get(i) is not None)
     upstream = await sandbox.tasks(ids, provider="jimmy")
-    gaps = [
-        later - earlier - options.interval_s
+    lateness = [
+        float(task["queries"][0]) - float(task["created_at"]) - options.first_poll_s
         for task in upstream.values()
-        for earlier, later in zip(task["queries"], task["queries"][1:], strict=False)
+        if task["queries"]
     ]
     return Phase(
         name=name,
@@ -252,7 +260,7 @@ async def measure_phase(
         detected=len(delays),
         delay_p50_s=percentile(delays, 50),
         delay_p90_s=percentile(delays, 90),
-        poll_lateness_s=sum(gaps) / len(gaps) if gaps else 0.0,
+        first_poll_lateness_s=sum(lateness) / len(lateness) if lateness else 0.0,
         b_polls=sum(int(task["polls"]) for task in upstream.values()),
         requests_per_s=(requests_after - requests_before) / window,
         seconds=time.monotonic() - started,
@@ -271,14 +279,14 @@ def print_phases(phases: list[Phase], options: Options) -> float:
     for p in phases:
         print(
             f"{p.name:<6} {p.b_tasks:>7} {p.detected:>8} {p.delay_p50_s:>6.2f} "
-            f"{p.delay_p90_s:>6.2f} {p.poll_lateness_s:>10.2f} {p.b_polls:>7} "
+            f"{p.delay_p90_s:>6.2f} {p.first_poll_lateness_s:>10.2f} {p.b_polls:>7} "
             f"{p.requests_per_s:>6.2f} {p.seconds:>7.0f}"
         )
     alone, flood = phases
     ratio = flood.delay_p50_s / alone.delay_p50_s if alone.delay_p50_s > 0 else float("inf")
     print(
-        "lateness: the mean time between two polls of a B task beyond the interval "
-        "(the wait for a claim and a budget slot)."
+        "lateness: the mean time from a B task's registration to its first poll beyond the "
+        "first-poll delay (the wait for a claim and a budget slot)."
     )
     verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
     print(
@@ -289,21 +297,23 @@ def print_phases(phases: list[Phase], options: Options) -> float:
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    flood_tasks = options.flood_factor * options.b_inflight
-    demand = (flood_tasks + options.b_inflight) / options.interval_s
+    flood_tasks = options.flood_tasks
+    demand = flood_tasks / options.interval_s + options.b_rate
     meta = await begin(
         server,
         rate=options.rate,
+        first_poll_s=options.first_poll_s,
         interval_s=options.interval_s,
         seconds=options.seconds,
         saturation=options.saturation,
-        b_inflight=options.b_inflight,
+        b_per_s=options.b_rate,
         flood_tasks=flood_tasks,
     )
     print(
         f"Jimmy instance at {options.rate:g}/s (carries {options.carried_per_s:.2f} polls/s), "
-        f"fixed {options.interval_s:g} s polls; B ~{options.b_inflight} tasks in flight (one "
-        f"every {options.b_arrival_gap_s:.1f} s); A floods {flood_tasks}: demand "
+        f"first poll after {options.first_poll_s:g} s, then every {options.interval_s:g} s; "
+        f"B {options.b_rate:.2f} tasks/s (~{options.b_inflight:.1f} in flight); A floods "
+        f"{flood_tasks}: demand "
         f"{demand:.1f} polls/s = {demand / options.carried_per_s:.2f}x the budget.\n",
         flush=True,
     )
@@ -325,7 +335,7 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
                     "api_key": SANDBOX_KEY,
                     "rate_limit_per_s": options.rate,
                     "schedule": "fixed",
-                    "first_poll_delay_s": options.interval_s,
+                    "first_poll_delay_s": options.first_poll_s,
                     "min_poll_interval_s": options.interval_s,
                     "max_poll_interval_s": options.interval_s,
                     "deadline_s": A_DURATION_S,
@@ -351,7 +361,7 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
             )
             for tenant, key in keys.items()
         }
-        stream = Stream(sandbox, clients[TENANT_B], options.interval_s)
+        stream = Stream(sandbox, clients[TENANT_B], options.first_poll_s)
 
         print(f"  phase alone: B for {options.seconds:g} s ...", flush=True)
         phases.append(await measure_phase("alone", conn, stream, sandbox, worker, options))
@@ -359,8 +369,9 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
         failed = await register_flood(sandbox, clients[TENANT_A], flood_tasks)
         if failed:
             failures.append(f"{failed} of A's registrations failed")
-        # A's first polls fall due one interval after registration: the saturation starts.
-        await asyncio.sleep(options.interval_s)
+        # A's first polls fall due after the first-poll delay and take longer than that to
+        # drain; one interval on, the saturation is established.
+        await asyncio.sleep(options.first_poll_s + options.interval_s)
         print(f"  phase flood: B for {options.seconds:g} s ...", flush=True)
         phases.append(await measure_phase("flood", conn, stream, sandbox, worker, options))
         _, rejected = await jimmy_requests(sandbox)
@@ -404,8 +415,11 @@ def parse_args(argv: list[str] | None) -> Options:
         "alone, in one run.",
     )
     parser.add_argument("--rate", type=float, default=20.0, help="the budget, requests/s")
-    parser.add_argument("--interval", type=float, default=30.0, help="poll interval, s")
-    parser.add_argument("--seconds", type=float, default=120.0, help="B's stream per phase, s")
+    parser.add_argument(
+        "--first-poll", type=float, default=5.0, help="first poll after registration, s"
+    )
+    parser.add_argument("--interval", type=float, default=30.0, help="later polls, s")
+    parser.add_argument("--seconds", type=float, default=60.0, help="B's stream per phase, s")
     parser.add_argument(
         "--saturation", type=float, default=2.0, help="both tenants' demand / the budget"
     )
@@ -414,12 +428,13 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
-    if args.rate <= 0 or args.interval < 1 or args.seconds < 10:
-        parser.error("--rate positive, --interval at least 1 s, --seconds at least 10")
+    if args.rate <= 0 or args.first_poll < 1 or args.interval < 1 or args.seconds < 10:
+        parser.error("--rate positive, --first-poll and --interval >= 1 s, --seconds >= 10")
     if args.saturation <= 0 or args.flood_factor < 1:
         parser.error("--saturation positive, --flood-factor at least 1")
     return Options(
         rate=args.rate,
+        first_poll_s=args.first_poll,
         interval_s=args.interval,
         seconds=args.seconds,
         saturation=args.saturation,
