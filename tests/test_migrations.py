@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core import migrate
 from app.core.db import create_engine
+from app.polling.repository import _CLAIM
 from tests.helpers import PgServer
 
 
@@ -69,12 +70,12 @@ async def test_upgrade_is_idempotent(fresh_engine: AsyncEngine) -> None:
     await migrate.check(fresh_engine)
 
 
-async def _plan(engine: AsyncEngine, sql: str) -> str:
+async def _plan(engine: AsyncEngine, sql: str, params: dict[str, object] | None = None) -> str:
     async with engine.connect() as conn:
         # Tiny test tables make a sequential scan cheapest; forbid it to see which index the
         # planner can use for the query's shape.
         await conn.execute(text("SET enable_seqscan = off"))
-        rows = await conn.execute(text("EXPLAIN " + sql))
+        rows = await conn.execute(text("EXPLAIN " + sql), params or {})
         return "\n".join(r[0] for r in rows)
 
 
@@ -90,6 +91,16 @@ async def test_hot_paths_use_their_indexes(fresh_engine: AsyncEngine) -> None:
         "ORDER BY next_poll_at LIMIT 100 FOR UPDATE SKIP LOCKED",
     )
     assert "ix_tasks_due" in due
+    # The poll loop's claim as sent (a module constant: no public name shows its SQL).
+    claim = await _plan(
+        fresh_engine,
+        _CLAIM.text,
+        {"provider": "minimax", "limit": 100, "owner": "r1", "lease_s": 30.0},
+    )
+    # The walk over tenants and each tenant's share; the rest of the batch; the update.
+    assert "using ix_tasks_due_tenant on tasks" in claim
+    assert "using ix_tasks_due on tasks" in claim
+    assert "pk_tasks" in claim
     listing = await _plan(
         fresh_engine,
         "SELECT * FROM tasks WHERE tenant = 'acme' "

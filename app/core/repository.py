@@ -1,10 +1,13 @@
 """SQL shapes more than one repository uses.
 
-`claim_statement`: how a worker takes leased work from a queue table. Tasks (the poll
-loop) and deliveries (the delivery loop) are both claimed this way: the oldest due rows,
-SKIP LOCKED so replicas claim side by side without waiting on each other, the due column
-moved to the lease's end (a replica that dies mid-work needs no reaper: its rows simply
-fall due again), and a new fencing token that voids any older holder's write.
+How a worker takes leased work from a queue table: SKIP LOCKED so replicas claim side by
+side without waiting on each other, the due column moved to the lease's end (a replica
+that dies mid-work needs no reaper: its rows simply fall due again), and a new fencing
+token that voids any older holder's write. Two orders choose the rows:
+
+* `claim_statement`: the oldest due rows first (deliveries).
+* `fair_claim_statement`: a share of the batch per owner of due rows, then the oldest due
+  rows (tasks, shared between tenants; the rule is in docs/architecture.md, "Fair shares").
 
 `rows_of` / `rows_param`: how a set of rows travels to the server in one parameter. The hot
 paths write many rows per statement (`UPDATE ... FROM`, `INSERT ... SELECT`); one jsonb
@@ -27,6 +30,20 @@ from sqlalchemy.dialects import postgresql
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
+def _lease(table: str, due_column: str, returning: str, *, rows: str) -> str:
+    """Lease the rows `c` that `rows` (a FROM and WHERE, with the CTE `params` and its
+    `lease_s` in the FROM) picks out."""
+    return f"""
+        UPDATE {table} c
+        SET lease_owner = :owner,
+            lease_expires_at = now() + make_interval(secs => params.lease_s),
+            {due_column} = now() + make_interval(secs => params.lease_s),
+            fencing_token = c.fencing_token + 1
+        {rows}
+        RETURNING {returning}
+        """
+
+
 def claim_statement(*, table: str, due_column: str, where: str, returning: str) -> TextClause:
     """The claim for `table`, ordered by `due_column`; `where` narrows the due rows, and
     `returning` names what to return of each claimed row `c`. Parameters: `limit`, `owner`
@@ -41,13 +58,82 @@ def claim_statement(*, table: str, due_column: str, where: str, returning: str) 
             LIMIT :limit
             FOR UPDATE SKIP LOCKED
         )
-        UPDATE {table} c
-        SET lease_owner = :owner,
-            lease_expires_at = now() + make_interval(secs => params.lease_s),
-            {due_column} = now() + make_interval(secs => params.lease_s),
-            fencing_token = c.fencing_token + 1
-        FROM due, params WHERE c.id = due.id
-        RETURNING {returning}
+        {_lease(table, due_column, returning, rows="FROM due, params WHERE c.id = due.id")}
+        """
+    )
+
+
+# The planner cannot tell how many rows the fair claim's CTEs hold (their limits are
+# computed), and a join to them was seen planned as a hash join over the whole table: the
+# ids as an array make the update an index scan on the primary key whatever the estimate.
+_BY_ID = "FROM params WHERE c.id = ANY(ARRAY(SELECT id FROM due))"
+
+
+def fair_claim_statement(
+    *, table: str, due_column: str, share_column: str, where: str, returning: str
+) -> TextClause:
+    """The claim for `table`, shared between the values of `share_column` (the owners) that
+    have rows due: with n of them and a batch of `limit`, each owner's floor(limit / n) most
+    overdue rows (at least one, for the `limit` owners with the oldest due row when n >
+    limit), then the rest of the batch in overdue order across owners. Rows come back in
+    turns: every owner's most overdue row, then every owner's second, and so on.
+
+    `where` narrows the rows without looking at the due column and must be served, with the
+    ordering, by an index on (its equality columns, `share_column`, `due_column`); `returning`
+    names what to return of each claimed row `c`, `c.id` among it. Parameters as
+    `claim_statement`'s.
+
+    Why this shape: a recursive CTE walks that index one owner at a time (a loose index scan:
+    one descent per owner with rows in `where`, whatever their number of rows), and each due
+    owner's share is an index range scan of its own. The cost grows with the owners that
+    have rows in `where` and with the batch, not with the rows, due or not.
+    """
+    return text(
+        f"""
+        WITH RECURSIVE params AS (
+            SELECT CAST(:lease_s AS float8) AS lease_s, CAST(:limit AS integer) AS batch
+        ),
+        heads AS (
+            (SELECT {share_column} AS owner, {due_column} AS head FROM {table}
+             WHERE {where}
+             ORDER BY {share_column}, {due_column} LIMIT 1)
+            UNION ALL
+            SELECT nxt.owner, nxt.head FROM heads h CROSS JOIN LATERAL (
+                SELECT {share_column} AS owner, {due_column} AS head FROM {table}
+                WHERE {where} AND {share_column} > h.owner
+                ORDER BY {share_column}, {due_column} LIMIT 1
+            ) nxt
+        ),
+        owners AS (SELECT owner, head FROM heads WHERE head <= now()),
+        shares AS (
+            SELECT s.id, s.owner, s.due_at
+            FROM (
+                SELECT owner FROM owners ORDER BY head LIMIT (SELECT batch FROM params)
+            ) o
+            CROSS JOIN LATERAL (
+                SELECT id, {share_column} AS owner, {due_column} AS due_at FROM {table}
+                WHERE {where} AND {share_column} = o.owner AND {due_column} <= now()
+                ORDER BY {due_column}
+                LIMIT (SELECT greatest(1, batch / greatest(1, (SELECT count(*) FROM owners)))
+                       FROM params)
+                FOR UPDATE SKIP LOCKED
+            ) s
+        ),
+        rest AS (
+            SELECT id, {share_column} AS owner, {due_column} AS due_at FROM {table}
+            WHERE {where} AND {due_column} <= now()
+              AND id NOT IN (SELECT id FROM shares)
+            ORDER BY {due_column}
+            LIMIT (SELECT greatest(0, batch - (SELECT count(*) FROM shares)) FROM params)
+            FOR UPDATE SKIP LOCKED
+        ),
+        due AS (
+            SELECT id, due_at, row_number() OVER (PARTITION BY owner ORDER BY due_at) AS turn
+            FROM (SELECT * FROM shares UNION ALL SELECT * FROM rest) d
+        ),
+        claimed AS ({_lease(table, due_column, returning, rows=_BY_ID)})
+        SELECT claimed.* FROM claimed JOIN due ON due.id = claimed.id
+        ORDER BY due.turn, due.due_at
         """
     )
 

@@ -59,11 +59,21 @@ class Task(Base):
             "tenant", "provider", "external_id", name="uq_tasks_tenant_provider_external_id"
         ),
         CheckConstraint(enum_check("status", [s.value for s in TaskStatus]), name="status"),
-        # The poll loop's claim: due tasks of one provider instance, oldest due first.
+        # The poll loop's claim: due tasks of one provider instance, oldest due first (the rest
+        # of a batch after each tenant's share), and the instance's next due time.
         # Partial, so terminal tasks (the vast majority over time) cost nothing here.
         Index(
             "ix_tasks_due",
             "provider",
+            "next_poll_at",
+            postgresql_where=text(ACTIVE_SQL),
+        ),
+        # The claim's share per tenant: the tenants with active tasks on an instance, each
+        # with its oldest due time first (app/core/repository.py, fair_claim_statement).
+        Index(
+            "ix_tasks_due_tenant",
+            "provider",
+            "tenant",
             "next_poll_at",
             postgresql_where=text(ACTIVE_SQL),
         ),

@@ -9,14 +9,17 @@ from typing import Any
 from sqlalchemy import func, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.repository import claim_statement, rows_of, rows_param
+from app.core.repository import fair_claim_statement, rows_of, rows_param
 from app.models import Task
 from app.models.task import ACTIVE_STATUSES
 from app.providers.base import WaitReason
 
-_CLAIM = claim_statement(
+# Shared between tenants (docs/architecture.md, "Fair shares"); ix_tasks_due_tenant serves
+# the walk over tenants and each tenant's share, ix_tasks_due the rest of the batch.
+_CLAIM = fair_claim_statement(
     table="tasks",
     due_column="next_poll_at",
+    share_column="tenant",
     where="provider = :provider AND status IN ('pending', 'queued', 'processing')",
     returning="c.id, c.fencing_token, c.external_id, c.status, c.deadline_at, c.checkpoint, now()",
 )
@@ -88,10 +91,10 @@ class PollingRepository:
     async def claim_due(
         self, provider: str, *, limit: int, owner: str, lease_s: float
     ) -> list[Claim]:
-        """Claim up to `limit` due tasks of one instance, longest overdue first.
+        """Claim up to `limit` due tasks of one instance, shared between the tenants with
+        tasks due: each tenant's most overdue first, in turns across tenants.
 
-        The shape every queue shares (`app/core/repository.py`); the partial index
-        ix_tasks_due serves the scan.
+        The claim shape of `app/core/repository.py` (`fair_claim_statement`).
         """
         rows = await self.session.execute(
             _CLAIM,

@@ -189,6 +189,92 @@ async def test_release_makes_tasks_due_again(
     assert {c.id for c in again} == {c.id for c in claims}
 
 
+async def _add_due(engine: AsyncEngine, tenant: str, overdue_s: list[float]) -> list[uuid.UUID]:
+    """Active minimax tasks of `tenant`, due `overdue_s` seconds ago (negative: not yet)."""
+    ids = [uuid.uuid4() for _ in overdue_s]
+    async with engine.begin() as conn:
+        for task_id, seconds in zip(ids, overdue_s, strict=True):
+            await conn.execute(
+                insert(Task).values(
+                    id=task_id,
+                    tenant=tenant,
+                    provider="minimax",
+                    external_id=str(task_id),
+                    status="processing",
+                    deadline_at=text("now() + interval '1 day'"),
+                    next_poll_at=text(f"now() - interval '{seconds} seconds'"),
+                )
+            )
+    return ids
+
+
+async def test_a_claim_shares_the_batch_between_tenants(engine: AsyncEngine) -> None:
+    # A's flood is older than anything of B's: longest-overdue first would give A the batch.
+    flood = await _add_due(engine, "a", [1000.0 + i for i in range(200)])
+    few = await _add_due(engine, "b", [5.0, 4.0, 3.0, 2.0, 1.0, 0.5])
+    claims = await _claim(engine, 10)
+    # Half each, every tenant's most overdue first, in turns across tenants.
+    assert [c.id for c in claims] == [
+        task for pair in zip(flood[::-1][:5], few[:5], strict=True) for task in pair
+    ]
+    assert all(c.token == 1 for c in claims)
+
+
+async def test_a_tenant_due_less_than_its_share_leaves_the_rest_to_the_others(
+    engine: AsyncEngine,
+) -> None:
+    flood = await _add_due(engine, "a", [1000.0 + i for i in range(200)])
+    few = await _add_due(engine, "b", [2.0, 1.0])
+    await _add_due(engine, "c", [-60.0] * 5)  # nothing due: no share
+    claims = await _claim(engine, 10)
+    assert [c.id for c in claims if c.id in few] == few
+    assert [c.id for c in claims if c.id not in few] == flood[::-1][:8]
+
+
+async def test_a_single_tenant_gets_the_whole_batch_in_overdue_order(
+    engine: AsyncEngine,
+) -> None:
+    ids = await _add_due(engine, "a", [float(i) for i in range(1, 51)])
+    claims = await _claim(engine, 20)
+    assert [c.id for c in claims] == ids[::-1][:20]
+
+
+async def test_more_tenants_than_the_batch_take_turns_by_their_oldest_due_task(
+    engine: AsyncEngine,
+) -> None:
+    heads = {}
+    for n in range(5):  # tenant t0's oldest task is the most overdue, then t1's, ...
+        heads[f"t{n}"] = await _add_due(engine, f"t{n}", [100.0 - n, 10.0 - n])
+    first = await _claim(engine, 3)
+    assert [c.id for c in first] == [heads["t0"][0], heads["t1"][0], heads["t2"][0]]
+    # Claimed tasks moved to their lease's end: the tenants left out come next.
+    second = await _claim(engine, 3)
+    assert [c.id for c in second] == [heads["t3"][0], heads["t4"][0], heads["t0"][1]]
+
+
+async def test_concurrent_fair_claims_never_share_a_task(engine: AsyncEngine) -> None:
+    flood = await _add_due(engine, "a", [100.0 + i for i in range(100)])
+    few = await _add_due(engine, "b", [float(i) for i in range(1, 21)])
+    claimed: list[uuid.UUID] = []
+    while len(claimed) < 120:
+        batches = await asyncio.gather(*(_claim(engine, 7, owner=f"r{i}") for i in range(2)))
+        new = [c.id for batch in batches for c in batch]
+        assert new, "due tasks left unclaimed"
+        claimed += new
+    assert len(claimed) == len(set(claimed)) == 120
+    assert set(claimed) == set(flood) | set(few)
+
+
+async def test_a_fair_claim_bumps_the_fencing_token(engine: AsyncEngine) -> None:
+    [a] = await _add_due(engine, "a", [10.0])
+    [b] = await _add_due(engine, "b", [5.0])
+    first = await _claim(engine, 2, owner="dead-replica")
+    await _make_due(engine, {str(a): 1, str(b): 1})  # both leases ran out
+    second = await _claim(engine, 2, owner="live-replica")
+    assert {c.id: c.token for c in first} == {a: 1, b: 1}
+    assert {c.id: c.token for c in second} == {a: 2, b: 2}
+
+
 async def test_events_unique_per_change(engine: AsyncEngine) -> None:
     """The (task_id, sequence) key makes a duplicate event for one change impossible."""
     import pytest
