@@ -3,7 +3,8 @@ and whether it ever goes over, with one and with three worker replicas.
 
 Run from the repository root:
 
-    python -m bench.budget_accuracy [--tasks 1000] [--rate 10] [--replicas 1,3] [--json PATH]
+    python -m bench.budget_accuracy [--tasks 1000] [--rate 10] [--replicas 1,3] [--cpu-hog N]
+        [--json PATH]
 
 Setup: a throwaway embedded Postgres (unix socket, temporary directory under /tmp), migrated;
 the sandbox (`python -m app.cli sandbox --minimax-rate RATE`) as a subprocess, which answers
@@ -53,6 +54,7 @@ from bench._support import (
     begin,
     connect,
     count_warnings,
+    cpu_hog,
     int_list,
     load_due_tasks,
     pollhook_env,
@@ -73,6 +75,7 @@ class Options:
     replicas: list[int]
     max_seconds: float | None
     json_path: Path | None
+    cpu_hog: int
 
 
 @dataclass
@@ -331,13 +334,21 @@ def print_results(results: list[RunResult], rate: float) -> None:
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    meta = await begin(server, tasks=options.tasks, rate=options.rate, replicas=options.replicas)
+    meta = await begin(
+        server,
+        tasks=options.tasks,
+        rate=options.rate,
+        replicas=options.replicas,
+        cpu_hog=options.cpu_hog,
+    )
     print(
         f"{options.tasks} due tasks per run, limit {options.rate:g}/s shared by "
-        f"{' then '.join(str(r) for r in options.replicas)} `pollhook worker` process(es).\n"
+        f"{' then '.join(str(r) for r in options.replicas)} `pollhook worker` process(es)"
+        + (f", {options.cpu_hog} CPU hog process(es) beside them" if options.cpu_hog else "")
+        + ".\n"
     )
     results: list[RunResult] = []
-    with (workdir / "sandbox.log").open("w") as log:
+    with (workdir / "sandbox.log").open("w") as log, cpu_hog(options.cpu_hog):
         sandbox = await Sandbox.start(minimax_rate=options.rate, log=log)
         conn = await connect(server)
         try:
@@ -370,6 +381,13 @@ def parse_args(argv: list[str] | None) -> Options:
         default=None,
         help="cut-off per run (default: 1.5 x tasks/rate + 60 s)",
     )
+    parser.add_argument(
+        "--cpu-hog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N processes that only burn CPU beside the benchmark (default 0)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
     if args.tasks < 10 or args.rate <= 0:
@@ -382,6 +400,7 @@ def parse_args(argv: list[str] | None) -> Options:
         replicas=args.replicas,
         max_seconds=args.max_seconds,
         json_path=args.json,
+        cpu_hog=args.cpu_hog,
     )
 
 
