@@ -21,12 +21,15 @@ Measured, from the sandbox's own counters for the key (it stamps every arrival):
 
 * achieved rate while the backlog lasts: requests per second over the whole calendar seconds
   strictly between the first and the last request (the two partial seconds at the ends are
-  left out); the target is >= 95 % of the limit;
+  left out); the target is >= 97 % of the limit (issue 13; the spacing's ceiling is 97.6 %);
 * violations: the most requests in any sliding 1-second window (exact, from the arrival
   times), calendar seconds with more than RATE requests, and 1002 answers; the target is
   none of them;
 * claims per task (sum of fencing tokens): more than one means a task was claimed again
   after a missed send slot or an expired lease.
+
+`--cpu-hog N` runs N processes that only burn CPU beside everything: the budget must still
+hold (invariant 4) on a starved machine.
 
 This is a benchmark, not a test: it prints a table (and optionally writes JSON) and exits
 non-zero only when a run failed to finish or a worker failed.
@@ -65,7 +68,7 @@ from bench._support import (
 
 CHECK_EVERY_S = 0.5
 POLL_INTERVAL_S = 3600
-TARGET_SHARE = 0.95
+TARGET_SHARE = 0.97
 
 
 @dataclass

@@ -9,8 +9,9 @@ requests in the order they ask: a request that is busy elsewhere when a slot com
 not hold it, the next waiting request takes it. Right before a request's bytes are written
 `SlotSource.before_send` checks it is still within its slot's span and that the instance is
 not paused; a request that missed it takes the next slot instead, so a miss costs latency,
-not the task's turn. A request is given up unsent only when the loop stops, the instance
-pauses, the database cannot give a slot, or the claim's lease would run out first.
+not the task's turn. A request is given up unsent when the loop stops, the instance
+pauses, the claim's lease would run out first, or its batch's slots all went by unused
+(they are not replaced: a starved replica would only book more slots to miss).
 """
 
 from __future__ import annotations
@@ -130,7 +131,6 @@ class Pacer:
         self.queue: deque[Slot] = deque()
         # asyncio.Lock is FIFO: requests get slots in the order they asked for one.
         self.turn = asyncio.Lock()
-        self.asking = 0
 
     @property
     def limited(self) -> bool:
@@ -167,27 +167,30 @@ class Pacer:
             self.queue.clear()
         self.queue.extend(slots)
 
-    async def take(self, lease_ends: float) -> Slot:
+    async def take(self, lease_ends: float, *, follow_up: bool) -> Slot:
         """The next slot in the queue, handed over SEND_LEAD_S before it so the request can
-        get to its send check in time; reserved on the spot when none is left (a follow-up
-        request, or slots that went by unused)."""
-        self.asking += 1
-        try:
-            async with self.turn:
-                while True:
-                    self._check_open()
-                    self._drop_missed()
-                    if not self.queue:
-                        await self._top_up()
-                        continue
-                    slot = self.queue[0]
-                    if slot.not_before + self.settings.request_timeout_s > lease_ends:
-                        raise SlotMissed("the claim's lease would run out before the answer")
-                    if await self._wait_until(slot.not_before - SEND_LEAD_S):
-                        continue
-                    return self.queue.popleft()
-        finally:
-            self.asking -= 1
+        get to its send check in time.
+
+        A follow-up request (a file retrieve) had no slot reserved with its batch: it
+        reserves one when the queue is empty. Any other request finding the queue empty
+        gives its task back: the batch's slots went by unused, and reserving more for it
+        would book the budget further ahead the more a starved replica misses, until it
+        books nothing but slots it misses."""
+        async with self.turn:
+            while True:
+                self._check_open()
+                self._drop_missed()
+                if not self.queue:
+                    if not follow_up:
+                        raise SlotMissed("the batch's slots went by unused")
+                    await self._top_up()
+                    continue
+                slot = self.queue[0]
+                if slot.not_before + self.settings.request_timeout_s > lease_ends:
+                    raise SlotMissed("the claim's lease would run out before the answer")
+                if await self._wait_until(slot.not_before - SEND_LEAD_S):
+                    continue
+                return self.queue.popleft()
 
     async def on_time(self, slot: Slot) -> bool:
         """Wait for `slot` to start; then whether the request may leave on it now (raises
@@ -222,10 +225,10 @@ class Pacer:
 
     async def _top_up(self) -> None:
         try:
-            await self.reserve(max(1, self.asking))
+            await self.reserve(1)
         except Exception as exc:
-            # The database went away under a request that needed a slot: a missed turn,
-            # retried with the task, not an adapter error.
+            # The database went away under a follow-up request: a missed turn, retried with
+            # the task, not an adapter error.
             raise SlotMissed(f"no budget slot: {type(exc).__name__}") from exc
 
     def slots(self, lease_ends: float) -> SlotSource:
@@ -246,7 +249,7 @@ class SlotSource:
     async def __call__(self) -> None:
         """Wait for the next request's slot."""
         if self.pacer.limited:
-            self.current = await self.pacer.take(self.lease_ends)
+            self.current = await self.pacer.take(self.lease_ends, follow_up=self.sent)
         elif self.pacer.gate.stop.is_set():
             raise SlotMissed("stopping")
 
