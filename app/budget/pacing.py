@@ -30,6 +30,9 @@ from app.core.config import PollSettings, ProviderSettings
 from app.core.metrics import BUDGET_SLOTS, BUDGET_SLOTS_MISSED
 from app.models import ProviderHealth
 
+# Clock reads a reservation makes at most to place its slots precisely enough.
+CLOCK_READS = 3
+
 
 class SlotMissed(Exception):
     """The request cannot go out: stopping, paused, no slot to be had, or the lease ends."""
@@ -146,26 +149,41 @@ class Pacer:
             # in the reservation, whose trip also holds the wait for the row lock behind
             # the other replicas' reservations.
             await session.connection()
-            sent = time.monotonic()
-            db_now = (await repository.clock()).timestamp()
-            answered = time.monotonic()
+            placement = await self._read_clock(repository)
             reservation = await repository.reserve(
                 self.name,
                 count,
                 configured_rate=self.settings.rate_limit_per_s,
                 recovery_s=self.poll_settings.rate_recovery_s,
             )
-        self.placement = (
-            measured(db_now, sent, answered)
-            if self.placement is None
-            else self.placement.learn(db_now, sent, answered)
-        )
-        slots = reserved_slots(reservation, self.placement, self.slack_s)
+        slots = reserved_slots(reservation, placement, self.slack_s)
         if self.queue and slots and slots[0].not_before < self.queue[-1].not_before:
             # Two reservations of this replica answered out of order.
             slots = sorted([*self.queue, *slots], key=lambda slot: slot.not_before)
             self.queue.clear()
         self.queue.extend(slots)
+
+    async def _read_clock(self, repository: BudgetRepository) -> ClockPlacement:
+        """Narrow the placement with a clock read, and again (up to CLOCK_READS reads) while
+        it is vaguer than half the slack: a slow first read (a replica starting on a busy
+        machine) would otherwise leave a whole batch of slots with no span to send in."""
+        placement = await self._one_clock_read(repository)
+        for _ in range(CLOCK_READS - 1):
+            if placement.high - placement.low <= self.slack_s / 2:
+                break
+            placement = await self._one_clock_read(repository)
+        return placement
+
+    async def _one_clock_read(self, repository: BudgetRepository) -> ClockPlacement:
+        sent = time.monotonic()
+        db_now = (await repository.clock()).timestamp()
+        answered = time.monotonic()
+        self.placement = (
+            measured(db_now, sent, answered)
+            if self.placement is None
+            else self.placement.learn(db_now, sent, answered)
+        )
+        return self.placement
 
     async def take(self, lease_ends: float, *, follow_up: bool) -> Slot:
         """The next slot in the queue, handed over SEND_LEAD_S before it so the request can
