@@ -17,7 +17,7 @@ not per-provider settings are compressed too (`ENGINE__TICK_S` 1 s, `CLAIM_HORIZ
 `RATE_RECOVERY_S` 60 s, `FORECAST_WINDOW_S` 60 s, `BACKLOG_DRAIN_S` 120 s), but fixed costs
 are not: a poll's round trips, the apply transaction and the file retrieve take the same
 milliseconds, which count 10x in real terms (5 ms compressed reads as 50 ms), and the
-budget's send slack (10 ms at the compressed rate) stays 10 ms.
+budget's send slack (8 ms at any rate of 1/s or more) stays 8 ms.
 
 Setup: a throwaway embedded Postgres, the sandbox (`pollhook sandbox --minimax-rate
 budget x factor`, which answers 1002 past that many requests in any sliding 1-second window),
