@@ -492,6 +492,28 @@ def run_benchmark(
     return 0 if report is not None and report["ok"] else 1
 
 
+@contextlib.contextmanager
+def cpu_hog(count: int) -> Iterator[None]:
+    """`count` processes that only burn CPU, beside the benchmark: the starved machine a
+    busy host or a noisy neighbour makes. Started before and ended after the block."""
+    hogs = [
+        subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+        for hog in hogs:
+            hog.wait()
+
+
 def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)

@@ -7,7 +7,7 @@ Run from the repository root:
 
     python -m bench.adaptive_schedule [--quick] [--json PATH]
     #   --inflight 20,100,150  --seconds 90  --factor 10  --budget 10
-    #   --schedulers fixed,backoff,adaptive,hints  --hit-chance Q  --lateness S
+    #   --schedulers fixed,backoff,adaptive,hints  --hit-chance Q  --lateness S  --cpu-hog N
 
 **Time is compressed** by `--factor` (default 10): every duration and interval given to the
 sandbox and to pollhook is divided by it and every rate multiplied by it, so a 15-minute
@@ -17,7 +17,7 @@ not per-provider settings are compressed too (`ENGINE__TICK_S` 1 s, `CLAIM_HORIZ
 `RATE_RECOVERY_S` 60 s, `FORECAST_WINDOW_S` 60 s, `BACKLOG_DRAIN_S` 120 s), but fixed costs
 are not: a poll's round trips, the apply transaction and the file retrieve take the same
 milliseconds, which count 10x in real terms (5 ms compressed reads as 50 ms), and the
-budget's 5 ms send slack stays 5 ms.
+budget's send slack (8 ms at any rate of 1/s or more) stays 8 ms.
 
 Setup: a throwaway embedded Postgres, the sandbox (`pollhook sandbox --minimax-rate
 budget x factor`, which answers 1002 past that many requests in any sliding 1-second window),
@@ -58,6 +58,9 @@ Measured per run:
 * the `completion` and `saturation` figures of `GET /v1/providers` at the end of the
   arrival window, when the API has them.
 
+`--cpu-hog N` runs N processes that only burn CPU beside everything (the starved machine of
+issue 13's "under CPU pressure" target: >= 90 % of the budget used, every task detected).
+
 This is a benchmark, not a test: it prints a table with ratios against `fixed` and the
 issue's targets, and exits non-zero only when a run broke (a process failed, registrations
 failed, a measured task was never detected or a budget violation occurred).
@@ -92,6 +95,7 @@ from bench._support import (
     begin,
     connect,
     count_warnings,
+    cpu_hog,
     free_port,
     int_list,
     percentile,
@@ -177,6 +181,7 @@ class Options:
     lateness_s: float | None  # poll_lateness_s (real seconds) likewise
     seed: int
     json_path: Path | None
+    cpu_hog: int
 
 
 # --- the workload -------------------------------------------------------------------------------
@@ -877,6 +882,7 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
         hit_chance=options.hit_chance,
         lateness_s=options.lateness_s,
         mean_duration_s=MEAN_DURATION_S,
+        cpu_hog=options.cpu_hog,
     )
     print(
         f"budget {options.budget:g}/s, time compressed {options.factor:g}x "
@@ -884,12 +890,13 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
         f"real), N in flight {options.inflight}, mean task {MEAN_DURATION_S:.1f} s real"
         + (f", poll_hit_chance {options.hit_chance:g}" if options.hit_chance else "")
         + (f", poll_lateness_s {options.lateness_s:g}" if options.lateness_s is not None else "")
+        + (f", {options.cpu_hog} CPU hog process(es) beside it" if options.cpu_hog else "")
     )
     variants = options.variants
     results: list[RunResult] = []
     digest = code_digest()
     stopped: str | None = None
-    with (workdir / "sandbox.log").open("w") as log:
+    with (workdir / "sandbox.log").open("w") as log, cpu_hog(options.cpu_hog):
         sandbox = await Sandbox.start(minimax_rate=options.budget * options.factor, log=log)
         conn = await connect(server)
         try:
@@ -994,6 +1001,13 @@ def parse_args(argv: list[str] | None) -> Options:
         help="poll_lateness_s of the adaptive variants, real seconds (default: the engine's)",
     )
     parser.add_argument("--seed", type=int, default=5, help="workload seed")
+    parser.add_argument(
+        "--cpu-hog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N processes that only burn CPU beside the benchmark (default 0)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
     if args.inflight is not None and (not args.inflight or max(args.inflight) > 1000):
@@ -1019,6 +1033,7 @@ def parse_args(argv: list[str] | None) -> Options:
         lateness_s=args.lateness,
         seed=args.seed,
         json_path=args.json,
+        cpu_hog=args.cpu_hog,
     )
 
 

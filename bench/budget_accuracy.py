@@ -3,7 +3,8 @@ and whether it ever goes over, with one and with three worker replicas.
 
 Run from the repository root:
 
-    python -m bench.budget_accuracy [--tasks 1000] [--rate 10] [--replicas 1,3] [--json PATH]
+    python -m bench.budget_accuracy [--tasks 1000] [--rate 10] [--replicas 1,3] [--cpu-hog N]
+        [--json PATH]
 
 Setup: a throwaway embedded Postgres (unix socket, temporary directory under /tmp), migrated;
 the sandbox (`python -m app.cli sandbox --minimax-rate RATE`) as a subprocess, which answers
@@ -20,12 +21,15 @@ Measured, from the sandbox's own counters for the key (it stamps every arrival):
 
 * achieved rate while the backlog lasts: requests per second over the whole calendar seconds
   strictly between the first and the last request (the two partial seconds at the ends are
-  left out); the target is >= 95 % of the limit;
+  left out); the target is >= 97 % of the limit (issue 13; the spacing's ceiling is 97.6 %);
 * violations: the most requests in any sliding 1-second window (exact, from the arrival
   times), calendar seconds with more than RATE requests, and 1002 answers; the target is
   none of them;
 * claims per task (sum of fencing tokens): more than one means a task was claimed again
   after a missed send slot or an expired lease.
+
+`--cpu-hog N` runs N processes that only burn CPU beside everything: the budget must still
+hold (invariant 4) on a starved machine.
 
 This is a benchmark, not a test: it prints a table (and optionally writes JSON) and exits
 non-zero only when a run failed to finish or a worker failed.
@@ -53,6 +57,7 @@ from bench._support import (
     begin,
     connect,
     count_warnings,
+    cpu_hog,
     int_list,
     load_due_tasks,
     pollhook_env,
@@ -63,7 +68,7 @@ from bench._support import (
 
 CHECK_EVERY_S = 0.5
 POLL_INTERVAL_S = 3600
-TARGET_SHARE = 0.95
+TARGET_SHARE = 0.97
 
 
 @dataclass
@@ -73,6 +78,7 @@ class Options:
     replicas: list[int]
     max_seconds: float | None
     json_path: Path | None
+    cpu_hog: int
 
 
 @dataclass
@@ -331,13 +337,21 @@ def print_results(results: list[RunResult], rate: float) -> None:
 
 
 async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict[str, Any]:
-    meta = await begin(server, tasks=options.tasks, rate=options.rate, replicas=options.replicas)
+    meta = await begin(
+        server,
+        tasks=options.tasks,
+        rate=options.rate,
+        replicas=options.replicas,
+        cpu_hog=options.cpu_hog,
+    )
     print(
         f"{options.tasks} due tasks per run, limit {options.rate:g}/s shared by "
-        f"{' then '.join(str(r) for r in options.replicas)} `pollhook worker` process(es).\n"
+        f"{' then '.join(str(r) for r in options.replicas)} `pollhook worker` process(es)"
+        + (f", {options.cpu_hog} CPU hog process(es) beside them" if options.cpu_hog else "")
+        + ".\n"
     )
     results: list[RunResult] = []
-    with (workdir / "sandbox.log").open("w") as log:
+    with (workdir / "sandbox.log").open("w") as log, cpu_hog(options.cpu_hog):
         sandbox = await Sandbox.start(minimax_rate=options.rate, log=log)
         conn = await connect(server)
         try:
@@ -370,6 +384,13 @@ def parse_args(argv: list[str] | None) -> Options:
         default=None,
         help="cut-off per run (default: 1.5 x tasks/rate + 60 s)",
     )
+    parser.add_argument(
+        "--cpu-hog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N processes that only burn CPU beside the benchmark (default 0)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
     if args.tasks < 10 or args.rate <= 0:
@@ -382,6 +403,7 @@ def parse_args(argv: list[str] | None) -> Options:
         replicas=args.replicas,
         max_seconds=args.max_seconds,
         json_path=args.json,
+        cpu_hog=args.cpu_hog,
     )
 
 

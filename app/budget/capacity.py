@@ -3,23 +3,48 @@ be, and how many polls per second are left once follow-up requests are paid for.
 
 from __future__ import annotations
 
-# Slots are spaced this much wider than 1/rate, and a request more than SEND_SLACK_S late
-# for its slot is not sent. Together they keep every 1-second window at or under the rate:
-# sends leave in [slot, slot + slack), so a window can only see slots from an interval of
-# 1 + slack seconds, which holds at most rate slots when they are SPACING_FACTOR/rate apart
-# and 1 + slack < SPACING_FACTOR. The remaining 45 ms absorb what happens between the
-# check (made right before the bytes are written, after any connection setup) and the
-# upstream stamping the request: event-loop lag on either side, network jitter. 35 ms
-# (1.04) still let an 11th request into a window on a loaded 2-core machine. The price:
-# at most 1/1.05 = 95.2 % of the configured rate is used.
-SPACING_FACTOR = 1.05
-SEND_SLACK_S = 0.005
+# Why no window of the limit ever sees more than the limit (docs/architecture.md, "Why the
+# rate budget cannot be exceeded", has the whole argument). The limit counts requests in a
+# sliding window of `limit_window_s(rate)`; slots are SPACING_FACTOR / rate apart on the
+# database clock. If every request reaches the upstream between its slot and
+# `SPACING_FACTOR - 1` windows after it, the requests of any window come from slots spread
+# over less than SPACING_FACTOR windows, and that holds at most the limit. Of that margin,
+# ARRIVAL_JITTER_S is kept for what happens after the last check (the write, the network,
+# the upstream stamping the request) and the rest is the send slack: how late after its
+# slot a request may still leave. The slot is placed on the local clock from both ends of
+# the reservation's round trip (`app/budget/pacing.py`), so the round trip no longer eats
+# into the margin, and 2.5 % suffices where 5 % did when slots were placed when the answer
+# came back. The price: at most 1/1.025 = 97.6 % of the configured rate is used.
+SPACING_FACTOR = 1.025
+ARRIVAL_JITTER_S = 0.017
+
+# A request is handed its slot this long before it starts, to get through the HTTP client
+# (and a connection setup) to its send check, where it waits for the slot itself: a busy
+# event loop then has this long to be late before the slot is missed.
+SEND_LEAD_S = 0.020
+
+# How fast the database's clock may run against this process's monotonic clock, in seconds
+# per second, whatever NTP does to either: a clock placement learnt earlier loosens by this
+# much per second, and a slot further ahead by this much per second of wait.
+CLOCK_DRIFT = 1e-4
 
 # An AIMD cut never takes the rate below this share of the configured one.
 MIN_RATE_SHARE = 0.05
 
 # Whatever follow-up requests take, polls keep at least this share of the rate.
 MIN_POLL_SHARE = 0.1
+
+
+def limit_window_s(rate_per_s: float) -> float:
+    """The window a per-second rate is counted over: one second, or one request's worth of
+    time under 1/s (0.2/s admits one request per 5 s)."""
+    return max(1.0, 1.0 / rate_per_s)
+
+
+def send_slack_s(rate_per_s: float) -> float:
+    """How late after its slot a request may still leave: the window's spacing margin less
+    what the arrival may add. It scales with the slot once a slot is longer than a second."""
+    return (SPACING_FACTOR - 1.0) * limit_window_s(rate_per_s) - ARRIVAL_JITTER_S
 
 
 def poll_capacity(rate_per_s: float, *, spacing_factor: float, follow_ups_per_s: float) -> float:

@@ -1,10 +1,17 @@
 """Spending the shared budget in one replica: "can this request go out now?".
 
 A batch of claims reserves as many send slots from the instance's row
-(`app/budget/repository.py`); each slot is placed on this process's monotonic clock
-(`LocalSlots`), the request waits for it, and right before its bytes are written
-`SlotSource.before_send` checks it is still within SEND_SLACK_S of its slot and that the
-instance is not paused (`InstanceGate`). A request that misses its slot is not sent.
+(`app/budget/repository.py`). Each slot is placed on this process's monotonic clock as a
+span (`Slot`): not before the database's slot, and not more than the send slack after it,
+wherever in the reservation's round trip the database read its clock (`ClockPlacement`).
+The slots go into one queue per instance and replica (`Pacer`), consumed in order by the
+requests in the order they ask: a request that is busy elsewhere when a slot comes up does
+not hold it, the next waiting request takes it. Right before a request's bytes are written
+`SlotSource.before_send` checks it is still within its slot's span and that the instance is
+not paused; a request that missed it takes the next slot instead, so a miss costs latency,
+not the task's turn. A request is given up unsent when the loop stops, the instance
+pauses, the claim's lease would run out first, or its batch's slots all went by unused
+(they are not replaced: a starved replica would only book more slots to miss).
 """
 
 from __future__ import annotations
@@ -12,35 +19,83 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.budget.capacity import SEND_SLACK_S
+from app.budget.capacity import CLOCK_DRIFT, SEND_LEAD_S, send_slack_s
 from app.budget.repository import BudgetRepository, Reservation
 from app.core.config import PollSettings, ProviderSettings
-from app.core.metrics import BUDGET_SLOTS
+from app.core.metrics import BUDGET_SLOTS, BUDGET_SLOTS_MISSED
 from app.models import ProviderHealth
+
+# Clock reads a reservation makes at most to place its slots precisely enough.
+CLOCK_READS = 3
 
 
 class SlotMissed(Exception):
-    """The send slot passed (or the instance paused) before the request could go out."""
+    """The request cannot go out: stopping, paused, no slot to be had, or the lease ends."""
 
 
-@dataclass
-class LocalSlots:
-    """A reservation placed on this process's monotonic clock.
+@dataclass(frozen=True)
+class Slot:
+    """A send slot on the local monotonic clock: a request leaves in [not_before, deadline]."""
 
-    The anchor is the moment the reservation's answer arrived, which is at or after the
-    database clock's `db_now`: slots can only land late here, never early.
+    not_before: float
+    deadline: float
+
+
+@dataclass(frozen=True)
+class ClockPlacement:
+    """What this process knows of the database clock: `db - local` lies in [low, high] as of
+    local time `at`.
+
+    A reservation read the database clock at some moment between sending its statement and
+    its answer coming back, so `db_now - answered <= db - local <= db_now - sent`. Each
+    reservation narrows what the earlier ones said (widened by CLOCK_DRIFT per second since),
+    so one slow answer (a busy event loop, a row-lock wait, a reconnect after a restart)
+    does not blur the placement. Measurements that cannot both be true (a clock was stepped,
+    a failover to another host) start over from the newest one, which is true whatever
+    happened before: causality, not any assumption about either clock, bounds it.
     """
 
-    reservation: Reservation
-    anchor: float
+    low: float
+    high: float
+    at: float
 
-    def at(self, index: int) -> float:
-        offset = (self.reservation.first_slot - self.reservation.db_now).total_seconds()
-        return self.anchor + offset + index * self.reservation.spacing_s
+    def learn(self, db_now: float, sent: float, answered: float) -> ClockPlacement:
+        widen = CLOCK_DRIFT * max(0.0, answered - self.at)
+        low = max(self.low - widen, db_now - answered)
+        high = min(self.high + widen, db_now - sent)
+        if low > high:
+            return measured(db_now, sent, answered)
+        return ClockPlacement(low, high, answered)
+
+    def place(self, db_slot: float, slack_s: float) -> Slot:
+        """The local span of the slot at `db_slot` on the database clock: from the latest
+        local moment it may be (never early) to the earliest it may be plus the slack (never
+        more than the slack late). Empty when the placement is vaguer than the slack."""
+        drift = CLOCK_DRIFT * max(0.0, db_slot - self.high - self.at)
+        return Slot(
+            not_before=db_slot - self.low + drift,
+            deadline=db_slot - self.high - drift + slack_s,
+        )
+
+
+def measured(db_now: float, sent: float, answered: float) -> ClockPlacement:
+    """The placement one reservation gives on its own."""
+    return ClockPlacement(db_now - answered, db_now - sent, answered)
+
+
+def reserved_slots(
+    reservation: Reservation, placement: ClockPlacement, slack_s: float
+) -> list[Slot]:
+    first = reservation.first_slot.timestamp()
+    return [
+        placement.place(first + index * reservation.spacing_s, slack_s)
+        for index in range(reservation.count)
+    ]
 
 
 @dataclass
@@ -58,8 +113,8 @@ class InstanceGate:
 
 
 class Pacer:
-    """One instance's budget as this replica spends it: slots reserved from the shared row,
-    waited for on the local clock, and checked again right before sending."""
+    """One instance's budget as this replica spends it: slots reserved from the shared row
+    into a local queue, handed out in order, and checked again right before sending."""
 
     def __init__(
         self,
@@ -74,85 +129,162 @@ class Pacer:
         self.poll_settings = poll_settings
         self.sessions = sessions
         self.gate = InstanceGate(stop=stop)
+        self.slack_s = send_slack_s(settings.rate_limit_per_s) if self.limited else 0.0
+        self.placement: ClockPlacement | None = None
+        self.queue: deque[Slot] = deque()
+        # asyncio.Lock is FIFO: requests get slots in the order they asked for one.
+        self.turn = asyncio.Lock()
 
     @property
     def limited(self) -> bool:
         return self.settings.rate_limit_per_s > 0
 
-    async def reserve(self, count: int) -> LocalSlots:
+    async def reserve(self, count: int) -> None:
+        """Reserve `count` more slots from the shared budget into this replica's queue."""
         BUDGET_SLOTS.labels(self.name).inc(count)
         async with self.sessions.begin() as session:
-            reservation = await BudgetRepository(session).reserve(
+            repository = BudgetRepository(session)
+            # Both ends of a clock read's round trip bound where the database read its
+            # clock. Read on its own, with the connection already checked out, rather than
+            # in the reservation, whose trip also holds the wait for the row lock behind
+            # the other replicas' reservations.
+            await session.connection()
+            placement = await self._read_clock(repository)
+            reservation = await repository.reserve(
                 self.name,
                 count,
                 configured_rate=self.settings.rate_limit_per_s,
                 recovery_s=self.poll_settings.rate_recovery_s,
             )
-            # Placed as the answer arrives, before the COMMIT: the slots land late by the
-            # answer's trip only. After the commit they also landed late by its fsync, by a
-            # different amount per reservation, and two replicas' slots bunched up by the
-            # difference (seen: 11 requests in one second at 10/s under I/O load).
-            anchor = time.monotonic()
-        return LocalSlots(reservation, anchor=anchor)
+        slots = reserved_slots(reservation, placement, self.slack_s)
+        if self.queue and slots and slots[0].not_before < self.queue[-1].not_before:
+            # Two reservations of this replica answered out of order.
+            slots = sorted([*self.queue, *slots], key=lambda slot: slot.not_before)
+            self.queue.clear()
+        self.queue.extend(slots)
 
-    async def wait_for_slot(self, slot_at: float) -> None:
-        while (delay := slot_at - time.monotonic()) > 0:
-            if self.gate.stop.is_set():
-                raise SlotMissed("stopping")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.gate.stop.wait(), timeout=delay)
-        self.check_slot(slot_at)
+    async def _read_clock(self, repository: BudgetRepository) -> ClockPlacement:
+        """Narrow the placement with a clock read, and again (up to CLOCK_READS reads) while
+        it is vaguer than half the slack: a slow first read (a replica starting on a busy
+        machine) would otherwise leave a whole batch of slots with no span to send in."""
+        placement = await self._one_clock_read(repository)
+        for _ in range(CLOCK_READS - 1):
+            if placement.high - placement.low <= self.slack_s / 2:
+                break
+            placement = await self._one_clock_read(repository)
+        return placement
 
-    def check_slot(self, slot_at: float) -> None:
+    async def _one_clock_read(self, repository: BudgetRepository) -> ClockPlacement:
+        sent = time.monotonic()
+        db_now = (await repository.clock()).timestamp()
+        answered = time.monotonic()
+        self.placement = (
+            measured(db_now, sent, answered)
+            if self.placement is None
+            else self.placement.learn(db_now, sent, answered)
+        )
+        return self.placement
+
+    async def take(self, lease_ends: float, *, follow_up: bool) -> Slot:
+        """The next slot in the queue, handed over SEND_LEAD_S before it so the request can
+        get to its send check in time.
+
+        A follow-up request (a file retrieve) had no slot reserved with its batch: it
+        reserves one when the queue is empty. Any other request finding the queue empty
+        gives its task back: the batch's slots went by unused, and reserving more for it
+        would book the budget further ahead the more a starved replica misses, until it
+        books nothing but slots it misses."""
+        async with self.turn:
+            while True:
+                self._check_open()
+                self._drop_missed()
+                if not self.queue:
+                    if not follow_up:
+                        raise SlotMissed("the batch's slots went by unused")
+                    await self._top_up()
+                    continue
+                slot = self.queue[0]
+                if slot.not_before + self.settings.request_timeout_s > lease_ends:
+                    raise SlotMissed("the claim's lease would run out before the answer")
+                if await self._wait_until(slot.not_before - SEND_LEAD_S):
+                    continue
+                return self.queue.popleft()
+
+    async def on_time(self, slot: Slot) -> bool:
+        """Wait for `slot` to start; then whether the request may leave on it now (raises
+        when no request may leave at all)."""
+        while await self._wait_until(slot.not_before):
+            pass
+        self._check_open()
+        return time.monotonic() <= slot.deadline
+
+    async def _wait_until(self, moment: float) -> bool:
+        """Sleep until `moment` unless stopped; whether it slept at all."""
+        delay = moment - time.monotonic()
+        if delay <= 0:
+            return False
         if self.gate.stop.is_set():
             raise SlotMissed("stopping")
-        if time.monotonic() - slot_at > SEND_SLACK_S:
-            raise SlotMissed("late for the slot")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.gate.stop.wait(), timeout=delay)
+        return True
+
+    def _check_open(self) -> None:
+        if self.gate.stop.is_set():
+            raise SlotMissed("stopping")
         if self.gate.paused_until > time.monotonic():
             raise SlotMissed("instance paused")
 
-    def slots(self, first: float | None, lease_ends: float) -> SlotSource:
-        """The slots of one poll: `first` reserved with its batch, more on demand."""
-        return SlotSource(self, first, lease_ends)
+    def _drop_missed(self) -> None:
+        now = time.monotonic()
+        while self.queue and self.queue[0].deadline < now:
+            self.queue.popleft()
+            BUDGET_SLOTS_MISSED.labels(self.name).inc()
+
+    async def _top_up(self) -> None:
+        try:
+            await self.reserve(1)
+        except Exception as exc:
+            # The database went away under a follow-up request: a missed turn, retried with
+            # the task, not an adapter error.
+            raise SlotMissed(f"no budget slot: {type(exc).__name__}") from exc
+
+    def slots(self, lease_ends: float) -> SlotSource:
+        """The slots of one poll, taken from the queue request by request."""
+        return SlotSource(self, lease_ends)
 
 
 class SlotSource:
-    """Budget slots for one poll: the pre-reserved one, then a freshly reserved slot for
-    each further request (MiniMax's file retrieve). `sent` tells whether any request left."""
+    """Budget slots for one poll: one from the queue for each request (MiniMax's file
+    retrieve is a second one). `sent` tells whether any request left."""
 
-    def __init__(self, pacer: Pacer, first: float | None, lease_ends: float) -> None:
+    def __init__(self, pacer: Pacer, lease_ends: float) -> None:
         self.pacer = pacer
-        self.pending = [first] if first is not None else []
-        self.current: float | None = None
+        self.current: Slot | None = None
         self.lease_ends = lease_ends
         self.sent = False
 
     async def __call__(self) -> None:
         """Wait for the next request's slot."""
         if self.pacer.limited:
-            if self.pending:
-                self.current = self.pending.pop()
-            else:
-                try:
-                    self.current = (await self.pacer.reserve(1)).at(0)
-                except Exception as exc:
-                    # The database went away under a follow-up request (file retrieve): a
-                    # missed slot, retried with the task, not an adapter error.
-                    raise SlotMissed(f"no budget slot: {type(exc).__name__}") from exc
-            await self.pacer.wait_for_slot(self.current)
+            self.current = await self.pacer.take(self.lease_ends, follow_up=self.sent)
         elif self.pacer.gate.stop.is_set():
             raise SlotMissed("stopping")
 
-    def before_send(self) -> None:
-        """Right before the bytes go out: still within the slot's slack, or abort unsent.
+    async def before_send(self) -> bool:
+        """Right before the bytes go out: whether the request is within its slot's span.
 
         Checking here rather than when the wait ends keeps connection setup out of the
         lateness: a request that waited 50 ms for a fresh connection would otherwise reach
-        the upstream bunched up with the ones behind it on warm connections."""
-        if self.current is not None:
-            self.pacer.check_slot(self.current)
+        the upstream bunched up with the ones behind it on warm connections. Such a request
+        has missed its slot: it sends nothing and queues for the next one (False)."""
+        if self.current is not None and not await self.pacer.on_time(self.current):
+            BUDGET_SLOTS_MISSED.labels(self.pacer.name).inc()
+            self.current = None
+            return False
         # An answer that arrives after the lease ran out is fenced off anyway: do not spend
         # a budget slot (and the upstream's patience) on it.
         if time.monotonic() + self.pacer.settings.request_timeout_s > self.lease_ends:
             raise SlotMissed("the claim's lease would run out before the answer")
         self.sent = True
+        return True

@@ -31,6 +31,12 @@ BUDGET_SLOTS = Counter(
     ["provider"],
     registry=REGISTRY,
 )
+BUDGET_SLOTS_MISSED = Counter(
+    "pollhook_budget_slots_missed_total",
+    "Reserved send slots that went by with no request ready to leave on them.",
+    ["provider"],
+    registry=REGISTRY,
+)
 TASK_OUTCOMES = Counter(
     "pollhook_task_outcomes_total",
     "Tasks that reached a terminal status in this process, by provider instance and status.",

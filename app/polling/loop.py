@@ -125,10 +125,11 @@ class PollLoop(LeasedLoop):
         if not claims:
             await self._sleep_until_due()
             return
-        slots = await self.pacer.reserve(len(claims)) if self.pacer.limited else None
-        for index, claim in enumerate(claims):
-            slot_at = slots.at(index) if slots else None
-            self.start(claim.id, self._poll_one(claim, slot_at, claimed_at))
+        if self.pacer.limited:
+            # Into this replica's queue: each poll takes the next slot when it is ready.
+            await self.pacer.reserve(len(claims))
+        for claim in claims:
+            self.start(claim.id, self._poll_one(claim, claimed_at))
 
     def _batch_size(self, rate: float, free: int) -> int:
         if rate <= 0:
@@ -157,12 +158,12 @@ class PollLoop(LeasedLoop):
             return None
         return state
 
-    async def _poll_one(self, claim: Claim, slot_at: float | None, claimed_at: float) -> None:
+    async def _poll_one(self, claim: Claim, claimed_at: float) -> None:
         sent = False
         context = PollContext(claim.external_id, claim.checkpoint)
         try:
             async with self.semaphore:
-                result = await self._fetch(claim, context, slot_at, claimed_at)
+                result = await self._fetch(claim, context, claimed_at)
                 sent = result.sent
         except SlotMissed:
             POLLS.labels(self.name, "slot_missed").inc()
@@ -207,9 +208,7 @@ class PollLoop(LeasedLoop):
             )
             return await service.apply_all(results)
 
-    async def _fetch(
-        self, claim: Claim, context: PollContext, slot_at: float | None, claimed_at: float
-    ) -> PollResult:
+    async def _fetch(self, claim: Claim, context: PollContext, claimed_at: float) -> PollResult:
         """Poll through the adapter; every way the poll ends carries the checkpoint the
         adapter left in `context`, so a retry resumes where this one got to."""
         if self.settings.api_key is None:
@@ -221,7 +220,7 @@ class PollLoop(LeasedLoop):
             if self.gate.health is not ProviderHealth.AUTH_FAILED:
                 await self._on_credential_error(missing)
             return PollResult(error=missing, sent=False, checkpoint=context.checkpoint)
-        acquire = self.pacer.slots(slot_at, lease_ends=claimed_at + self.lease_s)
+        acquire = self.pacer.slots(lease_ends=claimed_at + self.lease_s)
         upstream = HttpUpstream(self.client, self.settings, acquire, acquire.before_send)
 
         def failed(error: ProviderError) -> PollResult:

@@ -7,6 +7,7 @@ every failure becomes a `ProviderError` so the poll loop never sees a raw httpx 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,11 +43,12 @@ class HttpUpstream:
         client: httpx.AsyncClient,
         settings: ProviderSettings,
         acquire_slot: Callable[[], Awaitable[None]],
-        before_send: Callable[[], None],
+        before_send: Callable[[], Awaitable[bool]],
     ) -> None:
         """`acquire_slot` waits for a budget slot; `before_send` runs at the last moment
-        before the request's first byte is written (after any connection setup) and may
-        raise to abort the request with nothing sent."""
+        before the request's first byte is written (after any connection setup) and says
+        whether the request may go: False sends nothing and starts over from
+        `acquire_slot` (the slot was missed), an exception aborts it with nothing sent."""
         self._client = client
         self._settings = settings
         self._acquire_slot = acquire_slot
@@ -68,12 +70,15 @@ class HttpUpstream:
             extensions={"trace": self._trace},
         )
         self._check_path(request, path)
-        await self._acquire_slot()
         try:
-            # httpx's timeout bounds each read, not the exchange; a server dripping one byte
-            # per read would otherwise hold a poll (and its lease) for as long as it likes.
-            async with asyncio.timeout(timeout):
-                return await self._exchange(request)
+            while True:
+                await self._acquire_slot()
+                with contextlib.suppress(_SlotMissed):
+                    # httpx's timeout bounds each read, not the exchange; a server dripping
+                    # one byte per read would otherwise hold a poll (and its lease) for as
+                    # long as it likes.
+                    async with asyncio.timeout(timeout):
+                        return await self._exchange(request)
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise TransientError(f"no answer within {timeout:g} s", code="timeout") from exc
         except httpx.DecodingError as exc:
@@ -100,8 +105,8 @@ class HttpUpstream:
     async def _trace(self, event: str, info: dict[str, Any]) -> None:
         # httpcore's hook just before the request headers are written: connecting (TCP,
         # TLS) is over, so a slot that passed meanwhile can still be given up unsent.
-        if event.endswith("send_request_headers.started"):
-            self._before_send()
+        if event.endswith("send_request_headers.started") and not await self._before_send():
+            raise _SlotMissed
 
     async def _exchange(self, request: httpx.Request) -> httpx.Response:
         response = await self._client.send(request, stream=True, follow_redirects=False)
@@ -121,6 +126,10 @@ class HttpUpstream:
             request=request,
             extensions=response.extensions,
         )
+
+
+class _SlotMissed(Exception):
+    """The request reached its last moment too late for its slot: nothing was sent."""
 
 
 def _path_of(url: httpx.URL) -> bytes:

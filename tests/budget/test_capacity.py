@@ -1,10 +1,17 @@
-"""How much of an instance's rate is left for status polls (app/budget/capacity.py)."""
+"""What a rate budget can carry (app/budget/capacity.py): the polls left for status checks,
+and how late a request may leave its slot."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.budget.capacity import poll_capacity
+from app.budget.capacity import (
+    ARRIVAL_JITTER_S,
+    SPACING_FACTOR,
+    limit_window_s,
+    poll_capacity,
+    send_slack_s,
+)
 
 
 @pytest.mark.parametrize(
@@ -20,3 +27,32 @@ from app.budget.capacity import poll_capacity
 def test_poll_capacity(rate: float, follow_ups: float, expected: float) -> None:
     got = poll_capacity(rate, spacing_factor=1.05, follow_ups_per_s=follow_ups)
     assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("rate", "window_s", "slack_s"),
+    [
+        (100.0, 1.0, 0.008),  # one second, however short the slots
+        (10.0, 1.0, 0.008),
+        (1.0, 1.0, 0.008),
+        (0.5, 2.0, 0.033),  # under 1/s the window is one slot long: the slack grows with it
+        (0.2, 5.0, 0.108),
+    ],
+)
+def test_send_slack_is_the_windows_margin_less_the_arrival_jitter(
+    rate: float, window_s: float, slack_s: float
+) -> None:
+    assert limit_window_s(rate) == pytest.approx(window_s)
+    assert send_slack_s(rate) == pytest.approx(slack_s)
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 50.0])
+def test_sends_within_the_slack_never_put_more_than_the_limit_in_a_window(rate: float) -> None:
+    """The worst case of the bound in capacity.py: limit + 1 consecutive slots, the first
+    sent as late as the slack and the jitter allow, the last exactly on its slot. They never
+    fit in one window (the window is half-open: `t - first < window`)."""
+    limit = max(1, int(rate))
+    spacing = SPACING_FACTOR / rate
+    first_arrives = send_slack_s(rate) + ARRIVAL_JITTER_S
+    last_arrives = limit * spacing
+    assert last_arrives - first_arrives >= limit_window_s(rate) - 1e-9

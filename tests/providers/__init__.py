@@ -66,9 +66,12 @@ def make_harness(
             return response
         return await response
 
+    async def before_send() -> bool:
+        # Adapters are tested here, not pacing: nothing stops a request at its last moment.
+        return True
+
     client = httpx.AsyncClient(transport=httpx.MockTransport(recording))
-    # Adapters are tested here, not pacing: nothing stops a request at its last moment.
-    harness = Harness(upstream=HttpUpstream(client, settings, acquire_slot, lambda: None))
+    harness = Harness(upstream=HttpUpstream(client, settings, acquire_slot, before_send))
     return harness
 
 

@@ -485,7 +485,7 @@ async def test_before_send_aborts_after_connecting_with_nothing_sent() -> None:
     async def acquire() -> None:
         calls.append("slot")
 
-    def before_send() -> None:
+    async def before_send() -> bool:
         calls.append("before_send")
         raise _Aborted
 
@@ -498,3 +498,46 @@ async def test_before_send_aborts_after_connecting_with_nothing_sent() -> None:
     await server.wait_closed()
     assert calls == ["slot", "before_send"]
     assert received == [b""]  # connected, then closed without a byte of the request
+
+
+async def test_a_missed_slot_at_the_last_moment_starts_the_request_over() -> None:
+    """`before_send` saying no (the slot went by while connecting) sends nothing; the request
+    waits for another slot and goes out once."""
+    import asyncio
+
+    from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
+    from app.providers.http import HttpUpstream
+
+    requests: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        requests.append(head)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = ProviderSettings(
+        kind=ProviderKind.MINIMAX_T2A,
+        **{**KIND_DEFAULTS[ProviderKind.MINIMAX_T2A], "base_url": f"http://127.0.0.1:{port}"},
+    )
+    calls: list[str] = []
+    answers = iter([False, True])
+
+    async def acquire() -> None:
+        calls.append("slot")
+
+    async def before_send() -> bool:
+        calls.append("before_send")
+        return next(answers)
+
+    async with httpx.AsyncClient() as client:
+        upstream = HttpUpstream(client, settings, acquire, before_send)
+        response = await upstream.get("/v1/query/t2a_async_query_v2", {"task_id": "1"})
+    server.close()
+    await server.wait_closed()
+    assert response.status_code == 200
+    assert calls == ["slot", "before_send", "slot", "before_send"]
+    assert len(requests) == 1

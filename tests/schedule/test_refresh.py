@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.budget.capacity import SPACING_FACTOR
 from app.budget.repository import BudgetRepository
 from app.core.config import Settings
 from app.polling.worker import PollWorker
@@ -139,17 +140,23 @@ async def _saturation_round_trip(
     )
     saturation = minimax["saturation"]
     assert saturation["poll_demand_per_s"] == 120.0
-    # Capacity: 2/s less the budget's 5 % spacing margin; no completions to retrieve.
-    assert saturation["poll_capacity_per_s"] == round(2 / 1.05, 3)
-    assert saturation["ratio"] == 63.0
+    # Capacity: 2/s less the budget's spacing margin; no completions to retrieve.
+    assert saturation["poll_capacity_per_s"] == round(2 / SPACING_FACTOR, 3)
+    ratio = round(120 / round(2 / SPACING_FACTOR, 3), 1)
+    assert saturation["ratio"] == ratio
     assert saturation["saturated_since"] is not None
     assert saturation["active_tasks"] == 60
     # Nothing learned yet, so no hit chance to raise: the queue takes the excess. 60 tasks
-    # at 2/s less the spacing margin: a round takes 31.5 s, a completion waits half.
+    # at 2/s less the spacing margin: a round takes ~31 s, a completion waits half.
     assert saturation["hit_chance"] == 0.2
-    assert saturation["expected_detection_delay_s"] == pytest.approx(60 / (2 / 1.05) / 2, 0.01)
+    assert saturation["expected_detection_delay_s"] == pytest.approx(
+        60 / (2 / SPACING_FACTOR) / 2, 0.01
+    )
     metrics = (await client.get("/metrics")).text
-    assert 'pollhook_provider_poll_demand_ratio{provider="minimax"} 63.0' in metrics
+    demand_line = 'pollhook_provider_poll_demand_ratio{provider="minimax"} '
+    assert demand_line in metrics
+    demand = float(metrics.split(demand_line, 1)[1].split()[0])
+    assert demand == pytest.approx(120 / (2 / SPACING_FACTOR), abs=0.05)
     assert 'pollhook_provider_expected_detection_delay_seconds{provider="minimax"}' in metrics
     assert poll_engine.forecasts.hit_chance_for("minimax") == 0.2
 
