@@ -162,10 +162,15 @@ class CompletionModel:
         start = max(age_s, q[lo])
         rest = need - gained(start)
         width = q[hi] - q[lo]
+        if rest <= 0:  # enough is gained at the segment's start already
+            return start
+        if width <= 0:  # a repeated percentile: the CDF jumps there
+            return q[hi]
         # Over [q[lo], q[hi]] the CDF is a line: gained grows by b z + k z^2 / 2.
         b = self.cdf(start) - done
         k = 0.01 / width
-        # The root of k z^2 / 2 + b z - rest, in the form that keeps its precision when b
-        # dwarfs the rest.
-        z = 2 * rest / (b + math.sqrt(b * b + 2 * k * rest))
+        # The positive root of k z^2 / 2 + b z - rest, in the form that adds two
+        # non-negative terms (the other form cancels: 0 / 0 for a tiny rest, or b <= 0).
+        disc = math.sqrt(b * b + 2 * k * rest)
+        z = 2 * rest / (b + disc) if b > 0 else (disc - b) / k
         return min(q[hi], start + z)
