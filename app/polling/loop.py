@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
+from sqlalchemy import exc as db_errors
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.budget.pacing import InstanceGate, Pacer, SlotMissed
@@ -197,6 +198,10 @@ class PollLoop(LeasedLoop):
                 status=applied.status.value,
             )
 
+    async def drain(self, grace_s: float) -> None:
+        await super().drain(grace_s)
+        await self.writer.close()
+
     async def _write(self, results: list[tuple[Claim, PollResult]]) -> list[Applied | None]:
         async with self.sessions.begin() as session:
             service = PollingService(
@@ -322,6 +327,15 @@ class PollLoop(LeasedLoop):
         await self.sleep(wait)
 
 
+# Errors that say the database cannot be reached now, rather than that it refused a row.
+_DATABASE_AWAY = (
+    db_errors.OperationalError,
+    db_errors.InterfaceError,
+    db_errors.TimeoutError,  # no pooled connection came free
+    OSError,
+    TimeoutError,
+)
+
 Write = Callable[[list[tuple[Claim, PollResult]]], Awaitable[list[Applied | None]]]
 
 
@@ -346,20 +360,36 @@ class OutcomeWriter:
         # Shielded: a poll cancelled now (shutdown) leaves its result to the write under way.
         return await asyncio.shield(future)
 
+    async def close(self) -> None:
+        """Wait for the write under way (a stopping loop's polls may have been cancelled
+        while their results waited in it)."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
     async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                _settle(batch, await self._write([(c, r) for c, r, _ in batch]))
-            except Exception as exc:
-                if len(batch) == 1:
+        batch: list[tuple[Claim, PollResult, asyncio.Future[Applied | None]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    _settle(batch, await self._write([(c, r) for c, r, _ in batch]))
+                except _DATABASE_AWAY as exc:
+                    # The database is away, not refusing a row: one at a time would only
+                    # wait out a timeout per result.
                     _fail(batch, exc)
-                    continue
-                for item in batch:
-                    try:
-                        _settle([item], await self._write([item[:2]]))
-                    except Exception as single:
-                        _fail([item], single)
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _fail(batch, exc)
+                        continue
+                    for item in batch:
+                        try:
+                            _settle([item], await self._write([item[:2]]))
+                        except Exception as single:
+                            _fail([item], single)
+        except BaseException as exc:  # cancelled: no future is left waiting forever
+            _fail(batch + self._pending, RuntimeError(f"write interrupted: {exc!r}"))
+            self._pending = []
+            raise
 
 
 def _settle(
@@ -377,6 +407,9 @@ def _fail(
     for _, _, future in batch:
         if not future.done():
             future.set_exception(exc)
+            # Marked as seen: a poll cancelled meanwhile no longer awaits it, and a poll
+            # that does gets it raised all the same (and logs it).
+            future.exception()
 
 
 def _outcome(result: PollResult, applied: Applied | None) -> str:

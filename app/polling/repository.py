@@ -81,7 +81,8 @@ class Claim:
 @dataclass(frozen=True)
 class Held:
     now: datetime
-    tasks: dict[uuid.UUID, Task]
+    # By (id, fencing token): the claim each row is held under.
+    tasks: dict[tuple[uuid.UUID, int], Task]
 
 
 class PollingRepository:
@@ -135,10 +136,12 @@ class PollingRepository:
             )
         ).mappings()
         now: datetime | None = None
-        held: dict[uuid.UUID, Task] = {}
+        held: dict[tuple[uuid.UUID, int], Task] = {}
         for row in rows:
             now = row["db_now"]
-            held[row["id"]] = Task(**{attr: row[column] for attr, column in _TASK_ATTRS})
+            held[(row["id"], row["fencing_token"])] = Task(
+                **{attr: row[column] for attr, column in _TASK_ATTRS}
+            )
         return Held(now, held) if now is not None else None
 
     async def write_outcomes(self, tasks: Sequence[Task]) -> None:

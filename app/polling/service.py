@@ -61,7 +61,10 @@ class PollingService:
         events: list[NewEvent] = []
         samples: list[Sample] = []
         for claim, result in results:
-            task = held.tasks.get(claim.id)
+            # Only the claim the row is held under, and only its first result: a result of
+            # an older claim of the same task (its lease ran out while the result waited to
+            # be written, and the task was claimed again) is a stale holder's.
+            task = held.tasks.pop((claim.id, claim.token), None)
             if task is None:
                 applied.append(None)
                 continue

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
@@ -171,6 +172,34 @@ async def test_a_late_answer_is_never_written_twice(
         assert await conn.scalar(select(Task.polls)) == 1
 
 
+async def test_in_one_batch_a_stale_claims_result_and_a_repeat_are_dropped(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """The older claim's result waited to be written while its lease ran out and the task
+    was claimed again: both results reach the same batch, and only the holder's counts."""
+    [stale] = await _claim_all(engine, client, 1)
+    async with engine.begin() as conn:
+        await conn.execute(update(Task).values(next_poll_at=func.now()))
+    async with create_sessionmaker(engine).begin() as session:
+        [fresh] = await PollingRepository(session).claim_due(
+            "minimax", limit=1, owner="r2", lease_s=60
+        )
+    assert fresh.token == stale.token + 1
+    processing = PollResult(outcome=PollOutcome(TaskStatus.PROCESSING, "Processing"))
+    async with create_sessionmaker(engine).begin() as session:
+        applied = await _service(session).apply_all(
+            [(stale, PollResult(outcome=DONE)), (fresh, processing), (fresh, processing)]
+        )
+    assert applied == [None, Applied(str(fresh.id), TaskStatus.PROCESSING, True), None]
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(Task.status, Task.polls, Task.sequence))).one() == (
+            "processing",
+            1,
+            1,
+        )
+        assert await conn.scalar(select(func.count()).select_from(Event)) == 1
+
+
 async def test_concurrent_batches_of_other_claims_do_not_block_each_other(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
@@ -259,3 +288,36 @@ async def test_a_cancelled_poll_leaves_its_result_to_the_write_under_way(cancel_
         await poll
     await asyncio.sleep(0.05)
     assert written == ["5"]
+
+
+async def test_a_batch_the_database_cannot_take_now_fails_at_once() -> None:
+    """The database is away: the batch fails as a whole, not one timeout per result."""
+    calls: list[int] = []
+
+    async def write(batch: list[tuple[Claim, PollResult]]) -> list[Applied | None]:
+        calls.append(len(batch))
+        await asyncio.sleep(0)
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database away"))
+
+    writer = OutcomeWriter(write)
+    outcomes = await asyncio.gather(
+        *(writer.apply(_claim(n), PollResult()) for n in range(3)), return_exceptions=True
+    )
+    assert calls == [3]
+    assert all(isinstance(o, OperationalError) for o in outcomes)
+
+
+async def test_close_waits_for_the_write_under_way() -> None:
+    written: list[str] = []
+
+    async def write(batch: list[tuple[Claim, PollResult]]) -> list[Applied | None]:
+        await asyncio.sleep(0.05)
+        written.extend(c.external_id for c, _ in batch)
+        return [None for _ in batch]
+
+    writer = OutcomeWriter(write)
+    poll = asyncio.create_task(writer.apply(_claim(9), PollResult()))
+    await asyncio.sleep(0)
+    poll.cancel()  # a stopping loop cancels its polls
+    await writer.close()
+    assert written == ["9"]
