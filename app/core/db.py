@@ -73,8 +73,9 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
 class StatementConnection:
     """One connection kept for units of work that are a single statement each, in autocommit
     (the statement is its own transaction): one round trip per unit, where a pooled session
-    adds BEGIN and COMMIT around it. A failure drops the connection, and the next unit opens
-    a new one (through the pool), so a restarted database costs the failed statement only."""
+    adds BEGIN and COMMIT around it. A connection the server closed (a restart) is replaced
+    before use, and a failure drops the connection, the next unit opening a new one through
+    the pool: only a peer that vanished without closing costs a failed statement."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -84,6 +85,10 @@ class StatementConnection:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.lock:
+            if self.conn is not None and await _closed(self.conn):
+                # The server closed it while it sat idle (a restart): the pool's check on
+                # checkout never sees a kept connection, so it is made here.
+                await self.close(invalidate=True)
             if self.conn is None:
                 conn = await self.engine.connect()
                 self.conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -101,6 +106,11 @@ class StatementConnection:
                 if invalidate:
                     await conn.invalidate()
                 await conn.close()
+
+
+async def _closed(conn: AsyncConnection) -> bool:
+    raw = await conn.get_raw_connection()
+    return bool(raw.driver_connection is None or raw.driver_connection.is_closed())
 
 
 async def ping(engine: AsyncEngine, timeout_s: float = 2.0) -> None:

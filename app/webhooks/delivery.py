@@ -190,7 +190,7 @@ class AttemptRecorder:
                 continue
             for record, future in batch:
                 if not future.done():
-                    future.set_result(record.delivery_id in held)
+                    future.set_result((record.delivery_id, record.token) in held)
 
     async def close(self) -> None:
         """Finish the batch being written (each attempt's task awaits its own record, so

@@ -107,13 +107,13 @@ _RECORD = text(
             fencing_token = d.fencing_token + 1
         FROM x
         WHERE d.id = x.id AND d.fencing_token = x.token
-        RETURNING d.id, d.attempts, d.endpoint_id
+        RETURNING d.id, d.fencing_token - 1 AS token, d.attempts, d.endpoint_id
     ),
     attempts AS (
         INSERT INTO delivery_attempts
             (delivery_id, attempt, duration_ms, status_code, response_body, error)
         SELECT r.id, r.attempts, x.duration_ms, x.code, x.body, x.error
-        FROM recorded r JOIN x ON x.id = r.id
+        FROM recorded r JOIN x ON x.id = r.id AND x.token = r.token
         WHERE x.counted
     ),
     health AS (
@@ -121,7 +121,7 @@ _RECORD = text(
                bool_or(x.verdict = 'delivered') AS answered,
                bool_or(x.verdict IN ('retry', 'give_up')) AS failed,
                bool_or(x.verdict = 'endpoint_gone') AS gone
-        FROM recorded r JOIN x ON x.id = r.id
+        FROM recorded r JOIN x ON x.id = r.id AND x.token = r.token
         WHERE x.counted AND r.endpoint_id IS NOT NULL
         GROUP BY r.endpoint_id
     ),
@@ -146,7 +146,7 @@ _RECORD = text(
         FROM changing c
         WHERE w.id = c.id
     )
-    SELECT id FROM recorded
+    SELECT id, token FROM recorded
     """
 )
 
@@ -353,9 +353,10 @@ class WebhookRepository:
             )
         return result
 
-    async def record_attempts(self, records: Sequence[AttemptRecord]) -> set[uuid.UUID]:
-        """Write finished attempts (see _RECORD); the ids of the deliveries whose claim still
-        held, the only ones written."""
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> set[tuple[uuid.UUID, int]]:
+        """Write finished attempts (see _RECORD); the (id, token) of each delivery whose
+        claim still held, the only ones written (a delivery may be in one batch under an
+        older claim too, whose lease ran out while its record waited)."""
         if not records:
             return set()
         # Sorted, so that concurrent writers meet the rows in one order.
@@ -375,7 +376,7 @@ class WebhookRepository:
                 "verdicts": [r.verdict for r in ordered],
             },
         )
-        return set(rows.scalars())
+        return {(row.id, row.token) for row in rows}
 
     async def disable_failing_endpoints(self, failing_for_s: float) -> int:
         """Disable endpoints that have failed without one success for `failing_for_s`."""

@@ -1,7 +1,10 @@
 """StatementConnection on real Postgres: one kept connection, each statement its own
-transaction, and a failure drops the connection so the next unit of work gets a new one."""
+transaction; a failure drops the connection so the next unit of work gets a new one, and a
+connection the server closed is replaced before it is used."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from sqlalchemy import text
@@ -38,13 +41,28 @@ async def test_a_failure_drops_the_connection_and_the_next_unit_reconnects(
     try:
         async with kept.session() as session:
             first = await session.scalar(BACKEND)
-        # The server ends that backend, as a restart would.
-        async with engine.connect() as other:
-            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
         with pytest.raises(DBAPIError):
             async with kept.session() as session:
-                await session.execute(text("SELECT 1"))
+                await session.execute(text("SELECT 1 / 0"))
         async with kept.session() as session:
+            second = await session.scalar(BACKEND)
+    finally:
+        await kept.close()
+    assert second != first
+
+
+async def test_a_connection_the_server_closed_is_replaced_before_use(
+    engine: AsyncEngine,
+) -> None:
+    kept = StatementConnection(engine)
+    try:
+        async with kept.session() as session:
+            first = await session.scalar(BACKEND)
+        # The server ends that backend while it sits idle, as a restart would.
+        async with engine.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        await asyncio.sleep(0.2)  # the closed socket is seen
+        async with kept.session() as session:  # no failed statement first
             second = await session.scalar(BACKEND)
     finally:
         await kept.close()

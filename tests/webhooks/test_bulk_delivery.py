@@ -36,7 +36,8 @@ async def claim(
 
 async def record(engine: AsyncEngine, records: list[AttemptRecord]) -> set[uuid.UUID]:
     async with create_sessionmaker(engine).begin() as session:
-        return await WebhookRepository(session).record_attempts(records)
+        held = await WebhookRepository(session).record_attempts(records)
+    return {delivery_id for delivery_id, _ in held}
 
 
 def finished(claimed: ClaimedDelivery, result: AttemptResult, decision: Decision) -> AttemptRecord:
@@ -134,6 +135,25 @@ async def test_a_late_answer_after_a_takeover_is_dropped_and_nothing_is_written_
     rows = await attempt_rows(engine)
     assert [(r.delivery_id, r.attempt, r.status_code) for r in rows] == [(fresh.id, 1, 200)]
     assert await claim(engine, "replica-c") == []  # succeeded: nothing due
+
+
+async def test_a_stale_and_a_fresh_record_of_one_delivery_in_one_batch(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """The stale record waited to be written while its lease ran out and the delivery was
+    claimed again: both reach one batch, and only the holder's is written, once."""
+    await endpoint(client, f"{helpers.DISCARD_URL}/both")
+    await finished_task(client, 303)
+    [stale] = await claim(engine, "replica-a", lease_s=0)
+    [fresh] = await claim(engine, "replica-a")
+    delivered = (AttemptResult(200), Decision(Verdict.DELIVERED))
+    async with create_sessionmaker(engine).begin() as session:
+        held = await WebhookRepository(session).record_attempts(
+            [finished(stale, *delivered), finished(fresh, *delivered)]
+        )
+    assert held == {(fresh.id, fresh.token)}
+    rows = await attempt_rows(engine)
+    assert [(r.delivery_id, r.attempt) for r in rows] == [(fresh.id, 1)]
 
 
 async def test_callbacks_to_one_origin_share_a_limit_key(
