@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Sequence
@@ -22,6 +23,9 @@ from app.tasks.schemas import TaskCreate, TaskList, TaskRead
 from app.tasks.transitions import can_transition, event_type
 from app.webhooks import outbox
 from app.webhooks.events import EventType, NewEvent, TaskSnapshot
+
+# Callback URLs of one batch checked by the SSRF guard at once (each may wait on DNS).
+CALLBACK_CHECKS_AT_ONCE = 32
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ class TaskService:
         its parameters differ), exactly as if it had been sent after the first.
         """
         await self.forecasts.reload_if_stale(self.session)
-        checked: dict[str, ValidationFailed | None] = {}
+        checked = await self._refusals({b.callback_url for b in bodies if b.callback_url})
         rows: list[NewTaskRow | ValidationFailed] = []
         for body in bodies:
             try:
@@ -162,6 +166,23 @@ class TaskService:
             ready_s=plans.estimated_ready_age(model, 0.0),
             deadline_after_s=body.deadline_s or provider.deadline_s,
         )
+
+    async def _refusals(self, urls: set[str]) -> dict[str, ValidationFailed | None]:
+        """The SSRF guard's word on each distinct callback_url of a batch. The guard may wait
+        on name resolution for each host: the session gives its connection back first (the
+        statement session takes one again for the write), and the hosts are resolved side
+        by side, at most CALLBACK_CHECKS_AT_ONCE at a time, so a batch of slow hosts
+        neither holds a pooled connection nor takes minutes."""
+        if not urls:
+            return {}
+        await self.session.close()
+        limit = asyncio.Semaphore(CALLBACK_CHECKS_AT_ONCE)
+
+        async def one(url: str) -> tuple[str, ValidationFailed | None]:
+            async with limit:
+                return url, await self._refusal(url)
+
+        return dict(await asyncio.gather(*(one(url) for url in sorted(urls))))
 
     async def _refusal(self, url: str) -> ValidationFailed | None:
         try:

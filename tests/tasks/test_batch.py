@@ -99,6 +99,17 @@ class TestItemErrors:
         assert [fields_of(r["error"]) for r in results] == [[f] for _, f in REFUSED_ITEMS]
         assert await count_rows(engine) == 0
 
+    async def test_many_distinct_refused_callback_hosts_each_get_their_error(
+        self, client: httpx.AsyncClient, engine: AsyncEngine
+    ) -> None:
+        """Every distinct callback host is checked (side by side, with no database
+        connection held meanwhile), and each item gets its own answer."""
+        refused = [minimax(100 + n, callback_url=f"http://10.0.{n}.7/hook") for n in range(40)]
+        results = await batch(client, [minimax(99), *refused, minimax(98)])
+        assert [r["status"] for r in results] == ["created"] + ["error"] * 40 + ["created"]
+        assert {tuple(fields_of(r["error"])) for r in results[1:-1]} == {("callback_url",)}
+        assert await count_rows(engine) == 2
+
     async def test_other_parameters_than_the_registered_ones_conflict(
         self, client: httpx.AsyncClient
     ) -> None:
