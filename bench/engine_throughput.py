@@ -280,7 +280,7 @@ async def pollhook_phase(
             if started:
                 await poll_engine.stop()
             else:
-                await poll_engine.client.aclose()
+                await poll_engine.close()
         finally:
             await engine.dispose()
 

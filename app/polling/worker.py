@@ -43,12 +43,17 @@ class PollWorker:
         self.engine = engine
         self.sessions = create_sessionmaker(engine)
         self.owner = replica_id()
-        # As many connections, all kept alive, as can be busy: fewer means closing and
-        # reopening connections under load.
-        connections = settings.engine.max_in_flight * max(1, len(settings.providers))
-        self.client = httpx.AsyncClient(
-            follow_redirects=False, transport=transport or ShardedTransport(connections)
-        )
+        # A client per instance, with as many connections, all kept alive, as its loop can
+        # have busy: fewer means closing and reopening connections under load, and a pool
+        # shared between instances would trade one upstream's warm connections for
+        # another's.
+        self.clients = {
+            name: httpx.AsyncClient(
+                follow_redirects=False,
+                transport=transport or ShardedTransport(settings.engine.max_in_flight),
+            )
+            for name in settings.providers
+        }
         self.forecasts = Forecasts(ttl_s=settings.engine.model_refresh_s)
         adapters = {name: adapter_for(p.kind) for name, p in settings.providers.items()}
         self.refresher = ForecastRefresher(
@@ -63,7 +68,7 @@ class PollWorker:
                 provider,
                 settings.engine,
                 self.sessions,
-                self.client,
+                self.clients[name],
                 self.owner,
                 adapters[name],
                 self.forecasts,
@@ -127,5 +132,11 @@ class PollWorker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.client.aclose()
+        await self.close()
         log.info("engine_stopped", owner=self.owner)
+
+    async def close(self) -> None:
+        """Close the instances' HTTP clients: what `stop` ends with, and all a worker that
+        was never started needs."""
+        for client in self.clients.values():
+            await client.aclose()

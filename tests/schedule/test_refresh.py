@@ -45,7 +45,7 @@ async def api_and_engine(
         async with api_client(settings, engine) as client:
             yield client, poll_engine
     finally:
-        await poll_engine.client.aclose()
+        await poll_engine.close()
 
 
 async def test_engine_learns_from_finished_tasks_and_predicts(
