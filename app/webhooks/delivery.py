@@ -240,12 +240,9 @@ class DeliveryLoop(LeasedLoop):
         return max(self.settings.lease_s, 2 * self.settings.timeout_s + 5)
 
     async def iteration(self) -> None:
-        # Cleared before the claim, not after: a NOTIFY that arrives while the claim runs
-        # must still wake the next one.
-        self.wake_event.clear()
         free = self.free
         if free <= 0:
-            await self._idle()
+            await self.sleep(self.tick_s)
             return
         asked = min(free, MAX_BATCH)
         async with self.claims.session() as session:
@@ -262,13 +259,7 @@ class DeliveryLoop(LeasedLoop):
         if len(claims) < asked:
             # Nothing more is due, or only for endpoints at their limit: wait for a wake-up
             # (NOTIFY, an endpoint back under its limit, room in flight) or the tick.
-            await self._idle()
-
-    async def _idle(self) -> None:
-        if self.stop_event.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake_event.wait(), timeout=self.tick_s)
+            await self.sleep(self.tick_s)
 
     async def _deliver(self, claim: ClaimedDelivery) -> None:
         key = claim.limit_key
