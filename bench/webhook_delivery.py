@@ -1052,11 +1052,11 @@ async def rate_phase(
 
 async def probe_jitter(lateness: list[float]) -> None:
     """Until cancelled: how much later than asked each short sleep returns."""
-    loop = asyncio.get_running_loop()
+    # perf_counter, not the loop's clock: uvloop's counts whole milliseconds.
     while True:
-        asked = loop.time()
+        asked = time.perf_counter()
         await asyncio.sleep(JITTER_PROBE_S)
-        lateness.append(max(0.0, loop.time() - asked - JITTER_PROBE_S))
+        lateness.append(max(0.0, time.perf_counter() - asked - JITTER_PROBE_S))
 
 
 # --- output -----------------------------------------------------------------------------------
