@@ -44,7 +44,9 @@ too, so the baselines run on the same event loop as the worker.
    SELECT of fan_out's shape, autocommitted: what a status change commits for one
    endpoint). "committed -> consumer receives" runs from just before each INSERT is sent to
    the receiver's arrival time, so the insert and its commit count against pollhook.
-   Baseline: bare httpx POSTs of one body at the same rate, send -> arrival.
+   Baseline: bare httpx POSTs of one body at the same rate, send -> arrival. Beside the
+   deliveries, this process measures the machine's scheduling jitter: how late a 5 ms sleep
+   wakes (every process on the path pays that at each wake-up).
 
 3. Throughput (`--deliveries` pending deliveries, once per `--in-flight` value). The tasks
    table is refilled with that many succeeded tasks and one task.succeeded event each
@@ -123,6 +125,11 @@ from bench._support import (
 from bench.receiver import Receiver
 
 CHECK_EVERY_S = 0.2
+# The machine's scheduling jitter during the rate phase: how late a sleep of this length in
+# this (mostly idle) process wakes. It is what every process on the delivery path (the
+# driver, Postgres, the worker, the receiver) pays at each wake-up, so it separates the
+# machine's share of a slow delivery from pollhook's.
+JITTER_PROBE_S = 0.005
 PROGRESS_EVERY_S = 5.0
 HOOK_PATH = "/hook"
 SANDBOX_CONCURRENCY = 16
@@ -252,6 +259,7 @@ class RateResult:
     seconds: float
     delivery: Dist  # committed -> consumer receives
     baseline_one_way: Dist  # bare httpx POSTs at the same rate: send -> receives
+    jitter: Dist  # how late a JITTER_PROBE_S sleep in this process woke, during the deliveries
     signatures_checked: int
     signatures_failed: int
     cpu_s: dict[str, float]
@@ -967,6 +975,8 @@ async def rate_phase(
             )
             await profiler.start(worker.pid, "pollhook-rate")
             before = cpu.sample()
+            lateness: list[float] = []
+            jitter = asyncio.create_task(probe_jitter(lateness))
             started = time.perf_counter()
             for index, (webhook_id, _) in enumerate(bodies):
                 wait_s = started + index / options.rate - time.perf_counter()
@@ -1001,6 +1011,7 @@ async def rate_phase(
                 await asyncio.sleep(CHECK_EVERY_S)
             seconds = time.perf_counter() - started
             after = cpu.sample()
+            jitter.cancel()
             await profiler.stop()
             await asyncio.sleep(0.5)  # let a duplicate show up
         finally:
@@ -1021,6 +1032,7 @@ async def rate_phase(
         seconds=seconds,
         delivery=Dist.of([got.arrivals[i] - t for i, t in committed.items() if i in got.arrivals]),
         baseline_one_way=one_way,
+        jitter=Dist.of(lateness),
         signatures_checked=got.signatures_checked,
         signatures_failed=got.signatures_failed,
         cpu_s=CpuProbe.delta(before, after),
@@ -1038,6 +1050,15 @@ async def rate_phase(
     return result
 
 
+async def probe_jitter(lateness: list[float]) -> None:
+    """Until cancelled: how much later than asked each short sleep returns."""
+    # perf_counter, not the loop's clock: uvloop's counts whole milliseconds.
+    while True:
+        asked = time.perf_counter()
+        await asyncio.sleep(JITTER_PROBE_S)
+        lateness.append(max(0.0, time.perf_counter() - asked - JITTER_PROBE_S))
+
+
 # --- output -----------------------------------------------------------------------------------
 
 
@@ -1051,6 +1072,7 @@ def print_rate(r: RateResult) -> None:
     for label, d in (
         ("committed -> consumer receives", r.delivery),
         ("baseline: bare httpx POST, send -> receives", r.baseline_one_way),
+        (f"jitter: a {JITTER_PROBE_S * 1000:g} ms sleep's lateness, same time", r.jitter),
     ):
         print(
             f"{label:<46} {d.n:>5} {d.p50:>8.1f} {d.p90:>8.1f} {d.p99:>8.1f} {d.max:>8.1f} "

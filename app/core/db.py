@@ -75,10 +75,19 @@ class StatementConnection:
     (the statement is its own transaction): one round trip per unit, where a pooled session
     adds BEGIN and COMMIT around it. A connection the server closed (a restart) is replaced
     before use, and a failure drops the connection, the next unit opening a new one through
-    the pool: only a peer that vanished without closing costs a failed statement."""
+    the pool: only a peer that vanished without closing costs a failed statement.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    `durable=False` is for statements whose loss in a server crash only repeats work (a
+    delivery's claim: the delivery falls due again and is sent again, which at-least-once
+    delivery allows): their commits do not wait for the WAL to reach the disk
+    (`synchronous_commit = off`), which under I/O or CPU pressure is most of a claim's round
+    trip. They are visible to other sessions at once all the same, and a later durable
+    commit flushes them with its own WAL. Such a connection is never given back to the
+    pool, so the setting stays with it."""
+
+    def __init__(self, engine: AsyncEngine, *, durable: bool = True) -> None:
         self.engine = engine
+        self.durable = durable
         self.conn: AsyncConnection | None = None
         self.lock = asyncio.Lock()
 
@@ -92,6 +101,12 @@ class StatementConnection:
             if self.conn is None:
                 conn = await self.engine.connect()
                 self.conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                if not self.durable:
+                    try:
+                        await self.conn.exec_driver_sql("SET synchronous_commit = off")
+                    except BaseException:
+                        await self.close(invalidate=True)
+                        raise
             try:
                 async with AsyncSession(bind=self.conn) as session:
                     yield session
@@ -103,7 +118,7 @@ class StatementConnection:
         conn, self.conn = self.conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
-                if invalidate:
+                if invalidate or not self.durable:
                     await conn.invalidate()
                 await conn.close()
 

@@ -76,6 +76,10 @@ class LeasedLoop(ABC):
     async def run(self) -> None:
         backoff = Backoff()
         while not self.stop_event.is_set():
+            # Cleared before the iteration claims, never when it goes to sleep: a wake-up
+            # (NOTIFY, tick, room in flight) that arrives while the claim runs is for work
+            # the claim may not have seen, so the sleep after it must return at once.
+            self.wake_event.clear()
             try:
                 await self.iteration()
                 backoff.reset()
@@ -99,10 +103,10 @@ class LeasedLoop(ABC):
             self.wake()  # room for another batch: don't wait for the next tick
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep until woken (tick, NOTIFY), stopped, or `seconds` have passed."""
+        """Sleep until woken (tick, NOTIFY) since this iteration began, stopped, or `seconds`
+        have passed."""
         if seconds <= 0 or self.stop_event.is_set():
             return
-        self.wake_event.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake_event.wait(), timeout=seconds)
 

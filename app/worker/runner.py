@@ -4,6 +4,7 @@ together, drained together on a stop signal."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from datetime import UTC, datetime
 
@@ -55,6 +56,11 @@ async def run_worker(
     if settings.metrics_port is not None:
         _serve_metrics(settings, engine, scheduler)
     scheduler.start()
+    # What exists now (modules, SQLAlchemy's and pydantic's tables, settings, clients) lives
+    # as long as the process: out of the collector's reach, a full collection no longer
+    # scans it all. One such pause was 78-128 ms in the delivery benchmark's rate phase,
+    # stalling every delivery in flight (docs/benchmarks.md, "Webhook delivery").
+    gc.freeze()
     try:
         await stop.wait()
     finally:

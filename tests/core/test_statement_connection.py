@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import StatementConnection
+from tests.helpers import eventually
 
 BACKEND = text("SELECT pg_backend_pid()")
 TRANSACTION = text("SELECT txid_current()")
@@ -67,3 +68,28 @@ async def test_a_connection_the_server_closed_is_replaced_before_use(
     finally:
         await kept.close()
     assert second != first
+
+
+async def test_a_claim_connection_does_not_wait_for_the_disk_and_stays_out_of_the_pool(
+    engine: AsyncEngine,
+) -> None:
+    kept = StatementConnection(engine, durable=False)
+    try:
+        async with kept.session() as session:
+            backend = await session.scalar(BACKEND)
+            setting = await session.scalar(text("SHOW synchronous_commit"))
+    finally:
+        await kept.close()
+    assert setting == "off"
+
+    async def gone() -> bool:
+        async with engine.connect() as other:
+            alive = await other.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend}
+            )
+        return bool(alive == 0)
+
+    # Closed, not pooled: no later user of the pool gets its setting.
+    await eventually(gone)
+    async with engine.connect() as other:
+        assert await other.scalar(text("SHOW synchronous_commit")) == "on"

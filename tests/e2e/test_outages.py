@@ -379,10 +379,18 @@ async def test_upstream_hangs_then_its_process_dies_and_comes_back(
             assert row.gap > FAST_PROVIDER["max_poll_interval_s"], row
         assert worker.proc.poll() is None
 
-        # 3. It is back, on the same port, with the tasks now finished.
-        box = upstream.start()
-        for upstream_id in ids:
-            box.task(provider="minimax", id=upstream_id, duration_s=0)
+        # 3. It is back, on the same port, with the tasks now finished. A real provider that
+        # comes back still knows its tasks; this one learns them after it listens, and a
+        # poll in between is answered "task not found" (2013), which fails a task for good.
+        # So the worker is held (SIGSTOP) until the tasks are there: however slow the
+        # restart, no poll falls in that gap.
+        worker.proc.send_signal(signal.SIGSTOP)
+        try:
+            box = upstream.start()
+            for upstream_id in ids:
+                box.task(provider="minimax", id=upstream_id, duration_s=0)
+        finally:
+            worker.proc.send_signal(signal.SIGCONT)
         await eventually(
             lambda: all_rows(lambda r: r.status == "succeeded" and r.consecutive_errors == 0),
             within_s=30,
