@@ -129,8 +129,8 @@ class PollLoop(LeasedLoop):
                 self.lead_ends = time.monotonic() + plan.wait_s
             await self.sleep(plan.wait_s)
             return
-        # Since the booked queue was down to the lead, or since this look if that was later
-        # (woken early, or not waiting for the budget at all).
+        # A claim's time runs from when the booked queue was to be down to the lead (a late
+        # wake-up eats into the lead too), or from this look if the loop did not wait for it.
         since = min(started, self.lead_ends)
         self.lead_ends = math.inf
         # Taken before the claim, so the local view of the lease can only end early.
