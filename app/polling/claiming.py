@@ -11,7 +11,8 @@ loop and doubled, and never under LEAD_SLOTS slots: shorter and the budget would
 while the claim is under way; longer and every new task waits for it. A task that falls due
 then waits about half a batch for a claim and one lead for its slot, instead of up to two
 `claim_horizon_s` of slots booked before it ("Fair shares between tenants" in
-docs/architecture.md). `engine.claim_horizon_s` stays the most the loop books ahead.
+docs/architecture.md). A poll that still lost its slot doubles the lead; the lead never
+exceeds `engine.claim_horizon_s`.
 """
 
 from __future__ import annotations
@@ -70,11 +71,22 @@ def plan_claim(
     if booked > lead:
         return ClaimPlan(wait_s=booked - lead, batch=0, lead_s=lead)
     # Up to one batch beyond the lead (all of it when the queue ran dry), at least one task.
-    target = min(settings.claim_horizon_s, lead + settings.claim_batch_s)
-    slots = math.ceil(round((target - booked) / spacing, 9))
+    slots = math.ceil(round((lead + settings.claim_batch_s - booked) / spacing, 9))
     return ClaimPlan(wait_s=0.0, batch=max(1, min(room, slots)), lead_s=lead)
+
+
+def booked_at_most_s(settings: PollSettings) -> float:
+    """How far ahead one loop books the budget at most: its longest lead and a batch."""
+    return settings.claim_horizon_s + settings.claim_batch_s
 
 
 def remember_claim_time(previous_s: float, measured_s: float) -> float:
     """The loop's claim time after one more claim took `measured_s`."""
     return max(measured_s, previous_s * CLAIM_TIME_DECAY)
+
+
+def after_missed_slot(claim_time_s: float, lead_s: float) -> float:
+    """The loop's claim time after a poll gave its task back unsent (its batch's slots went
+    by before it could take one: a machine too busy for the lead). The next lead is twice
+    the one that was too short, and fades as claims land in time again."""
+    return max(claim_time_s, lead_s)

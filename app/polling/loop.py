@@ -29,7 +29,12 @@ from app.core.loop import LeasedLoop
 from app.core.metrics import POLLS, TASK_OUTCOMES
 from app.core.redaction import Redactor
 from app.models import ProviderHealth
-from app.polling.claiming import plan_claim, remember_claim_time
+from app.polling.claiming import (
+    after_missed_slot,
+    booked_at_most_s,
+    plan_claim,
+    remember_claim_time,
+)
 from app.polling.outcomes import PollResult
 from app.polling.repository import Claim, PollingRepository
 from app.polling.service import Applied, PollingService
@@ -52,10 +57,10 @@ DEFAULT_RATE_LIMIT_PAUSE_S = 1.0
 
 
 def poll_lease_s(poll_settings: PollSettings, settings: ProviderSettings) -> float:
-    """How long a claim of the instance's tasks lasts: at least engine.lease_s, and two claim
-    horizons of budget wait plus the request's timeout and a second."""
-    horizon = poll_settings.claim_horizon_s
-    return max(poll_settings.lease_s, 2 * horizon + settings.request_timeout_s + 1)
+    """How long a claim of the instance's tasks lasts: at least engine.lease_s, and twice
+    the longest a loop books the budget ahead plus the request's timeout and a second."""
+    booked = booked_at_most_s(poll_settings)
+    return max(poll_settings.lease_s, 2 * booked + settings.request_timeout_s + 1)
 
 
 class PollLoop(LeasedLoop):
@@ -91,6 +96,7 @@ class PollLoop(LeasedLoop):
         # How long a claim takes to land its slots lately (`app/polling/claiming.py`), and
         # when the booked queue was to be down to the lead the loop last waited for.
         self.claim_time_s = 0.0
+        self.lead_s = 0.0
         self.lead_ends = math.inf
 
     @property
@@ -120,6 +126,7 @@ class PollLoop(LeasedLoop):
             free=self.free,
             settings=self.poll_settings,
         )
+        self.lead_s = plan.lead_s
         if plan.batch == 0:
             # No room, or the replicas have booked the budget beyond the lead: tasks claimed
             # now would only queue (holding leases) behind those slots, and so would the
@@ -179,6 +186,8 @@ class PollLoop(LeasedLoop):
                 sent = result.sent
         except SlotMissed:
             POLLS.labels(self.name, "slot_missed").inc()
+            if not self.stop_event.is_set():
+                self.claim_time_s = after_missed_slot(self.claim_time_s, self.lead_s)
             await self._release(claim, context)
             return
         except asyncio.CancelledError:

@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from app.core.config import PollSettings
-from app.polling.claiming import lead_s, plan_claim, remember_claim_time
+from app.polling.claiming import (
+    after_missed_slot,
+    booked_at_most_s,
+    lead_s,
+    plan_claim,
+    remember_claim_time,
+)
 
 SETTINGS = PollSettings()  # claim_horizon_s 2.0, claim_batch_s 0.25, max_batch 500, tick 1
 SLOT_20 = 1.025 / 20
@@ -92,8 +98,14 @@ def test_the_batch_and_horizon_settings_bound_the_top_up() -> None:
 
     assert batch(PollSettings(claim_batch_s=0.1)) == 2
     assert batch(PollSettings(claim_batch_s=1.0)) == 20
-    # The top-up never books beyond the horizon: 0.5 s less the lead is 7.8 slots.
-    assert batch(PollSettings(claim_batch_s=1.0, claim_horizon_s=0.5)) == 8
+
+
+def test_a_slow_claim_books_at_most_the_horizon_and_a_batch_ahead() -> None:
+    settings = PollSettings(claim_batch_s=0.25, claim_horizon_s=0.5)
+    plan = plan_claim(rate_per_s=20.0, booked_s=0.0, claim_time_s=1.0, free=256, settings=settings)
+    assert plan.lead_s == pytest.approx(0.5)
+    assert plan.batch == 15  # 0.75 s is 14.6 slots
+    assert booked_at_most_s(settings) == pytest.approx(0.75)
 
 
 @pytest.mark.parametrize(
@@ -109,3 +121,21 @@ def test_the_claim_time_is_the_slowest_of_the_recent_claims(
     previous: float, measured: float, expected: float
 ) -> None:
     assert remember_claim_time(previous, measured) == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("claim_time_s", "lead", "expected"),
+    [
+        (0.030, 2 * SLOT_20, 2 * SLOT_20),  # the next lead is twice the one that was missed
+        (0.030, 0.4, 0.4),
+        (0.5, 0.4, 0.5),  # already longer: as it was
+    ],
+)
+def test_a_slot_gone_by_unused_doubles_the_next_lead(
+    claim_time_s: float, lead: float, expected: float
+) -> None:
+    after = after_missed_slot(claim_time_s, lead)
+    assert after == pytest.approx(expected)
+    assert lead_s(spacing_s=SLOT_20, claim_time_s=after, horizon_s=2.0) == pytest.approx(
+        max(2 * expected, 2 * SLOT_20)
+    )
