@@ -93,8 +93,9 @@ class PollLoop(LeasedLoop):
         self.rng = random.Random()
         self.semaphore = asyncio.Semaphore(poll_settings.max_in_flight)
         self.writer = OutcomeWriter(self._write)
-        # How long a claim takes to land its slots lately (`app/polling/claiming.py`), and
-        # when the booked queue was to be down to the lead the loop last waited for.
+        # How long a claim takes to land its slots lately (`app/polling/claiming.py`), the
+        # lead the loop last planned with, and when the booked queue was to be down to the
+        # lead it last waited for.
         self.claim_time_s = 0.0
         self.lead_s = 0.0
         self.lead_ends = math.inf
@@ -126,7 +127,8 @@ class PollLoop(LeasedLoop):
             free=self.free,
             settings=self.poll_settings,
         )
-        self.lead_s = plan.lead_s
+        if plan.lead_s > 0:
+            self.lead_s = plan.lead_s
         if plan.batch == 0:
             # No room, or the replicas have booked the budget beyond the lead: tasks claimed
             # now would only queue (holding leases) behind those slots, and so would the
