@@ -36,7 +36,8 @@ and rate-limit answers. The figure: B's p50 with A flooding / B's p50 alone (tar
 With longest-overdue-first claims, B's tasks queue behind A's whole overdue backlog; with
 the fair claim (app/core/repository.py) B's due tasks are in the next batch, and what is
 left is the wait for the next claim and behind the slots already booked for the batches
-before it (up to `engine.claim_horizon_s`).
+before it, which the poll loop keeps to a lead and a batch while the budget binds
+(app/polling/claiming.py).
 
 This is a benchmark, not a test: it prints the figures and exits non-zero only when a run
 broke (a process failed, a registration failed, a B task was never detected).

@@ -143,8 +143,14 @@ class PollSettings(BaseModel):
     tick_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     # Per instance and replica: requests awaiting an answer at once.
     max_in_flight: Annotated[int, Field(ge=1, le=10_000)] = 256
-    # Claim at most this many seconds of the instance's budget at a time.
+    # While the budget binds, a rate-limited loop claims again once the budget is booked
+    # no further ahead than twice the time its claims take, and never waits for it to be
+    # booked less than this far ahead (app/polling/claiming.py)...
     claim_horizon_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # ... and then tops the booked queue up by this much of the budget: a task that falls
+    # due waits about half this for a claim. Smaller: fairer, and more, smaller claims.
+    # The poll lease covers twice both plus the request.
+    claim_batch_s: Annotated[float, Field(gt=0, le=60)] = 0.25
     max_batch: Annotated[int, Field(ge=1, le=10_000)] = 500
     # A rate-limited instance climbs back to its configured rate over this long.
     rate_recovery_s: Annotated[float, Field(gt=0, le=3600)] = 60.0

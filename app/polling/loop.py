@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,6 +29,12 @@ from app.core.loop import LeasedLoop
 from app.core.metrics import POLLS, TASK_OUTCOMES
 from app.core.redaction import Redactor
 from app.models import ProviderHealth
+from app.polling.claiming import (
+    after_missed_slot,
+    booked_at_most_s,
+    plan_claim,
+    remember_claim_time,
+)
 from app.polling.outcomes import PollResult
 from app.polling.repository import Claim, PollingRepository
 from app.polling.service import Applied, PollingService
@@ -50,10 +57,10 @@ DEFAULT_RATE_LIMIT_PAUSE_S = 1.0
 
 
 def poll_lease_s(poll_settings: PollSettings, settings: ProviderSettings) -> float:
-    """How long a claim of the instance's tasks lasts: at least engine.lease_s, and two claim
-    horizons of budget wait plus the request's timeout and a second."""
-    horizon = poll_settings.claim_horizon_s
-    return max(poll_settings.lease_s, 2 * horizon + settings.request_timeout_s + 1)
+    """How long a claim of the instance's tasks lasts: at least engine.lease_s, and twice
+    the longest a loop books the budget ahead plus the request's timeout and a second."""
+    booked = booked_at_most_s(poll_settings)
+    return max(poll_settings.lease_s, 2 * booked + settings.request_timeout_s + 1)
 
 
 class PollLoop(LeasedLoop):
@@ -86,6 +93,12 @@ class PollLoop(LeasedLoop):
         self.rng = random.Random()
         self.semaphore = asyncio.Semaphore(poll_settings.max_in_flight)
         self.writer = OutcomeWriter(self._write)
+        # How long a claim takes to land its slots lately (`app/polling/claiming.py`), the
+        # lead the loop last planned with, and when the booked queue was to be down to the
+        # lead it last waited for.
+        self.claim_time_s = 0.0
+        self.lead_s = 0.0
+        self.lead_ends = math.inf
 
     @property
     def gate(self) -> InstanceGate:
@@ -99,29 +112,41 @@ class PollLoop(LeasedLoop):
         return poll_lease_s(self.poll_settings, self.settings)
 
     async def iteration(self) -> None:
+        started = time.monotonic()
         state = await self._state()
-        if state is None:
+        if state is None:  # paused: the time it waited is not a claim's
+            self.lead_ends = math.inf
             return
-        free = self.free
-        if free <= 0:
-            await self.sleep(self.poll_settings.tick_s)
-            return
-        rate = state.effective_rate_per_s if self.pacer.limited else 0.0
+        booked = 0.0
         if self.pacer.limited and state.next_slot_at is not None:
-            # The replicas together have booked the budget this far ahead: claiming more now
-            # would only make tasks queue (holding leases) for slots. Come back when the
-            # booked queue is down to one horizon.
             booked = (state.next_slot_at - state.db_now).total_seconds()
-            excess = booked - self.poll_settings.claim_horizon_s
-            if excess > 0:
-                await self.sleep(excess)
-                return
-        batch = self._batch_size(rate, free)
+        plan = plan_claim(
+            rate_per_s=state.effective_rate_per_s if self.pacer.limited else 0.0,
+            booked_s=booked,
+            claim_time_s=self.claim_time_s,
+            free=self.free,
+            settings=self.poll_settings,
+        )
+        if plan.lead_s > 0:
+            self.lead_s = plan.lead_s
+        if plan.batch == 0:
+            # No room, or the replicas have booked the budget beyond the lead: tasks claimed
+            # now would only queue (holding leases) behind those slots, and so would the
+            # tasks that fall due meanwhile. Come back when the booked queue is down to the
+            # lead.
+            if plan.lead_s > 0:
+                self.lead_ends = time.monotonic() + plan.wait_s
+            await self.sleep(plan.wait_s)
+            return
+        # A claim's time runs from when the booked queue was to be down to the lead (a late
+        # wake-up eats into the lead too), or from this look if the loop did not wait for it.
+        since = min(started, self.lead_ends)
+        self.lead_ends = math.inf
         # Taken before the claim, so the local view of the lease can only end early.
         claimed_at = time.monotonic()
         async with self.sessions.begin() as session:
             claims = await PollingRepository(session).claim_due(
-                self.name, limit=batch, owner=self.owner, lease_s=self.lease_s
+                self.name, limit=plan.batch, owner=self.owner, lease_s=self.lease_s
             )
         if not claims:
             await self._sleep_until_due()
@@ -129,14 +154,9 @@ class PollLoop(LeasedLoop):
         if self.pacer.limited:
             # Into this replica's queue: each poll takes the next slot when it is ready.
             await self.pacer.reserve(len(claims))
+            self.claim_time_s = remember_claim_time(self.claim_time_s, time.monotonic() - since)
         for claim in claims:
             self.start(claim.id, self._poll_one(claim, claimed_at))
-
-    def _batch_size(self, rate: float, free: int) -> int:
-        if rate <= 0:
-            return max(1, min(free, self.poll_settings.max_batch))
-        horizon = max(1, int(rate * self.poll_settings.claim_horizon_s))
-        return max(1, min(free, horizon, self.poll_settings.max_batch))
 
     async def _state(self) -> BudgetState | None:
         """The shared state, or None (after waiting a little) while the instance is paused."""
@@ -168,6 +188,8 @@ class PollLoop(LeasedLoop):
                 sent = result.sent
         except SlotMissed:
             POLLS.labels(self.name, "slot_missed").inc()
+            if not self.stop_event.is_set():
+                self.claim_time_s = after_missed_slot(self.claim_time_s, self.lead_s)
             await self._release(claim, context)
             return
         except asyncio.CancelledError:

@@ -1,7 +1,7 @@
 """One provider instance's poll loop (app/polling/loop.py): the instance's health when its
-news cannot be shared, and the outcome label every poll is counted under. Each test drives
-a real PollLoop one iteration at a time on the test database, its upstream (or adapter)
-scripted."""
+news cannot be shared, the outcome label every poll is counted under, and how far a new
+tenant's task queues behind another's backlog while the budget binds. Each test drives a
+real PollLoop on the test database, its upstream (or adapter) scripted."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.budget.repository import BudgetRepository
 from app.core.config import ProviderKind, Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.metrics import REGISTRY
+from app.models import Task
+from app.polling import loop as loop_module
+from app.polling.claiming import ClaimPlan, plan_claim
 from app.polling.loop import PollLoop
 from app.providers import base
 from app.providers.registry import adapter_for
@@ -37,8 +41,11 @@ def poll_loop(
     *,
     transport: httpx.MockTransport | None = None,
     adapter: base.ProviderAdapter | None = None,
+    rate_limit_per_s: float = 0.0,
 ) -> PollLoop:
-    minimax = settings.providers["minimax"]
+    minimax = settings.providers["minimax"].model_copy(
+        update={"rate_limit_per_s": rate_limit_per_s}
+    )
     return PollLoop(
         "minimax",
         minimax,
@@ -161,3 +168,95 @@ async def test_poll_outcome_labels_follow_the_error_class(
     finally:
         await loop.client.aclose()
     assert counted() - before == 1
+
+
+async def test_a_new_tenants_task_is_sent_ahead_of_another_tenants_backlog(
+    engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While tenant A's backlog keeps the budget busy, a task tenant B registers is sent
+    after at most the slots booked when it fell due and one more claim: behind a lead and
+    a batch of A's polls (app/polling/claiming.py), not behind A's backlog or a whole claim
+    horizon of it (40 slots at 20/s)."""
+    rate = 20.0
+    backlog = 200
+    sent: list[str] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        task_id = request.url.params["task_id"]
+        sent.append(task_id)
+        return httpx.Response(
+            200,
+            json={
+                "task_id": int(task_id),
+                "status": "Processing",
+                "base_resp": {"status_code": 0, "status_msg": "success"},
+            },
+        )
+
+    plans: list[ClaimPlan] = []
+
+    def recorded(**kwargs: Any) -> ClaimPlan:
+        plan = plan_claim(**kwargs)
+        plans.append(plan)
+        return plan
+
+    async def add_due(tenant: str, external_ids: list[int]) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(Task).values(
+                    [
+                        {
+                            "tenant": tenant,
+                            "provider": "minimax",
+                            "external_id": str(external_id),
+                            "status": "processing",
+                            "deadline_at": text("now() + interval '1 day'"),
+                            # A's backlog is long overdue, longer than anything of B's.
+                            "next_poll_at": text(
+                                "now() - interval '1 hour'" if tenant == "a" else "now()"
+                            ),
+                        }
+                        for external_id in external_ids
+                    ]
+                )
+            )
+
+    a_ids = list(range(100_000, 100_000 + backlog))
+    await add_due("a", a_ids)
+    monkeypatch.setattr(loop_module, "plan_claim", recorded)
+    loop = poll_loop(
+        settings,
+        create_sessionmaker(engine),
+        transport=httpx.MockTransport(upstream),
+        rate_limit_per_s=rate,
+    )
+    running = asyncio.create_task(loop.run())
+    try:
+
+        async def a_is_being_polled() -> bool:
+            return len(sent) >= 10
+
+        await eventually(a_is_being_polled)
+        sent_before = len(sent)
+        await add_due("b", [999_999])
+
+        async def b_was_sent() -> bool:
+            return "999999" in sent
+
+        await eventually(b_was_sent)
+    finally:
+        await loop.drain(grace_s=0)
+        await running
+        await loop.client.aclose()
+
+    a_ahead_of_b = sent.index("999999") - sent_before
+    # The budget was booked ahead all along: the loop waited for its lead between claims.
+    assert any(plan.batch == 0 and plan.lead_s > 0 for plan in plans)
+    # Ahead of B: the slots booked when it was registered (a lead and a top-up at most,
+    # the last slot rounded up), a claim already under way, and A's turn in B's own batch.
+    spacing = 1.025 / rate
+    topped_up = max(plan.lead_s for plan in plans) + settings.engine.claim_batch_s
+    batch = max(plan.batch for plan in plans)
+    assert a_ahead_of_b <= topped_up / spacing + 1 + batch + 1
+    # ... and nowhere near A's backlog, most of which was still waiting.
+    assert sent.index("999999") < backlog / 2
