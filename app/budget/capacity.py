@@ -47,6 +47,28 @@ def send_slack_s(rate_per_s: float) -> float:
     return (SPACING_FACTOR - 1.0) * limit_window_s(rate_per_s) - ARRIVAL_JITTER_S
 
 
+def window_count(rate_per_s: float) -> int:
+    """How many requests one window of the limit admits (the rate is a whole number of
+    requests per window: 10/s admits 10 a second, 0.2/s one per 5 s)."""
+    return max(1, int(rate_per_s * limit_window_s(rate_per_s) + 1e-9))
+
+
+def own_spread_s(rate_per_s: float) -> float:
+    """How far apart, on its own clock, any `window_count + 1` consecutive sends of one
+    replica must be: a window and the arrival jitter, and the drift of the clock measuring
+    it. Sends exactly on their slots are a slack further apart than this, so the rule only
+    holds back a replica catching up after sending late."""
+    return (limit_window_s(rate_per_s) + ARRIVAL_JITTER_S) * (1.0 + CLOCK_DRIFT)
+
+
+def run_late_until(last_slot: float, rate_per_s: float) -> float:
+    """Until when (plus the slack) any slot of a replica's unbroken run of slots may still
+    leave, given the run's last slot: the `window_count`-th last slot a run this long can
+    have. The next replica's first slot is a window's worth of slots after it, so even a
+    request sent that late cannot share a window with it (docs/architecture.md)."""
+    return last_slot - (window_count(rate_per_s) - 1) * SPACING_FACTOR / rate_per_s
+
+
 def poll_capacity(rate_per_s: float, *, spacing_factor: float, follow_ups_per_s: float) -> float:
     """Polls per second the budget can really give: the effective rate less the budget's
     spacing margin and the follow-up requests (file retrieves) completions cost. Planning

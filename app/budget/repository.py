@@ -115,12 +115,21 @@ class BudgetRepository:
         return now
 
     async def reserve(
-        self, name: str, count: int, *, configured_rate: float, recovery_s: float
+        self,
+        name: str,
+        count: int,
+        *,
+        configured_rate: float,
+        recovery_s: float,
+        lead_s: float,
     ) -> Reservation:
         """Take `count` consecutive send slots from the instance's shared budget (GCRA).
 
         One statement on one row: concurrent replicas serialise on the row lock, each gets
-        a disjoint run of slots, and the database clock is the only clock involved.
+        a disjoint run of slots, and the database clock is the only clock involved. On an
+        idle budget the first slot is `lead_s` after the database's clock rather than at
+        it: a slot at the moment the statement ran has gone by when its answer is read.
+        `next_slot_at` only ever moves forward.
         """
         row = (
             await self.session.execute(
@@ -130,14 +139,15 @@ class BudgetRepository:
                         SELECT CAST(:rate AS float8) AS rate,
                                CAST(:recovery_s AS float8) AS recovery_s,
                                CAST(:count AS int) AS n,
-                               CAST(:factor AS float8) AS factor
+                               CAST(:factor AS float8) AS factor,
+                               make_interval(secs => CAST(:lead_s AS float8)) AS lead
                     ), cur AS (
                         SELECT name,
                                clock_timestamp() AS now,
                                {_EFFECTIVE_RATE_SQL} AS eff,
-                               GREATEST(COALESCE(next_slot_at, clock_timestamp()),
-                                        clock_timestamp(),
-                                        COALESCE(paused_until, clock_timestamp())) AS start
+                               GREATEST(next_slot_at,
+                                        clock_timestamp() + params.lead,
+                                        paused_until) AS start
                         FROM provider_state, params
                         WHERE name = :name
                         FOR UPDATE OF provider_state
@@ -155,6 +165,7 @@ class BudgetRepository:
                     "rate": configured_rate,
                     "recovery_s": recovery_s,
                     "factor": SPACING_FACTOR,
+                    "lead_s": lead_s,
                 },
             )
         ).one()

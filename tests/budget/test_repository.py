@@ -28,10 +28,12 @@ async def _setup(engine: AsyncEngine) -> None:
         await BudgetRepository(session).ensure_rows({"mm": SETTINGS})
 
 
-async def _reserve(engine: AsyncEngine, count: int, rate: float = 10.0) -> Reservation:
+async def _reserve(
+    engine: AsyncEngine, count: int, rate: float = 10.0, lead_s: float = 0.0
+) -> Reservation:
     async with create_sessionmaker(engine).begin() as session:
         return await BudgetRepository(session).reserve(
-            "mm", count, configured_rate=rate, recovery_s=60.0
+            "mm", count, configured_rate=rate, recovery_s=60.0, lead_s=lead_s
         )
 
 
@@ -49,6 +51,19 @@ async def test_consecutive_reservations_are_spaced(engine: AsyncEngine) -> None:
     # The second run starts exactly where the first ended: no gap, no overlap.
     expected = first.first_slot + timedelta(seconds=5 * first.spacing_s)
     assert abs((second.first_slot - expected).total_seconds()) < 1e-5
+
+
+async def test_an_idle_budget_starts_a_lead_after_its_clock_a_busy_one_where_it_stands(
+    engine: AsyncEngine,
+) -> None:
+    """A slot at the moment the reservation ran would have gone by when its answer is read:
+    an idle budget's first slot is the lead later. A booked one goes on where it stands."""
+    await _setup(engine)
+    idle = await _reserve(engine, 2, lead_s=0.25)
+    assert (idle.first_slot - idle.db_now).total_seconds() >= 0.25
+    booked = await _reserve(engine, 1, lead_s=0.01)
+    expected = idle.first_slot + timedelta(seconds=2 * idle.spacing_s)
+    assert abs((booked.first_slot - expected).total_seconds()) < 1e-5
 
 
 async def test_concurrent_reservers_never_share_a_window(engine: AsyncEngine) -> None:
