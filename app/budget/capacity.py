@@ -11,10 +11,9 @@ from __future__ import annotations
 # over less than SPACING_FACTOR windows, and that holds at most the limit. Of that margin,
 # ARRIVAL_JITTER_S is kept for what happens after the last check (the write, the network,
 # the upstream stamping the request) and the rest is the send slack: how late after its
-# slot a request may still leave. The slot is placed on the local clock from both ends of
-# the reservation's round trip (`app/budget/pacing.py`), so the round trip no longer eats
-# into the margin, and 2.5 % suffices where 5 % did when slots were placed when the answer
-# came back. The price: at most 1/1.025 = 97.6 % of the configured rate is used.
+# slot a request may still leave. A replica may leave later than that inside its own run of
+# slots (`run_late_until`), as long as its own sends keep `own_spread_s` apart
+# (`window_count` + 1 of them). The price: at most 1/1.025 = 97.6 % of the rate is used.
 SPACING_FACTOR = 1.025
 ARRIVAL_JITTER_S = 0.017
 
@@ -63,9 +62,9 @@ def own_spread_s(rate_per_s: float) -> float:
 
 def run_late_until(last_slot: float, rate_per_s: float) -> float:
     """Until when (plus the slack) any slot of a replica's unbroken run of slots may still
-    leave, given the run's last slot: the `window_count`-th last slot a run this long can
-    have. The next replica's first slot is a window's worth of slots after it, so even a
-    request sent that late cannot share a window with it (docs/architecture.md)."""
+    leave, given the run's last slot: `window_count - 1` of the closest possible slots
+    before it. Another replica's next slot is a window's worth of slots after this moment,
+    so a request sent this late still cannot share a window with it."""
     return last_slot - (window_count(rate_per_s) - 1) * SPACING_FACTOR / rate_per_s
 
 
