@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.budget.capacity import (
     CLOCK_DRIFT,
     SEND_LEAD_S,
-    SPACING_FACTOR,
+    limit_window_s,
     own_spread_s,
     run_late_until,
     send_slack_s,
@@ -55,6 +57,11 @@ CLOCK_READS = 3
 class SlotMissed(Exception):
     """The request cannot go out: stopping, paused, no slot to be had, or the lease ends."""
 
+
+# A run books at most this share of the limit's window as lateness (`late_allowance`), and
+# judges from this many of the replica's latest requests.
+MAX_LATE_SHARE = 0.25
+LATENESS_SAMPLES = 64
 
 # How long a reservation places its first slot after the database's clock, beyond the
 # SEND_LEAD_S a request needs to reach its send check, in clock-read round trips: the
@@ -77,10 +84,12 @@ class Run:
     """This replica's unbroken run of slots in the shared row: no other replica's slot lies
     between its first and its last. `next_db` is where the row's next free slot stood after
     the run's latest reservation (database clock); any slot of the run may leave until
-    `late_until` (local clock)."""
+    `late_until` (local clock), and every slot `late_s` after its own time besides: the
+    lateness the run booked in the row, which the next replica's slots start after."""
 
     next_db: float
     late_until: float
+    late_s: float
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,7 @@ class Slot:
 
     @property
     def deadline(self) -> float:
-        return max(self.span.deadline, self.run.late_until)
+        return max(self.span.deadline, self.run.late_until) + self.run.late_s
 
 
 @dataclass(frozen=True)
@@ -141,14 +150,6 @@ def measured(db_now: float, sent: float, answered: float) -> ClockPlacement:
     return ClockPlacement(db_now - answered, db_now - sent, answered)
 
 
-def continues(run_next_db: float, first_db: float, min_spacing_s: float) -> bool:
-    """Whether a reservation whose first slot is `first_db` extends a run of this replica's
-    that left the row's next free slot at `run_next_db`: it starts right there. Another
-    replica's reservation in between would have moved that on by a slot (`min_spacing_s`)
-    or more, and it never moves back."""
-    return abs(first_db - run_next_db) < min_spacing_s / 2
-
-
 def reserved_slots(
     reservation: Reservation,
     placement: ClockPlacement,
@@ -157,22 +158,39 @@ def reserved_slots(
     rate_per_s: float,
     slack_s: float,
 ) -> list[Slot]:
-    """The reservation's slots on the local clock, in `run` if they extend it (which then
-    lasts longer), else in a run of their own. `rate_per_s` is the limit the upstream
-    counts (the configured rate): the row never spaces slots closer than it allows."""
+    """The reservation's slots on the local clock: in `run` (this replica's latest) if the
+    row says they extend it, which then lasts longer, else in a run of their own.
+    `rate_per_s` is the limit the upstream counts (the configured rate): the row never
+    spaces slots closer than it allows."""
     first = reservation.first_slot.timestamp()
     last = first + (reservation.count - 1) * reservation.spacing_s
     next_db = first + reservation.count * reservation.spacing_s
     late_until = placement.place(run_late_until(last, rate_per_s), slack_s).deadline
-    if run is not None and continues(run.next_db, first, SPACING_FACTOR / rate_per_s):
+    if run is not None and reservation.continues:
         run.next_db = next_db
         run.late_until = max(run.late_until, late_until)
+        run.late_s = max(run.late_s, reservation.run_late_s)
     else:
-        run = Run(next_db=next_db, late_until=late_until)
+        run = Run(next_db=next_db, late_until=late_until, late_s=reservation.run_late_s)
     return [
         Slot(placement.place(first + index * reservation.spacing_s, slack_s), run)
         for index in range(reservation.count)
     ]
+
+
+def late_allowance(lateness: Sequence[float], slack_s: float, window_s: float) -> float:
+    """How much later than the slack this replica books its next run to send: as late as
+    nine in ten of its recent requests got to their send check after they could have
+    left, when that is more than the slack; at most a quarter of the window. A replica on
+    time books none, and the replica after it starts right after its slots; one starved
+    of CPU books what it needs not to miss them."""
+    if not lateness:
+        return 0.0
+    ordered = sorted(lateness)
+    p90 = ordered[math.ceil(0.9 * len(ordered)) - 1]
+    if p90 <= slack_s:
+        return 0.0
+    return min(p90 - slack_s, MAX_LATE_SHARE * window_s)
 
 
 def earliest_send(recent: Sequence[float], rate_per_s: float) -> float:
@@ -226,6 +244,11 @@ class Pacer:
         self.sent_at: deque[float] = deque(
             maxlen=window_count(settings.rate_limit_per_s) if self.limited else 1
         )
+        # How late its latest requests got to their send check.
+        self.lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)
+        # One reservation at a time, so each answer is read in the row's order and the run
+        # it extends is the latest.
+        self.reserving = asyncio.Lock()
         # asyncio.Lock is FIFO: requests get slots in the order they asked for one.
         self.turn = asyncio.Lock()
 
@@ -236,6 +259,22 @@ class Pacer:
     async def reserve(self, count: int) -> None:
         """Reserve `count` more slots from the shared budget into this replica's queue."""
         BUDGET_SLOTS.labels(self.name).inc(count)
+        async with self.reserving:
+            reservation, placement = await self._reserve(count)
+            # Placed once the reservation has committed: slots it rolled back do not exist.
+            slots = reserved_slots(
+                reservation,
+                placement,
+                self.run,
+                rate_per_s=self.settings.rate_limit_per_s,
+                slack_s=self.slack_s,
+            )
+            if slots:
+                self.run = slots[0].run
+            self.queue.extend(slots)
+
+    async def _reserve(self, count: int) -> tuple[Reservation, ClockPlacement]:
+        rate = self.settings.rate_limit_per_s
         async with self.sessions.begin() as session:
             repository = BudgetRepository(session)
             # Both ends of a clock read's round trip bound where the database read its
@@ -247,24 +286,15 @@ class Pacer:
             reservation = await repository.reserve(
                 self.name,
                 count,
-                configured_rate=self.settings.rate_limit_per_s,
+                configured_rate=rate,
                 recovery_s=self.poll_settings.rate_recovery_s,
                 lead_s=min(SEND_LEAD_S + LEAD_ROUND_TRIPS * self.round_trip_s, MAX_RESERVE_LEAD_S),
+                run_next=(
+                    datetime.fromtimestamp(self.run.next_db, UTC) if self.run is not None else None
+                ),
+                late_s=late_allowance(self.lateness, self.slack_s, limit_window_s(rate)),
             )
-        slots = reserved_slots(
-            reservation,
-            placement,
-            self.run,
-            rate_per_s=self.settings.rate_limit_per_s,
-            slack_s=self.slack_s,
-        )
-        if slots and (self.run is None or slots[0].run.next_db >= self.run.next_db):
-            self.run = slots[0].run
-        if self.queue and slots and slots[0].not_before < self.queue[-1].not_before:
-            # Two reservations of this replica answered out of order.
-            slots = sorted([*self.queue, *slots], key=lambda slot: slot.not_before)
-            self.queue.clear()
-        self.queue.extend(slots)
+        return reservation, placement
 
     async def _read_clock(self, repository: BudgetRepository) -> ClockPlacement:
         """Narrow the placement with a clock read, and again (up to CLOCK_READS reads) while
@@ -318,12 +348,16 @@ class Pacer:
         """Wait for `slot` to start and for this replica's own spacing to allow a send; then
         whether the request may leave on it now (raises when no request may leave at all).
         A request that may leave must go through `sending` before any other await."""
-        while await self._wait_until(
-            max(slot.not_before, earliest_send(self.sent_at, self.settings.rate_limit_per_s))
-        ):
-            pass
+        while True:
+            could_leave = max(
+                slot.not_before, earliest_send(self.sent_at, self.settings.rate_limit_per_s)
+            )
+            if not await self._wait_until(could_leave):
+                break
         self._check_open()
-        return time.monotonic() <= slot.deadline
+        now = time.monotonic()
+        self.lateness.append(max(0.0, now - could_leave))
+        return now <= slot.deadline
 
     def sending(self) -> None:
         """A request leaves now: the replica's later ones keep their spacing from it."""

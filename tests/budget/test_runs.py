@@ -26,8 +26,8 @@ from app.budget.pacing import (
     ClockPlacement,
     Run,
     Slot,
-    continues,
     earliest_send,
+    late_allowance,
     reserved_slots,
 )
 from app.budget.repository import Reservation
@@ -41,30 +41,23 @@ SLACK = send_slack_s(RATE)
 EXACT = ClockPlacement(low=-1e-6, high=1e-6, at=1e9)
 
 
-def _reservation(first: float, count: int, spacing: float = SPACING) -> Reservation:
+def _reservation(
+    first: float,
+    count: int,
+    spacing: float = SPACING,
+    *,
+    continues: bool = False,
+    late_s: float = 0.0,
+) -> Reservation:
     return Reservation(
         db_now=datetime.fromtimestamp(first, UTC),
         first_slot=datetime.fromtimestamp(first, UTC),
         spacing_s=spacing,
         count=count,
         effective_rate_per_s=SPACING_FACTOR / spacing,
+        continues=continues,
+        run_late_s=late_s,
     )
-
-
-@pytest.mark.parametrize(
-    ("run_next", "first", "extends"),
-    [
-        (100.0, 100.0, True),  # right where the run left the row
-        (100.0, 100.0 + SPACING / 3, True),  # rounding of the row's timestamps
-        (100.0, 100.0 + SPACING, False),  # another replica took a slot in between
-        (100.0, 100.5, False),  # the row went idle: another may have had slots since
-        (100.0, 99.0, False),  # an earlier reservation answered late
-    ],
-)
-def test_a_reservation_extends_a_run_only_where_it_left_the_row(
-    run_next: float, first: float, extends: bool
-) -> None:
-    assert continues(run_next, first, SPACING) is extends
 
 
 def test_a_run_reserved_in_two_goes_lasts_as_long_as_both() -> None:
@@ -74,15 +67,39 @@ def test_a_run_reserved_in_two_goes_lasts_as_long_as_both() -> None:
     assert run.late_until == pytest.approx(100.0 + 10 * SPACING + SLACK, abs=1e-5)
     assert first[-1].deadline == pytest.approx(100.0 + 19 * SPACING + SLACK, abs=1e-5)
     more = reserved_slots(
-        _reservation(100.0 + 20 * SPACING, 5), EXACT, run, rate_per_s=RATE, slack_s=SLACK
+        _reservation(100.0 + 20 * SPACING, 5, continues=True, late_s=0.05),
+        EXACT,
+        run,
+        rate_per_s=RATE,
+        slack_s=SLACK,
     )
     assert more[0].run is run
-    assert first[0].deadline == pytest.approx(100.0 + 15 * SPACING + SLACK, abs=1e-5)
+    # Later by the five more slots, and by the lateness the run booked, every slot of it.
+    assert first[0].deadline == pytest.approx(100.0 + 15 * SPACING + SLACK + 0.05, abs=1e-5)
+    assert first[-1].deadline == pytest.approx(100.0 + 19 * SPACING + SLACK + 0.05, abs=1e-5)
     other = reserved_slots(
         _reservation(100.0 + 26 * SPACING, 5), EXACT, run, rate_per_s=RATE, slack_s=SLACK
     )
     assert other[0].run is not run
     assert other[0].deadline == pytest.approx(other[0].not_before + SLACK, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("lateness", "allowance"),
+    [
+        ([], 0.0),
+        ([0.0] * 50, 0.0),  # on time: the next replica starts right after the run
+        ([0.0] * 9 + [0.5], 0.0),  # one request in ten late: not worth a gap
+        ([SLACK] * 10, 0.0),  # within the slack
+        ([0.03] * 10, 0.03 - SLACK),
+        ([0.0] * 5 + [0.04] * 45, 0.04 - SLACK),
+        ([2.0] * 10, 0.25),  # at most a quarter of the window
+    ],
+)
+def test_a_run_books_the_lateness_most_of_the_replicas_requests_had(
+    lateness: list[float], allowance: float
+) -> None:
+    assert late_allowance(lateness, SLACK, 1.0) == pytest.approx(allowance)
 
 
 @pytest.mark.parametrize(
@@ -106,17 +123,28 @@ class _Booking:
     count: int
     idle_s: float  # the row stood idle this long before it (GREATEST with the clock)
     cut: float  # the effective rate is the configured one divided by this (AIMD)
+    late_s: float  # the lateness the replica books
 
 
 def _book(bookings: list[_Booking], rate: float) -> list[tuple[int, Reservation]]:
-    """The shared row: each reservation starts where the last ended or, idle, later."""
+    """The shared row as `BudgetRepository.reserve` keeps it: a replica's reservation
+    extends its run while the row's next slot stands where it left it; another's starts the
+    run's booked lateness after it, or, idle, later."""
     spacing = SPACING_FACTOR / rate
-    row_next = 1_000.0
+    row_next, row_late = 1_000.0, 0.0
+    left_at: dict[int, float] = {}
     out = []
     for booking in bookings:
-        first = row_next + booking.idle_s
-        out.append((booking.replica, _reservation(first, booking.count, spacing * booking.cut)))
+        extends = left_at.get(booking.replica) == row_next
+        gap = 0.0 if extends else row_late
+        first = row_next + max(gap, booking.idle_s)
+        row_late = max(row_late, booking.late_s) if extends else booking.late_s
+        reservation = _reservation(
+            first, booking.count, spacing * booking.cut, continues=extends, late_s=row_late
+        )
+        out.append((booking.replica, reservation))
         row_next = first + booking.count * spacing * booking.cut
+        left_at[booking.replica] = row_next
     return out
 
 
@@ -155,6 +183,7 @@ def test_no_window_ever_holds_more_than_the_limit(data: st.DataObject, rate: flo
                 count=st.integers(1, 3 * window_count(rate) + 2),
                 idle_s=st.sampled_from([0.0, 0.0, 0.0, 0.001, 0.3, 2.5]),
                 cut=st.sampled_from([1.0, 1.0, 2.0]),
+                late_s=st.sampled_from([0.0, 0.0, 0.02, 0.25 * limit_window_s(rate)]),
             ),
             min_size=1,
             max_size=12,
