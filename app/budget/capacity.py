@@ -11,9 +11,10 @@ from __future__ import annotations
 # over less than SPACING_FACTOR windows, and that holds at most the limit. Of that margin,
 # ARRIVAL_JITTER_S is kept for what happens after the last check (the write, the network,
 # the upstream stamping the request) and the rest is the send slack: how late after its
-# slot a request may still leave. A replica may leave later than that inside its own run of
-# slots (`run_late_until`), as long as its own sends keep `own_spread_s` apart
-# (`window_count` + 1 of them). The price: at most 1/1.025 = 97.6 % of the rate is used.
+# slot a request may still leave. A replica may leave later than that by what its run
+# booked in the row, and inside its run of slots (`run_late_until`), as long as its own
+# sends keep `own_spread_s` apart (`window_count` + 1 of them). The price: at most
+# 1/1.025 = 97.6 % of the rate is used.
 SPACING_FACTOR = 1.025
 ARRIVAL_JITTER_S = 0.017
 

@@ -11,12 +11,13 @@ not hold it, the next waiting request takes it. Right before a request's bytes a
 paused; a request that missed it takes the next slot instead, so a miss costs latency,
 not the task's turn.
 
-A slot's time ends the slack after it, or later when it lies well inside this replica's
-unbroken run of slots in the shared row (`Run`): any of the run's slots may leave until
-the slack after `run_late_until` of its last slot, provided the replica's own sends keep a
-window and the jitter between any `window_count + 1` of them (`earliest_send`). Why no
-window then holds more than the limit is in docs/architecture.md, "Why the rate budget
-cannot be exceeded".
+A slot's time ends the slack after it, later by the lateness its run booked in the shared
+row (`late_allowance`: what this replica's recent requests needed; the next replica's slots
+start that much after the run), and later still when it lies well inside this replica's
+unbroken run of slots (`Run`): any of the run's slots may leave until `run_late_until` of
+its last slot. All of it only while the replica's own sends keep a window and the jitter
+between any `window_count + 1` of them (`earliest_send`). Why no window then holds more
+than the limit is in docs/architecture.md, "Why the rate budget cannot be exceeded".
 
 A request is given up unsent when the loop stops, the instance pauses, the claim's lease
 would run out first, or its batch's slots all went by unused (they are not replaced: a
