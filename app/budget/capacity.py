@@ -55,10 +55,11 @@ def window_count(rate_per_s: float) -> int:
 
 def own_spread_s(rate_per_s: float) -> float:
     """How far apart, on its own clock, any `window_count + 1` consecutive sends of one
-    replica must be: a window and the arrival jitter, and the drift of the clock measuring
-    it. Sends exactly on their slots are a slack further apart than this, so the rule only
-    holds back a replica catching up after sending late."""
-    return (limit_window_s(rate_per_s) + ARRIVAL_JITTER_S) * (1.0 + CLOCK_DRIFT)
+    replica must be: as far as that many slots are, and the drift of the clock measuring
+    it. A replica that fell behind then stays behind rather than catching up in a burst:
+    a burst would leave only the arrival jitter's margin between its first and last
+    request, where sends on their slots leave the slack besides."""
+    return SPACING_FACTOR * limit_window_s(rate_per_s) * (1.0 + CLOCK_DRIFT)
 
 
 def run_late_until(last_slot: float, rate_per_s: float) -> float:
