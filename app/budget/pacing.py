@@ -15,8 +15,8 @@ A slot's time ends the slack after it, later by the lateness its run booked in t
 row (`late_allowance`: what this replica's recent requests needed; the next replica's slots
 start that much after the run), and later still when it lies well inside this replica's
 unbroken run of slots (`Run`): any of the run's slots may leave until `run_late_until` of
-its last slot. All of it only while the replica's own sends keep a window and the jitter
-between any `window_count + 1` of them (`earliest_send`). Why no window then holds more
+its last slot. All of it only while any `window_count + 1` of the replica's own sends
+stay as far apart as that many slots (`earliest_send`). Why no window then holds more
 than the limit is in docs/architecture.md, "Why the rate budget cannot be exceeded".
 
 A request is given up unsent when the loop stops, the instance pauses, the claim's lease

@@ -111,7 +111,7 @@ def test_a_run_books_the_lateness_most_of_the_replicas_requests_had(
         ([float(i) / 10 for i in range(20)][-10:], 1.0 + own_spread_s(RATE)),
     ],
 )
-def test_a_replica_sends_no_more_than_a_window_admits_in_a_window_and_the_jitter(
+def test_a_replica_sends_no_more_than_a_window_admits_in_as_many_slots(
     recent: list[float], earliest: float
 ) -> None:
     assert earliest_send(recent, RATE) == pytest.approx(earliest)
