@@ -425,8 +425,9 @@ def count_warnings(paths: Iterable[Path]) -> dict[str, int]:
 
 
 async def poll_metrics(port: int) -> dict[str, float]:
-    """A worker's poll outcomes ("polls PROVIDER OUTCOME") and reserved budget slots ("slots
-    PROVIDER") from its /metrics; empty when it does not answer."""
+    """A worker's poll outcomes ("polls PROVIDER OUTCOME"), reserved budget slots ("slots
+    PROVIDER") and the slots that went by unsent ("missed PROVIDER") from its /metrics;
+    empty when it does not answer."""
     try:
         async with httpx.AsyncClient(timeout=10.0) as http:
             response = await http.get(f"http://127.0.0.1:{port}/metrics")
@@ -441,6 +442,8 @@ async def poll_metrics(port: int) -> dict[str, float]:
                 found[f"polls {labels['provider']} {labels['outcome']}"] += sample.value
             elif sample.name == "pollhook_budget_slots_reserved_total":
                 found[f"slots {labels['provider']}"] += sample.value
+            elif sample.name == "pollhook_budget_slots_missed_total":
+                found[f"missed {labels['provider']}"] += sample.value
     return {k: found[k] for k in sorted(found)}
 
 

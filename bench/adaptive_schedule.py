@@ -441,7 +441,8 @@ class RunResult:
 
 
 def minimax_outcomes(metrics: dict[str, float]) -> dict[str, float]:
-    """The minimax instance's poll outcomes and "(slots reserved)", from `poll_metrics`."""
+    """The minimax instance's poll outcomes, "(slots reserved)" and "(slots missed)", from
+    `poll_metrics`."""
     found = {
         key.removeprefix("polls minimax "): n
         for key, n in metrics.items()
@@ -449,6 +450,8 @@ def minimax_outcomes(metrics: dict[str, float]) -> dict[str, float]:
     }
     if "slots minimax" in metrics:
         found["(slots reserved)"] = metrics["slots minimax"]
+    if "missed minimax" in metrics:
+        found["(slots missed)"] = metrics["missed minimax"]
     return found
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 # over less than SPACING_FACTOR windows, and that holds at most the limit. Of that margin,
 # ARRIVAL_JITTER_S is kept for what happens after the last check (the write, the network,
 # the upstream stamping the request) and the rest is the send slack: how late after its
-# slot a request may still leave. The slot is placed on the local clock from both ends of
-# the reservation's round trip (`app/budget/pacing.py`), so the round trip no longer eats
-# into the margin, and 2.5 % suffices where 5 % did when slots were placed when the answer
-# came back. The price: at most 1/1.025 = 97.6 % of the configured rate is used.
+# slot a request may still leave. A replica may leave later than that by what its run
+# booked in the row, and inside its run of slots (`run_late_until`), as long as its own
+# sends keep `own_spread_s` apart (`window_count` + 1 of them). The price: at most
+# 1/1.025 = 97.6 % of the rate is used.
 SPACING_FACTOR = 1.025
 ARRIVAL_JITTER_S = 0.017
 
@@ -45,6 +45,29 @@ def send_slack_s(rate_per_s: float) -> float:
     """How late after its slot a request may still leave: the window's spacing margin less
     what the arrival may add. It scales with the slot once a slot is longer than a second."""
     return (SPACING_FACTOR - 1.0) * limit_window_s(rate_per_s) - ARRIVAL_JITTER_S
+
+
+def window_count(rate_per_s: float) -> int:
+    """How many requests one window of the limit admits (the rate is a whole number of
+    requests per window: 10/s admits 10 a second, 0.2/s one per 5 s)."""
+    return max(1, int(rate_per_s * limit_window_s(rate_per_s) + 1e-9))
+
+
+def own_spread_s(rate_per_s: float) -> float:
+    """How far apart, on its own clock, any `window_count + 1` consecutive sends of one
+    replica must be: as far as that many slots are, and the drift of the clock measuring
+    it. A replica that fell behind then stays behind rather than catching up in a burst:
+    a burst would leave only the arrival jitter's margin between its first and last
+    request, where sends on their slots leave the slack besides."""
+    return SPACING_FACTOR * limit_window_s(rate_per_s) * (1.0 + CLOCK_DRIFT)
+
+
+def run_late_until(last_slot: float, rate_per_s: float) -> float:
+    """Until when (plus the slack) any slot of a replica's unbroken run of slots may still
+    leave, given the run's last slot: `window_count - 1` of the closest possible slots
+    before it. Another replica's next slot is a window's worth of slots after this moment,
+    so a request sent this late still cannot share a window with it."""
+    return last_slot - (window_count(rate_per_s) - 1) * SPACING_FACTOR / rate_per_s
 
 
 def poll_capacity(rate_per_s: float, *, spacing_factor: float, follow_ups_per_s: float) -> float:

@@ -1,7 +1,8 @@
 """The shared rate budget's row: one `provider_state` row per provider instance.
 
 Every replica takes its send slots from this row (GCRA: `next_slot_at` moves forward by
-SPACING_FACTOR / rate per slot), cuts the rate on a rate-limit answer (AIMD), and pauses
+SPACING_FACTOR / rate per slot, and by the lateness a run booked where the next slots go to
+another replica), cuts the rate on a rate-limit answer (AIMD), and pauses
 the instance on rate-limit and credential answers. The database clock is the only clock.
 """
 
@@ -43,7 +44,9 @@ class Reservation:
     """`count` send slots: the first at `first_slot`, then one every `spacing_s` seconds.
 
     `db_now` is the database clock when the slots were taken, to place them on a local
-    clock without trusting the replica's wall time.
+    clock without trusting the replica's wall time. `continues`: no other replica reserved
+    since this one's previous reservation, so the slots extend its run; `run_late_s`: how
+    much later than the slack the run's slots may be sent (booked in the row).
     """
 
     db_now: datetime
@@ -51,6 +54,8 @@ class Reservation:
     spacing_s: float
     count: int
     effective_rate_per_s: float
+    continues: bool
+    run_late_s: float
 
 
 @dataclass(frozen=True)
@@ -115,12 +120,28 @@ class BudgetRepository:
         return now
 
     async def reserve(
-        self, name: str, count: int, *, configured_rate: float, recovery_s: float
+        self,
+        name: str,
+        count: int,
+        *,
+        configured_rate: float,
+        recovery_s: float,
+        lead_s: float,
+        run_next: datetime | None,
+        late_s: float,
     ) -> Reservation:
         """Take `count` consecutive send slots from the instance's shared budget (GCRA).
 
         One statement on one row: concurrent replicas serialise on the row lock, each gets
         a disjoint run of slots, and the database clock is the only clock involved.
+
+        `run_next` is where this replica's latest reservation left `next_slot_at`: if it
+        still stands there, no other replica has reserved since, and these slots extend
+        that run (`Reservation.continues`); the run's booked lateness only grows. Otherwise
+        they start a new run `late_s` may be sent late, at least the lateness booked by
+        the run before them after its end. On an idle budget the first slot is `lead_s`
+        after the database's clock rather than at it: a slot at the moment the statement
+        ran has gone by when its answer is read. `next_slot_at` only ever moves forward.
         """
         row = (
             await self.session.execute(
@@ -130,23 +151,38 @@ class BudgetRepository:
                         SELECT CAST(:rate AS float8) AS rate,
                                CAST(:recovery_s AS float8) AS recovery_s,
                                CAST(:count AS int) AS n,
-                               CAST(:factor AS float8) AS factor
+                               CAST(:factor AS float8) AS factor,
+                               make_interval(secs => CAST(:lead_s AS float8)) AS lead,
+                               CAST(:run_next AS timestamptz) AS run_next,
+                               CAST(:late_s AS float8) AS late_s
                     ), cur AS (
                         SELECT name,
                                clock_timestamp() AS now,
                                {_EFFECTIVE_RATE_SQL} AS eff,
-                               GREATEST(COALESCE(next_slot_at, clock_timestamp()),
-                                        clock_timestamp(),
-                                        COALESCE(paused_until, clock_timestamp())) AS start
+                               -- Any reservation moves next_slot_at on by a slot or more:
+                               -- within half the closest spacing, nobody reserved since.
+                               COALESCE(abs(EXTRACT(EPOCH FROM next_slot_at - params.run_next))
+                                        < 0.5 * params.factor / params.rate, false) AS continues,
+                               next_slot_at, run_late_s, paused_until
                         FROM provider_state, params
                         WHERE name = :name
                         FOR UPDATE OF provider_state
+                    ), booked AS (
+                        SELECT cur.*,
+                               GREATEST(next_slot_at + CASE WHEN continues THEN interval '0'
+                                            ELSE make_interval(secs => run_late_s) END,
+                                        clock_timestamp() + params.lead,
+                                        paused_until) AS start,
+                               CASE WHEN continues THEN GREATEST(run_late_s, params.late_s)
+                                    ELSE params.late_s END AS late
+                        FROM cur, params
                     )
                     UPDATE provider_state p
-                    SET next_slot_at = cur.start
-                          + make_interval(secs => params.n * params.factor / cur.eff)
-                    FROM cur, params WHERE p.name = cur.name
-                    RETURNING cur.now, cur.start, cur.eff
+                    SET next_slot_at = booked.start
+                          + make_interval(secs => params.n * params.factor / booked.eff),
+                        run_late_s = booked.late
+                    FROM booked, params WHERE p.name = booked.name
+                    RETURNING booked.now, booked.start, booked.eff, booked.continues, booked.late
                     """
                 ),
                 {
@@ -155,6 +191,9 @@ class BudgetRepository:
                     "rate": configured_rate,
                     "recovery_s": recovery_s,
                     "factor": SPACING_FACTOR,
+                    "lead_s": lead_s,
+                    "run_next": run_next,
+                    "late_s": late_s,
                 },
             )
         ).one()
@@ -165,6 +204,8 @@ class BudgetRepository:
             spacing_s=SPACING_FACTOR / eff,
             count=count,
             effective_rate_per_s=eff,
+            continues=bool(row.continues),
+            run_late_s=float(row.late),
         )
 
     async def record_rate_limited(

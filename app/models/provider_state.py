@@ -31,6 +31,9 @@ class ProviderState(Base):
     kind: Mapped[str] = mapped_column(Text)
     # GCRA theoretical arrival time: the earliest instant the next request may be sent.
     next_slot_at: Mapped[Timestamp | None]
+    # How much later than the slack the replica that took the slots up to next_slot_at may
+    # send them: another replica's next reservation starts this much after them.
+    run_late_s: Mapped[float] = mapped_column(Float, server_default=text("0"))
     # AIMD: the rate right after the last rate-limit answer, and when that was; the
     # effective rate climbs back linearly from there (computed, never stored per request).
     effective_rate_per_s: Mapped[float | None] = mapped_column(Float)

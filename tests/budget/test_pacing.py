@@ -158,3 +158,24 @@ async def test_an_answer_read_late_does_not_bunch_two_replicas_into_one_window(
     assert len(sends) == 8
     assert _within_their_slots(list(sends))
     assert max_in_window([at for at, _ in sends]) <= RATE
+
+
+async def test_a_replicas_reservations_extend_its_run_until_another_replica_reserves(
+    engine: AsyncEngine,
+) -> None:
+    """The pacer passes where its run left the row: its next reservation extends the run
+    (the run's slots may then leave until later), another replica's reservation in between
+    starts a new one."""
+    stop = asyncio.Event()
+    replica_a = await _pacer(engine, stop)
+    replica_b = await _pacer(engine, stop)
+    await replica_a.reserve(2)
+    run = replica_a.queue[0].run
+    await replica_a.reserve(8)
+    assert all(slot.run is run for slot in replica_a.queue)
+    # Ten slots at 4/s: the first six may leave until the fourth last one's time.
+    assert replica_a.queue[0].deadline == pytest.approx(replica_a.queue[6].span.deadline)
+    await replica_b.reserve(1)
+    await replica_a.reserve(1)
+    assert replica_a.queue[-1].run is not run
+    assert replica_b.queue[0].run is not run

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -28,10 +28,23 @@ async def _setup(engine: AsyncEngine) -> None:
         await BudgetRepository(session).ensure_rows({"mm": SETTINGS})
 
 
-async def _reserve(engine: AsyncEngine, count: int, rate: float = 10.0) -> Reservation:
+async def _reserve(
+    engine: AsyncEngine,
+    count: int,
+    rate: float = 10.0,
+    lead_s: float = 0.0,
+    run_next: datetime | None = None,
+    late_s: float = 0.0,
+) -> Reservation:
     async with create_sessionmaker(engine).begin() as session:
         return await BudgetRepository(session).reserve(
-            "mm", count, configured_rate=rate, recovery_s=60.0
+            "mm",
+            count,
+            configured_rate=rate,
+            recovery_s=60.0,
+            lead_s=lead_s,
+            run_next=run_next,
+            late_s=late_s,
         )
 
 
@@ -49,6 +62,48 @@ async def test_consecutive_reservations_are_spaced(engine: AsyncEngine) -> None:
     # The second run starts exactly where the first ended: no gap, no overlap.
     expected = first.first_slot + timedelta(seconds=5 * first.spacing_s)
     assert abs((second.first_slot - expected).total_seconds()) < 1e-5
+
+
+async def test_an_idle_budget_starts_a_lead_after_its_clock_a_busy_one_where_it_stands(
+    engine: AsyncEngine,
+) -> None:
+    """A slot at the moment the reservation ran would have gone by when its answer is read:
+    an idle budget's first slot is the lead later. A booked one goes on where it stands."""
+    await _setup(engine)
+    idle = await _reserve(engine, 2, lead_s=0.25)
+    assert (idle.first_slot - idle.db_now).total_seconds() >= 0.25
+    booked = await _reserve(engine, 1, lead_s=0.01)
+    expected = idle.first_slot + timedelta(seconds=2 * idle.spacing_s)
+    assert abs((booked.first_slot - expected).total_seconds()) < 1e-5
+
+
+def _next(r: Reservation) -> datetime:
+    return r.first_slot + timedelta(seconds=r.count * r.spacing_s)
+
+
+async def test_a_run_extends_while_nobody_else_reserves_and_the_next_starts_after_its_lateness(
+    engine: AsyncEngine,
+) -> None:
+    """A replica's reservation extends its run when the row's next slot is still where its
+    previous one left it, idle or not, and the run's booked lateness only grows; another
+    replica's slots start that lateness after the run's end."""
+    await _setup(engine)
+    a1 = await _reserve(engine, 5, late_s=0.05)
+    assert not a1.continues
+    assert a1.run_late_s == pytest.approx(0.05)
+    a2 = await _reserve(engine, 3, run_next=_next(a1), late_s=0.0)
+    assert a2.continues
+    assert a2.first_slot == _next(a1)
+    assert a2.run_late_s == pytest.approx(0.05)  # booked for the whole run
+    b = await _reserve(engine, 2, late_s=0.0)  # another replica
+    assert not b.continues
+    assert abs((b.first_slot - _next(a2)).total_seconds() - 0.05) < 1e-5
+    a3 = await _reserve(engine, 1, run_next=_next(a2))  # b reserved in between
+    assert not a3.continues
+    assert abs((a3.first_slot - _next(b)).total_seconds()) < 1e-5  # b booked no lateness
+    a4 = await _reserve(engine, 1, run_next=_next(a3), lead_s=2.0)  # gone idle meanwhile
+    assert a4.continues
+    assert (a4.first_slot - a4.db_now).total_seconds() >= 2.0
 
 
 async def test_concurrent_reservers_never_share_a_window(engine: AsyncEngine) -> None:
