@@ -15,8 +15,8 @@ from app.deps import (
     SessionDep,
     SettingsDep,
     StateDep,
+    StatementCall,
     StatementCallerDep,
-    StatementSessionDep,
     StatementTenantDep,
     TenantDep,
     charge,
@@ -44,14 +44,11 @@ async def get_task_service(
 TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
 
 
-async def get_registration_service(
-    session: StatementSessionDep, settings: SettingsDep, state: StateDep
-) -> TaskService:
+def registration_service(call: StatementCall) -> TaskService:
     """Registration is one statement: on a statement session it costs one round trip."""
-    return TaskService(session, settings, state.guard, state.forecasts)
+    state = call.state
+    return TaskService(call.session, state.settings, state.guard, state.forecasts)
 
-
-RegistrationServiceDep = Annotated[TaskService, Depends(get_registration_service)]
 
 # A batch counts against the tenant's API rate limit as one request per this many tasks
 # (at least one, at most the burst): it costs the process about what that many single
@@ -82,12 +79,8 @@ def _json_response(content: Any, status_code: int) -> Response:
         **error_responses(401, 408, 409, 413, 415, 422, 503),
     },
 )
-async def register_task(
-    body: TaskCreate,
-    tenant: StatementTenantDep,
-    service: RegistrationServiceDep,
-) -> Response:
-    registration = await service.register(tenant, body)
+async def register_task(body: TaskCreate, call: StatementTenantDep) -> Response:
+    registration = await registration_service(call).register(call.tenant, body)
     return _json_response(
         snapshot_fields(registration.task),
         status.HTTP_201_CREATED if registration.created else status.HTTP_200_OK,
@@ -109,14 +102,9 @@ async def register_task(
     response_model=TaskBatchResult,
     responses=error_responses(401, 408, 413, 415, 422, 503),
 )
-async def register_tasks(
-    body: TaskBatch,
-    state: StateDep,
-    tenant: StatementCallerDep,
-    service: RegistrationServiceDep,
-) -> Response:
-    charge(state, tenant, -(-len(body.tasks) // BATCH_TASKS_PER_REQUEST))
-    outcomes = await service.register_batch(tenant, body.tasks)
+async def register_tasks(body: TaskBatch, call: StatementCallerDep) -> Response:
+    charge(call.state, call.tenant, -(-len(body.tasks) // BATCH_TASKS_PER_REQUEST))
+    outcomes = await registration_service(call).register_batch(call.tenant, body.tasks)
     return _json_response(
         {"results": [_batch_item(outcome) for outcome in outcomes]}, status.HTTP_200_OK
     )
