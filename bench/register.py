@@ -353,7 +353,7 @@ class RawHttp:
 
     The load generator shares the machine's cores with the server it measures: httpx cost
     about 0.7 ms of CPU per request here, half of what the API itself spent, against
-    0.09 ms for the baseline's asyncpg client. This costs a tenth of that, so what the
+    0.09 ms for the baseline's asyncpg client. This one costs about 0.1 ms, so what the
     single phase measures is the server."""
 
     def __init__(self, port: int, authorization: str) -> None:
