@@ -9,6 +9,8 @@ hops per request for what are attribute reads.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -44,17 +46,6 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-async def get_statement_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    """A session whose every statement commits on its own, for endpoints whose whole write
-    is one statement (registration): it costs one round trip, with no BEGIN and COMMIT
-    around it. The statement has committed when it returns, before the response is sent."""
-    async with state.statement_sessions() as session:
-        yield session
-
-
-StatementSessionDep = Annotated[AsyncSession, Depends(get_statement_session, scope="function")]
-
-
 async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
@@ -78,28 +69,57 @@ async def get_tenant(
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
+@dataclass(frozen=True)
+class StatementCall:
+    """An authenticated request on a statement session: a session whose every statement
+    commits on its own, for endpoints whose whole write is one statement (registration).
+    It costs one round trip, with no BEGIN and COMMIT around it, and the statement has
+    committed when it returns, before the response is sent. A key that is not a static one
+    is looked up on the same connection.
+
+    Resolved as one dependency rather than a chain (state, session, tenant): each resolution
+    costs the framework more CPU than these take, and a single registration is mostly such
+    per-request costs."""
+
+    state: AppState
+    session: AsyncSession
+    tenant: str
+
+
+@asynccontextmanager
+async def _statement_call(
+    request: Request, authorization: str | None
+) -> AsyncIterator[StatementCall]:
+    state: AppState = request.app.state.pollhook
+    async with state.statement_sessions() as session:
+        tenant = await _authenticate(request, state, session, authorization)
+        yield StatementCall(state, session, tenant)
+
+
 async def get_statement_caller(
     request: Request,
-    state: StateDep,
-    session: StatementSessionDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> str:
-    """The tenant, authenticated through the statement session (a key that is not a static
-    one is looked up on the same connection) but not yet counted against its rate limit:
-    for an endpoint whose cost depends on its body, which calls `charge` itself."""
-    return await _authenticate(request, state, session, authorization)
+) -> AsyncIterator[StatementCall]:
+    """The tenant on a statement session, not yet counted against its rate limit: for an
+    endpoint whose cost depends on its body, which calls `charge` itself."""
+    async with _statement_call(request, authorization) as call:
+        yield call
 
 
-StatementCallerDep = Annotated[str, Depends(get_statement_caller)]
+StatementCallerDep = Annotated[StatementCall, Depends(get_statement_caller, scope="function")]
 
 
-async def get_statement_tenant(state: StateDep, tenant: StatementCallerDep) -> str:
-    """`get_tenant` for the endpoints on a statement session."""
-    charge(state, tenant, 1)
-    return tenant
+async def get_statement_tenant(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> AsyncIterator[StatementCall]:
+    """`get_tenant` for the endpoints on a statement session: counted as one request."""
+    async with _statement_call(request, authorization) as call:
+        charge(call.state, call.tenant, 1)
+        yield call
 
 
-StatementTenantDep = Annotated[str, Depends(get_statement_tenant)]
+StatementTenantDep = Annotated[StatementCall, Depends(get_statement_tenant, scope="function")]
 
 
 async def _authenticate(

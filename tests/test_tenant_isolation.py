@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
-from app.deps import TenantDep, get_statement_caller, get_tenant
+from app.deps import TenantDep, get_statement_caller, get_statement_tenant, get_tenant
 from app.main import create_app
 from tests.helpers import ACME_KEY, OTHER_KEY, app_client
 
@@ -90,7 +90,7 @@ def _masked(text: str, ids: Iterable[str]) -> str:
 
 
 # The tenant of a request on the unit-of-work session, and of one on a statement session.
-TENANT_DEPENDENCIES = (get_tenant, get_statement_caller)
+TENANT_DEPENDENCIES = (get_tenant, get_statement_caller, get_statement_tenant)
 
 
 def _needs_tenant(dependant: Dependant) -> bool:
