@@ -120,6 +120,22 @@ class ProviderSettings(BaseModel):
             raise ValueError("must be visible ASCII characters, without spaces")
         return value
 
+    @field_validator("rate_limit_per_s")
+    @classmethod
+    def _whole_per_window(cls, value: float) -> float:
+        # The budget counts the limit over one second, or over one request's time under 1/s
+        # (app/budget/capacity.py, `limit_window_s`), and its bound on any window holds for a
+        # whole number of requests per such window: at 2.5/s three slots fit in a second.
+        if value > 0:
+            per_window = value if value >= 1 else 1 / value
+            if abs(per_window - round(per_window)) > 1e-9 * per_window:
+                raise ValueError(
+                    "must be a whole number of requests per second (10, 2, 1) or one request"
+                    " per a whole number of seconds (0.5, 0.2); round a limit such as 150 per"
+                    " minute down to one of these (2)"
+                )
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:

@@ -305,3 +305,33 @@ def test_a_provider_key_that_cannot_travel_in_a_header_is_refused(
         "Value error, must be visible ASCII characters, without spaces"
     )
     assert key not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("rate", "accepted"),
+    [
+        ("0", True),
+        ("1", True),
+        ("10", True),
+        ("20.0", True),
+        ("0.5", True),
+        ("0.2", True),
+        ("0.01", True),
+        ("2.5", False),
+        ("1.5", False),
+        ("12.5", False),
+        ("0.3", False),
+        ("0.75", False),
+    ],
+)
+def test_a_rate_limit_is_a_whole_number_of_requests_per_window(
+    monkeypatch: pytest.MonkeyPatch, rate: str, accepted: bool
+) -> None:
+    # The budget's bound on every window holds for whole numbers per window only
+    # (docs/architecture.md, "Why the rate budget cannot be exceeded").
+    monkeypatch.setenv("POLLHOOK_PROVIDERS__JIMMY__RATE_LIMIT_PER_S", rate)
+    if accepted:
+        assert load_settings().providers["jimmy"].rate_limit_per_s == float(rate)
+        return
+    with pytest.raises(SettingsError, match=r"RATE_LIMIT_PER_S: .*whole number of requests"):
+        load_settings()
