@@ -59,6 +59,11 @@ class SlotMissed(Exception):
     """The request cannot go out: stopping, paused, no slot to be had, or the lease ends."""
 
 
+class SlotsWentBy(SlotMissed):
+    """The request's batch's slots all went by before it was ready for one: the loop booked
+    too short a lead for how slowly this replica gets to its requests."""
+
+
 # A run books at most this share of the limit's window as lateness (`late_allowance`), and
 # judges from this many of the replica's latest requests.
 MAX_LATE_SHARE = 0.25
@@ -335,7 +340,7 @@ class Pacer:
                 self._drop_missed()
                 if not self.queue:
                     if not follow_up:
-                        raise SlotMissed("the batch's slots went by unused")
+                        raise SlotsWentBy("the batch's slots went by unused")
                     await self._top_up()
                     continue
                 slot = self.queue[0]

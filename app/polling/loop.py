@@ -21,7 +21,7 @@ import httpx
 from sqlalchemy import exc as db_errors
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.budget.pacing import InstanceGate, Pacer, SlotMissed
+from app.budget.pacing import InstanceGate, Pacer, SlotMissed, SlotsWentBy
 from app.budget.repository import BudgetRepository, BudgetState
 from app.core.config import PollSettings, ProviderSettings
 from app.core.logging import get_logger
@@ -113,9 +113,14 @@ class PollLoop(LeasedLoop):
 
     async def iteration(self) -> None:
         started = time.monotonic()
+        # A claim's time runs from when the booked queue was to be down to the lead (a late
+        # wake-up eats into the lead too), or from this look if the loop did not wait for it.
+        # Taken once, here: a pause, a full loop or a failed iteration must not leave an old
+        # moment behind to be counted as claim time later.
+        since = min(started, self.lead_ends)
+        self.lead_ends = math.inf
         state = await self._state()
         if state is None:  # paused: the time it waited is not a claim's
-            self.lead_ends = math.inf
             return
         booked = 0.0
         if self.pacer.limited and state.next_slot_at is not None:
@@ -138,10 +143,6 @@ class PollLoop(LeasedLoop):
                 self.lead_ends = time.monotonic() + plan.wait_s
             await self.sleep(plan.wait_s)
             return
-        # A claim's time runs from when the booked queue was to be down to the lead (a late
-        # wake-up eats into the lead too), or from this look if the loop did not wait for it.
-        since = min(started, self.lead_ends)
-        self.lead_ends = math.inf
         # Taken before the claim, so the local view of the lease can only end early.
         claimed_at = time.monotonic()
         async with self.sessions.begin() as session:
@@ -186,9 +187,11 @@ class PollLoop(LeasedLoop):
             async with self.semaphore:
                 result = await self._fetch(claim, context, claimed_at)
                 sent = result.sent
-        except SlotMissed:
+        except SlotMissed as missed:
             POLLS.labels(self.name, "slot_missed").inc()
-            if not self.stop_event.is_set():
+            # Only slots that went by say the lead was short; a pause or a lease about to
+            # run out says nothing about it.
+            if isinstance(missed, SlotsWentBy):
                 self.claim_time_s = after_missed_slot(self.claim_time_s, self.lead_s)
             await self._release(claim, context)
             return

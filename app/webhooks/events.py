@@ -134,8 +134,8 @@ def snapshot_fields(task: TaskView) -> dict[str, Any]:
     """A task's snapshot as the fields of `TaskSnapshot`, in its order, each already the
     value its field validates to: `TaskSnapshot(**fields)` is the model, and
     `pydantic_core.to_json(fields)` the same bytes as the model's JSON without building it
-    (the registration routes answer a thousand of them at once; `tests/tasks/test_batch.py`
-    holds the two equal)."""
+    (the registration routes answer a thousand of them at once;
+    `tests/tasks/test_snapshot_json.py` holds the two equal)."""
     return {
         "id": task.id,
         "provider": task.provider,

@@ -60,6 +60,9 @@ async def run_worker(
     # as long as the process: out of the collector's reach, a full collection no longer
     # scans it all. One such pause was 78-128 ms in the delivery benchmark's rate phase,
     # stalling every delivery in flight (docs/benchmarks.md, "Webhook delivery").
+    # Collected first, so the garbage startup left (imports, schema building) is freed
+    # rather than frozen with it.
+    gc.collect()
     gc.freeze()
     try:
         await stop.wait()

@@ -174,7 +174,7 @@ async def test_a_replicas_reservations_extend_its_run_until_another_replica_rese
     await replica_a.reserve(8)
     assert all(slot.run is run for slot in replica_a.queue)
     # Ten slots at 4/s: the first six may leave until the fourth last one's time.
-    assert replica_a.queue[0].deadline == pytest.approx(replica_a.queue[6].span.deadline)
+    assert replica_a.queue[0].deadline == pytest.approx(replica_a.queue[6].span.deadline, abs=1e-6)
     await replica_b.reserve(1)
     await replica_a.reserve(1)
     assert replica_a.queue[-1].run is not run

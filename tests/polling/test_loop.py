@@ -178,7 +178,7 @@ async def test_a_new_tenants_task_is_sent_ahead_of_another_tenants_backlog(
     a batch of A's polls (app/polling/claiming.py), not behind A's backlog or a whole claim
     horizon of it (40 slots at 20/s)."""
     rate = 20.0
-    backlog = 200
+    backlog = 400
     sent: list[str] = []
 
     def upstream(request: httpx.Request) -> httpx.Response:
