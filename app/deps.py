@@ -23,9 +23,13 @@ from app.core.rate_limit import retry_after_header
 from app.state import AppState
 
 
-async def get_state(request: Request) -> AppState:
+def _state_of(request: Request) -> AppState:
     state: AppState = request.app.state.pollhook
     return state
+
+
+async def get_state(request: Request) -> AppState:
+    return _state_of(request)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
@@ -90,7 +94,7 @@ class StatementCall:
 async def _statement_call(
     request: Request, authorization: str | None
 ) -> AsyncIterator[StatementCall]:
-    state: AppState = request.app.state.pollhook
+    state = _state_of(request)
     async with state.statement_sessions() as session:
         tenant = await _authenticate(request, state, session, authorization)
         yield StatementCall(state, session, tenant)

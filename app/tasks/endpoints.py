@@ -60,7 +60,7 @@ BATCH_TASKS_PER_REQUEST = 10
 router = APIRouter(prefix="/tasks")
 
 
-def _json_response(content: Any, status_code: int) -> Response:
+def _json_response(content: object, status_code: int) -> Response:
     """`content` (plain values and models, shaped as the route's documented model) as JSON
     bytes: what the framework's validation of the returned model and its serialization
     would send, without building the models. The registration routes answer with up to a
