@@ -43,7 +43,7 @@ BUDGET_SLOTS_MISSED = Counter(
 SEND_DELAY_SECONDS = Histogram(
     "pollhook_upstream_send_delay_seconds",
     "Time from a rate-budgeted request's last send check to its headers being written.",
-    buckets=(0.001, 0.002, 0.005, 0.008, 0.012, 0.017, 0.025, 0.035, 0.05, 0.1),
+    buckets=(0.001, 0.002, 0.005, 0.008, 0.012, 0.015, 0.017, 0.02, 0.025, 0.035, 0.05, 0.1),
     registry=REGISTRY,
 )
 TASK_OUTCOMES = Counter(
