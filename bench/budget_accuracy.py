@@ -39,8 +39,8 @@ hold (invariant 4) on a starved machine. `--sandbox-nice N` runs the sandbox at 
 (negative needs root) while the workers, Postgres and the hogs keep nice 0: a real upstream
 has CPUs of its own, and the sandbox's arrival stamps otherwise carry its own scheduling
 delay. The default, 0, starves it with the rest, which can only count more violations;
-giving it -10 did not measurably change how close the arrivals came to a violation
-(docs/benchmarks.md, "Budget at >= 97 %").
+-10 keeps its own part small but did not end the windows over the limit beside two hogs
+(docs/benchmarks.md, "Whose delay: the worker's or the sandbox's").
 
 This is a benchmark, not a test: it prints a table (and optionally writes JSON) and exits
 non-zero only when a run failed to finish or a worker failed.
