@@ -426,8 +426,10 @@ def count_warnings(paths: Iterable[Path]) -> dict[str, int]:
 
 async def poll_metrics(port: int) -> dict[str, float]:
     """A worker's poll outcomes ("polls PROVIDER OUTCOME"), reserved budget slots ("slots
-    PROVIDER") and the slots that went by unsent ("missed PROVIDER") from its /metrics;
-    empty when it does not answer."""
+    PROVIDER"), the slots that went by unsent ("missed PROVIDER") and the send delay
+    histogram's cumulative buckets ("send delay le BOUND", requests whose headers were
+    written within BOUND seconds of their send check) from its /metrics; empty when it
+    does not answer."""
     try:
         async with httpx.AsyncClient(timeout=10.0) as http:
             response = await http.get(f"http://127.0.0.1:{port}/metrics")
@@ -444,7 +446,24 @@ async def poll_metrics(port: int) -> dict[str, float]:
                 found[f"slots {labels['provider']}"] += sample.value
             elif sample.name == "pollhook_budget_slots_missed_total":
                 found[f"missed {labels['provider']}"] += sample.value
+            elif sample.name == "pollhook_upstream_send_delay_seconds_bucket":
+                found[f"send delay le {labels['le']}"] += sample.value
     return {k: found[k] for k in sorted(found)}
+
+
+def send_delay_summary(metrics: dict[str, float]) -> dict[str, float]:
+    """From `poll_metrics`' send delay buckets (summed over workers): how many requests, and
+    the bucket bounds (seconds) within which half, 99 % and all of them were written."""
+    buckets = sorted(
+        (float(key.rsplit(" ", 1)[1]), count)
+        for key, count in metrics.items()
+        if key.startswith("send delay le ")
+    )
+    total = buckets[-1][1] if buckets else 0.0
+    summary = {"requests": total}
+    for name, share in (("p50_le_s", 0.5), ("p99_le_s", 0.99), ("max_le_s", 1.0)):
+        summary[name] = next((bound for bound, n in buckets if n >= share * total), 0.0)
+    return summary
 
 
 def int_list(text: str) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ import httpx
 from app import __version__
 from app.core.config import ProviderSettings
 from app.core.http_client import read_at_most, retry_after_seconds
+from app.core.metrics import SEND_DELAY_SECONDS
 from app.providers.base import (
     CredentialError,
     RateLimited,
@@ -67,7 +69,7 @@ class HttpUpstream:
             params=params,
             headers=self._headers,
             timeout=timeout,
-            extensions={"trace": self._trace},
+            extensions={"trace": _SendTrace(self._before_send)},
         )
         self._check_path(request, path)
         try:
@@ -102,12 +104,6 @@ class HttpUpstream:
                 code="request_path_refused",
             )
 
-    async def _trace(self, event: str, info: dict[str, Any]) -> None:
-        # httpcore's hook just before the request headers are written: connecting (TCP,
-        # TLS) is over, so a slot that passed meanwhile can still be given up unsent.
-        if event.endswith("send_request_headers.started") and not await self._before_send():
-            raise _SlotMissed
-
     async def _exchange(self, request: httpx.Request) -> httpx.Response:
         response = await self._client.send(request, stream=True, follow_redirects=False)
         try:
@@ -130,6 +126,26 @@ class HttpUpstream:
 
 class _SlotMissed(Exception):
     """The request reached its last moment too late for its slot: nothing was sent."""
+
+
+class _SendTrace:
+    """httpcore's trace hook for one request: the send check, and how long after it the
+    headers were written."""
+
+    def __init__(self, before_send: Callable[[], Awaitable[bool]]) -> None:
+        self._before_send = before_send
+        self._checked_at: float | None = None
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        # Just before the request headers are written: connecting (TCP, TLS) is over, so a
+        # slot that passed meanwhile can still be given up unsent.
+        if event.endswith("send_request_headers.started"):
+            if not await self._before_send():
+                raise _SlotMissed
+            self._checked_at = time.monotonic()
+        elif event.endswith("send_request_headers.complete") and self._checked_at is not None:
+            SEND_DELAY_SECONDS.observe(time.monotonic() - self._checked_at)
+            self._checked_at = None
 
 
 def _path_of(url: httpx.URL) -> bytes:

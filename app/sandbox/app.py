@@ -402,7 +402,7 @@ def _admin_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
 
     @router.get("/stats")
     async def stats() -> StatsRead:
-        return StatsRead.of(sandbox.traffic.stats())
+        return StatsRead.of(sandbox.traffic.stats(sandbox.rates))
 
     @router.post("/reset", status_code=204)
     async def reset() -> Response:

@@ -321,6 +321,7 @@ class KeyStatsRead(BaseModel):
     max_in_any_1s_window: int
     timestamps_dropped: int
     per_second: dict[str, int]
+    shortest_span_over_limit_s: float | None
 
 
 class StatsRead(BaseModel):

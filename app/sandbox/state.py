@@ -349,6 +349,16 @@ class KeyTraffic:
         self.per_second[second] = self.per_second.get(second, 0) + 1
 
 
+def shortest_span(timestamps: Iterable[float], count: int) -> float | None:
+    """The shortest time in which `count` timestamps fall (last minus first), or None when
+    there are fewer. With `count` one over a limit, how far from a violation the traffic
+    came: a span under the window is one."""
+    ordered = sorted(timestamps)
+    if count < 1 or len(ordered) < count:
+        return None
+    return min(ordered[i + count - 1] - ordered[i] for i in range(len(ordered) - count + 1))
+
+
 @dataclass(frozen=True, slots=True)
 class KeyStats:
     requests: int
@@ -357,9 +367,13 @@ class KeyStats:
     max_in_any_1s_window: int
     timestamps_dropped: int
     per_second: dict[str, int]
+    # The shortest time in which one request more than the window admits arrived (None:
+    # unlimited, or never that many); under the window's length is a violation.
+    shortest_span_over_limit_s: float | None
 
 
-def key_stats(traffic: KeyTraffic) -> KeyStats:
+def key_stats(traffic: KeyTraffic, rate: float) -> KeyStats:
+    window = rate_window(rate)
     return KeyStats(
         requests=traffic.requests,
         rejected_rate_limited=traffic.rejected_rate_limited,
@@ -367,6 +381,9 @@ def key_stats(traffic: KeyTraffic) -> KeyStats:
         max_in_any_1s_window=max_in_window(traffic.arrivals),
         timestamps_dropped=traffic.requests - len(traffic.arrivals),
         per_second={str(second): n for second, n in sorted(traffic.per_second.items())},
+        shortest_span_over_limit_s=(
+            None if window is None else shortest_span(traffic.arrivals, window[0] + 1)
+        ),
     )
 
 
@@ -386,10 +403,11 @@ class Traffic:
         traffic.record(at)
         return traffic
 
-    def stats(self) -> dict[Provider, dict[str, KeyStats]]:
+    def stats(self, rates: dict[Provider, float]) -> dict[Provider, dict[str, KeyStats]]:
+        """Counts per key, measured against each provider's rate (0 = unlimited)."""
         result: dict[Provider, dict[str, KeyStats]] = {p: {} for p in PROVIDERS}
         for (provider, key), traffic in self._keys.items():
-            result[provider][key] = key_stats(traffic)
+            result[provider][key] = key_stats(traffic, rates[provider])
         return result
 
     def _label(self, provider: Provider, key: str | None) -> str:

@@ -35,6 +35,7 @@ from app.sandbox.state import (
     max_in_window,
     parse_int64,
     rate_window,
+    shortest_span,
 )
 
 T0 = Instant(wall=1_800_000_000.0, mono=500.0)
@@ -341,16 +342,31 @@ def test_admitted_requests_never_exceed_the_limit_in_any_window(limit: int) -> N
     assert max_in_window(arrivals) > limit
 
 
+@pytest.mark.parametrize(
+    ("times", "count", "expected"),
+    [
+        ([0.0, 0.5, 1.2, 1.3], 3, 0.8),
+        ([1.3, 0.0, 1.2, 0.5], 3, 0.8),  # order of arrival does not matter
+        ([0.0, 0.5], 3, None),  # never that many
+        ([0.0, 0.4, 0.9], 1, 0.0),
+    ],
+)
+def test_shortest_span(times: list[float], count: int, expected: float | None) -> None:
+    assert shortest_span(times, count) == (None if expected is None else pytest.approx(expected))
+
+
 def test_traffic_counts_per_key_and_per_second() -> None:
     traffic = Traffic(max_timestamps=100)
     for offset in (0.0, 0.2, 0.7, 1.1):
         traffic.record("minimax", "k1", at(offset))
     traffic.record("minimax", None, at(0))
     traffic.record("jimmy", "k1", at(0))
-    stats = traffic.stats()
+    stats = traffic.stats({"minimax": 2, "jimmy": 0})
     k1 = stats["minimax"]["k1"]
     assert k1.requests == 4
     assert k1.max_in_any_1s_window == 3
+    assert k1.shortest_span_over_limit_s == pytest.approx(0.7)  # 3 requests over 2/s
+    assert stats["jimmy"]["k1"].shortest_span_over_limit_s is None  # unlimited
     assert k1.per_second == {"1800000000": 3, "1800000001": 1}
     assert k1.timestamps_dropped == 0
     assert stats["minimax"][NO_KEY].requests == 1
@@ -364,7 +380,7 @@ def test_traffic_stays_bounded() -> None:
     traffic.record("jimmy", "b", at(0))
     traffic.record("jimmy", "c", at(0))
     traffic.record("jimmy", "d", at(0))
-    stats = traffic.stats()["jimmy"]
+    stats = traffic.stats({"minimax": 10, "jimmy": 5})["jimmy"]
     assert set(stats) == {"a" * 200, "b", OTHER_KEYS}
     assert stats["a" * 200].requests == 5
     assert stats["a" * 200].timestamps_dropped == 2
@@ -378,7 +394,7 @@ def test_admit_counts_everything_and_limits_per_key() -> None:
     assert not sandbox.admit("minimax", "k2", at(0.3)).rate_limited
     assert not sandbox.admit("minimax", "k1", at(1.0)).rate_limited
     assert not any(sandbox.admit("jimmy", "k1", at(0)).rate_limited for _ in range(50))
-    k1 = sandbox.traffic.stats()["minimax"]["k1"]
+    k1 = sandbox.traffic.stats(sandbox.rates)["minimax"]["k1"]
     assert (k1.requests, k1.rejected_rate_limited, k1.max_in_any_1s_window) == (5, 2, 4)
 
 
@@ -456,7 +472,7 @@ def test_admit_hands_out_faults_but_not_to_rate_limited_requests() -> None:
     assert first.fault.kind == "wrong_types"
     assert second.rate_limited
     assert second.fault is None
-    stats = sandbox.traffic.stats()["minimax"]["k"]
+    stats = sandbox.traffic.stats(sandbox.rates)["minimax"]["k"]
     assert (stats.faults_injected, stats.rejected_rate_limited) == (1, 1)
 
 
@@ -469,5 +485,5 @@ def test_reset_forgets_tasks_faults_and_counts_but_keeps_rates() -> None:
     sandbox.reset()
     assert len(sandbox.tasks) == 0
     assert sandbox.faults.live(T0) == []
-    assert sandbox.traffic.stats() == {"minimax": {}, "jimmy": {}}
+    assert sandbox.traffic.stats(sandbox.rates) == {"minimax": {}, "jimmy": {}}
     assert sandbox.rates == {"minimax": 3, "jimmy": 7}
