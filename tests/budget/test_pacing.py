@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.budget.pacing import Pacer, Slot, SlotMissed, SlotSource
+from app.budget.pacing import Pacer, Slot, SlotMissed, SlotSource, SlotsWentBy
 from app.budget.repository import BudgetRepository
 from app.core.config import KIND_DEFAULTS, PollSettings, ProviderKind, ProviderSettings
 from app.core.db import create_engine, create_sessionmaker
@@ -109,13 +109,26 @@ async def test_slots_that_went_by_unused_are_not_replaced_but_a_follow_up_gets_o
     pacer = await _pacer(engine, asyncio.Event())
     await pacer.reserve(1)
     await asyncio.sleep(pacer.queue[0].deadline - time.monotonic() + 0.05)
-    with pytest.raises(SlotMissed):
+    with pytest.raises(SlotsWentBy):
         await pacer.slots(_lease())()
     assert not pacer.queue
     source = pacer.slots(_lease())
     source.sent = True  # its poll's first request went out
     await source()
     assert source.current is not None
+
+
+async def test_a_paused_instance_gives_requests_back_without_saying_slots_went_by(
+    engine: AsyncEngine,
+) -> None:
+    """Only slots that went by tell the poll loop its lead was short (it then books
+    further ahead); a pause says nothing about the lead."""
+    pacer = await _pacer(engine, asyncio.Event())
+    await pacer.reserve(2)
+    pacer.gate.pause(60)
+    with pytest.raises(SlotMissed) as missed:
+        await pacer.slots(_lease())()
+    assert not isinstance(missed.value, SlotsWentBy)
 
 
 @pytest.mark.parametrize("read_before", [True, False])
