@@ -139,9 +139,17 @@ class PollLoop(LeasedLoop):
             # now would only queue (holding leases) behind those slots, and so would the
             # tasks that fall due meanwhile. Come back when the booked queue is down to the
             # lead.
+            wait_s = plan.wait_s
             if plan.lead_s > 0:
-                self.lead_ends = time.monotonic() + plan.wait_s
-            await self.sleep(plan.wait_s)
+                # Up to a slot later, at random: replicas that see the same booked queue would
+                # otherwise all wake when it reaches the lead, and the one that always wins
+                # that race would take every claim. At most half the lead (twice the claim
+                # time), so the budget does not run dry meanwhile; the jitter is not counted
+                # as claim time.
+                slot_s = 1.0 / state.effective_rate_per_s
+                wait_s += self.rng.uniform(0.0, min(slot_s, plan.lead_s / 2))
+                self.lead_ends = time.monotonic() + wait_s
+            await self.sleep(wait_s)
             return
         # Taken before the claim, so the local view of the lease can only end early.
         claimed_at = time.monotonic()
