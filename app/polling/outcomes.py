@@ -133,7 +133,10 @@ def decide(
             unchanged = 0
             if outcome.status in LEARNED_FROM:
                 # The task finished somewhere after the previous poll that saw it running.
-                finished_at = task.previous_poll_at + (now - task.previous_poll_at) / 2
+                # That poll's stamp is held within (registration, now]: a database clock
+                # stepped back (NTP) would otherwise teach a completion after this answer.
+                previous = min(max(task.previous_poll_at, task.created_at), now)
+                finished_at = previous + (now - previous) / 2
                 completed_after_s = max(0.0, (finished_at - task.created_at).total_seconds())
         delay = plans.plan_next(
             settings, age_s=age_s, unchanged_polls=unchanged, model=model, hit_chance=hit_chance

@@ -125,6 +125,16 @@ def test_an_ending_answer_ends_the_task_and_learns_from_its_duration(
     assert decision.completed_after_s == (50.0 if learned else None)
 
 
+@pytest.mark.parametrize(("last_polled_s", "learned_s"), [(60, 60.0), (75, 60.0), (-5, 30.0)])
+def test_a_previous_poll_stamped_outside_registration_and_now_teaches_within_them(
+    last_polled_s: float, learned_s: float
+) -> None:
+    """The database clock can step back between two polls (NTP): what is learned still lies
+    between registration and this answer, 60 s after it."""
+    decision = run(task(last_polled_s=last_polled_s), seen(TaskStatus.SUCCEEDED))
+    assert decision.completed_after_s == learned_s
+
+
 def test_a_task_error_fails_the_task_with_its_code() -> None:
     error = TaskError("no such task", code="2013", raw={"base_resp": {"status_code": 2013}})
     decision = run(task(), PollResult(error=error))
