@@ -9,11 +9,17 @@ token that voids any older holder's write. Two orders choose the rows:
 * `fair_claim_statement`: a share of the batch per owner of due rows, then the oldest due
   rows (tasks, shared between tenants; the rule is in docs/architecture.md, "Fair shares").
 
-`rows_of` / `rows_param`: how a set of rows travels to the server in one parameter. The hot
-paths write many rows per statement (`UPDATE ... FROM`, `INSERT ... SELECT`); one jsonb
-array read by `jsonb_to_recordset`, with the column types taken from the model, keeps each
-statement one round trip whatever the batch size, and nested JSON columns need no second
-encoding.
+How a set of rows travels to the server, so that a statement over many rows (`UPDATE ...
+FROM`, `INSERT ... SELECT`) stays one round trip whatever the batch size. Two ways, each for
+its kind of row:
+
+* `rows_of` / `rows_param`: rows with JSON columns (task outcomes, events, samples, the
+  outbox) as one jsonb array read by `jsonb_to_recordset`, typed by the model's columns:
+  nested JSON needs no second encoding.
+* `arrays_of`: rows of plain scalars (registrations, delivery attempts, held claims) as one
+  typed array per column, unnested together: asyncpg encodes the arrays in binary, with no
+  JSON to build in Python or to parse in Postgres, and the caller builds each array in one
+  comprehension.
 """
 
 from __future__ import annotations
@@ -145,6 +151,19 @@ def rows_of(table: FromClause, columns: Iterable[str], *, alias: str = "r", extr
     if extra:
         typed.append(extra)
     return f"jsonb_to_recordset(CAST(:rows AS jsonb)) AS {alias}({', '.join(typed)})"
+
+
+def arrays_of(columns: Mapping[str, str], *, alias: str, ordinality: str | None = None) -> str:
+    """`unnest(CAST(:name AS type[]), ...) AS alias(name, ...)`: the rows whose columns
+    (`name: SQL type`) arrive as one array parameter each, named after the column, all of
+    one length. `ordinality` names an extra column numbering the rows from 1, in the order
+    given."""
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in columns.items())
+    names = list(columns)
+    if ordinality is not None:
+        names.append(ordinality)
+    with_ordinality = " WITH ORDINALITY" if ordinality is not None else ""
+    return f"unnest({arrays}){with_ordinality} AS {alias}({', '.join(names)})"
 
 
 def rows_param(rows: Iterable[Mapping[str, Any]]) -> str:

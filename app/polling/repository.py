@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.repository import fair_claim_statement, rows_of, rows_param
+from app.core.repository import arrays_of, fair_claim_statement, rows_of, rows_param
 from app.models import Task
 from app.models.task import ACTIVE_STATUSES
 from app.providers.base import WaitReason
@@ -123,16 +123,16 @@ class PollingRepository:
         rows = (
             await self.session.execute(
                 text(
-                    """
+                    f"""
                     SELECT t.*, now() AS db_now FROM tasks t
-                    JOIN unnest(CAST(:ids AS uuid[]), CAST(:tokens AS bigint[]))
-                        AS held(id, token) ON t.id = held.id AND t.fencing_token = held.token
+                    JOIN {arrays_of({"id": "uuid", "token": "bigint"}, alias="held")}
+                        ON t.id = held.id AND t.fencing_token = held.token
                     WHERE t.lease_owner IS NOT NULL
                     ORDER BY t.id
                     FOR UPDATE OF t
                     """
                 ),
-                {"ids": [c.id for c in claims], "tokens": [c.token for c in claims]},
+                {"id": [c.id for c in claims], "token": [c.token for c in claims]},
             )
         ).mappings()
         now: datetime | None = None

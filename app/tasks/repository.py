@@ -6,18 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Boolean, bindparam, column, func, select, text, tuple_
+from sqlalchemy import Boolean, column, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import (
-    ARRAY,
-    BIGINT,
-    DOUBLE_PRECISION,
-    INTEGER,
     JSONB,
-    TEXT,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.repository import rows_of, rows_param
+from app.core.repository import arrays_of, rows_of, rows_param
 from app.models import Event, Task, TaskStatus, TaskView
 from app.models.task import ACTIVE_STATUSES
 from app.webhooks.events import NewEvent
@@ -62,18 +57,25 @@ class NewTaskRow:
 # the order its migrations added them). `inserted` and the read of `tasks` share the
 # statement's snapshot, so a row this statement inserts is returned once, as created.
 _COLUMNS = [c.name for c in Task.__table__.c]
+_GIVEN = arrays_of(
+    {
+        "provider": "text",
+        "external_id": "text",
+        "metadata": "text",
+        "callback_url": "text",
+        "deadline_s": "integer",
+        "size_hint": "bigint",
+        "first_poll_s": "float8",
+        "ready_s": "float8",
+        "deadline_after_s": "float8",
+    },
+    alias="g",
+    ordinality="ord",
+)
 _INSERT_OR_GET = (
     text(
         f"""
-        WITH given AS (
-            SELECT * FROM unnest(
-                :providers, :external_ids, :metadata, :callback_urls, :deadline_s,
-                :size_hints, :first_poll_s, :ready_s, :deadline_after_s
-            ) WITH ORDINALITY AS g(
-                provider, external_id, metadata, callback_url, deadline_s, size_hint,
-                first_poll_s, ready_s, deadline_after_s, ord
-            )
-        ),
+        WITH given AS (SELECT * FROM {_GIVEN}),
         inserted AS (
             INSERT INTO tasks (
                 id, tenant, provider, external_id, status, metadata, callback_url,
@@ -97,17 +99,6 @@ _INSERT_OR_GET = (
         FROM tasks JOIN given USING (provider, external_id)
         WHERE tasks.tenant = :tenant
         """
-    )
-    .bindparams(
-        bindparam("providers", type_=ARRAY(TEXT)),
-        bindparam("external_ids", type_=ARRAY(TEXT)),
-        bindparam("metadata", type_=ARRAY(TEXT)),
-        bindparam("callback_urls", type_=ARRAY(TEXT)),
-        bindparam("deadline_s", type_=ARRAY(INTEGER)),
-        bindparam("size_hints", type_=ARRAY(BIGINT)),
-        bindparam("first_poll_s", type_=ARRAY(DOUBLE_PRECISION)),
-        bindparam("ready_s", type_=ARRAY(DOUBLE_PRECISION)),
-        bindparam("deadline_after_s", type_=ARRAY(DOUBLE_PRECISION)),
     )
     # Read as rows, not ORM objects (a tenth of the CPU for a batch): the metadata column
     # under the model's attribute name, so that a row reads as a TaskView.
@@ -151,12 +142,12 @@ class TaskRepository:
             {
                 "tenant": tenant,
                 "status": TaskStatus.PENDING.value,
-                "providers": [r.provider for r in rows],
-                "external_ids": [r.external_id for r in rows],
+                "provider": [r.provider for r in rows],
+                "external_id": [r.external_id for r in rows],
                 "metadata": [r.metadata_json for r in rows],
-                "callback_urls": [r.callback_url for r in rows],
+                "callback_url": [r.callback_url for r in rows],
                 "deadline_s": [r.deadline_s for r in rows],
-                "size_hints": [r.size_hint for r in rows],
+                "size_hint": [r.size_hint for r in rows],
                 "first_poll_s": [r.first_poll_s for r in rows],
                 "ready_s": [r.ready_s for r in rows],
                 "deadline_after_s": [float(r.deadline_after_s) for r in rows],

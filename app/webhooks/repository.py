@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.repository import claim_statement, rows_of, rows_param
+from app.core.repository import arrays_of, claim_statement, rows_of, rows_param
 from app.models import Delivery, DeliveryAttempt, Event, TenantSecret, WebhookEndpoint
 
 # The wake-up channel of the deliveries_notify_due trigger (migration 0620).
@@ -44,8 +44,7 @@ _DUE_WITHIN_LIMITS = f"""status = 'pending' AND id = ANY(ARRAY(
             LIMIT :scan
         ) candidates
     ) r
-    LEFT JOIN unnest(CAST(:held_keys AS text[]), CAST(:held AS int[])) AS h(k, held)
-        ON h.k = r.k
+    LEFT JOIN {arrays_of({"held_key": "text", "held": "int"}, alias="h")} ON h.held_key = r.k
     WHERE r.n + coalesce(h.held, 0) <= :per_key
 ))"""
 
@@ -83,16 +82,24 @@ _CLAIM = text(
 # once per endpoint and only where it changes something (a 2xx ends a failure streak, a
 # failure starts one, a 410 disables); the rows are locked in id order, so two replicas
 # flushing at once cannot deadlock on them.
+_ATTEMPTS = arrays_of(
+    {
+        "id": "uuid",
+        "token": "bigint",
+        "status": "text",
+        "delay_s": "float8",
+        "code": "int",
+        "error": "text",
+        "duration_ms": "int",
+        "body": "text",
+        "counted": "bool",
+        "verdict": "text",
+    },
+    alias="x",
+)
 _RECORD = text(
-    """
-    WITH x AS (
-        SELECT * FROM unnest(
-            CAST(:ids AS uuid[]), CAST(:tokens AS bigint[]), CAST(:statuses AS text[]),
-            CAST(:delays AS float8[]), CAST(:codes AS int[]), CAST(:errors AS text[]),
-            CAST(:durations AS int[]), CAST(:bodies AS text[]), CAST(:counted AS bool[]),
-            CAST(:verdicts AS text[])
-        ) AS x(id, token, status, delay_s, code, error, duration_ms, body, counted, verdict)
-    ),
+    f"""
+    WITH x AS (SELECT * FROM {_ATTEMPTS}),
     recorded AS (
         UPDATE deliveries d
         SET status = x.status,
@@ -324,7 +331,7 @@ class WebhookRepository:
                 # rarely leave this one short.
                 "scan": 4 * limit,
                 "full_keys": [key for key, count in held.items() if count >= per_key],
-                "held_keys": list(held),
+                "held_key": list(held),
                 "held": list(held.values()),
             },
         )
@@ -364,16 +371,16 @@ class WebhookRepository:
         rows = await self.session.execute(
             _RECORD,
             {
-                "ids": [r.delivery_id for r in ordered],
-                "tokens": [r.token for r in ordered],
-                "statuses": [r.status for r in ordered],
-                "delays": [r.next_attempt_in_s for r in ordered],
-                "codes": [r.status_code for r in ordered],
-                "errors": [r.error for r in ordered],
-                "durations": [r.duration_ms for r in ordered],
-                "bodies": [r.response_body for r in ordered],
+                "id": [r.delivery_id for r in ordered],
+                "token": [r.token for r in ordered],
+                "status": [r.status for r in ordered],
+                "delay_s": [r.next_attempt_in_s for r in ordered],
+                "code": [r.status_code for r in ordered],
+                "error": [r.error for r in ordered],
+                "duration_ms": [r.duration_ms for r in ordered],
+                "body": [r.response_body for r in ordered],
                 "counted": [r.counted for r in ordered],
-                "verdicts": [r.verdict for r in ordered],
+                "verdict": [r.verdict for r in ordered],
             },
         )
         return {(row.id, row.token) for row in rows}
