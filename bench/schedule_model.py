@@ -29,7 +29,7 @@ benchmark draws with `--seed s`. The provider settings are that benchmark's
   is done here in Python (profiles of 101 percentiles, `percentile_cont`, over the last
   SAMPLE_WINDOW samples of the instance and of each size class; the completion rates per
   size class of `CompletionRepository.recent_completions_per_s`; the overdue count; the
-  planned intervals grouped as `ForecastRepository.planned_intervals` groups them), the
+  planned intervals grouped as `ForecastRepository.active_tasks` groups them), the
   profiles are loaded into a `Forecasts` copy, and `pricing.forecast_instance` sets the hit
   chance every plan uses until the next refresh.
 
@@ -214,7 +214,7 @@ class Learning:
 
 
 def planned_intervals(intervals: Iterable[float]) -> list[tuple[float, int]]:
-    """ForecastRepository.planned_intervals: grouped to within 5 %, averaged."""
+    """ForecastRepository.active_tasks' planned intervals: grouped to within 5 %, averaged."""
     groups: dict[int, list[float]] = {}
     for interval in intervals:
         if interval > 0:

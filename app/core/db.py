@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import MetaData, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -35,13 +35,24 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str | URL, *, pool_size: int = 10, durable: bool = True) -> AsyncEngine:
+    """`durable=False` is for statements whose loss in a server crash only repeats work (a
+    delivery's claim: the delivery falls due again and is sent again, which at-least-once
+    delivery allows): their commits do not wait for the WAL to reach the disk
+    (`synchronous_commit = off`), which under I/O or CPU pressure is most of a claim's round
+    trip. They are visible to other sessions at once all the same, and a later durable
+    commit flushes them with its own WAL. The setting is made with each connection (a
+    startup parameter), so every connection of such an engine's pool has it, stays pooled
+    with it, and no other engine's pool ever gets one."""
+    connect_args: dict[str, Any] = {"timeout": 5, "command_timeout": 30}
+    if not durable:
+        connect_args["server_settings"] = {"synchronous_commit": "off"}
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=5,
-        connect_args={"timeout": 5, "command_timeout": 30},
+        connect_args=connect_args,
     )
     event.listen(engine.sync_engine.pool, "checkout", _replace_if_closed)
     return engine
@@ -75,19 +86,10 @@ class StatementConnection:
     (the statement is its own transaction): one round trip per unit, where a pooled session
     adds BEGIN and COMMIT around it. A connection the server closed (a restart) is replaced
     before use, and a failure drops the connection, the next unit opening a new one through
-    the pool: only a peer that vanished without closing costs a failed statement.
+    the pool: only a peer that vanished without closing costs a failed statement."""
 
-    `durable=False` is for statements whose loss in a server crash only repeats work (a
-    delivery's claim: the delivery falls due again and is sent again, which at-least-once
-    delivery allows): their commits do not wait for the WAL to reach the disk
-    (`synchronous_commit = off`), which under I/O or CPU pressure is most of a claim's round
-    trip. They are visible to other sessions at once all the same, and a later durable
-    commit flushes them with its own WAL. Such a connection is never given back to the
-    pool, so the setting stays with it."""
-
-    def __init__(self, engine: AsyncEngine, *, durable: bool = True) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.durable = durable
         self.conn: AsyncConnection | None = None
         self.lock = asyncio.Lock()
 
@@ -101,12 +103,6 @@ class StatementConnection:
             if self.conn is None:
                 conn = await self.engine.connect()
                 self.conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                if not self.durable:
-                    try:
-                        await self.conn.exec_driver_sql("SET synchronous_commit = off")
-                    except BaseException:
-                        await self.close(invalidate=True)
-                        raise
             try:
                 async with AsyncSession(bind=self.conn) as session:
                     yield session
@@ -118,7 +114,7 @@ class StatementConnection:
         conn, self.conn = self.conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
-                if invalidate or not self.durable:
+                if invalidate:
                     await conn.invalidate()
                 await conn.close()
 

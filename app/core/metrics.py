@@ -89,7 +89,9 @@ class ProviderSnapshot:
     name: str
     configured_rate_per_s: float
     due_backlog: int
-    tasks_by_status: Mapping[str, int]
+    # As the last forecast counted them (one scan per period for all replicas, not one per
+    # scrape); None before the first.
+    tasks_by_status: Mapping[str, int] | None
     effective_rate_per_s: float | None = None
     healthy: bool | None = None
     poll_demand_ratio: float | None = None
@@ -127,12 +129,13 @@ class SharedStateCollector(Collector):
         providers = snapshot.providers
         tasks = GaugeMetricFamily(
             "pollhook_tasks",
-            "Active tasks by provider instance and status (terminal ones are counted by "
-            "pollhook_task_outcomes_total).",
+            "Active tasks by provider instance and status, as the last forecast counted them "
+            "(terminal ones are counted by pollhook_task_outcomes_total); absent before the "
+            "first forecast.",
             labels=["provider", "status"],
         )
         for p in providers:
-            for status, count in sorted(p.tasks_by_status.items()):
+            for status, count in sorted((p.tasks_by_status or {}).items()):
                 tasks.add_metric([p.name, status], count)
         yield tasks
         per_provider: list[tuple[str, str, list[tuple[str, float | None]]]] = [

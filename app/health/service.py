@@ -7,9 +7,7 @@ from app.core.config import Settings
 from app.core.logging import get_logger
 from app.core.metrics import SHARED_STATE, ProviderSnapshot, SharedSnapshot
 from app.models import ProviderHealth
-from app.models.task import ACTIVE_STATUSES
 from app.schedule.repository import ForecastRepository
-from app.tasks.repository import TaskRepository
 from app.webhooks.repository import WebhookRepository
 
 log = get_logger("pollhook.metrics")
@@ -33,12 +31,11 @@ async def read_shared_state(session: AsyncSession, settings: Settings) -> Shared
     """What the metrics say about state shared by all replicas, read from Postgres."""
     depth, oldest = await WebhookRepository(session).queue_stats()
     forecasts = ForecastRepository(session)
-    backlog = await forecasts.due_backlog()
+    backlog = await forecasts.due_backlog(settings.providers)
     stored = await forecasts.stored()
     states = await BudgetRepository(session).states(
         settings.providers, recovery_s=settings.engine.rate_recovery_s
     )
-    active = await TaskRepository(session).active_counts()
     snapshots = []
     for name, provider in sorted(settings.providers.items()):
         state = states.get(name)
@@ -50,7 +47,7 @@ async def read_shared_state(session: AsyncSession, settings: Settings) -> Shared
                 name=name,
                 configured_rate_per_s=provider.rate_limit_per_s,
                 due_backlog=backlog.get(name, 0),
-                tasks_by_status={s: active.get((name, s), 0) for s in ACTIVE_STATUSES},
+                tasks_by_status=forecast.tasks_by_status if forecast else None,
                 effective_rate_per_s=state.effective_rate_per_s if state else None,
                 healthy=state.health is ProviderHealth.OK if state else None,
                 poll_demand_ratio=demand / capacity if demand is not None and capacity else None,

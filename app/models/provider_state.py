@@ -3,6 +3,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, Float, Integer, Text, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base
@@ -57,6 +58,9 @@ class ProviderState(Base):
     # keep working through a rolling upgrade, and dropped by a later migration.
     poll_stretch: Mapped[float | None] = mapped_column(Float)
     active_tasks: Mapped[int | None] = mapped_column(Integer)
+    # The instance's active tasks per status, counted by the same scan: what /metrics shows,
+    # so a scrape reads this row instead of counting the tasks.
+    tasks_by_status: Mapped[dict[str, int] | None] = mapped_column(JSONB)
     expected_detection_delay_s: Mapped[float | None] = mapped_column(Float)
     saturated_since: Mapped[Timestamp | None]
     forecast_at: Mapped[Timestamp | None]

@@ -22,7 +22,7 @@ class ProviderService:
         states = await self.budgets.states(
             self.settings.providers, recovery_s=self.settings.engine.rate_recovery_s
         )
-        backlog = await self.forecasts.due_backlog()
+        backlog = await self.forecasts.due_backlog(self.settings.providers)
         stored = await self.forecasts.stored()
         learned = {
             row.provider: model

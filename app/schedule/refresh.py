@@ -1,5 +1,6 @@
 """The forecast refresh: relearn each instance's completion models from its samples, then
-forecast its poll demand against its budget and store the hit chance the budget calls for.
+forecast its poll demand against its budget and store the hit chance the budget calls for,
+with the count of its active tasks per status that the same scan gives (`/metrics` reads it).
 
 One replica per period does it for all (an advisory lock plus a freshness check), and
 every replica then reloads its in-memory copy (`app/schedule/forecasts.py`).
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.budget.repository import BudgetRepository
 from app.core.config import Settings
 from app.core.logging import get_logger
+from app.models.task import ACTIVE_STATUSES
 from app.schedule import pricing
 from app.schedule.forecasts import Forecasts
 from app.schedule.model import ALL_SIZES, SAMPLE_WINDOW
@@ -85,8 +87,8 @@ class ForecastRefresher:
         completions_per_s: dict[str, dict[int | None, float]],
         learned: Forecasts,
     ) -> None:
-        planned = await forecasts.planned_intervals()
-        overdue = await forecasts.due_backlog()
+        active = await forecasts.active_tasks()
+        overdue = await forecasts.due_backlog(self.settings.providers)
         current = await budgets.states(
             self.settings.providers, recovery_s=self.settings.engine.rate_recovery_s
         )
@@ -106,7 +108,7 @@ class ForecastRefresher:
                     rate_per_s=rate,
                     completions_per_s=completions_per_s.get(name, {}),
                     model_for_class=partial(learned.model_for_class, name),
-                    planned=planned.get(name, []),
+                    planned=active.planned.get(name, []),
                     overdue=overdue.get(name, 0),
                     follow_ups_per_success=self.requests_per_success[name],
                     drain_s=self.settings.engine.backlog_drain_s,
@@ -119,6 +121,7 @@ class ForecastRefresher:
                 capacity_per_s=made.capacity_per_s,
                 hit_chance=forecast.hit_chance,
                 active_tasks=made.active_tasks,
+                tasks_by_status=active.by_status.get(name, dict.fromkeys(ACTIVE_STATUSES, 0)),
                 expected_delay_s=forecast.expected_detection_delay_s,
                 saturated=forecast.ratio > 1.0,
             )

@@ -4,6 +4,7 @@ restart shares it: completion samples and their percentiles, and each instance's
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,7 +13,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.repository import rows_of, rows_param
-from app.models import CompletionProfile, CompletionSample, ProviderState, Task
+from app.models import CompletionProfile, CompletionSample, ProviderState
 from app.models.task import ACTIVE_SQL, ACTIVE_STATUSES
 from app.schedule.model import PERCENTILES
 
@@ -188,6 +189,16 @@ class StoredForecast:
     active_tasks: int | None
     expected_detection_delay_s: float | None
     saturated_since: datetime | None
+    # The count of each active status (None: written by the previous version).
+    tasks_by_status: dict[str, int] | None
+
+
+@dataclass(frozen=True)
+class ActiveTasks:
+    # Per instance: (planned interval, task count) pairs, for the demand forecast.
+    planned: dict[str, list[tuple[float, int]]]
+    # Per instance: the count of each active status, every one present.
+    by_status: dict[str, dict[str, int]]
 
 
 class ForecastRepository:
@@ -205,6 +216,7 @@ class ForecastRepository:
                 ProviderState.active_tasks,
                 ProviderState.expected_detection_delay_s,
                 ProviderState.saturated_since,
+                ProviderState.tasks_by_status,
             ).where(ProviderState.poll_demand_per_s.is_not(None))
         )
         return {
@@ -215,6 +227,7 @@ class ForecastRepository:
                 active_tasks=row.active_tasks,
                 expected_detection_delay_s=row.expected_detection_delay_s,
                 saturated_since=row.saturated_since,
+                tasks_by_status=row.tasks_by_status,
             )
             for row in rows
         }
@@ -227,6 +240,7 @@ class ForecastRepository:
         capacity_per_s: float,
         hit_chance: float,
         active_tasks: int,
+        tasks_by_status: dict[str, int],
         expected_delay_s: float | None,
         saturated: bool,
     ) -> None:
@@ -240,6 +254,7 @@ class ForecastRepository:
                 poll_capacity_per_s=capacity_per_s,
                 poll_hit_chance=hit_chance,
                 active_tasks=active_tasks,
+                tasks_by_status=tasks_by_status,
                 expected_detection_delay_s=expected_delay_s,
                 saturated_since=(
                     func.coalesce(ProviderState.saturated_since, func.clock_timestamp())
@@ -250,23 +265,39 @@ class ForecastRepository:
             )
         )
 
-    async def planned_intervals(self) -> dict[str, list[tuple[float, int]]]:
-        """Per instance, its active tasks' planned intervals as (interval, count) pairs,
-        grouped to within 5 %: a few hundred rows however many tasks are active."""
+    async def active_tasks(self) -> ActiveTasks:
+        """One scan of the active tasks: per instance, their planned intervals as (interval,
+        count) pairs grouped to within 5 % (a few hundred rows however many tasks are
+        active), and how many are in each active status."""
         rows = await self.session.execute(
             text(
                 f"""
-                SELECT provider, avg(poll_interval_s) AS interval, count(*) AS n
+                SELECT provider, status,
+                       CASE WHEN poll_interval_s > 0
+                            THEN round(ln(poll_interval_s) * 20) END AS bucket,
+                       sum(poll_interval_s) AS planned_s, count(*) AS n
                 FROM tasks
-                WHERE {ACTIVE_SQL} AND poll_interval_s > 0
-                GROUP BY provider, round(ln(poll_interval_s) * 20)
+                WHERE {ACTIVE_SQL}
+                GROUP BY provider, status, bucket
                 """
             )
         )
-        result: dict[str, list[tuple[float, int]]] = {}
+        by_status: dict[str, dict[str, int]] = {}
+        buckets: dict[str, dict[float, tuple[float, int]]] = {}
         for row in rows:
-            result.setdefault(row.provider, []).append((float(row.interval), int(row.n)))
-        return result
+            counts = by_status.setdefault(row.provider, dict.fromkeys(ACTIVE_STATUSES, 0))
+            counts[row.status] += row.n
+            if row.bucket is not None:
+                planned = buckets.setdefault(row.provider, {})
+                seconds, n = planned.get(row.bucket, (0.0, 0))
+                planned[row.bucket] = (seconds + float(row.planned_s), n + int(row.n))
+        return ActiveTasks(
+            planned={
+                provider: [(seconds / n, n) for seconds, n in planned.values()]
+                for provider, planned in buckets.items()
+            },
+            by_status=by_status,
+        )
 
     async def forecast_is_fresh(self, within_s: float) -> bool:
         """Whether some replica made the forecast within the last `within_s`."""
@@ -287,11 +318,19 @@ class ForecastRepository:
         )
         return {name: float(chance) for name, chance in rows if chance is not None}
 
-    async def due_backlog(self) -> dict[str, int]:
-        """Active tasks whose next poll is due now, per instance."""
+    async def due_backlog(self, providers: Collection[str]) -> dict[str, int]:
+        """Active tasks whose next poll is due now, per instance named. One range scan of
+        `ix_tasks_due` per instance, over its due entries only: grouped by provider instead,
+        the count walks every active task's entry."""
         rows = await self.session.execute(
-            select(Task.provider, func.count())
-            .where(Task.status.in_(ACTIVE_STATUSES), Task.next_poll_at <= func.now())
-            .group_by(Task.provider)
+            text(
+                f"""
+                SELECT p.name,
+                       (SELECT count(*) FROM tasks
+                        WHERE provider = p.name AND {ACTIVE_SQL} AND next_poll_at <= now())
+                FROM unnest(CAST(:names AS text[])) AS p(name)
+                """
+            ),
+            {"names": sorted(providers)},
         )
         return {provider: int(count) for provider, count in rows}

@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.repository import arrays_of, rows_of, rows_param
 from app.models import Event, Task, TaskStatus, TaskView
-from app.models.task import ACTIVE_STATUSES
 from app.webhooks.events import NewEvent
 
 _EVENT_ROWS = rows_of(Event.__table__, ["id", "task_id", "tenant", "type", "sequence", "payload"])
@@ -197,15 +196,6 @@ class TaskRepository:
             stmt = stmt.where(tuple_(Task.created_at, Task.id) < tuple_(*after))
         stmt = stmt.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)
         return list(await self.session.scalars(stmt))
-
-    async def active_counts(self) -> dict[tuple[str, str], int]:
-        """Active tasks per (provider, status), over every tenant."""
-        rows = await self.session.execute(
-            select(Task.provider, Task.status, func.count())
-            .where(Task.status.in_(ACTIVE_STATUSES))
-            .group_by(Task.provider, Task.status)
-        )
-        return {(provider, status): int(count) for provider, status, count in rows}
 
     async def add_events(self, events: Sequence[NewEvent]) -> None:
         """Insert the events of a set of status changes in one statement."""

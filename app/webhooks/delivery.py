@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import __version__
 from app.core.config import Settings
-from app.core.db import StatementConnection, create_sessionmaker
+from app.core.db import StatementConnection, create_engine, create_sessionmaker
 from app.core.http_client import read_at_most, retry_after_seconds
 from app.core.logging import get_logger
 from app.core.loop import LeasedLoop
@@ -231,9 +231,11 @@ class DeliveryLoop(LeasedLoop):
         self.gates: dict[str, asyncio.Semaphore] = {}
         # The claim and the record are one statement each, on connections of their own. A
         # claim lost in a server crash only sends its delivery again, so its commit does
-        # not wait for the disk; a record's does (a lost one would send it again too, but
-        # the delivered state is what the API shows).
-        self.claims = StatementConnection(engine, durable=False)
+        # not wait for the disk: its connection comes from a pool of one made that way. A
+        # record's commit does wait (a lost one would send it again too, but the delivered
+        # state is what the API shows).
+        self.claim_engine = create_engine(engine.url, pool_size=1, durable=False)
+        self.claims = StatementConnection(self.claim_engine)
         self.recorder = AttemptRecorder(StatementConnection(engine))
         self.delivered = 0
 
@@ -439,6 +441,7 @@ class DeliveryWorker:
         await self.loop.drain(self.settings.engine.shutdown_grace_s)
         await self.loop.recorder.close()
         await self.loop.claims.close()
+        await self.loop.claim_engine.dispose()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -11,6 +11,7 @@ from app.budget.repository import BudgetRepository
 from app.core.config import Settings
 from app.core.db import create_sessionmaker
 from app.core.metrics import REGISTRY
+from app.polling.worker import PollWorker
 from tests.helpers import DISCARD_URL, api_client
 
 
@@ -42,7 +43,7 @@ async def test_metrics_describe_shared_state(
 
 
 async def test_metrics_count_backlog_and_pending_deliveries(
-    client: httpx.AsyncClient, engine: AsyncEngine
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings
 ) -> None:
     created = await client.post("/v1/webhooks", json={"url": f"{DISCARD_URL}/hook"})
     assert created.status_code == 201
@@ -54,6 +55,15 @@ async def test_metrics_count_backlog_and_pending_deliveries(
             await client.delete(f"/v1/tasks/{task['id']}")  # an event, so a delivery
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE tasks SET next_poll_at = now() - interval '1 minute'"))
+    body = (await client.get("/metrics")).text
+    assert not re.search(r"^pollhook_tasks[ {]", body, re.MULTILINE)  # no forecast yet
+    async with create_sessionmaker(engine).begin() as session:
+        await BudgetRepository(session).ensure_rows(settings.providers)  # as an engine starts
+    poll_engine = PollWorker(settings, engine)  # not started: the forecast runs on demand
+    try:
+        await poll_engine.refresher.refresh()
+    finally:
+        await poll_engine.close()
     body = (await client.get("/metrics")).text
     assert sample(body, "pollhook_delivery_queue_depth") == 2
     assert sample(body, "pollhook_delivery_oldest_pending_seconds") >= 0
@@ -70,6 +80,7 @@ async def test_unknown_values_are_absent_not_zero(
     body = (await client.get("/metrics")).text
     assert sample(body, "pollhook_delivery_queue_depth") == 0  # a count: 0 is a value
     for name in (
+        "pollhook_tasks",
         "pollhook_delivery_oldest_pending_seconds",
         "pollhook_provider_healthy",
         "pollhook_provider_effective_rate_per_second",

@@ -11,11 +11,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.db import StatementConnection
-from tests.helpers import eventually
+from app.core.db import StatementConnection, create_engine
 
 BACKEND = text("SELECT pg_backend_pid()")
 TRANSACTION = text("SELECT txid_current()")
+SYNCHRONOUS_COMMIT = text("SHOW synchronous_commit")
 
 
 async def test_one_kept_connection_each_statement_its_own_transaction(
@@ -70,26 +70,23 @@ async def test_a_connection_the_server_closed_is_replaced_before_use(
     assert second != first
 
 
-async def test_a_claim_connection_does_not_wait_for_the_disk_and_stays_out_of_the_pool(
+async def test_a_claim_connection_does_not_wait_for_the_disk_and_goes_back_to_its_pool(
     engine: AsyncEngine,
 ) -> None:
-    kept = StatementConnection(engine, durable=False)
+    claim_engine = create_engine(engine.url, pool_size=1, durable=False)
+    kept = StatementConnection(claim_engine)
     try:
         async with kept.session() as session:
             backend = await session.scalar(BACKEND)
-            setting = await session.scalar(text("SHOW synchronous_commit"))
+            setting = await session.scalar(SYNCHRONOUS_COMMIT)
+        await kept.close()
+        async with kept.session() as session:
+            again = await session.scalar(BACKEND)
+            setting_again = await session.scalar(SYNCHRONOUS_COMMIT)
     finally:
         await kept.close()
-    assert setting == "off"
-
-    async def gone() -> bool:
-        async with engine.connect() as other:
-            alive = await other.scalar(
-                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend}
-            )
-        return bool(alive == 0)
-
-    # Closed, not pooled: no later user of the pool gets its setting.
-    await eventually(gone)
+        await claim_engine.dispose()
+    assert setting == setting_again == "off"
+    assert again == backend  # pooled, with the setting it was made with
     async with engine.connect() as other:
-        assert await other.scalar(text("SHOW synchronous_commit")) == "on"
+        assert await other.scalar(SYNCHRONOUS_COMMIT) == "on"

@@ -1,16 +1,18 @@
 """Learning completion times in Postgres (app/schedule/repository.py): the profiles every
 replica shares (and a restarted one finds again), the fallback until enough tasks have
-finished, size classes, completion rates and the window of samples kept."""
+finished, size classes, completion rates and the window of samples kept; and the scan of the
+active tasks the forecast makes."""
 
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import create_sessionmaker
 from app.schedule.forecasts import Forecasts
 from app.schedule.model import ALL_SIZES, MIN_SAMPLES, SAMPLE_WINDOW, size_class
-from app.schedule.repository import CompletionRepository
+from app.schedule.repository import CompletionRepository, ForecastRepository
 from tests.schedule.support import add_samples
 
 
@@ -109,3 +111,34 @@ async def test_window_keeps_the_most_recent_completions(engine: AsyncEngine) -> 
     assert model is not None
     assert model.samples == 30
     assert model.last == 5.0
+
+
+async def test_one_scan_of_the_active_tasks_plans_and_counts_them(engine: AsyncEngine) -> None:
+    tasks = [  # provider, status, planned interval
+        ("minimax", "pending", None),  # not polled yet: counted, not planned
+        ("minimax", "pending", 0.0),
+        ("minimax", "queued", 10.0),
+        ("minimax", "processing", 10.2),  # within 5 % of 10 s: one group across statuses
+        ("minimax", "processing", 30.0),
+        ("minimax", "succeeded", 10.0),  # terminal: neither
+        ("jimmy", "processing", 5.0),
+    ]
+    async with engine.begin() as conn:
+        for n, (provider, status, interval) in enumerate(tasks):
+            await conn.execute(
+                text(
+                    "INSERT INTO tasks (id, tenant, provider, external_id, status, deadline_at,"
+                    " completed_at, poll_interval_s) VALUES (gen_random_uuid(), 'acme', :p, :e,"
+                    " :s, now() + interval '1 hour', CASE WHEN :s = 'succeeded' THEN now() END,"
+                    " :i)"
+                ),
+                {"p": provider, "e": str(n + 1), "s": status, "i": interval},
+            )
+    async with create_sessionmaker(engine)() as session:
+        active = await ForecastRepository(session).active_tasks()
+    assert active.by_status == {
+        "minimax": {"pending": 2, "queued": 1, "processing": 2},
+        "jimmy": {"pending": 0, "queued": 0, "processing": 1},
+    }
+    assert sorted(active.planned["minimax"]) == [(pytest.approx(10.1), 2), (30.0, 1)]
+    assert active.planned["jimmy"] == [(5.0, 1)]

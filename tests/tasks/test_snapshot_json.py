@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, cast
+from typing import Any, cast, get_type_hints
 
 import pytest
 from pydantic_core import to_json
@@ -14,7 +14,7 @@ from pydantic_core import to_json
 from app.core.schemas import ErrorDetail
 from app.models import Task
 from app.tasks.schemas import TaskBatchItem, TaskBatchResult, TaskRead
-from app.webhooks.events import TaskSnapshot, snapshot_fields
+from app.webhooks.events import TaskSnapshot, TaskSnapshotFields, snapshot_fields
 
 NOW = datetime(2026, 12, 3, 16, 40, 1, 123456, tzinfo=UTC)
 
@@ -100,6 +100,14 @@ TASKS = [
     ),
     pytest.param(task(poll_error={"reason": "from-a-newer-version"}), id="unreadable-poll-error"),
 ]
+
+
+def test_the_typed_fields_are_the_models_fields() -> None:
+    # mypy checks `snapshot_fields` against the TypedDict: it must declare what the model
+    # does, in the model's order (the JSON's).
+    declared = get_type_hints(TaskSnapshotFields, include_extras=True)
+    model = {name: field.annotation for name, field in TaskSnapshot.model_fields.items()}
+    assert list(declared.items()) == list(model.items())
 
 
 @pytest.mark.parametrize("stored", TASKS)

@@ -374,3 +374,20 @@ async def test_other_tenants_cannot_see_or_retry_deliveries(
     retried = await client.post(f"/v1/deliveries/{item['id']}/retry", headers=other)
     assert retried.status_code == 404
     assert retried.json()["error"]["code"] == "not_found"
+
+
+async def test_only_the_claims_commit_without_waiting_for_the_disk(
+    engine: AsyncEngine, settings: Any
+) -> None:
+    from app.webhooks.delivery import DeliveryWorker
+
+    worker = DeliveryWorker(settings, engine, "claimer")
+    show = text("SHOW synchronous_commit")
+    try:
+        async with worker.loop.claims.session() as session:
+            claims = await session.scalar(show)
+        async with worker.loop.recorder.connection.session() as session:
+            records = await session.scalar(show)
+    finally:
+        await worker.stop()
+    assert (claims, records) == ("off", "on")
