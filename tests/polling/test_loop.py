@@ -260,3 +260,115 @@ async def test_a_new_tenants_task_is_sent_ahead_of_another_tenants_backlog(
     assert a_ahead_of_b <= topped_up / spacing + 1 + batch + 1
     # ... and nowhere near A's backlog, most of which was still waiting.
     assert sent.index("999999") < backlog / 2
+
+
+class LateFirst:
+    """The MiniMax adapter, but its first poll gets to its request only after its batch's
+    slots went by (a replica short of CPU); later polls ask at once."""
+
+    kind = ProviderKind.MINIMAX_T2A
+    requests_per_success = 1
+
+    def __init__(self, late_s: float) -> None:
+        self.late_s = late_s
+        self.adapter = adapter_for(ProviderKind.MINIMAX_T2A)
+        self.polls = 0
+
+    async def poll(self, upstream: base.Upstream, context: base.PollContext) -> base.PollOutcome:
+        self.polls += 1
+        if self.polls == 1:
+            await asyncio.sleep(self.late_s)
+        return await self.adapter.poll(upstream, context)
+
+
+async def test_a_claim_whose_slots_went_by_is_kept_for_the_next_claim(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    """A poll whose batch's slots all went by keeps its claim: the loop's next claim gives
+    it a slot of its own instead of releasing it and claiming it again, and a loop that
+    stops gives back what it kept."""
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={
+                "task_id": int(request.url.params["task_id"]),
+                "status": "Processing",
+                "base_resp": {"status_code": 0, "status_msg": "success"},
+            },
+        )
+
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(Task).values(
+                [
+                    {
+                        "tenant": "a",
+                        "provider": "minimax",
+                        "external_id": str(external_id),
+                        "status": "processing",
+                        "deadline_at": text("now() + interval '1 day'"),
+                        "next_poll_at": text("now()"),
+                    }
+                    for external_id in (1001, 1003)
+                ]
+            )
+        )
+
+    async def held() -> dict[str, tuple[str | None, int, int]]:
+        async with engine.begin() as conn:
+            rows = await conn.execute(
+                text("SELECT external_id, lease_owner, fencing_token, polls FROM tasks")
+            )
+            return {r.external_id: (r.lease_owner, r.fencing_token, r.polls) for r in rows}
+
+    sessions = create_sessionmaker(engine)
+    async with sessions.begin() as session:
+        await BudgetRepository(session).ensure_rows(settings.providers)
+    adapter = LateFirst(late_s=1.0)
+    loop = poll_loop(
+        settings,
+        sessions,
+        transport=httpx.MockTransport(upstream),
+        adapter=adapter,
+        rate_limit_per_s=20.0,
+    )
+    try:
+        # The first claim takes both tasks; the first poll (the later of the two) finds
+        # its batch's slots gone by.
+        await loop.iteration()
+        assert len(loop.in_flight) == 2
+        await asyncio.gather(*loop.in_flight.values())
+        assert len(loop.unslotted) == 1
+        kept, _ = loop.unslotted[0]
+        before = await held()
+        assert before[kept.external_id][0] == "test"  # still claimed, not given back
+
+        async def served() -> bool:
+            await loop.iteration()
+            return not loop.unslotted
+
+        await eventually(served, within_s=10)
+        await asyncio.gather(*loop.in_flight.values())
+        after = await held()
+        # Polled under its first claim: the same fencing token, no claim in between.
+        assert after[kept.external_id] == (None, before[kept.external_id][1], 1)
+
+        # Missed again, then the loop stops: the claim is given back.
+        adapter.polls = 0
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE tasks SET next_poll_at = now()"))
+
+        async def claimed() -> bool:
+            await loop.iteration()
+            return bool(loop.in_flight)
+
+        await eventually(claimed, within_s=10)
+        await asyncio.gather(*loop.in_flight.values())
+        assert len(loop.unslotted) == 1
+        kept, _ = loop.unslotted[0]
+        await loop.drain(grace_s=0)
+        assert not loop.unslotted
+        assert (await held())[kept.external_id][0] is None
+    finally:
+        await loop.client.aclose()
