@@ -20,10 +20,8 @@ stay as far apart as that many slots (`earliest_send`). Why no window then holds
 than the limit is in docs/architecture.md, "Why the rate budget cannot be exceeded".
 
 A request is given up unsent when the loop stops, the instance pauses, the claim's lease
-would run out first, or no slot of its batch is left (they are not replaced here: a starved
-replica would only book more slots to miss). The slots may have gone by unused, or other
-requests of the replica may have taken them (a follow-up request takes the next slot in the
-queue); the poll loop serves such a request's claim with its next claim.
+would run out first, or its batch's slots all went by unused (they are not replaced: a
+starved replica would only book more slots to miss).
 """
 
 from __future__ import annotations
@@ -61,18 +59,9 @@ class SlotMissed(Exception):
     """The request cannot go out: stopping, paused, no slot to be had, or the lease ends."""
 
 
-class NoSlotLeft(SlotMissed):
-    """No slot of the request's batch is left in the queue."""
-
-
-class SlotsWentBy(NoSlotLeft):
-    """The request's batch's slots went by before it was ready for one: the loop booked
+class SlotsWentBy(SlotMissed):
+    """The request's batch's slots all went by before it was ready for one: the loop booked
     too short a lead for how slowly this replica gets to its requests."""
-
-
-class SlotsTaken(NoSlotLeft):
-    """The request's batch's slots were all taken, none went by: follow-up requests took
-    some of them. That says nothing about the lead."""
 
 
 # A run books at most this share of the limit's window as lateness (`late_allowance`), and
@@ -257,9 +246,6 @@ class Pacer:
         self.round_trip_s = 0.0
         self.run: Run | None = None
         self.queue: deque[Slot] = deque()
-        # Whether a slot went by unused since the queue was last topped up: a request that
-        # then finds it empty was late (SlotsWentBy), else others took the slots.
-        self.went_by = False
         # When this replica's latest requests left, as many as one window admits.
         self.sent_at: deque[float] = deque(
             maxlen=window_count(settings.rate_limit_per_s) if self.limited else 1
@@ -292,7 +278,6 @@ class Pacer:
             if slots:
                 self.run = slots[0].run
             self.queue.extend(slots)
-            self.went_by = False
 
     async def _reserve(self, count: int) -> tuple[Reservation, ClockPlacement]:
         rate = self.settings.rate_limit_per_s
@@ -345,20 +330,17 @@ class Pacer:
         get to its send check in time.
 
         A follow-up request (a file retrieve) had no slot reserved with its batch: it
-        takes the next one like any request, or reserves one when the queue is empty. Any
-        other request finding the queue empty goes back to the poll loop (NoSlotLeft),
-        whose next claim books its slot: reserving one here would book the budget further
-        ahead the more a starved replica misses, until it books nothing but slots it
-        misses."""
+        reserves one when the queue is empty. Any other request finding the queue empty
+        gives its task back: the batch's slots went by unused, and reserving more for it
+        would book the budget further ahead the more a starved replica misses, until it
+        books nothing but slots it misses."""
         async with self.turn:
             while True:
                 self._check_open()
                 self._drop_missed()
                 if not self.queue:
                     if not follow_up:
-                        if self.went_by:
-                            raise SlotsWentBy("the batch's slots went by unused")
-                        raise SlotsTaken("other requests took the batch's slots")
+                        raise SlotsWentBy("the batch's slots went by unused")
                     await self._top_up()
                     continue
                 slot = self.queue[0]
@@ -408,7 +390,6 @@ class Pacer:
         now = time.monotonic()
         while self.queue and self.queue[0].deadline < now:
             self.queue.popleft()
-            self.went_by = True
             BUDGET_SLOTS_MISSED.labels(self.name).inc()
 
     async def _top_up(self) -> None:
@@ -450,7 +431,6 @@ class SlotSource:
         has missed its slot: it sends nothing and queues for the next one (False)."""
         if self.current is not None and not await self.pacer.on_time(self.current):
             BUDGET_SLOTS_MISSED.labels(self.pacer.name).inc()
-            self.pacer.went_by = True
             self.current = None
             return False
         # An answer that arrives after the lease ran out is fenced off anyway: do not spend

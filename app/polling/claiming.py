@@ -86,7 +86,7 @@ def remember_claim_time(previous_s: float, measured_s: float) -> float:
 
 
 def after_missed_slot(claim_time_s: float, lead_s: float) -> float:
-    """The loop's claim time after a poll found its batch's slots went by before it could
-    take one (a machine too busy for the lead). The next lead is twice the one that was too
-    short, and fades as claims land in time again."""
+    """The loop's claim time after a poll gave its task back unsent (its batch's slots went
+    by before it could take one: a machine too busy for the lead). The next lead is twice
+    the one that was too short, and fades as claims land in time again."""
     return max(claim_time_s, lead_s)

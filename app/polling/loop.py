@@ -15,14 +15,13 @@ import contextlib
 import math
 import random
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from sqlalchemy import exc as db_errors
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.budget.pacing import InstanceGate, NoSlotLeft, Pacer, SlotMissed, SlotsWentBy
+from app.budget.pacing import InstanceGate, Pacer, SlotMissed, SlotsWentBy
 from app.budget.repository import BudgetRepository, BudgetState
 from app.core.config import PollSettings, ProviderSettings
 from app.core.logging import get_logger
@@ -100,12 +99,6 @@ class PollLoop(LeasedLoop):
         self.claim_time_s = 0.0
         self.lead_s = 0.0
         self.lead_ends = math.inf
-        # Claims whose poll found no slot of its batch left (they went by before it got to
-        # one, or follow-up requests took them), with when they were claimed: the next
-        # claim serves them first, with slots of its own. Given back instead, each would
-        # cost a release and a claim again, two transactions more on a replica that is
-        # perhaps already too short of CPU to keep up with its slots.
-        self.unslotted: deque[tuple[Claim, float]] = deque()
 
     @property
     def gate(self) -> InstanceGate:
@@ -160,29 +153,17 @@ class PollLoop(LeasedLoop):
             return
         # Taken before the claim, so the local view of the lease can only end early.
         claimed_at = time.monotonic()
-        kept = [self.unslotted.popleft() for _ in range(min(plan.batch, len(self.unslotted)))]
-        try:
-            claims: list[Claim] = []
-            if plan.batch > len(kept):
-                async with self.sessions.begin() as session:
-                    claims = await PollingRepository(session).claim_due(
-                        self.name,
-                        limit=plan.batch - len(kept),
-                        owner=self.owner,
-                        lease_s=self.lease_s,
-                    )
-            if not claims and not kept:
-                await self._sleep_until_due()
-                return
-            if self.pacer.limited:
-                # Into this replica's queue: each poll takes the next slot when it is ready.
-                await self.pacer.reserve(len(kept) + len(claims))
-                self.claim_time_s = remember_claim_time(self.claim_time_s, time.monotonic() - since)
-        except BaseException:
-            self.unslotted.extendleft(reversed(kept))
-            raise
-        for claim, at in kept:
-            self.start(claim.id, self._poll_one(claim, at))
+        async with self.sessions.begin() as session:
+            claims = await PollingRepository(session).claim_due(
+                self.name, limit=plan.batch, owner=self.owner, lease_s=self.lease_s
+            )
+        if not claims:
+            await self._sleep_until_due()
+            return
+        if self.pacer.limited:
+            # Into this replica's queue: each poll takes the next slot when it is ready.
+            await self.pacer.reserve(len(claims))
+            self.claim_time_s = remember_claim_time(self.claim_time_s, time.monotonic() - since)
         for claim in claims:
             self.start(claim.id, self._poll_one(claim, claimed_at))
 
@@ -220,16 +201,6 @@ class PollLoop(LeasedLoop):
             # run out says nothing about it.
             if isinstance(missed, SlotsWentBy):
                 self.claim_time_s = after_missed_slot(self.claim_time_s, self.lead_s)
-            # Kept for the next claim unless the poll got somewhere (its progress is saved
-            # on release) or the loop is stopping. Its lease still runs from the first
-            # claim: the slot it takes next must leave time for the answer.
-            if (
-                isinstance(missed, NoSlotLeft)
-                and context.checkpoint == claim.checkpoint
-                and not self.stop_event.is_set()
-            ):
-                self.unslotted.append((claim, claimed_at))
-                return
             await self._release(claim, context)
             return
         except asyncio.CancelledError:
@@ -263,14 +234,6 @@ class PollLoop(LeasedLoop):
     async def drain(self, grace_s: float) -> None:
         await super().drain(grace_s)
         await self.writer.close()
-        kept = [claim for claim, _ in self.unslotted]
-        self.unslotted.clear()
-        if kept:
-            try:
-                async with self.sessions.begin() as session:
-                    await PollingRepository(session).release(kept)
-            except Exception as exc:  # the leases expire on their own; nothing is lost
-                log.warning("release_failed", provider=self.name, error=type(exc).__name__)
 
     async def _write(self, results: list[tuple[Claim, PollResult]]) -> list[Applied | None]:
         async with self.sessions.begin() as session:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.budget.pacing import Pacer, Slot, SlotMissed, SlotSource, SlotsTaken, SlotsWentBy
+from app.budget.pacing import Pacer, Slot, SlotMissed, SlotSource, SlotsWentBy
 from app.budget.repository import BudgetRepository
 from app.core.config import KIND_DEFAULTS, PollSettings, ProviderKind, ProviderSettings
 from app.core.db import create_engine, create_sessionmaker
@@ -192,16 +192,3 @@ async def test_a_replicas_reservations_extend_its_run_until_another_replica_rese
     await replica_a.reserve(1)
     assert replica_a.queue[-1].run is not run
     assert replica_b.queue[0].run is not run
-
-
-async def test_slots_a_follow_up_took_do_not_say_they_went_by(engine: AsyncEngine) -> None:
-    """A follow-up request takes the next slot in the queue; the request of the batch left
-    without one is told its slots were taken, not that they went by (which would lengthen
-    the loop's lead for nothing)."""
-    pacer = await _pacer(engine, asyncio.Event())
-    await pacer.reserve(1)
-    follow_up = pacer.slots(_lease())
-    follow_up.sent = True  # its poll's first request went out
-    await follow_up()
-    with pytest.raises(SlotsTaken):
-        await pacer.slots(_lease())()
