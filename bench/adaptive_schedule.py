@@ -409,6 +409,8 @@ class RunResult:
     unqueried_at_end: int  # tracked tasks never queried, registered over TAIL_GRACE_S ago
     worst_gaps: list[dict[str, Any]]  # the tasks behind gap_max_all_s, for a closer look
     requests: int
+    # (wall-clock second, requests) at the upstream, compressed: where the budget went idle.
+    requests_per_second: list[tuple[int, int]]
     requests_per_s: float  # real
     budget_share: float
     max_in_any_1s_window: int  # compressed window, against the compressed limit
@@ -727,6 +729,7 @@ def analyse(
         worst_gaps=[worst_gap(gap, task, rows, end_wall, factor) for gap, task in by_gap[:5]],
         unqueried_at_end=unqueried,
         requests=requests,
+        requests_per_second=sorted((int(k), int(n)) for k, n in stats["per_second"].items()),
         requests_per_s=rate,
         budget_share=rate / options.budget,
         max_in_any_1s_window=int(stats["max_in_any_1s_window"]),
