@@ -130,7 +130,8 @@ class _SlotMissed(Exception):
 
 class _SendTrace:
     """httpcore's trace hook for one request: the send check, and how long after it the
-    headers were written."""
+    headers were written. On the worker's transport (app/core/http_stream.py) check, write
+    and stamp follow each other with no other task in between."""
 
     def __init__(self, before_send: Callable[[], Awaitable[bool]]) -> None:
         self._before_send = before_send
