@@ -10,7 +10,10 @@ returns (anyio 4.16, `SocketStream.send`), so the "headers written" trace event 
 `pollhook_upstream_send_delay_seconds` came only after every other ready task had run.
 Here the write is `transport.write` followed by `drain()`, which only waits when the
 transport's buffer is full: check, bytes to the kernel and the stamp follow each other with
-no other task in between, and the metric measures the gap that matters.
+no other task in between. The stamp itself is taken right before `transport.write`
+(`on_next_write`): on loopback the write wakes the receiver, which can take the CPU from
+this process before the system call returns, with the bytes already delivered; a stamp
+after the write counted that wait as the worker's.
 """
 
 from __future__ import annotations
@@ -20,10 +23,20 @@ import contextlib
 import select
 import socket
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import httpcore
+
+_on_write: ContextVar[Callable[[], None] | None] = ContextVar("on_write", default=None)
+
+
+def on_next_write(callback: Callable[[], None]) -> None:
+    """Have `callback` called right before the next write of the current task hands its
+    bytes to the transport, with nothing awaited in between (once; a stream of another
+    backend never calls it)."""
+    _on_write.set(callback)
 
 
 @contextlib.contextmanager
@@ -56,6 +69,10 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         with _mapped(httpcore.WriteTimeout, httpcore.WriteError):
             # No await before this: the bytes go to the socket (or the transport's buffer,
             # when the socket's is full) in the same step as the caller's last check.
+            callback = _on_write.get()
+            if callback is not None:
+                _on_write.set(None)
+                callback()
             self._writer.write(buffer)
             async with asyncio.timeout(timeout):
                 await self._writer.drain()

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from app.core.http_client import SHARD_CONNECTIONS, ShardedTransport, provider_transport
+from app.core.http_stream import on_next_write
 from tests.helpers import free_port, self_signed_cert
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -146,3 +147,20 @@ async def test_a_connection_cut_mid_answer_is_an_httpx_error() -> None:
     async with Server(cut, close_after=True).running() as server, client() as http:
         with pytest.raises(httpx.RemoteProtocolError):
             await http.get(f"http://127.0.0.1:{server.port}/")
+
+
+async def test_the_write_observer_is_called_once_at_the_next_write() -> None:
+    """`on_next_write`, as the send check's trace hook sets it: called at the write of that
+    request's headers, and not again for the next request of the task."""
+    calls: list[str] = []
+    async with Server().running() as server, client() as http:
+
+        async def trace(event: str, info: dict[str, object]) -> None:
+            if event.endswith("send_request_headers.started"):
+                on_next_write(lambda: calls.append("written"))
+            elif event.endswith("send_request_headers.complete"):
+                calls.append("complete")
+
+        await http.get(f"http://127.0.0.1:{server.port}/", extensions={"trace": trace})
+        await http.get(f"http://127.0.0.1:{server.port}/")
+    assert calls == ["written", "complete"]
