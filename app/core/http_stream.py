@@ -183,6 +183,10 @@ def _with_options(
     socket_options: Iterable[httpcore.SOCKET_OPTION] | None,
 ) -> AsyncioStream:
     sock = writer.transport.get_extra_info("socket")
-    for option in socket_options or ():
-        sock.setsockopt(*option)
+    try:
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+    except BaseException:
+        writer.transport.abort()
+        raise
     return AsyncioStream(reader, writer)
