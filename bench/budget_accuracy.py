@@ -29,8 +29,8 @@ Measured, from the sandbox's own counters for the key (it stamps every arrival):
   violation; the rules keep the send checks of any 11 requests at least 1.017 s apart at
   10/s, docs/architecture.md "Why the rate budget cannot be exceeded");
 * the workers' own share of the arrival delay: from each request's last send check to its
-  headers being written (`pollhook_upstream_send_delay_seconds`, from each worker's
-  /metrics), against the `ARRIVAL_JITTER_S` margin (17 ms);
+  headers being handed to the socket (`pollhook_upstream_send_delay_seconds`, from each
+  worker's /metrics), against the `ARRIVAL_JITTER_S` margin (17 ms);
 * claims per task (sum of fencing tokens): more than one means a task was claimed again
   after a missed send slot or an expired lease.
 

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -124,6 +125,41 @@ async def app_client(
         ) as http,
     ):
         yield http
+
+
+def self_signed_cert(directory: Path, name: str, alt_names: str) -> tuple[Path, Path] | None:
+    """A two-day self-signed certificate and its key for `name` (subjectAltName
+    `alt_names`, e.g. "DNS:hooks.example.test,IP:127.0.0.1"), made by the openssl command;
+    None when openssl is not installed."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName={alt_names}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
 
 
 def free_port() -> int:

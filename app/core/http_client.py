@@ -1,15 +1,21 @@
 """What every outbound HTTP exchange shares, to providers and to webhook consumers alike:
-a connection pool that stays cheap with many requests in flight, reading an answer without
-letting its sender make us buffer more than we choose, and reading its Retry-After."""
+a connection pool that stays cheap with many requests in flight, an httpx transport on an
+httpcore pool of our choosing, reading an answer without letting its sender make us buffer
+more than we choose, and reading its Retry-After."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import AsyncIterator, Callable
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+import httpcore
 import httpx
+
+from app.core.http_stream import AsyncioBackend
 
 MAX_RETRY_AFTER_S = 3600.0
 # Connections per pool shard (ShardedTransport).
@@ -39,7 +45,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             tls = httpx.create_ssl_context()
 
             def make(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-                return httpx.AsyncHTTPTransport(limits=limits, verify=tls)
+                return provider_transport(limits, tls)
 
         shards = max(1, math.ceil(max_connections / SHARD_CONNECTIONS))
         self.per_shard = math.ceil(max_connections / shards)
@@ -70,6 +76,112 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for shard in self.shards:
             await shard.aclose()
+
+
+def provider_transport(limits: httpx.Limits, tls: ssl.SSLContext) -> PoolTransport:
+    """What httpx.AsyncHTTPTransport(limits=limits, verify=tls) is, on asyncio streams
+    whose write leaves no opening between a request's send check and its bytes
+    (app/core/http_stream.py)."""
+    return PoolTransport(
+        httpcore.AsyncConnectionPool(
+            ssl_context=tls,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=True,
+            http2=False,
+            network_backend=AsyncioBackend(),
+        )
+    )
+
+
+class PoolTransport(httpx.AsyncBaseTransport):
+    """An httpx transport on an httpcore connection pool built by the caller.
+
+    httpx 0.28's AsyncHTTPTransport cannot be given a network backend, so this does what
+    it does around its pool: translate the request, map httpcore exceptions to httpx ones,
+    wrap the response stream. No proxies (httpx.AsyncClient mounts its own for those)."""
+
+    def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(request.stream, httpx.AsyncByteStream):
+            raise TypeError("PoolTransport needs an async request body")
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _httpx_errors():
+            response = await self._pool.handle_async_request(core_request)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseStream(response),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+# httpcore -> httpx exception types, most specific first; the same mapping httpx's own
+# transport applies (a test compares the two, so a change in httpx fails loudly).
+_HTTPCORE_TO_HTTPX: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+def httpx_error_for(exc: Exception) -> type[httpx.TransportError] | None:
+    for source, target in _HTTPCORE_TO_HTTPX:
+        if isinstance(exc, source):
+            return target
+    return None
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        target = httpx_error_for(exc)
+        if target is None:
+            raise  # netguard's BlockedAddress and anything else foreign pass through unchanged
+        raise target(str(exc)) from exc
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    def __init__(self, response: httpcore.Response) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors():
+            async for part in self._response.aiter_stream():
+                yield part
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
 
 
 class _Held(httpx.AsyncByteStream):

@@ -24,13 +24,12 @@ Names such as `metadata.google.internal` resolve normally and are refused by add
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeAlias
 
 import httpcore
@@ -38,6 +37,7 @@ import httpx
 
 from app.core.config import AllowedNetwork
 from app.core.errors import ValidationFailed
+from app.core.http_client import PoolTransport
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -445,68 +445,12 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-# httpcore -> httpx exception types, most specific first; the same mapping httpx's own
-# transport applies (a test compares the two, so a change in httpx fails loudly).
-_HTTPCORE_TO_HTTPX: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-
-
-def httpx_error_for(exc: Exception) -> type[httpx.TransportError] | None:
-    for source, target in _HTTPCORE_TO_HTTPX:
-        if isinstance(exc, source):
-            return target
-    return None
-
-
-@contextlib.contextmanager
-def _httpx_errors() -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        target = httpx_error_for(exc)
-        if target is None:
-            raise  # BlockedAddress and anything else foreign pass through unchanged
-        raise target(str(exc)) from exc
-
-
-class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, response: httpcore.Response) -> None:
-        self._response = response
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _httpx_errors():
-            async for part in self._response.aiter_stream():
-                yield part
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
-
-
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport whose connections go only to addresses the guard accepts.
-
-    httpx 0.28's AsyncHTTPTransport cannot be given a network backend, so this transport
-    drives its own httpcore connection pool (public httpcore API) and does what
-    AsyncHTTPTransport does around it: translate the request, map httpcore exceptions to
-    httpx ones, wrap the response stream. HTTP/1.1 only; no proxies, no unix sockets.
-    """
+class GuardedTransport(PoolTransport):
+    """An httpx transport whose connections go only to addresses the guard accepts: an
+    httpcore pool on `GuardedBackend`. HTTP/1.1 only; no proxies, no unix sockets."""
 
     def __init__(
         self,
@@ -517,44 +461,19 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         retries: int = 0,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=True,
-            http2=False,
-            retries=retries,
-            socket_options=None if socket_options is None else list(socket_options),
-            network_backend=GuardedBackend(guard),
+        super().__init__(
+            httpcore.AsyncConnectionPool(
+                ssl_context=ssl_context or httpx.create_ssl_context(),
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                http1=True,
+                http2=False,
+                retries=retries,
+                socket_options=None if socket_options is None else list(socket_options),
+                network_backend=GuardedBackend(guard),
+            )
         )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if not isinstance(request.stream, httpx.AsyncByteStream):
-            raise TypeError("GuardedTransport needs an async request body")
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        with _httpx_errors():
-            response = await self._pool.handle_async_request(core_request)
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_ResponseStream(response),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
 
 
 def guarded_client(

@@ -19,6 +19,7 @@ import httpx
 from app import __version__
 from app.core.config import ProviderSettings
 from app.core.http_client import read_at_most, retry_after_seconds
+from app.core.http_stream import on_next_write
 from app.core.metrics import SEND_DELAY_SECONDS
 from app.providers.base import (
     CredentialError,
@@ -130,11 +131,14 @@ class _SlotMissed(Exception):
 
 class _SendTrace:
     """httpcore's trace hook for one request: the send check, and how long after it the
-    headers were written."""
+    headers were handed to the transport. On the worker's transport (app/core/http_stream.py)
+    nothing is awaited between the check and the write, and the write itself takes the
+    stamp; on another one, the headers' "complete" event does, later."""
 
     def __init__(self, before_send: Callable[[], Awaitable[bool]]) -> None:
         self._before_send = before_send
         self._checked_at: float | None = None
+        self._written_at: float | None = None
 
     async def __call__(self, event: str, info: dict[str, Any]) -> None:
         # Just before the request headers are written: connecting (TCP, TLS) is over, so a
@@ -143,9 +147,15 @@ class _SendTrace:
             if not await self._before_send():
                 raise _SlotMissed
             self._checked_at = time.monotonic()
+            self._written_at = None
+            on_next_write(self._written)
         elif event.endswith("send_request_headers.complete") and self._checked_at is not None:
-            SEND_DELAY_SECONDS.observe(time.monotonic() - self._checked_at)
+            written_at = self._written_at or time.monotonic()
+            SEND_DELAY_SECONDS.observe(written_at - self._checked_at)
             self._checked_at = None
+
+    def _written(self) -> None:
+        self._written_at = time.monotonic()
 
 
 def _path_of(url: httpx.URL) -> bytes:

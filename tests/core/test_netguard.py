@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import httpx
 import pytest
 
 from app.core.config import AllowedNetwork, load_settings
+from app.core.http_client import httpx_error_for
 from app.core.netguard import (
     BlockedAddress,
     GuardedTransport,
@@ -27,9 +26,9 @@ from app.core.netguard import (
     UnsafeTarget,
     classify,
     guarded_client,
-    httpx_error_for,
     system_resolver,
 )
+from tests.helpers import self_signed_cert
 
 ip = ipaddress.ip_address
 
@@ -740,36 +739,12 @@ async def test_redirects_are_not_followed() -> None:
 @pytest.fixture(scope="module")
 def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for hooks.example.test only (no IP SAN)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=hooks.example.test",
-            "-addext",
-            "subjectAltName=DNS:hooks.example.test",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
+    pair = self_signed_cert(
+        tmp_path_factory.mktemp("tls"), "hooks.example.test", "DNS:hooks.example.test"
     )
-    return cert, key
+    if pair is None:
+        pytest.skip("openssl is not installed")
+    return pair
 
 
 async def test_tls_verifies_the_hostname_while_dialling_the_checked_ip(
@@ -797,7 +772,8 @@ async def test_tls_verifies_the_hostname_while_dialling_the_checked_ip(
 
 
 def test_exception_mapping_matches_httpx() -> None:
-    """GuardedTransport maps httpcore errors itself; if httpx changes its mapping this fails."""
+    """PoolTransport (under GuardedTransport) maps httpcore errors itself; if httpx changes
+    its mapping this fails."""
     from httpx._transports.default import _load_httpcore_exceptions  # private: parity only
 
     reference = _load_httpcore_exceptions()

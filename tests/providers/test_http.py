@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import select
+import socket
+import ssl
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -541,3 +546,96 @@ async def test_a_missed_slot_at_the_last_moment_starts_the_request_over() -> Non
     assert response.status_code == 200
     assert calls == ["slot", "before_send", "slot", "before_send"]
     assert len(requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("scheme", "yield_after_check"),
+    [("http", False), ("https", False), ("http", True)],
+)
+async def test_no_other_task_runs_between_the_send_check_and_the_bytes_written(
+    scheme: str, yield_after_check: bool, tmp_path: Path
+) -> None:
+    """What happens after the last send check counts against the budget's ARRIVAL_JITTER_S
+    (docs/architecture.md): a callback made ready at the check must find the request's
+    bytes already on the server's socket and its send delay already stamped. (httpcore's
+    anyio stream wrote before yielding to the loop too, but stamped only after.) The server
+    reads nothing until the callback ran, so bytes waiting on its socket are the request's.
+    The last case yields once after the check, as a stream that awaits before its write
+    would: the callback then runs first, and sees neither."""
+    from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
+    from app.core.http_client import ShardedTransport, provider_transport
+    from app.core.metrics import REGISTRY
+    from app.providers.http import HttpUpstream
+    from tests.helpers import self_signed_cert
+
+    server_tls = None
+    client_tls = httpx.create_ssl_context()
+    if scheme == "https":
+        pair = self_signed_cert(tmp_path, "127.0.0.1", "IP:127.0.0.1")
+        if pair is None:
+            pytest.skip("openssl is not installed")
+        server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_tls.load_cert_chain(*pair)
+        client_tls = ssl.create_default_context(cafile=str(pair[0]))
+
+    # A blocking server in a thread, so that the callback can wait for it without the loop.
+    listener = socket.create_server(("127.0.0.1", 0))
+    ready, probed = threading.Event(), threading.Event()
+    server_end: list[socket.socket] = []
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        conn = raw if server_tls is None else server_tls.wrap_socket(raw, server_side=True)
+        with conn:
+            server_end.append(conn)
+            ready.set()
+            probed.wait(10)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    def stamps() -> float:
+        return REGISTRY.get_sample_value("pollhook_upstream_send_delay_seconds_count") or 0.0
+
+    seen: dict[str, object] = {}
+
+    def probe(stamps_at_check: float) -> None:
+        # Waits are bounded only so that a failure does not hang: written before this ran,
+        # the bytes are there at once.
+        ready.wait(5)
+        readable, _, _ = select.select(server_end, [], [], 2.0)
+        seen.update(bytes_there=bool(readable), stamped=stamps() - stamps_at_check)
+        probed.set()
+
+    async def acquire() -> None:
+        pass
+
+    async def before_send() -> bool:
+        asyncio.get_running_loop().call_soon(probe, stamps())
+        if yield_after_check:
+            await asyncio.sleep(0)
+        return True
+
+    settings = ProviderSettings(
+        kind=ProviderKind.MINIMAX_T2A,
+        **{
+            **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A],
+            "base_url": f"{scheme}://127.0.0.1:{listener.getsockname()[1]}",
+        },
+    )
+    server = asyncio.create_task(asyncio.to_thread(serve))
+    transport = ShardedTransport(8, lambda limits: provider_transport(limits, client_tls))
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            upstream = HttpUpstream(client, settings, acquire, before_send)
+            response = await upstream.get("/v1/query/t2a_async_query_v2", {"task_id": "1"})
+        await server
+    finally:
+        probed.set()
+        listener.close()
+    assert response.status_code == 200
+    if yield_after_check:
+        assert seen == {"bytes_there": False, "stamped": 0.0}
+    else:
+        assert seen == {"bytes_there": True, "stamped": 1.0}
