@@ -411,15 +411,18 @@ async def run(server: EmbeddedPostgres, workdir: Path, options: Options) -> dict
     results: list[RunResult] = []
     with (workdir / "sandbox.log").open("w") as log, cpu_hog(options.cpu_hog):
         sandbox = await Sandbox.start(minimax_rate=options.rate, log=log)
-        os.setpriority(os.PRIO_PROCESS, sandbox.process.pid, options.sandbox_nice)
-        if options.sandbox_fifo:
-            run_first(sandbox.process.pid)
-        conn = await connect(server)
         try:
-            for replicas in options.replicas:
-                results.append(await one_run(server, sandbox, conn, workdir, options, replicas))
+            # Refused without root: the sandbox is stopped all the same.
+            os.setpriority(os.PRIO_PROCESS, sandbox.process.pid, options.sandbox_nice)
+            if options.sandbox_fifo:
+                run_first(sandbox.process.pid)
+            conn = await connect(server)
+            try:
+                for replicas in options.replicas:
+                    results.append(await one_run(server, sandbox, conn, workdir, options, replicas))
+            finally:
+                await conn.close()
         finally:
-            await conn.close()
             await sandbox.stop()
     print_results(results, options.rate)
     ok = bool(results) and all(

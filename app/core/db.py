@@ -41,21 +41,27 @@ def create_engine(url: str | URL, *, pool_size: int = 10, durable: bool = True) 
     delivery allows): their commits do not wait for the WAL to reach the disk
     (`synchronous_commit = off`), which under I/O or CPU pressure is most of a claim's round
     trip. They are visible to other sessions at once all the same, and a later durable
-    commit flushes them with its own WAL. The setting is made with each connection (a
-    startup parameter), so every connection of such an engine's pool has it, stays pooled
-    with it, and no other engine's pool ever gets one."""
-    connect_args: dict[str, Any] = {"timeout": 5, "command_timeout": 30}
-    if not durable:
-        connect_args["server_settings"] = {"synchronous_commit": "off"}
+    commit flushes them with its own WAL. The setting is made as each connection opens, so
+    every connection of such an engine's pool has it, stays pooled with it, and no other
+    engine's pool ever gets one. It is a `SET`, not a startup parameter: PgBouncer refuses
+    startup parameters it does not know, and docs/deploy.md puts it in front of Postgres."""
     engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=5,
-        connect_args=connect_args,
+        connect_args={"timeout": 5, "command_timeout": 30},
     )
     event.listen(engine.sync_engine.pool, "checkout", _replace_if_closed)
+    if not durable:
+        event.listen(engine.sync_engine, "connect", _commit_without_flush)
     return engine
+
+
+def _commit_without_flush(dbapi_connection: Any, _record: object) -> None:
+    # On the driver's connection itself: through the DB-API cursor it would run in a
+    # transaction, which the pool rolls back, and the setting with it.
+    dbapi_connection.run_async(lambda conn: conn.execute("SET synchronous_commit = off"))
 
 
 def _replace_if_closed(dbapi_connection: Any, _record: object, _proxy: object) -> None:

@@ -93,8 +93,9 @@ class ProviderSnapshot:
     configured_rate_per_s: float
     due_backlog: int
     # As the last forecast counted them (one scan per period for all replicas, not one per
-    # scrape); None before the first.
+    # scrape); None before the first, and once it is stale (app/health/service.py).
     tasks_by_status: Mapping[str, int] | None
+    forecast_age_s: float | None = None
     effective_rate_per_s: float | None = None
     healthy: bool | None = None
     poll_demand_ratio: float | None = None
@@ -134,7 +135,7 @@ class SharedStateCollector(Collector):
             "pollhook_tasks",
             "Active tasks by provider instance and status, as the last forecast counted them "
             "(terminal ones are counted by pollhook_task_outcomes_total); absent before the "
-            "first forecast.",
+            "first forecast and while the last is older than three forecast periods.",
             labels=["provider", "status"],
         )
         for p in providers:
@@ -142,6 +143,13 @@ class SharedStateCollector(Collector):
                 tasks.add_metric([p.name, status], count)
         yield tasks
         per_provider: list[tuple[str, str, list[tuple[str, float | None]]]] = [
+            (
+                "pollhook_provider_forecast_age_seconds",
+                "Seconds since the instance's last forecast (its task counts, poll demand and "
+                "detection delay); absent before the first. It grows while no worker runs "
+                "the forecast refresh.",
+                [(p.name, p.forecast_age_s) for p in providers],
+            ),
             (
                 "pollhook_provider_due_backlog",
                 "Active tasks whose next poll is due, per provider instance.",

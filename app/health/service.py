@@ -12,6 +12,9 @@ from app.webhooks.repository import WebhookRepository
 
 log = get_logger("pollhook.metrics")
 
+# How many forecast periods (`engine.model_refresh_s`) old the stored task counts may be.
+STALE_FORECAST_PERIODS = 3
+
 
 async def refresh_shared_state(
     sessions: async_sessionmaker[AsyncSession], settings: Settings
@@ -36,6 +39,9 @@ async def read_shared_state(session: AsyncSession, settings: Settings) -> Shared
     states = await BudgetRepository(session).states(
         settings.providers, recovery_s=settings.engine.rate_recovery_s
     )
+    # Counts from a forecast that stopped being refreshed (no worker runs, or every refresh
+    # fails) would pass for current ones: past three periods they are left out.
+    stale_after_s = STALE_FORECAST_PERIODS * settings.engine.model_refresh_s
     snapshots = []
     for name, provider in sorted(settings.providers.items()):
         state = states.get(name)
@@ -47,7 +53,14 @@ async def read_shared_state(session: AsyncSession, settings: Settings) -> Shared
                 name=name,
                 configured_rate_per_s=provider.rate_limit_per_s,
                 due_backlog=backlog.get(name, 0),
-                tasks_by_status=forecast.tasks_by_status if forecast else None,
+                tasks_by_status=(
+                    forecast.tasks_by_status
+                    if forecast is not None
+                    and forecast.age_s is not None
+                    and forecast.age_s <= stale_after_s
+                    else None
+                ),
+                forecast_age_s=forecast.age_s if forecast else None,
                 effective_rate_per_s=state.effective_rate_per_s if state else None,
                 healthy=state.health is ProviderHealth.OK if state else None,
                 poll_demand_ratio=demand / capacity if demand is not None and capacity else None,

@@ -191,6 +191,8 @@ class StoredForecast:
     saturated_since: datetime | None
     # The count of each active status (None: written by the previous version).
     tasks_by_status: dict[str, int] | None
+    # Seconds since it was made, on the database clock (None: no time recorded).
+    age_s: float | None
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,9 @@ class ForecastRepository:
                 ProviderState.expected_detection_delay_s,
                 ProviderState.saturated_since,
                 ProviderState.tasks_by_status,
+                func.extract("epoch", func.clock_timestamp() - ProviderState.forecast_at).label(
+                    "age_s"
+                ),
             ).where(ProviderState.poll_demand_per_s.is_not(None))
         )
         return {
@@ -228,6 +233,7 @@ class ForecastRepository:
                 expected_detection_delay_s=row.expected_detection_delay_s,
                 saturated_since=row.saturated_since,
                 tasks_by_status=row.tasks_by_status,
+                age_s=None if row.age_s is None else float(row.age_s),
             )
             for row in rows
         }

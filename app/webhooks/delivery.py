@@ -438,11 +438,14 @@ class DeliveryWorker:
 
     async def stop(self) -> None:
         self._stop.set()
-        await self.loop.drain(self.settings.engine.shutdown_grace_s)
-        await self.loop.recorder.close()
-        await self.loop.claims.close()
-        await self.loop.claim_engine.dispose()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.client.aclose()
+        try:
+            await self.loop.drain(self.settings.engine.shutdown_grace_s)
+            await self.loop.recorder.close()
+        finally:
+            # Whatever the last records did, the connections, the tasks and the client go.
+            await self.loop.claims.close()
+            await self.loop.claim_engine.dispose()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.client.aclose()

@@ -70,6 +70,14 @@ async def test_metrics_count_backlog_and_pending_deliveries(
     assert sample(body, "pollhook_provider_due_backlog", '{provider="minimax"}') == 1
     assert sample(body, "pollhook_tasks", '{provider="minimax",status="pending"}') == 1
     assert sample(body, "pollhook_tasks", '{provider="jimmy",status="processing"}') == 0
+    assert sample(body, "pollhook_provider_forecast_age_seconds", '{provider="minimax"}') >= 0
+
+    # No refresh for three periods (no worker runs): the counts would pass for current ones.
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE provider_state SET forecast_at = now() - interval '1 h'"))
+    body = (await client.get("/metrics")).text
+    assert not re.search(r"^pollhook_tasks[ {]", body, re.MULTILINE)
+    assert sample(body, "pollhook_provider_forecast_age_seconds", '{provider="minimax"}') >= 3600
 
 
 async def test_unknown_values_are_absent_not_zero(
