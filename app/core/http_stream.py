@@ -63,15 +63,17 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
         if not buffer:
             return
-        transport = self._writer.transport
-        if transport.is_closing():
+        # Taken before anything can raise: a callback left set would fire at a later
+        # request's write.
+        callback = _on_write.get()
+        if callback is not None:
+            _on_write.set(None)
+        if self._writer.transport.is_closing():
             raise httpcore.WriteError("the connection is closed")
         with _mapped(httpcore.WriteTimeout, httpcore.WriteError):
             # No await before this: the bytes go to the socket (or the transport's buffer,
             # when the socket's is full) in the same step as the caller's last check.
-            callback = _on_write.get()
             if callback is not None:
-                _on_write.set(None)
                 callback()
             self._writer.write(buffer)
             async with asyncio.timeout(timeout):
@@ -108,9 +110,18 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             return transport.get_extra_info("socket")
         if info == "is_readable":
             # httpcore drops an idle connection that is readable: the server closed it (or
-            # sent something unasked). The transport reads eagerly, so an end of stream
-            # may already be in the reader rather than on the socket.
-            return self._reader.at_eof() or _socket_readable(transport.get_extra_info("socket"))
+            # sent something unasked, such as a 408 before its idle timeout). The transport
+            # reads eagerly, so an end of stream, an error or unasked bytes may already be
+            # in the reader rather than on the socket. StreamReader has no public way to
+            # see buffered bytes without consuming them, hence its private `_buffer`.
+            reader = self._reader
+            return (
+                bool(reader._buffer)  # type: ignore[attr-defined]
+                or reader.at_eof()
+                or reader.exception() is not None
+                or transport.is_closing()
+                or _socket_readable(transport.get_extra_info("socket"))
+            )
         return None
 
 
@@ -147,10 +158,15 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
                 attempt = None
                 if deadline is not None:
                     attempt = loop.time() + (deadline - loop.time()) / (len(infos) - index)
+                # The sockaddr's host loses an IPv6 scope id (link-local addresses);
+                # put it back in the form getaddrinfo reads.
+                target = str(address[0])
+                if len(address) == 4 and address[3]:
+                    target = f"{target}%{address[3]}"
                 try:
                     async with asyncio.timeout_at(attempt):
                         reader, writer = await asyncio.open_connection(
-                            str(address[0]),
+                            target,
                             int(address[1]),
                             family=family,
                             local_addr=None if local_address is None else (local_address, 0),
@@ -171,7 +187,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_unix_connection(path)
-        return _with_options(reader, writer, socket_options)
+            return _with_options(reader, writer, socket_options)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
