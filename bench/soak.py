@@ -956,6 +956,11 @@ class Soak:
                 "configured_per_s": rate,
                 "requests": int(key_stats.get("requests", 0)),
                 "max_in_any_1s_window": peak,
+                # Past the sandbox's own limit (above the configured rate): how close they came.
+                "shortest_span_over_sandbox_limit_s": key_stats.get("shortest_span_over_limit_s"),
+                "busiest_seconds": sorted(
+                    key_stats.get("per_second", {}).items(), key=lambda item: -item[1]
+                )[:3],
                 "sandbox_rejected": int(key_stats.get("rejected_rate_limited", 0)),
                 "faults_injected": int(key_stats.get("faults_injected", 0)),
             }
