@@ -80,6 +80,7 @@ from bench._support import (
     poll_metrics,
     pollhook_env,
     run_benchmark,
+    run_first,
     send_delay_summary,
     spawn,
     stop_process,
@@ -376,19 +377,6 @@ def print_results(results: list[RunResult], rate: float) -> None:
             f"{TARGET_SHARE:.0%} target); {'no violations' if clean else 'VIOLATIONS'} "
             f"(max {r.max_in_any_1s_window} in a 1 s window, {r.rejected_1002} x 1002)"
             + ("" if r.complete else " - DID NOT FINISH")
-        )
-
-
-# The sandbox's real-time priority under --sandbox-fifo: any will do, nothing else here is
-# real-time.
-SANDBOX_FIFO_PRIORITY = 10
-
-
-def run_first(pid: int) -> None:
-    """Every thread of process `pid` on SCHED_FIFO: run as soon as it is woken."""
-    for thread in Path(f"/proc/{pid}/task").iterdir():
-        os.sched_setscheduler(
-            int(thread.name), os.SCHED_FIFO, os.sched_param(SANDBOX_FIFO_PRIORITY)
         )
 
 

@@ -4,7 +4,7 @@ invariants checked from the database, the webhook consumer's records and the san
 Run from the repository root:
 
     python -m bench.soak [--duration 300] [--drain 120] [--workers 3] [--tasks-per-s 2]
-        [--seed 1] [--json PATH] [--logs DIR]
+        [--seed 1] [--sandbox-fifo] [--json PATH] [--logs DIR]
     python -m bench.soak --short          # the CI version: 30 s of chaos, 2 workers (~45 s)
 
 What runs, each as its own process (logs in a temporary directory, printed on failure):
@@ -43,7 +43,9 @@ For diagnosis the report also holds, every 10 s, each provider's backlog (active
 tasks, the most overdue one) and shared budget row (effective rate, slots booked ahead,
 pause); the surviving workers' poll outcome counters (`/metrics`, including slots missed);
 upstream requests per 10 s; and pollhook's warnings by event. `--logs DIR` keeps every
-process's log.
+process's log. `--sandbox-fifo` runs the sandbox on the real-time policy, as
+`bench.budget_accuracy` can: its arrival stamps then carry none of its own scheduling delay
+on a machine the soak keeps busy.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ from bench._support import (
     poll_metrics,
     pollhook_env,
     print_log_tails,
+    run_first,
     spawn,
     stop_process,
     throwaway_postgres,
@@ -163,6 +166,7 @@ class Options:
     short: bool
     json_path: Path | None
     logs_dir: Path | None = None
+    sandbox_fifo: bool = False
     gone_after: int = 12
     max_task_s: float = 8.0
     fault_every_s: float = 3.0
@@ -295,6 +299,8 @@ class Soak:
             seed=self.options.seed,
             log=(self.workdir / "sandbox.log").open("a"),
         )
+        if self.options.sandbox_fifo:
+            run_first(self.sandbox.process.pid)
 
     async def start_api(self) -> None:
         self.api = await self.spawn("api", "api", "--port", str(self.api_port))
@@ -1180,6 +1186,12 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--short", action="store_true", help="the CI version: 30 s, 2 workers, 1.5 tasks/s"
     )
+    parser.add_argument(
+        "--sandbox-fifo",
+        action="store_true",
+        help="run the sandbox on the real-time SCHED_FIFO policy (needs root): an upstream "
+        "with CPUs of its own, whose arrival stamps carry no scheduling delay",
+    )
     parser.add_argument("--json", type=Path, help="also write the report here as JSON")
     parser.add_argument("--logs", type=Path, help="copy every process's log into this directory")
     args = parser.parse_args(argv)
@@ -1193,6 +1205,7 @@ def parse_args(argv: list[str] | None) -> Options:
         short=args.short,
         json_path=args.json,
         logs_dir=args.logs,
+        sandbox_fifo=args.sandbox_fifo,
     )
     if args.short:
         options.gone_after = 6
