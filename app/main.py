@@ -15,6 +15,7 @@ from app.auth.service import StaticKeys
 from app.blobs.endpoints import archive_files_router
 from app.blobs.local import LocalBlobStore
 from app.blobs.stores import open_store
+from app.blobs.views import ArchiveLinks
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.docs import serve_docs_offline
@@ -46,6 +47,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         engine = create_engine(
             settings.database_url.get_secret_value(), pool_size=settings.db_pool_size
         )
+    store = open_store(settings)
     state = AppState(
         settings=settings,
         engine=engine,
@@ -59,7 +61,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
             settings.api_rate_limit_per_s, settings.api_rate_limit_burst
         ),
         forecasts=Forecasts(ttl_s=settings.engine.model_refresh_s),
-        blobs=open_store(settings),
+        blobs=store,
+        archive_links=ArchiveLinks(store, link_ttl_s=settings.archive.link_ttl_s),
     )
 
     @asynccontextmanager

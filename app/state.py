@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth.service import StaticKeys
 from app.blobs.base import BlobStore
+from app.blobs.views import ArchiveLinks
 from app.core.config import Settings
 from app.core.netguard import SsrfGuard
 from app.core.rate_limit import TenantRateLimiter
@@ -29,3 +30,5 @@ class AppState:
     forecasts: Forecasts
     # The archive's object store (app/blobs); None while the archive is off.
     blobs: BlobStore | None
+    # Shows a task's archived files with links minted as it is shown.
+    archive_links: ArchiveLinks

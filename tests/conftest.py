@@ -45,6 +45,7 @@ TABLES = [
     "tenant_secrets",
     "completion_samples",
     "completion_profiles",
+    "archive_jobs",
 ]
 
 

@@ -20,6 +20,7 @@ from app.polling.service import PollingService
 from app.providers.base import PollOutcome
 from app.providers.minimax_t2a import MinimaxT2AResult
 from app.schedule.forecasts import Forecasts
+from tests.helpers import ARCHIVE_OFF
 
 MINIMAX_RESULT = {
     "kind": "minimax_t2a",
@@ -67,7 +68,8 @@ async def test_a_stored_result_reads_as_its_kind(
 
     task = (await client.get(f"/v1/tasks/{task_id}")).json()
 
-    assert task["result"] == shown
+    # Nothing archived (the archive is off): `archive` is null, as its description says.
+    assert task["result"] == {**shown, "archive": None}
 
 
 @pytest.mark.parametrize(
@@ -121,15 +123,21 @@ async def test_the_webhook_payload_carries_the_typed_result(
     )
     async with sessions.begin() as session:
         service = PollingService(
-            session, minimax, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+            session,
+            minimax,
+            auth_retry_s=300,
+            rng=random.Random(1),
+            forecasts=Forecasts(ttl_s=0),
+            archive=ARCHIVE_OFF,
         )
         await service.apply(claim, PollResult(outcome=outcome))
     async with engine.connect() as conn:
         payload = await conn.scalar(select(Event.payload).where(Event.type == "task.succeeded"))
     assert payload is not None
     assert payload["id"] == created.json()["id"]
-    assert payload["result"] == MINIMAX_RESULT
-    assert (await client.get(f"/v1/tasks/{payload['id']}")).json()["result"] == MINIMAX_RESULT
+    shown = {**MINIMAX_RESULT, "archive": None}  # the archive is off
+    assert payload["result"] == shown
+    assert (await client.get(f"/v1/tasks/{payload['id']}")).json()["result"] == shown
 
 
 async def test_an_event_shows_the_task_as_get_shows_it_right_after_the_change(
@@ -150,7 +158,12 @@ async def test_an_event_shows_the_task_as_get_shows_it_right_after_the_change(
     )
     async with sessions.begin() as session:
         service = PollingService(
-            session, minimax, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+            session,
+            minimax,
+            auth_retry_s=300,
+            rng=random.Random(1),
+            forecasts=Forecasts(ttl_s=0),
+            archive=ARCHIVE_OFF,
         )
         await service.apply(claim, PollResult(outcome=PollOutcome(TaskStatus.PROCESSING, "x")))
     async with engine.connect() as conn:
