@@ -1,0 +1,282 @@
+"""The result files the sandbox serves: MP3 audio, SRT subtitles and MiniMax's tar archive.
+
+Pure and deterministic: a file is a function of its task's id and scripted size, so a test
+can compute exactly the bytes the sandbox serves (`GeneratedFile.read`, or `chunks` for a
+large one) and compare an archived copy with them. Files are generated chunk by chunk, so a
+300 MB result costs the sandbox one chunk of memory, never the whole file.
+
+The audio is silent MPEG-1 Layer III: valid frames whose side information carries no main
+data, so every decoder plays silence. Without an encoder there is no honest way to make a
+tone; the task's seed goes into each frame's ancillary bytes instead (which decoders skip),
+so different tasks give different files and a copy that drops or reorders a frame differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+# MPEG-1 Layer III, 128 kbit/s, 48 kHz, mono, no CRC: 144 * 128000 / 48000 = 384 bytes a
+# frame with no padding slot, so every frame has the same length and any size is reachable.
+MP3_HEADER = bytes((0xFF, 0xFB, 0x94, 0xC4))
+MP3_FRAME_BYTES = 384
+MP3_SAMPLE_RATE = 48_000
+MP3_BITRATE = 128_000
+MP3_SAMPLES_PER_FRAME = 1152
+# All zero for mono (17 bytes): main_data_begin 0 and part2_3_length 0 in both granules.
+_SIDE_INFO = bytes(17)
+_ANCILLARY_BYTES = MP3_FRAME_BYTES - len(MP3_HEADER) - len(_SIDE_INFO)
+_FRAME_INDEX_BYTES = 4
+CHUNK_BYTES = 64 * 1024
+_FRAMES_PER_CHUNK = CHUNK_BYTES // MP3_FRAME_BYTES
+TITLE = "pollhook sandbox"
+TAR_BLOCK = 512
+# Subtitles: one cue per this much audio, and never more than MAX_CUES (a 300 MB file is
+# five hours long; its subtitles stay small).
+CUE_MS = 4000
+MAX_CUES = 100
+_WORDS: tuple[str, ...] = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog")
+_WORDS += ("while", "seven", "bright", "voices", "read", "long", "pages", "aloud", "quiet")
+
+Chunks = Callable[[], Iterator[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedFile:
+    """A file the sandbox serves: its exact length, its type, and its bytes on demand."""
+
+    size: int
+    content_type: str
+    chunks: Chunks
+
+    def read(self) -> bytes:
+        """The whole file; for small files and tests."""
+        return b"".join(self.chunks())
+
+
+# ---------------------------------------------------------------------------------------------
+# MP3
+
+
+def _syncsafe(value: int) -> bytes:
+    """ID3v2's 28-bit integers: seven bits per byte, so no byte looks like a frame sync."""
+    return bytes((value >> shift) & 0x7F for shift in (21, 14, 7, 0))
+
+
+def _id3_tag(size: int) -> bytes:
+    """An ID3v2.4 tag of exactly `size` bytes: a TIT2 frame, then zero padding."""
+    text = b"\x03" + TITLE.encode()  # 3: UTF-8
+    frame = b"TIT2" + _syncsafe(len(text)) + b"\x00\x00" + text
+    body = frame + bytes(size - 10 - len(frame))
+    return b"ID3\x04\x00\x00" + _syncsafe(len(body)) + body
+
+
+MIN_TAG_BYTES = len(_id3_tag(10 + 10 + 1 + len(TITLE)))
+MIN_AUDIO_BYTES = MIN_TAG_BYTES + MP3_FRAME_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Mp3Layout:
+    """An MP3 of a given size: an ID3 tag that absorbs the remainder, then whole frames."""
+
+    tag_bytes: int
+    frames: int
+
+    @classmethod
+    def of(cls, size: int) -> Mp3Layout:
+        if size < MIN_AUDIO_BYTES:
+            raise ValueError(f"an MP3 needs at least {MIN_AUDIO_BYTES} bytes, not {size}")
+        frames = (size - MIN_TAG_BYTES) // MP3_FRAME_BYTES
+        return cls(tag_bytes=size - frames * MP3_FRAME_BYTES, frames=frames)
+
+    @property
+    def duration_ms(self) -> int:
+        return self.frames * MP3_SAMPLES_PER_FRAME * 1000 // MP3_SAMPLE_RATE
+
+
+def _seed(name: str) -> bytes:
+    return hashlib.sha256(name.encode()).digest()
+
+
+def mp3_chunks(seed: str, size: int) -> Iterator[bytes]:
+    """The MP3 of `size` bytes for `seed`, in chunks of at most CHUNK_BYTES plus a tag."""
+    layout = Mp3Layout.of(size)
+    yield _id3_tag(layout.tag_bytes)
+    prefix = MP3_HEADER + _SIDE_INFO
+    suffix = hashlib.shake_256(_seed(seed)).digest(_ANCILLARY_BYTES - _FRAME_INDEX_BYTES)
+    for start in range(0, layout.frames, _FRAMES_PER_CHUNK):
+        end = min(start + _FRAMES_PER_CHUNK, layout.frames)
+        yield b"".join(
+            prefix + index.to_bytes(_FRAME_INDEX_BYTES, "big") + suffix
+            for index in range(start, end)
+        )
+
+
+def mp3_file(seed: str, size: int) -> GeneratedFile:
+    Mp3Layout.of(size)  # refuse an impossible size now, not mid-response
+    return GeneratedFile(size, "audio/mpeg", lambda: mp3_chunks(seed, size))
+
+
+# ---------------------------------------------------------------------------------------------
+# Subtitles and metadata
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    """One sentence of the script: its text, its time in the audio and its place in the text."""
+
+    text: str
+    start_ms: int
+    end_ms: int
+    text_begin: int
+    text_end: int
+
+
+def cues(seed: str, duration_ms: int) -> list[Cue]:
+    """Sentences spread evenly over the audio, their words drawn from the seed."""
+    count = min(max(math.ceil(duration_ms / CUE_MS), 1), MAX_CUES)
+    draws = hashlib.shake_256(_seed(seed) + b"cues").digest(count * 9)
+    result: list[Cue] = []
+    offset = 0
+    for index in range(count):
+        picks = draws[index * 9 : index * 9 + 9]
+        words = [_WORDS[b % len(_WORDS)] for b in picks[1 : 1 + 4 + picks[0] % 5]]
+        text = " ".join(words).capitalize() + "."
+        result.append(
+            Cue(
+                text=text,
+                start_ms=duration_ms * index // count,
+                end_ms=duration_ms * (index + 1) // count,
+                text_begin=offset,
+                text_end=offset + len(text),
+            )
+        )
+        offset += len(text) + 1
+    return result
+
+
+def _srt_time(ms: int) -> str:
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"{hours:02}:{minutes:02}:{seconds:02},{millis:03}"
+
+
+def srt_text(seed: str, duration_ms: int) -> bytes:
+    blocks = [
+        f"{n}\n{_srt_time(c.start_ms)} --> {_srt_time(c.end_ms)}\n{c.text}\n"
+        for n, c in enumerate(cues(seed, duration_ms), start=1)
+    ]
+    return "\n".join(blocks).encode()
+
+
+def titles_json(seed: str, duration_ms: int) -> bytes:
+    """MiniMax's sentence timings: times in milliseconds, text offsets in characters."""
+    sentences = [
+        {
+            "text": c.text,
+            "time_begin": c.start_ms,
+            "time_end": c.end_ms,
+            "text_begin": c.text_begin,
+            "text_end": c.text_end,
+        }
+        for c in cues(seed, duration_ms)
+    ]
+    return json.dumps(sentences, ensure_ascii=False).encode()
+
+
+def extra_json(seed: str, audio_bytes: int) -> bytes:
+    """MiniMax's `extra_info` for the audio beside it."""
+    layout = Mp3Layout.of(audio_bytes)
+    text = " ".join(c.text for c in cues(seed, layout.duration_ms))
+    return json.dumps(
+        {
+            "audio_length": layout.duration_ms,
+            "audio_sample_rate": MP3_SAMPLE_RATE,
+            "audio_size": audio_bytes,
+            "bitrate": MP3_BITRATE,
+            "word_count": len(text.split()),
+            "invisible_character_ratio": 0,
+            "usage_characters": len(text),
+            "audio_format": "mp3",
+            "audio_channel": 1,
+        }
+    ).encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tar
+
+
+def _tar_padding(size: int) -> int:
+    return -size % TAR_BLOCK
+
+
+def tar_header(name: str, size: int, mtime: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = mtime
+    info.mode = 0o644
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+@dataclass(frozen=True, slots=True)
+class TarMember:
+    name: str
+    size: int
+    chunks: Chunks
+
+
+def tar_size(members: list[TarMember]) -> int:
+    """Each member's header and padded data, then the two zero blocks that end an archive."""
+    data = sum(TAR_BLOCK + m.size + _tar_padding(m.size) for m in members)
+    return data + 2 * TAR_BLOCK
+
+
+def tar_chunks(members: list[TarMember], mtime: int) -> Iterator[bytes]:
+    for member in members:
+        yield tar_header(member.name, member.size, mtime)
+        yield from member.chunks()
+        yield bytes(_tar_padding(member.size))
+    yield bytes(2 * TAR_BLOCK)
+
+
+# ---------------------------------------------------------------------------------------------
+# What each provider's URLs serve
+
+
+def minimax_member_names(task_id: str) -> tuple[str, str, str]:
+    """The audio, the sentence timings and the metadata, under a directory named for the task."""
+    stem = f"{task_id}/content-{task_id}"
+    return f"{stem}.mp3", f"{stem}.titles", f"{stem}.extra"
+
+
+def minimax_archive(task_id: str, audio_bytes: int, mtime: int) -> GeneratedFile:
+    """The tar behind a MiniMax task's download URL (`mtime`: when the task finished)."""
+    seed = f"minimax:{task_id}"
+    audio = mp3_file(seed, audio_bytes)
+    duration_ms = Mp3Layout.of(audio_bytes).duration_ms
+    titles = titles_json(seed, duration_ms)
+    extra = extra_json(seed, audio_bytes)
+    audio_name, titles_name, extra_name = minimax_member_names(task_id)
+    members = [
+        TarMember(audio_name, audio.size, audio.chunks),
+        TarMember(titles_name, len(titles), lambda: iter((titles,))),
+        TarMember(extra_name, len(extra), lambda: iter((extra,))),
+    ]
+    return GeneratedFile(tar_size(members), "application/x-tar", lambda: tar_chunks(members, mtime))
+
+
+def jimmy_audio(task_id: str, audio_bytes: int) -> GeneratedFile:
+    """The MP3 behind a Jimmy task's audioUrl."""
+    return mp3_file(f"jimmy:{task_id}", audio_bytes)
+
+
+def jimmy_subtitles(task_id: str, audio_bytes: int) -> GeneratedFile:
+    """The SRT behind a Jimmy task's subtitleFile, timed to its audio."""
+    text = srt_text(f"jimmy:{task_id}", Mp3Layout.of(audio_bytes).duration_ms)
+    return GeneratedFile(len(text), "text/plain; charset=utf-8", lambda: iter((text,)))

@@ -1,0 +1,192 @@
+"""The generated result files: valid MP3 frames, SRT, MiniMax's tar; exact sizes; deterministic."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import re
+import tarfile
+
+import pytest
+
+from app.sandbox.media import (
+    CHUNK_BYTES,
+    MAX_CUES,
+    MIN_AUDIO_BYTES,
+    MIN_TAG_BYTES,
+    MP3_FRAME_BYTES,
+    Mp3Layout,
+    cues,
+    jimmy_audio,
+    jimmy_subtitles,
+    minimax_archive,
+    minimax_member_names,
+    mp3_file,
+)
+
+# MPEG-1 Layer III bit rates (kbit/s) by index, and sample rates (Hz) by index.
+BITRATES = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+SAMPLE_RATES = (44_100, 48_000, 32_000)
+
+
+def read_syncsafe(raw: bytes) -> int:
+    return (raw[0] << 21) | (raw[1] << 14) | (raw[2] << 7) | raw[3]
+
+
+def parse_mp3(data: bytes) -> int:
+    """Walk an MP3 the way a decoder finds its frames: skip the ID3v2 tag by its declared
+    size, then read each frame header and jump by the length it implies. Returns the
+    frame count; fails on anything that is not an MPEG-1 Layer III frame."""
+    assert data[:3] == b"ID3"
+    assert data[3] == 4
+    assert all(byte < 0x80 for byte in data[6:10])
+    offset = 10 + read_syncsafe(data[6:10])
+    assert data[10:14] == b"TIT2"
+    frames = 0
+    while offset < len(data):
+        header = int.from_bytes(data[offset : offset + 4], "big")
+        assert header >> 21 == 0x7FF, f"no frame sync at {offset}"
+        assert (header >> 19) & 0b11 == 0b11  # MPEG-1
+        assert (header >> 17) & 0b11 == 0b01  # Layer III
+        bitrate = BITRATES[(header >> 12) & 0xF] * 1000
+        sample_rate = SAMPLE_RATES[(header >> 10) & 0b11]
+        padding = (header >> 9) & 1
+        length = 144 * bitrate // sample_rate + padding
+        assert offset + length <= len(data), "a frame runs past the end"
+        offset += length
+        frames += 1
+    return frames
+
+
+@pytest.mark.parametrize(
+    ("size", "tag_bytes", "frames"),
+    [
+        (MIN_AUDIO_BYTES, MIN_TAG_BYTES, 1),
+        (MIN_AUDIO_BYTES + MP3_FRAME_BYTES - 1, MIN_TAG_BYTES + MP3_FRAME_BYTES - 1, 1),
+        (MIN_AUDIO_BYTES + MP3_FRAME_BYTES, MIN_TAG_BYTES, 2),
+        (16_384, 16_384 - 42 * MP3_FRAME_BYTES, 42),
+        (300_000_000, 300_000_000 - 781_249 * MP3_FRAME_BYTES, 781_249),
+    ],
+)
+def test_mp3_layout_fills_the_size_exactly(size: int, tag_bytes: int, frames: int) -> None:
+    layout = Mp3Layout.of(size)
+    assert (layout.tag_bytes, layout.frames) == (tag_bytes, frames)
+    assert layout.tag_bytes + layout.frames * MP3_FRAME_BYTES == size
+
+
+def test_an_mp3_smaller_than_a_tag_and_a_frame_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        mp3_file("x", MIN_AUDIO_BYTES - 1)
+
+
+@pytest.mark.parametrize(
+    "size", [MIN_AUDIO_BYTES, 1000, 16_384, CHUNK_BYTES * 3 + 7, 2 * 1024 * 1024]
+)
+def test_mp3_is_whole_frames_after_its_tag(size: int) -> None:
+    file = jimmy_audio("audio_1", size)
+    data = file.read()
+    assert len(data) == file.size == size
+    assert file.content_type == "audio/mpeg"
+    assert parse_mp3(data) == Mp3Layout.of(size).frames
+
+
+def test_mp3_is_a_function_of_its_seed() -> None:
+    first = jimmy_audio("audio_1", 50_000)
+    assert first.read() == jimmy_audio("audio_1", 50_000).read()
+    assert first.read() != jimmy_audio("audio_2", 50_000).read()
+    # Frames differ from each other too, so a copy that drops or reorders one is caught.
+    frames = Mp3Layout.of(50_000)
+    body = first.read()[frames.tag_bytes :]
+    chunks = {body[i : i + MP3_FRAME_BYTES] for i in range(0, len(body), MP3_FRAME_BYTES)}
+    assert len(chunks) == frames.frames
+
+
+def test_large_files_come_in_bounded_chunks() -> None:
+    file = jimmy_audio("audio_big", 20 * 1024 * 1024)
+    sizes = [len(chunk) for chunk in file.chunks()]
+    assert sum(sizes) == file.size
+    assert max(sizes) <= CHUNK_BYTES
+
+
+@pytest.mark.parametrize(
+    ("duration_ms", "count"),
+    [(0, 1), (1, 1), (4000, 1), (4001, 2), (60_000, 15), (10**9, MAX_CUES)],
+)
+def test_cues_cover_the_audio(duration_ms: int, count: int) -> None:
+    got = cues("seed", duration_ms)
+    assert len(got) == count
+    assert got[0].start_ms == 0
+    assert got[-1].end_ms == duration_ms
+    for before, after in itertools.pairwise(got):
+        assert before.end_ms == after.start_ms
+        assert after.text_begin == before.text_end + 1
+    assert all(c.text.endswith(".") and c.text_end - c.text_begin == len(c.text) for c in got)
+
+
+def test_jimmy_subtitles_are_srt_timed_to_the_audio() -> None:
+    size = 200_000
+    file = jimmy_subtitles("audio_1", size)
+    text = file.read().decode()
+    assert file.size == len(file.read())
+    assert file.content_type.startswith("text/plain")
+    blocks = text.strip("\n").split("\n\n")
+    duration_ms = Mp3Layout.of(size).duration_ms
+    assert len(blocks) == len(cues("any", duration_ms))
+    for number, block in enumerate(blocks, start=1):
+        index, times, words = block.split("\n")
+        assert index == str(number)
+        assert re.fullmatch(r"\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}", times)
+        assert words
+    h, m, rest = blocks[-1].split("\n")[1].split(" --> ")[1].split(":")
+    s, ms = rest.split(",")
+    assert ((int(h) * 60 + int(m)) * 60 + int(s)) * 1000 + int(ms) == duration_ms
+    assert text != jimmy_subtitles("audio_2", size).read().decode()
+
+
+@pytest.mark.parametrize("audio_bytes", [MIN_AUDIO_BYTES, 16_384, 1_000_003])
+def test_minimax_archive_is_the_tar_minimax_ships(audio_bytes: int) -> None:
+    task_id = "95157322514444"
+    archive = minimax_archive(task_id, audio_bytes, mtime=1_800_000_000)
+    data = archive.read()
+    assert len(data) == archive.size
+    assert archive.content_type == "application/x-tar"
+    names = minimax_member_names(task_id)
+    assert names == (
+        f"{task_id}/content-{task_id}.mp3",
+        f"{task_id}/content-{task_id}.titles",
+        f"{task_id}/content-{task_id}.extra",
+    )
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == list(names)
+        assert all(m.isfile() and m.mtime == 1_800_000_000 for m in members)
+
+        def content(name: str) -> bytes:
+            extracted = tar.extractfile(name)
+            assert extracted is not None
+            return extracted.read()
+
+        audio = content(names[0])
+        titles = json.loads(content(names[1]))
+        extra = json.loads(content(names[2]))
+    layout = Mp3Layout.of(audio_bytes)
+    assert len(audio) == audio_bytes
+    assert parse_mp3(audio) == layout.frames
+    assert titles[0]["time_begin"] == 0
+    assert titles[-1]["time_end"] == layout.duration_ms
+    assert set(titles[0]) == {"text", "time_begin", "time_end", "text_begin", "text_end"}
+    assert extra["audio_size"] == audio_bytes
+    assert extra["audio_length"] == layout.duration_ms
+    assert (extra["audio_sample_rate"], extra["bitrate"], extra["audio_format"]) == (
+        48_000,
+        128_000,
+        "mp3",
+    )
+    assert extra["word_count"] == sum(len(t["text"].split()) for t in titles)
+
+
+def test_minimax_archives_differ_by_task_and_repeat_per_task() -> None:
+    one = minimax_archive("1", 16_384, mtime=1).read()
+    assert one == minimax_archive("1", 16_384, mtime=1).read()
+    assert one != minimax_archive("2", 16_384, mtime=1).read()
