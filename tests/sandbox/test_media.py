@@ -24,39 +24,7 @@ from app.sandbox.media import (
     minimax_member_names,
     mp3_file,
 )
-
-# MPEG-1 Layer III bit rates (kbit/s) by index, and sample rates (Hz) by index.
-BITRATES = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
-SAMPLE_RATES = (44_100, 48_000, 32_000)
-
-
-def read_syncsafe(raw: bytes) -> int:
-    return (raw[0] << 21) | (raw[1] << 14) | (raw[2] << 7) | raw[3]
-
-
-def parse_mp3(data: bytes) -> int:
-    """Walk an MP3 the way a decoder finds its frames: skip the ID3v2 tag by its declared
-    size, then read each frame header and jump by the length it implies. Returns the
-    frame count; fails on anything that is not an MPEG-1 Layer III frame."""
-    assert data[:3] == b"ID3"
-    assert data[3] == 4
-    assert all(byte < 0x80 for byte in data[6:10])
-    offset = 10 + read_syncsafe(data[6:10])
-    assert data[10:14] == b"TIT2"
-    frames = 0
-    while offset < len(data):
-        header = int.from_bytes(data[offset : offset + 4], "big")
-        assert header >> 21 == 0x7FF, f"no frame sync at {offset}"
-        assert (header >> 19) & 0b11 == 0b11  # MPEG-1
-        assert (header >> 17) & 0b11 == 0b01  # Layer III
-        bitrate = BITRATES[(header >> 12) & 0xF] * 1000
-        sample_rate = SAMPLE_RATES[(header >> 10) & 0b11]
-        padding = (header >> 9) & 1
-        length = 144 * bitrate // sample_rate + padding
-        assert offset + length <= len(data), "a frame runs past the end"
-        offset += length
-        frames += 1
-    return frames
+from tests.sandbox.support import parse_mp3
 
 
 @pytest.mark.parametrize(
