@@ -5,10 +5,12 @@ can compute exactly the bytes the sandbox serves (`GeneratedFile.read`, or `chun
 large one) and compare an archived copy with them. Files are generated chunk by chunk, so a
 300 MB result costs the sandbox one chunk of memory, never the whole file.
 
-The audio is silent MPEG-1 Layer III: valid frames whose side information carries no main
-data, so every decoder plays silence. Without an encoder there is no honest way to make a
-tone; the task's seed goes into each frame's ancillary bytes instead (which decoders skip),
-so different tasks give different files and a copy that drops or reorders a frame differs.
+The audio is a sine tone in MPEG-1 Layer III, encoded by hand since the sandbox has no encoder:
+each granule holds one spectral line, its sign turning (+, -, -, +) from granule to granule as a
+steady sinusoid's would, which decoders play as a clean tone at the line's centre frequency.
+The task's seed picks the line, and fills each frame's ancillary bytes (which decoders skip)
+after the frame's index, so different tasks give different files and a copy that drops or
+reorders a frame differs.
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ MP3_FRAME_BYTES = 384
 MP3_SAMPLE_RATE = 48_000
 MP3_BITRATE = 128_000
 MP3_SAMPLES_PER_FRAME = 1152
-# All zero for mono (17 bytes): main_data_begin 0 and part2_3_length 0 in both granules.
-_SIDE_INFO = bytes(17)
-_ANCILLARY_BYTES = MP3_FRAME_BYTES - len(MP3_HEADER) - len(_SIDE_INFO)
+_SIDE_INFO_BYTES = 17  # mono
+_GRANULE_LINES = 576
+# Lines 8 and 9 of the first four subbands (354 Hz to 2.6 kHz): the middle of a subband,
+# where the decoder's alias reduction between subbands leaves them alone.
+TONE_LINES = (8, 9, 26, 27, 44, 45, 62, 63)
+# About -13 dBFS: a line's value is 2 ** ((global_gain - 210) / 4).
+_GLOBAL_GAIN = 201
+# The sign of the line in granules 0, 1, 2, 3, then again: a sinusoid at the centre of an
+# MDCT line advances a quarter turn (mod a half) per granule.
+_SIGNS = (False, True, True, False)
 _FRAME_INDEX_BYTES = 4
 CHUNK_BYTES = 64 * 1024
 _FRAMES_PER_CHUNK = CHUNK_BYTES // MP3_FRAME_BYTES
@@ -102,16 +111,79 @@ def _seed(name: str) -> bytes:
     return hashlib.sha256(name.encode()).digest()
 
 
+def tone_line(seed: str) -> int:
+    """The spectral line the audio for `seed` sounds."""
+    return TONE_LINES[_seed(seed)[0] % len(TONE_LINES)]
+
+
+def tone_hz(seed: str) -> float:
+    """The frequency of the audio for `seed`: its line's centre."""
+    return (tone_line(seed) + 0.5) * MP3_SAMPLE_RATE / (2 * _GRANULE_LINES)
+
+
+class _Bits:
+    """A big-endian bit string."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.width = 0
+
+    def put(self, value: int, width: int) -> None:
+        self.value = (self.value << width) | value
+        self.width += width
+
+    def to_bytes(self, length: int) -> bytes:
+        return (self.value << (length * 8 - self.width)).to_bytes(length, "big")
+
+
+def _granule_data(line: int, negative: bool) -> _Bits:
+    """Huffman table 1 over the big_values pairs up to `line`: 1 for each pair of zeros,
+    then 01 (a one, a zero) or 001 (a zero, a one) and the one's sign bit."""
+    bits = _Bits()
+    for _ in range(line // 2):
+        bits.put(0b1, 1)
+    if line % 2 == 0:
+        bits.put(0b01, 2)
+    else:
+        bits.put(0b001, 3)
+    bits.put(int(negative), 1)
+    return bits
+
+
+def _frame_head(line: int, signs: tuple[bool, bool]) -> bytes:
+    """Header, side information and main data (byte-aligned) of a frame whose two granules
+    hold `line` with these signs. main_data_begin is 0, so no frame leans on the one before
+    and the bytes after the main data are free."""
+    side = _Bits()
+    side.put(0, 9 + 5 + 4)  # main_data_begin, private bits, scfsi
+    main = _Bits()
+    for negative in signs:
+        data = _granule_data(line, negative)
+        side.put(data.width, 12)  # part2_3_length: no scalefactors, so all Huffman data
+        side.put(line // 2 + 1, 9)  # big_values: pairs
+        side.put(_GLOBAL_GAIN, 8)
+        side.put(0, 4 + 1)  # scalefac_compress, window_switching_flag: long blocks
+        side.put((1 << 10) | (1 << 5) | 1, 15)  # table 1 in all three regions
+        side.put(15, 4)  # region0_count
+        side.put(7, 3)  # region1_count
+        side.put(0, 3)  # preflag, scalefac_scale, count1table_select
+        main.put(data.value, data.width)
+    return MP3_HEADER + side.to_bytes(_SIDE_INFO_BYTES) + main.to_bytes((main.width + 7) // 8)
+
+
 def mp3_chunks(seed: str, size: int) -> Iterator[bytes]:
     """The MP3 of `size` bytes for `seed`, in chunks of at most CHUNK_BYTES plus a tag."""
     layout = Mp3Layout.of(size)
     yield _id3_tag(layout.tag_bytes)
-    prefix = MP3_HEADER + _SIDE_INFO
-    suffix = hashlib.shake_256(_seed(seed)).digest(_ANCILLARY_BYTES - _FRAME_INDEX_BYTES)
+    line = tone_line(seed)
+    # A frame holds two granules, so frames alternate between two sign pairs.
+    heads = (_frame_head(line, _SIGNS[:2]), _frame_head(line, _SIGNS[2:]))
+    spare = MP3_FRAME_BYTES - len(heads[0]) - _FRAME_INDEX_BYTES
+    suffix = hashlib.shake_256(_seed(seed)).digest(spare)
     for start in range(0, layout.frames, _FRAMES_PER_CHUNK):
         end = min(start + _FRAMES_PER_CHUNK, layout.frames)
         yield b"".join(
-            prefix + index.to_bytes(_FRAME_INDEX_BYTES, "big") + suffix
+            heads[index % 2] + index.to_bytes(_FRAME_INDEX_BYTES, "big") + suffix
             for index in range(start, end)
         )
 

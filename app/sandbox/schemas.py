@@ -91,7 +91,7 @@ class TaskScript(_Body):
         DEFAULT_RESULT_BYTES,
         ge=MIN_AUDIO_BYTES,
         le=MAX_RESULT_BYTES,
-        description="The length of the result's MP3 in bytes (silent, 128 kbit/s; "
+        description="The length of the result's MP3 in bytes (a tone, 128 kbit/s; "
         "16384 is about one second). MiniMax's tar holds it with its timings and metadata.",
     )
     message_in_msg: bool = Field(

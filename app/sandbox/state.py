@@ -50,7 +50,7 @@ OTHER_KEYS = "(other)"
 # MiniMax download URLs live 9 hours from when File Retrieve mints them; Jimmy states no
 # lifetime for its audio URLs, so the sandbox gives them the same from when the task finished.
 DOWNLOAD_URL_TTL_S = 32_400
-# The audio of a result (a second of silent MP3), unless a script asks for more.
+# The audio of a result (a second of MP3), unless a script asks for more.
 DEFAULT_RESULT_BYTES = 16_384
 MAX_RESULT_BYTES = 2**30
 # A scripted "error" outcome answers with these unless the script names a code.

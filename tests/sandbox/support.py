@@ -1,8 +1,9 @@
 """What the sandbox's tests share: the real `pollhook sandbox` process, a fake clock for the
-in-process app, and an MP3 frame walker."""
+in-process app, an MP3 frame walker and decoder."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+import miniaudio
 
 from app.sandbox.state import Instant
 from tests.helpers import free_port
@@ -93,3 +95,22 @@ def parse_mp3(data: bytes) -> int:
         offset += length
         frames += 1
     return frames
+
+
+def decode_mp3(data: bytes) -> list[int]:
+    """The MP3's samples as a player gets them: mono, 48 kHz, 16-bit."""
+    decoded = miniaudio.decode(
+        data, output_format=miniaudio.SampleFormat.SIGNED16, nchannels=1, sample_rate=48_000
+    )
+    return list(decoded.samples)
+
+
+def amplitude_at(samples: list[int], hz: float, rate: int = 48_000) -> float:
+    """The amplitude of the sinusoid at `hz` in `samples` (Goertzel): a pure tone of peak A
+    at exactly that frequency gives A / 2."""
+    coefficient = 2 * math.cos(2 * math.pi * hz / rate)
+    previous = before = 0.0
+    for sample in samples:
+        previous, before = sample + coefficient * previous - before, previous
+    power = previous * previous + before * before - coefficient * previous * before
+    return math.sqrt(max(power, 0.0)) / len(samples)

@@ -29,7 +29,7 @@ from app.sandbox.media import (
     minimax_member_names,
 )
 from app.sandbox.state import DOWNLOAD_URL_TTL_S, SandboxConfig
-from tests.sandbox.support import FakeClock, parse_mp3, sandbox_command
+from tests.sandbox.support import FakeClock, decode_mp3, parse_mp3, sandbox_command
 
 KEY = {"Authorization": "Bearer test-key"}
 MIB = 1024 * 1024
@@ -111,7 +111,10 @@ def test_jimmy_audio_and_subtitles_are_byte_identical_per_task(http: httpx.Clien
     assert audio[0].headers["content-type"] == "audio/mpeg"
     assert audio[0].headers["content-length"] == "40000"
     assert audio[0].content == audio[1].content == jimmy_audio(state["id"], 40_000).read()
-    assert parse_mp3(audio[0].content) > 0
+    frames = parse_mp3(audio[0].content)
+    samples = decode_mp3(audio[0].content)
+    assert len(samples) == frames * 1152
+    assert max(map(abs, samples)) > 1000
 
     subtitles = http.get(data["subtitleFile"])
     assert subtitles.headers["content-type"] == "text/plain; charset=utf-8"

@@ -16,6 +16,7 @@ from app.sandbox.media import (
     MIN_AUDIO_BYTES,
     MIN_TAG_BYTES,
     MP3_FRAME_BYTES,
+    TONE_LINES,
     Mp3Layout,
     cues,
     jimmy_audio,
@@ -23,8 +24,10 @@ from app.sandbox.media import (
     minimax_archive,
     minimax_member_names,
     mp3_file,
+    tone_hz,
+    tone_line,
 )
-from tests.sandbox.support import parse_mp3
+from tests.sandbox.support import amplitude_at, decode_mp3, parse_mp3
 
 
 @pytest.mark.parametrize(
@@ -57,6 +60,34 @@ def test_mp3_is_whole_frames_after_its_tag(size: int) -> None:
     assert len(data) == file.size == size
     assert file.content_type == "audio/mpeg"
     assert parse_mp3(data) == Mp3Layout.of(size).frames
+
+
+def seeds_for_every_tone() -> list[str]:
+    seeds: dict[int, str] = {}
+    for number in itertools.count():
+        seeds.setdefault(tone_line(f"seed-{number}"), f"seed-{number}")
+        if len(seeds) == len(TONE_LINES):
+            return [seeds[line] for line in TONE_LINES]
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("seed", seeds_for_every_tone())
+def test_mp3_plays_a_clean_tone_at_its_frequency(seed: str) -> None:
+    size = 60_000
+    samples = decode_mp3(mp3_file(seed, size).read())
+    assert len(samples) == Mp3Layout.of(size).frames * 1152
+    steady = samples[2304:50_304]  # past the decoder's first two frames, one second
+    hz = tone_hz(seed)
+    tone = amplitude_at(steady, hz)
+    assert tone > 1000  # audible
+    assert max(map(abs, steady)) < 16_000  # never clipped
+    # The tone dominates. One line alone is not a pure sinusoid: the lines either side carry
+    # sidebands at a third of its level; beyond them, and at the other tones, nothing.
+    line_hz = 48_000 / 1152
+    assert all(amplitude_at(steady, hz + line_hz * step) < tone / 2 for step in (-1, 1))
+    farther = [hz + line_hz * step for step in (-3, -2, 2, 3)]
+    farther += [(line + 0.5) * line_hz for line in TONE_LINES if abs(line - tone_line(seed)) > 1]
+    assert all(amplitude_at(steady, other) < tone / 10 for other in farther)
 
 
 def test_mp3_is_a_function_of_its_seed() -> None:
