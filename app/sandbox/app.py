@@ -11,12 +11,14 @@ FastAPI's thread pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
 from app.core.docs import serve_docs_offline
@@ -108,6 +110,7 @@ def create_sandbox_app(
     app.include_router(_jimmy_router(sandbox, clock))
     app.include_router(_control_router(sandbox, clock))
     app.add_exception_handler(SandboxError, _sandbox_error)
+    app.add_middleware(_DropCutDownloads)
     return app
 
 
@@ -442,8 +445,13 @@ def _admin_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
         if refusal is not None:
             return PlainTextResponse(refusal, status_code=403)
         task.downloads += 1
+        fault = task.download_fault()
+        if fault == "unavailable":
+            return PlainTextResponse(
+                "Service Unavailable", status_code=503, headers={"Retry-After": "1"}
+            )
         return StreamingResponse(
-            _stream(file),
+            _stream(file, file.size // 2 if fault == "cut" else None),
             media_type=file.content_type,
             headers={"Content-Length": str(file.size)},
         )
@@ -468,10 +476,33 @@ def result_file(sandbox: Sandbox, name: str, wall: float) -> tuple[Task, Generat
     return None
 
 
-async def _stream(file: GeneratedFile) -> AsyncIterator[bytes]:
+class CutDownload(Exception):
+    """Raised mid-body to drop a download's connection, as a scripted fault."""
+
+
+class _DropCutDownloads:
+    """Ends a cut download quietly: the server closes a connection whose response never
+    completed, and logs one line instead of the traceback an unhandled error gets."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(CutDownload):
+            await self.app(scope, receive, send)
+
+
+async def _stream(file: GeneratedFile, cut_at: int | None) -> AsyncIterator[bytes]:
     """The file's chunks on the event loop: each is quick to make, and the state is not
-    thread-safe, so nothing goes to the thread pool (which a plain iterator would)."""
+    thread-safe, so nothing goes to the thread pool (which a plain iterator would). With
+    `cut_at`, the bytes up to there, then the connection drops: the server, like any whose
+    body ends short of its Content-Length, closes it."""
+    sent = 0
     for chunk in file.chunks():
+        if cut_at is not None and sent + len(chunk) >= cut_at:
+            yield chunk[: cut_at - sent]
+            raise CutDownload(f"cut after {cut_at} of {file.size} bytes, as scripted")
+        sent += len(chunk)
         yield chunk
 
 

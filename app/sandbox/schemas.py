@@ -94,6 +94,19 @@ class TaskScript(_Body):
         description="The length of the result's MP3 in bytes (a tone, 128 kbit/s; "
         "16384 is about one second). MiniMax's tar holds it with its timings and metadata.",
     )
+    failed_downloads: int = Field(
+        0,
+        ge=0,
+        le=MAX_SCRIPTED_ANSWERS,
+        description="The task's first this many result file downloads answer 503.",
+    )
+    cut_downloads: int = Field(
+        0,
+        ge=0,
+        le=MAX_SCRIPTED_ANSWERS,
+        description="The next this many are cut off halfway through the body (the "
+        "connection closes short of Content-Length).",
+    )
     message_in_msg: bool = Field(
         False,
         description="Jimmy: a failed task says error: null and gives error_message in the "
@@ -143,6 +156,8 @@ class TaskScript(_Body):
             url_ttl_s=self.url_ttl_s,
             message_in_msg=self.message_in_msg,
             result_bytes=self.result_bytes,
+            failed_downloads=self.failed_downloads,
+            cut_downloads=self.cut_downloads,
         )
 
 
@@ -217,13 +232,18 @@ class TaskRead(BaseModel):
     url_ttl_s: float
     message_in_msg: bool
     result_bytes: int
+    failed_downloads: int
+    cut_downloads: int
     phase: Phase
     status: str | None
     done: bool
     polls: int
     done_polls: int = Field(description="Status queries served once the task was done.")
     retrieves: int = Field(description="MiniMax File Retrieves served for the task.")
-    downloads: int = Field(description="Result files served for the task (answers 200).")
+    downloads: int = Field(
+        description="Result file requests for the task that passed the URL check "
+        "(served, or failed as scripted)."
+    )
     first_done_poll_at: float | None
     queries: list[float] = Field(
         description="Wall times of the status queries served for the task (the first 100)."
@@ -260,6 +280,8 @@ class TaskRead(BaseModel):
             url_ttl_s=task.url_ttl_s,
             message_in_msg=task.message_in_msg,
             result_bytes=task.result_bytes,
+            failed_downloads=task.failed_downloads,
+            cut_downloads=task.cut_downloads,
             phase=task.phase(wall),
             status=task.status(wall),
             done=task.phase(wall) == "done",

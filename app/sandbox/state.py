@@ -23,6 +23,7 @@ StatusCase = Literal["title", "lower"]
 MinimaxQueued = Literal["Preparing", "Queueing"]
 MinimaxFailed = Literal["Failed", "Fail"]
 Phase = Literal["queued", "processing", "done"]
+DownloadFault = Literal["unavailable", "cut"]
 KeyProblem = Literal["missing", "bad", "bad_region"]
 FaultKind = Literal[
     "latency",
@@ -162,6 +163,10 @@ class TaskSpec:
     url_ttl_s: float = DOWNLOAD_URL_TTL_S  # result URLs' own lifetime (their `expires=`)
     message_in_msg: bool = False  # Jimmy: a failure says error: null, the envelope's msg why
     result_bytes: int = DEFAULT_RESULT_BYTES  # the length of the result's audio
+    # The task's first downloads that fail: this many answer 503, the next this many are
+    # cut off halfway through the body.
+    failed_downloads: int = 0
+    cut_downloads: int = 0
 
 
 @dataclass(slots=True)
@@ -187,13 +192,15 @@ class Task:
     url_ttl_s: float = DOWNLOAD_URL_TTL_S
     message_in_msg: bool = False
     result_bytes: int = DEFAULT_RESULT_BYTES
+    failed_downloads: int = 0
+    cut_downloads: int = 0
     file_id: int | None = None
     model_id: str | None = None
     polls: int = 0
     # Status queries served once the task was done, and File Retrieves served for it.
     done_polls: int = 0
     retrieves: int = 0
-    downloads: int = 0  # result files served in full or in part (answers 200)
+    downloads: int = 0  # result file requests that passed the URL check
     first_done_poll_at: float | None = None
     query_times: list[float] = field(default_factory=list)  # wall; MAX_QUERY_TIMES_PER_TASK
     last_query_at: float | None = None
@@ -249,6 +256,15 @@ class Task:
         File Retrieve; Jimmy's last from when the task finished, so every answer repeats it."""
         start = minted_at if self.provider == "minimax" else self.ready_at
         return int(start + self.url_ttl_s)
+
+    def download_fault(self) -> DownloadFault | None:
+        """What goes wrong with the download being served (counted by `downloads`, which the
+        route has already advanced for it): the scripted 503s first, then the cut ones."""
+        if self.downloads <= self.failed_downloads:
+            return "unavailable"
+        if self.downloads <= self.failed_downloads + self.cut_downloads:
+            return "cut"
+        return None
 
     def url_refusal(self, expires: str | None, wall: float) -> str | None:
         """Why a result URL with this `expires=` is refused at `wall` (None: it is not), as a
@@ -657,6 +673,8 @@ class Sandbox:
             url_ttl_s=spec.url_ttl_s,
             message_in_msg=spec.message_in_msg,
             result_bytes=spec.result_bytes,
+            failed_downloads=spec.failed_downloads,
+            cut_downloads=spec.cut_downloads,
         )
         if spec.provider == "minimax":
             task.file_id = self._new_file_id()

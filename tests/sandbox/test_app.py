@@ -439,6 +439,8 @@ async def test_jimmy_failure_explained_only_in_the_envelope_msg(http: httpx.Asyn
         {"provider": "minimax", "result_bytes": 100},
         {"provider": "jimmy", "result_bytes": 2**30 + 1},
         {"provider": "jimmy", "result_bytes": 1.5},
+        {"provider": "minimax", "failed_downloads": -1},
+        {"provider": "jimmy", "cut_downloads": 1001},
     ],
 )
 async def test_task_scripts_are_validated(http: httpx.AsyncClient, script: dict[str, Any]) -> None:

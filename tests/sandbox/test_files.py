@@ -185,6 +185,42 @@ def test_missing_malformed_past_or_forged_expiry_is_403(
     assert response.headers["content-type"].startswith("text/plain")
 
 
+def read_until_dropped(response: httpx.Response) -> int:
+    """How many body bytes came before the connection dropped."""
+    received = 0
+    try:
+        for chunk in response.iter_raw():
+            received += len(chunk)
+    except httpx.RemoteProtocolError:
+        return received
+    raise AssertionError(f"the download was not cut: all {received} bytes came")
+
+
+@pytest.mark.parametrize("provider", ["minimax", "jimmy"])
+def test_scripted_download_failures_then_the_file(http: httpx.Client, provider: str) -> None:
+    script = {"failed_downloads": 2, "cut_downloads": 1, "result_bytes": 200_000}
+    if provider == "minimax":
+        state, url, expected = minimax_result(http, **script)
+    else:
+        state, data = jimmy_result(http, **script)
+        url, expected = data["audioUrl"], jimmy_audio(state["id"], 200_000)
+    for _ in range(2):
+        refused = http.get(url)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+
+    with http.stream("GET", url) as response:
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(expected.size)
+        assert read_until_dropped(response) == expected.size // 2
+
+    assert http.get(url).content == expected.read()
+    assert task_state(http, provider, state["id"])["downloads"] == 4
+    # An expired URL is refused before any scripted failure is spent.
+    assert http.get(with_expires(url, "1")).status_code == 403
+    assert task_state(http, provider, state["id"])["downloads"] == 4
+
+
 @pytest.mark.parametrize(
     ("provider", "size", "most_growth"),
     [("jimmy", 300_000_000, 64 * MIB), ("minimax", 64 * MIB, 32 * MIB)],
