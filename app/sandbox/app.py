@@ -430,7 +430,7 @@ def _admin_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
             sandbox.rates["jimmy"] = body.jimmy_rate
         return _config(sandbox)
 
-    @router.get("/files/{name}", response_class=Response, responses={403: {}, 404: {}})
+    @router.get("/files/{name}", response_class=Response, responses={403: {}, 404: {}, 503: {}})
     async def download(name: str, expires: str | None = None) -> Response:
         """Result files: MiniMax's tar behind its download URL, Jimmy's MP3 and SRT behind
         audioUrl and subtitleFile (`app.sandbox.media` makes them). 404 for a file no

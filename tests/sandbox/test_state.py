@@ -251,6 +251,27 @@ def test_url_refusal(
         assert got.startswith(refusal)
 
 
+@pytest.mark.parametrize(
+    ("failed", "cut", "faults"),
+    [
+        (0, 0, [None, None]),
+        (2, 0, ["unavailable", "unavailable", None]),
+        (0, 1, ["cut", None]),
+        (1, 2, ["unavailable", "cut", "cut", None, None]),
+    ],
+)
+def test_download_faults_come_first_in_order(
+    failed: int, cut: int, faults: list[str | None]
+) -> None:
+    spec = TaskSpec("jimmy", failed_downloads=failed, cut_downloads=cut)
+    (task,) = unlimited().create_tasks(spec, T0)
+    seen = []
+    for _ in faults:
+        task.downloads += 1  # as the route counts a download before asking
+        seen.append(task.download_fault())
+    assert seen == faults
+
+
 def test_observe_counts_polls_and_the_first_poll_that_saw_the_end() -> None:
     sandbox = unlimited()
     (task,) = sandbox.create_tasks(TaskSpec("minimax", duration_s=2), T0)
