@@ -5,9 +5,10 @@ can compute exactly the bytes the sandbox serves (`GeneratedFile.read`, or `chun
 large one) and compare an archived copy with them. Files are generated chunk by chunk, so a
 300 MB result costs the sandbox one chunk of memory, never the whole file.
 
-The audio is a sine tone in MPEG-1 Layer III, encoded by hand since the sandbox has no encoder:
+The audio is a tone in MPEG-1 Layer III, encoded by hand since the sandbox has no encoder:
 each granule holds one spectral line, its sign turning (+, -, -, +) from granule to granule as a
-steady sinusoid's would, which decoders play as a clean tone at the line's centre frequency.
+steady sinusoid's would, which decoders play as a tone at the line's centre frequency (with
+sidebands a line either side at a third of its level: one line alone is not a pure sinusoid).
 The task's seed picks the line, and fills each frame's ancillary bytes (which decoders skip)
 after the frame's index, so different tasks give different files and a copy that drops or
 reorders a frame differs.
