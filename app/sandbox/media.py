@@ -328,18 +328,28 @@ def minimax_member_names(task_id: str) -> tuple[str, str, str]:
     return f"{stem}.mp3", f"{stem}.titles", f"{stem}.extra"
 
 
+def _constant(content: bytes, content_type: str) -> GeneratedFile:
+    return GeneratedFile(len(content), content_type, lambda: iter((content,)))
+
+
+def minimax_members(task_id: str, audio_bytes: int) -> dict[str, GeneratedFile]:
+    """The members of a MiniMax task's tar by name, in archive order: the audio, the
+    sentence timings and the metadata (what an archive that unpacks the tar should hold)."""
+    seed = f"minimax:{task_id}"
+    duration_ms = Mp3Layout.of(audio_bytes).duration_ms
+    audio_name, titles_name, extra_name = minimax_member_names(task_id)
+    return {
+        audio_name: mp3_file(seed, audio_bytes),
+        titles_name: _constant(titles_json(seed, duration_ms), "application/json"),
+        extra_name: _constant(extra_json(seed, audio_bytes), "application/json"),
+    }
+
+
 def minimax_archive(task_id: str, audio_bytes: int, mtime: int) -> GeneratedFile:
     """The tar behind a MiniMax task's download URL (`mtime`: when the task finished)."""
-    seed = f"minimax:{task_id}"
-    audio = mp3_file(seed, audio_bytes)
-    duration_ms = Mp3Layout.of(audio_bytes).duration_ms
-    titles = titles_json(seed, duration_ms)
-    extra = extra_json(seed, audio_bytes)
-    audio_name, titles_name, extra_name = minimax_member_names(task_id)
     members = [
-        TarMember(audio_name, audio.size, audio.chunks),
-        TarMember(titles_name, len(titles), lambda: iter((titles,))),
-        TarMember(extra_name, len(extra), lambda: iter((extra,))),
+        TarMember(name, file.size, file.chunks)
+        for name, file in minimax_members(task_id, audio_bytes).items()
     ]
     return GeneratedFile(tar_size(members), "application/x-tar", lambda: tar_chunks(members, mtime))
 
@@ -352,4 +362,4 @@ def jimmy_audio(task_id: str, audio_bytes: int) -> GeneratedFile:
 def jimmy_subtitles(task_id: str, audio_bytes: int) -> GeneratedFile:
     """The SRT behind a Jimmy task's subtitleFile, timed to its audio."""
     text = srt_text(f"jimmy:{task_id}", Mp3Layout.of(audio_bytes).duration_ms)
-    return GeneratedFile(len(text), "text/plain; charset=utf-8", lambda: iter((text,)))
+    return _constant(text, "text/plain; charset=utf-8")

@@ -23,6 +23,7 @@ from app.sandbox.media import (
     jimmy_subtitles,
     minimax_archive,
     minimax_member_names,
+    minimax_members,
     mp3_file,
     tone_hz,
     tone_line,
@@ -169,6 +170,10 @@ def test_minimax_archive_is_the_tar_minimax_ships(audio_bytes: int) -> None:
         audio = content(names[0])
         titles = json.loads(content(names[1]))
         extra = json.loads(content(names[2]))
+        # What an archive that unpacks the tar should hold, member by member.
+        expected = minimax_members(task_id, audio_bytes)
+        assert list(expected) == list(names)
+        assert all(content(name) == file.read() for name, file in expected.items())
     layout = Mp3Layout.of(audio_bytes)
     assert len(audio) == audio_bytes
     assert parse_mp3(audio) == layout.frames
