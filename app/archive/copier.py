@@ -134,6 +134,8 @@ class Copier:
             raise
         except (BlockedAddress, InvalidUrl) as exc:
             raise CopyError(Reason.REFUSED, f"refused: {exc}") from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise CopyError(Reason.REFUSED, f"refused: not an http(s) URL ({exc})"[:300]) from None
         except httpx.TooManyRedirects:
             raise CopyError(Reason.HTTP_ERROR, "too many redirects") from None
         except (httpx.HTTPError, OSError) as exc:
