@@ -59,7 +59,13 @@ class ArchiveLoop(LeasedLoop):
             await self.sleep(self.tick_s)
 
     async def _run(self, job: ClaimedJob) -> None:
-        outcome = await self._copy(job)
+        try:
+            outcome = await self._copy(job)
+        except Exception as exc:
+            # Not a copy's failure but a fault of ours: logged with its type, and the job is
+            # tried again when its lease runs out, with what earlier tries recorded.
+            log.error("archive_try_crashed", task_id=str(job.id), error=type(exc).__name__)
+            return
         try:
             async with self.sessions.begin() as session:
                 await ArchiveService(session, self.settings).record(job, outcome)

@@ -136,8 +136,9 @@ class ArchiveLinks:
         self, data: dict[str, Any], stored: dict[str, Any] | None, now: datetime
     ) -> dict[str, Any]:
         """A task snapshot as JSON (a webhook's `data`) showing the archive as `stored`
-        holds it now: its state in `archive`, its files in `result.archive`."""
-        if not stored:
+        holds it now: its state in `archive`, its files in `result.archive`. Only a
+        succeeded task's: an earlier event (`task.processing`) retried later stays as it was."""
+        if not stored or data.get("status") != "succeeded":
             return data
         state = self.state(stored)
         files = await self.files(stored, now)

@@ -79,7 +79,7 @@ async def test_a_link_is_minted_each_time_the_task_is_shown(tmp_path: Path) -> N
         "files": [{k: v for k, v in FILE.items() if k != "source"}],
     }
     result: dict[str, Any] = {"kind": "minimax_t2a", "archive": None}
-    snapshot: dict[str, Any] = {"id": "t", "archive": None, "result": result}
+    snapshot: dict[str, Any] = {"id": "t", "status": "succeeded", "archive": None, "result": result}
 
     first = await links.into_snapshot(snapshot, stored, datetime.now(UTC))
     clock[0] += 86_400  # a day later
@@ -92,3 +92,5 @@ async def test_a_link_is_minted_each_time_the_task_is_shown(tmp_path: Path) -> N
     assert "expires=1800090000" in late_file["url"]
     assert first["archive"]["status"] == "archived"
     assert result["archive"] is None  # the stored event is left as it was
+    processing = {"id": "t", "status": "processing", "archive": None, "result": None}
+    assert await links.into_snapshot(processing, stored, datetime.now(UTC)) == processing
