@@ -126,9 +126,7 @@ def decide(
             transitions.append(
                 Transition(
                     outcome.status,
-                    result=outcome.result.model_dump(mode="json", exclude={"archive"})
-                    if outcome.result
-                    else None,
+                    result=outcome.result.model_dump(mode="json") if outcome.result else None,
                     error=outcome.error,
                 )
             )

@@ -126,12 +126,15 @@ class ProviderResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Never stored with the result: shown from the task's archive when it is read.
+    # Never stored with the result: shown from the task's archive when it is read. Left
+    # out rather than null while there is none, so a result reads as it did before the
+    # archive existed wherever the archive is off.
     archive: list[ArchivedFile] | None = Field(
         None,
+        exclude_if=lambda files: files is None,
         description="The result's files as pollhook's archive holds them, each with a fresh "
-        "link: they outlive the provider's URLs. Null when the archive is off for the "
-        "instance, or nothing is archived yet (see the task's `archive`).",
+        "link: they outlive the provider's URLs. Absent when the archive is off for the "
+        "instance or has no files for the task (see the task's `archive`).",
     )
 
 

@@ -68,8 +68,7 @@ async def test_a_stored_result_reads_as_its_kind(
 
     task = (await client.get(f"/v1/tasks/{task_id}")).json()
 
-    # Nothing archived (the archive is off): `archive` is null, as its description says.
-    assert task["result"] == {**shown, "archive": None}
+    assert task["result"] == shown
 
 
 @pytest.mark.parametrize(
@@ -135,9 +134,8 @@ async def test_the_webhook_payload_carries_the_typed_result(
         payload = await conn.scalar(select(Event.payload).where(Event.type == "task.succeeded"))
     assert payload is not None
     assert payload["id"] == created.json()["id"]
-    shown = {**MINIMAX_RESULT, "archive": None}  # the archive is off
-    assert payload["result"] == shown
-    assert (await client.get(f"/v1/tasks/{payload['id']}")).json()["result"] == shown
+    assert payload["result"] == MINIMAX_RESULT
+    assert (await client.get(f"/v1/tasks/{payload['id']}")).json()["result"] == MINIMAX_RESULT
 
 
 async def test_an_event_shows_the_task_as_get_shows_it_right_after_the_change(
