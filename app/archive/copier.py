@@ -9,6 +9,7 @@ from there in parts (multipart for large ones), so memory stays flat whatever th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import tarfile
 import tempfile
@@ -34,8 +35,13 @@ from app.blobs.views import StoredFile
 from app.core.netguard import BlockedAddress, InvalidUrl
 
 CHUNK = 256 * 1024
-# A bundle with more members than this is not a provider's result (MiniMax's has three).
+# A bundle with more members than this is not a provider's result (MiniMax's has three),
+# nor one with more entries of any kind, or a metadata entry over MAX_META_BYTES.
 MAX_MEMBERS = 64
+MAX_HEADERS = 256
+MAX_META_BYTES = 64 * 1024
+TAR_BLOCK = 512
+META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 # Redirects a result URL may take to its file (a CDN's hop or two).
 MAX_REDIRECTS = 5
 
@@ -89,13 +95,17 @@ class Copier:
                 files = await asyncio.to_thread(_unpack, fetched.path, spool, self.max_bytes)
             else:
                 files = [fetched]
-            stored = []
+            stored: list[StoredFile] = []
             for file in files:
                 name = unique_name(file.name, taken)
                 key = object_key(tenant, task_id, name)
                 try:
                     await self.store.put_file(key, file.path, content_type=file.content_type)
                 except BlobError as exc:
+                    # A source is recorded whole or not at all: what this try stored of it
+                    # goes, or retention would never find it.
+                    with contextlib.suppress(BlobError):
+                        await self.store.delete([f["key"] for f in stored])
                     raise CopyError(Reason.STORE, f"the archive's store failed: {exc}") from exc
                 taken.add(name)
                 stored.append(
@@ -138,11 +148,16 @@ class Copier:
             raise CopyError(Reason.REFUSED, f"refused: not an http(s) URL ({exc})"[:300]) from None
         except httpx.TooManyRedirects:
             raise CopyError(Reason.HTTP_ERROR, "too many redirects") from None
-        except (httpx.HTTPError, OSError) as exc:
+        except httpx.HTTPError as exc:
             blocked = _blocked_cause(exc)
             if blocked is not None:
                 raise CopyError(Reason.REFUSED, f"refused: {blocked}") from None
             raise CopyError(Reason.UNREACHABLE, f"{type(exc).__name__}: {exc}"[:300]) from None
+        except OSError as exc:
+            blocked = _blocked_cause(exc)
+            if blocked is not None:
+                raise CopyError(Reason.REFUSED, f"refused: {blocked}") from None
+            raise CopyError(Reason.INTERNAL, f"spooling the download failed: {exc}"[:300]) from None
         return Spooled(
             name=name,
             kind=source.kind,
@@ -168,13 +183,45 @@ def _blocked_cause(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _check_headers(bundle: Path) -> None:
+    """Walk the tar's headers before tarfile reads it: at most MAX_HEADERS of them, and no
+    metadata entry (pax, GNU long name) over MAX_META_BYTES, which tarfile would read whole
+    into memory."""
+    length = bundle.stat().st_size
+    with bundle.open("rb") as tar:
+        for _ in range(MAX_HEADERS + 1):
+            header = tar.read(TAR_BLOCK)
+            if len(header) < TAR_BLOCK or header == bytes(TAR_BLOCK):
+                return  # the end, or a short file tarfile will call unreadable
+            size = _entry_size(header[124:136])
+            if size is None or size > length:
+                return  # not a tar header: tarfile says what is wrong
+            if header[156:157] in META_TYPES and size > MAX_META_BYTES:
+                raise CopyError(Reason.BAD_BUNDLE, f"a {size}-byte metadata entry")
+            tar.seek(-(-size // TAR_BLOCK) * TAR_BLOCK, 1)
+    raise CopyError(Reason.BAD_BUNDLE, f"more than {MAX_HEADERS} entries")
+
+
+def _entry_size(field: bytes) -> int | None:
+    """A tar header's size field: octal digits, or GNU's base-256 for large sizes."""
+    if field[0] & 0x80:
+        return int.from_bytes(field[1:], "big")
+    digits = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(digits or b"0", 8)
+    except ValueError:
+        return None
+
+
 def _unpack(bundle: Path, spool: Path, max_bytes: int) -> list[Spooled]:
     """The bundle's regular files, each spooled and hashed; links, folders and devices are
-    skipped, and a member's own path is cut to its base name (it comes from upstream)."""
+    skipped, and a member's own path is cut to its base name (it comes from upstream).
+    A plain tar only, as MiniMax ships it: a compressed one could inflate without bound."""
     files: list[Spooled] = []
     total = 0
     try:
-        with tarfile.open(bundle, "r:*") as tar:
+        _check_headers(bundle)
+        with tarfile.open(bundle, "r:") as tar:
             for member in tar:
                 if not member.isreg():
                     continue
@@ -192,8 +239,11 @@ def _unpack(bundle: Path, spool: Path, max_bytes: int) -> list[Spooled]:
                 files.append(
                     Spooled(name, member_kind(name), path, digest, size, content_type(name, None))
                 )
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise CopyError(Reason.BAD_BUNDLE, f"not a readable tar archive: {exc}"[:300]) from None
+    except OSError as exc:
+        # The spool's disk, not the bundle: worth another try.
+        raise CopyError(Reason.INTERNAL, f"spooling the bundle failed: {exc}"[:300]) from None
     if not files:
         raise CopyError(Reason.BAD_BUNDLE, "the archive holds no files")
     return files

@@ -59,13 +59,7 @@ class ArchiveLoop(LeasedLoop):
             await self.sleep(self.tick_s)
 
     async def _run(self, job: ClaimedJob) -> None:
-        try:
-            outcome = await self._copy(job)
-        except Exception as exc:
-            # Not a copy's failure but a fault of ours: logged with its type, and the job is
-            # tried again when its lease runs out, with what earlier tries recorded.
-            log.error("archive_try_crashed", task_id=str(job.id), error=type(exc).__name__)
-            return
+        outcome = await self._copy(job)
         try:
             async with self.sessions.begin() as session:
                 await ArchiveService(session, self.settings).record(job, outcome)
@@ -93,5 +87,12 @@ class ArchiveLoop(LeasedLoop):
         except TimeoutError:
             return TryResult(
                 files, CopyError(Reason.UNREACHABLE, f"the copy took over {TRY_TIMEOUT_S:g} s")
+            )
+        except Exception as exc:
+            # A fault of ours, not the copy's: recorded as a try like any other, so its
+            # retries and its deadline apply and the task shows it.
+            log.error("archive_try_crashed", task_id=str(job.id), error=type(exc).__name__)
+            return TryResult(
+                files, CopyError(Reason.INTERNAL, f"pollhook failed: {type(exc).__name__}")
             )
         return TryResult(files, None)

@@ -35,6 +35,7 @@ _SUBTITLE = {
 _EXTRA = {".extra": "application/json", ".json": "application/json", ".txt": "text/plain"}
 _TYPE = re.compile(r"\A[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}\Z")
 OCTET_STREAM = "application/octet-stream"
+_PLAIN_TYPES = frozenset({"text/plain", "application/json", "application/x-subrip", "text/vtt"})
 
 
 def safe_name(raw: str, fallback: str) -> str:
@@ -87,6 +88,8 @@ def content_type(name: str, declared: str | None) -> str:
             return table[ext]
     if declared:
         base = declared.split(";", 1)[0].strip().lower()
-        if _TYPE.match(base):
+        # Only what a result file is: a file:// archive serves it from pollhook's own
+        # origin, where an upstream's text/html or image/svg+xml would run as a page.
+        if _TYPE.match(base) and (base.startswith("audio/") or base in _PLAIN_TYPES):
             return base
     return OCTET_STREAM

@@ -86,11 +86,9 @@ class ClaimedJob:
 
 @dataclass(frozen=True)
 class Ended:
-    """A try recorded under its claim: the database clock then, and whether the task's
-    terminal event was still held back for the archive."""
+    """A try recorded under its claim, at this time of the database clock."""
 
     now: datetime
-    held: bool
 
 
 @dataclass(frozen=True)
@@ -179,7 +177,7 @@ class ArchiveRepository:
                         purge_at = CASE WHEN :status <> 'pending' AND :has_files
                                         THEN now() + make_interval(secs => :retention_s) END
                     WHERE id = :id AND fencing_token = :token
-                    RETURNING now() AS now, coalesce(hold_until > now(), false) AS held
+                    RETURNING now() AS now
                     """
                 ),
                 {
@@ -194,13 +192,16 @@ class ArchiveRepository:
                 },
             )
         ).one_or_none()
-        return None if row is None else Ended(row.now, row.held)
+        return None if row is None else Ended(row.now)
 
-    async def show(self, task_id: uuid.UUID, archive: dict[str, Any]) -> None:
+    async def show(self, tenant: str, task_id: uuid.UUID, archive: dict[str, Any]) -> None:
         """What the task shows of its archive, when no event announces it."""
         await self.session.execute(
-            text("UPDATE tasks SET archive = CAST(:archive AS jsonb) WHERE id = :id"),
-            {"id": task_id, "archive": json.dumps(archive)},
+            text(
+                "UPDATE tasks SET archive = CAST(:archive AS jsonb) "
+                "WHERE tenant = :tenant AND id = :id"
+            ),
+            {"tenant": tenant, "id": task_id, "archive": json.dumps(archive)},
         )
 
     async def purgeable(self, limit: int) -> list[Purgeable]:

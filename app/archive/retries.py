@@ -25,6 +25,8 @@ class Reason(StrEnum):
     UNREACHABLE = "unreachable"
     BAD_BUNDLE = "bad_bundle"
     STORE = "store"
+    # Something of pollhook's own failed (its spool disk, a fault of its code): retried.
+    INTERNAL = "internal"
 
 
 FINAL = frozenset({Reason.REFUSED, Reason.TOO_LARGE, Reason.BAD_BUNDLE, Reason.EXPIRED})

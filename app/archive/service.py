@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.archive.copier import CopyError
@@ -59,9 +58,9 @@ class ArchiveIntake:
             return None
         try:
             files = self.adapter.result_files(read_result(task.result), now)
-        except ValidationError:
+        except Exception as exc:
             # Never the outcome write's failure: the task succeeds, unarchived.
-            log.warning("archive_result_unreadable", task_id=str(task.id))
+            log.error("archive_result_unreadable", task_id=str(task.id), error=type(exc).__name__)
             return None
         if not files:
             return None
@@ -99,55 +98,67 @@ class ArchiveService:
 
     async def record(self, job: ClaimedJob, outcome: TryResult) -> None:
         """Write one try's outcome under the job's claim (dropped if another replica took
-        it over): done, retried later, or given up; the task shows it, and its terminal
-        event goes out now if it was held back for this."""
+        it over): done, retried later, or given up. The task shows it; a done or given-up
+        job sends its held terminal event now, or, when that event has gone out already,
+        a finished copy announces itself with `task.archived`."""
         now = await self.repo.now()
         new = outcome.files[len(job.files) :]
         error = outcome.error
-        retention_s = self.settings.retention_days * 86_400
-        if error is None:
-            ended = await self.repo.end_try(
-                job,
-                status="done",
-                files=outcome.files,
-                error=None,
-                retry_at=None,
-                retention_s=retention_s,
+        decision = (
+            None
+            if error is None
+            else decide(
+                error.reason, job.attempts + 1, now, job.deadline_at, self.settings.retry_base_s
             )
-            if ended is None:
-                return
-            shown = _shown(ArchiveStatus.ARCHIVED, job, outcome.files, None, ended.now)
-            await self._show(job, shown, ended.now, announce=not ended.held)
-            _count(new)
-            ARCHIVE_LAG_SECONDS.observe(max((ended.now - job.detected_at).total_seconds(), 0))
-            log.info("archive_done", task_id=str(job.id), files=len(outcome.files))
-            return
-        decision = decide(
-            error.reason, job.attempts + 1, now, job.deadline_at, self.settings.retry_base_s
         )
-        final = decision.retry_at is None
-        problem = {
-            "reason": decision.reason.value,
-            "message": error.message
-            if decision.reason is error.reason
-            else f"the provider's URL died before the copy finished (last: {error.message})",
-            "at": now.isoformat(),
-        }
+        problem = None
+        if error is not None and decision is not None:
+            problem = {
+                "reason": decision.reason.value,
+                "message": error.message
+                if decision.reason is error.reason
+                else f"the provider's URL died before the copy finished (last: {error.message})",
+                "at": now.isoformat(),
+            }
+        if decision is None:
+            status = ArchiveStatus.ARCHIVED
+        elif decision.retry_at is None:
+            status = ArchiveStatus.FAILED
+        else:
+            status = ArchiveStatus.PENDING
         ended = await self.repo.end_try(
             job,
-            status="failed" if final else "pending",
+            status={
+                ArchiveStatus.ARCHIVED: "done",
+                ArchiveStatus.FAILED: "failed",
+                ArchiveStatus.PENDING: "pending",
+            }[status],
             files=outcome.files,
             error=problem,
-            retry_at=decision.retry_at,
-            retention_s=retention_s,
+            retry_at=decision.retry_at if decision else None,
+            retention_s=self.settings.retention_days * 86_400,
         )
         if ended is None:
             return
-        status = ArchiveStatus.FAILED if final else ArchiveStatus.PENDING
-        await self._show(
-            job, _shown(status, job, outcome.files, problem, None), ended.now, announce=False
+        archived_at = ended.now if status is ArchiveStatus.ARCHIVED else None
+        shown = _shown(status, job, outcome.files, problem, archived_at)
+        # Whether the terminal event had gone out to anyone yet is read under the lock of
+        # its deliveries, in this transaction: a delivery loop that claims one as the hold
+        # runs out either finds it released with the files, or this finds it taken and
+        # announces the files instead. A hold's clock alone cannot tell the two apart.
+        unsent = status is not ArchiveStatus.PENDING and (
+            job.event_id is not None and await release_held(self.session, job.event_id)
         )
+        if status is ArchiveStatus.ARCHIVED and not unsent:
+            await show_archive(self.session, job.tenant, job.id, shown, ended.now)
+        else:
+            await self.repo.show(job.tenant, job.id, shown)
         _count(new)
+        if error is None or decision is None:
+            ARCHIVE_LAG_SECONDS.observe(max((ended.now - job.detected_at).total_seconds(), 0))
+            log.info("archive_done", task_id=str(job.id), files=len(outcome.files))
+            return
+        final = decision.retry_at is None
         ARCHIVE_FAILURES.labels(error.reason.value, str(final).lower()).inc()
         if final and decision.reason is Reason.EXPIRED:
             ARCHIVE_DEADLINE_MISSES.inc()
@@ -159,18 +170,6 @@ class ArchiveService:
             final=final,
             retry_at=decision.retry_at.isoformat() if decision.retry_at else None,
         )
-
-    async def _show(
-        self, job: ClaimedJob, shown: dict[str, Any], now: datetime, *, announce: bool
-    ) -> None:
-        if announce:
-            await show_archive(self.session, job.tenant, job.id, shown, now)
-            return
-        await self.repo.show(job.id, shown)
-        if job.event_id is not None and shown["status"] != ArchiveStatus.PENDING:
-            # Done, or given up, while the terminal event waits: it goes out now, showing
-            # what the archive holds.
-            await release_held(self.session, job.event_id)
 
 
 def _shown(

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.archive.copier import Copier
+from app.archive.copier import MAX_REDIRECTS, Copier
 from app.archive.loop import ArchiveLoop
 from app.archive.repository import ARCHIVE_CHANNEL, ArchiveRepository
 from app.blobs.base import BlobError, BlobStore
@@ -26,18 +26,21 @@ DOWNLOAD_TIMEOUT = httpx.Timeout(30.0)
 
 def download_client(settings: Settings) -> httpx.AsyncClient:
     """The client result files are downloaded with: every connection through the SSRF guard
-    (a result URL comes from upstream), redirects followed hop by hop through it, and the
-    environment ignored (a proxy variable would bypass the guard)."""
+    (a result URL comes from upstream), with the archive's own allow-list, redirects
+    followed hop by hop through it, the environment ignored (a proxy variable would bypass
+    the guard), and no compressed transfer (a small gzip body must not inflate past the
+    size cap between two checks)."""
     return httpx.AsyncClient(
         transport=GuardedTransport(
-            SsrfGuard(settings.webhook_allow_networks),
+            SsrfGuard(settings.archive.allow_networks),
             limits=httpx.Limits(
                 max_connections=settings.archive.concurrency,
                 max_keepalive_connections=settings.archive.concurrency,
             ),
         ),
         timeout=DOWNLOAD_TIMEOUT,
-        max_redirects=5,
+        max_redirects=MAX_REDIRECTS,
+        headers={"accept-encoding": "identity"},
         trust_env=False,
     )
 

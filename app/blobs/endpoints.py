@@ -35,7 +35,7 @@ def archive_files_router(store: LocalBlobStore) -> APIRouter:
     async def get_archive_file(
         key: str,
         expires: Annotated[int, Query(ge=0, le=2**40, description="Unix seconds")],
-        signature: Annotated[str, Query(max_length=128, description="From the link")],
+        signature: Annotated[str, Query(pattern="^[0-9a-f]{64}$", description="From the link")],
     ) -> FileResponse:
         try:
             found = await store.resolve(key, expires, signature)
@@ -45,10 +45,17 @@ def archive_files_router(store: LocalBlobStore) -> APIRouter:
             raise Forbidden("this link has expired", details={"reason": "expired"}) from None
         except BlobNotFound:
             raise NotFound("this file is no longer archived") from None
+        # The bytes came from upstream and are served from pollhook's own origin: never
+        # as a page the browser would run (its type is one of naming.py's, and these
+        # headers hold whatever a browser would sniff).
         return FileResponse(
             found.path,
             media_type=found.content_type,
-            headers={"Cache-Control": "private, no-store"},
+            headers={
+                "Cache-Control": "private, no-store",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox",
+            },
         )
 
     return router

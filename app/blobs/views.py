@@ -13,7 +13,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, TypedDict, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.blobs.base import BlobError
+from app.core.logging import get_logger
+
+logger = get_logger(__name__)
 
 
 class ArchiveStatus(StrEnum):
@@ -107,9 +112,17 @@ class ArchiveLinks:
         for entry in _readable(stored.get("files")):
             url = None
             if live and self.store is not None:
-                url = await self.store.link(
-                    entry["key"], expires_in_s=self.link_ttl_s, content_type=entry["content_type"]
-                )
+                try:
+                    url = await self.store.link(
+                        entry["key"],
+                        expires_in_s=self.link_ttl_s,
+                        content_type=entry["content_type"],
+                    )
+                except BlobError as exc:
+                    # A link the store cannot sign now (its credentials, say) is shown as
+                    # none: the task and the webhook still go out, the next showing tries
+                    # again.
+                    logger.warning("archive_link_failed", reason=exc.reason, key=entry["key"])
             shown.append(
                 ArchivedFile(
                     kind=entry["kind"],
@@ -125,12 +138,18 @@ class ArchiveLinks:
 
     @staticmethod
     def state(stored: dict[str, Any] | None) -> ArchiveState | None:
+        """None, not a 500, for a shape this version cannot read: a task stays readable
+        whatever an older version wrote."""
         if not stored:
             return None
-        return ArchiveState.model_validate(
-            {key: stored.get(key) for key in ArchiveState.model_fields}
-            | {"attempts": stored.get("attempts", 0)}
-        )
+        try:
+            return ArchiveState.model_validate(
+                {key: stored.get(key) for key in ArchiveState.model_fields}
+                | {"attempts": stored.get("attempts") or 0}
+            )
+        except ValidationError:
+            logger.warning("archive_state_unreadable")
+            return None
 
     async def into_snapshot(
         self, data: dict[str, Any], stored: dict[str, Any] | None, now: datetime

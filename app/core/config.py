@@ -285,6 +285,75 @@ def parse_archive_url(url: str) -> FileArchive | S3Archive:
     return S3Archive(bucket, prefix)
 
 
+@dataclass(frozen=True)
+class AllowedNetwork:
+    """One POLLHOOK_WEBHOOK_ALLOW_NETWORKS entry: a network, on one port or on every port.
+
+    Written `10.0.0.0/8` or `fd00::/8` (every port), `127.0.0.1:9000` or `127.0.0.0/8:9000`,
+    `[::1]:9000` or `[fd00::/8]:443` (one port; IPv6 needs the brackets, since `::1:9000` is
+    an address). app/core/netguard.py (SsrfGuard) decides what an entry lets through.
+    """
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedNetwork:
+        entry = text.strip()
+        network: ipaddress.IPv4Network | ipaddress.IPv6Network
+        port_text: str | None = None
+        try:
+            if entry.startswith("["):
+                address, bracket, rest = entry[1:].partition("]")
+                if not bracket or (rest and not rest.startswith(":")):
+                    raise ValueError("malformed brackets")
+                network = ipaddress.IPv6Network(address, strict=False)
+                port_text = rest[1:] if rest else None
+            elif entry.count(":") == 1:  # IPv4 and a port; IPv6 has at least two colons
+                address, _, port_text = entry.partition(":")
+                network = ipaddress.IPv4Network(address, strict=False)
+            else:
+                network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a network or address, alone or with a port "
+                "(10.0.0.0/8, 127.0.0.1:9000, [::1]:9000, [fd00::/8]:443)"
+            ) from None
+        if port_text is None:
+            return cls(network)
+        if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65_535:
+            raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+        return cls(network, int(port_text))
+
+    def __str__(self) -> str:
+        if self.port is None:
+            return str(self.network)
+        if self.network.version == 6:
+            return f"[{self.network}]:{self.port}"
+        return f"{self.network}:{self.port}"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def parse_networks(value: Any) -> Any:
+    """An allow-list setting (comma-separated text, or a list) as AllowedNetworks."""
+    value = _split_csv(value)
+    if not isinstance(value, list):
+        return value
+    parsed: list[Any] = []
+    for item in value:
+        if isinstance(item, str):
+            item = AllowedNetwork.parse(item)
+        elif isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            item = AllowedNetwork(item)
+        parsed.append(item)
+    return parsed
+
+
 class ArchiveSettings(BaseModel):
     """The archive of result files (issue 14): off until `url` is set."""
 
@@ -292,7 +361,7 @@ class ArchiveSettings(BaseModel):
 
     url: str | None = None
     # Archived files are deleted this long after they were archived.
-    retention_days: Annotated[float, Field(gt=0)] = 30.0
+    retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
     # A result file larger than this is not archived (recorded as too large).
     max_file_bytes: Annotated[int, Field(gt=0)] = GIB
     # A terminal webhook waits this long for the task's archive, then goes out without it.
@@ -306,6 +375,10 @@ class ArchiveSettings(BaseModel):
     # Signs file:// download links. Unset: a random key kept beside the archive, shared by
     # every process that mounts the folder (app/blobs/local.py).
     link_secret: SecretStr | None = None
+    # Networks result downloads may reach despite the SSRF guard: none by default. Apart
+    # from POLLHOOK_WEBHOOK_ALLOW_NETWORKS on purpose: opening an internal network to
+    # webhooks must not let a provider's URL read it into the archive.
+    allow_networks: Annotated[list[AllowedNetwork], NoDecode] = Field(default_factory=list)
     # The S3 connection; each falls back to its AWS_* variable (AWS_VARIABLES).
     endpoint_url: str | None = None
     region: str | None = None
@@ -316,6 +389,11 @@ class ArchiveSettings(BaseModel):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("allow_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        return parse_networks(value)
 
     @field_validator("url")
     @classmethod
@@ -378,60 +456,6 @@ class StaticApiKey(BaseModel):
 
 
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-@dataclass(frozen=True)
-class AllowedNetwork:
-    """One POLLHOOK_WEBHOOK_ALLOW_NETWORKS entry: a network, on one port or on every port.
-
-    Written `10.0.0.0/8` or `fd00::/8` (every port), `127.0.0.1:9000` or `127.0.0.0/8:9000`,
-    `[::1]:9000` or `[fd00::/8]:443` (one port; IPv6 needs the brackets, since `::1:9000` is
-    an address). app/core/netguard.py (SsrfGuard) decides what an entry lets through.
-    """
-
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network
-    port: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> AllowedNetwork:
-        entry = text.strip()
-        network: ipaddress.IPv4Network | ipaddress.IPv6Network
-        port_text: str | None = None
-        try:
-            if entry.startswith("["):
-                address, bracket, rest = entry[1:].partition("]")
-                if not bracket or (rest and not rest.startswith(":")):
-                    raise ValueError("malformed brackets")
-                network = ipaddress.IPv6Network(address, strict=False)
-                port_text = rest[1:] if rest else None
-            elif entry.count(":") == 1:  # IPv4 and a port; IPv6 has at least two colons
-                address, _, port_text = entry.partition(":")
-                network = ipaddress.IPv4Network(address, strict=False)
-            else:
-                network = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ValueError(
-                f"{text!r} is not a network or address, alone or with a port "
-                "(10.0.0.0/8, 127.0.0.1:9000, [::1]:9000, [fd00::/8]:443)"
-            ) from None
-        if port_text is None:
-            return cls(network)
-        if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65_535:
-            raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
-        return cls(network, int(port_text))
-
-    def __str__(self) -> str:
-        if self.port is None:
-            return str(self.network)
-        if self.network.version == 6:
-            return f"[{self.network}]:{self.port}"
-        return f"{self.network}:{self.port}"
-
-
-def _split_csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
 
 
 class Settings(BaseSettings):
@@ -543,17 +567,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_allow_networks", mode="before")
     @classmethod
     def _parse_networks(cls, value: Any) -> Any:
-        value = _split_csv(value)
-        if not isinstance(value, list):
-            return value
-        parsed: list[Any] = []
-        for item in value:
-            if isinstance(item, str):
-                item = AllowedNetwork.parse(item)
-            elif isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
-                item = AllowedNetwork(item)
-            parsed.append(item)
-        return parsed
+        return parse_networks(value)
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -602,6 +616,18 @@ class Settings(BaseSettings):
             return self.public_url
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @model_validator(mode="after")
+    def _file_links_reachable(self) -> Settings:
+        # A file:// archive's links start with the public URL; from a wildcard bind
+        # (0.0.0.0, as in a container) the default would be a link nobody can follow.
+        wildcard = self.host in ("0.0.0.0", "::", "")
+        if self.public_url is None and wildcard and isinstance(self.archive_target, FileArchive):
+            raise ValueError(
+                f"a file:// archive hands out links to pollhook itself: set POLLHOOK_PUBLIC_URL "
+                f"to the URL consumers reach it at (this process listens on {self.host})"
+            )
+        return self
 
     @property
     def archive_target(self) -> FileArchive | S3Archive | None:
@@ -728,8 +754,12 @@ def describe_validation_error(error: ValidationError) -> str:
     lines = []
     for item in items:
         loc = [str(part) for part in item["loc"]]
-        variable = variable_name(*loc)
         message = item["msg"]
+        if not loc:
+            # A rule across settings (a model validator): its message names them.
+            lines.append(f"invalid settings: {message.removeprefix('Value error, ')}")
+            continue
+        variable = variable_name(*loc)
         if tuple(item["loc"][:2]) in kindless and len(loc) == 3 and item["type"] == "missing":
             if loc[2] != "kind":
                 continue  # a field the kind's defaults would have filled in

@@ -285,14 +285,13 @@ def url_expires_at(url: str, received_at: datetime, lifetime: timedelta) -> date
     candidates = [received_at + lifetime]
     query = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
     expires = query.get("expires", "")
-    if expires.isascii() and expires.isdigit() and len(expires) <= 12:
-        candidates.append(datetime.fromtimestamp(int(expires), UTC))
+    # An expiry past what a datetime holds says nothing usable: the lifetime stands.
+    with contextlib.suppress(ValueError, OverflowError, OSError):
+        if expires.isascii() and expires.isdigit() and len(expires) <= 12:
+            candidates.append(datetime.fromtimestamp(int(expires), UTC))
     amz_date, amz_expires = query.get("x-amz-date", ""), query.get("x-amz-expires", "")
-    if amz_expires.isascii() and amz_expires.isdigit() and len(amz_expires) <= 9:
-        try:
+    with contextlib.suppress(ValueError, OverflowError):
+        if amz_expires.isascii() and amz_expires.isdigit() and len(amz_expires) <= 9:
             signed = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        except ValueError:
-            pass
-        else:
             candidates.append(signed + timedelta(seconds=int(amz_expires)))
     return min(candidates).astimezone(UTC).replace(microsecond=0)

@@ -34,7 +34,7 @@ async def enqueue(session: AsyncSession, events: Sequence[NewEvent]) -> int:
     )
 
 
-async def release_held(session: AsyncSession, event_id: uuid.UUID) -> int:
-    """Send a held event now (the archive it waited for is done): its deliveries that are
-    neither attempted nor claimed yet fall due."""
+async def release_held(session: AsyncSession, event_id: uuid.UUID) -> bool:
+    """Send a held event now (the archive it waited for is done or given up), unless it
+    has gone out already: whether it had not (WebhookRepository.release_held)."""
     return await WebhookRepository(session).release_held(event_id)

@@ -392,20 +392,35 @@ class WebhookRepository:
         )
         return {(row.id, row.token) for row in rows}
 
-    async def release_held(self, event_id: uuid.UUID) -> int:
-        """An event's deliveries that wait for their first attempt and are not claimed,
-        due now (the deliveries trigger wakes the delivery loops)."""
-        result = await self.session.execute(
+    async def release_held(self, event_id: uuid.UUID) -> bool:
+        """Send a held event now, if none of its deliveries has gone out: True when every
+        one was still waiting for its first attempt, unclaimed (they are due now), False
+        when one was claimed or attempted already. The deliveries stay locked until the
+        transaction ends, so a claim cannot take one between this answer and the commit
+        (the claim skips locked rows)."""
+        rows = (
+            await self.session.execute(
+                text(
+                    """
+                    SELECT id, attempts, lease_owner, status FROM deliveries
+                    WHERE event_id = :event_id
+                    ORDER BY id
+                    FOR UPDATE
+                    """
+                ),
+                {"event_id": event_id},
+            )
+        ).all()
+        if any(r.attempts > 0 or r.lease_owner is not None or r.status != "pending" for r in rows):
+            return False
+        await self.session.execute(
             text(
-                """
-                UPDATE deliveries SET next_attempt_at = now()
-                WHERE event_id = :event_id AND status = 'pending' AND attempts = 0
-                  AND lease_owner IS NULL AND next_attempt_at > now()
-                """
+                "UPDATE deliveries SET next_attempt_at = now() "
+                "WHERE event_id = :event_id AND next_attempt_at > now()"
             ),
             {"event_id": event_id},
         )
-        return int(getattr(result, "rowcount", 0) or 0)
+        return True
 
     async def disable_failing_endpoints(self, failing_for_s: float) -> int:
         """Disable endpoints that have failed without one success for `failing_for_s`."""

@@ -4,7 +4,10 @@ unpacked; and every way a copy fails, with the reason its retries go by."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
+import tarfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import pytest_asyncio
-from starlette.responses import RedirectResponse
+from starlette.responses import RedirectResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from app.archive.copier import Copier, CopyError, Source
@@ -46,7 +49,7 @@ def store(tmp_path: Path) -> LocalBlobStore:
 @pytest_asyncio.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     """The archive's own download client, with only the sandbox's address allowed."""
-    http = download_client(Settings(webhook_allow_networks=["127.0.0.1/32"]))
+    http = download_client(Settings(archive={"allow_networks": ["127.0.0.1/32"]}))
     yield http
     await http.aclose()
 
@@ -240,3 +243,57 @@ async def test_a_redirect_to_a_private_address_is_refused(
     finally:
         await stop_server(server, task)
     assert failed.value.reason is Reason.REFUSED
+
+
+def _tar(*entries: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _member(name: str, **pax: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.pax_headers = pax
+    return info
+
+
+def _gzipped(data: bytes) -> bytes:
+    return gzip.compress(data)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # A pax header tarfile would read whole into memory.
+        (_tar((_member("a.mp3", comment="x" * 200_000), b"ID3")), Reason.BAD_BUNDLE),
+        # More entries than any provider's result has.
+        (_tar(*[(_member(f"d{i}.txt"), b"") for i in range(300)]), Reason.BAD_BUNDLE),
+        # Compressed: it could inflate without bound.
+        (_gzipped(_tar((_member("a.mp3"), b"ID3"))), Reason.BAD_BUNDLE),
+        # Folders, links and members with paths of their own are not files to keep.
+        (_tar((_member("../../etc/passwd"), b"root")), None),
+    ],
+)
+async def test_a_hostile_bundle_is_refused_and_a_path_cut_to_its_name(
+    store: LocalBlobStore, client: httpx.AsyncClient, body: bytes, reason: Reason | None
+) -> None:
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        await Response(body, media_type="application/x-tar")(scope, receive, send)
+
+    port = free_port()
+    server, task = await start_server(serve, port)
+    source = Source("bundle", f"http://127.0.0.1:{port}/r.tar")
+    try:
+        if reason is None:
+            [file] = await Copier(client, store, max_bytes=10**6).copy("acme", TASK, source, set())
+            assert file["key"] == f"acme/{TASK}/passwd"
+            assert await stored_bytes(store, file) == b"root"
+            return
+        with pytest.raises(CopyError) as failed:
+            await Copier(client, store, max_bytes=10**6).copy("acme", TASK, source, set())
+        assert failed.value.reason is reason
+    finally:
+        await stop_server(server, task)

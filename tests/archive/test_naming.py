@@ -79,6 +79,10 @@ def test_member_kind(name: str, kind: str) -> None:
         ("a.mp3", "application/octet-stream", "audio/mpeg"),
         ("a.titles", None, "application/json"),
         ("a.bin", "Audio/Ogg; charset=binary", "audio/ogg"),
+        ("a.bin", "text/plain; charset=utf-8", "text/plain"),
+        # A type a browser would run as a page is never kept.
+        ("a.bin", "text/html", "application/octet-stream"),
+        ("a.bin", "image/svg+xml", "application/octet-stream"),
         ("a.bin", "text/html\r\nx: y", "application/octet-stream"),
         ("a.bin", "not a type", "application/octet-stream"),
         ("a.bin", None, "application/octet-stream"),

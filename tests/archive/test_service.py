@@ -138,3 +138,20 @@ async def test_a_try_whose_claim_was_lost_changes_nothing(
     archive, deliveries, _, _ = await state(engine)
     assert archive["status"] == "pending"
     assert deliveries[0] > 50
+
+
+async def test_done_after_a_delivery_loop_took_the_held_event_announces_task_archived(
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings
+) -> None:
+    """The hold ran out and a delivery loop claimed the event (it went out showing the
+    archive pending) just before the copy finished: the files are announced, not lost."""
+    job = await succeed(client, engine, wait_s=60)
+    async with engine.begin() as conn:
+        await conn.execute(update(Delivery).values(lease_owner="d1", attempts=0))
+
+    await record(engine, settings, job, TryResult([FILE], None))
+
+    archive, _, types, sequence = await state(engine)
+    assert archive["status"] == "archived"
+    assert types == ["task.succeeded", "task.archived"]
+    assert sequence == 2

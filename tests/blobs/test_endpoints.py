@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -63,13 +64,14 @@ async def test_a_link_downloads_the_file_without_an_api_key(
     assert int(answer.headers["content-length"]) == 2 * MIB + 3
     assert answer.content == await asyncio.to_thread(audio.read_bytes)
     assert "content-disposition" not in answer.headers
+    assert answer.headers["x-content-type-options"] == "nosniff"
     assert str(audio.parent) not in str(answer.headers)
 
 
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        (lambda url: url.replace("signature=", "signature=0"), "invalid"),
+        (lambda url: re.sub(r"signature=(.)", _other_digit, url), "invalid"),
         (lambda url: url.replace("/audio.mp3?", "/other.mp3?"), "invalid"),
         (lambda url: url.replace("expires=", "expires=1"), "invalid"),
     ],
@@ -158,3 +160,19 @@ async def test_the_route_exists_only_for_a_file_archive(
     async with app_client(app, key=None) as http:
         answer = await http.get("/v1/archive/files/tasks/a/b.mp3?expires=1&signature=ab")
     assert_error(answer, 404, "not_found")
+
+
+def _other_digit(match: re.Match[str]) -> str:
+    return "signature=" + ("1" if match.group(1) == "0" else "0")
+
+
+async def test_a_signature_that_is_not_one_is_refused_before_it_is_checked(
+    served: tuple[httpx.AsyncClient, LocalBlobStore], audio: Path
+) -> None:
+    """Not 64 hex digits (one non-ASCII character, or one digit too many): a 422, never a
+    comparison."""
+    http, store = served
+    await store.put_file("tasks/abc/audio.mp3", audio, content_type="audio/mpeg")
+    url = await store.link("tasks/abc/audio.mp3", expires_in_s=600, content_type="audio/mpeg")
+    for bad in (re.sub(r"signature=[0-9a-f]+", "signature=%C3%A9", url), url + "0"):
+        assert_error(await http.get(bad), 422, "validation_error")

@@ -576,3 +576,33 @@ def test_a_public_url_that_is_no_base_url_is_refused(
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "invalid setting POLLHOOK_PUBLIC_URL" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        ({"host": "0.0.0.0", "archive": {"url": "file:///srv/archive"}}, True),
+        ({"host": "::", "archive": {"url": "file://"}}, True),
+        (
+            {
+                "host": "0.0.0.0",
+                "public_url": "https://pollhook.internal",
+                "archive": {"url": "file:///srv/archive"},
+            },
+            False,
+        ),
+        ({"host": "127.0.0.1", "archive": {"url": "file:///srv/archive"}}, False),
+        ({"host": "0.0.0.0", "archive": {"url": "s3://bucket"}}, False),
+        ({"host": "0.0.0.0"}, False),
+    ],
+)
+def test_a_file_archive_behind_a_wildcard_bind_needs_a_public_url(
+    fields: dict[str, object], refused: bool
+) -> None:
+    """Its links would otherwise read http://0.0.0.0:8000/...: refused at start, saying what
+    to set."""
+    if refused:
+        with pytest.raises(SettingsError, match="set POLLHOOK_PUBLIC_URL"):
+            load_settings(**fields)
+    else:
+        load_settings(**fields)

@@ -54,11 +54,13 @@ def api_port() -> int:
 @pytest.fixture
 def env(archive_env: dict[str, str], api_port: int) -> dict[str, str]:
     """What the API and the worker share: the archive, the public URL its file links use,
-    and loopback opened for the sandbox's downloads and the receiver's webhooks."""
+    and loopback opened for the sandbox's downloads (the archive's own allow-list) and the
+    receiver's webhooks."""
     return {
         **archive_env,
         "POLLHOOK_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
         "POLLHOOK_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+        "POLLHOOK_ARCHIVE__ALLOW_NETWORKS": "127.0.0.0/8",
     }
 
 
