@@ -48,7 +48,9 @@ def decide(
         return Decision(None, reason)
     if now >= deadline:
         return Decision(None, Reason.EXPIRED)
-    delay = min(base_s * 2 ** max(attempts - 1, 0), MAX_DELAY_S)
+    # The exponent is capped: past it the delay is MAX_DELAY_S anyway, and 2 ** 1024 is
+    # no float.
+    delay = min(base_s * 2 ** min(max(attempts - 1, 0), 64), MAX_DELAY_S)
     retry_at = now + timedelta(seconds=delay)
     if retry_at >= deadline:
         # One last try base_s before the URL dies beats none; after it, none is left.
