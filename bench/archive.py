@@ -34,7 +34,7 @@ server on loopback ports of its own (`run_seaweed` of tests/seaweed.py, the suit
 2. Detection -> archived: `pollhook worker` as a subprocess with
    `POLLHOOK_ARCHIVE__URL` on the `--latency-backend` store, the jimmy instance on the
    sandbox with no rate limit, first poll at once and polls `--poll-interval` apart, and
-   `POLLHOOK_WEBHOOK_ALLOW_NETWORKS=127.0.0.0/8`. `--tasks` Jimmy tasks of `--file-bytes`
+   `POLLHOOK_ARCHIVE__ALLOW_NETWORKS=127.0.0.0/8`. `--tasks` Jimmy tasks of `--file-bytes`
    each, finishing uniformly over 1 .. 1 + `--spread` s, are registered with SQL (status
    processing, due now) while the worker listens. When every archive job is done (bounded),
    each job's `finished_at - detected_at` is read from `archive_jobs` (both Postgres
@@ -145,8 +145,9 @@ class Target:
 
     def settings(self, concurrency: int) -> Settings:
         return Settings(
-            webhook_allow_networks=[ALLOW],
-            archive=ArchiveSettings.model_validate({**self.archive, "concurrency": concurrency}),
+            archive=ArchiveSettings.model_validate(
+                {**self.archive, "concurrency": concurrency, "allow_networks": [ALLOW]}
+            ),
         )
 
     def env(self) -> dict[str, str]:
@@ -459,7 +460,7 @@ async def latency_phase(
                 "max_poll_interval_s": options.poll_interval[1],
             }
         },
-        webhook_allow_networks=ALLOW,
+        archive__allow_networks=ALLOW,
         **target.env(),
     )
     log_path = workdir / f"worker-{target.backend}.log"
@@ -533,7 +534,7 @@ def rss_child(spec: dict[str, Any]) -> dict[str, Any]:
     """In a process of its own: a warm-up copy, then one copy of `spec["url"]` with the RSS
     sampled; the figures as a dict."""
     settings = Settings(
-        webhook_allow_networks=[ALLOW], archive=ArchiveSettings.model_validate(spec["archive"])
+        archive=ArchiveSettings.model_validate({**spec["archive"], "allow_networks": [ALLOW]})
     )
     me = psutil.Process()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import shutil
 import tarfile
 import tempfile
 import uuid
@@ -88,8 +89,9 @@ class Copier:
     ) -> list[StoredFile]:
         """Copy one source (a bundle: each of its members) into the store, its files named
         apart from those in `taken` (which gains them). Raises CopyError."""
-        with tempfile.TemporaryDirectory(prefix="pollhook-archive-") as folder:
-            spool = Path(folder)
+        # Made and removed in a thread: unlinking a large spooled file blocks for a while.
+        spool = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="pollhook-archive-"))
+        try:
             fetched = await self._fetch(source, spool / "download")
             if source.bundle:
                 files = await asyncio.to_thread(_unpack, fetched.path, spool, self.max_bytes)
@@ -119,6 +121,8 @@ class Copier:
                     )
                 )
             return stored
+        finally:
+            await asyncio.to_thread(shutil.rmtree, spool, True)
 
     async def _fetch(self, source: Source, path: Path) -> Spooled:
         name = url_name(source.url, source.kind)
