@@ -42,6 +42,10 @@ COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
 
+# A file:// archive's folder (docker-compose.yml mounts a volume here): a new volume takes
+# this owner, so the service's user can write it.
+RUN mkdir -p /var/lib/pollhook/archive && chown 10001 /var/lib/pollhook/archive
+
 USER 10001
 
 EXPOSE 8000

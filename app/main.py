@@ -12,6 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app import __version__
 from app.api import root_router
 from app.auth.service import StaticKeys
+from app.blobs.endpoints import archive_files_router
+from app.blobs.local import LocalBlobStore
+from app.blobs.stores import open_store
+from app.blobs.views import ArchiveLinks
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.docs import serve_docs_offline
@@ -43,6 +47,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         engine = create_engine(
             settings.database_url.get_secret_value(), pool_size=settings.db_pool_size
         )
+    store = open_store(settings)
     state = AppState(
         settings=settings,
         engine=engine,
@@ -56,6 +61,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
             settings.api_rate_limit_per_s, settings.api_rate_limit_burst
         ),
         forecasts=Forecasts(ttl_s=settings.engine.model_refresh_s),
+        blobs=store,
+        archive_links=ArchiveLinks(store, link_ttl_s=settings.archive.link_ttl_s),
     )
 
     @asynccontextmanager
@@ -78,6 +85,9 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
     app.state.pollhook = state
     serve_docs_offline(app)
     app.include_router(root_router)
+    if isinstance(state.blobs, LocalBlobStore):
+        # A file:// archive's links point at pollhook itself.
+        app.include_router(archive_files_router(state.blobs))
     describe_events(app.webhooks)
     install_error_handlers(app)
     app.state.routes = RouteIndex(app.openapi(), list(app.routes))
@@ -112,7 +122,8 @@ class PollhookAPI(FastAPI):
         for path, operations in schema.get("paths", {}).items():
             for operation in operations.values():
                 if path.startswith("/v1/"):
-                    operation["security"] = [{"bearerAuth": []}]
+                    # A route that declares its own (the archive's signed links) keeps it.
+                    operation.setdefault("security", [{"bearerAuth": []}])
                 for response in operation.get("responses", {}).values():
                     content = response.get("content", {}).get("application/json", {})
                     if content.get("schema", {}).get("$ref", "").endswith("HTTPValidationError"):

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth.service import StaticKeys
+from app.blobs.base import BlobStore
+from app.blobs.views import ArchiveLinks
 from app.core.config import Settings
 from app.core.netguard import SsrfGuard
 from app.core.rate_limit import TenantRateLimiter
@@ -26,3 +28,7 @@ class AppState:
     rate_limiter: TenantRateLimiter
     # The learned completion models, for planning a task's first poll at registration.
     forecasts: Forecasts
+    # The archive's object store (app/blobs); None while the archive is off.
+    blobs: BlobStore | None
+    # Shows a task's archived files with links minted as it is shown.
+    archive_links: ArchiveLinks

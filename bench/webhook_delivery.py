@@ -421,6 +421,7 @@ def succeeded_payloads(count: int, sandbox_url: str, rng: random.Random) -> list
                 size_hint=None,
                 deadline_at=now + dt.timedelta(hours=6),
                 last_poll_error=None,
+                archive=None,
             ).model_dump(mode="json")
         )
     return payloads
@@ -477,7 +478,7 @@ async def event_bodies(conn: asyncpg.Connection) -> list[tuple[str, bytes]]:
             endpoint_enabled=True,
             limit_key="",
         )
-        bodies.append((str(r["id"]), webhook_body(claim)))
+        bodies.append((str(r["id"]), webhook_body(claim, claim.payload)))
     return bodies
 
 

@@ -31,6 +31,7 @@ from app.core.db import create_engine
 from app.core.embedded import start_embedded
 from app.polling.worker import PollWorker
 from tests.helpers import ACME_KEY, DISCARD, OTHER_KEY, PgServer, api_client
+from tests.seaweed import seaweed_s3  # noqa: F401  (a fixture: the real S3 server)
 from tests.worker_support import fast_settings
 
 TABLES = [
@@ -44,6 +45,7 @@ TABLES = [
     "tenant_secrets",
     "completion_samples",
     "completion_profiles",
+    "archive_jobs",
 ]
 
 

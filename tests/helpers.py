@@ -24,8 +24,11 @@ from fastapi import FastAPI
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.config import Settings
+from app.archive.service import ArchiveIntake
+from app.blobs.views import ArchiveLinks
+from app.core.config import ProviderKind, Settings
 from app.main import create_app
+from app.providers.registry import adapter_for
 
 ACME_KEY = "acme-test-key-0123456789abcdef"
 # The allow-list entry of the default test settings, and a URL it lets through: loopback on
@@ -33,6 +36,10 @@ ACME_KEY = "acme-test-key-0123456789abcdef"
 DISCARD = "127.0.0.1:9"
 DISCARD_URL = "http://127.0.0.1:9"
 OTHER_KEY = "other-test-key-0123456789abcdef"
+
+# The archive off: a poll's success starts no copy, and a task shows no links.
+ARCHIVE_OFF = ArchiveIntake(adapter_for(ProviderKind.MINIMAX_T2A), enabled=False, wait_s=0)
+NO_LINKS = ArchiveLinks(None, link_ttl_s=3600)
 
 
 @dataclass(frozen=True)

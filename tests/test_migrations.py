@@ -52,6 +52,7 @@ async def test_upgrade_matches_models_and_round_trips(fresh_engine: AsyncEngine)
         "provider_state",
         "completion_samples",
         "completion_profiles",
+        "archive_jobs",
     }
     assert await _tables(fresh_engine) == expected
 

@@ -95,11 +95,11 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
     ]
     expected = {
         "MinimaxT2AResult": (
-            {"kind", "file_id", "download_url", "download_url_expires_at", "filename"},
+            {"kind", "file_id", "download_url", "download_url_expires_at", "filename", "archive"},
             {"kind", "file_id", "download_url", "download_url_expires_at"},
         ),
         "JimmySoundCloneResult": (
-            {"kind", "audio_url", "model_id", "subtitle_url"},
+            {"kind", "audio_url", "model_id", "subtitle_url", "archive"},
             {"kind", "audio_url"},
         ),
     }

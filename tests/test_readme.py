@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from app.blobs.views import ArchivedFile, ArchiveState
 from app.webhooks.events import EVENT_DESCRIPTIONS, WebhookEvent
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -47,5 +48,19 @@ def test_the_event_examples_are_valid_webhook_bodies() -> None:
         if data["result"] is not None and data["result"]["kind"] == "jimmy_soundclone":
             data["provider"] = "jimmy"
         event = WebhookEvent.model_validate({**body, "type": event_type, "data": data})
-        if event_type != "task.succeeded":
+        if event_type == "task.archived":  # not a status change: it follows a success
+            assert event.data.status.value == "succeeded"
+        elif event_type != "task.succeeded":
             assert event.data.status.value == event_type.removeprefix("task."), event_type
+
+
+def test_the_archive_example_has_the_shape_consumers_get() -> None:
+    """The Archive section's task: its `archive` and each file it lists are what the API
+    and webhooks show (the files it elides with `…` aside)."""
+    text = README.read_text().split("## Archive\n", 1)[1].split("\n## ", 1)[0]
+    [example] = re.findall(r"^```json\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+    task = json.loads(example)
+    ArchiveState.model_validate(task["archive"])
+    first, *elided = task["result"]["archive"]
+    ArchivedFile.model_validate(first)
+    assert [f["kind"] for f in [first, *elided]] == ["audio", "subtitle", "extra"]

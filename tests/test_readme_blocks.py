@@ -7,6 +7,7 @@ too or only sets variables, so a new block that is neither fails here.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import os
@@ -21,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from app.blobs.stores import open_store
+from app.core.config import Settings
 from app.webhooks import signing
 from tests.helpers import embedded_postgres_running, stop_embedded_postgres
 
@@ -255,6 +259,8 @@ def test_every_runnable_block_is_run_by_a_test_or_only_sets_variables() -> None:
         if block.lang in SHELL:
             if block.heading == "Walk-through":
                 continue  # test_walk_through_runs_as_pasted
+            if block.text == seaweedfs_recipe().text:
+                continue  # test_the_seaweedfs_recipe_serves_the_archive
             if block.heading == "Quick start":
                 # Neither can run inside the suite as written (serve runs until Ctrl-C, test
                 # is the suite): ./scripts/test is CI's own test step, and the walk-through
@@ -272,8 +278,9 @@ def test_every_runnable_block_is_run_by_a_test_or_only_sets_variables() -> None:
         elif block.lang in {"python", "py"}:
             assert block.heading == "Webhooks", block.text  # test_webhook_snippet_works_as_pasted
         elif block.lang == "json":
-            # Data, not commands: tests/test_readme.py validates the webhook example.
-            assert block.heading == "Webhooks", block.text
+            # Data, not commands: tests/test_readme.py validates the webhook and archive
+            # examples.
+            assert block.heading in {"Webhooks", "Archive"}, block.text
         else:
             assert block.lang in {"", "text"}, f"a {block.lang} block: run it in a test here"
 
@@ -317,3 +324,64 @@ def test_webhook_snippet_works_as_pasted(capsys: pytest.CaptureFixture[str]) -> 
 
     with pytest.raises(WebhookVerificationError):
         receive(signing.generate_secret(), body, headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Archive section's SeaweedFS recipe, run as pasted
+
+SEAWEEDFS_PORTS = (8333, 9333, 8080, 8888)  # s3, master, volume, filer (gRPC: each + 10000)
+
+
+def seaweedfs_recipe() -> Block:
+    [recipe] = [b for b in blocks_under("Archive") if b.lang in SHELL and "weed server" in b.text]
+    return recipe
+
+
+def s3_settings() -> dict[str, str]:
+    """The Archive section's S3 settings block, as variables."""
+    [block] = [
+        b for b in blocks_under("Archive") if b.lang in SHELL and "AWS_ENDPOINT_URL" in b.text
+    ]
+    return dict(line.split("=", 1) for line in commands(block))
+
+
+def _stop_seaweedfs() -> None:
+    subprocess.run(["pkill", "-KILL", "-f", "weed server -dir=.pollhook/seaweedfs"], check=False)
+    # A first paste, every time: the bucket the recipe creates does not exist yet.
+    shutil.rmtree(ROOT / ".pollhook" / "seaweedfs", ignore_errors=True)
+
+
+async def test_the_seaweedfs_recipe_serves_the_archive(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The recipe starts SeaweedFS and creates the bucket; pollhook's S3 store, configured
+    by the section's settings block, then stores a file and hands out a link that serves it."""
+    taken = [port for port in SEAWEEDFS_PORTS if _port_taken(port)]
+    assert not taken, f"port(s) {taken} are taken: the README's recipe listens there"
+    _stop_seaweedfs()
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", "-c", seaweedfs_recipe().text],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        for name, value in s3_settings().items():
+            monkeypatch.setenv(name, value)
+        store = open_store(Settings())
+        assert store is not None
+        assert store.backend == "s3"
+        source = tmp_path / "hello.txt"
+        source.write_bytes(b"kept past the provider's URL")
+        await store.put_file("acme/readme/hello.txt", source, content_type="text/plain")
+        link = await store.link("acme/readme/hello.txt", expires_in_s=60, content_type="text/plain")
+        async with httpx.AsyncClient() as http:
+            served = await http.get(link)
+        assert served.status_code == 200
+        assert served.content == source.read_bytes()
+    finally:
+        _stop_seaweedfs()

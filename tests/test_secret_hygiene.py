@@ -31,7 +31,7 @@ from app.core.logging import configure_logging
 from app.core.redaction import Redactor
 from app.polling.worker import PollWorker
 from app.webhooks.delivery import DeliveryWorker
-from tests.helpers import ACME_KEY, OTHER_KEY, api_client, eventually
+from tests.helpers import ACME_KEY, NO_LINKS, OTHER_KEY, api_client, eventually
 from tests.webhooks.receiver import Receiver
 
 MINIMAX_KEY = "sk-minimax-upstream-secret-4f9c2e"
@@ -144,7 +144,7 @@ async def test_no_secret_leaks(
     await receiver.start()
     seen_auth: set[str] = set()
     poller = PollWorker(settings, engine, transport=httpx.MockTransport(_upstream(seen_auth)))
-    deliverer = DeliveryWorker(settings, engine, "hygiene")
+    deliverer = DeliveryWorker(settings, engine, "hygiene", NO_LINKS)
     async with api_client(settings, engine, key=None) as http:
 
         async def call(
@@ -298,7 +298,7 @@ async def test_a_key_quoted_in_any_encoding_is_cut_out_and_results_stay_intact(
     receiver = Receiver()
     await receiver.start()
     poller = PollWorker(settings, engine, transport=httpx.MockTransport(_quoting_upstream))
-    deliverer = DeliveryWorker(settings, engine, "hygiene")
+    deliverer = DeliveryWorker(settings, engine, "hygiene", NO_LINKS)
     texts: list[str] = []
     async with api_client(settings, engine) as http:
         await http.post("/v1/webhooks", json={"url": receiver.url("/h"), "events": None})

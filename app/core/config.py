@@ -104,6 +104,8 @@ class ProviderSettings(BaseModel):
     request_timeout_s: Annotated[float, Field(gt=0, le=300)]
     deadline_s: Annotated[int, Field(gt=0, le=MAX_DEADLINE_S)]
     schedule: PollSchedule = PollSchedule.ADAPTIVE
+    # This instance's result files are archived while the archive is on (ArchiveSettings).
+    archive: bool = True
     # Adaptive: each poll is planned where the chance that the task finished since the
     # previous one reaches this. Lower polls more often and detects sooner.
     poll_hit_chance: Annotated[float, Field(gt=0, lt=1)] = 0.2
@@ -216,14 +218,71 @@ class WebhookSettings(BaseModel):
         return value
 
 
-class StaticApiKey(BaseModel):
-    model_config = ConfigDict(frozen=True)
+GIB = 1024**3
+# An S3 presigned URL lives at most 7 days (SigV4), so no archive link outlives that.
+MAX_LINK_TTL_S = 7 * 24 * 3600
+# The standard variables of every S3 tool, by ArchiveSettings field: each is read when the
+# POLLHOOK_ARCHIVE__ variable (or the config file) does not set the field. First found wins.
+AWS_VARIABLES: dict[str, tuple[str, ...]] = {
+    "endpoint_url": ("AWS_ENDPOINT_URL",),
+    "region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "access_key_id": ("AWS_ACCESS_KEY_ID",),
+    "secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
+}
+# AWS's rule for bucket names (the path-style subset every S3-compatible store accepts).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# One segment of an object key or key prefix: app/blobs/base.py (`validate_key`) applies
+# the same rule to keys.
+KEY_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
-    tenant: str
-    key: SecretStr
+
+@dataclass(frozen=True)
+class FileArchive:
+    """The archive in a folder of this machine (or a volume every replica mounts)."""
+
+    root: Path
 
 
-TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+@dataclass(frozen=True)
+class S3Archive:
+    """The archive in an S3-compatible bucket, under `prefix` (no slashes at either end)."""
+
+    bucket: str
+    prefix: str
+
+
+def parse_archive_url(url: str) -> FileArchive | S3Archive:
+    """`file:///abs/path`, `file://` (a FileArchive of an empty path: the caller puts it under
+    the data directory), or `s3://bucket[/prefix]`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("file", "s3"):
+        raise ValueError(
+            "must be file:///absolute/path, file:// (a folder under the data directory) "
+            "or s3://bucket/optional/prefix"
+        )
+    if any(c in rest for c in "?#") or any(c.isspace() for c in rest):
+        raise ValueError("must not hold a query, a fragment or spaces")
+    if scheme == "file":
+        if not rest:
+            return FileArchive(Path())
+        if not rest.startswith("/"):
+            raise ValueError(
+                "a file:// URL names an absolute path and no host: file:///var/lib/archive"
+            )
+        return FileArchive(Path(rest))
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(
+            f"{bucket!r} is not a bucket name: 3-63 lowercase letters, digits, dots and "
+            "hyphens, starting and ending with a letter or digit"
+        )
+    prefix = prefix.strip("/")
+    if prefix and not all(KEY_SEGMENT.fullmatch(part) for part in prefix.split("/")):
+        raise ValueError(
+            f"the prefix {prefix!r} must be segments of letters, digits, '.', '_' and '-' "
+            "separated by '/', none starting with '.'"
+        )
+    return S3Archive(bucket, prefix)
 
 
 @dataclass(frozen=True)
@@ -280,6 +339,125 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+def parse_networks(value: Any) -> Any:
+    """An allow-list setting (comma-separated text, or a list) as AllowedNetworks."""
+    value = _split_csv(value)
+    if not isinstance(value, list):
+        return value
+    parsed: list[Any] = []
+    for item in value:
+        if isinstance(item, str):
+            item = AllowedNetwork.parse(item)
+        elif isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            item = AllowedNetwork(item)
+        parsed.append(item)
+    return parsed
+
+
+class ArchiveSettings(BaseModel):
+    """The archive of result files (issue 14): off until `url` is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = None
+    # Archived files are deleted this long after they were archived.
+    retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+    # A result file larger than this is not archived (recorded as too large).
+    max_file_bytes: Annotated[int, Field(gt=0)] = GIB
+    # A terminal webhook waits this long for the task's archive, then goes out without it.
+    wait_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    # How long a download link handed out in a task or webhook stays valid.
+    link_ttl_s: Annotated[float, Field(ge=60, le=MAX_LINK_TTL_S)] = 86_400.0
+    # Files copied at once, per replica.
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    # The first retry of a failed copy waits this long; later ones wait longer.
+    retry_base_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    # Signs file:// download links. Unset: a random key kept beside the archive, shared by
+    # every process that mounts the folder (app/blobs/local.py).
+    link_secret: SecretStr | None = None
+    # Networks result downloads may reach despite the SSRF guard: none by default. Apart
+    # from POLLHOOK_WEBHOOK_ALLOW_NETWORKS on purpose: opening an internal network to
+    # webhooks must not let a provider's URL read it into the archive.
+    allow_networks: Annotated[list[AllowedNetwork], NoDecode] = Field(default_factory=list)
+    # The S3 connection; each falls back to its AWS_* variable (AWS_VARIABLES).
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+    @field_validator("url", "endpoint_url", "region", "access_key_id", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("allow_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        return parse_networks(value)
+
+    @field_validator("url")
+    @classmethod
+    def _known_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_archive_url(value)
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+                raise ValueError("must be an http:// or https:// URL")
+            return value.rstrip("/")
+        return value
+
+    @field_validator("link_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _key_pair(self) -> ArchiveSettings:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError(
+                "access_key_id and secret_access_key go together (set both, or neither to "
+                "use the store's own credential chain)"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+
+class AwsEnvironmentSource(PydanticBaseSettingsSource):
+    """The AWS_* variables of AWS_VARIABLES as `archive` fields, below every other source:
+    POLLHOOK_ARCHIVE__* and the config file win, and the sources merge field by field."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads everything this source gives
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, str] = {}
+        for field, names in AWS_VARIABLES.items():
+            value = next((os.environ[n] for n in names if os.environ.get(n, "").strip()), None)
+            if value is not None:
+                found[field] = value
+        return {"archive": found} if found else {}
+
+
+class StaticApiKey(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    key: SecretStr
+
+
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -297,6 +475,10 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict, validate_default=True)
     engine: PollSettings = Field(default_factory=PollSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    # The base URL consumers reach this pollhook at, for the download links of a file://
+    # archive. Unset: http://{host}:{port} (`resolved_public_url`).
+    public_url: str | None = None
     # `pollhook worker` serves /metrics on this port when set (the API serves its own).
     metrics_port: Annotated[int | None, Field(ge=1, le=65_535)] = None
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -332,6 +514,7 @@ class Settings(BaseSettings):
             if not Path(config_file).is_file():
                 raise SettingsError(f"{ENV_PREFIX}CONFIG: no such file: {config_file}")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        sources.append(AwsEnvironmentSource(settings_cls))
         return tuple(sources)
 
     @field_validator("database_url")
@@ -341,6 +524,17 @@ class Settings(BaseSettings):
             return None
         if not value.get_secret_value().startswith("postgresql+asyncpg://"):
             raise ValueError("must be a postgresql+asyncpg:// URL")
+        return value
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+                raise ValueError("must be an http:// or https:// URL without query or fragment")
+            return value.rstrip("/")
         return value
 
     @field_validator("api_keys", mode="before")
@@ -373,17 +567,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_allow_networks", mode="before")
     @classmethod
     def _parse_networks(cls, value: Any) -> Any:
-        value = _split_csv(value)
-        if not isinstance(value, list):
-            return value
-        parsed: list[Any] = []
-        for item in value:
-            if isinstance(item, str):
-                item = AllowedNetwork.parse(item)
-            elif isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
-                item = AllowedNetwork(item)
-            parsed.append(item)
-        return parsed
+        return parse_networks(value)
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -426,11 +610,43 @@ class Settings(BaseSettings):
     def uses_embedded_db(self) -> bool:
         return self.database_url is None
 
+    @property
+    def resolved_public_url(self) -> str:
+        if self.public_url is not None:
+            return self.public_url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @model_validator(mode="after")
+    def _file_links_reachable(self) -> Settings:
+        # A file:// archive's links start with the public URL; from a wildcard bind
+        # (0.0.0.0, as in a container) the default would be a link nobody can follow.
+        wildcard = self.host in ("0.0.0.0", "::", "")
+        if self.public_url is None and wildcard and isinstance(self.archive_target, FileArchive):
+            raise ValueError(
+                f"a file:// archive hands out links to pollhook itself: set POLLHOOK_PUBLIC_URL "
+                f"to the URL consumers reach it at (this process listens on {self.host})"
+            )
+        return self
+
+    @property
+    def archive_target(self) -> FileArchive | S3Archive | None:
+        """Where the archive is, None while it is off; `file://` is a folder of data_dir."""
+        if self.archive.url is None:
+            return None
+        target = parse_archive_url(self.archive.url)
+        if isinstance(target, FileArchive) and target.root == Path():
+            return FileArchive(self.data_dir / "archive")
+        return target
+
     def secret_values(self) -> list[str]:
-        """Every configured secret, for the log redactor: provider keys, static API keys and
-        the database password."""
+        """Every configured secret, for the log redactor: provider keys, static API keys, the
+        database password and the archive's S3 secret key and link secret."""
         values = [p.api_key.get_secret_value() for p in self.providers.values() if p.api_key]
         values += [entry.key.get_secret_value() for entry in self.api_keys]
+        for secret in (self.archive.secret_access_key, self.archive.link_secret):
+            if secret is not None:
+                values.append(secret.get_secret_value())
         if self.database_url is not None:
             password = make_url(self.database_url.get_secret_value()).password
             if password:
@@ -458,6 +674,7 @@ OTHER_VARIABLES = frozenset(
 _NESTED_MODELS: dict[str, type[BaseModel]] = {
     "engine": PollSettings,
     "webhooks": WebhookSettings,
+    "archive": ArchiveSettings,
 }
 # The model whose fields sit under each top-level setting (providers: one level deeper).
 _FIELD_MODELS: dict[str, type[BaseModel]] = {**_NESTED_MODELS, "providers": ProviderSettings}
@@ -537,8 +754,12 @@ def describe_validation_error(error: ValidationError) -> str:
     lines = []
     for item in items:
         loc = [str(part) for part in item["loc"]]
-        variable = variable_name(*loc)
         message = item["msg"]
+        if not loc:
+            # A rule across settings (a model validator): its message names them.
+            lines.append(f"invalid settings: {message.removeprefix('Value error, ')}")
+            continue
+        variable = variable_name(*loc)
         if tuple(item["loc"][:2]) in kindless and len(loc) == 3 and item["type"] == "missing":
             if loc[2] != "kind":
                 continue  # a field the kind's defaults would have filled in
@@ -553,6 +774,8 @@ def describe_validation_error(error: ValidationError) -> str:
             message = "no such setting"
             if close:
                 message += f" (did you mean {variable_name(*loc[:-1], close[0])}?)"
+        if loc[0] == "archive" and len(loc) == 2 and loc[1] in AWS_VARIABLES:
+            variable += f" (or {' / '.join(AWS_VARIABLES[loc[1]])})"
         lines.append(f"invalid setting {variable}: {message}")
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@ handler in `error_handlers` renders every one as `{"error": {"code", "message", 
 
     ServiceError                       500 internal_error
     ├── Unauthorized                   401 unauthorized
+    ├── Forbidden                      403 forbidden
     ├── NotFound                       404 not_found
     ├── RequestTimeout                 408 request_timeout
     ├── Conflict                       409 conflict
@@ -35,6 +36,11 @@ class ServiceError(Exception):
 class Unauthorized(ServiceError):
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(ServiceError):

@@ -67,6 +67,34 @@ ATTEMPT_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
     registry=REGISTRY,
 )
+ARCHIVED_FILES = Counter(
+    "pollhook_archive_files_total",
+    "Result files copied into the archive.",
+    registry=REGISTRY,
+)
+ARCHIVED_BYTES = Counter(
+    "pollhook_archive_bytes_total",
+    "Bytes of result files copied into the archive.",
+    registry=REGISTRY,
+)
+ARCHIVE_FAILURES = Counter(
+    "pollhook_archive_failures_total",
+    "Failed tries to archive a task's result files, by reason (refused, too_large, "
+    "expired, http_error, unreachable, bad_bundle, store) and whether the archive gave up.",
+    ["reason", "final"],
+    registry=REGISTRY,
+)
+ARCHIVE_DEADLINE_MISSES = Counter(
+    "pollhook_archive_deadline_misses_total",
+    "Archives given up because the provider's URL died before the copy finished: the goal is 0.",
+    registry=REGISTRY,
+)
+ARCHIVE_LAG_SECONDS = Histogram(
+    "pollhook_archive_lag_seconds",
+    "From the poll that found a task succeeded to its files all archived.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600, 21600),
+    registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     "pollhook_http_requests_total",
     "API requests by method, route template and status code.",
@@ -107,6 +135,10 @@ class SharedSnapshot:
     delivery_queue_depth: int
     oldest_pending_delivery_s: float | None
     providers: list[ProviderSnapshot] = field(default_factory=list)
+    # Archive jobs copying or waiting to retry, and how long ago the oldest one's task
+    # succeeded: the archive's lag as it stands.
+    archive_pending: int = 0
+    oldest_pending_archive_s: float | None = None
 
 
 class SharedStateCollector(Collector):
@@ -129,6 +161,17 @@ class SharedStateCollector(Collector):
                 "pollhook_delivery_oldest_pending_seconds",
                 "Age of the oldest delivery not yet delivered; absent when none is pending.",
                 value=snapshot.oldest_pending_delivery_s,
+            )
+        yield _gauge(
+            "pollhook_archive_pending",
+            "Succeeded tasks whose files are being archived or wait to retry.",
+            value=snapshot.archive_pending,
+        )
+        if snapshot.oldest_pending_archive_s is not None:
+            yield _gauge(
+                "pollhook_archive_oldest_pending_seconds",
+                "Since the oldest pending archive's task succeeded; absent when none is pending.",
+                value=snapshot.oldest_pending_archive_s,
             )
         providers = snapshot.providers
         tasks = GaugeMetricFamily(

@@ -24,6 +24,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the error statuses a route can return."""
     descriptions = {
         401: "Missing or unknown API key",
+        403: "The link's signature is invalid, or the link has expired",
         404: "No such resource for this tenant",
         408: "The body did not arrive in time (POLLHOOK_REQUEST_READ_TIMEOUT_S); the "
         "connection is closed",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.archive.repository import ArchiveRepository
 from app.budget.repository import BudgetRepository
 from app.core.config import Settings
 from app.core.logging import get_logger
@@ -69,6 +70,11 @@ async def read_shared_state(session: AsyncSession, settings: Settings) -> Shared
                 ),
             )
         )
+    archive_pending, oldest_archive = await ArchiveRepository(session).backlog()
     return SharedSnapshot(
-        delivery_queue_depth=depth, oldest_pending_delivery_s=oldest, providers=snapshots
+        delivery_queue_depth=depth,
+        oldest_pending_delivery_s=oldest,
+        providers=snapshots,
+        archive_pending=archive_pending,
+        oldest_pending_archive_s=oldest_archive,
     )

@@ -1,6 +1,7 @@
 """One file per table, re-exported so Alembic sees the whole metadata."""
 
 from app.models.api_key import ApiKey
+from app.models.archive_job import ArchiveJob, ArchiveJobStatus
 from app.models.completion import CompletionProfile, CompletionSample
 from app.models.delivery import Delivery, DeliveryAttempt, DeliveryStatus
 from app.models.event import Event
@@ -12,6 +13,8 @@ from app.models.webhook_endpoint import WebhookEndpoint
 __all__ = [
     "TERMINAL_STATUSES",
     "ApiKey",
+    "ArchiveJob",
+    "ArchiveJobStatus",
     "CompletionProfile",
     "CompletionSample",
     "Delivery",

@@ -135,6 +135,11 @@ class Task(Base):
     # file_id of a task that said Success, so the next poll goes straight to the File
     # Retrieve). Opaque to the engine; cleared when the task ends.
     checkpoint: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # What the archive holds of the task's result files, as consumers are shown it:
+    # {status, files: [{kind, name, key, sha256, bytes, content_type}], error, archived_at,
+    # deleted_at}; NULL when nothing is archived for it (app/archive). The work itself is
+    # queued in archive_jobs.
+    archive: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     def __repr__(self) -> str:
         return f"Task(id={self.id!s}, provider={self.provider}, status={self.status})"
@@ -182,3 +187,5 @@ class TaskView(Protocol):
     def deadline_at(self) -> datetime: ...
     @property
     def poll_error(self) -> dict[str, Any] | None: ...
+    @property
+    def archive(self) -> dict[str, Any] | None: ...

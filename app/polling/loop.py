@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy import exc as db_errors
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.archive.service import ArchiveIntake
 from app.budget.pacing import InstanceGate, Pacer, SlotMissed, SlotsWentBy
 from app.budget.repository import BudgetRepository, BudgetState
 from app.core.config import PollSettings, ProviderSettings
@@ -74,7 +75,9 @@ class PollLoop(LeasedLoop):
         owner: str,
         adapter: ProviderAdapter,
         forecasts: Forecasts,
+        archive: ArchiveIntake,
     ) -> None:
+        self.archive = archive
         super().__init__(
             max_in_flight=poll_settings.max_in_flight, error_event="poll_loop_error", provider=name
         )
@@ -243,6 +246,7 @@ class PollLoop(LeasedLoop):
                 auth_retry_s=self.poll_settings.auth_retry_s,
                 rng=self.rng,
                 forecasts=self.forecasts,
+                archive=self.archive,
             )
             return await service.apply_all(results)
 

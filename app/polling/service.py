@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.archive.repository import NewJob
+from app.archive.service import ArchiveIntake, enqueue
 from app.core.config import ProviderSettings
 from app.models import TaskStatus
 from app.polling.outcomes import PolledTask, PollResult, decide
@@ -37,7 +39,9 @@ class PollingService:
         auth_retry_s: float,
         rng: random.Random,
         forecasts: Forecasts,
+        archive: ArchiveIntake,
     ) -> None:
+        self.archive = archive
         self.session = session
         self.polling = PollingRepository(session)
         self.completions = CompletionRepository(session)
@@ -60,6 +64,7 @@ class PollingService:
         written = []
         events: list[NewEvent] = []
         samples: list[Sample] = []
+        jobs: list[NewJob] = []
         for claim, result in results:
             # Only the claim the row is held under, and only its first result: a result of
             # an older claim of the same task (its lease ran out while the result waited to
@@ -82,11 +87,15 @@ class PollingService:
             for column, value in decision.changes.items():
                 setattr(task, column, value)
             for change in decision.transitions:
-                events.append(
-                    transition(
-                        task, change.status, held.now, result=change.result, error=change.error
-                    )
+                event = transition(
+                    task, change.status, held.now, result=change.result, error=change.error
                 )
+                if change.status is TaskStatus.SUCCEEDED:
+                    archived = self.archive.job(task, event, held.now)
+                    if archived is not None:
+                        job, event = archived
+                        jobs.append(job)
+                events.append(event)
             if decision.completed_after_s is not None:
                 samples.append(
                     Sample(task.provider, size_class(task.size_hint), decision.completed_after_s)
@@ -96,5 +105,6 @@ class PollingService:
             applied.append(Applied(str(task.id), status, status != before))
         await self.polling.write_outcomes(written)
         await write_events(self.session, events)
+        await enqueue(self.session, jobs)
         await self.completions.add_samples(samples)
         return applied

@@ -10,6 +10,7 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.archive.service import ArchiveIntake
 from app.budget.repository import BudgetRepository
 from app.core.config import Settings
 from app.core.db import create_sessionmaker
@@ -72,6 +73,7 @@ class PollWorker:
                 self.owner,
                 adapters[name],
                 self.forecasts,
+                ArchiveIntake.of(settings, name),
             )
             for name, provider in settings.providers.items()
         }

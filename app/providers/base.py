@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from app.blobs.views import ArchivedFile
 from app.core.config import ProviderKind
 from app.core.redaction import Redactor
 from app.models import TaskStatus
@@ -124,6 +126,31 @@ class ProviderResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Never stored with the result: shown from the task's archive when it is read. Left
+    # out rather than null while there is none, so a result reads as it did before the
+    # archive existed wherever the archive is off.
+    archive: list[ArchivedFile] | None = Field(
+        None,
+        exclude_if=lambda files: files is None,
+        description="The result's files as pollhook's archive holds them, each with a fresh "
+        "link: they outlive the provider's URLs. Absent when the archive is off for the "
+        "instance or has no files for the task (see the task's `archive`).",
+    )
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """A file a succeeded task's result links to, for the archive to copy while its URL
+    still works."""
+
+    # `audio` or `subtitle`; `bundle` for a tar archive whose members are copied one by
+    # one (MiniMax's result), each then named by its own kind.
+    kind: str
+    url: str
+    # When the URL stops working: its own expiry when it states one, else the provider's
+    # documented (or inferred) lifetime from when pollhook got it.
+    expires_at: datetime
+
 
 @dataclass(frozen=True)
 class PollOutcome:
@@ -188,6 +215,11 @@ class ProviderAdapter(Protocol):
     async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
         """Query the task and return its state; raise a ProviderError subclass otherwise.
         Progress worth resuming from goes into `context.checkpoint`."""
+        ...
+
+    def result_files(self, result: ProviderResult, received_at: datetime) -> list[ResultFile]:
+        """The files `result` (this adapter's own) links to, with when each URL dies, for
+        the archive; `received_at` is when pollhook got the result."""
         ...
 
 

@@ -11,8 +11,9 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
@@ -275,3 +276,22 @@ def is_http_url(value: str) -> bool:
 
 def clip(value: str, limit: int = 200) -> str:
     return value if len(value) <= limit else value[:limit] + "…"
+
+
+def url_expires_at(url: str, received_at: datetime, lifetime: timedelta) -> datetime:
+    """When a result URL stops working: the earlier of `lifetime` after pollhook got it
+    and the expiry the URL carries itself, an OSS `Expires=<unix seconds>` or AWS SigV4
+    `X-Amz-Date` + `X-Amz-Expires` (the signed object-store links providers hand out)."""
+    candidates = [received_at + lifetime]
+    query = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    expires = query.get("expires", "")
+    # An expiry past what a datetime holds says nothing usable: the lifetime stands.
+    with contextlib.suppress(ValueError, OverflowError, OSError):
+        if expires.isascii() and expires.isdigit() and len(expires) <= 12:
+            candidates.append(datetime.fromtimestamp(int(expires), UTC))
+    amz_date, amz_expires = query.get("x-amz-date", ""), query.get("x-amz-expires", "")
+    with contextlib.suppress(ValueError, OverflowError):
+        if amz_expires.isascii() and amz_expires.isdigit() and len(amz_expires) <= 9:
+            signed = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            candidates.append(signed + timedelta(seconds=int(amz_expires)))
+    return min(candidates).astimezone(UTC).replace(microsecond=0)

@@ -8,6 +8,7 @@ not an official table, hence the bias towards transient for anything unclear.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ from app.providers.base import (
     PollContext,
     PollOutcome,
     ProviderResult,
+    ResultFile,
     TaskError,
     TransientError,
     Upstream,
@@ -36,6 +38,7 @@ from app.providers.http import (
     malformed,
     raise_for_http_status,
     unexpected_status,
+    url_expires_at,
 )
 
 QUERY_PATH = "/api/open-api/v1/audios/"
@@ -43,6 +46,9 @@ SUCCESS_CODE = "20000"
 CREDENTIAL_CODE = "20001"
 BAD_REQUEST_CODE = "20002"
 MAX_MODEL_ID_CHARS = 256
+# Jimmy states no lifetime for audioUrl or subtitleFile; its other media URLs last 3 days
+# (docs/providers.md), so the archive copies within that unless the URL says less.
+MEDIA_URL_LIFETIME = timedelta(days=3)
 # `model` of a preview (clone) task, which produces a modelId and a preview audioUrl, and
 # of a production audio task, which produces an audioUrl (and subtitleFile if asked).
 CLONE_MODEL = "soundCloningClone"
@@ -92,6 +98,15 @@ class JimmySoundCloneResult(ProviderResult):
 class JimmySoundCloneAdapter:
     kind: ProviderKind = ProviderKind.JIMMY_SOUNDCLONE
     requests_per_success: int = 0
+
+    def result_files(self, result: ProviderResult, received_at: datetime) -> list[ResultFile]:
+        assert isinstance(result, JimmySoundCloneResult)
+        urls = [("audio", result.audio_url), ("subtitle", result.subtitle_url)]
+        return [
+            ResultFile(kind, url, url_expires_at(url, received_at, MEDIA_URL_LIFETIME))
+            for kind, url in urls
+            if url is not None
+        ]
 
     async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
         external_id = context.external_id

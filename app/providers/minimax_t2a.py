@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 from pydantic import Field
@@ -34,6 +33,7 @@ from app.providers.base import (
     ProviderError,
     ProviderResult,
     RateLimited,
+    ResultFile,
     TaskError,
     TransientError,
     Upstream,
@@ -48,6 +48,7 @@ from app.providers.http import (
     malformed,
     raise_for_http_status,
     unexpected_status,
+    url_expires_at,
 )
 
 QUERY_PATH = "/v1/query/t2a_async_query_v2"
@@ -127,6 +128,11 @@ class MinimaxT2AAdapter:
     def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._clock = clock
 
+    def result_files(self, result: ProviderResult, received_at: datetime) -> list[ResultFile]:
+        # One tar holding the audio, its `.titles` and `.extra`: the archive unpacks it.
+        assert isinstance(result, MinimaxT2AResult)
+        return [ResultFile("bundle", result.download_url, result.download_url_expires_at)]
+
     async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
         resumed = _Retrieval.of(context.checkpoint)
         if resumed is not None:
@@ -202,7 +208,7 @@ class MinimaxT2AAdapter:
             kind="minimax_t2a",
             file_id=retrieval.file_id,
             download_url=url,
-            download_url_expires_at=_expires_at(url, issued_at),
+            download_url_expires_at=url_expires_at(url, issued_at, DOWNLOAD_URL_TTL),
             filename=_filename(file.get("filename")),
         )
         raw = (
@@ -258,25 +264,6 @@ def _download_url(file: dict[str, Any], body: dict[str, Any]) -> str | None:
             return schemeless
         raise malformed(f"{name} is not an http(s) URL", body)
     return None
-
-
-def _expires_at(url: str, issued_at: datetime) -> datetime:
-    """The earlier of 9 h after retrieval and the expiry the URL carries itself: an OSS
-    `Expires=<unix seconds>`, or AWS SigV4 `X-Amz-Date` + `X-Amz-Expires`."""
-    candidates = [issued_at + DOWNLOAD_URL_TTL]
-    query = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
-    expires = query.get("expires", "")
-    if expires.isascii() and expires.isdigit() and len(expires) <= 12:
-        candidates.append(datetime.fromtimestamp(int(expires), UTC))
-    amz_date, amz_expires = query.get("x-amz-date", ""), query.get("x-amz-expires", "")
-    if amz_expires.isascii() and amz_expires.isdigit() and len(amz_expires) <= 9:
-        try:
-            signed = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        except ValueError:
-            pass
-        else:
-            candidates.append(signed + timedelta(seconds=int(amz_expires)))
-    return min(candidates).astimezone(UTC).replace(microsecond=0)
 
 
 def _filename(value: Any) -> str | None:

@@ -5,6 +5,7 @@ at it. It imitates the providers as their docs describe them (paths, envelopes, 
 mixed status casing, rate-limit answers), runs scripted tasks, injects faults and counts every
 request, so a test can check what pollhook sent without trusting pollhook's own numbers.
 
-`state` holds the pure in-memory model (no I/O, clock passed in); `app` is the HTTP face;
-`schemas` are the control API's request and response bodies.
+`state` holds the pure in-memory model (no I/O, clock passed in); `media` makes the result
+files (MP3, SRT, MiniMax's tar) from a task's id and size; `app` is the HTTP face; `schemas`
+are the control API's request and response bodies.
 """

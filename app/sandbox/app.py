@@ -11,15 +11,18 @@ FastAPI's thread pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
 from app.core.docs import serve_docs_offline
+from app.sandbox.media import GeneratedFile, jimmy_audio, jimmy_subtitles, minimax_archive
 from app.sandbox.schemas import (
     Cleared,
     ConfigRead,
@@ -58,8 +61,9 @@ Json = dict[str, Any]
 
 DESCRIPTION = """
 Fake MiniMax (T2A async query, File Retrieve) and Jimmy AI (SoundClone query) APIs with
-scripted tasks, the providers' own rate-limit answers and injectable faults. Point pollhook's
-provider base URLs here. Control routes live under `/_sandbox` and need no key.
+scripted tasks, the providers' own rate-limit answers and injectable faults, and the result
+files behind their expiring URLs. Point pollhook's provider base URLs here. Control routes
+live under `/_sandbox` and need no key.
 """
 
 MINIMAX_LOGIN_FAIL = (
@@ -106,6 +110,7 @@ def create_sandbox_app(
     app.include_router(_jimmy_router(sandbox, clock))
     app.include_router(_control_router(sandbox, clock))
     app.add_exception_handler(SandboxError, _sandbox_error)
+    app.add_middleware(_DropCutDownloads)
     return app
 
 
@@ -205,8 +210,7 @@ def minimax_query_body(task: Task, wall: float) -> Json:
 
 
 def minimax_file_body(task: Task, file_id: int, base_url: str, wall: float) -> Json:
-    expires = int(wall + task.url_ttl_s)
-    url = f"{base_url}/_sandbox/files/{file_id}.tar?expires={expires}"
+    url = f"{base_url}/_sandbox/files/{file_id}.tar?expires={task.url_expiry(wall)}"
     return {
         "file": {
             "file_id": file_id,
@@ -301,12 +305,17 @@ def jimmy_data(task: Task, status: str, base_url: str) -> Json:
         # Incomplete: no audio, though a clone keeps its modelId (what "either field is
         # enough" took for success).
         if not task.incomplete:
-            data["audioUrl"] = f"{base_url}/_sandbox/files/{task.id}.mp3"
-            if task.model == "audio" and task.subtitles:
-                data["subtitleFile"] = f"{base_url}/_sandbox/files/{task.id}.srt"
+            expires = f"?expires={task.url_expiry(task.ready_at)}"
+            data["audioUrl"] = f"{base_url}/_sandbox/files/{task.id}.mp3{expires}"
+            if jimmy_has_subtitles(task):
+                data["subtitleFile"] = f"{base_url}/_sandbox/files/{task.id}.srt{expires}"
     failed = status == "failed" and not task.message_in_msg
     data["error"] = task.error_message if failed else None
     return data
+
+
+def jimmy_has_subtitles(task: Task) -> bool:
+    return task.model == "audio" and task.subtitles
 
 
 def _jimmy_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
@@ -421,15 +430,80 @@ def _admin_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
             sandbox.rates["jimmy"] = body.jimmy_rate
         return _config(sandbox)
 
-    @router.get("/files/{name}", response_class=Response, responses={403: {}})
+    @router.get("/files/{name}", response_class=Response, responses={403: {}, 404: {}, 503: {}})
     async def download(name: str, expires: str | None = None) -> Response:
-        """Result files behind MiniMax download URLs and Jimmy audio URLs: a few bytes, and
-        403 once the URL's `expires` has passed, as a signed object-store URL does."""
-        if expires is not None and expires.isdigit() and int(expires) < clock().wall:
-            return PlainTextResponse("Request has expired", status_code=403)
-        return Response(
-            f"pollhook sandbox file {name}\n".encode(), media_type="application/octet-stream"
+        """Result files: MiniMax's tar behind its download URL, Jimmy's MP3 and SRT behind
+        audioUrl and subtitleFile (`app.sandbox.media` makes them). 404 for a file no
+        succeeded task has; 403, as a signed object-store URL answers, once `expires` has
+        passed or when it is missing or not one the sandbox could have minted."""
+        wall = clock().wall
+        found = result_file(sandbox, name, wall)
+        if found is None:
+            return PlainTextResponse("The specified key does not exist.", status_code=404)
+        task, file = found
+        refusal = task.url_refusal(expires, wall)
+        if refusal is not None:
+            return PlainTextResponse(refusal, status_code=403)
+        task.downloads += 1
+        fault = task.download_fault()
+        if fault == "unavailable":
+            return PlainTextResponse(
+                "Service Unavailable", status_code=503, headers={"Retry-After": "1"}
+            )
+        return StreamingResponse(
+            _stream(file, file.size // 2 if fault == "cut" else None),
+            media_type=file.content_type,
+            headers={"Content-Length": str(file.size)},
         )
+
+
+def result_file(sandbox: Sandbox, name: str, wall: float) -> tuple[Task, GeneratedFile] | None:
+    """The task and file a `/_sandbox/files/{name}` URL names, if the file exists at `wall`."""
+    stem, _, suffix = name.rpartition(".")
+    task: Task | None = None
+    if suffix == "tar" and (file_id := parse_int64(stem)) is not None:
+        task = sandbox.tasks.by_file(file_id)
+    elif suffix in ("mp3", "srt"):
+        task = sandbox.tasks.get("jimmy", stem)
+    if task is None or not task.has_result(wall):
+        return None
+    if task.provider == "minimax":
+        return task, minimax_archive(task.id, task.result_bytes, int(task.ready_at))
+    if suffix == "mp3":
+        return task, jimmy_audio(task.id, task.result_bytes)
+    if jimmy_has_subtitles(task):
+        return task, jimmy_subtitles(task.id, task.result_bytes)
+    return None
+
+
+class CutDownload(Exception):
+    """Raised mid-body to drop a download's connection, as a scripted fault."""
+
+
+class _DropCutDownloads:
+    """Ends a cut download quietly: the server closes a connection whose response never
+    completed, and logs one line instead of the traceback an unhandled error gets."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(CutDownload):
+            await self.app(scope, receive, send)
+
+
+async def _stream(file: GeneratedFile, cut_at: int | None) -> AsyncIterator[bytes]:
+    """The file's chunks on the event loop: each is quick to make, and the state is not
+    thread-safe, so nothing goes to the thread pool (which a plain iterator would). With
+    `cut_at`, the bytes up to there, then the connection drops: the server, like any whose
+    body ends short of its Content-Length, closes it."""
+    sent = 0
+    for chunk in file.chunks():
+        if cut_at is not None and sent + len(chunk) >= cut_at:
+            yield chunk[: cut_at - sent]
+            raise CutDownload(f"cut after {cut_at} of {file.size} bytes, as scripted")
+        sent += len(chunk)
+        yield chunk
 
 
 def _config(sandbox: Sandbox) -> ConfigRead:

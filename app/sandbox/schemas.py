@@ -11,9 +11,12 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
+from app.sandbox.media import MIN_AUDIO_BYTES
 from app.sandbox.state import (
+    DEFAULT_RESULT_BYTES,
     DOWNLOAD_URL_TTL_S,
     MAX_LATENCY_S,
+    MAX_RESULT_BYTES,
     Fault,
     FaultKind,
     FaultSpec,
@@ -80,7 +83,29 @@ class TaskScript(_Body):
         DOWNLOAD_URL_TTL_S,
         gt=0,
         le=MAX_DURATION_S,
-        description="MiniMax: the download URL's own lifetime (its `expires=`); 9 h by default.",
+        description="The result URLs' own lifetime (their `expires=`; 9 h by default): "
+        "MiniMax's download URL from each File Retrieve, Jimmy's audioUrl and subtitleFile "
+        "from when the task finished. `/_sandbox/files/...` answers 403 after it.",
+    )
+    result_bytes: int = Field(
+        DEFAULT_RESULT_BYTES,
+        ge=MIN_AUDIO_BYTES,
+        le=MAX_RESULT_BYTES,
+        description="The length of the result's MP3 in bytes (a tone, 128 kbit/s; "
+        "16384 is about one second). MiniMax's tar holds it with its timings and metadata.",
+    )
+    failed_downloads: int = Field(
+        0,
+        ge=0,
+        le=MAX_SCRIPTED_ANSWERS,
+        description="The task's first this many result file downloads answer 503.",
+    )
+    cut_downloads: int = Field(
+        0,
+        ge=0,
+        le=MAX_SCRIPTED_ANSWERS,
+        description="The next this many are cut off halfway through the body (the "
+        "connection closes short of Content-Length).",
     )
     message_in_msg: bool = Field(
         False,
@@ -99,7 +124,6 @@ class TaskScript(_Body):
             "failed_status": self.failed_status != "Failed",
             "file_not_ready_retrieves": self.file_not_ready_retrieves > 0,
             "backup_url_only": self.backup_url_only,
-            "url_ttl_s": self.url_ttl_s != DOWNLOAD_URL_TTL_S,
         }
         wrong = (
             [name for name, given in minimax_only.items() if given]
@@ -131,6 +155,9 @@ class TaskScript(_Body):
             backup_url_only=self.backup_url_only,
             url_ttl_s=self.url_ttl_s,
             message_in_msg=self.message_in_msg,
+            result_bytes=self.result_bytes,
+            failed_downloads=self.failed_downloads,
+            cut_downloads=self.cut_downloads,
         )
 
 
@@ -202,14 +229,21 @@ class TaskRead(BaseModel):
     failed_status: MinimaxFailed | None
     file_not_ready_retrieves: int
     backup_url_only: bool
-    url_ttl_s: float | None
+    url_ttl_s: float
     message_in_msg: bool
+    result_bytes: int
+    failed_downloads: int
+    cut_downloads: int
     phase: Phase
     status: str | None
     done: bool
     polls: int
     done_polls: int = Field(description="Status queries served once the task was done.")
     retrieves: int = Field(description="MiniMax File Retrieves served for the task.")
+    downloads: int = Field(
+        description="Result file requests for the task that passed the URL check "
+        "(served, or failed as scripted)."
+    )
     first_done_poll_at: float | None
     queries: list[float] = Field(
         description="Wall times of the status queries served for the task (the first 100)."
@@ -243,14 +277,18 @@ class TaskRead(BaseModel):
             failed_status=task.failed_status if minimax else None,
             file_not_ready_retrieves=task.file_not_ready_retrieves,
             backup_url_only=task.backup_url_only,
-            url_ttl_s=task.url_ttl_s if minimax else None,
+            url_ttl_s=task.url_ttl_s,
             message_in_msg=task.message_in_msg,
+            result_bytes=task.result_bytes,
+            failed_downloads=task.failed_downloads,
+            cut_downloads=task.cut_downloads,
             phase=task.phase(wall),
             status=task.status(wall),
             done=task.phase(wall) == "done",
             polls=task.polls,
             done_polls=task.done_polls,
             retrieves=task.retrieves,
+            downloads=task.downloads,
             first_done_poll_at=task.first_done_poll_at,
             queries=list(task.query_times),
             last_query_at=task.last_query_at,

@@ -23,6 +23,7 @@ StatusCase = Literal["title", "lower"]
 MinimaxQueued = Literal["Preparing", "Queueing"]
 MinimaxFailed = Literal["Failed", "Fail"]
 Phase = Literal["queued", "processing", "done"]
+DownloadFault = Literal["unavailable", "cut"]
 KeyProblem = Literal["missing", "bad", "bad_region"]
 FaultKind = Literal[
     "latency",
@@ -47,8 +48,12 @@ MAX_KEY_LENGTH = 200
 MAX_QUERY_TIMES_PER_TASK = 100
 NO_KEY = "(none)"
 OTHER_KEYS = "(other)"
-# MiniMax download URLs live 9 hours from when File Retrieve mints them.
+# MiniMax download URLs live 9 hours from when File Retrieve mints them; Jimmy states no
+# lifetime for its audio URLs, so the sandbox gives them the same from when the task finished.
 DOWNLOAD_URL_TTL_S = 32_400
+# The audio of a result (a second of MP3), unless a script asks for more.
+DEFAULT_RESULT_BYTES = 16_384
+MAX_RESULT_BYTES = 2**30
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "minimax": (2013, "invalid params"),
@@ -152,11 +157,16 @@ class TaskSpec:
     queued_status: MinimaxQueued | None = None  # MiniMax: queued for the first third
     failed_status: MinimaxFailed = "Failed"  # MiniMax
     # MiniMax File Retrieve: 2013 for this many calls after Success (the file not ready
-    # yet); only backup_download_url; the download URL's own lifetime (its `expires=`).
+    # yet); only backup_download_url.
     file_not_ready_retrieves: int = 0
     backup_url_only: bool = False
-    url_ttl_s: float = DOWNLOAD_URL_TTL_S
+    url_ttl_s: float = DOWNLOAD_URL_TTL_S  # result URLs' own lifetime (their `expires=`)
     message_in_msg: bool = False  # Jimmy: a failure says error: null, the envelope's msg why
+    result_bytes: int = DEFAULT_RESULT_BYTES  # the length of the result's audio
+    # The task's first downloads that fail: this many answer 503, the next this many are
+    # cut off halfway through the body.
+    failed_downloads: int = 0
+    cut_downloads: int = 0
 
 
 @dataclass(slots=True)
@@ -181,12 +191,16 @@ class Task:
     backup_url_only: bool = False
     url_ttl_s: float = DOWNLOAD_URL_TTL_S
     message_in_msg: bool = False
+    result_bytes: int = DEFAULT_RESULT_BYTES
+    failed_downloads: int = 0
+    cut_downloads: int = 0
     file_id: int | None = None
     model_id: str | None = None
     polls: int = 0
     # Status queries served once the task was done, and File Retrieves served for it.
     done_polls: int = 0
     retrieves: int = 0
+    downloads: int = 0  # result file requests that passed the URL check
     first_done_poll_at: float | None = None
     query_times: list[float] = field(default_factory=list)  # wall; MAX_QUERY_TIMES_PER_TASK
     last_query_at: float | None = None
@@ -232,6 +246,36 @@ class Task:
         """Whether the status query being served says done without the result (counted
         by `done_polls`, which `observe` has already advanced for it)."""
         return 0 < self.done_polls <= self.incomplete_queries
+
+    def has_result(self, wall: float) -> bool:
+        """Whether the task's result files exist at `wall`: once it has succeeded."""
+        return self.outcome == "success" and wall >= self.ready_at
+
+    def url_expiry(self, minted_at: float) -> int:
+        """The `expires=` of a result URL handed out at `minted_at`: MiniMax mints one per
+        File Retrieve; Jimmy's last from when the task finished, so every answer repeats it."""
+        start = minted_at if self.provider == "minimax" else self.ready_at
+        return int(start + self.url_ttl_s)
+
+    def download_fault(self) -> DownloadFault | None:
+        """What goes wrong with the download being served (counted by `downloads`, which the
+        route has already advanced for it): the scripted 503s first, then the cut ones."""
+        if self.downloads <= self.failed_downloads:
+            return "unavailable"
+        if self.downloads <= self.failed_downloads + self.cut_downloads:
+            return "cut"
+        return None
+
+    def url_refusal(self, expires: str | None, wall: float) -> str | None:
+        """Why a result URL with this `expires=` is refused at `wall` (None: it is not), as a
+        signed object-store URL is: expired, or not an expiry this task could have minted."""
+        if expires is None or not expires.isascii() or not expires.isdigit() or len(expires) > 12:
+            return "Invalid argument: expires"
+        if int(expires) < wall:
+            return "Request has expired"
+        if int(expires) > self.url_expiry(wall):
+            return "The request signature we calculated does not match the signature you provided"
+        return None
 
 
 _JIMMY_STATUS: dict[Phase, str] = {"queued": "queued", "processing": "processing"}
@@ -628,6 +672,9 @@ class Sandbox:
             backup_url_only=spec.backup_url_only,
             url_ttl_s=spec.url_ttl_s,
             message_in_msg=spec.message_in_msg,
+            result_bytes=spec.result_bytes,
+            failed_downloads=spec.failed_downloads,
+            cut_downloads=spec.cut_downloads,
         )
         if spec.provider == "minimax":
             task.file_id = self._new_file_id()

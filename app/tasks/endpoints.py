@@ -38,7 +38,7 @@ from app.webhooks.schemas import DeliveryList
 async def get_task_service(
     session: SessionDep, settings: SettingsDep, state: StateDep
 ) -> TaskService:
-    return TaskService(session, settings, state.guard, state.forecasts)
+    return TaskService(session, settings, state.guard, state.forecasts, state.archive_links)
 
 
 TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
@@ -47,7 +47,9 @@ TaskServiceDep = Annotated[TaskService, Depends(get_task_service)]
 def registration_service(call: StatementCall) -> TaskService:
     """Registration is one statement: on a statement session it costs one round trip."""
     state = call.state
-    return TaskService(call.session, state.settings, state.guard, state.forecasts)
+    return TaskService(
+        call.session, state.settings, state.guard, state.forecasts, state.archive_links
+    )
 
 
 # A batch counts against the tenant's API rate limit as one request per this many tasks
@@ -161,7 +163,7 @@ async def list_tasks(
     responses=error_responses(401, 404, 422, 503),
 )
 async def get_task(task_id: uuid.UUID, tenant: TenantDep, service: TaskServiceDep) -> TaskRead:
-    return TaskRead.from_task(await service.get(tenant, task_id))
+    return await service.shown(await service.get(tenant, task_id))
 
 
 @router.delete(
@@ -174,7 +176,7 @@ async def cancel_task(task_id: uuid.UUID, tenant: TenantDep, service: TaskServic
     cancellation = await service.cancel(tenant, task_id)
     if cancellation.changed:
         TASK_OUTCOMES.labels(cancellation.task.provider, TaskStatus.CANCELLED.value).inc()
-    return TaskRead.from_task(cancellation.task)
+    return await service.shown(cancellation.task)
 
 
 @router.get(

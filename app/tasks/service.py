@@ -5,11 +5,12 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.blobs.views import ArchiveLinks
 from app.core.config import ProviderSettings, Settings
 from app.core.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from app.core.netguard import SsrfGuard, check_destination
@@ -85,7 +86,9 @@ class TaskService:
         settings: Settings,
         guard: SsrfGuard,
         forecasts: Forecasts,
+        links: ArchiveLinks,
     ) -> None:
+        self.links = links
         self.session = session
         self.repo = TaskRepository(session)
         self.settings = settings
@@ -206,6 +209,14 @@ class TaskService:
                 raise Conflict("the task changed concurrently; retry the request")
         return found
 
+    async def shown(self, task: TaskView) -> TaskRead:
+        """The task as the API shows it: its snapshot, the archived files with fresh links."""
+        read = TaskRead.from_task(task)
+        files = await self.links.files(task.archive, datetime.now(UTC))
+        if files is None or read.result is None:
+            return read
+        return read.model_copy(update={"result": read.result.model_copy(update={"archive": files})})
+
     async def get(self, tenant: str, task_id: uuid.UUID) -> Task:
         task = await self.repo.get(tenant, task_id)
         if task is None:
@@ -233,7 +244,7 @@ class TaskService:
         )
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-        return TaskList(items=[TaskRead.from_task(t) for t in page], next_cursor=next_cursor)
+        return TaskList(items=[await self.shown(t) for t in page], next_cursor=next_cursor)
 
     async def cancel(self, tenant: str, task_id: uuid.UUID) -> Cancellation:
         """Stop tracking. Idempotent for an already cancelled task; 409 for other terminals."""
@@ -286,15 +297,37 @@ def transition(
         task.lease_expires_at = None
         task.checkpoint = None
         task.poll_error = None
+    return _event(task, EventType(event_type(new)))
+
+
+def _event(task: Task, type_: EventType) -> NewEvent:
     return NewEvent(
         id=uuid.uuid4(),
         task_id=task.id,
         tenant=task.tenant,
-        type=EventType(event_type(new)),
+        type=type_,
         sequence=task.sequence,
         payload=TaskSnapshot.from_task(task).model_dump(mode="json"),
         callback_url=task.callback_url,
     )
+
+
+async def show_archive(
+    session: AsyncSession, tenant: str, task_id: uuid.UUID, archive: dict[str, Any], now: datetime
+) -> None:
+    """The task's archive is complete after its terminal event went out: record it, and
+    announce it with `task.archived`. Not a status change, but the sequence moves on, so a
+    consumer that drops events not above the last sequence it saw keeps this one."""
+    repo = TaskRepository(session)
+    task = await repo.get(tenant, task_id, for_update=True)
+    if task is None:
+        return
+    task.archive = archive
+    task.sequence += 1
+    task.updated_at = now
+    event = _event(task, EventType.ARCHIVED)
+    await repo.flush()
+    await write_events(session, [event])
 
 
 async def write_events(session: AsyncSession, events: Sequence[NewEvent]) -> None:

@@ -21,11 +21,14 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import __version__
+from app.blobs.views import ArchiveLinks
 from app.core.config import Settings
 from app.core.db import StatementConnection, create_engine, create_sessionmaker
 from app.core.http_client import read_at_most, retry_after_seconds
@@ -65,13 +68,15 @@ _STATUS_OF = {
 }
 
 
-def webhook_body(claim: ClaimedDelivery) -> bytes:
-    """The same bytes on every attempt: only the timestamp header changes."""
+def webhook_body(claim: ClaimedDelivery, data: dict[str, Any]) -> bytes:
+    """The event with `data`, the task's snapshot as this attempt shows it: the same on
+    every attempt but for the archive, shown as it stands with links minted for the
+    attempt (`ArchiveLinks.into_snapshot`)."""
     return json.dumps(
         {
             "type": claim.event_type,
             "timestamp": claim.event_created_at.isoformat(),
-            "data": claim.payload,
+            "data": data,
         },
         separators=(",", ":"),
     ).encode()
@@ -213,10 +218,12 @@ class DeliveryLoop(LeasedLoop):
         sessions: async_sessionmaker[AsyncSession],
         client: httpx.AsyncClient,
         owner: str,
+        links: ArchiveLinks,
     ) -> None:
         super().__init__(
             max_in_flight=settings.webhooks.max_in_flight, error_event="delivery_loop_error"
         )
+        self.links = links
         self.settings = settings.webhooks
         self.sessions = sessions
         self.client = client
@@ -332,7 +339,8 @@ class DeliveryLoop(LeasedLoop):
     async def _send(
         self, claim: ClaimedDelivery, secrets: list[str]
     ) -> tuple[AttemptResult, str | None]:
-        body = webhook_body(claim)
+        data = await self.links.into_snapshot(claim.payload, claim.task_archive, datetime.now(UTC))
+        body = webhook_body(claim, data)
         headers = delivery_headers(secrets, str(claim.event_id), body)
         timeout = self.settings.timeout_s
         try:
@@ -391,6 +399,7 @@ class DeliveryWorker:
         settings: Settings,
         engine: AsyncEngine,
         owner: str,
+        links: ArchiveLinks,
         *,
         client: httpx.AsyncClient | None = None,
     ) -> None:
@@ -408,7 +417,7 @@ class DeliveryWorker:
                 max_keepalive_connections=settings.webhooks.max_in_flight,
             ),
         )
-        self.loop = DeliveryLoop(settings, engine, self.sessions, self.client, owner)
+        self.loop = DeliveryLoop(settings, engine, self.sessions, self.client, owner, links)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -15,6 +15,7 @@ from typing import Any, Self, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from app.blobs.views import ArchiveLinks, ArchiveState
 from app.core.logging import get_logger
 from app.models import TaskStatus, TaskView
 from app.providers.base import WaitReason
@@ -31,6 +32,7 @@ class EventType(StrEnum):
     EXPIRED = "task.expired"
     TIMED_OUT = "task.timed_out"
     CANCELLED = "task.cancelled"
+    ARCHIVED = "task.archived"
 
 
 TERMINAL_EVENT_TYPES = frozenset(
@@ -43,6 +45,9 @@ TERMINAL_EVENT_TYPES = frozenset(
     }
 )
 
+# Sent to endpoints that name no event types, and to a task's callback_url.
+DEFAULT_EVENT_TYPES = TERMINAL_EVENT_TYPES | {EventType.ARCHIVED}
+
 # When each event is sent, for the OpenAPI document's `webhooks` and the README.
 EVENT_DESCRIPTIONS: dict[EventType, str] = {
     EventType.QUEUED: "The provider has queued the task (not every provider reports this).",
@@ -53,6 +58,9 @@ EVENT_DESCRIPTIONS: dict[EventType, str] = {
     EventType.TIMED_OUT: "The task was still running at its `deadline_at`; pollhook stopped "
     "polling it.",
     EventType.CANCELLED: "A client stopped tracking the task (`DELETE /v1/tasks/{id}`).",
+    EventType.ARCHIVED: "The task's result files are in pollhook's archive "
+    "(`data.result.archive`), after `task.succeeded` went out without them: the copy took "
+    "longer than POLLHOOK_ARCHIVE__WAIT_S. Not sent when the succeeded event waited for it.",
 }
 
 
@@ -106,7 +114,10 @@ class TaskSnapshot(BaseModel):
     metadata: dict[str, Any]
     callback_url: str | None
     polls: int
-    sequence: int = Field(description="Increments on every status change.")
+    sequence: int = Field(
+        description="Increments on every status change, and when the archive completes "
+        "after the terminal event went out (`task.archived`)."
+    )
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
@@ -123,6 +134,12 @@ class TaskSnapshot(BaseModel):
         description="Why the task is still waiting: the last poll's error, until the next "
         "answer from the provider clears it. Null when the last poll got an answer, and once "
         "the task has ended."
+    )
+
+    archive: ArchiveState | None = Field(
+        description="Where the copy of the result files into pollhook's archive stands; "
+        "the files are in `result.archive`. Null when the archive is off for the task's "
+        "provider instance, or the task has no result files."
     )
 
     @classmethod
@@ -153,6 +170,7 @@ class TaskSnapshotFields(TypedDict):
     size_hint: int | None
     deadline_at: datetime
     last_poll_error: PollError | None
+    archive: ArchiveState | None
 
 
 def snapshot_fields(task: TaskView) -> TaskSnapshotFields:
@@ -180,6 +198,7 @@ def snapshot_fields(task: TaskView) -> TaskSnapshotFields:
         "size_hint": task.size_hint,
         "deadline_at": task.deadline_at,
         "last_poll_error": _stored_poll_error(task),
+        "archive": ArchiveLinks.state(task.archive),
     }
 
 
@@ -228,3 +247,6 @@ class NewEvent:
     payload: dict[str, Any]
     # The task's own callback, sent terminal events only.
     callback_url: str | None
+    # Deliveries wait this long before their first attempt: a succeeded event waits for
+    # the archive (which sends it as soon as it is done).
+    hold_s: float = 0.0

@@ -4,11 +4,12 @@ loop (`app/webhooks/delivery.py`) sends them."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.webhooks.events import TERMINAL_EVENT_TYPES, NewEvent
+from app.webhooks.events import DEFAULT_EVENT_TYPES, NewEvent
 from app.webhooks.repository import OutboxEntry, WebhookRepository
 
 
@@ -24,9 +25,16 @@ async def enqueue(session: AsyncSession, events: Sequence[NewEvent]) -> int:
                 task_id=event.task_id,
                 tenant=event.tenant,
                 type=event.type.value,
-                terminal=event.type in TERMINAL_EVENT_TYPES,
+                terminal=event.type in DEFAULT_EVENT_TYPES,
+                hold_s=event.hold_s,
                 callback_url=event.callback_url,
             )
             for event in events
         ]
     )
+
+
+async def release_held(session: AsyncSession, event_id: uuid.UUID) -> bool:
+    """Send a held event now (the archive it waited for is done or given up), unless it
+    has gone out already: whether it had not (WebhookRepository.release_held)."""
+    return await WebhookRepository(session).release_held(event_id)

@@ -58,7 +58,7 @@ _CLAIM = text(
             due_column="next_attempt_at",
             where=_DUE_WITHIN_LIMITS,
             returning="c.id, c.fencing_token, c.tenant, c.url, c.endpoint_id, c.attempts, "
-            "c.event_id",
+            "c.event_id, c.task_id",
         ).text
     })
     SELECT d.id, d.fencing_token, d.tenant, d.url, d.endpoint_id, d.attempts,
@@ -67,9 +67,10 @@ _CLAIM = text(
            w.secret AS endpoint_secret, w.enabled,
            CASE WHEN w.previous_secret_expires_at > now()
                 THEN w.previous_secret END AS previous_secret,
-           t.secret AS tenant_secret
+           t.secret AS tenant_secret, tk.archive AS task_archive
     FROM claimed d
     JOIN events e ON e.id = d.event_id
+    JOIN tasks tk ON tk.id = d.task_id
     LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
     LEFT JOIN tenant_secrets t ON t.tenant = d.tenant
     """
@@ -166,15 +167,17 @@ class OutboxEntry:
     task_id: uuid.UUID
     tenant: str
     type: str
+    # Sent to endpoints that name no types and to the callback (DEFAULT_EVENT_TYPES).
     terminal: bool
     callback_url: str | None
+    hold_s: float = 0.0
 
 
 _OUTBOX_ROWS = rows_of(
     Delivery.__table__,
     ["event_id", "task_id", "tenant"],
     alias="ev",
-    extra="type text, terminal boolean, callback_url text",
+    extra="type text, terminal boolean, callback_url text, hold_s float8",
 )
 
 
@@ -195,6 +198,9 @@ class ClaimedDelivery:
     secrets: list[str]
     endpoint_enabled: bool
     limit_key: str  # what the per-endpoint concurrency limit counts by (LIMIT_KEY)
+    # The task's archive as it stands now (`tasks.archive`): each attempt shows it with
+    # links minted for that attempt.
+    task_archive: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -289,13 +295,13 @@ class WebhookRepository:
                 INSERT INTO deliveries
                     (id, event_id, task_id, endpoint_id, tenant, url, status, next_attempt_at)
                 SELECT gen_random_uuid(), ev.event_id, ev.task_id, e.id, e.tenant, e.url,
-                       'pending', now()
+                       'pending', now() + make_interval(secs => ev.hold_s)
                 FROM {_OUTBOX_ROWS}
                 JOIN webhook_endpoints e ON e.tenant = ev.tenant AND e.enabled
                   AND ((e.events IS NULL AND ev.terminal) OR ev.type = ANY(e.events))
                 UNION ALL
                 SELECT gen_random_uuid(), ev.event_id, ev.task_id, NULL, ev.tenant,
-                       ev.callback_url, 'pending', now()
+                       ev.callback_url, 'pending', now() + make_interval(secs => ev.hold_s)
                 FROM {_OUTBOX_ROWS}
                 WHERE ev.terminal AND ev.callback_url IS NOT NULL
                 """
@@ -356,6 +362,7 @@ class WebhookRepository:
                     secrets=secrets,
                     endpoint_enabled=True if r.endpoint_id is None else bool(r.enabled),
                     limit_key=r.limit_key,
+                    task_archive=r.task_archive,
                 )
             )
         return result
@@ -384,6 +391,36 @@ class WebhookRepository:
             },
         )
         return {(row.id, row.token) for row in rows}
+
+    async def release_held(self, event_id: uuid.UUID) -> bool:
+        """Send a held event now, if none of its deliveries has gone out: True when every
+        one was still waiting for its first attempt, unclaimed (they are due now), False
+        when one was claimed or attempted already. The deliveries stay locked until the
+        transaction ends, so a claim cannot take one between this answer and the commit
+        (the claim skips locked rows)."""
+        rows = (
+            await self.session.execute(
+                text(
+                    """
+                    SELECT id, attempts, lease_owner, status FROM deliveries
+                    WHERE event_id = :event_id
+                    ORDER BY id
+                    FOR UPDATE
+                    """
+                ),
+                {"event_id": event_id},
+            )
+        ).all()
+        if any(r.attempts > 0 or r.lease_owner is not None or r.status != "pending" for r in rows):
+            return False
+        await self.session.execute(
+            text(
+                "UPDATE deliveries SET next_attempt_at = now() "
+                "WHERE event_id = :event_id AND next_attempt_at > now()"
+            ),
+            {"event_id": event_id},
+        )
+        return True
 
     async def disable_failing_endpoints(self, failing_for_s: float) -> int:
         """Disable endpoints that have failed without one success for `failing_for_s`."""

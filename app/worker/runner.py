@@ -11,6 +11,9 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.archive.worker import ArchiveWorker
+from app.blobs.stores import open_store
+from app.blobs.views import ArchiveLinks
 from app.core.config import Settings
 from app.core.logging import get_logger
 from app.polling.worker import PollWorker
@@ -34,9 +37,30 @@ async def run_worker(
     # APScheduler only ticks the loops and runs housekeeping; it holds no task state.
     scheduler = AsyncIOScheduler()
     polls = PollWorker(settings, engine, scheduler=scheduler)
-    deliveries = DeliveryWorker(settings, engine, polls.owner)
+    store = open_store(settings)
+    links = ArchiveLinks(store, link_ttl_s=settings.archive.link_ttl_s)
+    deliveries = DeliveryWorker(settings, engine, polls.owner, links)
+    archive = ArchiveWorker(settings, engine, polls.owner, store) if store else None
     await polls.start()
     deliveries.start()
+    if archive is not None:
+        archive.start()
+        scheduler.add_job(
+            archive.tick,
+            "interval",
+            seconds=settings.engine.tick_s,
+            max_instances=1,
+            coalesce=True,
+            id="archive-tick",
+        )
+        scheduler.add_job(
+            archive.housekeeping,
+            "interval",
+            seconds=HOUSEKEEPING_INTERVAL_S,
+            max_instances=1,
+            coalesce=True,
+            id="archive-housekeeping",
+        )
     scheduler.add_job(
         deliveries.tick,
         "interval",
@@ -69,7 +93,9 @@ async def run_worker(
     finally:
         # Stop claiming, let in-flight work finish (bounded), release the rest.
         scheduler.shutdown(wait=False)
-        await asyncio.gather(polls.stop(), deliveries.stop())
+        await asyncio.gather(
+            polls.stop(), deliveries.stop(), *([archive.stop()] if archive else [])
+        )
 
 
 def _serve_metrics(settings: Settings, engine: AsyncEngine, scheduler: AsyncIOScheduler) -> None:

@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 
 from app.core.config import (
+    AWS_VARIABLES,
+    FileArchive,
     ProviderKind,
+    S3Archive,
     SettingsError,
     UnknownSetting,
     load_settings,
@@ -21,6 +24,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("POLLHOOK_"):
             monkeypatch.delenv(name)
+    for names in AWS_VARIABLES.values():
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
 
 
 def test_defaults() -> None:
@@ -335,3 +341,268 @@ def test_a_rate_limit_is_a_whole_number_of_requests_per_window(
         return
     with pytest.raises(SettingsError, match=r"RATE_LIMIT_PER_S: .*whole number of requests"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        (None, None),
+        ("", None),
+        ("file://", FileArchive(Path("/srv/pollhook/archive"))),
+        ("file:///var/lib/archive", FileArchive(Path("/var/lib/archive"))),
+        ("file:///var/lib/archive/", FileArchive(Path("/var/lib/archive"))),
+        ("s3://pollhook-archive", S3Archive("pollhook-archive", "")),
+        ("s3://pollhook-archive/", S3Archive("pollhook-archive", "")),
+        ("s3://my.bucket-1/results/prod/", S3Archive("my.bucket-1", "results/prod")),
+        ("s3://abc/a_b.c-d", S3Archive("abc", "a_b.c-d")),
+    ],
+)
+def test_archive_url_names_where_the_archive_is(
+    url: str | None, target: FileArchive | S3Archive | None
+) -> None:
+    settings = load_settings(data_dir="/srv/pollhook", archive={"url": url})
+    assert settings.archive_target == target
+    assert settings.archive.enabled is (target is not None)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("/var/lib/archive", "must be file:///absolute/path, file://"),
+        ("https://bucket.s3.amazonaws.com/x", "must be file:///absolute/path, file://"),
+        ("gs://bucket", "must be file:///absolute/path, file://"),
+        ("file://host/path", "a file:// URL names an absolute path and no host"),
+        ("file://relative", "a file:// URL names an absolute path and no host"),
+        ("file:///a?b=1", "must not hold a query, a fragment or spaces"),
+        ("s3://", "'' is not a bucket name"),
+        ("s3://b1", "'b1' is not a bucket name"),
+        ("s3://Bucket", "'Bucket' is not a bucket name"),
+        ("s3://bucket_name", "'bucket_name' is not a bucket name"),
+        ("s3://-bucket", "'-bucket' is not a bucket name"),
+        ("s3://a..b", "'a..b' is not a bucket name"),
+        ("s3://" + "b" * 64, "is not a bucket name"),
+        ("s3://key:secret@bucket", "is not a bucket name"),
+        ("s3://bucket/../up", "the prefix '../up' must be segments"),
+        ("s3://bucket/a//b", "the prefix 'a//b' must be segments"),
+        ("s3://bucket/.hidden", "the prefix '.hidden' must be segments"),
+        ("s3://bucket/a b", "must not hold a query, a fragment or spaces"),
+    ],
+)
+def test_an_archive_url_that_names_no_archive_is_refused(
+    monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    monkeypatch.setenv("POLLHOOK_ARCHIVE__URL", url)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value).startswith("invalid setting POLLHOOK_ARCHIVE__URL: ")
+    assert message in str(info.value)
+
+
+def test_archive_defaults() -> None:
+    archive = load_settings().archive
+    assert archive.url is None
+    assert not archive.enabled
+    assert (archive.retention_days, archive.max_file_bytes, archive.wait_s) == (30, 1024**3, 60)
+    assert (archive.link_ttl_s, archive.concurrency, archive.retry_base_s) == (86_400, 8, 5)
+    assert archive.link_secret is None
+    assert (archive.endpoint_url, archive.region, archive.access_key_id) == (None, None, None)
+    assert archive.secret_access_key is None
+    assert all(p.archive for p in load_settings().providers.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RETENTION_DAYS", "0"),
+        ("MAX_FILE_BYTES", "0"),
+        ("WAIT_S", "-1"),
+        ("LINK_TTL_S", "59"),
+        ("LINK_TTL_S", "604801"),
+        ("CONCURRENCY", "0"),
+        ("CONCURRENCY", "257"),
+        ("RETRY_BASE_S", "0"),
+        ("LINK_SECRET", "too-short"),
+        ("ENDPOINT_URL", "127.0.0.1:9000"),
+        ("LINK_TTL", "60"),
+    ],
+)
+def test_archive_bounds_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"POLLHOOK_ARCHIVE__{name}", value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert f"invalid setting POLLHOOK_ARCHIVE__{name}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LINK_TTL_S", "60"),
+        ("LINK_TTL_S", "604800"),
+        ("WAIT_S", "0"),
+        ("CONCURRENCY", "256"),
+    ],
+)
+def test_archive_bounds_are_inclusive(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"POLLHOOK_ARCHIVE__{name}", value)
+    assert getattr(load_settings().archive, name.lower()) == float(value)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, (None, None, None, None)),
+        (
+            {
+                "AWS_ENDPOINT_URL": "http://127.0.0.1:8333/",
+                "AWS_REGION": "eu-west-1",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "AKID",
+                "AWS_SECRET_ACCESS_KEY": "aws-secret",
+            },
+            ("http://127.0.0.1:8333", "eu-west-1", "AKID", "aws-secret"),
+        ),
+        ({"AWS_DEFAULT_REGION": "us-east-1"}, (None, "us-east-1", None, None)),
+        ({"AWS_REGION": "", "AWS_DEFAULT_REGION": "us-east-1"}, (None, "us-east-1", None, None)),
+        # pollhook's own variables win over the AWS ones, field by field.
+        (
+            {
+                "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+                "AWS_REGION": "eu-west-1",
+                "AWS_ACCESS_KEY_ID": "AKID",
+                "AWS_SECRET_ACCESS_KEY": "aws-secret",
+                "POLLHOOK_ARCHIVE__ENDPOINT_URL": "http://127.0.0.1:2",
+                "POLLHOOK_ARCHIVE__SECRET_ACCESS_KEY": "own-secret",
+            },
+            ("http://127.0.0.1:2", "eu-west-1", "AKID", "own-secret"),
+        ),
+    ],
+)
+def test_s3_connection_falls_back_to_the_aws_variables(
+    monkeypatch: pytest.MonkeyPatch,
+    environ: dict[str, str],
+    expected: tuple[str | None, str | None, str | None, str | None],
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("POLLHOOK_ARCHIVE__URL", "s3://pollhook-archive")
+    archive = load_settings().archive
+    secret = archive.secret_access_key
+    assert (
+        archive.endpoint_url,
+        archive.region,
+        archive.access_key_id,
+        secret.get_secret_value() if secret else None,
+    ) == expected
+    assert archive.url == "s3://pollhook-archive"  # the AWS source leaves the rest alone
+
+
+def test_the_config_file_wins_over_the_aws_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "pollhook.toml"
+    config.write_text('[archive]\nurl = "s3://pollhook-archive"\nregion = "ap-south-1"\n')
+    monkeypatch.setenv("POLLHOOK_CONFIG", str(config))
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
+    archive = load_settings().archive
+    assert (archive.url, archive.region) == ("s3://pollhook-archive", "ap-south-1")
+    assert archive.endpoint_url == "http://127.0.0.1:8333"
+
+
+def test_an_invalid_aws_variable_is_named_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "minio:9000")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value).startswith(
+        "invalid setting POLLHOOK_ARCHIVE__ENDPOINT_URL (or AWS_ENDPOINT_URL): "
+    )
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"AWS_ACCESS_KEY_ID": "AKID"},
+        {"POLLHOOK_ARCHIVE__SECRET_ACCESS_KEY": "secret"},
+    ],
+)
+def test_an_s3_key_goes_with_its_secret(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "access_key_id and secret_access_key go together" in str(info.value)
+
+
+def test_archive_secrets_reach_the_log_redactor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKID")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
+    monkeypatch.setenv("POLLHOOK_ARCHIVE__LINK_SECRET", "l" * 32)
+    settings = load_settings()
+    assert {"aws-secret-value", "l" * 32} <= set(settings.secret_values())
+    assert "aws-secret-value" not in repr(settings)
+
+
+def test_archive_can_be_off_per_provider_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLLHOOK_PROVIDERS__JIMMY__ARCHIVE", "false")
+    providers = load_settings().providers
+    assert (providers["minimax"].archive, providers["jimmy"].archive) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, "http://127.0.0.1:8000"),
+        ({"host": "0.0.0.0", "port": 9000}, "http://0.0.0.0:9000"),
+        ({"host": "::1", "port": 9000}, "http://[::1]:9000"),
+        ({"public_url": "https://127.0.0.1:8443/pollhook/"}, "https://127.0.0.1:8443/pollhook"),
+        ({"public_url": ""}, "http://127.0.0.1:8000"),
+    ],
+)
+def test_public_url(overrides: dict[str, object], expected: str) -> None:
+    assert load_settings(**overrides).resolved_public_url == expected
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:8443", "ftp://x", "https://x/?a=1"])
+def test_a_public_url_that_is_no_base_url_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("POLLHOOK_PUBLIC_URL", value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "invalid setting POLLHOOK_PUBLIC_URL" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        ({"host": "0.0.0.0", "archive": {"url": "file:///srv/archive"}}, True),
+        ({"host": "::", "archive": {"url": "file://"}}, True),
+        (
+            {
+                "host": "0.0.0.0",
+                "public_url": "https://pollhook.internal",
+                "archive": {"url": "file:///srv/archive"},
+            },
+            False,
+        ),
+        ({"host": "127.0.0.1", "archive": {"url": "file:///srv/archive"}}, False),
+        ({"host": "0.0.0.0", "archive": {"url": "s3://bucket"}}, False),
+        ({"host": "0.0.0.0"}, False),
+    ],
+)
+def test_a_file_archive_behind_a_wildcard_bind_needs_a_public_url(
+    fields: dict[str, object], refused: bool
+) -> None:
+    """Its links would otherwise read http://0.0.0.0:8000/...: refused at start, saying what
+    to set."""
+    if refused:
+        with pytest.raises(SettingsError, match="set POLLHOOK_PUBLIC_URL"):
+            load_settings(**fields)
+    else:
+        load_settings(**fields)

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import pytest
+
 from app.core.config import Settings
 from app.core.db import create_engine
 from tests.helpers import api_client
 from tests.netproxy import proxy_to, through
 
 
+# The schema must exist for /v1/tasks to answer 200: `engine` migrates the database.
+@pytest.mark.usefixtures("engine")
 async def test_readyz_follows_the_database(settings: Settings, database_url: str) -> None:
     """/readyz is 503 while the database is unreachable and 200 again once it is back,
     and requests recover without a restart (stale pooled connections are replaced)."""

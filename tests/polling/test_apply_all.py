@@ -24,7 +24,7 @@ from app.polling.service import Applied, PollingService
 from app.providers.base import PollOutcome, TaskError, TransientError
 from app.providers.minimax_t2a import MinimaxT2AResult
 from app.schedule.forecasts import Forecasts
-from tests.helpers import DISCARD_URL
+from tests.helpers import ARCHIVE_OFF, DISCARD_URL
 
 MINIMAX = ProviderSettings(kind=ProviderKind.MINIMAX_T2A, **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A])
 DONE = PollOutcome(
@@ -62,6 +62,7 @@ def _service(session: object) -> PollingService:
         auth_retry_s=300,
         rng=random.Random(1),
         forecasts=Forecasts(ttl_s=0),
+        archive=ARCHIVE_OFF,
     )
 
 

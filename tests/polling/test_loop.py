@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ from app.polling.loop import PollLoop
 from app.providers import base
 from app.providers.registry import adapter_for
 from app.schedule.forecasts import Forecasts
-from tests.helpers import eventually
+from tests.helpers import ARCHIVE_OFF, eventually
 from tests.netproxy import proxy_to, through
 
 pytestmark = pytest.mark.fast_engine
@@ -55,6 +56,7 @@ def poll_loop(
         owner="test",
         adapter=adapter or adapter_for(minimax.kind),
         forecasts=Forecasts(ttl_s=60),
+        archive=ARCHIVE_OFF,
     )
 
 
@@ -141,6 +143,11 @@ class Raises:
 
     async def poll(self, upstream: base.Upstream, context: base.PollContext) -> base.PollOutcome:
         raise self.error
+
+    def result_files(
+        self, result: base.ProviderResult, received_at: datetime
+    ) -> list[base.ResultFile]:
+        raise AssertionError("a task this adapter polls never succeeds")
 
 
 @pytest.mark.parametrize(

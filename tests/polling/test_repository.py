@@ -20,6 +20,7 @@ from app.polling.service import PollingService
 from app.providers.base import PollOutcome, TransientError
 from app.providers.minimax_t2a import MinimaxT2AResult
 from app.schedule.forecasts import Forecasts
+from tests.helpers import ARCHIVE_OFF
 
 MINIMAX = ProviderSettings(kind=ProviderKind.MINIMAX_T2A, **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A])
 
@@ -96,12 +97,22 @@ async def test_fencing_rejects_a_stale_holder(
     )
     async with sessions.begin() as session:
         svc = PollingService(
-            session, MINIMAX, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+            session,
+            MINIMAX,
+            auth_retry_s=300,
+            rng=random.Random(1),
+            forecasts=Forecasts(ttl_s=0),
+            archive=ARCHIVE_OFF,
         )
         assert await svc.apply(stale, done) is None  # fenced off: no write
     async with sessions.begin() as session:
         svc = PollingService(
-            session, MINIMAX, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+            session,
+            MINIMAX,
+            auth_retry_s=300,
+            rng=random.Random(1),
+            forecasts=Forecasts(ttl_s=0),
+            archive=ARCHIVE_OFF,
         )
         applied = await svc.apply(fresh, done)
     assert applied is not None
@@ -109,7 +120,12 @@ async def test_fencing_rejects_a_stale_holder(
     assert applied.changed
     async with sessions.begin() as session:  # the late stale write changes nothing either
         svc = PollingService(
-            session, MINIMAX, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+            session,
+            MINIMAX,
+            auth_retry_s=300,
+            rng=random.Random(1),
+            forecasts=Forecasts(ttl_s=0),
+            archive=ARCHIVE_OFF,
         )
         assert await svc.apply(stale, done) is None
     async with engine.connect() as conn:
@@ -133,7 +149,12 @@ async def test_transient_errors_back_off_and_deadline_times_out(
     [claim] = await _claim(engine, 1)
     async with sessions.begin() as session:
         svc = PollingService(
-            session, MINIMAX, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+            session,
+            MINIMAX,
+            auth_retry_s=300,
+            rng=random.Random(1),
+            forecasts=Forecasts(ttl_s=0),
+            archive=ARCHIVE_OFF,
         )
         applied = await svc.apply(claim, PollResult(error=TransientError("boom", code="http_503")))
     assert applied is not None
@@ -164,7 +185,12 @@ async def test_transient_errors_back_off_and_deadline_times_out(
     )
     async with sessions.begin() as session:
         svc = PollingService(
-            session, MINIMAX, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+            session,
+            MINIMAX,
+            auth_retry_s=300,
+            rng=random.Random(1),
+            forecasts=Forecasts(ttl_s=0),
+            archive=ARCHIVE_OFF,
         )
         await svc.apply(claim, processing)
     async with engine.connect() as conn:

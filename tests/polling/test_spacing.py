@@ -21,6 +21,7 @@ from app.polling.repository import PollingRepository
 from app.polling.service import PollingService
 from app.providers.base import PollOutcome, RateLimited, TransientError
 from app.schedule.forecasts import Forecasts
+from tests.helpers import ARCHIVE_OFF
 
 JIMMY_DEFAULTS = KIND_DEFAULTS[ProviderKind.JIMMY_SOUNDCLONE]
 DOCUMENTED_FLOOR_S = 5.0  # docs/providers.md: "one query every 5-10 s"
@@ -62,7 +63,12 @@ async def planned_gaps(
             )
         async with sessions.begin() as session:
             service = PollingService(
-                session, settings, auth_retry_s=300, rng=rng, forecasts=Forecasts(ttl_s=0)
+                session,
+                settings,
+                auth_retry_s=300,
+                rng=rng,
+                forecasts=Forecasts(ttl_s=0),
+                archive=ARCHIVE_OFF,
             )
             await service.apply(claim, result)
         async with engine.connect() as conn:
@@ -121,7 +127,12 @@ async def test_the_floor_wins_over_the_deadline(
         )
     async with sessions.begin() as session:
         service = PollingService(
-            session, settings, auth_retry_s=300, rng=random.Random(3), forecasts=Forecasts(ttl_s=0)
+            session,
+            settings,
+            auth_retry_s=300,
+            rng=random.Random(3),
+            forecasts=Forecasts(ttl_s=0),
+            archive=ARCHIVE_OFF,
         )
         await service.apply(claim, PROCESSING)
     async with engine.connect() as conn:

@@ -35,6 +35,7 @@ from app.providers.http import (
     json_object,
     raise_for_http_status,
     unexpected_status,
+    url_expires_at,
 )
 from tests.providers import API_KEY, HTML_ERROR_PAGE, make_harness, raising, reply
 
@@ -639,3 +640,32 @@ async def test_no_other_task_runs_between_the_send_check_and_the_bytes_written(
         assert seen == {"bytes_there": False, "stamped": 0.0}
     else:
         assert seen == {"bytes_there": True, "stamped": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # The provider's lifetime when the URL says nothing.
+        ("https://cdn.test/a.mp3", datetime(2026, 12, 4, 9, tzinfo=UTC)),
+        # An OSS Expires= earlier than that.
+        ("https://cdn.test/a.mp3?Expires=1796346000", datetime(2026, 12, 4, 1, tzinfo=UTC)),
+        # SigV4: X-Amz-Date + X-Amz-Expires.
+        (
+            "https://cdn.test/a.mp3?X-Amz-Date=20261204T000000Z&X-Amz-Expires=3600",
+            datetime(2026, 12, 4, 1, tzinfo=UTC),
+        ),
+        # Past what a datetime holds, or not a date: the lifetime stands, nothing raises.
+        ("https://cdn.test/a.mp3?expires=999999999999", datetime(2026, 12, 4, 9, tzinfo=UTC)),
+        (
+            "https://cdn.test/a.mp3?X-Amz-Date=99991231T235959Z&X-Amz-Expires=999999999",
+            datetime(2026, 12, 4, 9, tzinfo=UTC),
+        ),
+        (
+            "https://cdn.test/a.mp3?X-Amz-Date=nope&X-Amz-Expires=60",
+            datetime(2026, 12, 4, 9, tzinfo=UTC),
+        ),
+    ],
+)
+def test_url_expires_at(url: str, expected: datetime) -> None:
+    received = datetime(2026, 12, 4, 0, tzinfo=UTC)
+    assert url_expires_at(url, received, timedelta(hours=9)) == expected

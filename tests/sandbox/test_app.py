@@ -21,8 +21,8 @@ import pytest
 import pytest_asyncio
 
 from app.sandbox.app import MINIMAX_LOGIN_FAIL, create_sandbox_app
-from app.sandbox.state import Instant, SandboxConfig
-from tests.helpers import free_port
+from app.sandbox.state import SandboxConfig
+from tests.sandbox.support import FakeClock, sandbox_command
 
 BASE = "http://sandbox.test"
 MINIMAX_QUERY = "/v1/query/t2a_async_query_v2"
@@ -30,19 +30,6 @@ MINIMAX_FILE = "/v1/files/retrieve"
 JIMMY_QUERY = "/api/open-api/v1/audios/"
 KEY = {"Authorization": "Bearer test-key"}
 OK = {"status_code": 0, "status_msg": "success"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.wall = 1_800_000_000.0
-        self.mono = 1_000.0
-
-    def __call__(self) -> Instant:
-        return Instant(wall=self.wall, mono=self.mono)
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
 
 
 @pytest.fixture
@@ -117,7 +104,7 @@ async def test_minimax_task_runs_to_success_and_its_file_resolves(
 
     download = await http.get(file["download_url"])
     assert download.status_code == 200
-    assert download.headers["content-type"] == "application/octet-stream"
+    assert download.headers["content-type"] == "application/x-tar"
     assert download.content
     clock.advance(32_401)
     assert (await http.get(file["download_url"])).status_code == 403
@@ -324,7 +311,7 @@ async def test_jimmy_clone_task_queues_processes_and_completes(
         "model": "soundCloningClone",
         "status": "completed",
         "modelId": data["modelId"],
-        "audioUrl": f"{BASE}/_sandbox/files/{task_id}.mp3",
+        "audioUrl": f"{BASE}/_sandbox/files/{task_id}.mp3?expires={int(clock.wall) + 32_400}",
         "error": None,
     }
     assert re.fullmatch(r"model_\d+", data["modelId"])
@@ -340,7 +327,7 @@ async def test_jimmy_audio_task_subtitles(
     assert data["model"] == "soundCloningAudio"
     assert "modelId" not in data
     assert ("subtitleFile" in data) is has_subtitles
-    assert data["audioUrl"].endswith(".mp3")
+    assert data["audioUrl"].split("?")[0].endswith(".mp3")
 
 
 @pytest.mark.parametrize(
@@ -443,12 +430,17 @@ async def test_jimmy_failure_explained_only_in_the_envelope_msg(http: httpx.Asyn
         {"provider": "jimmy", "failed_status": "Fail"},
         {"provider": "jimmy", "file_not_ready_retrieves": 1},
         {"provider": "jimmy", "backup_url_only": True},
-        {"provider": "jimmy", "url_ttl_s": 60},
         {"provider": "minimax", "message_in_msg": True},
         {"provider": "minimax", "queued_status": "Waiting"},
         {"provider": "minimax", "failed_status": "Error"},
         {"provider": "minimax", "incomplete_queries": -1},
         {"provider": "minimax", "url_ttl_s": 0},
+        {"provider": "jimmy", "url_ttl_s": -1},
+        {"provider": "minimax", "result_bytes": 100},
+        {"provider": "jimmy", "result_bytes": 2**30 + 1},
+        {"provider": "jimmy", "result_bytes": 1.5},
+        {"provider": "minimax", "failed_downloads": -1},
+        {"provider": "jimmy", "cut_downloads": 1001},
     ],
 )
 async def test_task_scripts_are_validated(http: httpx.AsyncClient, script: dict[str, Any]) -> None:
@@ -704,35 +696,8 @@ async def test_requests_without_a_key_are_counted_too(http: httpx.AsyncClient) -
 
 @pytest.fixture
 def sandbox_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
-    port = free_port()
-    command = [sys.executable, "-m", "app.cli", "sandbox", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*command, "--minimax-rate", "0.5", "--seed", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, base)
-        yield proc, base
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
-
-
-def _wait_ready(proc: subprocess.Popen[str], base: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1]
-        try:
-            if httpx.get(f"{base}/_sandbox/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("pollhook sandbox did not become ready")
+    with sandbox_command("--minimax-rate", "0.5", "--seed", "1") as running:
+        yield running
 
 
 def test_sandbox_command_serves_over_http_and_stops_on_ctrl_c(

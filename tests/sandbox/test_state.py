@@ -188,6 +188,90 @@ def test_zero_duration_is_done_at_once(provider: Provider) -> None:
     assert task.ready_at == T0.wall
 
 
+@pytest.mark.parametrize(
+    ("provider", "outcome", "offset", "has"),
+    [
+        ("minimax", "success", 9.9, False),
+        ("minimax", "success", 10, True),
+        ("minimax", "failed", 10, False),
+        ("minimax", "expired", 10, False),
+        ("jimmy", "success", 10, True),
+        ("jimmy", "error", 10, False),
+    ],
+)
+def test_result_files_exist_once_the_task_succeeded(
+    provider: Provider, outcome: Outcome, offset: float, has: bool
+) -> None:
+    (task,) = unlimited().create_tasks(TaskSpec(provider, duration_s=10, outcome=outcome), T0)
+    assert task.has_result(T0.wall + offset) is has
+
+
+@pytest.mark.parametrize(
+    ("provider", "minted_at", "expires"),
+    [
+        ("minimax", 10, 70),  # from each File Retrieve
+        ("minimax", 500.7, 560),
+        ("jimmy", 10, 70),  # from when the task finished, whenever asked
+        ("jimmy", 500.7, 70),
+    ],
+)
+def test_url_expiry(provider: Provider, minted_at: float, expires: int) -> None:
+    (task,) = unlimited().create_tasks(TaskSpec(provider, duration_s=10, url_ttl_s=60), T0)
+    assert task.url_expiry(T0.wall + minted_at) == T0.wall + expires
+
+
+@pytest.mark.parametrize(
+    ("provider", "expires", "offset", "refusal"),
+    [
+        # An int is seconds after T0; a string goes into the URL as it is.
+        ("minimax", f"+{int(T0.wall) + 70}", 20, "Invalid argument: expires"),
+        ("minimax", None, 20, "Invalid argument: expires"),
+        ("minimax", "1" * 13, 20, "Invalid argument: expires"),
+        ("minimax", 70, 20, None),
+        ("minimax", 70, 70, None),  # valid through its last second
+        ("minimax", 70, 70.5, "Request has expired"),
+        ("minimax", 80, 20, None),  # minted by a retrieve at 20
+        ("minimax", 81, 20, "The request signature we calculated does not match"),
+        ("jimmy", 70, 20, None),
+        ("jimmy", 69, 20, None),  # an earlier expiry only dies sooner
+        ("jimmy", 71, 20, "The request signature we calculated does not match"),
+        ("jimmy", 70, 71, "Request has expired"),
+    ],
+)
+def test_url_refusal(
+    provider: Provider, expires: int | str | None, offset: float, refusal: str | None
+) -> None:
+    (task,) = unlimited().create_tasks(TaskSpec(provider, duration_s=10, url_ttl_s=60), T0)
+    stamp = str(int(T0.wall) + expires) if isinstance(expires, int) else expires
+    got = task.url_refusal(stamp, T0.wall + offset)
+    if refusal is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert got.startswith(refusal)
+
+
+@pytest.mark.parametrize(
+    ("failed", "cut", "faults"),
+    [
+        (0, 0, [None, None]),
+        (2, 0, ["unavailable", "unavailable", None]),
+        (0, 1, ["cut", None]),
+        (1, 2, ["unavailable", "cut", "cut", None, None]),
+    ],
+)
+def test_download_faults_come_first_in_order(
+    failed: int, cut: int, faults: list[str | None]
+) -> None:
+    spec = TaskSpec("jimmy", failed_downloads=failed, cut_downloads=cut)
+    (task,) = unlimited().create_tasks(spec, T0)
+    seen = []
+    for _ in faults:
+        task.downloads += 1  # as the route counts a download before asking
+        seen.append(task.download_fault())
+    assert seen == faults
+
+
 def test_observe_counts_polls_and_the_first_poll_that_saw_the_end() -> None:
     sandbox = unlimited()
     (task,) = sandbox.create_tasks(TaskSpec("minimax", duration_s=2), T0)

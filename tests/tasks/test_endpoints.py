@@ -59,6 +59,7 @@ class TestRegister:
             "size_hint",
             "deadline_at",
             "last_poll_error",
+            "archive",
         }
         assert task["last_poll_error"] is None
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
 from app.webhooks.delivery import DeliveryWorker
-from tests.helpers import ACME_KEY, OTHER_KEY
+from tests.helpers import ACME_KEY, NO_LINKS, OTHER_KEY
 from tests.webhooks.receiver import Receiver
 
 FAST_SCHEDULE = [0, 0.2, 0.2, 0.2]
@@ -49,7 +49,7 @@ async def deliveries(settings: Settings, engine: AsyncEngine) -> AsyncIterator[C
 
     def start(owner: str = "replica-a", **overrides: Any) -> DeliveryWorker:
         custom = settings.model_copy(update=overrides) if overrides else settings
-        delivery_engine = DeliveryWorker(custom, engine, owner)
+        delivery_engine = DeliveryWorker(custom, engine, owner, NO_LINKS)
         delivery_engine.start()
         started.append(delivery_engine)
         return delivery_engine

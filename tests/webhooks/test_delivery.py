@@ -18,6 +18,7 @@ from app.core.db import create_sessionmaker
 from app.webhooks.events import WebhookEvent
 from app.webhooks.repository import WebhookRepository
 from tests import helpers
+from tests.helpers import NO_LINKS
 from tests.webhooks.receiver import Answer, Receiver
 
 # The suite's condition poller, with the 10 s these deliveries to loopback need at most.
@@ -351,7 +352,7 @@ async def test_endpoints_failing_for_days_are_disabled(
     async with engine.begin() as conn:
         await conn.execute(failing_since, {"id": old["id"], "days": 6})
         await conn.execute(failing_since, {"id": recent["id"], "days": 4})
-    await DeliveryWorker(settings, engine, "housekeeper").housekeeping()
+    await DeliveryWorker(settings, engine, "housekeeper", NO_LINKS).housekeeping()
     old_now = (await client.get(f"/v1/webhooks/{old['id']}")).json()
     recent_now = (await client.get(f"/v1/webhooks/{recent['id']}")).json()
     assert old_now["enabled"] is False
@@ -381,7 +382,7 @@ async def test_only_the_claims_commit_without_waiting_for_the_disk(
 ) -> None:
     from app.webhooks.delivery import DeliveryWorker
 
-    worker = DeliveryWorker(settings, engine, "claimer")
+    worker = DeliveryWorker(settings, engine, "claimer", NO_LINKS)
     show = text("SHOW synchronous_commit")
     try:
         async with worker.loop.claims.session() as session:

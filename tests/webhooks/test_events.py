@@ -20,6 +20,7 @@ from app.polling.service import PollingService
 from app.providers.base import PollOutcome
 from app.providers.minimax_t2a import MinimaxT2AResult
 from app.schedule.forecasts import Forecasts
+from tests.helpers import ARCHIVE_OFF
 
 MINIMAX_RESULT = {
     "kind": "minimax_t2a",
@@ -121,7 +122,12 @@ async def test_the_webhook_payload_carries_the_typed_result(
     )
     async with sessions.begin() as session:
         service = PollingService(
-            session, minimax, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+            session,
+            minimax,
+            auth_retry_s=300,
+            rng=random.Random(1),
+            forecasts=Forecasts(ttl_s=0),
+            archive=ARCHIVE_OFF,
         )
         await service.apply(claim, PollResult(outcome=outcome))
     async with engine.connect() as conn:
@@ -150,7 +156,12 @@ async def test_an_event_shows_the_task_as_get_shows_it_right_after_the_change(
     )
     async with sessions.begin() as session:
         service = PollingService(
-            session, minimax, auth_retry_s=300, rng=random.Random(1), forecasts=Forecasts(ttl_s=0)
+            session,
+            minimax,
+            auth_retry_s=300,
+            rng=random.Random(1),
+            forecasts=Forecasts(ttl_s=0),
+            archive=ARCHIVE_OFF,
         )
         await service.apply(claim, PollResult(outcome=PollOutcome(TaskStatus.PROCESSING, "x")))
     async with engine.connect() as conn:

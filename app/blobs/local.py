@@ -1,0 +1,174 @@
+"""BlobStore in a folder: the embedded archive (`file://`).
+
+Objects are files under the root, written atomically by obstore (a staging file renamed into
+place). Their content types live beside them under `.types/` (a LocalStore keeps no
+attributes); keys never start with `.`, so neither that folder nor `.link-key` is a key.
+
+A link is a URL of pollhook's own download route (app/blobs/endpoints.py):
+`{public_url}/v1/archive/files/{key}?expires=<unix seconds>&signature=<hex>`, the signature
+an HMAC-SHA256 of the key and the expiry. Its key is ArchiveSettings.link_secret, or else a
+random key created once in `<root>/.link-key`, so every process that shares the folder signs
+and checks with the same one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import math
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import quote
+
+import obstore
+from obstore.store import LocalStore
+
+from app.blobs.base import BlobError, BlobNotFound, InvalidKey, validate_key
+from app.blobs.obstore_calls import translated, upload
+
+LINK_KEY_FILE = ".link-key"
+TYPES_FOLDER = ".types"
+LINK_PATH = "/v1/archive/files/"
+
+
+class InvalidLink(BlobError):
+    """The signature does not match the key and expiry (or the link is malformed)."""
+
+    def __init__(self) -> None:
+        super().__init__("this link is not valid", "denied")
+
+
+class ExpiredLink(BlobError):
+    def __init__(self) -> None:
+        super().__init__("this link has expired", "denied")
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """What a valid link serves."""
+
+    path: Path
+    content_type: str
+    size: int
+
+
+def load_link_key(root: Path) -> bytes:
+    """The random link-signing key of the archive at `root`, created on first use.
+
+    Created under a temporary name with mode 0600 and hard-linked into place, which fails if
+    another process got there first: then both use the one that won."""
+    path = root / LINK_KEY_FILE
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            staging = root / f"{LINK_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(32))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.link(staging, path)
+            except FileExistsError:
+                pass
+            finally:
+                staging.unlink(missing_ok=True)
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise BlobError(f"cannot read or create the archive's link key: {exc}", "other") from exc
+    if len(key) < 32:
+        raise BlobError(f"the archive's link key in {LINK_KEY_FILE} is too short", "other")
+    return key
+
+
+class LocalBlobStore:
+    backend: ClassVar[str] = "file"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        public_url: str,
+        link_key: bytes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._root = root.resolve()
+        self._root.mkdir(parents=True, exist_ok=True)
+        # automatic_cleanup: deleting a task's last file removes its emptied folders too.
+        self._store = LocalStore(self._root, automatic_cleanup=True)
+        self._public_url = public_url.rstrip("/")
+        self._link_key = link_key
+        self._clock = clock
+
+    async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
+        validate_key(key)
+        # The type first: an object is never visible without it.
+        with translated("put", key):
+            await obstore.put_async(self._store, self._type_key(key), content_type.encode())
+        await upload(self._store, key, path, attributes=None)
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            validate_key(key)
+            for path in (key, self._type_key(key)):
+                try:
+                    with translated("delete", key):
+                        await obstore.delete_async(self._store, path)
+                except BlobNotFound:
+                    pass
+
+    async def link(self, key: str, *, expires_in_s: float, content_type: str) -> str:
+        # The route serves the type stored by put_file, the one the caller passes here.
+        validate_key(key)
+        expires = math.ceil(self._clock() + expires_in_s)
+        return (
+            f"{self._public_url}{LINK_PATH}{quote(key)}"
+            f"?expires={expires}&signature={self._sign(key, expires)}"
+        )
+
+    async def exists(self, key: str) -> bool:
+        validate_key(key)
+        try:
+            with translated("head", key):
+                await obstore.head_async(self._store, key)
+        except BlobNotFound:
+            return False
+        return True
+
+    async def resolve(self, key: str, expires: int, signature: str) -> LocalFile:
+        """The file a link names: InvalidLink for a bad key or signature, ExpiredLink past
+        its expiry, BlobNotFound when the object is gone (deleted by retention)."""
+        try:
+            validate_key(key)
+        except InvalidKey:
+            raise InvalidLink() from None
+        if not hmac.compare_digest(self._sign(key, expires), signature.lower()):
+            raise InvalidLink()
+        if self._clock() >= expires:
+            raise ExpiredLink()
+        return await asyncio.to_thread(self._stat, key)
+
+    def _stat(self, key: str) -> LocalFile:
+        path = self._root / key
+        try:
+            size = path.stat().st_size
+            content_type = (self._root / self._type_key(key)).read_text().strip()
+        except FileNotFoundError:
+            raise BlobNotFound(f"get {key}: not found") from None
+        except OSError as exc:
+            raise BlobError(f"get {key}: {exc.strerror}", "other") from exc
+        return LocalFile(path, content_type or "application/octet-stream", size)
+
+    def _sign(self, key: str, expires: int) -> str:
+        message = f"{key}\n{expires}".encode()
+        return hmac.new(self._link_key, message, hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def _type_key(key: str) -> str:
+        return f"{TYPES_FOLDER}/{key}"
