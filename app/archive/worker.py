@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,7 +13,7 @@ from app.core.config import Settings
 from app.core.db import create_sessionmaker
 from app.core.logging import get_logger
 from app.core.netguard import GuardedTransport, SsrfGuard
-from app.core.notify import listen
+from app.core.notify import Woken
 
 log = get_logger("pollhook.archive")
 
@@ -56,16 +54,10 @@ class ArchiveWorker:
         self.client = download_client(settings)
         copier = Copier(self.client, store, max_bytes=settings.archive.max_file_bytes)
         self.loop = ArchiveLoop(settings, self.sessions, copier, owner)
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.running = Woken(self.loop, engine, ARCHIVE_CHANNEL)
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self.loop.run()),
-            asyncio.create_task(
-                listen(self.engine, ARCHIVE_CHANNEL, lambda _: self.loop.wake(), self._stop)
-            ),
-        ]
+        self.running.start()
 
     async def tick(self) -> None:
         self.loop.wake()
@@ -99,11 +91,8 @@ class ArchiveWorker:
             log.warning("archive_housekeeping_failed", error=type(exc).__name__)
 
     async def stop(self) -> None:
-        self._stop.set()
         try:
-            await self.loop.drain(self.settings.engine.shutdown_grace_s)
+            await self.running.drain(self.settings.engine.shutdown_grace_s)
         finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.running.end()
             await self.client.aclose()

@@ -30,7 +30,7 @@ import obstore
 from obstore.store import LocalStore
 
 from app.blobs.base import BlobError, BlobNotFound, InvalidKey, validate_key
-from app.blobs.obstore_calls import translated, upload
+from app.blobs.obstore_calls import exists, translated, upload
 
 LINK_KEY_FILE = ".link-key"
 TYPES_FOLDER = ".types"
@@ -133,13 +133,7 @@ class LocalBlobStore:
         )
 
     async def exists(self, key: str) -> bool:
-        validate_key(key)
-        try:
-            with translated("head", key):
-                await obstore.head_async(self._store, key)
-        except BlobNotFound:
-            return False
-        return True
+        return await exists(self._store, key)
 
     async def resolve(self, key: str, expires: int, signature: str) -> LocalFile:
         """The file a link names: InvalidLink for a bad key or signature, ExpiredLink past

@@ -21,7 +21,7 @@ from obstore.exceptions import (
 )
 from obstore.store import LocalStore, S3Store
 
-from app.blobs.base import BlobError, BlobErrorReason, BlobNotFound, InvalidKey
+from app.blobs.base import BlobError, BlobErrorReason, BlobNotFound, InvalidKey, validate_key
 
 # Markers of a request that never got an answer, in object_store's error text.
 _UNREACHABLE = ("error sending request", "kind: Connect", "kind: Timeout", "timed out")
@@ -84,3 +84,14 @@ async def upload(
             chunk_size=max(MIN_PART_BYTES, -(-size // MAX_PARTS)),
             max_concurrency=PARTS_IN_FLIGHT,
         )
+
+
+async def exists(store: S3Store | LocalStore, key: str) -> bool:
+    """Whether the store holds `key` (a HEAD)."""
+    validate_key(key)
+    try:
+        with translated("head", key):
+            await obstore.head_async(store, key)
+    except BlobNotFound:
+        return False
+    return True

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, ClassVar
 import obstore
 from obstore.store import S3Store
 
-from app.blobs.base import BlobNotFound, validate_key
-from app.blobs.obstore_calls import translated, upload
+from app.blobs.base import validate_key
+from app.blobs.obstore_calls import exists, translated, upload
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig, S3Config
@@ -91,10 +91,4 @@ class S3BlobStore:
             )
 
     async def exists(self, key: str) -> bool:
-        validate_key(key)
-        try:
-            with translated("head", key):
-                await obstore.head_async(self._store, key)
-        except BlobNotFound:
-            return False
-        return True
+        return await exists(self._store, key)

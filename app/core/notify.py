@@ -10,7 +10,7 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.logging import get_logger
-from app.core.loop import Backoff
+from app.core.loop import Backoff, LeasedLoop
 
 log = get_logger("pollhook.notify")
 
@@ -55,3 +55,35 @@ async def listen(
 
 def _set(event: asyncio.Event, *_: object) -> None:
     event.set()
+
+
+class Woken:
+    """A leased loop run beside the listener that wakes it on `channel`: started together,
+    drained and ended together (the delivery and archive workers)."""
+
+    def __init__(self, loop: LeasedLoop, engine: AsyncEngine, channel: str) -> None:
+        self.loop = loop
+        self.engine = engine
+        self.channel = channel
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.loop.run()),
+            asyncio.create_task(
+                listen(self.engine, self.channel, lambda _: self.loop.wake(), self._stop)
+            ),
+        ]
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop listening and claiming; in-flight work gets `grace_s` (LeasedLoop.drain)."""
+        self._stop.set()
+        await self.loop.drain(grace_s)
+
+    async def end(self) -> None:
+        """Cancel whatever of the loop and the listener is still running."""
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -36,7 +36,7 @@ from app.core.logging import get_logger
 from app.core.loop import LeasedLoop
 from app.core.metrics import ATTEMPT_SECONDS, DELIVERIES
 from app.core.netguard import BlockedAddress, SsrfGuard, guarded_client
-from app.core.notify import listen
+from app.core.notify import Woken
 from app.webhooks import signing
 from app.webhooks.repository import (
     DELIVERY_CHANNEL,
@@ -418,16 +418,10 @@ class DeliveryWorker:
             ),
         )
         self.loop = DeliveryLoop(settings, engine, self.sessions, self.client, owner, links)
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.running = Woken(self.loop, engine, DELIVERY_CHANNEL)
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self.loop.run()),
-            asyncio.create_task(
-                listen(self.engine, DELIVERY_CHANNEL, lambda _: self.loop.wake(), self._stop)
-            ),
-        ]
+        self.running.start()
 
     async def tick(self) -> None:
         # async: APScheduler runs plain functions in a thread, where waking an asyncio
@@ -446,15 +440,12 @@ class DeliveryWorker:
             log.warning("housekeeping_failed", error=type(exc).__name__)
 
     async def stop(self) -> None:
-        self._stop.set()
         try:
-            await self.loop.drain(self.settings.engine.shutdown_grace_s)
+            await self.running.drain(self.settings.engine.shutdown_grace_s)
             await self.loop.recorder.close()
         finally:
             # Whatever the last records did, the connections, the tasks and the client go.
             await self.loop.claims.close()
             await self.loop.claim_engine.dispose()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.running.end()
             await self.client.aclose()
