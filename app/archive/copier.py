@@ -90,7 +90,11 @@ class Copier:
         """Copy one source (a bundle: each of its members) into the store, its files named
         apart from those in `taken` (which gains them). Raises CopyError."""
         # Made and removed in a thread: unlinking a large spooled file blocks for a while.
-        spool = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="pollhook-archive-"))
+        spool = Path(
+            await asyncio.to_thread(
+                tempfile.mkdtemp, prefix="pollhook-archive-", dir=self.store.spool_dir()
+            )
+        )
         try:
             fetched = await self._fetch(source, spool / "download")
             if source.bundle:

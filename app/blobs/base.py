@@ -61,10 +61,17 @@ class BlobStore(Protocol):
     # "s3" or "file": for logs and metrics labels.
     backend: ClassVar[str]
 
+    def spool_dir(self) -> Path | None:
+        """Where a caller should write the files it is about to put, for `put_file` to take
+        them cheapest: a folder on the store's own disk, or None (the system's temp folder).
+        The caller removes what it writes there."""
+        ...
+
     async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
         """Store the local file at `path` under `key`, replacing what was there. Streamed from
         disk (multipart for large files), never read whole into memory; atomic: a reader sees
-        the old object or the whole new one. The object is served with `content_type`."""
+        the old object or the whole new one. The object is served with `content_type`. The
+        file at `path` is left as it was (a store may link it rather than copy it)."""
         ...
 
     async def delete(self, keys: Sequence[str]) -> None:

@@ -35,6 +35,8 @@ from app.blobs.obstore_calls import exists, translated, upload
 LINK_KEY_FILE = ".link-key"
 TYPES_FOLDER = ".types"
 LINK_PATH = "/v1/archive/files/"
+# Where copies spool beside the objects (LocalBlobStore.spool_dir).
+SPOOL_DIR = ".spool"
 
 
 class InvalidLink(BlobError):
@@ -106,12 +108,38 @@ class LocalBlobStore:
         self._link_key = link_key
         self._clock = clock
 
+    def spool_dir(self) -> Path | None:
+        # Beside the objects, on their disk: put_file then links a file rather than copying
+        # it. A key never starts with a dot, so nothing here can be linked to or served.
+        spool = self._root / SPOOL_DIR
+        spool.mkdir(exist_ok=True)
+        return spool
+
     async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
         validate_key(key)
         # The type first: an object is never visible without it.
         with translated("put", key):
             await obstore.put_async(self._store, self._type_key(key), content_type.encode())
-        await upload(self._store, key, path, attributes=None)
+        if not self._link_into_place(key, path):
+            await upload(self._store, key, path, attributes=None)
+
+    def _link_into_place(self, key: str, path: Path) -> bool:
+        """Put the file by a hard link and a rename, atomic like the store's own write and
+        without copying a byte; False where a link cannot be made (another disk, a file
+        system without them), for the caller to copy it instead."""
+        target = self._root / key
+        staging = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, staging)
+        except OSError:
+            return False
+        try:
+            os.replace(staging, target)
+        except OSError as exc:
+            staging.unlink(missing_ok=True)
+            raise BlobError(f"put {key}: {exc.strerror}", "other") from exc
+        return True
 
     async def delete(self, keys: Sequence[str]) -> None:
         for key in keys:

@@ -69,6 +69,9 @@ class S3BlobStore:
             retry_config=RETRY,
         )
 
+    def spool_dir(self) -> Path | None:
+        return None  # the upload reads the file over the network anyway
+
     async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
         validate_key(key)
         await upload(self._store, key, path, attributes={"Content-Type": content_type})

@@ -58,6 +58,15 @@ def audio(tmp_path: Path) -> Path:
     return path
 
 
+def on_one_disk(path: Path, root: Path) -> bool:
+    return path.parent == root.resolve() and path.stat().st_dev == root.stat().st_dev
+
+
+def on_another_disk(path: Path, root: Path) -> bool:
+    root.mkdir(parents=True, exist_ok=True)
+    return path.is_dir() and path.stat().st_dev != root.stat().st_dev
+
+
 def same_bytes(one: Path, other: Path) -> bool:
     return one.read_bytes() == other.read_bytes()
 
@@ -266,3 +275,40 @@ async def test_links_expire_on_the_wall_clock(tmp_path: Path, audio: Path) -> No
     await asyncio.sleep(max(0.0, link_parts(url)[1] - time.time()) + 0.05)
     with pytest.raises(ExpiredLink):
         await store.resolve(*link_parts(url))
+
+
+async def test_a_spooled_file_is_linked_into_place_not_copied(
+    store: LocalBlobStore, root: Path
+) -> None:
+    """Written in the store's spool folder, a file is put by a hard link: no byte is copied,
+    and removing the spool file afterwards leaves the object whole."""
+    spool = store.spool_dir()
+    assert spool is not None
+    assert on_one_disk(spool, root)
+    path = spool / "audio.mp3"
+    write_random_file(path, AUDIO_BYTES)
+    content = path.read_bytes()
+
+    await store.put_file("tasks/abc/audio.mp3", path, content_type="audio/mpeg")
+
+    stored = root / "tasks" / "abc" / "audio.mp3"
+    assert stored.stat().st_ino == path.stat().st_ino
+    path.unlink()
+    assert stored.read_bytes() == content
+    assert ".spool" not in [p.name for p in (root / "tasks").rglob("*")]
+
+
+async def test_a_file_on_another_disk_is_copied(store: LocalBlobStore, root: Path) -> None:
+    """Where a link cannot be made (another file system), the file is copied instead."""
+    other = Path("/dev/shm")
+    if not on_another_disk(other, root):
+        pytest.skip("no second file system to put a file from")
+    path = other / f"pollhook-test-{uuid.uuid4().hex}.mp3"
+    write_random_file(path, AUDIO_BYTES)
+    try:
+        await store.put_file("tasks/abc/audio.mp3", path, content_type="audio/mpeg")
+        stored = root / "tasks" / "abc" / "audio.mp3"
+        assert stored.stat().st_ino != path.stat().st_ino
+        assert same_bytes(stored, path)
+    finally:
+        path.unlink()
