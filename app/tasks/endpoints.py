@@ -31,7 +31,6 @@ from app.tasks.schemas import (
 )
 from app.tasks.service import Registration, TaskService
 from app.webhooks.endpoints import WebhookServiceDep
-from app.webhooks.events import snapshot_fields
 from app.webhooks.schemas import DeliveryList
 
 
@@ -82,9 +81,10 @@ def _json_response(content: object, status_code: int) -> Response:
     },
 )
 async def register_task(body: TaskCreate, call: StatementTenantDep) -> Response:
-    registration = await registration_service(call).register(call.tenant, body)
+    service = registration_service(call)
+    registration = await service.register(call.tenant, body)
     return _json_response(
-        snapshot_fields(registration.task),
+        await service.shown_fields(registration.task),
         status.HTTP_201_CREATED if registration.created else status.HTTP_200_OK,
     )
 
@@ -106,9 +106,11 @@ async def register_task(body: TaskCreate, call: StatementTenantDep) -> Response:
 )
 async def register_tasks(body: TaskBatch, call: StatementCallerDep) -> Response:
     charge(call.state, call.tenant, -(-len(body.tasks) // BATCH_TASKS_PER_REQUEST))
-    outcomes = await registration_service(call).register_batch(call.tenant, body.tasks)
+    service = registration_service(call)
+    outcomes = await service.register_batch(call.tenant, body.tasks)
     return _json_response(
-        {"results": [_batch_item(outcome) for outcome in outcomes]}, status.HTTP_200_OK
+        {"results": [await _batch_item(service, outcome) for outcome in outcomes]},
+        status.HTTP_200_OK,
     )
 
 
@@ -127,14 +129,14 @@ router.add_route(
 )
 
 
-def _batch_item(outcome: Registration | ServiceError) -> dict[str, Any]:
+async def _batch_item(service: TaskService, outcome: Registration | ServiceError) -> dict[str, Any]:
     """A `TaskBatchItem`'s fields, in its order."""
     if isinstance(outcome, ServiceError):
         error = ErrorDetail(code=outcome.code, message=outcome.message, details=outcome.details)
         return {"status": "error", "task": None, "error": error}
     return {
         "status": "created" if outcome.created else "existing",
-        "task": snapshot_fields(outcome.task),
+        "task": await service.shown_fields(outcome.task),
         "error": None,
     }
 

@@ -23,7 +23,13 @@ from app.tasks.repository import NewTaskRow, TaskKey, TaskRepository
 from app.tasks.schemas import TaskCreate, TaskList, TaskRead
 from app.tasks.transitions import can_transition, event_type
 from app.webhooks import outbox
-from app.webhooks.events import EventType, NewEvent, TaskSnapshot
+from app.webhooks.events import (
+    EventType,
+    NewEvent,
+    TaskSnapshot,
+    TaskSnapshotFields,
+    snapshot_fields,
+)
 
 # Callback URLs of one batch checked by the SSRF guard at once (each may wait on DNS).
 CALLBACK_CHECKS_AT_ONCE = 32
@@ -209,13 +215,21 @@ class TaskService:
                 raise Conflict("the task changed concurrently; retry the request")
         return found
 
-    async def shown(self, task: TaskView) -> TaskRead:
-        """The task as the API shows it: its snapshot, the archived files with fresh links."""
-        read = TaskRead.from_task(task)
+    async def shown_fields(self, task: TaskView) -> TaskSnapshotFields:
+        """The task as the API shows it, as `snapshot_fields`: the archived files in
+        `result.archive`, with links minted now."""
+        fields = snapshot_fields(task)
+        result = fields["result"]
+        if task.archive is None or result is None:
+            return fields
         files = await self.links.files(task.archive, datetime.now(UTC))
-        if files is None or read.result is None:
-            return read
-        return read.model_copy(update={"result": read.result.model_copy(update={"archive": files})})
+        if files is not None:
+            fields["result"] = result.model_copy(update={"archive": files})
+        return fields
+
+    async def shown(self, task: TaskView) -> TaskRead:
+        """The task as the API shows it (`shown_fields`), as its model."""
+        return TaskRead(**await self.shown_fields(task))
 
     async def get(self, tenant: str, task_id: uuid.UUID) -> Task:
         task = await self.repo.get(tenant, task_id)

@@ -150,7 +150,12 @@ async def test_a_consumer_back_after_the_url_died_still_gets_the_audio(
     from_webhook = file_of(task, "audio")
     shown = (await http.get(f"/v1/tasks/{task['id']}")).json()
     from_get = file_of(shown, "audio")
-    for entry in (from_webhook, from_get):
+    again = await http.post(
+        "/v1/tasks", json={"provider": "minimax", "external_id": upstream["id"]}
+    )
+    assert again.status_code == 200  # registered before: the task as it stands
+    from_registration = file_of(again.json(), "audio")
+    for entry in (from_webhook, from_get, from_registration):
         download = await consumer.get(entry["url"])
         assert download.status_code == 200
         assert download.content == audio
