@@ -33,7 +33,7 @@ from app.archive.naming import (
 from app.archive.retries import Reason
 from app.blobs.base import BlobError, BlobStore
 from app.blobs.views import StoredFile
-from app.core.netguard import BlockedAddress, InvalidUrl
+from app.core.netguard import BlockedAddress, InvalidUrl, refusal_in
 
 CHUNK = 256 * 1024
 # A bundle with more members than this is not a provider's result (MiniMax's has three),
@@ -157,12 +157,12 @@ class Copier:
         except httpx.TooManyRedirects:
             raise CopyError(Reason.HTTP_ERROR, "too many redirects") from None
         except httpx.HTTPError as exc:
-            blocked = _blocked_cause(exc)
+            blocked = refusal_in(exc)
             if blocked is not None:
                 raise CopyError(Reason.REFUSED, f"refused: {blocked}") from None
             raise CopyError(Reason.UNREACHABLE, f"{type(exc).__name__}: {exc}"[:300]) from None
         except OSError as exc:
-            blocked = _blocked_cause(exc)
+            blocked = refusal_in(exc)
             if blocked is not None:
                 raise CopyError(Reason.REFUSED, f"refused: {blocked}") from None
             raise CopyError(Reason.INTERNAL, f"spooling the download failed: {exc}"[:300]) from None
@@ -178,17 +178,6 @@ class Copier:
 
 def _too_large(cap: int, what: str) -> CopyError:
     return CopyError(Reason.TOO_LARGE, f"over the archive's cap of {cap} bytes ({what})")
-
-
-def _blocked_cause(exc: BaseException) -> BaseException | None:
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, BlockedAddress | InvalidUrl):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _check_headers(bundle: Path) -> None:

@@ -12,7 +12,7 @@ from app.blobs.base import BlobError, BlobStore
 from app.core.config import Settings
 from app.core.db import create_sessionmaker
 from app.core.logging import get_logger
-from app.core.netguard import GuardedTransport, SsrfGuard
+from app.core.netguard import SsrfGuard, guarded_client
 from app.core.notify import Woken
 
 log = get_logger("pollhook.archive")
@@ -23,23 +23,19 @@ DOWNLOAD_TIMEOUT = httpx.Timeout(30.0)
 
 
 def download_client(settings: Settings) -> httpx.AsyncClient:
-    """The client result files are downloaded with: every connection through the SSRF guard
-    (a result URL comes from upstream), with the archive's own allow-list, redirects
-    followed hop by hop through it, the environment ignored (a proxy variable would bypass
-    the guard), and no compressed transfer (a small gzip body must not inflate past the
+    """The client result files are downloaded with: the guarded client (a result URL comes
+    from upstream) with the archive's own allow-list, redirects followed hop by hop when the
+    copier asks, and no compressed transfer (a small gzip body must not inflate past the
     size cap between two checks)."""
-    return httpx.AsyncClient(
-        transport=GuardedTransport(
-            SsrfGuard(settings.archive.allow_networks),
-            limits=httpx.Limits(
-                max_connections=settings.archive.concurrency,
-                max_keepalive_connections=settings.archive.concurrency,
-            ),
-        ),
+    return guarded_client(
+        SsrfGuard(settings.archive.allow_networks),
         timeout=DOWNLOAD_TIMEOUT,
+        limits=httpx.Limits(
+            max_connections=settings.archive.concurrency,
+            max_keepalive_connections=settings.archive.concurrency,
+        ),
         max_redirects=MAX_REDIRECTS,
         headers={"accept-encoding": "identity"},
-        trust_env=False,
     )
 
 

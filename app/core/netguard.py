@@ -482,19 +482,38 @@ def guarded_client(
     timeout: httpx.Timeout | float = 15.0,
     limits: httpx.Limits = DEFAULT_LIMITS,
     ssl_context: ssl.SSLContext | None = None,
+    max_redirects: int = 0,
+    headers: dict[str, str] | None = None,
 ) -> httpx.AsyncClient:
-    """An AsyncClient for webhook delivery.
+    """An AsyncClient whose every connection the guard checks (webhook delivery, the
+    archive's downloads).
 
-    Redirects are not followed (a 3xx could point anywhere) and the environment is ignored:
-    proxy variables would bypass the guard and ~/.netrc credentials would be sent to
-    client-chosen hosts.
+    Redirects are not followed unless a request asks (a 3xx could point anywhere; each hop
+    then connects through the guard), at most `max_redirects` of them, and the environment
+    is ignored: proxy variables would bypass the guard and ~/.netrc credentials would be
+    sent to client-chosen hosts.
     """
     return httpx.AsyncClient(
         transport=GuardedTransport(guard, ssl_context=ssl_context, limits=limits),
         timeout=timeout,
         follow_redirects=False,
+        max_redirects=max_redirects,
+        headers=headers,
         trust_env=False,
     )
+
+
+def refusal_in(exc: BaseException, kind: type[UnsafeTarget] = UnsafeTarget) -> UnsafeTarget | None:
+    """The guard's refusal (of `kind`) that `exc` was raised from, if any: a transport wraps
+    what the guard raised at connect time in errors of its own."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 async def check_destination(guard: SsrfGuard, url: str, field: str) -> None:

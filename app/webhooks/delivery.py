@@ -35,7 +35,7 @@ from app.core.http_client import read_at_most, retry_after_seconds
 from app.core.logging import get_logger
 from app.core.loop import LeasedLoop
 from app.core.metrics import ATTEMPT_SECONDS, DELIVERIES
-from app.core.netguard import BlockedAddress, SsrfGuard, guarded_client
+from app.core.netguard import BlockedAddress, SsrfGuard, guarded_client, refusal_in
 from app.core.notify import Woken
 from app.webhooks import signing
 from app.webhooks.repository import (
@@ -362,7 +362,7 @@ class DeliveryLoop(LeasedLoop):
         except BlockedAddress as exc:
             return AttemptResult(None, error=f"refused: {exc}"), None
         except httpx.HTTPError as exc:
-            blocked = _blocked_cause(exc)
+            blocked = refusal_in(exc, BlockedAddress)
             if blocked is not None:
                 return AttemptResult(None, error=f"refused: {blocked}"), None
             if isinstance(exc, httpx.TimeoutException):
@@ -378,17 +378,6 @@ class DeliveryLoop(LeasedLoop):
             ),
             text,
         )
-
-
-def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, BlockedAddress):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 class DeliveryWorker:
