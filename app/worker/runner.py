@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -43,40 +44,19 @@ async def run_worker(
     archive = ArchiveWorker(settings, engine, polls.owner, store) if store else None
     await polls.start()
     deliveries.start()
+    # Each job runs alone (max_instances=1), a missed run is not made up (coalesce).
+    jobs: list[tuple[Callable[[], Awaitable[None]], float, str]] = [
+        (deliveries.tick, settings.engine.tick_s, "delivery-tick"),
+        (deliveries.housekeeping, HOUSEKEEPING_INTERVAL_S, "housekeeping"),
+    ]
     if archive is not None:
         archive.start()
-        scheduler.add_job(
-            archive.tick,
-            "interval",
-            seconds=settings.engine.tick_s,
-            max_instances=1,
-            coalesce=True,
-            id="archive-tick",
-        )
-        scheduler.add_job(
-            archive.housekeeping,
-            "interval",
-            seconds=HOUSEKEEPING_INTERVAL_S,
-            max_instances=1,
-            coalesce=True,
-            id="archive-housekeeping",
-        )
-    scheduler.add_job(
-        deliveries.tick,
-        "interval",
-        seconds=settings.engine.tick_s,
-        max_instances=1,
-        coalesce=True,
-        id="delivery-tick",
-    )
-    scheduler.add_job(
-        deliveries.housekeeping,
-        "interval",
-        seconds=HOUSEKEEPING_INTERVAL_S,
-        max_instances=1,
-        coalesce=True,
-        id="housekeeping",
-    )
+        jobs += [
+            (archive.tick, settings.engine.tick_s, "archive-tick"),
+            (archive.housekeeping, HOUSEKEEPING_INTERVAL_S, "archive-housekeeping"),
+        ]
+    for job, every_s, name in jobs:
+        scheduler.add_job(job, "interval", seconds=every_s, max_instances=1, coalesce=True, id=name)
     if settings.metrics_port is not None:
         _serve_metrics(settings, engine, scheduler)
     scheduler.start()
