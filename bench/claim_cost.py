@@ -47,7 +47,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -151,17 +151,19 @@ def summarise(name: str, samples_ms: list[float], rows: list[int]) -> Series:
 # --- filling the table ------------------------------------------------------------------------
 
 
-async def fill(conn: asyncpg.Connection, options: Options) -> dict[str, float]:
+async def insert_rows(
+    conn: asyncpg.Connection, batches: Sequence[tuple[str, str, int, object]]
+) -> dict[str, float]:
+    """Each batch's rows, `(label, an INSERT ... SELECT over generate_series($1, $2) with a
+    third parameter, rows, that parameter)`, INSERT_CHUNK at a time without waiting on the
+    WAL, then VACUUM ANALYZE; the timings."""
     timings: dict[str, float] = {}
     await conn.execute("SET synchronous_commit = off")
-    for label, sql, total in (
-        ("active", INSERT_ACTIVE, options.active),
-        ("terminal", INSERT_TERMINAL, options.terminal),
-    ):
+    for label, sql, total, parameter in batches:
         started = time.perf_counter()
         for low in range(1, total + 1, INSERT_CHUNK):
             high = min(total, low + INSERT_CHUNK - 1)
-            await conn.execute(sql, low, high, options.tenants)
+            await conn.execute(sql, low, high, parameter)
             print(f"    {label}: {high:,}/{total:,} rows", flush=True)
         timings[f"insert {label} s"] = time.perf_counter() - started
     await conn.execute("RESET synchronous_commit")
@@ -169,6 +171,16 @@ async def fill(conn: asyncpg.Connection, options: Options) -> dict[str, float]:
     await conn.execute("VACUUM (ANALYZE) tasks")
     timings["vacuum analyze s"] = time.perf_counter() - started
     return timings
+
+
+async def fill(conn: asyncpg.Connection, options: Options) -> dict[str, float]:
+    return await insert_rows(
+        conn,
+        [
+            ("active", INSERT_ACTIVE, options.active, options.tenants),
+            ("terminal", INSERT_TERMINAL, options.terminal, options.tenants),
+        ],
+    )
 
 
 async def describe_table(conn: asyncpg.Connection) -> dict[str, Any]:

@@ -54,7 +54,7 @@ from app.providers.service import ProviderService
 from app.schedule.forecasts import Forecasts
 from app.schedule.refresh import ForecastRefresher
 from bench._support import begin, connect, percentile, run_benchmark
-from bench.claim_cost import INSERT_CHUNK, INSERT_TERMINAL
+from bench.claim_cost import INSERT_TERMINAL, insert_rows
 
 WARMUP = 2
 # Nothing is sent upstream here; the instances point at a closed local port all the same.
@@ -112,23 +112,13 @@ def bench_settings(server: EmbeddedPostgres) -> Settings:
 
 
 async def fill(conn: asyncpg.Connection, options: Options) -> dict[str, float]:
-    timings: dict[str, float] = {}
-    await conn.execute("SET synchronous_commit = off")
-    for label, total in (("active", options.active), ("terminal", options.terminal)):
-        started = time.perf_counter()
-        for low in range(1, total + 1, INSERT_CHUNK):
-            high = min(total, low + INSERT_CHUNK - 1)
-            if label == "active":
-                await conn.execute(INSERT_ACTIVE, low, high, options.due_share)
-            else:
-                await conn.execute(INSERT_TERMINAL, low, high, 100)
-            print(f"    {label}: {high:,}/{total:,} rows", flush=True)
-        timings[f"insert {label} s"] = time.perf_counter() - started
-    await conn.execute("RESET synchronous_commit")
-    started = time.perf_counter()
-    await conn.execute("VACUUM (ANALYZE) tasks")
-    timings["vacuum analyze s"] = time.perf_counter() - started
-    return timings
+    return await insert_rows(
+        conn,
+        [
+            ("active", INSERT_ACTIVE, options.active, options.due_share),
+            ("terminal", INSERT_TERMINAL, options.terminal, 100),
+        ],
+    )
 
 
 async def measure(
