@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.repository import arrays_of, rows_of, rows_param
+from app.core.repository import arrays_of, of_tenant, rows_of, rows_param
 from app.models import Event, Task, TaskStatus, TaskView
 from app.webhooks.events import NewEvent
 
@@ -169,9 +169,9 @@ class TaskRepository:
         }
 
     async def get(
-        self, tenant: str, task_id: uuid.UUID, *, for_update: bool = False
+        self, tenant: str | None, task_id: uuid.UUID, *, for_update: bool = False
     ) -> Task | None:
-        stmt = select(Task).where(Task.tenant == tenant, Task.id == task_id)
+        stmt = select(Task).where(of_tenant(Task.tenant, tenant), Task.id == task_id)
         if for_update:
             stmt = stmt.with_for_update()
         task: Task | None = await self.session.scalar(stmt)
@@ -179,15 +179,16 @@ class TaskRepository:
 
     async def list_page(
         self,
-        tenant: str,
+        tenant: str | None,
         *,
         limit: int,
         provider: str | None = None,
         status: str | None = None,
         after: tuple[datetime, uuid.UUID] | None = None,
     ) -> list[Task]:
-        """Newest first; keyset on (created_at, id) served by ix_tasks_tenant_created."""
-        stmt = select(Task).where(Task.tenant == tenant)
+        """Newest first; keyset on (created_at, id) served by ix_tasks_tenant_created (one
+        tenant's) or ix_tasks_created (every tenant's, for an operator)."""
+        stmt = select(Task).where(of_tenant(Task.tenant, tenant))
         if provider is not None:
             stmt = stmt.where(Task.provider == provider)
         if status is not None:
