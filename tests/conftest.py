@@ -46,6 +46,7 @@ TABLES = [
     "completion_samples",
     "completion_profiles",
     "archive_jobs",
+    "audit_log",
 ]
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.config import PollSchedule, ProviderKind
 from app.models import ProviderHealth
@@ -88,3 +88,18 @@ class ProviderRead(BaseModel):
 
 class ProviderList(BaseModel):
     items: list[ProviderRead]
+
+
+MAX_PAUSE_S = 7 * 86400
+
+
+class PauseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    for_s: float = Field(
+        3600,
+        gt=0,
+        le=MAX_PAUSE_S,
+        description="How long to pause, in seconds (at most 7 days). A longer pause already "
+        "in force (after a rate-limit or credential answer) stands.",
+    )
