@@ -47,6 +47,7 @@ TABLES = [
     "completion_profiles",
     "archive_jobs",
     "audit_log",
+    "activity",
 ]
 
 
