@@ -42,6 +42,7 @@ PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 # Routes for operators only: a tenant's key gets a 403.
 OPERATORS_ONLY = {
     ("GET", "/v1/audit"),
+    ("GET", "/v1/overview"),
     ("POST", "/v1/providers/{name}/pause"),
     ("POST", "/v1/providers/{name}/resume"),
 }
@@ -71,6 +72,7 @@ COLLECTION_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/webhooks"): {"url": HOOK_URL},
     ("GET", "/v1/signing-secret"): None,
     ("GET", "/v1/audit"): None,
+    ("GET", "/v1/overview"): None,
 }
 # Routes with an id that take a body: the most damaging change B could ask for.
 ID_ROUTE_BODIES: dict[tuple[str, str], Any] = {

@@ -41,6 +41,10 @@ class Saturation(BaseModel):
         "the budget calls for fewer, later, likelier polls."
     )
     active_tasks: int
+    tasks_by_status: dict[str, int] | None = Field(
+        description="The active tasks by status (pending, queued, processing) as the forecast "
+        "counted them; null from a forecast of an earlier version."
+    )
     expected_detection_delay_s: float | None = Field(
         description="Expected time from a task finishing upstream to pollhook knowing: the "
         "mean over the plans in force, by completion rate, plus the queue's wait when even "

@@ -149,6 +149,7 @@ def _saturation(forecast: StoredForecast | None, provider: ProviderSettings) -> 
         saturated_since=forecast.saturated_since,
         hit_chance=round(plans.effective_hit_chance(provider, forecast.hit_chance), 3),
         active_tasks=forecast.active_tasks or 0,
+        tasks_by_status=forecast.tasks_by_status,
         expected_detection_delay_s=(
             round(forecast.expected_detection_delay_s, 3)
             if forecast.expected_detection_delay_s is not None
