@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.repository import arrays_of, of_tenant, rows_of, rows_param
-from app.models import Event, Task, TaskStatus, TaskView
+from app.models import Event, Task, TaskPollLog, TaskStatus, TaskView
 from app.webhooks.events import NewEvent
 
 _EVENT_ROWS = rows_of(Event.__table__, ["id", "task_id", "tenant", "type", "sequence", "payload"])
@@ -176,6 +176,12 @@ class TaskRepository:
             stmt = stmt.with_for_update()
         task: Task | None = await self.session.scalar(stmt)
         return task
+
+    async def poll_log(self, task_id: uuid.UUID) -> list[dict[str, Any]]:
+        entries = await self.session.scalar(
+            select(TaskPollLog.entries).where(TaskPollLog.task_id == task_id)
+        )
+        return list(entries or [])
 
     async def list_page(
         self,

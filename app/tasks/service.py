@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditLog, Change
 from app.blobs.views import ArchiveLinks
 from app.core.config import ProviderSettings, Settings
 from app.core.errors import Conflict, NotFound, ServiceError, ValidationFailed
+from app.core.logging import get_logger
 from app.core.netguard import SsrfGuard, check_destination
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models import Task, TaskStatus, TaskView
@@ -21,7 +23,7 @@ from app.providers.external_ids import InvalidExternalId, normalize_external_id
 from app.schedule import plans
 from app.schedule.forecasts import Forecasts
 from app.tasks.repository import NewTaskRow, TaskKey, TaskRepository
-from app.tasks.schemas import TaskCreate, TaskList, TaskRead
+from app.tasks.schemas import PollList, PollRead, TaskCreate, TaskList, TaskRead
 from app.tasks.transitions import can_transition, event_type
 from app.webhooks import outbox
 from app.webhooks.events import (
@@ -34,6 +36,8 @@ from app.webhooks.events import (
 
 # Callback URLs of one batch checked by the SSRF guard at once (each may wait on DNS).
 CALLBACK_CHECKS_AT_ONCE = 32
+
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,17 @@ class TaskService:
         if task is None:
             raise NotFound(f"task {task_id} not found")
         return task
+
+    async def polls(self, task: Task) -> PollList:
+        """The last polls of a task the caller could already see; an entry this version
+        cannot read (a newer shape) is left out rather than failing the list."""
+        items = []
+        for entry in await self.repo.poll_log(task.id):
+            try:
+                items.append(PollRead.model_validate(entry))
+            except ValidationError:
+                logger.warning("task.poll_log_unreadable", task_id=str(task.id))
+        return PollList(items=items)
 
     async def list(
         self,
