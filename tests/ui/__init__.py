@@ -1,10 +1,12 @@
-"""Helpers of the dashboard's tests: signing in over HTTP, reading a page's CSRF token."""
+"""Helpers of the dashboard's tests: signing in over HTTP and in a browser, reading a
+page's CSRF token."""
 
 from __future__ import annotations
 
 import re
 
 import httpx
+from playwright.async_api import Page
 
 from app.ui.session import CSRF_FIELD
 
@@ -25,3 +27,12 @@ async def sign_in(http: httpx.AsyncClient, key: str, next_path: str = "/ui/tasks
     page = await http.get(next_path)
     assert page.status_code == 200, page.text
     return csrf_of(page.text)
+
+
+async def browser_sign_in(page: Page, base: str, key: str, path: str = "/ui/tasks") -> None:
+    """Open `path` in the browser, which sends it to the sign-in form, and sign in there."""
+    await page.goto(base + path)
+    assert "/ui/signin" in page.url
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(base + path)
