@@ -99,11 +99,25 @@ async def browser(chromium: Path) -> AsyncIterator[Browser]:
 
 @pytest_asyncio.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
-    """A fresh browser context (no cookies) and a page in it."""
+    """A fresh browser context (no cookies) and a page in it. A script error, or a console
+    error (a refused Content-Security-Policy, a failing htmx request), fails the test; a
+    page answered with an error status (a 404 page a test asked for) does not."""
     context = await browser.new_context()
     # A page that never shows what a test waits for fails within a browser test's budget.
     context.set_default_timeout(8000)
+    errors: list[str] = []
+    opened = await context.new_page()
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    opened.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and not message.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     try:
-        yield await context.new_page()
+        yield opened
     finally:
         await context.close()
+    assert not errors, errors

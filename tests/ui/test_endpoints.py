@@ -268,6 +268,9 @@ async def test_the_static_files_are_served_by_pollhook(ui: httpx.AsyncClient) ->
         assert kind in response.headers["content-type"]
     page = await ui.get("/ui/signin")
     assert 'src="/ui/static/vendor/htmx/htmx.min.js"' in page.text
+    assert "script-src 'self';" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
     # Everything from pollhook itself: no CDN.
     for link in re.findall(r'(?:src|href)="([^"]+)"', page.text):
         assert link.startswith(("/", "#")), link
