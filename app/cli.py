@@ -43,7 +43,7 @@ def _settings(**overrides: Any) -> Settings:
 def _refuse_well_known_keys(settings: Settings) -> None:
     from app.auth.exposure import public_key_problem
 
-    problem = public_key_problem(settings.host, settings.api_keys)
+    problem = public_key_problem(settings.host, settings.api_keys, settings.admin_keys)
     if problem:
         raise click.ClickException(problem)
 
@@ -221,10 +221,26 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--tenant", required=True, help="The tenant the key acts for.")
+@click.option("--tenant", help="The tenant the key acts for.")
+@click.option(
+    "--operator",
+    metavar="NAME",
+    help="Make an operator's key instead: it sees and changes every tenant's objects.",
+)
+@click.option("--read-only", is_flag=True, help="With --operator: it sees, and changes nothing.")
 @click.option("--name", help="A label to recognise the key by.")
-def keys_create(tenant: str, name: str | None) -> None:
+def keys_create(
+    tenant: str | None, operator: str | None, read_only: bool, name: str | None
+) -> None:
     """Create an API key and print it once (only its hash is stored)."""
+    from app.models import Role
+
+    if (tenant is None) == (operator is None):
+        raise click.UsageError("give exactly one of --tenant NAME and --operator NAME")
+    if read_only and operator is None:
+        raise click.UsageError("--read-only makes a read-only operator: use it with --operator")
+    role = Role.TENANT if operator is None else Role.OPERATOR_READ if read_only else Role.OPERATOR
+    owner = tenant or operator or ""
     settings = _settings()
 
     async def main() -> None:
@@ -233,11 +249,13 @@ def keys_create(tenant: str, name: str | None) -> None:
 
         async with _database(settings) as engine, transaction(create_sessionmaker(engine)) as s:
             try:
-                new = await create_key(s, tenant, name)
+                new = await create_key(s, owner, name, role)
             except ValidationFailed as exc:
-                raise click.BadParameter(exc.message, param_hint="--tenant") from None
+                hint = "--tenant" if role is Role.TENANT else "--operator"
+                raise click.BadParameter(exc.message, param_hint=hint) from None
         click.echo(new.key)
-        click.echo(f"(tenant {new.tenant}; shown once, store it now)", err=True)
+        who = f"tenant {new.tenant}" if role is Role.TENANT else f"{role.value} {new.tenant}"
+        click.echo(f"({who}; shown once, store it now)", err=True)
 
     _run(main)
 
@@ -255,8 +273,9 @@ def keys_list(tenant: str | None) -> None:
             rows = await ApiKeyRepository(s).list(tenant)
         for row in rows:
             state = "revoked" if row.revoked_at else "active"
+            owner = f"tenant={row.tenant}" if row.role == "tenant" else f"{row.role}={row.tenant}"
             click.echo(
-                f"{row.key_prefix}…  tenant={row.tenant}  name={row.name or '-'}  "
+                f"{row.key_prefix}…  {owner}  name={row.name or '-'}  "
                 f"created={row.created_at:%Y-%m-%d %H:%M}  {state}"
             )
 

@@ -56,7 +56,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         statement_sessions=create_sessionmaker(
             engine.execution_options(isolation_level="AUTOCOMMIT")
         ),
-        static_keys=StaticKeys(settings.api_keys),
+        static_keys=StaticKeys(settings.api_keys, settings.admin_keys),
         guard=SsrfGuard(settings.webhook_allow_networks),
         rate_limiter=TenantRateLimiter(
             settings.api_rate_limit_per_s, settings.api_rate_limit_burst

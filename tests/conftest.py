@@ -30,7 +30,7 @@ from app.core.config import Settings
 from app.core.db import create_engine
 from app.core.embedded import start_embedded
 from app.polling.worker import PollWorker
-from tests.helpers import ACME_KEY, DISCARD, OTHER_KEY, PgServer, api_client
+from tests.helpers import ACME_KEY, ADMIN_KEYS, DISCARD, OTHER_KEY, PgServer, api_client
 from tests.seaweed import seaweed_s3  # noqa: F401  (a fixture: the real S3 server)
 from tests.worker_support import fast_settings
 
@@ -108,6 +108,7 @@ def settings(request: pytest.FixtureRequest, database_url: str) -> Settings:
             {"tenant": "acme", "key": ACME_KEY},
             {"tenant": "other", "key": OTHER_KEY},
         ],
+        admin_keys=ADMIN_KEYS,
         # Tests that register a webhook or callback_url without delivering it use this
         # port (discard): no test registers an address off this machine.
         webhook_allow_networks=[DISCARD],

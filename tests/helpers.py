@@ -36,6 +36,13 @@ ACME_KEY = "acme-test-key-0123456789abcdef"
 DISCARD = "127.0.0.1:9"
 DISCARD_URL = "http://127.0.0.1:9"
 OTHER_KEY = "other-test-key-0123456789abcdef"
+# Operators of the default test settings: one that changes, one that only reads.
+OPS_KEY = "ops-test-key-0123456789abcdef"
+READER_KEY = "reader-test-key-0123456789abcdef"
+ADMIN_KEYS = [
+    {"name": "ops", "key": OPS_KEY},
+    {"name": "reader", "key": READER_KEY, "read_only": True},
+]
 
 # The archive off: a poll's success starts no copy, and a task shows no links.
 ARCHIVE_OFF = ArchiveIntake(adapter_for(ProviderKind.MINIMAX_T2A), enabled=False, wait_s=0)

@@ -182,10 +182,20 @@ def test_keys_and_migrate_commands(data_dir: Path) -> None:
     key = created.stdout.strip()
     assert re.fullmatch(r"ph_[A-Za-z0-9_-]{43}", key)
 
+    operator = pollhook("keys", "create", "--operator", "alice", "--read-only", env=env)
+    assert operator.returncode == 0, operator.stderr
+    assert "operator_read alice" in operator.stderr
+
     listed = pollhook("keys", "list", env=env)
+    assert f"{operator.stdout.strip()[:10]}…  operator_read=alice" in listed.stdout
     assert key[:10] in listed.stdout
     assert key not in listed.stdout
     assert "active" in listed.stdout
+
+    both = pollhook("keys", "create", "--tenant", "a", "--operator", "b", env=env)
+    assert both.returncode == 2
+    assert "exactly one of" in both.stderr
+    assert pollhook("keys", "create", "--tenant", "a", "--read-only", env=env).returncode == 2
 
     bad = pollhook("keys", "create", "--tenant", "no spaces", env=env)
     assert bad.returncode == 2

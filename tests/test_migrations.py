@@ -53,6 +53,7 @@ async def test_upgrade_matches_models_and_round_trips(fresh_engine: AsyncEngine)
         "completion_samples",
         "completion_profiles",
         "archive_jobs",
+        "audit_log",
     }
     assert await _tables(fresh_engine) == expected
 

@@ -1,5 +1,6 @@
 """Invariant 5, walked over the whole API: one tenant never sees or changes another's tasks,
-endpoints or deliveries.
+endpoints or deliveries. And the roles above tenants: an operator reaches every tenant's, a
+read-only operator sees them and changes nothing.
 
 Every route of the app is enumerated. Tenant A creates one of each object; tenant B then
 calls every route that takes an id with A's ids (each must be a 404 that says nothing of A),
@@ -25,17 +26,28 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
-from app.deps import TenantDep, get_statement_caller, get_statement_tenant, get_tenant
+from app.deps import TenantDep, get_caller, get_statement_caller, get_statement_tenant, get_tenant
 from app.main import create_app
-from tests.helpers import ACME_KEY, OTHER_KEY, app_client
+from tests.helpers import ACME_KEY, ADMIN_KEYS, OPS_KEY, OTHER_KEY, READER_KEY, app_client
 
 A = {"Authorization": f"Bearer {ACME_KEY}"}
 B = {"Authorization": f"Bearer {OTHER_KEY}"}
+OPS = {"Authorization": f"Bearer {OPS_KEY}"}
+READER = {"Authorization": f"Bearer {READER_KEY}"}
 HOOK_URL = "http://127.0.0.1:9/a-hook"
 A_EXTERNAL_ID = 424242
 
 # Routes that take no tenant at all.
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+# Routes for operators only: a tenant's key gets a 403.
+OPERATORS_ONLY = {("GET", "/v1/audit")}
+# Routes that make what belongs to one tenant: an operator's key gets a 403.
+TENANTS_ONLY = {
+    ("POST", "/v1/tasks"),
+    ("POST", "/v1/tasks/batch"),
+    ("POST", "/v1/webhooks"),
+    ("GET", "/v1/signing-secret"),
+}
 # Routes without an id: B calls them with these bodies. POST /v1/tasks names A's upstream
 # task, which must register B's own task rather than hand back A's.
 COLLECTION_BODIES: dict[tuple[str, str], Any] = {
@@ -51,6 +63,7 @@ COLLECTION_BODIES: dict[tuple[str, str], Any] = {
     ("GET", "/v1/webhooks"): None,
     ("POST", "/v1/webhooks"): {"url": HOOK_URL},
     ("GET", "/v1/signing-secret"): None,
+    ("GET", "/v1/audit"): None,
 }
 # Routes with an id that take a body: the most damaging change B could ask for.
 ID_ROUTE_BODIES: dict[tuple[str, str], Any] = {
@@ -78,6 +91,7 @@ def settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         api_keys=[{"tenant": "acme", "key": ACME_KEY}, {"tenant": "other", "key": OTHER_KEY}],
+        admin_keys=ADMIN_KEYS,
         webhook_allow_networks=[ipaddress.ip_network("127.0.0.0/8")],
         log_format="json",
     )
@@ -90,7 +104,7 @@ def _masked(text: str, ids: Iterable[str]) -> str:
 
 
 # The tenant of a request on the unit-of-work session, and of one on a statement session.
-TENANT_DEPENDENCIES = (get_tenant, get_statement_caller, get_statement_tenant)
+TENANT_DEPENDENCIES = (get_caller, get_tenant, get_statement_caller, get_statement_tenant)
 
 
 def _needs_tenant(dependant: Dependant) -> bool:
@@ -129,6 +143,12 @@ async def _objects_of_a(client: httpx.AsyncClient) -> dict[str, list[str]]:
     }
 
 
+def _dashboard(path: str | None) -> bool:
+    """The dashboard's routes: signed in with a cookie, not a bearer key, and answering HTML;
+    their isolation is tested in tests/ui/test_endpoints.py."""
+    return path is not None and (path == "/ui" or path.startswith("/ui/"))
+
+
 async def _walk(client: httpx.AsyncClient, app: FastAPI, ids: dict[str, list[str]]) -> None:
     """Call every route as tenant B; fail on any route the walk cannot classify or fill."""
     a_values = [v for values in ids.values() for v in values]
@@ -138,9 +158,7 @@ async def _walk(client: httpx.AsyncClient, app: FastAPI, ids: dict[str, list[str
     for route in iter_route_contexts(app.routes):
         if not isinstance(route.original_route, APIRoute):
             continue  # /openapi.json and the docs pages
-        if route.path is not None and (route.path == "/ui" or route.path.startswith("/ui/")):
-            # The dashboard: signed in with a cookie, not a bearer key, and answering HTML;
-            # its own isolation tests are in tests/ui/test_endpoints.py.
+        if _dashboard(route.path):
             continue
         assert route.path is not None
         assert route.methods is not None
@@ -165,6 +183,9 @@ async def _walk(client: httpx.AsyncClient, app: FastAPI, ids: dict[str, list[str
                 response = await client.request(
                     method, route.path, json=COLLECTION_BODIES[key], headers=B
                 )
+                if key in OPERATORS_ONLY:
+                    assert response.status_code == 403, (key, response.text)
+                    continue
                 assert response.status_code < 300, (key, response.text)
                 leaked = [v for v in a_values if v in response.text]
                 assert not leaked, f"{key} shows tenant A's {leaked} to tenant B"
@@ -182,7 +203,7 @@ async def _walk(client: httpx.AsyncClient, app: FastAPI, ids: dict[str, list[str
         for method in operations
     }
     assert documented <= visited, documented - visited
-    stale = (set(COLLECTION_BODIES) | set(ID_ROUTE_BODIES) | PUBLIC) - visited
+    stale = (set(COLLECTION_BODIES) | set(ID_ROUTE_BODIES) | PUBLIC | TENANTS_ONLY) - visited
     assert not stale, f"the walk lists routes the app no longer has: {stale}"
 
 
@@ -260,3 +281,95 @@ async def test_the_walk_refuses_routes_it_does_not_know(
     async with app_client(app, key=None) as http:
         with pytest.raises(AssertionError, match=complaint):
             await _walk(http, app, nowhere)
+
+
+def _routes(app: FastAPI) -> list[tuple[str, str, list[str]]]:
+    """(method, path, path parameters) of every route that takes a caller."""
+    found = []
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute) or _dashboard(route.path):
+            continue
+        assert route.path is not None
+        assert route.methods is not None
+        for method in sorted(route.methods):
+            if (method, route.path) not in PUBLIC:
+                found.append((method, route.path, [p.name for p in route.dependant.path_params]))
+    return found
+
+
+async def test_an_operator_reaches_every_tenant(settings: Settings, engine: AsyncEngine) -> None:
+    """Every read of A's objects answers an operator as it answers A, every list shows them,
+    and what only a tenant can make is refused with a 403 that changes nothing."""
+    app = create_app(settings, engine=engine)
+    async with app_client(app) as client:
+        ids = await _objects_of_a(client)
+        before = await _snapshot(engine)
+        for method, path, params in _routes(app):
+            key = (method, path)
+            if key in TENANTS_ONLY:
+                body = COLLECTION_BODIES.get(key)
+                response = await client.request(method, path, json=body, headers=OPS)
+                assert response.status_code == 403, (key, response.text)
+            elif method == "GET" and params:
+                for values in itertools.product(*(ids[p] for p in params)):
+                    url = path.format(**dict(zip(params, values, strict=True)))
+                    as_a = await client.get(url, headers=A)
+                    as_ops = await client.get(url, headers=OPS)
+                    assert (as_ops.status_code, as_ops.json()) == (200, as_a.json()), key
+            elif method == "GET":
+                response = await client.get(path, headers=OPS)
+                assert response.status_code == 200, (key, response.text)
+                if key in {("GET", "/v1/tasks"), ("GET", "/v1/webhooks")}:
+                    shown = [item["id"] for item in response.json()["items"]]
+                    mine = ids["task_id"] if path == "/v1/tasks" else ids["webhook_id"]
+                    assert set(mine) <= set(shown), key
+        assert await _snapshot(engine) == before
+
+        # And it changes them: a retry of A's delivery, recorded under its own name.
+        retried = await client.post(f"/v1/deliveries/{ids['delivery_id'][0]}/retry", headers=OPS)
+        assert retried.status_code == 200, retried.text
+        log = (await client.get("/v1/audit", headers=OPS)).json()["items"]
+        assert [(e["actor"], e["action"], e["tenant"], e["result"]) for e in log[:1]] == [
+            ("operator:ops", "delivery.retry", "acme", "ok")
+        ]
+        assert log[0]["target"] == f"delivery:{ids['delivery_id'][0]}"
+
+
+async def test_a_read_only_operator_sees_and_changes_nothing(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    app = create_app(settings, engine=engine)
+    async with app_client(app) as client:
+        ids = await _objects_of_a(client)
+        before = await _snapshot(engine)
+        refused = 0
+        for method, path, params in _routes(app):
+            key = (method, path)
+            if method == "GET" or key in TENANTS_ONLY:
+                continue
+            for values in itertools.product(*(ids[p] for p in params)):
+                url = path.format(**dict(zip(params, values, strict=True)))
+                response = await client.request(
+                    method, url, json=ID_ROUTE_BODIES.get(key), headers=READER
+                )
+                assert response.status_code == 403, (key, response.text)
+                assert response.json()["error"]["code"] == "forbidden"
+                refused += 1
+        assert refused >= 5  # update, delete, rotate, retry, cancel at least
+        assert await _snapshot(engine) == before
+
+        # It sees everything: A's tasks and endpoints, but not a secret to sign with.
+        hook = await client.get(f"/v1/webhooks/{ids['webhook_id'][0]}", headers=READER)
+        assert (hook.status_code, hook.json()["url"], hook.json()["secret"]) == (
+            200,
+            HOOK_URL,
+            None,
+        )
+        assert not any(secret in hook.text for secret in ids["secrets"])
+        # Each refusal is in the audit log, which it may read.
+        log = (await client.get("/v1/audit?limit=500", headers=READER)).json()["items"]
+        denied = [e for e in log if e["actor"] == "operator:reader"]
+        assert len(denied) == refused
+        assert {e["result"] for e in denied} == {"denied"}
+        # A tenant may not read the log.
+        assert (await client.get("/v1/audit", headers=A)).status_code == 403

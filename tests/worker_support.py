@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
-from tests.helpers import ACME_KEY
+from tests.helpers import ACME_KEY, ADMIN_KEYS
 
 FAST = {
     "first_poll_delay_s": 0,
@@ -82,6 +82,7 @@ def _settings(base: Settings, **minimax: Any) -> Settings:
     return Settings(
         database_url=base.database_url,
         api_keys=base.api_keys,
+        admin_keys=base.admin_keys,
         providers=providers,
         engine={"tick_s": 0.05, "lease_s": 5, "auth_retry_s": 0.3, "shutdown_grace_s": 1},
     )
@@ -89,7 +90,11 @@ def _settings(base: Settings, **minimax: Any) -> Settings:
 
 def fast_settings(database_url: str) -> Settings:
     """The API under test and the engine share these fast settings."""
-    base = Settings(database_url=database_url, api_keys=[{"tenant": "acme", "key": ACME_KEY}])
+    base = Settings(
+        database_url=database_url,
+        api_keys=[{"tenant": "acme", "key": ACME_KEY}],
+        admin_keys=ADMIN_KEYS,
+    )
     return _settings(base)
 
 

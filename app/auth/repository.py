@@ -10,16 +10,21 @@ class ApiKeyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, *, tenant: str, name: str | None, key_prefix: str, key_hash: str) -> ApiKey:
-        row = ApiKey(tenant=tenant, name=name, key_prefix=key_prefix, key_hash=key_hash)
+    async def add(
+        self, *, tenant: str, name: str | None, key_prefix: str, key_hash: str, role: str
+    ) -> ApiKey:
+        row = ApiKey(tenant=tenant, name=name, key_prefix=key_prefix, key_hash=key_hash, role=role)
         self.session.add(row)
         await self.session.flush()
         return row
 
-    async def tenant_for_hash(self, key_hash: str) -> str | None:
-        stmt = select(ApiKey.tenant).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
-        result: str | None = await self.session.scalar(stmt)
-        return result
+    async def owner_for_hash(self, key_hash: str) -> tuple[str, str] | None:
+        """(tenant or operator name, role) of the active key with this hash."""
+        stmt = select(ApiKey.tenant, ApiKey.role).where(
+            ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)
+        )
+        row = (await self.session.execute(stmt)).first()
+        return (row.tenant, row.role) if row else None
 
     async def count_active(self) -> int:
         stmt = select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))

@@ -10,13 +10,15 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.repository import ApiKeyRepository
-from app.core.config import TENANT_PATTERN, StaticApiKey
+from app.core.config import TENANT_PATTERN, StaticAdminKey, StaticApiKey
 from app.core.errors import Unauthorized, ValidationFailed
+from app.models import Role
 
 KEY_PREFIX = "ph_"
 MAX_KEY_LENGTH = 256
@@ -27,6 +29,7 @@ class NewKey:
     tenant: str
     key: str
     key_prefix: str
+    role: Role
 
 
 def hash_key(key: str) -> str:
@@ -41,19 +44,51 @@ def display_prefix(key: str) -> str:
     return key[:10]
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who a request acts as: a tenant, or an operator by name."""
+
+    name: str
+    role: Role
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant whose objects this caller reaches; None for an operator: every tenant's."""
+        return self.name if self.role is Role.TENANT else None
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role is not Role.TENANT
+
+    @property
+    def may_change(self) -> bool:
+        return self.role is not Role.OPERATOR_READ
+
+    @property
+    def actor(self) -> str:
+        """One name across both kinds (tenant names cannot hold ':'): the audit log's `who`
+        and the API rate limit's key."""
+        return f"{'tenant' if self.role is Role.TENANT else 'operator'}:{self.name}"
+
+
 class StaticKeys:
-    """POLLHOOK_API_KEYS, checked without a database round trip."""
+    """POLLHOOK_API_KEYS and POLLHOOK_ADMIN_KEYS, checked without a database round trip."""
 
-    def __init__(self, keys: list[StaticApiKey]) -> None:
-        self._by_hash = [(hash_key(k.key.get_secret_value()).encode(), k.tenant) for k in keys]
+    def __init__(self, keys: list[StaticApiKey], admin_keys: Sequence[StaticAdminKey] = ()) -> None:
+        entries = [(k.key, Caller(k.tenant, Role.TENANT)) for k in keys]
+        entries += [
+            (k.key, Caller(k.name, Role.OPERATOR_READ if k.read_only else Role.OPERATOR))
+            for k in admin_keys
+        ]
+        self._by_hash = [(hash_key(key.get_secret_value()).encode(), c) for key, c in entries]
 
-    def tenant_for(self, presented_hash: str) -> str | None:
+    def caller_for(self, presented_hash: str) -> Caller | None:
         # Compare against every entry so the time taken does not depend on which one matched.
-        found: str | None = None
+        found: Caller | None = None
         candidate = presented_hash.encode()
-        for digest, tenant in self._by_hash:
+        for digest, caller in self._by_hash:
             if hmac.compare_digest(digest, candidate):
-                found = tenant
+                found = caller
         return found
 
     def __len__(self) -> int:
@@ -72,25 +107,36 @@ def parse_bearer(authorization: str | None) -> str:
     return token
 
 
-async def authenticate(session: AsyncSession, static: StaticKeys, authorization: str | None) -> str:
-    key = parse_bearer(authorization)
-    digest = hash_key(key)
-    tenant = static.tenant_for(digest)
-    if tenant is None:
-        tenant = await ApiKeyRepository(session).tenant_for_hash(digest)
-    if tenant is None:
+async def authenticate(
+    session: AsyncSession, static: StaticKeys, authorization: str | None
+) -> Caller:
+    return await caller_for_hash(session, static, hash_key(parse_bearer(authorization)))
+
+
+async def caller_for_hash(session: AsyncSession, static: StaticKeys, digest: str) -> Caller:
+    """The caller whose key hashes to `digest`: a static key, else an active stored one."""
+    caller = static.caller_for(digest)
+    if caller is None:
+        found = await ApiKeyRepository(session).owner_for_hash(digest)
+        if found is not None:
+            caller = Caller(found[0], Role(found[1]))
+    if caller is None:
         raise Unauthorized("unknown API key")
-    return tenant
+    return caller
 
 
-async def create_key(session: AsyncSession, tenant: str, name: str | None = None) -> NewKey:
-    if not re.match(TENANT_PATTERN, tenant):
+async def create_key(
+    session: AsyncSession, owner: str, name: str | None = None, role: Role = Role.TENANT
+) -> NewKey:
+    """A new key for a tenant (`owner` is the tenant) or an operator (`owner` is its name)."""
+    if not re.match(TENANT_PATTERN, owner):
         raise ValidationFailed.field(
-            "tenant", "1-64 characters: letters, digits, '_', '.', '-', starting alphanumeric"
+            "tenant" if role is Role.TENANT else "operator",
+            "1-64 characters: letters, digits, '_', '.', '-', starting alphanumeric",
         )
     key = generate_key()
     prefix = display_prefix(key)
     await ApiKeyRepository(session).add(
-        tenant=tenant, name=name, key_prefix=prefix, key_hash=hash_key(key)
+        tenant=owner, name=name, key_prefix=prefix, key_hash=hash_key(key), role=role.value
     )
-    return NewKey(tenant=tenant, key=key, key_prefix=prefix)
+    return NewKey(tenant=owner, key=key, key_prefix=prefix, role=role)

@@ -476,6 +476,16 @@ class StaticApiKey(BaseModel):
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
+class StaticAdminKey(BaseModel):
+    """An operator's key: every tenant's objects, read-only when `read_only`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    key: SecretStr
+    read_only: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -489,6 +499,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65_535)] = 8000
     api_keys: Annotated[list[StaticApiKey], NoDecode] = Field(default_factory=list)
+    # Operators: `name:key`, or `name:key:read` for a read-only operator.
+    admin_keys: Annotated[list[StaticAdminKey], NoDecode] = Field(default_factory=list)
     webhook_allow_networks: Annotated[list[AllowedNetwork], NoDecode] = Field(default_factory=list)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict, validate_default=True)
     engine: PollSettings = Field(default_factory=PollSettings)
@@ -583,6 +595,36 @@ class Settings(BaseSettings):
                 raise ValueError(f"the key for tenant {entry.tenant!r} is shorter than 16 chars")
         return value
 
+    @field_validator("admin_keys", mode="before")
+    @classmethod
+    def _parse_admin_keys(cls, value: Any) -> Any:
+        value = _split_csv(value)
+        if not isinstance(value, list):
+            return value
+        parsed: list[Any] = []
+        for item in value:
+            if isinstance(item, str):
+                name, sep, key = item.partition(":")
+                key, read_only = (
+                    (key[: -len(":read")], True) if key.endswith(":read") else (key, False)
+                )
+                if not sep or not name or not key:
+                    raise ValueError("each entry must be name:key or name:key:read")
+                parsed.append({"name": name, "key": key, "read_only": read_only})
+            else:
+                parsed.append(item)
+        return parsed
+
+    @field_validator("admin_keys")
+    @classmethod
+    def _check_admin_keys(cls, value: list[StaticAdminKey]) -> list[StaticAdminKey]:
+        for entry in value:
+            if not re.match(TENANT_PATTERN, entry.name):
+                raise ValueError(f"invalid operator name {entry.name!r}")
+            if len(entry.key.get_secret_value()) < 16:
+                raise ValueError(f"the key for operator {entry.name!r} is shorter than 16 chars")
+        return value
+
     @field_validator("webhook_allow_networks", mode="before")
     @classmethod
     def _parse_networks(cls, value: Any) -> Any:
@@ -659,11 +701,12 @@ class Settings(BaseSettings):
         return target
 
     def secret_values(self) -> list[str]:
-        """Every configured secret, for the log redactor: provider keys, static API keys, the
-        database password, the archive's S3 secret key and link secret, and the dashboard's
-        session secret."""
+        """Every configured secret, for the log redactor: provider keys, static API and admin
+        keys, the database password, the archive's S3 secret key and link secret, and the
+        dashboard's session secret."""
         values = [p.api_key.get_secret_value() for p in self.providers.values() if p.api_key]
         values += [entry.key.get_secret_value() for entry in self.api_keys]
+        values += [entry.key.get_secret_value() for entry in self.admin_keys]
         for secret in (
             self.archive.secret_access_key,
             self.archive.link_secret,

@@ -30,8 +30,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import FromClause, TextClause, text
+from sqlalchemy import ColumnElement, FromClause, TextClause, text, true
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import InstrumentedAttribute
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -177,3 +178,11 @@ def _encode(value: object) -> str:
     if isinstance(value, uuid.UUID):
         return str(value)
     raise TypeError(f"cannot encode {type(value).__name__} as a row value")
+
+
+def of_tenant(
+    column: ColumnElement[str] | InstrumentedAttribute[str], tenant: str | None
+) -> ColumnElement[bool]:
+    """The scope of a caller's reads and changes: one tenant's rows, or every tenant's for
+    None (an operator)."""
+    return true() if tenant is None else column == tenant

@@ -1,7 +1,8 @@
 """One file per table, re-exported so Alembic sees the whole metadata."""
 
-from app.models.api_key import ApiKey
+from app.models.api_key import ApiKey, Role
 from app.models.archive_job import ArchiveJob, ArchiveJobStatus
+from app.models.audit import AuditEntry
 from app.models.completion import CompletionProfile, CompletionSample
 from app.models.delivery import Delivery, DeliveryAttempt, DeliveryStatus
 from app.models.event import Event
@@ -15,6 +16,7 @@ __all__ = [
     "ApiKey",
     "ArchiveJob",
     "ArchiveJobStatus",
+    "AuditEntry",
     "CompletionProfile",
     "CompletionSample",
     "Delivery",
@@ -23,6 +25,7 @@ __all__ = [
     "Event",
     "ProviderHealth",
     "ProviderState",
+    "Role",
     "Task",
     "TaskStatus",
     "TaskView",

@@ -79,6 +79,8 @@ class Task(Base):
         ),
         # Listing: one tenant's tasks, newest first, keyset on (created_at, id).
         Index("ix_tasks_tenant_created", "tenant", text("created_at DESC"), text("id DESC")),
+        # The same over every tenant's, for operators.
+        Index("ix_tasks_created", text("created_at DESC"), text("id DESC")),
         # Lease recovery: claimed tasks whose lease ran out.
         Index(
             "ix_tasks_lease_expiry",

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.core.schemas import error_responses
-from app.deps import SessionDep, SettingsDep, TenantDep
+from app.deps import CallerDep, SessionDep, SettingsDep
 from app.providers.schemas import ProviderList
 from app.providers.service import ProviderService
 
@@ -12,8 +12,10 @@ router = APIRouter(prefix="/providers", tags=["providers"])
 
 @router.get(
     "",
-    summary="Provider instances: rate budget, backlog and health",
+    summary="Provider instances: health, and for operators rate budget and backlog",
     responses=error_responses(401, 503),
 )
-async def list_providers(_: TenantDep, session: SessionDep, settings: SettingsDep) -> ProviderList:
-    return await ProviderService(session, settings).list()
+async def list_providers(
+    caller: CallerDep, session: SessionDep, settings: SettingsDep
+) -> ProviderList:
+    return await ProviderService(session, settings).list(caller)

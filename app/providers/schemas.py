@@ -48,27 +48,42 @@ class Saturation(BaseModel):
     )
 
 
+OPERATORS_ONLY = "Operators only: null for a tenant's key."
+
+
 class ProviderRead(BaseModel):
+    """A provider instance. A tenant's key sees the instance's health and its own active
+    tasks there; the instance's address, budget and totals are for operators."""
+
     name: str = Field(examples=["minimax"])
     kind: ProviderKind
-    base_url: str
-    configured_rate_per_s: float = Field(description="The configured budget; 0 means unlimited.")
-    effective_rate_per_s: float = Field(
-        description="The rate in force now: lower than configured after rate-limit answers, "
-        "climbing back gradually."
-    )
-    due_backlog: int = Field(description="Active tasks whose next poll is due now.")
-    schedule: PollSchedule
+    health: ProviderHealth
+    paused_until: datetime | None
     completion: CompletionTimes | None = Field(
         description="Null until the instance has seen enough completions to learn from."
     )
-    saturation: Saturation | None = Field(
-        description="Null until a worker has made the instance's first forecast."
+    your_active_tasks: dict[str, int] = Field(
+        description="The calling tenant's tasks on this instance that are still tracked, by "
+        "status (pending, queued, processing); empty for an operator's key."
     )
-    health: ProviderHealth
-    paused_until: datetime | None
-    last_error: str | None
-    last_error_at: datetime | None
+    base_url: str | None = Field(description=OPERATORS_ONLY)
+    configured_rate_per_s: float | None = Field(
+        description=f"The configured budget; 0 means unlimited. {OPERATORS_ONLY}"
+    )
+    effective_rate_per_s: float | None = Field(
+        description="The rate in force now: lower than configured after rate-limit answers, "
+        f"climbing back gradually. {OPERATORS_ONLY}"
+    )
+    due_backlog: int | None = Field(
+        description=f"Active tasks (every tenant's) whose next poll is due now. {OPERATORS_ONLY}"
+    )
+    schedule: PollSchedule | None = Field(description=OPERATORS_ONLY)
+    saturation: Saturation | None = Field(
+        description="Null until a worker has made the instance's first forecast, and for a "
+        "tenant's key."
+    )
+    last_error: str | None = Field(description=OPERATORS_ONLY)
+    last_error_at: datetime | None = Field(description=OPERATORS_ONLY)
 
 
 class ProviderList(BaseModel):

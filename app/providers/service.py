@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.budget.repository import BudgetRepository
+from app.auth.service import Caller
+from app.budget.repository import BudgetRepository, BudgetState
 from app.core.config import ProviderSettings, Settings
 from app.models import ProviderHealth
 from app.providers.schemas import CompletionTimes, ProviderList, ProviderRead, Saturation
@@ -18,20 +22,23 @@ class ProviderService:
         self.completions = CompletionRepository(session)
         self.settings = settings
 
-    async def list(self) -> ProviderList:
+    async def list(self, caller: Caller) -> ProviderList:
+        """Every instance as `caller` may see it (ProviderRead: a tenant sees its own)."""
+        providers = self.settings.providers
         states = await self.budgets.states(
-            self.settings.providers, recovery_s=self.settings.engine.rate_recovery_s
+            providers, recovery_s=self.settings.engine.rate_recovery_s
         )
-        backlog = await self.forecasts.due_backlog(self.settings.providers)
-        stored = await self.forecasts.stored()
         learned = {
             row.provider: model
             for row in await self.completions.profiles()
             if row.size_class == ALL_SIZES
             and (model := CompletionModel.learned(row.quantiles, row.samples))
         }
+        tenant = caller.tenant
+        own = await self.forecasts.active_of_tenant(tenant, providers) if tenant else {}
+        internals = {} if tenant else await self._internals(states)
         items = []
-        for name, provider in sorted(self.settings.providers.items()):
+        for name, provider in sorted(providers.items()):
             state = states.get(name)
             paused = state.paused_until if state else None
             if state and paused and paused <= state.db_now:
@@ -40,22 +47,49 @@ class ProviderService:
                 ProviderRead(
                     name=name,
                     kind=provider.kind,
-                    base_url=provider.base_url,
-                    configured_rate_per_s=provider.rate_limit_per_s,
-                    effective_rate_per_s=round(
-                        state.effective_rate_per_s if state else provider.rate_limit_per_s, 3
-                    ),
-                    due_backlog=backlog.get(name, 0),
-                    schedule=provider.schedule,
-                    completion=_completion(learned.get(name)),
-                    saturation=_saturation(stored.get(name), provider),
                     health=state.health if state else ProviderHealth.OK,
                     paused_until=paused,
-                    last_error=state.last_error if state else None,
-                    last_error_at=state.last_error_at if state else None,
+                    completion=_completion(learned.get(name)),
+                    your_active_tasks=own.get(name, {}),
+                    **internals.get(name, _HIDDEN),
                 )
             )
         return ProviderList(items=items)
+
+    async def _internals(self, states: Mapping[str, BudgetState]) -> dict[str, dict[str, Any]]:
+        """What only operators see of each instance: address, budget, totals, last error."""
+        backlog = await self.forecasts.due_backlog(self.settings.providers)
+        stored = await self.forecasts.stored()
+        shown: dict[str, dict[str, Any]] = {}
+        for name, provider in self.settings.providers.items():
+            state = states.get(name)
+            shown[name] = {
+                "base_url": provider.base_url,
+                "configured_rate_per_s": provider.rate_limit_per_s,
+                "effective_rate_per_s": round(
+                    state.effective_rate_per_s if state else provider.rate_limit_per_s, 3
+                ),
+                "due_backlog": backlog.get(name, 0),
+                "schedule": provider.schedule,
+                "saturation": _saturation(stored.get(name), provider),
+                "last_error": state.last_error if state else None,
+                "last_error_at": state.last_error_at if state else None,
+            }
+        return shown
+
+
+_HIDDEN: dict[str, Any] = dict.fromkeys(
+    [
+        "base_url",
+        "configured_rate_per_s",
+        "effective_rate_per_s",
+        "due_backlog",
+        "schedule",
+        "saturation",
+        "last_error",
+        "last_error_at",
+    ]
+)
 
 
 def _completion(model: CompletionModel | None) -> CompletionTimes | None:

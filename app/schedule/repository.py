@@ -324,6 +324,30 @@ class ForecastRepository:
         )
         return {name: float(chance) for name, chance in rows if chance is not None}
 
+    async def active_of_tenant(
+        self, tenant: str, providers: Collection[str]
+    ) -> dict[str, dict[str, int]]:
+        """One tenant's tracked tasks per instance, by status: a range scan of
+        `ix_tasks_due_tenant` per instance, over that tenant's active tasks only."""
+        rows = await self.session.execute(
+            text(
+                f"""
+                SELECT p.name, t.status, count(*)
+                FROM unnest(CAST(:names AS text[])) AS p(name)
+                CROSS JOIN LATERAL (
+                    SELECT status FROM tasks
+                    WHERE provider = p.name AND tenant = :tenant AND {ACTIVE_SQL}
+                ) AS t
+                GROUP BY p.name, t.status
+                """
+            ),
+            {"names": sorted(providers), "tenant": tenant},
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for provider, status, count in rows:
+            counts.setdefault(provider, {})[status] = int(count)
+        return counts
+
     async def due_backlog(self, providers: Collection[str]) -> dict[str, int]:
         """Active tasks whose next poll is due now, per instance named. One range scan of
         `ix_tasks_due` per instance, over its due entries only: grouped by provider instead,

@@ -8,17 +8,19 @@ from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
+from app.audit.service import Change
 from app.core.errors import ServiceError
 from app.core.metrics import TASK_OUTCOMES
 from app.core.schemas import ErrorDetail, error_responses
 from app.deps import (
+    CallerDep,
     SessionDep,
     SettingsDep,
     StateDep,
     StatementCall,
     StatementCallerDep,
     StatementTenantDep,
-    TenantDep,
+    changes,
     charge,
 )
 from app.models import TaskStatus
@@ -105,7 +107,7 @@ async def register_task(body: TaskCreate, call: StatementTenantDep) -> Response:
     responses=error_responses(401, 408, 413, 415, 422, 503),
 )
 async def register_tasks(body: TaskBatch, call: StatementCallerDep) -> Response:
-    charge(call.state, call.tenant, -(-len(body.tasks) // BATCH_TASKS_PER_REQUEST))
+    charge(call.state, call.actor, -(-len(body.tasks) // BATCH_TASKS_PER_REQUEST))
     service = registration_service(call)
     outcomes = await service.register_batch(call.tenant, body.tasks)
     return _json_response(
@@ -148,14 +150,19 @@ async def _batch_item(service: TaskService, outcome: Registration | ServiceError
     responses=error_responses(401, 422, 503),
 )
 async def list_tasks(
-    tenant: TenantDep,
+    caller: CallerDep,
     service: TaskServiceDep,
     provider: Annotated[str | None, Query(max_length=64)] = None,
     status: TaskStatus | None = None,
+    tenant: Annotated[
+        str | None,
+        Query(max_length=64, description="Operators only: one tenant's tasks (default: all)."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> TaskList:
-    return await service.list(tenant, limit=limit, provider=provider, status=status, cursor=cursor)
+    scope = caller.tenant if caller.tenant is not None else tenant
+    return await service.list(scope, limit=limit, provider=provider, status=status, cursor=cursor)
 
 
 @router.get(
@@ -164,18 +171,22 @@ async def list_tasks(
     tags=["tasks"],
     responses=error_responses(401, 404, 422, 503),
 )
-async def get_task(task_id: uuid.UUID, tenant: TenantDep, service: TaskServiceDep) -> TaskRead:
-    return await service.shown(await service.get(tenant, task_id))
+async def get_task(task_id: uuid.UUID, caller: CallerDep, service: TaskServiceDep) -> TaskRead:
+    return await service.shown(await service.get(caller.tenant, task_id))
 
 
 @router.delete(
     "/{task_id}",
     tags=["tasks"],
     summary="Stop tracking a task (status cancelled)",
-    responses=error_responses(401, 404, 409, 422, 503),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
 )
-async def cancel_task(task_id: uuid.UUID, tenant: TenantDep, service: TaskServiceDep) -> TaskRead:
-    cancellation = await service.cancel(tenant, task_id)
+async def cancel_task(
+    task_id: uuid.UUID,
+    change: Annotated[Change, changes("task.cancel")],
+    service: TaskServiceDep,
+) -> TaskRead:
+    cancellation = await service.cancel(change, task_id)
     if cancellation.changed:
         TASK_OUTCOMES.labels(cancellation.task.provider, TaskStatus.CANCELLED.value).inc()
     return await service.shown(cancellation.task)
@@ -189,9 +200,8 @@ async def cancel_task(task_id: uuid.UUID, tenant: TenantDep, service: TaskServic
 )
 async def task_deliveries(
     task_id: uuid.UUID,
-    tenant: TenantDep,
+    caller: CallerDep,
     tasks: TaskServiceDep,
     service: WebhookServiceDep,
 ) -> DeliveryList:
-    task = await tasks.get(tenant, task_id)
-    return await service.deliveries_of(tenant, task)
+    return await service.deliveries_of(await tasks.get(caller.tenant, task_id))

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.core.repository import arrays_of, rows_of, rows_param
+from app.core.repository import arrays_of, of_tenant, rows_of, rows_param
 from app.models import Event, Task, TaskStatus, TaskView
 from app.webhooks.events import NewEvent
 
@@ -229,9 +229,9 @@ class TaskRepository:
         }
 
     async def get(
-        self, tenant: str, task_id: uuid.UUID, *, for_update: bool = False
+        self, tenant: str | None, task_id: uuid.UUID, *, for_update: bool = False
     ) -> Task | None:
-        stmt = select(Task).where(Task.tenant == tenant, Task.id == task_id)
+        stmt = select(Task).where(of_tenant(Task.tenant, tenant), Task.id == task_id)
         if for_update:
             stmt = stmt.with_for_update()
         task: Task | None = await self.session.scalar(stmt)
@@ -245,18 +245,19 @@ class TaskRepository:
         filters: TaskFilters = NO_FILTERS,
         after: tuple[datetime, uuid.UUID] | None = None,
     ) -> list[Task]:
-        """Newest first, keyset on (created_at, id); `tenant` None: every tenant's.
+        """Newest first, keyset on (created_at, id); `tenant` None: every tenant's (an
+        operator).
 
-        One tenant's page walks ix_tasks_tenant_created from `after` (the time range bounds
-        the walk); an external id is a lookup in uq_tasks_tenant_provider_external_id, its
-        provider spelled out as the given list when the filter names none, so that the index
-        serves it without a skip scan. Every tenant's page takes each tenant's newest rows
-        from the same index and merges them: the tenants come from a loose walk over its
-        first column (one probe per tenant), since no index orders all tasks by creation."""
+        One tenant's page walks ix_tasks_tenant_created from `after`, every tenant's
+        ix_tasks_created (a time range bounds either walk). An external id is a lookup in
+        uq_tasks_tenant_provider_external_id, its provider spelled out as the configured list
+        when the filter names none, so that the index serves it without a skip scan; across
+        tenants, each tenant's lookup is merged, the tenants found by a loose walk over
+        ix_tasks_tenant_created's first column (one probe per tenant)."""
         conditions = _conditions(filters, after)
         order = (Task.created_at.desc(), Task.id.desc())
-        if tenant is not None:
-            stmt = select(Task).where(Task.tenant == tenant, *conditions)
+        if tenant is not None or filters.external_id is None:
+            stmt = select(Task).where(of_tenant(Task.tenant, tenant), *conditions)
             return list(await self.session.scalars(stmt.order_by(*order).limit(limit)))
         tenants = (
             select(literal_column("t.tenant").label("tenant"))

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.service import AuditLog, Change
 from app.blobs.views import ArchiveLinks
 from app.core.config import ProviderSettings, Settings
 from app.core.errors import Conflict, NotFound, ServiceError, ValidationFailed
@@ -101,6 +102,7 @@ class TaskService:
         self.links = links
         self.session = session
         self.repo = TaskRepository(session)
+        self.audit = AuditLog(session)
         self.settings = settings
         self.guard = guard
         self.forecasts = forecasts
@@ -235,7 +237,8 @@ class TaskService:
         """The task as the API shows it (`shown_fields`), as its model."""
         return TaskRead(**await self.shown_fields(task))
 
-    async def get(self, tenant: str, task_id: uuid.UUID) -> Task:
+    async def get(self, tenant: str | None, task_id: uuid.UUID) -> Task:
+        """The task, within one tenant's, or any tenant's for None (an operator)."""
         task = await self.repo.get(tenant, task_id)
         if task is None:
             raise NotFound(f"task {task_id} not found")
@@ -274,9 +277,9 @@ class TaskService:
         next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
         return TaskList(items=[await self.shown(t) for t in page], next_cursor=next_cursor)
 
-    async def cancel(self, tenant: str, task_id: uuid.UUID) -> Cancellation:
+    async def cancel(self, change: Change, task_id: uuid.UUID) -> Cancellation:
         """Stop tracking. Idempotent for an already cancelled task; 409 for other terminals."""
-        task = await self.repo.get(tenant, task_id, for_update=True)
+        task = await self.repo.get(change.caller.tenant, task_id, for_update=True)
         if task is None:
             raise NotFound(f"task {task_id} not found")
         current = TaskStatus(task.status)
@@ -290,6 +293,9 @@ class TaskService:
         # Bumping the token voids any lease a poller holds: its outcome write will not match.
         task.fencing_token += 1
         await change_status(self.repo, task, TaskStatus.CANCELLED, await self.repo.now())
+        await self.audit.record(
+            change, target=f"task:{task.id}", tenant=task.tenant, details={"was": current.value}
+        )
         return Cancellation(task, changed=True)
 
 

@@ -21,13 +21,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader
 
+from app.auth.service import Caller
 from app.core.errors import NotFound, ServiceError
 from app.deps import SessionDep, StateDep
 from app.models import TaskStatus
 from app.state import AppState
 from app.tasks.service import TaskService
 from app.ui import timeline
-from app.ui.service import Caller, caller_for_hash, key_hash_of, session_secret
+from app.ui.service import caller_for_hash, key_hash_of, session_secret
 from app.ui.session import (
     COOKIE_NAME,
     COOKIE_PATH,
@@ -109,7 +110,8 @@ async def get_user(request: Request, state: StateDep, session: SessionDep) -> Us
     if ui_session is None or caller is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(safe_next(target))
-    request.state.tenant = caller.tenant
+    # The request log's name for the caller, as the API's (app.deps).
+    request.state.tenant = caller.tenant or caller.actor
     return User(caller, ui_session)
 
 
@@ -149,8 +151,7 @@ def render(
 ) -> HTMLResponse:
     nav = []
     if user is not None:
-        operator = user.caller.tenant is None
-        nav = [item for item in NAV if operator or not item.operators_only]
+        nav = [item for item in NAV if user.caller.is_operator or not item.operators_only]
     response = templates.TemplateResponse(
         request,
         template,
@@ -295,18 +296,12 @@ async def _task_context(
 ) -> dict[str, Any] | None:
     """What the task page shows; None when the caller has no such task."""
     tasks = _task_service(state, session)
-    tenant = user.caller.tenant
-    if tenant is None:
-        # Operators: the lead's roles change gives TaskService.get an every-tenant form.
-        return None
     try:
-        task = await tasks.get(tenant, task_id)
+        task = await tasks.get(user.caller.tenant, task_id)
     except NotFound:
         return None
     shown = await tasks.shown(task)
-    deliveries = await WebhookService(session, state.settings, state.guard).deliveries_of(
-        task.tenant, task
-    )
+    deliveries = await WebhookService(session, state.settings, state.guard).deliveries_of(task)
     entries = timeline.timeline(
         timeline.registered(shown),
         timeline.events(await tasks.events_of(task)),

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.repository import ApiKeyRepository
-from app.auth.service import MAX_KEY_LENGTH, StaticKeys, hash_key
+from app.auth import service as auth
+from app.auth.service import MAX_KEY_LENGTH, Caller, StaticKeys, hash_key
 from app.core.config import Settings
+from app.core.errors import Unauthorized
 from app.core.keyfile import load_or_create_key
 
 # The random session key's file in data_dir, when ui.session_secret is unset.
 SESSION_KEY_FILE = "ui-session.key"
-
-Role = Literal["tenant", "operator", "operator_read"]
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Whom a key belongs to: a tenant, or an operator (tenant None: every tenant's data)
-    who may or may not change anything."""
-
-    name: str
-    role: Role
-    tenant: str | None
-    may_change: bool
 
 
 def session_secret(settings: Settings) -> bytes:
@@ -49,12 +34,9 @@ def key_hash_of(key: str) -> str | None:
 async def caller_for_hash(
     session: AsyncSession, static: StaticKeys, key_hash: str
 ) -> Caller | None:
-    """The caller of a key by its hash, looked up as `app.auth.service.authenticate` does
-    (static keys, then the unrevoked keys of the api_keys table); None for an unknown or
-    revoked key."""
-    tenant = static.tenant_for(key_hash)
-    if tenant is None:
-        tenant = await ApiKeyRepository(session).tenant_for_hash(key_hash)
-    if tenant is None:
+    """The caller of a key by its hash, looked up as the API authenticates a bearer key;
+    None for an unknown or revoked key."""
+    try:
+        return await auth.caller_for_hash(session, static, key_hash)
+    except Unauthorized:
         return None
-    return Caller(name=tenant, role="tenant", tenant=tenant, may_change=True)

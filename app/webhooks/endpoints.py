@@ -5,8 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Response, status
 
+from app.audit.service import Change
 from app.core.schemas import error_responses
-from app.deps import SessionDep, SettingsDep, StateDep, TenantDep
+from app.deps import CallerDep, SessionDep, SettingsDep, StateDep, TenantDep, changes
 from app.webhooks.events import EVENT_DESCRIPTIONS, WebhookEvent
 from app.webhooks.schemas import (
     DeliveryRead,
@@ -34,17 +35,19 @@ router = APIRouter(tags=["webhooks"])
     "/webhooks",
     status_code=status.HTTP_201_CREATED,
     summary="Register a webhook endpoint",
-    responses=error_responses(401, 408, 413, 415, 422, 503),
+    responses=error_responses(401, 403, 408, 413, 415, 422, 503),
 )
 async def create_webhook(
-    body: WebhookCreate, tenant: TenantDep, service: WebhookServiceDep
+    body: WebhookCreate,
+    change: Annotated[Change, changes("webhook.create")],
+    service: WebhookServiceDep,
 ) -> WebhookWithSecret:
-    return await service.create(tenant, body)
+    return await service.create(change, body)
 
 
 @router.get("/webhooks", summary="List webhook endpoints", responses=error_responses(401, 503))
-async def list_webhooks(tenant: TenantDep, service: WebhookServiceDep) -> WebhookList:
-    return await service.list_endpoints(tenant)
+async def list_webhooks(caller: CallerDep, service: WebhookServiceDep) -> WebhookList:
+    return await service.list_endpoints(caller.tenant)
 
 
 @router.get(
@@ -53,50 +56,57 @@ async def list_webhooks(tenant: TenantDep, service: WebhookServiceDep) -> Webhoo
     responses=error_responses(401, 404, 422, 503),
 )
 async def get_webhook(
-    webhook_id: uuid.UUID, tenant: TenantDep, service: WebhookServiceDep
+    webhook_id: uuid.UUID, caller: CallerDep, service: WebhookServiceDep
 ) -> WebhookWithSecret:
-    return await service.get(tenant, webhook_id)
+    return await service.get(caller, webhook_id)
 
 
 @router.patch(
     "/webhooks/{webhook_id}",
     summary="Change a webhook endpoint; re-enabling it redelivers what failed to it",
-    responses=error_responses(401, 404, 408, 413, 415, 422, 503),
+    responses=error_responses(401, 403, 404, 408, 413, 415, 422, 503),
 )
 async def update_webhook(
-    webhook_id: uuid.UUID, body: WebhookUpdate, tenant: TenantDep, service: WebhookServiceDep
+    webhook_id: uuid.UUID,
+    body: WebhookUpdate,
+    change: Annotated[Change, changes("webhook.update")],
+    service: WebhookServiceDep,
 ) -> WebhookWithSecret:
-    return await service.update(tenant, webhook_id, body)
+    return await service.update(change, webhook_id, body)
 
 
 @router.delete(
     "/webhooks/{webhook_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a webhook endpoint and its pending deliveries",
-    responses=error_responses(401, 404, 422, 503),
+    responses=error_responses(401, 403, 404, 422, 503),
 )
 async def delete_webhook(
-    webhook_id: uuid.UUID, tenant: TenantDep, service: WebhookServiceDep
+    webhook_id: uuid.UUID,
+    change: Annotated[Change, changes("webhook.delete")],
+    service: WebhookServiceDep,
 ) -> Response:
-    await service.delete(tenant, webhook_id)
+    await service.delete(change, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
     "/webhooks/{webhook_id}/rotate-secret",
     summary="Rotate the signing secret (the old one keeps signing for 24 h)",
-    responses=error_responses(401, 404, 422, 503),
+    responses=error_responses(401, 403, 404, 422, 503),
 )
 async def rotate_webhook_secret(
-    webhook_id: uuid.UUID, tenant: TenantDep, service: WebhookServiceDep
+    webhook_id: uuid.UUID,
+    change: Annotated[Change, changes("webhook.rotate_secret")],
+    service: WebhookServiceDep,
 ) -> WebhookWithSecret:
-    return await service.rotate_secret(tenant, webhook_id)
+    return await service.rotate_secret(change, webhook_id)
 
 
 @router.get(
     "/signing-secret",
     summary="The secret that signs this tenant's per-task callback_url deliveries",
-    responses=error_responses(401, 503),
+    responses=error_responses(401, 403, 503),
 )
 async def signing_secret(tenant: TenantDep, service: WebhookServiceDep) -> SigningSecret:
     return SigningSecret(secret=await service.signing_secret(tenant))
@@ -105,12 +115,14 @@ async def signing_secret(tenant: TenantDep, service: WebhookServiceDep) -> Signi
 @router.post(
     "/deliveries/{delivery_id}/retry",
     summary="Deliver again now",
-    responses=error_responses(401, 404, 422, 503),
+    responses=error_responses(401, 403, 404, 422, 503),
 )
 async def retry_delivery(
-    delivery_id: uuid.UUID, tenant: TenantDep, service: WebhookServiceDep
+    delivery_id: uuid.UUID,
+    change: Annotated[Change, changes("delivery.retry")],
+    service: WebhookServiceDep,
 ) -> DeliveryRead:
-    return await service.retry(tenant, delivery_id)
+    return await service.retry(change, delivery_id)
 
 
 def describe_events(webhooks: APIRouter) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.repository import arrays_of, claim_statement, rows_of, rows_param
+from app.core.repository import arrays_of, claim_statement, of_tenant, rows_of, rows_param
 from app.models import Delivery, DeliveryAttempt, Event, TenantSecret, WebhookEndpoint
 
 # The wake-up channel of the deliveries_notify_due trigger (migration 0620).
@@ -233,19 +233,19 @@ class WebhookRepository:
         await self.session.refresh(endpoint)
         return endpoint
 
-    async def endpoints(self, tenant: str) -> list[WebhookEndpoint]:
+    async def endpoints(self, tenant: str | None) -> list[WebhookEndpoint]:
         stmt = (
             select(WebhookEndpoint)
-            .where(WebhookEndpoint.tenant == tenant)
+            .where(of_tenant(WebhookEndpoint.tenant, tenant))
             .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
         )
         return list(await self.session.scalars(stmt))
 
     async def endpoint(
-        self, tenant: str, endpoint_id: uuid.UUID, *, for_update: bool = False
+        self, tenant: str | None, endpoint_id: uuid.UUID, *, for_update: bool = False
     ) -> WebhookEndpoint | None:
         stmt = select(WebhookEndpoint).where(
-            WebhookEndpoint.tenant == tenant, WebhookEndpoint.id == endpoint_id
+            of_tenant(WebhookEndpoint.tenant, tenant), WebhookEndpoint.id == endpoint_id
         )
         if for_update:
             stmt = stmt.with_for_update()
@@ -480,8 +480,10 @@ class WebhookRepository:
         )
         return list(await self.session.scalars(stmt))
 
-    async def delivery(self, tenant: str, delivery_id: uuid.UUID) -> Delivery | None:
-        stmt = select(Delivery).where(Delivery.tenant == tenant, Delivery.id == delivery_id)
+    async def delivery(self, tenant: str | None, delivery_id: uuid.UUID) -> Delivery | None:
+        stmt = select(Delivery).where(
+            of_tenant(Delivery.tenant, tenant), Delivery.id == delivery_id
+        )
         delivery: Delivery | None = await self.session.scalar(stmt)
         return delivery
 
@@ -503,11 +505,12 @@ class WebhookRepository:
         )
         return {event_id: event_type for event_id, event_type in rows}
 
-    async def retry_now(self, tenant: str, delivery_id: uuid.UUID) -> Delivery | None:
-        """Due again now (the trigger wakes the loop); None if the tenant has no such one."""
+    async def retry_now(self, tenant: str | None, delivery_id: uuid.UUID) -> Delivery | None:
+        """Due again now (the trigger wakes the loop); None if the caller's scope has no such
+        one."""
         delivery: Delivery | None = await self.session.scalar(
             update(Delivery)
-            .where(Delivery.tenant == tenant, Delivery.id == delivery_id)
+            .where(of_tenant(Delivery.tenant, tenant), Delivery.id == delivery_id)
             .values(
                 status="pending",
                 next_attempt_at=func.now(),

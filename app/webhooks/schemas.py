@@ -60,6 +60,7 @@ class WebhookUpdate(BaseModel):
 
 class WebhookRead(BaseModel):
     id: uuid.UUID
+    tenant: str = Field(description="The tenant the endpoint belongs to.")
     url: str
     events: list[EventType] | None
     description: str | None
@@ -70,7 +71,10 @@ class WebhookRead(BaseModel):
 
 
 class WebhookWithSecret(WebhookRead):
-    secret: str = Field(description="whsec_ + base64: verify deliveries with it.")
+    secret: str | None = Field(
+        description="whsec_ + base64: verify deliveries with it. Null for a read-only "
+        "operator's key, which may see the endpoint but not sign as it."
+    )
     previous_secret_expires_at: datetime | None = Field(
         default=None,
         description="Until then, deliveries are also signed with the secret before the last "

@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
+from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.service import AuditLog, Change
+from app.auth.service import Caller
 from app.core.config import Settings
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import Forbidden, NotFound, ValidationFailed
 from app.core.netguard import SsrfGuard, check_destination
 from app.models import Delivery, Task, WebhookEndpoint
 from app.webhooks import signing
@@ -28,6 +32,7 @@ from app.webhooks.schemas import (
 def endpoint_read(endpoint: WebhookEndpoint) -> WebhookRead:
     return WebhookRead(
         id=endpoint.id,
+        tenant=endpoint.tenant,
         url=endpoint.url,
         events=[EventType(e) for e in endpoint.events] if endpoint.events is not None else None,
         description=endpoint.description,
@@ -38,10 +43,12 @@ def endpoint_read(endpoint: WebhookEndpoint) -> WebhookRead:
     )
 
 
-def endpoint_with_secret(endpoint: WebhookEndpoint) -> WebhookWithSecret:
+def endpoint_with_secret(endpoint: WebhookEndpoint, *, reveal: bool = True) -> WebhookWithSecret:
+    """The endpoint with its secret, unless `reveal` is false (a read-only operator may see
+    the endpoint, not sign as it)."""
     return WebhookWithSecret(
         **endpoint_read(endpoint).model_dump(),
-        secret=endpoint.secret,
+        secret=endpoint.secret if reveal else None,
         previous_secret_expires_at=endpoint.previous_secret_expires_at
         if endpoint.previous_secret
         else None,
@@ -51,10 +58,14 @@ def endpoint_with_secret(endpoint: WebhookEndpoint) -> WebhookWithSecret:
 class WebhookService:
     def __init__(self, session: AsyncSession, settings: Settings, guard: SsrfGuard) -> None:
         self.repo = WebhookRepository(session)
+        self.audit = AuditLog(session)
         self.settings = settings
         self.guard = guard
 
-    async def create(self, tenant: str, body: WebhookCreate) -> WebhookWithSecret:
+    async def create(self, change: Change, body: WebhookCreate) -> WebhookWithSecret:
+        tenant = change.caller.tenant
+        if tenant is None:
+            raise Forbidden("an endpoint belongs to a tenant: create it with the tenant's key")
         await check_destination(self.guard, body.url, "url")
         endpoint = await self.repo.add_endpoint(
             tenant=tenant,
@@ -63,26 +74,29 @@ class WebhookService:
             description=body.description,
             secret=signing.generate_secret(),
         )
+        await self._audit(change, endpoint, {"url": body.url})
         return endpoint_with_secret(endpoint)
 
-    async def list_endpoints(self, tenant: str) -> WebhookList:
+    async def list_endpoints(self, tenant: str | None) -> WebhookList:
+        """One tenant's endpoints, or every tenant's for None (an operator)."""
         return WebhookList(items=[endpoint_read(e) for e in await self.repo.endpoints(tenant)])
 
     async def _get(
-        self, tenant: str, endpoint_id: uuid.UUID, *, lock: bool = False
+        self, tenant: str | None, endpoint_id: uuid.UUID, *, lock: bool = False
     ) -> WebhookEndpoint:
         endpoint = await self.repo.endpoint(tenant, endpoint_id, for_update=lock)
         if endpoint is None:
             raise NotFound(f"webhook endpoint {endpoint_id} not found")
         return endpoint
 
-    async def get(self, tenant: str, endpoint_id: uuid.UUID) -> WebhookWithSecret:
-        return endpoint_with_secret(await self._get(tenant, endpoint_id))
+    async def get(self, caller: Caller, endpoint_id: uuid.UUID) -> WebhookWithSecret:
+        endpoint = await self._get(caller.tenant, endpoint_id)
+        return endpoint_with_secret(endpoint, reveal=caller.may_change)
 
     async def update(
-        self, tenant: str, endpoint_id: uuid.UUID, body: WebhookUpdate
+        self, change: Change, endpoint_id: uuid.UUID, body: WebhookUpdate
     ) -> WebhookWithSecret:
-        endpoint = await self._get(tenant, endpoint_id, lock=True)
+        endpoint = await self._get(change.caller.tenant, endpoint_id, lock=True)
         given = body.model_fields_set
         if "url" in given:
             if body.url is None:
@@ -99,7 +113,9 @@ class WebhookService:
                 raise ValidationFailed.field("enabled", "must be true or false")
             re_enabled = body.enabled and not endpoint.enabled
             endpoint.enabled = body.enabled
-            endpoint.disabled_reason = None if body.enabled else "disabled by the API"
+            endpoint.disabled_reason = (
+                None if body.enabled else f"disabled by {change.caller.actor}"
+            )
             if re_enabled:
                 endpoint.failing_since = None
         endpoint.updated_at = await self.repo.now()
@@ -108,16 +124,18 @@ class WebhookService:
             # What failed while the endpoint was broken goes out again: the latest
             # terminal event of each such task, within the redelivery window.
             await self.repo.redeliver_failed(endpoint.id, self.settings.webhooks.redeliver_window_s)
+        await self._audit(change, endpoint, body.model_dump(mode="json", exclude_unset=True))
         return endpoint_with_secret(endpoint)
 
-    async def delete(self, tenant: str, endpoint_id: uuid.UUID) -> None:
-        if not await self.repo.delete_endpoint(tenant, endpoint_id):
-            raise NotFound(f"webhook endpoint {endpoint_id} not found")
+    async def delete(self, change: Change, endpoint_id: uuid.UUID) -> None:
+        endpoint = await self._get(change.caller.tenant, endpoint_id, lock=True)
+        await self.repo.delete_endpoint(endpoint.tenant, endpoint_id)
+        await self._audit(change, endpoint, {"url": endpoint.url})
 
-    async def rotate_secret(self, tenant: str, endpoint_id: uuid.UUID) -> WebhookWithSecret:
+    async def rotate_secret(self, change: Change, endpoint_id: uuid.UUID) -> WebhookWithSecret:
         """A new secret; the current one keeps signing alongside it for the grace period
         (one previous secret at a time: rotating again ends the earlier grace)."""
-        endpoint = await self._get(tenant, endpoint_id, lock=True)
+        endpoint = await self._get(change.caller.tenant, endpoint_id, lock=True)
         now = await self.repo.now()
         endpoint.previous_secret = endpoint.secret
         endpoint.previous_secret_expires_at = now + timedelta(
@@ -126,19 +144,37 @@ class WebhookService:
         endpoint.secret = signing.generate_secret()
         endpoint.updated_at = now
         await self.repo.flush()
+        await self._audit(change, endpoint, {"grace_until": endpoint.previous_secret_expires_at})
         return endpoint_with_secret(endpoint)
+
+    async def _audit(
+        self, change: Change, endpoint: WebhookEndpoint, details: dict[str, Any]
+    ) -> None:
+        await self.audit.record(
+            change,
+            target=f"webhook:{endpoint.id}",
+            tenant=endpoint.tenant,
+            details=to_jsonable_python(details),
+        )
 
     async def signing_secret(self, tenant: str) -> str:
         return await self.repo.tenant_secret(tenant, signing.generate_secret())
 
-    async def deliveries_of(self, tenant: str, task: Task) -> DeliveryList:
-        deliveries = await self.repo.deliveries_of_task(tenant, task.id)
+    async def deliveries_of(self, task: Task) -> DeliveryList:
+        """The deliveries of a task the caller could already see."""
+        deliveries = await self.repo.deliveries_of_task(task.tenant, task.id)
         return DeliveryList(items=await self._reads(deliveries))
 
-    async def retry(self, tenant: str, delivery_id: uuid.UUID) -> DeliveryRead:
-        delivery = await self.repo.retry_now(tenant, delivery_id)
+    async def retry(self, change: Change, delivery_id: uuid.UUID) -> DeliveryRead:
+        delivery = await self.repo.retry_now(change.caller.tenant, delivery_id)
         if delivery is None:
             raise NotFound(f"delivery {delivery_id} not found")
+        await self.audit.record(
+            change,
+            target=f"delivery:{delivery.id}",
+            tenant=delivery.tenant,
+            details={"task_id": str(delivery.task_id), "url": delivery.url},
+        )
         return (await self._reads([delivery]))[0]
 
     async def _reads(self, rows: list[Delivery]) -> list[DeliveryRead]:

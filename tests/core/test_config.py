@@ -70,6 +70,48 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "sk-secret" not in repr(settings)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("alice:0123456789abcdef", [("alice", "0123456789abcdef", False)]),
+        ("alice:0123456789abcdef:read", [("alice", "0123456789abcdef", True)]),
+        (
+            "a:0123456789abcdef, b:fedcba9876543210:read",
+            [("a", "0123456789abcdef", False), ("b", "fedcba9876543210", True)],
+        ),
+        # A key with a colon in it stays whole; only a final ":read" is the flag.
+        ("a:0123:456789abcdef", [("a", "0123:456789abcdef", False)]),
+        ("", []),
+    ],
+)
+def test_admin_keys(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: list[tuple[str, str, bool]]
+) -> None:
+    monkeypatch.setenv("POLLHOOK_ADMIN_KEYS", value)
+    settings = load_settings()
+    shown = [(k.name, k.key.get_secret_value(), k.read_only) for k in settings.admin_keys]
+    assert shown == expected
+    for key in settings.admin_keys:
+        assert key.key.get_secret_value() in settings.secret_values()
+        assert key.key.get_secret_value() not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("alice", "name:key"),
+        (":0123456789abcdef", "name:key"),
+        ("alice::read", "name:key"),
+        ("alice:short", "shorter than 16"),
+        ("no spaces:0123456789abcdef", "invalid operator name"),
+    ],
+)
+def test_bad_admin_keys(monkeypatch: pytest.MonkeyPatch, value: str, complaint: str) -> None:
+    monkeypatch.setenv("POLLHOOK_ADMIN_KEYS", value)
+    with pytest.raises(SettingsError, match=complaint):
+        load_settings()
+
+
 def test_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = tmp_path / "pollhook.toml"
     config.write_text(

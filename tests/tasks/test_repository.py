@@ -105,25 +105,29 @@ async def _plan_of_call(engine: AsyncEngine, call: Any) -> str:
         return "\n".join(r[0] for r in rows)
 
 
-async def test_pages_walk_the_listing_index(engine: AsyncEngine) -> None:
-    # Enough of one tenant's rows, with statistics, that walking them all costs more than
-    # the unique key's lookup, as it does with real tables.
+async def test_pages_walk_the_listing_indexes(engine: AsyncEngine) -> None:
+    # Enough rows of two tenants, with statistics, that the planner weighs them as with real
+    # tables: a walk of every tenant's rows for one tenant's page, or of one tenant's rows
+    # for an external id, costs more than the index made for it.
     async with engine.begin() as conn:
-        await conn.execute(
-            insert(Task), [_row("acme", n / 100, external_id=f"bulk-{n}") for n in range(5000)]
-        )
+        rows = [
+            _row(tenant, n / 100, external_id=f"bulk-{n}")
+            for tenant in ("acme", "other")
+            for n in range(5000)
+        ]
+        await conn.execute(insert(Task), rows)
         await conn.execute(text("ANALYZE tasks"))
-    after = (T0, uuid.UUID(int=0))
+    after = (T0 + timedelta(days=10), uuid.UUID(int=0))
+    by_id = TaskFilters(external_id="x", providers=("jimmy", "minimax"))
     one = await _plan_of_call(engine, lambda r: r.list_page("acme", limit=51, after=after))
     every = await _plan_of_call(engine, lambda r: r.list_page(None, limit=51, after=after))
-    by_id = await _plan_of_call(
-        engine,
-        lambda r: r.list_page(
-            "acme", limit=51, filters=TaskFilters(external_id="x", providers=("jimmy", "minimax"))
-        ),
-    )
+    one_by_id = await _plan_of_call(engine, lambda r: r.list_page("acme", limit=51, filters=by_id))
+    every_by_id = await _plan_of_call(engine, lambda r: r.list_page(None, limit=51, filters=by_id))
+    assert "ix_tasks_tenant_created" in one, one
+    assert "ix_tasks_created" in every, every
     for plan in (one, every):
-        assert "ix_tasks_tenant_created" in plan, plan
+        assert "Sort" not in plan, plan  # the index order is the answer order
+    for plan in (one_by_id, every_by_id):
+        assert "uq_tasks_tenant_provider_external_id" in plan, plan
+    for plan in (one, every, one_by_id, every_by_id):
         assert "Seq Scan" not in plan, plan
-    assert "Sort" not in one
-    assert "uq_tasks_tenant_provider_external_id" in by_id, by_id

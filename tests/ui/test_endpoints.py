@@ -19,7 +19,7 @@ from app.core.config import Settings
 from app.main import create_app
 from app.ui.endpoints import TASKS_PER_PAGE
 from app.ui.session import COOKIE_NAME, CSRF_HEADER, SESSION_TTL_S
-from tests.helpers import ACME_KEY, OTHER_KEY
+from tests.helpers import ACME_KEY, OPS_KEY, OTHER_KEY, READER_KEY
 from tests.ui import sign_in
 
 JIMMY_ID = "ui-test-task"
@@ -299,3 +299,27 @@ def _keep(seen: list[httpx.Response]) -> Any:
         seen.append(response)
 
     return hook
+
+
+@pytest.mark.parametrize(("key", "role"), [(OPS_KEY, "operator"), (READER_KEY, "operator_read")])
+async def test_an_operator_sees_every_tenants_tasks(
+    ui: httpx.AsyncClient, client: httpx.AsyncClient, key: str, role: str
+) -> None:
+    mine = await register(client, "acme-task")
+    client.headers["Authorization"] = f"Bearer {OTHER_KEY}"
+    theirs = await register(client, "other-task")
+    await sign_in(ui, key)
+    page = await ui.get("/ui/tasks")
+    assert f"({role})" in page.text
+    assert mine["id"] in page.text
+    assert theirs["id"] in page.text
+    assert 'name="tenant"' in page.text
+    only_other = await ui.get("/ui/tasks?tenant=other")
+    assert theirs["id"] in only_other.text
+    assert mine["id"] not in only_other.text
+    by_id = await ui.get("/ui/tasks?external_id=other-task")
+    assert theirs["id"] in by_id.text
+    assert mine["id"] not in by_id.text
+    task = await ui.get(f"/ui/tasks/{theirs['id']}")
+    assert task.status_code == 200
+    assert "<dt>Tenant</dt><dd>other</dd>" in task.text

@@ -42,7 +42,7 @@ async def test_crud(client: httpx.AsyncClient) -> None:
     assert patched.json()["description"] == "all terminal"
     disabled = await client.patch(f"/v1/webhooks/{webhook_id}", json={"enabled": False})
     assert disabled.json()["enabled"] is False
-    assert disabled.json()["disabled_reason"] == "disabled by the API"
+    assert disabled.json()["disabled_reason"] == "disabled by tenant:acme"
 
     assert (await client.delete(f"/v1/webhooks/{webhook_id}")).status_code == 204
     assert_error(await client.get(f"/v1/webhooks/{webhook_id}"), 404, "not_found")
