@@ -17,7 +17,8 @@ from app.auth.repository import ApiKeyRepository
 from app.auth.service import create_key
 from app.core.config import Settings
 from app.main import create_app
-from app.ui.endpoints import TASKS_PER_PAGE
+from app.ui import endpoints
+from app.ui.endpoints import TASKS_PER_PAGE, NavItem
 from app.ui.session import COOKIE_NAME, CSRF_HEADER, SESSION_TTL_S
 from tests.helpers import ACME_KEY, OPS_KEY, OTHER_KEY, READER_KEY
 from tests.ui import sign_in
@@ -323,3 +324,16 @@ async def test_an_operator_sees_every_tenants_tasks(
     task = await ui.get(f"/ui/tasks/{theirs['id']}")
     assert task.status_code == 200
     assert "<dt>Tenant</dt><dd>other</dd>" in task.text
+
+
+async def test_operator_pages_are_in_the_nav_of_operators_only(
+    ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(endpoints, "NAV", [*endpoints.NAV, NavItem("/ui/x", "X", True)])
+    await sign_in(ui, ACME_KEY)
+    page = await ui.get("/ui/tasks")
+    assert 'href="/ui/tasks" aria-current="page"' in page.text
+    assert 'href="/ui/x"' not in page.text
+    ui.cookies.clear()
+    await sign_in(ui, READER_KEY)
+    assert 'href="/ui/x"' in (await ui.get("/ui/tasks")).text
