@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,6 +58,15 @@ class ProviderService:
                 )
             )
         return ProviderList(items=items)
+
+    async def completion_curves(self) -> dict[str, Sequence[float]]:
+        """Per instance that has learned them: the completion ages (seconds) at percentiles
+        0 to 100, the distribution `completion`'s p50 and p90 are read from."""
+        return {
+            row.provider: row.quantiles
+            for row in await self.completions.profiles()
+            if row.size_class == ALL_SIZES and CompletionModel.learned(row.quantiles, row.samples)
+        }
 
     async def pause(self, change: Change, name: str, *, for_s: float) -> ProviderRead:
         """Stop polling the instance for `for_s` in every replica (an operator's change)."""
