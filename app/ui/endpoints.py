@@ -422,6 +422,7 @@ async def _task_context(
     deliveries = await WebhookService(session, state.settings, state.guard).deliveries_of(task)
     entries = timeline.timeline(
         timeline.registered(shown),
+        timeline.polls((await tasks.polls(task)).items),
         timeline.events(await tasks.events_of(task)),
         timeline.delivery_attempts(deliveries.items),
     )

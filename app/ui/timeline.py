@@ -1,6 +1,6 @@
 """A task's timeline on its page: what happened to it, oldest first, from each source of
 history it has. Pure: each source maps its rows to entries, and `timeline` merges them. A new
-source (the polls of a task) is one more function and one more argument."""
+source is one more function and one more argument."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from app.models import Event
-from app.tasks.schemas import TaskRead
+from app.tasks.schemas import PollRead, TaskRead
 from app.webhooks.schemas import DeliveryRead
 
 # How much of a webhook receiver's answer (or of an error) an entry shows.
@@ -23,7 +23,7 @@ Tone = Literal["info", "good", "bad"]
 @dataclass(frozen=True)
 class Entry:
     at: datetime
-    kind: Literal["registered", "event", "delivery"]
+    kind: Literal["registered", "poll", "event", "delivery"]
     title: str
     detail: str | None = None
     tone: Tone = "info"
@@ -70,6 +70,25 @@ def events(rows: Sequence[Event]) -> list[Entry]:
         )
         for row in rows
     ]
+
+
+def polls(log: Sequence[PollRead]) -> list[Entry]:
+    entries = []
+    for poll in log:
+        said = f", provider said {poll.upstream_status!r}" if poll.upstream_status else ""
+        error = poll.error
+        entries.append(
+            Entry(
+                at=poll.at,
+                kind="poll",
+                title=f"poll {poll.poll}: {poll.status}{said}",
+                detail=preview(f"{error.reason} ({error.code}): {error.message}")
+                if error
+                else None,
+                tone="bad" if error else "info",
+            )
+        )
+    return entries
 
 
 def delivery_attempts(deliveries: Sequence[DeliveryRead]) -> list[Entry]:

@@ -111,7 +111,12 @@ async def test_pages_walk_the_listing_indexes(engine: AsyncEngine) -> None:
     # for an external id, costs more than the index made for it.
     async with engine.begin() as conn:
         rows = [
-            _row(tenant, n / 100, external_id=f"bulk-{n}")
+            _row(
+                tenant,
+                n / 100,
+                external_id=f"bulk-{n}",
+                status="failed" if n % 500 == 0 else "succeeded",
+            )
             for tenant in ("acme", "other")
             for n in range(5000)
         ]
@@ -129,5 +134,12 @@ async def test_pages_walk_the_listing_indexes(engine: AsyncEngine) -> None:
         assert "Sort" not in plan, plan  # the index order is the answer order
     for plan in (one_by_id, every_by_id):
         assert "uq_tasks_tenant_provider_external_id" in plan, plan
-    for plan in (one, every, one_by_id, every_by_id):
+    # A status few of a tenant's tasks have is a walk of those only.
+    failed = TaskFilters(status="failed")
+    one_failed = await _plan_of_call(
+        engine, lambda r: r.list_page("acme", limit=51, filters=failed)
+    )
+    assert "ix_tasks_ended_badly" in one_failed, one_failed
+    assert "Sort" not in one_failed, one_failed
+    for plan in (one, every, one_by_id, every_by_id, one_failed):
         assert "Seq Scan" not in plan, plan

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.models import Event
-from app.ui.timeline import Entry, delivery_attempts, events, preview, summary, timeline
+from app.tasks.schemas import PollRead
+from app.ui.timeline import Entry, delivery_attempts, events, polls, preview, summary, timeline
 from app.webhooks.events import EventType
 from app.webhooks.schemas import AttemptRead, DeliveryRead, DeliveryStatus
 
@@ -87,17 +88,48 @@ def test_timeline_merges_the_sources_oldest_first() -> None:
         error="connection refused",
     )
     registered = [Entry(at=T0, kind="registered", title="registered")]
+    log = [
+        PollRead.model_validate(entry)
+        for entry in [
+            {
+                "at": T0 + timedelta(seconds=2),
+                "poll": 1,
+                "status": "pending",
+                "upstream_status": None,
+                "error": {
+                    "reason": "transient_error",
+                    "code": "http_503",
+                    "message": "Service Unavailable",
+                    "at": T0 + timedelta(seconds=2),
+                },
+            },
+            {
+                "at": T0 + timedelta(seconds=4),
+                "poll": 2,
+                "status": "succeeded",
+                "upstream_status": "Success",
+                "error": None,
+            },
+        ]
+    ]
     merged = timeline(
-        registered, events([event]), delivery_attempts([_delivery(ok, failed), _delivery(refused)])
+        registered,
+        polls(log),
+        events([event]),
+        delivery_attempts([_delivery(ok, failed), _delivery(refused)]),
     )
     assert [(e.kind, e.tone) for e in merged] == [
         ("registered", "info"),
+        ("poll", "bad"),
+        ("poll", "info"),
         ("event", "good"),
         ("delivery", "bad"),
         ("delivery", "bad"),
         ("delivery", "good"),
     ]
-    assert "HTTP 500 in 12 ms" in merged[2].title
-    assert merged[2].detail == "e" * 200 + "…"
-    assert "no answer" in merged[3].title
-    assert merged[3].detail == "connection refused"
+    assert merged[1].detail == "transient_error (http_503): Service Unavailable"
+    assert merged[2].title == "poll 2: succeeded, provider said 'Success'"
+    assert "HTTP 500 in 12 ms" in merged[4].title
+    assert merged[4].detail == "e" * 200 + "…"
+    assert "no answer" in merged[5].title
+    assert merged[5].detail == "connection refused"
