@@ -78,15 +78,16 @@ async def test_a_pause_defaults_to_an_hour_and_keeps_a_longer_one(
     async with engine.connect() as conn:
         left_s = await conn.scalar(
             text(
-                "SELECT EXTRACT(EPOCH FROM paused_until - now()) FROM provider_state"
+                "SELECT EXTRACT(EPOCH FROM paused_until - clock_timestamp()) FROM provider_state"
                 " WHERE name = 'jimmy'"
             )
         )
-    assert 3590 < float(left_s) <= 3600
+    # An hour from the request (a loaded machine may take a while to read it back).
+    assert 3500 < float(left_s) <= 3600, left_s
     until = await _paused_until(engine, "jimmy")
     shorter = await client.post("/v1/providers/jimmy/pause", json={"for_s": 5}, headers=OPS)
     assert shorter.status_code == 200
-    assert await _paused_until(engine, "jimmy") == until
+    assert await _paused_until(engine, "jimmy") == until, shorter.json()
 
 
 async def test_resume_brings_slots_booked_into_the_pause_back(
@@ -106,7 +107,7 @@ async def test_resume_brings_slots_booked_into_the_pause_back(
     async with engine.connect() as conn:
         ahead_s = await conn.scalar(
             text(
-                "SELECT EXTRACT(EPOCH FROM next_slot_at - now()) FROM provider_state"
+                "SELECT EXTRACT(EPOCH FROM next_slot_at - clock_timestamp()) FROM provider_state"
                 " WHERE name = 'minimax'"
             )
         )
