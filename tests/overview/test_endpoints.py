@@ -6,8 +6,11 @@ from __future__ import annotations
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.budget.repository import BudgetRepository
+from app.core.config import Settings
 from app.core.db import create_sessionmaker
 from app.overview.repository import ActivityRepository, Counts
+from app.schedule.repository import ForecastRepository
 from tests.helpers import OPS_KEY, READER_KEY, assert_error
 
 OPS = {"Authorization": f"Bearer {OPS_KEY}"}
@@ -65,3 +68,29 @@ async def test_an_empty_deployment_shows_zeros_and_no_quantiles(client: httpx.As
 async def test_a_tenant_is_pointed_to_its_own_counts(client: httpx.AsyncClient) -> None:
     error = assert_error(await client.get("/v1/overview"), 403, "forbidden")
     assert "GET /v1/providers" in error["message"]
+
+
+async def test_tasks_by_status_are_the_forecasts_counts_summed(
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings
+) -> None:
+    async with create_sessionmaker(engine).begin() as session:
+        await BudgetRepository(session).ensure_rows(settings.providers)
+        forecasts = ForecastRepository(session)
+        for name, counts in (
+            ("minimax", {"pending": 3, "queued": 0, "processing": 2}),
+            ("jimmy", {"pending": 1, "queued": 4, "processing": 0}),
+        ):
+            await forecasts.record_forecast(
+                name,
+                demand_per_s=1.0,
+                capacity_per_s=2.0,
+                hit_chance=0.5,
+                active_tasks=sum(counts.values()),
+                tasks_by_status=counts,
+                expected_delay_s=3.0,
+                saturated=False,
+            )
+    shown = (await client.get("/v1/overview", headers=OPS)).json()
+    assert shown["active_tasks"] == {"pending": 4, "processing": 2, "queued": 4}
+    minimax = next(i for i in shown["instances"] if i["provider"]["name"] == "minimax")
+    assert minimax["provider"]["saturation"]["tasks_by_status"]["pending"] == 3
