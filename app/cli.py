@@ -301,20 +301,26 @@ def keys_revoke(prefix: str) -> None:
 
 
 async def _ensure_quickstart_key(settings: Settings, engine: AsyncEngine) -> None:
-    """On the embedded default with no key anywhere, create one so the quick start works."""
-    if not settings.uses_embedded_db or settings.api_keys:
+    """On the embedded default with no key anywhere, create a tenant's key and an operator's
+    so that the quick start and its dashboard work."""
+    if not settings.uses_embedded_db or settings.api_keys or settings.admin_keys:
         return
     from app.auth.repository import ApiKeyRepository
     from app.auth.service import create_key
+    from app.models import Role
 
     async with transaction(create_sessionmaker(engine)) as session:
         if await ApiKeyRepository(session).count_active() > 0:
             return
-        new = await create_key(session, "default", "quick start")
+        tenant = await create_key(session, "default", "quick start")
+        operator = await create_key(session, "admin", "quick start", Role.OPERATOR)
     click.echo(
         "\nCreated an API key for tenant 'default' (shown once; "
         "`pollhook keys create --tenant NAME` makes more):\n\n"
-        f"    {new.key}\n",
+        f"    {tenant.key}\n\n"
+        f"and an operator key 'admin' for the dashboard at {settings.resolved_public_url}/ui "
+        "(shown once; it sees every tenant):\n\n"
+        f"    {operator.key}\n",
     )
 
 

@@ -27,6 +27,7 @@ from app.core.routes import RouteIndex
 from app.core.schemas import ErrorResponse
 from app.schedule.forecasts import Forecasts
 from app.state import AppState
+from app.ui.endpoints import serve_dashboard
 from app.webhooks.endpoints import describe_events
 
 DESCRIPTION = """
@@ -88,6 +89,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
     if isinstance(state.blobs, LocalBlobStore):
         # A file:// archive's links point at pollhook itself.
         app.include_router(archive_files_router(state.blobs))
+    serve_dashboard(app)
     describe_events(app.webhooks)
     install_error_handlers(app)
     app.state.routes = RouteIndex(app.openapi(), list(app.routes))

@@ -283,6 +283,7 @@ def pollhook_settings(
         sandbox=sandbox,
         providers={"minimax": compressed(minimax, factor)},
         api_keys=f"{TENANT}:{api_key}",
+        admin_keys=f"bench:{operator_key(api_key)}",
         api_rate_limit_per_s=0,
         # The engine's own durations, and the forecast's (their defaults), compressed too;
         # the forecast refreshes every MODEL_REFRESH_S, compressed already.
@@ -457,10 +458,17 @@ def minimax_outcomes(metrics: dict[str, float]) -> dict[str, float]:
     return found
 
 
-async def providers_view(api: httpx.AsyncClient) -> list[dict[str, Any]]:
+def operator_key(api_key: str) -> str:
+    """The run's operator key: the budget and saturation figures are for operators."""
+    return f"{api_key}-operator"
+
+
+async def providers_view(api: httpx.AsyncClient, api_key: str) -> list[dict[str, Any]]:
     """The minimax item of GET /v1/providers, trimmed to the scheduling figures."""
     try:
-        response = await api.get("/v1/providers")
+        response = await api.get(
+            "/v1/providers", headers={"Authorization": f"Bearer {operator_key(api_key)}"}
+        )
         response.raise_for_status()
     except httpx.HTTPError as exc:
         return [{"error": f"{type(exc).__name__}: {exc}"}]
@@ -578,7 +586,7 @@ async def one_run(
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(generating), timeout=options.seconds)
-        providers = await providers_view(api)
+        providers = await providers_view(api, api_key)
         await wait_detected(
             conn,
             generator,

@@ -25,28 +25,18 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import app.models  # noqa: F401  (every table in Base.metadata)
 from app.core import migrate
 from app.core.config import Settings
-from app.core.db import create_engine
+from app.core.db import Base, create_engine
 from app.core.embedded import start_embedded
 from app.polling.worker import PollWorker
 from tests.helpers import ACME_KEY, ADMIN_KEYS, DISCARD, OTHER_KEY, PgServer, api_client
 from tests.seaweed import seaweed_s3  # noqa: F401  (a fixture: the real S3 server)
 from tests.worker_support import fast_settings
 
-TABLES = [
-    "delivery_attempts",
-    "deliveries",
-    "events",
-    "webhook_endpoints",
-    "tasks",
-    "api_keys",
-    "provider_state",
-    "tenant_secrets",
-    "completion_samples",
-    "completion_profiles",
-    "archive_jobs",
-]
+# Every table of the models: a new one is emptied between tests without being listed here.
+TABLES = sorted(Base.metadata.tables)
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ OTHER_KEY = "other-test-key-0123456789abcdef"
 # Operators of the default test settings: one that changes, one that only reads.
 OPS_KEY = "ops-test-key-0123456789abcdef"
 READER_KEY = "reader-test-key-0123456789abcdef"
+OPS = {"Authorization": f"Bearer {OPS_KEY}"}
 ADMIN_KEYS = [
     {"name": "ops", "key": OPS_KEY},
     {"name": "reader", "key": READER_KEY, "read_only": True},

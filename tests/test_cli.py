@@ -128,10 +128,11 @@ def test_serve_quick_start_and_clean_shutdown(data_dir: Path) -> None:
         assert serve.proc is not None
         assert serve.proc.stdout is not None
         # The quick-start key is printed before the server starts listening.
-        banner = "".join(serve.proc.stdout.readline() for _ in range(4))
-        match = re.search(r"(ph_[A-Za-z0-9_-]+)", banner)
-        assert match, banner
-        key = match.group(1)
+        banner = "".join(serve.proc.stdout.readline() for _ in range(8))
+        keys = re.findall(r"(ph_[A-Za-z0-9_-]+)", banner)
+        assert len(keys) == 2, banner
+        key, operator_key = keys
+        assert f"{serve.base}/ui" in banner
         headers = {"Authorization": f"Bearer {key}"}
         created = httpx.post(
             f"{serve.base}/v1/tasks",
@@ -141,11 +142,17 @@ def test_serve_quick_start_and_clean_shutdown(data_dir: Path) -> None:
         assert created.status_code == 201, created.text
         listed = httpx.get(f"{serve.base}/v1/tasks", headers=headers).json()
         assert [t["external_id"] for t in listed["items"]] == ["audio_abc"]
+        # The operator key signs in to the dashboard and sees the tenant's task.
+        with httpx.Client(base_url=serve.base) as browser:
+            signed_in = browser.post("/ui/signin", data={"key": operator_key})
+            assert signed_in.status_code == 303, signed_in.text
+            assert "audio_abc" in browser.get("/ui/tasks").text
     finally:
         code, _, err = serve.stop(signal.SIGINT)
     assert code == 0, err
     assert not embedded_postgres_running(data_dir), "Ctrl-C must stop the embedded database"
-    assert key not in err  # the key is printed to stdout once, never logged
+    assert key not in err  # the keys are printed to stdout once, never logged
+    assert operator_key not in err
 
     # A second start keeps the data and prints no new key.
     serve = Serve(data_dir)

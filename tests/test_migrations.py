@@ -55,6 +55,7 @@ async def test_upgrade_matches_models_and_round_trips(fresh_engine: AsyncEngine)
         "completion_profiles",
         "archive_jobs",
         "audit_log",
+        "task_polls",
     }
     assert await _tables(fresh_engine) == expected
 

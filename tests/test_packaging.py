@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,17 @@ def test_installed_wheel_migrates_from_any_directory(
     assert migrated.returncode == 0, migrated.stderr
     head = ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
     assert migrated.stdout.strip() == f"database schema at {head}"
+
+
+def test_the_wheel_carries_the_dashboards_files(wheel: Path) -> None:
+    """Every file the dashboard serves or renders, from the checkout's app/ui."""
+    ui = ROOT / "app" / "ui"
+    wanted = {
+        f"app/ui/{path.relative_to(ui).as_posix()}"
+        for folder in ("templates", "static")
+        for path in (ui / folder).rglob("*")
+        if path.is_file()
+    }
+    assert wanted
+    with zipfile.ZipFile(wheel) as archive:
+        assert wanted <= set(archive.namelist())

@@ -31,7 +31,7 @@ from app.core.logging import configure_logging
 from app.core.redaction import Redactor
 from app.polling.worker import PollWorker
 from app.webhooks.delivery import DeliveryWorker
-from tests.helpers import ACME_KEY, NO_LINKS, OTHER_KEY, api_client, eventually
+from tests.helpers import ACME_KEY, ADMIN_KEYS, NO_LINKS, OPS, OTHER_KEY, api_client, eventually
 from tests.webhooks.receiver import Receiver
 
 MINIMAX_KEY = "sk-minimax-upstream-secret-4f9c2e"
@@ -283,6 +283,7 @@ async def test_a_key_quoted_in_any_encoding_is_cut_out_and_results_stay_intact(
     settings = Settings(
         database_url=database_url,
         api_keys=[{"tenant": "acme", "key": ACME_KEY}, {"tenant": "other", "key": OTHER_KEY}],
+        admin_keys=ADMIN_KEYS,
         webhook_allow_networks=[ipaddress.ip_network("127.0.0.0/8")],
         providers={
             "minimax": {"base_url": "https://mm.test", "api_key": "sandbox", **FAST},
@@ -322,6 +323,7 @@ async def test_a_key_quoted_in_any_encoding_is_cut_out_and_results_stay_intact(
         for task in (minimax, failed, waiting):
             texts.append((await http.get(f"/v1/tasks/{task.json()['id']}")).text)
         texts.append((await http.get("/v1/providers")).text)
+        texts.append((await http.get("/v1/providers", headers=OPS)).text)
         texts.append(
             (await http.get("/v1/providers", headers={"Authorization": f"Bearer {OTHER_KEY}"})).text
         )

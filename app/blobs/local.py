@@ -31,6 +31,7 @@ from obstore.store import LocalStore
 
 from app.blobs.base import BlobError, BlobNotFound, InvalidKey, validate_key
 from app.blobs.obstore_calls import exists, translated, upload
+from app.core.keyfile import load_or_create_key
 
 LINK_KEY_FILE = ".link-key"
 TYPES_FOLDER = ".types"
@@ -61,32 +62,11 @@ class LocalFile:
 
 
 def load_link_key(root: Path) -> bytes:
-    """The random link-signing key of the archive at `root`, created on first use.
-
-    Created under a temporary name with mode 0600 and hard-linked into place, which fails if
-    another process got there first: then both use the one that won."""
-    path = root / LINK_KEY_FILE
+    """The random link-signing key of the archive at `root`, created on first use."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            staging = root / f"{LINK_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(secrets.token_hex(32))
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.link(staging, path)
-            except FileExistsError:
-                pass
-            finally:
-                staging.unlink(missing_ok=True)
-        key = bytes.fromhex(path.read_text().strip())
+        return load_or_create_key(root / LINK_KEY_FILE)
     except (OSError, ValueError) as exc:
         raise BlobError(f"cannot read or create the archive's link key: {exc}", "other") from exc
-    if len(key) < 32:
-        raise BlobError(f"the archive's link key in {LINK_KEY_FILE} is too short", "other")
-    return key
 
 
 class LocalBlobStore:

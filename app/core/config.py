@@ -432,6 +432,24 @@ class ArchiveSettings(BaseModel):
         return self.url is not None
 
 
+class UiSettings(BaseModel):
+    """The dashboard (/ui)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Signs the dashboard's session cookies. Unset: a random key created once in
+    # `<data_dir>/ui-session.key`; set it when replicas do not share a data_dir, so that a
+    # session signed by one is good at the others.
+    session_secret: SecretStr | None = None
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+
 class AwsEnvironmentSource(PydanticBaseSettingsSource):
     """The AWS_* variables of AWS_VARIABLES as `archive` fields, below every other source:
     POLLHOOK_ARCHIVE__* and the config file win, and the sources merge field by field."""
@@ -488,6 +506,7 @@ class Settings(BaseSettings):
     engine: PollSettings = Field(default_factory=PollSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
     # The base URL consumers reach this pollhook at, for the download links of a file://
     # archive. Unset: http://{host}:{port} (`resolved_public_url`).
     public_url: str | None = None
@@ -683,11 +702,16 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor: provider keys, static API and admin
-        keys, the database password and the archive's S3 secret key and link secret."""
+        keys, the database password, the archive's S3 secret key and link secret, and the
+        dashboard's session secret."""
         values = [p.api_key.get_secret_value() for p in self.providers.values() if p.api_key]
         values += [entry.key.get_secret_value() for entry in self.api_keys]
         values += [entry.key.get_secret_value() for entry in self.admin_keys]
-        for secret in (self.archive.secret_access_key, self.archive.link_secret):
+        for secret in (
+            self.archive.secret_access_key,
+            self.archive.link_secret,
+            self.ui.session_secret,
+        ):
             if secret is not None:
                 values.append(secret.get_secret_value())
         if self.database_url is not None:

@@ -8,10 +8,12 @@ from app.models.delivery import Delivery, DeliveryAttempt, DeliveryStatus
 from app.models.event import Event
 from app.models.provider_state import ProviderHealth, ProviderState
 from app.models.task import TERMINAL_STATUSES, Task, TaskStatus, TaskView
+from app.models.task_poll import POLL_LOG_SIZE, TaskPollLog
 from app.models.tenant_secret import TenantSecret
 from app.models.webhook_endpoint import WebhookEndpoint
 
 __all__ = [
+    "POLL_LOG_SIZE",
     "TERMINAL_STATUSES",
     "ApiKey",
     "ArchiveJob",
@@ -27,6 +29,7 @@ __all__ = [
     "ProviderState",
     "Role",
     "Task",
+    "TaskPollLog",
     "TaskStatus",
     "TaskView",
     "TenantSecret",

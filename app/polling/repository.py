@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.repository import arrays_of, fair_claim_statement, rows_of, rows_param
-from app.models import Task
+from app.models import POLL_LOG_SIZE, Task
 from app.models.task import ACTIVE_STATUSES
 from app.providers.base import WaitReason
 
@@ -54,12 +54,28 @@ _OUTCOME_COLUMNS = [
 _OUTCOME_ATTRS = [
     (attr, column) for attr, column in _TASK_ATTRS if column in {"id", "fencing_token"}
 ] + [(attr, column) for attr, column in _TASK_ATTRS if column in _OUTCOME_COLUMNS]
+# The write also appends each written poll to its task's log (task_polls), kept to the last
+# POLL_LOG_SIZE: in the same statement, from the rows the fence let through, so a late or
+# repeated answer is logged exactly when it is written.
 _WRITE_OUTCOMES = text(
     f"""
-    UPDATE tasks t
-    SET {", ".join(f"{column} = u.{column}" for column in _OUTCOME_COLUMNS)}
-    FROM {rows_of(Task.__table__, ["id", "fencing_token", *_OUTCOME_COLUMNS], alias="u")}
-    WHERE t.id = u.id AND t.fencing_token = u.fencing_token
+    WITH written AS (
+        UPDATE tasks t
+        SET {", ".join(f"{column} = u.{column}" for column in _OUTCOME_COLUMNS)}
+        FROM {rows_of(Task.__table__, ["id", "fencing_token", *_OUTCOME_COLUMNS], alias="u")}
+        WHERE t.id = u.id AND t.fencing_token = u.fencing_token
+        RETURNING t.id, t.last_polled_at, t.polls, t.status, t.upstream_status, t.poll_error
+    )
+    INSERT INTO task_polls AS p (task_id, entries)
+    SELECT id, jsonb_build_array(jsonb_build_object(
+        'at', last_polled_at, 'poll', polls, 'status', status,
+        'upstream_status', upstream_status, 'error', poll_error
+    ))
+    FROM written
+    ON CONFLICT (task_id) DO UPDATE SET entries = (
+        CASE WHEN jsonb_array_length(p.entries) >= {POLL_LOG_SIZE} THEN p.entries - 0
+             ELSE p.entries END
+    ) || excluded.entries
     """
 )
 

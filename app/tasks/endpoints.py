@@ -25,6 +25,7 @@ from app.deps import (
 )
 from app.models import TaskStatus
 from app.tasks.schemas import (
+    PollList,
     TaskBatch,
     TaskBatchResult,
     TaskCreate,
@@ -190,6 +191,16 @@ async def cancel_task(
     if cancellation.changed:
         TASK_OUTCOMES.labels(cancellation.task.provider, TaskStatus.CANCELLED.value).inc()
     return await service.shown(cancellation.task)
+
+
+@router.get(
+    "/{task_id}/polls",
+    tags=["tasks"],
+    summary="The task's last polls: when, what the provider said, any error",
+    responses=error_responses(401, 404, 422, 503),
+)
+async def task_polls(task_id: uuid.UUID, caller: CallerDep, service: TaskServiceDep) -> PollList:
+    return await service.polls(await service.get(caller.tenant, task_id))
 
 
 @router.get(

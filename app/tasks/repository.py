@@ -6,14 +6,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Boolean, column, func, select, text, tuple_
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    column,
+    func,
+    literal_column,
+    select,
+    text,
+    true,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import (
     JSONB,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.core.repository import arrays_of, of_tenant, rows_of, rows_param
-from app.models import Event, Task, TaskStatus, TaskView
+from app.models import Event, Task, TaskPollLog, TaskStatus, TaskView
 from app.webhooks.events import NewEvent
 
 _EVENT_ROWS = rows_of(Event.__table__, ["id", "task_id", "tenant", "type", "sequence", "payload"])
@@ -108,6 +119,55 @@ _INSERT_OR_GET = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class TaskFilters:
+    """What a task list is narrowed to, besides its tenant. `providers` lists the provider
+    instances an external id may be at when `provider` is None (every configured one)."""
+
+    provider: str | None = None
+    status: str | None = None
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+    external_id: str | None = None
+    providers: tuple[str, ...] = ()
+
+
+NO_FILTERS = TaskFilters()
+
+# The distinct tenants of `tasks`, one index probe each on ix_tasks_tenant_created's first
+# column (a loose index scan), as `t(tenant)` with a NULL last row.
+_TENANTS = """
+    (WITH RECURSIVE t(tenant) AS (
+        (SELECT tenant FROM tasks ORDER BY tenant LIMIT 1)
+        UNION ALL
+        SELECT (SELECT tasks.tenant FROM tasks WHERE tasks.tenant > t.tenant
+                ORDER BY tasks.tenant LIMIT 1)
+        FROM t WHERE t.tenant IS NOT NULL
+    ) SELECT tenant FROM t) AS t
+"""
+
+
+def _conditions(
+    filters: TaskFilters, after: tuple[datetime, uuid.UUID] | None
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if filters.provider is not None:
+        conditions.append(Task.provider == filters.provider)
+    if filters.external_id is not None:
+        conditions.append(Task.external_id == filters.external_id)
+        if filters.provider is None and filters.providers:
+            conditions.append(Task.provider.in_(filters.providers))
+    if filters.status is not None:
+        conditions.append(Task.status == filters.status)
+    if filters.created_from is not None:
+        conditions.append(Task.created_at >= filters.created_from)
+    if filters.created_before is not None:
+        conditions.append(Task.created_at < filters.created_before)
+    if after is not None:
+        conditions.append(tuple_(Task.created_at, Task.id) < tuple_(*after))
+    return conditions
+
+
 class TaskRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -177,25 +237,65 @@ class TaskRepository:
         task: Task | None = await self.session.scalar(stmt)
         return task
 
+    async def poll_log(self, task_id: uuid.UUID) -> list[dict[str, Any]]:
+        entries = await self.session.scalar(
+            select(TaskPollLog.entries).where(TaskPollLog.task_id == task_id)
+        )
+        return list(entries or [])
+
     async def list_page(
         self,
         tenant: str | None,
         *,
         limit: int,
-        provider: str | None = None,
-        status: str | None = None,
+        filters: TaskFilters = NO_FILTERS,
         after: tuple[datetime, uuid.UUID] | None = None,
     ) -> list[Task]:
-        """Newest first; keyset on (created_at, id) served by ix_tasks_tenant_created (one
-        tenant's) or ix_tasks_created (every tenant's, for an operator)."""
-        stmt = select(Task).where(of_tenant(Task.tenant, tenant))
-        if provider is not None:
-            stmt = stmt.where(Task.provider == provider)
-        if status is not None:
-            stmt = stmt.where(Task.status == status)
-        if after is not None:
-            stmt = stmt.where(tuple_(Task.created_at, Task.id) < tuple_(*after))
-        stmt = stmt.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)
+        """Newest first, keyset on (created_at, id); `tenant` None: every tenant's (an
+        operator).
+
+        One tenant's page walks ix_tasks_tenant_created from `after`, every tenant's
+        ix_tasks_created (a time range bounds either walk). An external id is a lookup in
+        uq_tasks_tenant_provider_external_id, its provider spelled out as the configured list
+        when the filter names none, so that the index serves it without a skip scan; across
+        tenants, each tenant's lookup is merged, the tenants found by a loose walk over
+        ix_tasks_tenant_created's first column (one probe per tenant)."""
+        conditions = _conditions(filters, after)
+        order = (Task.created_at.desc(), Task.id.desc())
+        if tenant is not None or filters.external_id is None:
+            stmt = select(Task).where(of_tenant(Task.tenant, tenant), *conditions)
+            return list(await self.session.scalars(stmt.order_by(*order).limit(limit)))
+        tenants = (
+            select(literal_column("t.tenant").label("tenant"))
+            .select_from(text(_TENANTS))
+            .where(literal_column("t.tenant").is_not(None))
+            .subquery("tenants")
+        )
+        page = (
+            select(Task)
+            .where(Task.tenant == tenants.c.tenant, *conditions)
+            .order_by(*order)
+            .limit(limit)
+            .lateral("page")
+        )
+        shown = aliased(Task, page)
+        stmt = (
+            select(shown)
+            .select_from(tenants)
+            .join(page, true())
+            .order_by(shown.created_at.desc(), shown.id.desc())
+            .limit(limit)
+        )
+        return list(await self.session.scalars(stmt))
+
+    async def events_of(self, tenant: str, task_id: uuid.UUID, *, limit: int) -> list[Event]:
+        """A task's first `limit` events, oldest first: uq_events_task_id_sequence."""
+        stmt = (
+            select(Event)
+            .where(Event.task_id == task_id, Event.tenant == tenant)
+            .order_by(Event.sequence)
+            .limit(limit)
+        )
         return list(await self.session.scalars(stmt))
 
     async def add_events(self, events: Sequence[NewEvent]) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,7 +17,8 @@ from pydantic_core import CoreSchema, core_schema
 
 from app.core.config import MAX_DEADLINE_S
 from app.core.schemas import ErrorDetail
-from app.webhooks.events import TaskSnapshot
+from app.models import POLL_LOG_SIZE
+from app.webhooks.events import PollError, TaskSnapshot
 
 
 def _int_or_str(_source: Any, _handler: GetCoreSchemaHandler) -> CoreSchema:
@@ -138,3 +140,19 @@ class TaskBatchItem(BaseModel):
 
 class TaskBatchResult(BaseModel):
     results: list[TaskBatchItem] = Field(description="One per given task, in the same order.")
+
+
+class PollRead(BaseModel):
+    """One poll of the task, as it left the task."""
+
+    at: datetime
+    poll: int = Field(description="The poll's number: the task's `polls` after it.")
+    status: str = Field(description="The task's status after the poll.")
+    upstream_status: str | None = Field(description="What the provider said, in its words.")
+    error: PollError | None = Field(description="Why the poll got no answer, when it did not.")
+
+
+class PollList(BaseModel):
+    items: list[PollRead] = Field(
+        description=f"The task's last {POLL_LOG_SIZE} polls at most, oldest first."
+    )

@@ -8,20 +8,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditLog, Change
 from app.blobs.views import ArchiveLinks
 from app.core.config import ProviderSettings, Settings
 from app.core.errors import Conflict, NotFound, ServiceError, ValidationFailed
+from app.core.logging import get_logger
 from app.core.netguard import SsrfGuard, check_destination
 from app.core.pagination import decode_cursor, encode_cursor
-from app.models import Task, TaskStatus, TaskView
+from app.models import Event, Task, TaskStatus, TaskView
 from app.providers.external_ids import InvalidExternalId, normalize_external_id
 from app.schedule import plans
 from app.schedule.forecasts import Forecasts
-from app.tasks.repository import NewTaskRow, TaskKey, TaskRepository
-from app.tasks.schemas import TaskCreate, TaskList, TaskRead
+from app.tasks.repository import NewTaskRow, TaskFilters, TaskKey, TaskRepository
+from app.tasks.schemas import PollList, PollRead, TaskCreate, TaskList, TaskRead
 from app.tasks.transitions import can_transition, event_type
 from app.webhooks import outbox
 from app.webhooks.events import (
@@ -32,8 +34,14 @@ from app.webhooks.events import (
     snapshot_fields,
 )
 
+# A task has a handful of events (one per status change, and its archive's); a bound all
+# the same, for a page that shows them.
+MAX_EVENTS_SHOWN = 200
+
 # Callback URLs of one batch checked by the SSRF guard at once (each may wait on DNS).
 CALLBACK_CHECKS_AT_ONCE = 32
+
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -240,6 +248,21 @@ class TaskService:
             raise NotFound(f"task {task_id} not found")
         return task
 
+    async def polls(self, task: Task) -> PollList:
+        """The last polls of a task the caller could already see; an entry this version
+        cannot read (a newer shape) is left out rather than failing the list."""
+        items = []
+        for entry in await self.repo.poll_log(task.id):
+            try:
+                items.append(PollRead.model_validate(entry))
+            except ValidationError:
+                logger.warning("task.poll_log_unreadable", task_id=str(task.id))
+        return PollList(items=items)
+
+    async def events_of(self, task: Task, *, limit: int = MAX_EVENTS_SHOWN) -> list[Event]:
+        """The events of a task the caller has (from `get`), oldest first."""
+        return await self.repo.events_of(task.tenant, task.id, limit=limit)
+
     async def list(
         self,
         tenant: str | None,
@@ -248,17 +271,23 @@ class TaskService:
         provider: str | None,
         status: TaskStatus | None,
         cursor: str | None,
+        created_from: datetime | None = None,
+        created_before: datetime | None = None,
+        external_id: str | None = None,
     ) -> TaskList:
+        """A page of tasks, newest first; `tenant` None: every tenant's (operators)."""
         if provider is not None:
             self._provider(provider)
         after = decode_cursor(cursor) if cursor else None
-        rows = await self.repo.list_page(
-            tenant,
-            limit=limit + 1,
+        filters = TaskFilters(
             provider=provider,
             status=status.value if status else None,
-            after=after,
+            created_from=created_from,
+            created_before=created_before,
+            external_id=external_id,
+            providers=tuple(sorted(self.settings.providers)),
         )
+        rows = await self.repo.list_page(tenant, limit=limit + 1, filters=filters, after=after)
         page = rows[:limit]
         next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
         return TaskList(items=[await self.shown(t) for t in page], next_cursor=next_cursor)

@@ -648,3 +648,16 @@ def test_a_file_archive_behind_a_wildcard_bind_needs_a_public_url(
             load_settings(**fields)
     else:
         load_settings(**fields)
+
+
+def test_the_dashboard_session_secret_is_long_and_reaches_the_log_redactor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POLLHOOK_UI__SESSION_SECRET", "s" * 32)
+    settings = load_settings()
+    assert "s" * 32 in settings.secret_values()
+    assert "s" * 32 not in repr(settings)
+    monkeypatch.setenv("POLLHOOK_UI__SESSION_SECRET", "short")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "POLLHOOK_UI__SESSION_SECRET" in str(info.value)

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from tests.helpers import ACME_KEY, free_port
+from tests.helpers import ACME_KEY, ADMIN_KEYS, free_port
 
 SANDBOX_KEY = "e2e-sandbox-key"
 FAST_PROVIDER = {
@@ -123,6 +123,7 @@ def settings(database_url: str, sandbox_server: str) -> Settings:
     return Settings(
         database_url=database_url,
         api_keys=[{"tenant": "acme", "key": ACME_KEY}],
+        admin_keys=ADMIN_KEYS,
         providers=provider_settings(sandbox_server),
         engine=FAST_ENGINE,
     )

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.e2e.conftest import Sandbox, Worker
+from tests.helpers import OPS
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, within_s: float, what: str) -> None:
@@ -231,7 +232,7 @@ async def test_bad_key_pauses_and_a_fixed_key_resumes(
     broken = start_worker(api_key="bad-key-rotated")
 
     async def auth_failed() -> bool:
-        items = (await client.get("/v1/providers")).json()["items"]
+        items = (await client.get("/v1/providers", headers=OPS)).json()["items"]
         minimax = next(p for p in items if p["name"] == "minimax")
         return bool(minimax["health"] == "auth_failed" and "1004" in (minimax["last_error"] or ""))
 
@@ -242,7 +243,7 @@ async def test_bad_key_pauses_and_a_fixed_key_resumes(
     start_worker()  # a restart with the fixed key
     await eventually(lambda: all_terminal(engine), within_s=20, what="tasks after the key fix")
     assert await status_counts(engine) == {"succeeded": 3}
-    items = (await client.get("/v1/providers")).json()["items"]
+    items = (await client.get("/v1/providers", headers=OPS)).json()["items"]
     assert next(p for p in items if p["name"] == "minimax")["health"] == "ok"
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
 from app.core.db import create_sessionmaker
-from app.models import CompletionSample, Delivery, Event, Task, TaskStatus
+from app.models import POLL_LOG_SIZE, CompletionSample, Delivery, Event, Task, TaskStatus
 from app.polling.loop import OutcomeWriter
 from app.polling.outcomes import PollResult
 from app.polling.repository import Claim, PollingRepository
@@ -24,7 +24,9 @@ from app.polling.service import Applied, PollingService
 from app.providers.base import PollOutcome, TaskError, TransientError
 from app.providers.minimax_t2a import MinimaxT2AResult
 from app.schedule.forecasts import Forecasts
-from tests.helpers import ARCHIVE_OFF, DISCARD_URL
+from tests.helpers import ARCHIVE_OFF, DISCARD_URL, OTHER_KEY
+
+OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
 
 MINIMAX = ProviderSettings(kind=ProviderKind.MINIMAX_T2A, **KIND_DEFAULTS[ProviderKind.MINIMAX_T2A])
 DONE = PollOutcome(
@@ -39,9 +41,11 @@ DONE = PollOutcome(
 )
 
 
-async def _claim_all(engine: AsyncEngine, client: httpx.AsyncClient, n: int) -> list[Claim]:
+async def _claim_all(
+    engine: AsyncEngine, client: httpx.AsyncClient, n: int, *, first: int = 7000
+) -> list[Claim]:
     for i in range(n):
-        body = {"provider": "minimax", "external_id": 7000 + i}
+        body = {"provider": "minimax", "external_id": first + i}
         if i == 0:
             body["callback_url"] = f"{DISCARD_URL}/callback"
         assert (await client.post("/v1/tasks", json=body)).status_code == 201
@@ -199,6 +203,53 @@ async def test_in_one_batch_a_stale_claims_result_and_a_repeat_are_dropped(
             1,
         )
         assert await conn.scalar(select(func.count()).select_from(Event)) == 1
+
+
+async def test_each_written_poll_is_logged_and_the_log_keeps_the_last_ones(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    [claim] = await _claim_all(engine, client, 1)
+    sessions = create_sessionmaker(engine)
+    answers = [
+        PollResult(error=TransientError("boom", code="http_503")),
+        *[PollResult(outcome=PollOutcome(TaskStatus.PROCESSING, "Processing"))] * POLL_LOG_SIZE,
+        PollResult(outcome=DONE),
+    ]
+    for answer in answers:
+        async with sessions.begin() as session:
+            [held] = await PollingRepository(session).claim_due(
+                "minimax", limit=1, owner="r1", lease_s=60
+            ) or [claim]
+            [applied] = await _service(session).apply_all([(held, answer)])
+            # A stale claim's answer (the one before) is neither written nor logged.
+            await _service(session).apply_all([(claim, answer)])
+            claim = held
+        async with engine.begin() as conn:
+            await conn.execute(update(Task).values(next_poll_at=func.now()))
+        assert applied is not None
+
+    response = await client.get(f"/v1/tasks/{claim.id}/polls")
+    assert response.status_code == 200, response.text
+    log = response.json()["items"]
+    assert len(log) == POLL_LOG_SIZE
+    assert [entry["poll"] for entry in log] == list(range(3, len(answers) + 1))
+    assert (log[-1]["status"], log[-1]["upstream_status"], log[-1]["error"]) == (
+        "succeeded",
+        "Success",
+        None,
+    )
+    assert log[0]["status"] == "processing"
+    stamps = [entry["at"] for entry in log]
+    assert stamps == sorted(stamps)
+
+    # The first poll's error was logged with it, before it fell off the end.
+    [other] = await _claim_all(engine, client, 1, first=9000)
+    async with sessions.begin() as session:
+        await _service(session).apply_all([(other, answers[0])])
+    [entry] = (await client.get(f"/v1/tasks/{other.id}/polls")).json()["items"]
+    assert (entry["poll"], entry["status"], entry["error"]["code"]) == (1, "pending", "http_503")
+    # Another tenant cannot read it.
+    assert (await client.get(f"/v1/tasks/{other.id}/polls", headers=OTHER)).status_code == 404
 
 
 async def test_concurrent_batches_of_other_claims_do_not_block_each_other(

@@ -20,7 +20,7 @@ from app.core.config import Settings
 from app.polling.worker import PollWorker
 from app.schedule import plans, pricing
 from app.schedule.model import size_class
-from tests.helpers import api_client, eventually
+from tests.helpers import OPS, api_client, eventually
 from tests.schedule.support import add_samples
 from tests.worker_support import ScriptedMinimax, _settings, statuses
 
@@ -80,7 +80,9 @@ async def test_engine_learns_from_finished_tasks_and_predicts(
 
     await refresh_now(engine, poll_engine)
     minimax = next(
-        p for p in (await client.get("/v1/providers")).json()["items"] if p["name"] == "minimax"
+        p
+        for p in (await client.get("/v1/providers", headers=OPS)).json()["items"]
+        if p["name"] == "minimax"
     )
     assert minimax["schedule"] == "adaptive"
     assert minimax["completion"]["samples"] == 25
@@ -136,7 +138,9 @@ async def _saturation_round_trip(
     await refresh_now(engine, poll_engine)
 
     minimax = next(
-        p for p in (await client.get("/v1/providers")).json()["items"] if p["name"] == "minimax"
+        p
+        for p in (await client.get("/v1/providers", headers=OPS)).json()["items"]
+        if p["name"] == "minimax"
     )
     saturation = minimax["saturation"]
     assert saturation["poll_demand_per_s"] == 120.0
@@ -163,7 +167,9 @@ async def _saturation_round_trip(
     first_since = saturation["saturated_since"]
     await refresh_now(engine, poll_engine)
     again = next(
-        p for p in (await client.get("/v1/providers")).json()["items"] if p["name"] == "minimax"
+        p
+        for p in (await client.get("/v1/providers", headers=OPS)).json()["items"]
+        if p["name"] == "minimax"
     )
     assert again["saturation"]["saturated_since"] == first_since  # one spell, one start
 
@@ -171,7 +177,9 @@ async def _saturation_round_trip(
         assert (await client.delete(f"/v1/tasks/{task_id}")).status_code == 200
     await refresh_now(engine, poll_engine)
     after = next(
-        p for p in (await client.get("/v1/providers")).json()["items"] if p["name"] == "minimax"
+        p
+        for p in (await client.get("/v1/providers", headers=OPS)).json()["items"]
+        if p["name"] == "minimax"
     )
     assert after["saturation"]["saturated_since"] is None
     assert after["saturation"]["ratio"] == 0.0
@@ -193,7 +201,9 @@ async def test_learned_demand_sets_the_hit_chance_every_plan_uses(
             await BudgetRepository(session).ensure_rows(limited.providers)
         await refresh_now(engine, poll_engine)
         minimax = next(
-            p for p in (await client.get("/v1/providers")).json()["items"] if p["name"] == "minimax"
+            p
+            for p in (await client.get("/v1/providers", headers=OPS)).json()["items"]
+            if p["name"] == "minimax"
         )
         saturation = minimax["saturation"]
         model = poll_engine.forecasts.model_for("minimax", None)

@@ -6,8 +6,8 @@ Expand only: the previous release never writes a null task_id, and its claim joi
 so it leaves a test delivery for a replica of this release to send.
 
 Revision ID: 8b2f5d0c7e14
-Revises: 6d1e4b7a2c91
-Create Date: 2026-12-04 07:00:00.000000+00:00
+Revises: 9b3c5d7e1f20
+Create Date: 2026-12-04 07:30:00.000000+00:00
 """
 
 from collections.abc import Sequence
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "8b2f5d0c7e14"
-down_revision: str | None = "6d1e4b7a2c91"
+down_revision: str | None = "9b3c5d7e1f20"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

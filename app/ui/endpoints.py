@@ -1,0 +1,391 @@
+"""The dashboard's routes under /ui: sign-in, sign-out and the pages.
+
+A page takes `UserDep` (the signed-in caller, or a redirect to the sign-in form) and reads
+through the same services as the API. A POST also takes `CsrfDep`. A new page is a route
+here, a template, and one line in NAV.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, PackageLoader
+
+from app.auth.service import Caller
+from app.core.errors import NotFound, ServiceError
+from app.deps import SessionDep, StateDep
+from app.models import TaskStatus
+from app.state import AppState
+from app.tasks.service import TaskService
+from app.ui import timeline
+from app.ui.service import caller_for_hash, key_hash_of, session_secret
+from app.ui.session import (
+    COOKIE_NAME,
+    COOKIE_PATH,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_TTL_S,
+    UiSession,
+    csrf_matches,
+    new_session,
+    safe_next,
+    seal,
+    unseal,
+)
+from app.webhooks.service import WebhookService
+
+STATIC_PATH = "/ui/static"
+TASKS_PER_PAGE = 50
+# Scripts and styles from pollhook only; htmx adds one inline <style> (its indicators).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+# The most bytes of a sign-in or action form read.
+MAX_FORM_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class NavItem:
+    path: str
+    label: str
+    operators_only: bool = False
+
+
+# The pages in the navigation, in order: adding a page is one line here.
+NAV = [
+    NavItem("/ui/tasks", "Tasks"),
+]
+
+
+@dataclass(frozen=True)
+class User:
+    """The signed-in caller of a dashboard request and its session (for its CSRF token)."""
+
+    caller: Caller
+    session: UiSession
+
+
+class SignInRequired(Exception):
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+
+
+class CsrfRefused(Exception):
+    pass
+
+
+templates = Jinja2Templates(
+    env=Environment(loader=PackageLoader("app.ui", "templates"), autoescape=True)
+)
+
+
+def _secret(request: Request) -> bytes:
+    """The session key, loaded on the first request that needs it (a process that never
+    serves the dashboard creates no key file)."""
+    secret: bytes | None = getattr(request.app.state, "ui_session_secret", None)
+    if secret is None:
+        state: AppState = request.app.state.pollhook
+        secret = request.app.state.ui_session_secret = session_secret(state.settings)
+    return secret
+
+
+async def get_user(request: Request, state: StateDep, session: SessionDep) -> User:
+    """The caller of a signed, unexpired session whose key is still good; otherwise
+    SignInRequired (a GET page redirects to the sign-in form and comes back)."""
+    ui_session = unseal(request.cookies.get(COOKIE_NAME), _secret(request), time.time())
+    caller = None
+    if ui_session is not None:
+        caller = await caller_for_hash(session, state.static_keys, ui_session.key_hash)
+    if ui_session is None or caller is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise SignInRequired(safe_next(target))
+    # The request log's name for the caller, as the API's (app.deps).
+    request.state.tenant = caller.tenant or caller.actor
+    return User(caller, ui_session)
+
+
+UserDep = Annotated[User, Depends(get_user)]
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An urlencoded form's fields (the first value of each): the dashboard's forms are
+    small and flat, so the standard library parses them."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    fields = parse_qs(body.decode(errors="replace"), max_num_fields=20)
+    return {name: values[0] for name, values in fields.items()}
+
+
+async def check_csrf(request: Request, user: UserDep) -> dict[str, str]:
+    """The form of a POST whose CSRF token (form field, or header from htmx) matches the
+    session's; otherwise 403."""
+    form = await read_form(request)
+    presented = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
+    if not csrf_matches(user.session, presented):
+        raise CsrfRefused
+    return form
+
+
+CsrfFormDep = Annotated[dict[str, str], Depends(check_csrf)]
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    user: User | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    nav = []
+    if user is not None:
+        nav = [item for item in NAV if user.caller.is_operator or not item.operators_only]
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {"user": user, "nav": nav, "csrf_field": CSRF_FIELD, "static": STATIC_PATH, **context},
+        status_code=status_code,
+    )
+    # Pages show a tenant's data: neither cached nor framed by another site, and running
+    # only pollhook's own scripts (a value that slipped past the escaping runs nothing).
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def _task_service(state: AppState, session: SessionDep) -> TaskService:
+    return TaskService(session, state.settings, state.guard, state.forecasts, state.archive_links)
+
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+
+@router.get("/signin")
+async def signin_form(request: Request, next: str | None = None) -> HTMLResponse:
+    return render(request, "signin.html", {"next": safe_next(next), "error": None})
+
+
+@router.post("/signin")
+async def signin(request: Request, state: StateDep, session: SessionDep) -> Response:
+    form = await read_form(request)
+    target = safe_next(form.get("next"))
+    key_hash = key_hash_of(form.get("key", ""))
+    caller = None
+    if key_hash is not None:
+        caller = await caller_for_hash(session, state.static_keys, key_hash)
+    if key_hash is None or caller is None:
+        return render(
+            request,
+            "signin.html",
+            {"next": target, "error": "That key is not a valid API key."},
+            status_code=401,
+        )
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE_NAME,
+        seal(new_session(key_hash, time.time()), _secret(request)),
+        max_age=SESSION_TTL_S,
+        path=COOKIE_PATH,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+@router.post("/signout")
+async def signout(_: CsrfFormDep) -> Response:
+    response = RedirectResponse("/ui/signin", status_code=303)
+    response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH, httponly=True, samesite="strict")
+    return response
+
+
+@router.get("")
+async def overview(user: UserDep) -> Response:
+    # The overview page is not built yet: the tasks are the dashboard's first page.
+    return RedirectResponse(NAV[0].path, status_code=303)
+
+
+def _time(value: str | None) -> datetime | None:
+    """A `datetime-local` field (the browser's local time, sent without a zone) read as UTC."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@router.get("/tasks")
+async def tasks_page(
+    request: Request,
+    user: UserDep,
+    state: StateDep,
+    session: SessionDep,
+    tenant: Annotated[str | None, Query(max_length=64)] = None,
+    provider: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    created_from: Annotated[str | None, Query(max_length=40)] = None,
+    created_before: Annotated[str | None, Query(max_length=40)] = None,
+    external_id: Annotated[str | None, Query(max_length=256)] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> HTMLResponse:
+    caller = user.caller
+    filters = {
+        "tenant": (tenant or "").strip() if caller.tenant is None else "",
+        "provider": (provider or "").strip(),
+        "status": status if status in {s.value for s in TaskStatus} else "",
+        "created_from": created_from or "",
+        "created_before": created_before or "",
+        "external_id": (external_id or "").strip(),
+    }
+    error = None
+    items: list[Any] = []
+    next_cursor = None
+    try:
+        page = await _task_service(state, session).list(
+            caller.tenant if caller.tenant is not None else (filters["tenant"] or None),
+            limit=TASKS_PER_PAGE,
+            provider=filters["provider"] or None,
+            status=TaskStatus(filters["status"]) if filters["status"] else None,
+            cursor=cursor or None,
+            created_from=_time(filters["created_from"]),
+            created_before=_time(filters["created_before"]),
+            external_id=filters["external_id"] or None,
+        )
+        items, next_cursor = page.items, page.next_cursor
+    except ServiceError as exc:
+        error = exc.message
+    next_url = None
+    if next_cursor is not None:
+        query = {k: v for k, v in filters.items() if v}
+        next_url = f"/ui/tasks?{urlencode({**query, 'cursor': next_cursor})}"
+    return render(
+        request,
+        "tasks.html",
+        {
+            "filters": filters,
+            "items": items,
+            "next_url": next_url,
+            "error": error,
+            "providers": sorted(state.settings.providers),
+            "statuses": [s.value for s in TaskStatus],
+        },
+        user=user,
+        status_code=422 if error else 200,
+    )
+
+
+async def _task_context(
+    user: User, state: AppState, session: SessionDep, task_id: uuid.UUID
+) -> dict[str, Any] | None:
+    """What the task page shows; None when the caller has no such task."""
+    tasks = _task_service(state, session)
+    try:
+        task = await tasks.get(user.caller.tenant, task_id)
+    except NotFound:
+        return None
+    shown = await tasks.shown(task)
+    deliveries = await WebhookService(session, state.settings, state.guard).deliveries_of(task)
+    entries = timeline.timeline(
+        timeline.registered(shown),
+        timeline.polls((await tasks.polls(task)).items),
+        timeline.events(await tasks.events_of(task)),
+        timeline.delivery_attempts(deliveries.items),
+    )
+    return {
+        "task": shown,
+        "tenant": task.tenant,
+        "terminal": TaskStatus(task.status).is_terminal,
+        "poll": {
+            "polls": task.polls,
+            "last_polled_at": task.last_polled_at,
+            "next_poll_at": task.next_poll_at,
+            "poll_error": timeline.summary(task.poll_error),
+            "last_response": timeline.summary(task.last_response),
+        },
+        "result": timeline.summary(
+            shown.result.model_dump(mode="json", exclude_none=True) if shown.result else None,
+            4096,
+        ),
+        "entries": entries,
+    }
+
+
+def _not_found(request: Request, user: User) -> HTMLResponse:
+    return render(request, "not_found.html", {}, user=user, status_code=404)
+
+
+@router.get("/tasks/{task_id}")
+async def task_page(
+    request: Request, task_id: str, user: UserDep, state: StateDep, session: SessionDep
+) -> HTMLResponse:
+    context = await _task_context(user, state, session, _uuid(task_id))
+    if context is None:
+        return _not_found(request, user)
+    return render(request, "task.html", context, user=user)
+
+
+@router.get("/tasks/{task_id}/live")
+async def task_live(
+    request: Request, task_id: str, user: UserDep, state: StateDep, session: SessionDep
+) -> HTMLResponse:
+    """The part of the task page that changes, for htmx to swap in every few seconds."""
+    context = await _task_context(user, state, session, _uuid(task_id))
+    if context is None:
+        return _not_found(request, user)
+    return render(request, "_task_live.html", context, user=user)
+
+
+def _uuid(value: str) -> uuid.UUID:
+    """A task id from the path; a malformed one is no task (the nil id is never one)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return uuid.UUID(int=0)
+
+
+def serve_dashboard(app: FastAPI) -> None:
+    """Mount the dashboard on `app`: its routes, its static files, and the answers to a
+    request that is not signed in or carries no valid CSRF token."""
+    app.include_router(router)
+    app.mount(
+        STATIC_PATH,
+        StaticFiles(directory=Path(__file__).parent / "static"),
+        name="ui-static",
+    )
+
+    async def sign_in_first(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SignInRequired)
+        location = f"/ui/signin?{urlencode({'next': exc.next_path})}"
+        if request.headers.get("HX-Request"):
+            # htmx would swap the form into the fragment: send the whole page there instead.
+            return Response(status_code=401, headers={"HX-Redirect": location})
+        if request.method != "GET":
+            return Response("Sign in again.", status_code=401, media_type="text/plain")
+        return RedirectResponse(location, status_code=303)
+
+    async def refuse_csrf(_request: Request, _exc: Exception) -> Response:
+        return Response(
+            "This form is stale or was not sent by the dashboard: reload the page and retry.",
+            status_code=403,
+            media_type="text/plain",
+        )
+
+    app.add_exception_handler(SignInRequired, sign_in_first)
+    app.add_exception_handler(CsrfRefused, refuse_csrf)

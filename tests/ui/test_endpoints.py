@@ -1,0 +1,339 @@
+"""The dashboard over HTTP: sign-in and sign-out, the session cookie, CSRF, redirects, and
+the task pages of one tenant never showing another's."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from app.auth.repository import ApiKeyRepository
+from app.auth.service import create_key
+from app.core.config import Settings
+from app.main import create_app
+from app.ui import endpoints
+from app.ui.endpoints import TASKS_PER_PAGE, NavItem
+from app.ui.session import COOKIE_NAME, CSRF_HEADER, SESSION_TTL_S
+from tests.helpers import ACME_KEY, OPS_KEY, OTHER_KEY, READER_KEY
+from tests.ui import sign_in
+
+JIMMY_ID = "ui-test-task"
+
+
+async def register(
+    api: httpx.AsyncClient, external_id: str | int, provider: str = "jimmy"
+) -> dict[str, Any]:
+    response = await api.post("/v1/tasks", json={"provider": provider, "external_id": external_id})
+    assert response.status_code == 201, response.text
+    task: dict[str, Any] = response.json()
+    return task
+
+
+async def test_pages_redirect_to_the_sign_in_form_and_back(ui: httpx.AsyncClient) -> None:
+    for path in ("/ui", "/ui/tasks?status=failed", f"/ui/tasks/{uuid.uuid4()}"):
+        response = await ui.get(path)
+        assert response.status_code == 303, path
+        location = urlsplit(response.headers["location"])
+        assert location.path == "/ui/signin"
+        assert parse_qs(location.query) == {"next": [path]}
+    form = await ui.get("/ui/signin?next=/ui/tasks")
+    assert form.status_code == 200
+    assert '<label for="key">' in form.text
+    assert 'id="key" name="key" type="password"' in form.text
+    assert 'method="post" action="/ui/signin"' in form.text
+    assert 'name="next" value="/ui/tasks"' in form.text
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie_without_the_key(
+    ui: httpx.AsyncClient,
+) -> None:
+    response = await ui.post("/ui/signin", data={"key": ACME_KEY, "next": "/ui/tasks"})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/ui/tasks"
+    cookie = response.headers["set-cookie"]
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert {"httponly", "path", "max-age"} <= attributes
+    assert "samesite=strict" in cookie.lower()
+    assert "path=/ui" in cookie.lower()
+    assert f"max-age={SESSION_TTL_S}" in cookie.lower()
+    assert "secure" not in attributes  # plain http: a Secure cookie would never come back
+    assert ACME_KEY not in cookie
+    page = await ui.get("/ui/tasks")
+    assert page.status_code == 200
+    assert "Signed in as <strong>acme</strong>" in page.text
+    assert ACME_KEY not in page.text
+
+
+async def test_over_https_the_cookie_is_secure(settings: Settings, engine: AsyncEngine) -> None:
+    app = create_app(settings, engine=engine)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="https://pollhook.test"
+        ) as http,
+    ):
+        response = await http.post("/ui/signin", data={"key": ACME_KEY})
+    assert response.status_code == 303
+    assert "secure" in response.headers["set-cookie"].lower()
+
+
+@pytest.mark.parametrize("key", ["wrong-key-0123456789", "", " ", "x" * 300])
+async def test_a_wrong_key_gets_the_form_again_without_it(ui: httpx.AsyncClient, key: str) -> None:
+    response = await ui.post("/ui/signin", data={"key": key, "next": "/ui/tasks"})
+    assert response.status_code == 401
+    assert "not a valid API key" in response.text
+    assert "set-cookie" not in response.headers
+    if key.strip():
+        assert key not in response.text
+
+
+@pytest.mark.parametrize(
+    ("next_path", "lands"),
+    [("https://evil.example/", "/ui"), ("//evil.example", "/ui"), ("/ui/tasks", "/ui/tasks")],
+)
+async def test_sign_in_only_goes_back_to_the_dashboard(
+    ui: httpx.AsyncClient, next_path: str, lands: str
+) -> None:
+    response = await ui.post("/ui/signin", data={"key": ACME_KEY, "next": next_path})
+    assert response.headers["location"] == lands
+
+
+async def test_a_post_without_the_session_csrf_token_is_refused(ui: httpx.AsyncClient) -> None:
+    csrf = await sign_in(ui, ACME_KEY)
+    for data, headers in (
+        ({}, {}),
+        ({"csrf": "not-the-token"}, {}),
+        ({}, {CSRF_HEADER: "not-the-token"}),
+    ):
+        response = await ui.post("/ui/signout", data=data, headers=headers)
+        assert response.status_code == 403
+        assert (await ui.get("/ui/tasks")).status_code == 200  # still signed in
+    # htmx sends the token as a header.
+    response = await ui.post("/ui/signout", headers={CSRF_HEADER: csrf})
+    assert response.status_code == 303
+
+
+async def test_sign_out_clears_the_cookie(ui: httpx.AsyncClient) -> None:
+    page = await ui.get("/ui/signin")
+    csrf = await sign_in(ui, ACME_KEY)
+    assert page.status_code == 200
+    response = await ui.post("/ui/signout", data={"csrf": csrf})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/ui/signin"
+    assert f'{COOKIE_NAME}=""' in response.headers["set-cookie"]
+    assert (await ui.get("/ui/tasks")).status_code == 303
+
+
+async def test_a_post_without_a_session_is_refused(ui: httpx.AsyncClient) -> None:
+    response = await ui.post("/ui/signout", data={"csrf": "x"})
+    assert response.status_code == 401
+
+
+async def test_a_forged_or_foreign_cookie_is_no_session(ui: httpx.AsyncClient) -> None:
+    await sign_in(ui, ACME_KEY)
+    good = ui.cookies[COOKIE_NAME]
+    payload, _, signature = good.partition(".")
+    ui.cookies.set(COOKIE_NAME, payload + "x." + signature, path="/ui")
+    assert (await ui.get("/ui/tasks")).status_code == 303
+
+
+async def test_a_revoked_key_stops_working_on_the_next_request(
+    ui: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    sessions = async_sessionmaker(engine)
+    async with sessions.begin() as session:
+        new = await create_key(session, "acme")
+    await sign_in(ui, new.key)
+    async with sessions.begin() as session:
+        assert await ApiKeyRepository(session).revoke(new.key_prefix) == 1
+    response = await ui.get("/ui/tasks")
+    assert response.status_code == 303
+    assert urlsplit(response.headers["location"]).path == "/ui/signin"
+
+
+async def test_htmx_requests_of_a_lapsed_session_are_sent_to_sign_in(
+    ui: httpx.AsyncClient,
+) -> None:
+    response = await ui.get(f"/ui/tasks/{uuid.uuid4()}/live", headers={"HX-Request": "true"})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"].startswith("/ui/signin?next=")
+
+
+async def test_tasks_list_shows_the_tenants_own_tasks(
+    ui: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    mine = await register(client, "acme-task")
+    client.headers["Authorization"] = f"Bearer {OTHER_KEY}"
+    theirs = await register(client, "other-task")
+    await sign_in(ui, ACME_KEY)
+    page = await ui.get("/ui/tasks")
+    assert mine["id"] in page.text
+    assert "acme-task" in page.text
+    assert theirs["id"] not in page.text
+    assert "other-task" not in page.text
+    # The tenant filter is for operators: a tenant neither sees it nor widens its view.
+    assert 'name="tenant"' not in page.text
+    assert theirs["id"] not in (await ui.get("/ui/tasks?tenant=other")).text
+
+
+async def test_tasks_filters_and_pages(ui: httpx.AsyncClient, client: httpx.AsyncClient) -> None:
+    total = TASKS_PER_PAGE + 2
+    response = await client.post(
+        "/v1/tasks/batch",
+        json={"tasks": [{"provider": "jimmy", "external_id": f"t{n}"} for n in range(total)]},
+    )
+    assert response.status_code == 200
+    await register(client, 95157322514444, provider="minimax")
+    await sign_in(ui, ACME_KEY)
+
+    first = await ui.get("/ui/tasks?provider=jimmy")
+    rows = re.findall(r'href="/ui/tasks/([0-9a-f-]{36})"', first.text)
+    assert len(rows) == TASKS_PER_PAGE
+    older = re.search(r'href="(/ui/tasks\?[^"]+)" rel="next"', first.text)
+    assert older is not None
+    second = await ui.get(older.group(1).replace("&amp;", "&"))
+    more = re.findall(r'href="/ui/tasks/([0-9a-f-]{36})"', second.text)
+    assert len(more) == 2
+    assert not set(rows) & set(more)
+    assert 'rel="next"' not in second.text
+
+    by_id = await ui.get("/ui/tasks?external_id=t7")
+    assert len(re.findall(r'href="/ui/tasks/[0-9a-f-]{36}"', by_id.text)) == 1
+    assert ">t7<" in by_id.text
+    assert "95157322514444" in (await ui.get("/ui/tasks?provider=minimax")).text
+    assert "No tasks match" in (await ui.get("/ui/tasks?status=succeeded")).text
+
+    later = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    earlier = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    assert "No tasks match" in (await ui.get(f"/ui/tasks?created_from={later}")).text
+    assert "No tasks match" in (await ui.get(f"/ui/tasks?created_before={earlier}")).text
+    window = await ui.get(f"/ui/tasks?created_from={earlier}&created_before={later}&provider=mini")
+    assert window.status_code == 422  # an unknown provider, said on the page
+    assert "unknown provider" in window.text
+
+
+async def test_task_page_shows_the_task_and_its_timeline(
+    ui: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    task = await register(client, JIMMY_ID)
+    await sign_in(ui, ACME_KEY)
+    page = await ui.get(f"/ui/tasks/{task['id']}")
+    assert page.status_code == 200
+    assert JIMMY_ID in page.text
+    assert 'data-status="pending"' in page.text
+    assert "registered" in page.text
+    # Live while the task is active: the fragment is polled.
+    assert f'hx-get="/ui/tasks/{task["id"]}/live"' in page.text
+    assert 'hx-trigger="every 2s"' in page.text
+
+    assert (await client.delete(f"/v1/tasks/{task['id']}")).status_code == 200
+    live = await ui.get(f"/ui/tasks/{task['id']}/live")
+    assert live.status_code == 200
+    assert 'data-status="cancelled"' in live.text
+    assert "task.cancelled" in live.text
+    assert "<html" not in live.text  # a fragment
+    # Terminal: no more polling.
+    assert "hx-trigger" not in live.text
+
+
+async def test_another_tenants_task_is_not_found(
+    ui: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    task = await register(client, JIMMY_ID)
+    await sign_in(ui, OTHER_KEY)
+    for path in (f"/ui/tasks/{task['id']}", f"/ui/tasks/{task['id']}/live"):
+        response = await ui.get(path)
+        assert response.status_code == 404
+        assert JIMMY_ID not in response.text
+        assert "Not found" in response.text
+    nowhere = await ui.get(f"/ui/tasks/{uuid.uuid4()}")
+    assert nowhere.status_code == 404
+    assert (await ui.get("/ui/tasks/not-a-uuid")).status_code == 404
+
+
+async def test_the_static_files_are_served_by_pollhook(ui: httpx.AsyncClient) -> None:
+    for path, kind in (
+        ("/ui/static/ui.css", "text/css"),
+        ("/ui/static/vendor/htmx/htmx.min.js", "javascript"),
+        ("/ui/static/vendor/uplot/uPlot.iife.min.js", "javascript"),
+        ("/ui/static/vendor/uplot/uPlot.min.css", "text/css"),
+    ):
+        response = await ui.get(path)
+        assert response.status_code == 200, path
+        assert kind in response.headers["content-type"]
+    page = await ui.get("/ui/signin")
+    assert 'src="/ui/static/vendor/htmx/htmx.min.js"' in page.text
+    assert "script-src 'self';" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+    # Everything from pollhook itself: no CDN.
+    for link in re.findall(r'(?:src|href)="([^"]+)"', page.text):
+        assert link.startswith(("/", "#")), link
+        assert not link.startswith("//"), link
+
+
+async def test_no_key_in_any_url_or_page(ui: httpx.AsyncClient, client: httpx.AsyncClient) -> None:
+    task = await register(client, JIMMY_ID)
+    seen: list[httpx.Response] = []
+    ui.event_hooks["response"] = [_keep(seen)]
+    await ui.get("/ui/tasks")
+    csrf = await sign_in(ui, ACME_KEY)
+    await ui.get(f"/ui/tasks/{task['id']}")
+    await ui.get(f"/ui/tasks/{task['id']}/live")
+    await ui.post("/ui/signout", data={"csrf": csrf})
+    for response in seen:
+        await response.aread()
+        assert ACME_KEY not in str(response.request.url)
+        assert ACME_KEY not in response.headers.get("location", "")
+        assert ACME_KEY not in response.text
+        assert ACME_KEY not in response.headers.get("set-cookie", "")
+
+
+def _keep(seen: list[httpx.Response]) -> Any:
+    async def hook(response: httpx.Response) -> None:
+        seen.append(response)
+
+    return hook
+
+
+@pytest.mark.parametrize(("key", "role"), [(OPS_KEY, "operator"), (READER_KEY, "operator_read")])
+async def test_an_operator_sees_every_tenants_tasks(
+    ui: httpx.AsyncClient, client: httpx.AsyncClient, key: str, role: str
+) -> None:
+    mine = await register(client, "acme-task")
+    client.headers["Authorization"] = f"Bearer {OTHER_KEY}"
+    theirs = await register(client, "other-task")
+    await sign_in(ui, key)
+    page = await ui.get("/ui/tasks")
+    assert f"({role})" in page.text
+    assert mine["id"] in page.text
+    assert theirs["id"] in page.text
+    assert 'name="tenant"' in page.text
+    only_other = await ui.get("/ui/tasks?tenant=other")
+    assert theirs["id"] in only_other.text
+    assert mine["id"] not in only_other.text
+    by_id = await ui.get("/ui/tasks?external_id=other-task")
+    assert theirs["id"] in by_id.text
+    assert mine["id"] not in by_id.text
+    task = await ui.get(f"/ui/tasks/{theirs['id']}")
+    assert task.status_code == 200
+    assert "<dt>Tenant</dt><dd>other</dd>" in task.text
+
+
+async def test_operator_pages_are_in_the_nav_of_operators_only(
+    ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(endpoints, "NAV", [*endpoints.NAV, NavItem("/ui/x", "X", True)])
+    await sign_in(ui, ACME_KEY)
+    page = await ui.get("/ui/tasks")
+    assert 'href="/ui/tasks" aria-current="page"' in page.text
+    assert 'href="/ui/x"' not in page.text
+    ui.cookies.clear()
+    await sign_in(ui, READER_KEY)
+    assert 'href="/ui/x"' in (await ui.get("/ui/tasks")).text
