@@ -136,7 +136,7 @@ async def test_hot_paths_use_their_indexes(fresh_engine: AsyncEngine) -> None:
         assert index in every, scope
     recent = await _plan(
         fresh_engine,
-        "SELECT id FROM deliveries WHERE endpoint_id = gen_random_uuid() "
+        "SELECT id FROM deliveries WHERE endpoint_id = '00000000-0000-0000-0000-000000000001' "
         "ORDER BY updated_at DESC LIMIT 40",
     )
     assert "ix_deliveries_endpoint_updated" in recent
