@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core import migrate
 from app.core.db import create_engine
+from app.models.delivery import TROUBLED
 from app.polling.repository import _CLAIM
 from tests.helpers import PgServer
 
@@ -113,6 +114,33 @@ async def test_hot_paths_use_their_indexes(fresh_engine: AsyncEngine) -> None:
     )
     assert "ix_tasks_tenant_created" in listing
     assert "Sort" not in listing  # the index order is the answer order
+    # GET /v1/deliveries and the dashboard's lists (app/webhooks/repository.py, page and
+    # troubles), newest first: the troubled ones through their partial index whoever asks,
+    # the rest through one tenant's or every tenant's index.
+    keyset = (
+        "AND (created_at, id) < (now(), '00000000-0000-0000-0000-000000000000'::uuid) "
+        "ORDER BY created_at DESC, id DESC LIMIT 51"
+    )
+    for state in (TROUBLED, "status = 'failed'", "status = 'pending' AND attempts > 0"):
+        for scope in ("true", "tenant = 'acme'"):
+            troubled = await _plan(
+                fresh_engine, f"SELECT * FROM deliveries WHERE {scope} AND ({state}) {keyset}"
+            )
+            assert "ix_deliveries_troubled" in troubled, (state, scope)
+            assert "Sort" not in troubled
+    for scope, index in (
+        ("true", "ix_deliveries_created"),
+        ("tenant = 'acme'", "ix_deliveries_tenant_created"),
+    ):
+        # (On an empty table the planner may sort a bitmap scan's few rows instead.)
+        every = await _plan(fresh_engine, f"SELECT * FROM deliveries WHERE {scope} {keyset}")
+        assert index in every, scope
+    recent = await _plan(
+        fresh_engine,
+        "SELECT id FROM deliveries WHERE endpoint_id = '00000000-0000-0000-0000-000000000001' "
+        "ORDER BY updated_at DESC LIMIT 40",
+    )
+    assert "ix_deliveries_endpoint_updated" in recent
 
 
 async def test_stored_results_get_their_kind(fresh_engine: AsyncEngine) -> None:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from app.blobs.views import ArchivedFile, ArchiveState
-from app.webhooks.events import EVENT_DESCRIPTIONS, WebhookEvent
+from app.webhooks.events import EVENT_DESCRIPTIONS, EventType, WebhookEvent
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -42,7 +42,8 @@ def test_the_event_examples_are_valid_webhook_bodies() -> None:
     variants = dict(
         re.findall(r"^\| `(task\.[a-z_]+)` \| (?:Jimmy: )?`(\{.*\})`", text, re.MULTILINE)
     )
-    assert set(variants) == {event.value for event in EVENT_DESCRIPTIONS}
+    # Every type but the test event, which carries no task.
+    assert set(variants) == {event.value for event in EVENT_DESCRIPTIONS} - {EventType.TEST}
     for event_type, changed in variants.items():
         data = {**body["data"], **json.loads(changed)}
         if data["result"] is not None and data["result"]["kind"] == "jimmy_soundclone":

@@ -73,6 +73,10 @@ COLLECTION_BODIES: dict[tuple[str, str], Any] = {
     ("GET", "/v1/signing-secret"): None,
     ("GET", "/v1/audit"): None,
     ("GET", "/v1/overview"): None,
+    ("GET", "/v1/deliveries"): None,
+    ("GET", "/v1/deliveries/summary"): None,
+    # Everything B's filter could reach, as confirmed: A's must stay out of it.
+    ("POST", "/v1/deliveries/retry"): {"status": "troubled", "tenant": "acme", "expected": 10_000},
 }
 # Routes with an id that take a body: the most damaging change B could ask for.
 ID_ROUTE_BODIES: dict[tuple[str, str], Any] = {
@@ -258,6 +262,16 @@ async def test_tenant_b_cannot_reach_tenant_a(settings: Settings, engine: AsyncE
         before = await _snapshot(engine)
 
         await _walk(client, app, ids)
+        # The walk calls lists without a query; with one that names A, B still gets nothing.
+        for query in (
+            {"status": "all"},
+            {"status": "all", "tenant": "acme"},
+            {"status": "all", "task_id": ids["task_id"][1]},
+        ):
+            listed = await client.get("/v1/deliveries", params=query, headers=B)
+            assert listed.json()["items"] == [], query
+            as_ops = await client.get("/v1/deliveries", params=query, headers=OPS)
+            assert [d["id"] for d in as_ops.json()["items"]] == ids["delivery_id"], query
 
         assert await _snapshot(engine) == before
         # And A still sees all of it, unchanged, through the API.

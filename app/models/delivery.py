@@ -17,8 +17,15 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
 
 
+# Deliveries that need an operator's eye: still being retried after a failed attempt, or
+# given up. ix_deliveries_troubled holds exactly these; a query must spell the condition the
+# same way for the planner to use it.
+TROUBLED = "status = 'failed' OR (status = 'pending' AND attempts > 0)"
+
+
 class Delivery(Base):
-    """One event to one target (an endpoint, or the task's callback_url)."""
+    """One event to one target (an endpoint, or the task's callback_url). `task_id` is null
+    for an endpoint's test event (`webhook.test`), which no task caused."""
 
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -38,13 +45,26 @@ class Delivery(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("ix_deliveries_task", "task_id"),
+        # The dashboard's and GET /v1/deliveries' lists, newest first: every tenant's (an
+        # operator's), one tenant's, and the troubled set (failing: pending after an attempt;
+        # failed), which stays small while the full table holds every delivery ever made.
+        Index("ix_deliveries_created", "created_at", "id"),
+        Index("ix_deliveries_tenant_created", "tenant", "created_at", "id"),
+        Index(
+            "ix_deliveries_troubled",
+            "created_at",
+            "id",
+            postgresql_where=text(TROUBLED),
+        ),
+        # An endpoint's latest attempts: every attempt sets updated_at.
+        Index("ix_deliveries_endpoint_updated", "endpoint_id", "updated_at"),
     )
 
     id: Mapped[UUIDPk]
     event_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("events.id", ondelete="CASCADE")
     )
-    task_id: Mapped[uuid.UUID] = mapped_column(
+    task_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE")
     )
     endpoint_id: Mapped[uuid.UUID | None] = mapped_column(

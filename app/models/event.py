@@ -12,7 +12,8 @@ from app.models._types import CreatedAt, UUIDPk
 
 
 class Event(Base):
-    """The outbox: one row per task status change, written in the same transaction."""
+    """The outbox: one row per task status change, written in the same transaction; and an
+    endpoint's test event (`webhook.test`, `task_id` null), which goes out the same way."""
 
     __tablename__ = "events"
     __table_args__ = (
@@ -22,7 +23,7 @@ class Event(Base):
     )
 
     id: Mapped[UUIDPk]
-    task_id: Mapped[uuid.UUID] = mapped_column(
+    task_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE")
     )
     tenant: Mapped[str] = mapped_column(Text)

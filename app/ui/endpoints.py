@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader
 from pydantic import ValidationError
 
-from app.audit.service import permit
+from app.audit.service import AuditLog, Change, permit
 from app.auth.service import Caller
 from app.core.errors import NotFound, ServiceError, ValidationFailed
 from app.deps import SessionDep, StateDep
@@ -49,6 +49,13 @@ from app.ui.session import (
     seal,
     unseal,
 )
+from app.webhooks.schemas import (
+    BULK_RETRY_LIMIT,
+    BulkRetry,
+    DeliveryFilter,
+    DeliveryState,
+    WebhookUpdate,
+)
 from app.webhooks.service import WebhookService
 
 STATIC_PATH = "/ui/static"
@@ -73,7 +80,10 @@ class NavItem:
 NAV = [
     NavItem("/ui", "Overview"),
     NavItem("/ui/tasks", "Tasks"),
+    NavItem("/ui/deliveries", "Deliveries"),
+    NavItem("/ui/endpoints", "Endpoints"),
     NavItem("/ui/providers", "Providers"),
+    NavItem("/ui/audit", "Audit log", operators_only=True),
 ]
 
 
@@ -468,6 +478,383 @@ async def task_live(
     if context is None:
         return _not_found(request, user)
     return render(request, "_task_live.html", context, user=user)
+
+
+# --- deliveries, endpoints and the audit log ------------------------------------------------
+
+DELIVERIES_PER_PAGE = 50
+AUDIT_PER_PAGE = 50
+# What a page says after an action that redirected back to it (`?done=`).
+DONE = {
+    "retried": "Queued: the delivery goes out again now.",
+    "tested": "A webhook.test event is queued for the endpoint: see its attempts below.",
+    "enabled": "The endpoint is enabled; what failed to it within the window goes out again.",
+    "disabled": "The endpoint is disabled: nothing more is sent to it.",
+}
+READ_ONLY = "Your key is read-only: it sees everything and changes nothing."
+
+
+def _webhooks(state: AppState, session: SessionDep) -> WebhookService:
+    return WebhookService(session, state.settings, state.guard)
+
+
+async def _acting(
+    request: Request,
+    user: User,
+    state: AppState,
+    session: SessionDep,
+    action: str,
+    target: str,
+    act: Any,
+) -> Any:
+    """Run `act(change)` as `user`, once `permit` allows it (a read-only key is refused,
+    and the refusal recorded, whatever the page showed). A refusal or a failed change is an
+    error page with the error's status; nothing of the failed change is kept."""
+    try:
+        change = await permit(state.sessions, user.caller, action, target)
+        return await act(change)
+    except ServiceError as exc:
+        await session.rollback()
+        return render(
+            request,
+            "action_error.html",
+            {"message": exc.message, "back": _back(request)},
+            user=user,
+            status_code=exc.status_code,
+        )
+
+
+def _back(request: Request, fallback: str = "/ui/deliveries") -> str:
+    """Where an action returns to: the page it came from (a dashboard path only)."""
+    referer = request.headers.get("referer", "")
+    path = referer.split("://", 1)[-1].partition("/")[2]
+    return safe_next("/" + path) if path.startswith("ui") else fallback
+
+
+def _delivery_filter(
+    caller: Caller, form: dict[str, str]
+) -> tuple[dict[str, str], DeliveryFilter | None, str | None]:
+    """The deliveries page's filter fields as shown, and as the service takes them (None
+    with the reason when they do not make a filter)."""
+    state = form.get("status") or DeliveryState.TROUBLED.value
+    shown = {
+        "status": state,
+        "endpoint_id": (form.get("endpoint_id") or "").strip(),
+        "tenant": (form.get("tenant") or "").strip() if caller.tenant is None else "",
+        "task_id": (form.get("task_id") or "").strip(),
+        "created_after": form.get("created_after") or "",
+        "created_before": form.get("created_before") or "",
+    }
+    try:
+        where = DeliveryFilter(
+            status=DeliveryState(state),
+            endpoint_id=uuid.UUID(shown["endpoint_id"]) if shown["endpoint_id"] else None,
+            tenant=shown["tenant"] or None,
+            task_id=uuid.UUID(shown["task_id"]) if shown["task_id"] else None,
+            created_after=_time(shown["created_after"]),
+            created_before=_time(shown["created_before"]),
+        )
+    except ValueError as exc:
+        return shown, None, f"That filter is not valid: {str(exc).splitlines()[0]}"
+    return shown, where, None
+
+
+@router.get("/deliveries")
+async def deliveries_page(
+    request: Request,
+    user: UserDep,
+    state: StateDep,
+    session: SessionDep,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    done: Annotated[str | None, Query(max_length=32)] = None,
+) -> HTMLResponse:
+    """Failing and failed deliveries (or any state), by endpoint: each retried on its own,
+    or everything the filter matches at once after a confirmation."""
+    caller = user.caller
+    filters, where, error = _delivery_filter(caller, dict(request.query_params))
+    webhooks = _webhooks(state, session)
+    items: list[Any] = []
+    next_url = None
+    if where is not None:
+        try:
+            page = await webhooks.page(caller, where, limit=DELIVERIES_PER_PAGE, cursor=cursor)
+            items = page.items
+            if page.next_cursor is not None:
+                query = {k: v for k, v in filters.items() if v}
+                next_url = f"/ui/deliveries?{urlencode({**query, 'cursor': page.next_cursor})}"
+        except ServiceError as exc:
+            error = exc.message
+    summary = await webhooks.summary(caller, filters["tenant"] or None)
+    endpoints = {e.id: e for e in (await webhooks.list_endpoints(caller.tenant)).items}
+    query = {k: v for k, v in filters.items() if v}
+    return render(
+        request,
+        "deliveries.html",
+        {
+            "filters": filters,
+            "query": urlencode(query),
+            "items": items,
+            "next_url": next_url,
+            "error": error,
+            "summary": summary,
+            "endpoints": endpoints,
+            "states": [s.value for s in DeliveryState],
+            "retryable": filters["status"] in {"troubled", "failing", "failed"},
+            "done": DONE.get(done or ""),
+            "read_only": READ_ONLY,
+        },
+        user=user,
+        status_code=422 if error else 200,
+    )
+
+
+@router.post("/deliveries/{delivery_id}/retry")
+async def retry_delivery(
+    request: Request,
+    delivery_id: str,
+    user: UserDep,
+    form: CsrfFormDep,
+    state: StateDep,
+    session: SessionDep,
+) -> Response:
+    target = _uuid(delivery_id)
+
+    async def act(change: Change) -> Response:
+        await _webhooks(state, session).retry(change, target)
+        back = safe_next(form.get("back") or "/ui/deliveries")
+        joiner = "&" if "?" in back else "?"
+        return RedirectResponse(f"{back}{joiner}done=retried", status_code=303)
+
+    response: Response = await _acting(
+        request, user, state, session, "delivery.retry", f"delivery:{target}", act
+    )
+    return response
+
+
+@router.get("/deliveries/retry")
+async def confirm_bulk_retry(
+    request: Request, user: UserDep, state: StateDep, session: SessionDep
+) -> HTMLResponse:
+    """The confirmation step of "Retry all matching": the count, and a form that retries
+    exactly what was counted (at most that many, made before the count)."""
+    filters, where, error = _delivery_filter(user.caller, dict(request.query_params))
+    counted = None
+    if where is not None:
+        try:
+            counted = await _webhooks(state, session).count_retryable(
+                user.caller, BulkRetry(**where.model_dump())
+            )
+        except ServiceError as exc:
+            error = exc.message
+    return render(
+        request,
+        "deliveries_confirm.html",
+        {
+            "filters": filters,
+            "query": urlencode({k: v for k, v in filters.items() if v}),
+            "counted": counted,
+            "error": error,
+            "read_only": READ_ONLY,
+        },
+        user=user,
+        status_code=422 if error else 200,
+    )
+
+
+@router.post("/deliveries/retry")
+async def bulk_retry(
+    request: Request, user: UserDep, form: CsrfFormDep, state: StateDep, session: SessionDep
+) -> Response:
+    filters, where, error = _delivery_filter(user.caller, form)
+    expected = form.get("expected", "")
+    if where is None or not expected.isdigit():
+        return render(
+            request,
+            "action_error.html",
+            {"message": error or "The count to confirm is missing.", "back": "/ui/deliveries"},
+            user=user,
+            status_code=422,
+        )
+    # The confirmation's count covers what existed then: later deliveries stay out.
+    as_of = _time(form.get("as_of")) or where.created_before
+    body = BulkRetry(
+        **where.model_dump(exclude={"created_before"}),
+        created_before=as_of,
+        expected=min(int(expected), BULK_RETRY_LIMIT),
+    )
+    target = "deliveries?" + urlencode({k: v for k, v in sorted(filters.items()) if v})
+
+    async def act(change: Change) -> HTMLResponse:
+        done = await _webhooks(state, session).bulk_retry(change, body)
+        return render(
+            request,
+            "deliveries_retried.html",
+            {"done": done, "query": urlencode({k: v for k, v in filters.items() if v})},
+            user=user,
+        )
+
+    response: Response = await _acting(
+        request, user, state, session, "delivery.bulk_retry", target, act
+    )
+    return response
+
+
+@router.get("/endpoints")
+async def endpoints_page(
+    request: Request,
+    user: UserDep,
+    state: StateDep,
+    session: SessionDep,
+    done: Annotated[str | None, Query(max_length=32)] = None,
+) -> HTMLResponse:
+    webhooks = _webhooks(state, session)
+    listed = (await webhooks.list_endpoints(user.caller.tenant)).items
+    return render(
+        request,
+        "endpoints.html",
+        {"items": listed, "done": DONE.get(done or ""), "read_only": READ_ONLY},
+        user=user,
+    )
+
+
+@router.get("/endpoints/{endpoint_id}")
+async def endpoint_page(
+    request: Request,
+    endpoint_id: str,
+    user: UserDep,
+    state: StateDep,
+    session: SessionDep,
+    done: Annotated[str | None, Query(max_length=32)] = None,
+) -> HTMLResponse:
+    """One endpoint, its actions and its latest attempts."""
+    webhooks = _webhooks(state, session)
+    try:
+        endpoint = await webhooks.get(user.caller, _uuid(endpoint_id))
+    except NotFound:
+        return _not_found(request, user)
+    attempts = await webhooks.recent_attempts(user.caller, endpoint.id)
+    return render(
+        request,
+        "endpoint.html",
+        {
+            "endpoint": endpoint,
+            "attempts": attempts.items,
+            "done": DONE.get(done or ""),
+            "read_only": READ_ONLY,
+        },
+        user=user,
+    )
+
+
+@router.post("/endpoints/{endpoint_id}/enabled")
+async def set_endpoint_enabled(
+    request: Request,
+    endpoint_id: str,
+    user: UserDep,
+    form: CsrfFormDep,
+    state: StateDep,
+    session: SessionDep,
+) -> Response:
+    target = _uuid(endpoint_id)
+    enable = form.get("enabled") == "true"
+
+    async def act(change: Change) -> Response:
+        await _webhooks(state, session).update(change, target, WebhookUpdate(enabled=enable))
+        done = "enabled" if enable else "disabled"
+        return RedirectResponse(f"/ui/endpoints/{target}?done={done}", status_code=303)
+
+    response: Response = await _acting(
+        request, user, state, session, "webhook.update", f"webhook:{target}", act
+    )
+    return response
+
+
+@router.post("/endpoints/{endpoint_id}/test")
+async def send_test_event(
+    request: Request,
+    endpoint_id: str,
+    user: UserDep,
+    _: CsrfFormDep,
+    state: StateDep,
+    session: SessionDep,
+) -> Response:
+    target = _uuid(endpoint_id)
+
+    async def act(change: Change) -> Response:
+        await _webhooks(state, session).send_test(change, target)
+        return RedirectResponse(f"/ui/endpoints/{target}?done=tested", status_code=303)
+
+    response: Response = await _acting(
+        request, user, state, session, "webhook.test", f"webhook:{target}", act
+    )
+    return response
+
+
+@router.post("/endpoints/{endpoint_id}/rotate")
+async def rotate_endpoint_secret(
+    request: Request,
+    endpoint_id: str,
+    user: UserDep,
+    _: CsrfFormDep,
+    state: StateDep,
+    session: SessionDep,
+) -> Response:
+    """The new secret, shown once on this answer (never in a URL); the old one keeps
+    signing alongside it until the grace period ends."""
+    target = _uuid(endpoint_id)
+
+    async def act(change: Change) -> HTMLResponse:
+        rotated = await _webhooks(state, session).rotate_secret(change, target)
+        return render(request, "endpoint_rotated.html", {"endpoint": rotated}, user=user)
+
+    response: Response = await _acting(
+        request, user, state, session, "webhook.rotate_secret", f"webhook:{target}", act
+    )
+    return response
+
+
+@router.get("/audit")
+async def audit_page(
+    request: Request,
+    user: UserDep,
+    session: SessionDep,
+    actor: Annotated[str | None, Query(max_length=80)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    tenant: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> HTMLResponse:
+    """The audit log, newest first: operators only (a tenant is shown no such page)."""
+    if not user.caller.is_operator:
+        return _not_found(request, user)
+    filters = {
+        "actor": (actor or "").strip(),
+        "action": (action or "").strip(),
+        "tenant": (tenant or "").strip(),
+    }
+    error = None
+    items: list[Any] = []
+    next_url = None
+    try:
+        page = await AuditLog(session).page(
+            limit=AUDIT_PER_PAGE,
+            cursor=cursor or None,
+            tenant=filters["tenant"] or None,
+            actor=filters["actor"] or None,
+            action=filters["action"] or None,
+        )
+        items = page.items
+        if page.next_cursor is not None:
+            query = {k: v for k, v in filters.items() if v}
+            next_url = f"/ui/audit?{urlencode({**query, 'cursor': page.next_cursor})}"
+    except ServiceError as exc:
+        error = exc.message
+    return render(
+        request,
+        "audit.html",
+        {"filters": filters, "items": items, "next_url": next_url, "error": error},
+        user=user,
+        status_code=422 if error else 200,
+    )
 
 
 def _uuid(value: str) -> uuid.UUID:

@@ -3,14 +3,20 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from app.audit.service import Change
 from app.core.schemas import error_responses
 from app.deps import CallerDep, SessionDep, SettingsDep, StateDep, TenantDep, changes
-from app.webhooks.events import EVENT_DESCRIPTIONS, WebhookEvent
+from app.webhooks.events import EVENT_DESCRIPTIONS, EndpointTestEvent, EventType, WebhookEvent
 from app.webhooks.schemas import (
+    BulkRetry,
+    BulkRetryResult,
+    DeliveryPage,
+    DeliveryQuery,
     DeliveryRead,
+    DeliverySummary,
+    RecentAttempts,
     SigningSecret,
     WebhookCreate,
     WebhookList,
@@ -103,6 +109,33 @@ async def rotate_webhook_secret(
     return await service.rotate_secret(change, webhook_id)
 
 
+@router.post(
+    "/webhooks/{webhook_id}/test",
+    summary="Send a webhook.test event to this endpoint now",
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+)
+async def test_webhook(
+    webhook_id: uuid.UUID,
+    change: Annotated[Change, changes("webhook.test")],
+    service: WebhookServiceDep,
+) -> DeliveryRead:
+    return await service.send_test(change, webhook_id)
+
+
+@router.get(
+    "/webhooks/{webhook_id}/attempts",
+    summary="The endpoint's latest delivery attempts, newest first",
+    responses=error_responses(401, 404, 422, 503),
+)
+async def webhook_attempts(
+    webhook_id: uuid.UUID,
+    caller: CallerDep,
+    service: WebhookServiceDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> RecentAttempts:
+    return await service.recent_attempts(caller, webhook_id, limit=limit)
+
+
 @router.get(
     "/signing-secret",
     summary="The secret that signs this tenant's per-task callback_url deliveries",
@@ -110,6 +143,52 @@ async def rotate_webhook_secret(
 )
 async def signing_secret(tenant: TenantDep, service: WebhookServiceDep) -> SigningSecret:
     return SigningSecret(secret=await service.signing_secret(tenant))
+
+
+@router.get(
+    "/deliveries",
+    summary="List deliveries, newest first (by default the failing and failed ones)",
+    responses=error_responses(401, 422, 503),
+)
+async def list_deliveries(
+    query: Annotated[DeliveryQuery, Query()], caller: CallerDep, service: WebhookServiceDep
+) -> DeliveryPage:
+    return await service.page(caller, query, limit=query.limit, cursor=query.cursor)
+
+
+@router.get(
+    "/deliveries/summary",
+    summary="Failing and failed deliveries per endpoint",
+    responses=error_responses(401, 422, 503),
+)
+async def delivery_summary(
+    caller: CallerDep,
+    service: WebhookServiceDep,
+    tenant: Annotated[
+        str | None,
+        Query(max_length=64, description="Operators only: one tenant's (default: all)."),
+    ] = None,
+) -> DeliverySummary:
+    return await service.summary(caller, tenant)
+
+
+@router.post(
+    "/deliveries/retry",
+    summary="Retry every failing or failed delivery a filter matches (count, then confirm)",
+    description="Two calls. Without `expected`, nothing changes: the answer's `matched` is how "
+    "many deliveries the filter takes now (at most `limit`, the newest). Show it, ask, then "
+    "call again with `expected` set to it (and `created_before` set to the answer's `as_of`, "
+    "so that deliveries made since stay out): every match is due again now, in one statement, "
+    "unless more match than `expected` (409: count again). A delivery in flight is counted "
+    "but not queued twice.",
+    responses=error_responses(401, 403, 409, 422, 503),
+)
+async def bulk_retry(
+    body: BulkRetry,
+    change: Annotated[Change, changes("delivery.bulk_retry")],
+    service: WebhookServiceDep,
+) -> BulkRetryResult:
+    return await service.bulk_retry(change, body)
 
 
 @router.post(
@@ -131,7 +210,7 @@ def describe_events(webhooks: APIRouter) -> None:
     for event_type, when in EVENT_DESCRIPTIONS.items():
         webhooks.add_api_route(
             event_type.value,
-            _consumer_endpoint,
+            _test_endpoint if event_type is EventType.TEST else _consumer_endpoint,
             methods=["POST"],
             summary=f"{event_type.value}: {when.split(';')[0].rstrip('.')}",
             description=f"{when}\n\n{_DELIVERY_RULES}",
@@ -177,3 +256,20 @@ async def _consumer_endpoint(
     ],
 ) -> None:
     """Documentation only: FastAPI describes a webhook through a route's signature."""
+
+
+async def _test_endpoint(
+    body: EndpointTestEvent,
+    webhook_id: Annotated[str, Header(alias="webhook-id", description="The test event's id.")],
+    webhook_timestamp: Annotated[
+        int, Header(alias="webhook-timestamp", description="Unix seconds, set per attempt.")
+    ],
+    webhook_signature: Annotated[
+        str,
+        Header(
+            alias="webhook-signature",
+            description="As for every event: one `v1,<base64 HMAC-SHA256>` per valid secret.",
+        ),
+    ],
+) -> None:
+    """Documentation only: the body of `webhook.test`."""

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self, TypedDict
+from typing import Any, Literal, Self, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -33,6 +33,7 @@ class EventType(StrEnum):
     TIMED_OUT = "task.timed_out"
     CANCELLED = "task.cancelled"
     ARCHIVED = "task.archived"
+    TEST = "webhook.test"
 
 
 TERMINAL_EVENT_TYPES = frozenset(
@@ -61,6 +62,9 @@ EVENT_DESCRIPTIONS: dict[EventType, str] = {
     EventType.ARCHIVED: "The task's result files are in pollhook's archive "
     "(`data.result.archive`), after `task.succeeded` went out without them: the copy took "
     "longer than POLLHOOK_ARCHIVE__WAIT_S. Not sent when the succeeded event waited for it.",
+    EventType.TEST: "Someone asked for a test (`POST /v1/webhooks/{id}/test`, or the dashboard); "
+    "sent to that endpoint only, whatever its `events`, signed and retried like any other. "
+    "`data` names the endpoint, not a task.",
 }
 
 
@@ -75,6 +79,22 @@ class WebhookEvent(BaseModel):
         description="The task as `GET /v1/tasks/{id}` showed it right after the change. "
         "Drop an event whose `data.sequence` is not above the last one seen for the task."
     )
+
+
+class EndpointTestData(BaseModel):
+    endpoint_id: uuid.UUID
+    tenant: str
+    requested_by: str = Field(description="Who asked for the test, as the audit log names them.")
+
+
+class EndpointTestEvent(BaseModel):
+    """The body of a `webhook.test` delivery."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal[EventType.TEST]
+    timestamp: datetime = Field(description="When the test was asked for.")
+    data: EndpointTestData
 
 
 class TaskError(BaseModel):

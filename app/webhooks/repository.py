@@ -6,12 +6,24 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.repository import arrays_of, claim_statement, of_tenant, rows_of, rows_param
 from app.models import Delivery, DeliveryAttempt, Event, TenantSecret, WebhookEndpoint
+from app.models.delivery import TROUBLED
 
 # The wake-up channel of the deliveries_notify_due trigger (migration 0620).
 DELIVERY_CHANNEL = "pollhook_deliveries"
@@ -70,7 +82,7 @@ _CLAIM = text(
            t.secret AS tenant_secret, tk.archive AS task_archive
     FROM claimed d
     JOIN events e ON e.id = d.event_id
-    JOIN tasks tk ON tk.id = d.task_id
+    LEFT JOIN tasks tk ON tk.id = d.task_id
     LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
     LEFT JOIN tenant_secrets t ON t.tenant = d.tenant
     """
@@ -157,6 +169,67 @@ _RECORD = text(
     SELECT id, token FROM recorded
     """
 )
+
+
+# Each state a list can ask for, spelled so that the planner proves it implies the predicate of
+# ix_deliveries_troubled (literals, not parameters: a generic plan cannot prove it for those).
+_STATE_SQL = {
+    "troubled": f"({TROUBLED})",
+    "failing": "(status = 'pending' AND attempts > 0)",
+    "failed": "(status = 'failed')",
+    "delivered": "(status = 'succeeded')",
+    "all": "true",
+}
+
+
+@dataclass(frozen=True)
+class DeliveryMatch:
+    """Which deliveries a list or a bulk retry takes; `tenant` None is every tenant's."""
+
+    tenant: str | None
+    state: str = "troubled"  # a key of _STATE_SQL
+    endpoint_id: uuid.UUID | None = None
+    task_id: uuid.UUID | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def where(self) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = [
+            of_tenant(Delivery.tenant, self.tenant),
+            literal_column(_STATE_SQL[self.state], Boolean),
+        ]
+        if self.endpoint_id is not None:
+            conditions.append(Delivery.endpoint_id == self.endpoint_id)
+        if self.task_id is not None:
+            conditions.append(Delivery.task_id == self.task_id)
+        if self.created_after is not None:
+            conditions.append(Delivery.created_at >= self.created_after)
+        if self.created_before is not None:
+            conditions.append(Delivery.created_at < self.created_before)
+        return conditions
+
+
+@dataclass(frozen=True)
+class BulkRetried:
+    matched: int
+    retried: int
+    as_of: datetime
+
+
+@dataclass(frozen=True)
+class EndpointTrouble:
+    endpoint_id: uuid.UUID | None
+    tenant: str
+    url: str | None
+    failing: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class EndpointAttempt:
+    attempt: DeliveryAttempt
+    event_type: str
+    task_id: uuid.UUID | None
 
 
 @dataclass(frozen=True)
@@ -520,6 +593,147 @@ class WebhookRepository:
             .returning(Delivery)
             .execution_options(populate_existing=True)
         )
+        return delivery
+
+    async def page(
+        self,
+        match: DeliveryMatch,
+        *,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None = None,
+    ) -> list[Delivery]:
+        """Newest first; keyset on (created_at, id), served by ix_deliveries_troubled for the
+        failing and failed, else ix_deliveries_tenant_created (one tenant's) or
+        ix_deliveries_created (every tenant's, an operator's)."""
+        stmt = select(Delivery).where(*match.where())
+        if after is not None:
+            stmt = stmt.where(tuple_(Delivery.created_at, Delivery.id) < tuple_(*after))
+        stmt = stmt.order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit)
+        return list(await self.session.scalars(stmt))
+
+    async def count_matching(self, match: DeliveryMatch, *, cap: int) -> BulkRetried:
+        """How many deliveries match, counting at most `cap` (the newest)."""
+        matched = (
+            select(Delivery.id)
+            .where(*match.where())
+            .order_by(Delivery.created_at.desc(), Delivery.id.desc())
+            .limit(cap)
+            .subquery()
+        )
+        row = (
+            await self.session.execute(select(func.count(), func.now()).select_from(matched))
+        ).one()
+        return BulkRetried(matched=int(row[0]), retried=0, as_of=row[1])
+
+    async def retry_matching(self, match: DeliveryMatch, *, cap: int, at_most: int) -> BulkRetried:
+        """Due again now: the newest `cap` deliveries that match, in one statement, unless
+        more than `at_most` match (then none). A delivery in flight (its lease running) is
+        counted and left alone: its attempt is under way, and a second claim would send it
+        twice."""
+        matched = (
+            select(Delivery.id)
+            .where(*match.where())
+            .order_by(Delivery.created_at.desc(), Delivery.id.desc())
+            .limit(cap)
+            .with_for_update()
+            .cte("matched")
+        )
+        count = select(func.count()).select_from(matched).scalar_subquery()
+        retried = (
+            update(Delivery)
+            .where(
+                Delivery.id.in_(select(matched.c.id)),
+                count <= at_most,
+                or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at <= func.now()),
+            )
+            .values(
+                status="pending",
+                next_attempt_at=func.now(),
+                completed_at=None,
+                updated_at=func.now(),
+            )
+            .returning(Delivery.id)
+            .cte("retried")
+        )
+        row = (
+            await self.session.execute(
+                select(
+                    count, select(func.count()).select_from(retried).scalar_subquery(), func.now()
+                )
+            )
+        ).one()
+        return BulkRetried(matched=int(row[0]), retried=int(row[1]), as_of=row[2])
+
+    async def troubles(self, tenant: str | None, *, cap: int) -> list[EndpointTrouble]:
+        """Failing and failed deliveries per endpoint (callback_urls as one per tenant),
+        counted over the newest `cap` of them: the count stays bounded however many there
+        are (ix_deliveries_troubled)."""
+        rows = await self.session.execute(
+            text(
+                f"""
+                SELECT t.endpoint_id, t.tenant, w.url,
+                       count(*) FILTER (WHERE t.status = 'pending') AS failing,
+                       count(*) FILTER (WHERE t.status = 'failed') AS failed
+                FROM (
+                    SELECT endpoint_id, tenant, status FROM deliveries
+                    WHERE ({TROUBLED}) AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant)
+                    ORDER BY created_at DESC
+                    LIMIT :cap
+                ) t
+                LEFT JOIN webhook_endpoints w ON w.id = t.endpoint_id
+                GROUP BY t.endpoint_id, t.tenant, w.url
+                ORDER BY count(*) DESC, t.tenant, w.url
+                """
+            ),
+            {"tenant": tenant, "cap": cap},
+        )
+        return [
+            EndpointTrouble(r.endpoint_id, r.tenant, r.url, int(r.failing), int(r.failed))
+            for r in rows
+        ]
+
+    async def recent_attempts(self, endpoint_id: uuid.UUID, *, limit: int) -> list[EndpointAttempt]:
+        """The endpoint's latest attempts, newest first: those of its `2 * limit` most
+        recently updated deliveries (ix_deliveries_endpoint_updated; every attempt updates
+        its delivery, so these hold the latest attempts unless more than `limit` deliveries
+        were retried or closed without an attempt since)."""
+        recent = (
+            select(Delivery.id, Delivery.task_id, Delivery.event_id)
+            .where(Delivery.endpoint_id == endpoint_id)
+            .order_by(Delivery.updated_at.desc())
+            .limit(2 * limit)
+            .subquery()
+        )
+        rows = await self.session.execute(
+            select(DeliveryAttempt, Event.type, recent.c.task_id)
+            .join(recent, recent.c.id == DeliveryAttempt.delivery_id)
+            .join(Event, Event.id == recent.c.event_id)
+            .order_by(DeliveryAttempt.attempted_at.desc(), DeliveryAttempt.id.desc())
+            .limit(limit)
+        )
+        return [EndpointAttempt(a, event_type, task_id) for a, event_type, task_id in rows]
+
+    async def add_test_delivery(
+        self, endpoint: WebhookEndpoint, event_type: str, payload: dict[str, Any]
+    ) -> Delivery:
+        """An event no task caused, and its delivery to this endpoint alone, due now."""
+        event = Event(
+            task_id=None, tenant=endpoint.tenant, type=event_type, sequence=0, payload=payload
+        )
+        self.session.add(event)
+        await self.session.flush()
+        delivery = Delivery(
+            event_id=event.id,
+            task_id=None,
+            endpoint_id=endpoint.id,
+            tenant=endpoint.tenant,
+            url=endpoint.url,
+            status="pending",
+            next_attempt_at=func.now(),
+        )
+        self.session.add(delivery)
+        await self.session.flush()
+        await self.session.refresh(delivery)
         return delivery
 
     async def queue_stats(self) -> tuple[int, float | None]:

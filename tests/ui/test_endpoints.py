@@ -3,8 +3,10 @@ the task pages of one tenant never showing another's."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +22,17 @@ from app.main import create_app
 from app.ui import endpoints
 from app.ui.endpoints import TASKS_PER_PAGE, NavItem
 from app.ui.session import COOKIE_NAME, CSRF_HEADER, SESSION_TTL_S
-from tests.helpers import ACME_KEY, OPS_KEY, OTHER_KEY, READER_KEY
+from app.webhooks.delivery import DeliveryWorker
+from tests.helpers import (
+    ACME_KEY,
+    DISCARD_URL,
+    NO_LINKS,
+    OPS_KEY,
+    OTHER_KEY,
+    READER_KEY,
+    api_client,
+    eventually,
+)
 from tests.ui import sign_in
 
 JIMMY_ID = "ui-test-task"
@@ -337,3 +349,183 @@ async def test_operator_pages_are_in_the_nav_of_operators_only(
     ui.cookies.clear()
     await sign_in(ui, READER_KEY)
     assert 'href="/ui/x"' in (await ui.get("/ui/tasks")).text
+
+
+@contextlib.asynccontextmanager
+async def _failing_delivery(
+    client: httpx.AsyncClient, settings: Settings, engine: AsyncEngine
+) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """An endpoint nothing listens at (the discard port), and a delivery to it that failed
+    its first attempt (the next is seconds away), with the delivery loop running."""
+    hook = await client.post("/v1/webhooks", json={"url": f"{DISCARD_URL}/hook"})
+    task = await register(client, 31337, provider="minimax")
+    await client.delete(f"/v1/tasks/{task['id']}")
+    worker = DeliveryWorker(settings, engine, "ui-test", NO_LINKS)
+    worker.start()
+    try:
+
+        async def failing() -> bool:
+            items = (await client.get("/v1/deliveries", params={"status": "failing"})).json()
+            return len(items["items"]) == 1
+
+        await eventually(failing)
+        yield hook.json(), task
+    finally:
+        await worker.stop()
+
+
+async def test_deliveries_page_retries_one_and_all_matching(
+    ui: httpx.AsyncClient, client: httpx.AsyncClient, settings: Settings, engine: AsyncEngine
+) -> None:
+    async with _failing_delivery(client, settings, engine) as (hook, task):
+        csrf = await sign_in(ui, ACME_KEY, "/ui/deliveries")
+        page = (await ui.get("/ui/deliveries")).text
+        [delivery] = (await client.get("/v1/deliveries")).json()["items"]
+        assert f'href="/ui/tasks/{task["id"]}"' in page
+        assert "task.cancelled" in page
+        assert "failing" in page
+        assert "ConnectError" in page  # the last error
+        assert f'action="/ui/deliveries/{delivery["id"]}/retry"' in page
+        assert "Retry all matching" in page
+        assert f'href="/ui/deliveries?endpoint_id={hook["id"]}"' in page  # the summary
+
+        retried = await ui.post(
+            f"/ui/deliveries/{delivery['id']}/retry",
+            data={"csrf": csrf, "back": "/ui/deliveries?status=failing"},
+        )
+        assert retried.status_code == 303
+        assert retried.headers["location"] == "/ui/deliveries?status=failing&done=retried"
+
+        confirm = await ui.get(f"/ui/deliveries/retry?status=failing&endpoint_id={hook['id']}")
+        assert confirm.status_code == 200
+        assert re.search(r"<strong>1</strong> failing or failed delivery matches", confirm.text)
+        as_of = re.search(r'name="as_of" value="([^"]+)"', confirm.text)
+        assert as_of is not None
+        done = await ui.post(
+            "/ui/deliveries/retry",
+            data={
+                "csrf": csrf,
+                "status": "failing",
+                "endpoint_id": hook["id"],
+                "expected": "1",
+                "as_of": as_of.group(1),
+            },
+        )
+        assert done.status_code == 200, done.text
+        assert re.search(r"Queued [01] deliver", done.text)
+        # Confirmed fewer than match: nothing, and a page that says so.
+        refused = await ui.post(
+            "/ui/deliveries/retry", data={"csrf": csrf, "status": "troubled", "expected": "0"}
+        )
+        assert refused.status_code == 409
+        assert "more than the 0 confirmed" in refused.text
+
+    log = (await client.get("/v1/audit", headers={"Authorization": f"Bearer {OPS_KEY}"})).json()[
+        "items"
+    ]
+    assert [(e["action"], e["actor"]) for e in log[:2]] == [
+        ("delivery.bulk_retry", "tenant:acme"),
+        ("delivery.retry", "tenant:acme"),
+    ]
+
+
+async def test_a_read_only_operator_sees_disabled_buttons_and_is_refused(
+    client: httpx.AsyncClient, settings: Settings, engine: AsyncEngine
+) -> None:
+    async with (
+        _failing_delivery(client, settings, engine) as (hook, _task),
+        api_client(settings, engine, key=None) as reader,
+    ):
+        csrf = await sign_in(reader, READER_KEY, "/ui/deliveries")
+        page = (await reader.get("/ui/deliveries")).text
+        assert "read-only" in page
+        assert 'disabled aria-describedby="read-only">Retry</button>' in page
+        endpoint_page = (await reader.get(f"/ui/endpoints/{hook['id']}")).text
+        for label in ("Disable", "Send test event", "Rotate secret"):
+            assert f'disabled aria-describedby="read-only">{label}</button>' in endpoint_page
+        [delivery] = (await client.get("/v1/deliveries")).json()["items"]
+        for path, data in (
+            (f"/ui/deliveries/{delivery['id']}/retry", {}),
+            ("/ui/deliveries/retry", {"status": "troubled", "expected": "1"}),
+            (f"/ui/endpoints/{hook['id']}/enabled", {"enabled": "false"}),
+            (f"/ui/endpoints/{hook['id']}/test", {}),
+            (f"/ui/endpoints/{hook['id']}/rotate", {}),
+        ):
+            forced = await reader.post(path, data={"csrf": csrf, **data})
+            assert forced.status_code == 403, path
+            assert "read-only" in forced.text
+    assert (await client.get(f"/v1/webhooks/{hook['id']}")).json()["secret"] == hook["secret"]
+    log = (await client.get("/v1/audit", headers={"Authorization": f"Bearer {OPS_KEY}"})).json()[
+        "items"
+    ]
+    assert [(e["actor"], e["result"]) for e in log[:5]] == [("operator:reader", "denied")] * 5
+
+
+async def test_endpoint_pages_toggle_test_and_rotate(
+    ui: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    hook = (await client.post("/v1/webhooks", json={"url": f"{DISCARD_URL}/hook"})).json()
+    other = await client.post(
+        "/v1/webhooks",
+        json={"url": f"{DISCARD_URL}/other"},
+        headers={"Authorization": f"Bearer {OTHER_KEY}"},
+    )
+    csrf = await sign_in(ui, ACME_KEY, "/ui/endpoints")
+    listed = (await ui.get("/ui/endpoints")).text
+    assert f'href="/ui/endpoints/{hook["id"]}"' in listed
+    assert other.json()["id"] not in listed
+    assert (await ui.get(f"/ui/endpoints/{other.json()['id']}")).status_code == 404
+
+    tested = await ui.post(f"/ui/endpoints/{hook['id']}/test", data={"csrf": csrf})
+    assert tested.headers["location"] == f"/ui/endpoints/{hook['id']}?done=tested"
+    [test] = (await client.get("/v1/deliveries", params={"status": "all"})).json()["items"]
+    assert test["event_type"] == "webhook.test"
+
+    disabled = await ui.post(
+        f"/ui/endpoints/{hook['id']}/enabled", data={"csrf": csrf, "enabled": "false"}
+    )
+    assert disabled.headers["location"] == f"/ui/endpoints/{hook['id']}?done=disabled"
+    shown = (await ui.get(disabled.headers["location"])).text
+    assert "disabled by tenant:acme" in shown
+    assert ">Enable</button>" in shown
+    refused = await ui.post(f"/ui/endpoints/{hook['id']}/test", data={"csrf": csrf})
+    assert refused.status_code == 409
+
+    rotated = await ui.post(f"/ui/endpoints/{hook['id']}/rotate", data={"csrf": csrf})
+    assert rotated.status_code == 200
+    secret = (await client.get(f"/v1/webhooks/{hook['id']}")).json()["secret"]
+    assert secret != hook["secret"]
+    assert f'value="{secret}"' in rotated.text
+    assert "signed with both the old and the new secret" in rotated.text
+    assert secret not in (await ui.get(f"/ui/endpoints/{hook['id']}")).text  # shown once
+
+    log = (await client.get("/v1/audit", headers={"Authorization": f"Bearer {OPS_KEY}"})).json()[
+        "items"
+    ]
+    assert [e["action"] for e in log[:3]] == [
+        "webhook.rotate_secret",
+        "webhook.update",
+        "webhook.test",
+    ]
+
+
+async def test_the_audit_page_is_for_operators(
+    ui: httpx.AsyncClient, client: httpx.AsyncClient, settings: Settings, engine: AsyncEngine
+) -> None:
+    hook = (await client.post("/v1/webhooks", json={"url": f"{DISCARD_URL}/hook"})).json()
+    await client.post(f"/v1/webhooks/{hook['id']}/rotate-secret")
+    await sign_in(ui, ACME_KEY, "/ui/tasks")
+    assert (await ui.get("/ui/audit")).status_code == 404
+    assert 'href="/ui/audit"' not in (await ui.get("/ui/tasks")).text
+    async with api_client(settings, engine, key=None) as ops:
+        await sign_in(ops, OPS_KEY, "/ui/audit")
+        page = (await ops.get("/ui/audit")).text
+        assert "webhook.rotate_secret" in page
+        assert f"webhook:{hook['id']}" in page
+        assert "webhook.create" in page
+        only = (await ops.get("/ui/audit?action=webhook.create")).text
+        assert "webhook.rotate_secret" not in only
+        nobody = (await ops.get("/ui/audit?actor=operator:nobody")).text
+        assert "No entries match." in nobody
+        bad = await ops.get("/ui/audit?cursor=nonsense")
+        assert bad.status_code == 422

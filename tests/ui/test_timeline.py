@@ -40,6 +40,7 @@ def _delivery(*attempts: AttemptRead) -> DeliveryRead:
         event_id=uuid.uuid4(),
         event_type=EventType.SUCCEEDED,
         task_id=uuid.uuid4(),
+        tenant="acme",
         endpoint_id=None,
         url="http://127.0.0.1:9/hook",
         status=DeliveryStatus.SUCCEEDED,

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
 from app.webhooks.delivery import DeliveryWorker
-from tests.helpers import ACME_KEY, NO_LINKS, OTHER_KEY
+from tests.helpers import ACME_KEY, ADMIN_KEYS, NO_LINKS, OTHER_KEY
 from tests.webhooks.receiver import Receiver
 
 FAST_SCHEDULE = [0, 0.2, 0.2, 0.2]
@@ -22,6 +22,7 @@ def settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         api_keys=[{"tenant": "acme", "key": ACME_KEY}, {"tenant": "other", "key": OTHER_KEY}],
+        admin_keys=ADMIN_KEYS,
         webhook_allow_networks=[ipaddress.ip_network("127.0.0.0/8")],
         webhooks={
             "retry_schedule_s": FAST_SCHEDULE,

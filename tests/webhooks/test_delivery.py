@@ -398,3 +398,236 @@ async def test_only_the_claims_commit_without_waiting_for_the_disk(
     finally:
         await worker.stop()
     assert (claims, records) == ("off", "on")
+
+
+OPS = {"Authorization": f"Bearer {helpers.OPS_KEY}"}
+READER = {"Authorization": f"Bearer {helpers.READER_KEY}"}
+OTHER = {"Authorization": f"Bearer {helpers.OTHER_KEY}"}
+
+
+async def _listed(
+    client: httpx.AsyncClient, headers: dict[str, str] | None = None, **query: Any
+) -> list[dict[str, Any]]:
+    response = await client.get("/v1/deliveries", params=query, headers=headers)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def _failed_deliveries(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any, path: str, count: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An endpoint at `path` that answers 500, and `count` tasks whose deliveries to it
+    have given up."""
+    hook = await endpoint(client, receiver.url(path))
+    receiver.on(path, Answer(500, b"down for maintenance"))
+    deliveries()
+    tasks = [await finished_task(client, 100 + n) for n in range(count)]
+
+    async def all_failed() -> bool:
+        items = await _listed(client, status="failed", endpoint_id=hook["id"])
+        return len(items) == count
+
+    await eventually(all_failed)
+    return hook, tasks
+
+
+async def test_deliveries_are_listed_by_state_endpoint_task_and_time(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    hook, tasks = await _failed_deliveries(client, receiver, deliveries, "/down", 3)
+    # Another tenant's endpoint that answers.
+    fine = (
+        await client.post("/v1/webhooks", json={"url": receiver.url("/fine")}, headers=OTHER)
+    ).json()
+    task = (
+        await client.post(
+            "/v1/tasks", json={"provider": "minimax", "external_id": 200}, headers=OTHER
+        )
+    ).json()
+    await client.delete(f"/v1/tasks/{task['id']}", headers=OTHER)
+
+    async def delivered() -> bool:
+        return len(await _listed(client, status="delivered", headers=OTHER)) == 1
+
+    await eventually(delivered)
+    troubled = await _listed(client)  # failing and failed, the default
+    assert [d["task_id"] for d in troubled] == [t["id"] for t in reversed(tasks)]  # newest first
+    assert {(d["status"], d["attempts"], d["last_status_code"]) for d in troubled} == {
+        ("failed", 4, 500)
+    }
+    assert troubled[0]["tenant"] == "acme"
+    assert troubled[0]["attempt_log"][-1]["response_body"] == "down for maintenance"
+    assert await _listed(client, status="failing") == []
+    assert await _listed(client, status="delivered") == []
+    assert len(await _listed(client, status="all")) == 3
+    [ok] = await _listed(client, status="all", endpoint_id=fine["id"], headers=OTHER)
+    assert (ok["status"], ok["task_id"], ok["tenant"]) == ("succeeded", task["id"], "other")
+    assert await _listed(client, status="all", endpoint_id=fine["id"]) == []
+    [one] = await _listed(client, task_id=tasks[1]["id"])
+    assert one["endpoint_id"] == hook["id"]
+    middle = troubled[1]["created_at"]
+    assert [d["id"] for d in await _listed(client, created_before=middle)] == [troubled[2]["id"]]
+    assert [d["id"] for d in await _listed(client, created_after=middle)] == [
+        d["id"] for d in troubled[:2]
+    ]
+    # Keyset pages: the same rows, a page at a time.
+    first = (await client.get("/v1/deliveries", params={"limit": 2})).json()
+    rest = (
+        await client.get("/v1/deliveries", params={"limit": 2, "cursor": first["next_cursor"]})
+    ).json()
+    assert [d["id"] for d in first["items"] + rest["items"]] == [d["id"] for d in troubled]
+    assert rest["next_cursor"] is None
+    bad = await client.get("/v1/deliveries", params={"status": "lost"})
+    assert bad.status_code == 422
+    backwards = await client.get(
+        "/v1/deliveries", params={"created_after": middle, "created_before": middle}
+    )
+    assert backwards.status_code == 422
+
+    # Another tenant sees none of it, whatever it asks for; an operator sees all, or one
+    # tenant's.
+    assert (await client.get("/v1/deliveries", params={"tenant": "acme"}, headers=OTHER)).json()[
+        "items"
+    ] == []
+    as_ops = (await client.get("/v1/deliveries", headers=OPS)).json()["items"]
+    assert [d["id"] for d in as_ops] == [d["id"] for d in troubled]
+    assert len(await _listed(client, status="all", headers=OPS)) == 4
+    only_other = await _listed(client, status="all", tenant="other", headers=OPS)
+    assert [d["id"] for d in only_other] == [ok["id"]]
+
+    summary = (await client.get("/v1/deliveries/summary")).json()
+    assert summary == {
+        "items": [
+            {
+                "endpoint_id": hook["id"],
+                "tenant": "acme",
+                "url": hook["url"],
+                "failing": 0,
+                "failed": 3,
+            }
+        ],
+        "complete": True,
+    }
+    assert (await client.get("/v1/deliveries/summary", headers=OTHER)).json()["items"] == []
+    assert (await client.get("/v1/deliveries/summary", headers=OPS)).json() == summary
+
+
+async def test_bulk_retry_counts_then_retries_what_was_confirmed(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    hook, _ = await _failed_deliveries(client, receiver, deliveries, "/down", 3)
+    receiver.on("/down", Answer(200))
+    where = {"status": "failed", "endpoint_id": hook["id"]}
+
+    counted = await client.post("/v1/deliveries/retry", json=where)
+    assert counted.status_code == 200, counted.text
+    assert counted.json()["matched"] == 3
+    assert (counted.json()["retried"], counted.json()["limit"]) == (0, 10_000)
+    assert len(receiver.at("/down")) == 12  # the count sent nothing
+    # Fewer confirmed than match now: refused, nothing queued.
+    refused = await client.post("/v1/deliveries/retry", json={**where, "expected": 2})
+    assert refused.status_code == 409
+    assert refused.json()["error"]["details"] == {"matched": 3, "expected": 2}
+    assert len(await _listed(client, status="failed")) == 3
+    # Read-only operators are refused, and the refusal is recorded.
+    denied = await client.post(
+        "/v1/deliveries/retry", json={**where, "expected": 3}, headers=READER
+    )
+    assert denied.status_code == 403
+    # Only failing or failed deliveries can be retried.
+    delivered_too = await client.post("/v1/deliveries/retry", json={"status": "all"})
+    assert delivered_too.status_code == 422
+
+    done = await client.post(
+        "/v1/deliveries/retry",
+        json={**where, "expected": 3, "created_before": counted.json()["as_of"]},
+    )
+    assert done.status_code == 200, done.text
+    assert (done.json()["matched"], done.json()["retried"]) == (3, 3)
+
+    async def redelivered() -> bool:
+        return len(await _listed(client, status="delivered")) == 3
+
+    await eventually(redelivered)
+    assert len(receiver.at("/down")) == 15
+    for received in receiver.at("/down")[-3:]:
+        assert verify(hook["secret"], received)["type"] == "task.cancelled"
+
+    log = (await client.get("/v1/audit", headers=OPS)).json()["items"]
+    entries = [(e["action"], e["actor"], e["result"]) for e in log[:2]]
+    assert entries == [
+        ("delivery.bulk_retry", "tenant:acme", "ok"),
+        ("delivery.bulk_retry", "operator:reader", "denied"),
+    ]
+    assert log[0]["tenant"] == "acme"
+    assert log[0]["target"].startswith("deliveries?created_before=")
+    assert log[0]["target"].endswith(f"&endpoint_id={hook['id']}&status=failed")
+    assert log[0]["details"]["matched"] == 3
+    assert log[0]["details"]["retried"] == 3
+    assert log[0]["details"]["filter"]["endpoint_id"] == hook["id"]
+
+
+async def test_bulk_retry_stays_in_the_callers_tenant(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    await _failed_deliveries(client, receiver, deliveries, "/down", 2)
+    theirs = await client.post(
+        "/v1/deliveries/retry", json={"tenant": "acme", "expected": 10}, headers=OTHER
+    )
+    assert (theirs.json()["matched"], theirs.json()["retried"]) == (0, 0)
+    assert len(await _listed(client, status="failed")) == 2
+    # An operator reaches every tenant's.
+    ops = await client.post("/v1/deliveries/retry", json={"expected": 2}, headers=OPS)
+    assert (ops.json()["matched"], ops.json()["retried"]) == (2, 2)
+    log = (await client.get("/v1/audit", headers=OPS)).json()["items"]
+    assert (log[0]["actor"], log[0]["tenant"]) == ("operator:ops", None)
+
+
+async def test_a_test_event_goes_out_signed_and_shows_in_recent_attempts(
+    client: httpx.AsyncClient, receiver: Receiver, deliveries: Any
+) -> None:
+    from app.webhooks.events import EndpointTestEvent
+
+    hook = await endpoint(client, receiver.url("/test-me"))
+    receiver.on("/test-me", Answer(500, b"not yet"), Answer(200, b"thanks"))
+    deliveries()
+    sent = await client.post(f"/v1/webhooks/{hook['id']}/test")
+    assert sent.status_code == 200, sent.text
+    assert (sent.json()["event_type"], sent.json()["task_id"]) == ("webhook.test", None)
+
+    async def answered() -> bool:
+        return len(receiver.at("/test-me")) == 2
+
+    await eventually(answered)
+    first, second = receiver.at("/test-me")
+    event = EndpointTestEvent.model_validate(verify(hook["secret"], second))
+    assert (str(event.data.endpoint_id), event.data.requested_by) == (hook["id"], "tenant:acme")
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == sent.json()["event_id"]
+
+    async def recorded() -> bool:
+        items = (await client.get(f"/v1/webhooks/{hook['id']}/attempts")).json()["items"]
+        return len(items) == 2
+
+    await eventually(recorded)
+    attempts = (await client.get(f"/v1/webhooks/{hook['id']}/attempts")).json()["items"]
+    assert [(a["attempt"], a["status_code"], a["response_body"]) for a in attempts] == [
+        (2, 200, "thanks"),
+        (1, 500, "not yet"),
+    ]
+    assert {a["event_type"] for a in attempts} == {"webhook.test"}
+    assert {a["delivery_id"] for a in attempts} == {sent.json()["id"]}
+    assert (
+        await client.get(f"/v1/webhooks/{hook['id']}/attempts", headers=OTHER)
+    ).status_code == 404
+    one = (await client.get(f"/v1/webhooks/{hook['id']}/attempts", params={"limit": 1})).json()
+    assert [a["attempt"] for a in one["items"]] == [2]
+
+    log = (await client.get("/v1/audit", headers=OPS)).json()["items"]
+    assert (log[0]["action"], log[0]["target"]) == ("webhook.test", f"webhook:{hook['id']}")
+    assert log[0]["details"] == {"delivery_id": sent.json()["id"]}
+
+    # A disabled endpoint is not tested: the delivery loop would only close the delivery.
+    await client.patch(f"/v1/webhooks/{hook['id']}", json={"enabled": False})
+    assert (await client.post(f"/v1/webhooks/{hook['id']}/test")).status_code == 409
+    assert (await client.post(f"/v1/webhooks/{hook['id']}/test", headers=READER)).status_code == 403

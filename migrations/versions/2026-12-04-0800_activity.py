@@ -2,8 +2,8 @@
 (polls, task outcomes, deliveries, detection gap and delivery latency buckets), kept a day.
 
 Revision ID: 4cb6b1c7b5f4
-Revises: 9b3c5d7e1f20
-Create Date: 2026-12-04 07:30:00.000000+00:00
+Revises: 8b2f5d0c7e14
+Create Date: 2026-12-04 08:00:00.000000+00:00
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "4cb6b1c7b5f4"
-down_revision: str | None = "9b3c5d7e1f20"
+down_revision: str | None = "8b2f5d0c7e14"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
