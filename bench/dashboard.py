@@ -14,8 +14,9 @@ Measured: the app itself (`create_app`) in this process through ASGI, signed in 
 dashboard as `tenant-0` with a static key; each page of PAGES is asked for `--iterations`
 times in a row after two discarded requests, and each request's time from sending to the
 last byte of the answer is what the server spent (no network between). A new page is one
-more line in PAGES. The run is ok when every page answers 200 and its p95 is within the
-bound.
+more line in PAGES. Then, signed in with an operator's key, OPERATOR_PAGES, over a day of
+`activity` rows of two workers (ACTIVITY). The run is ok when every page answers 200 and its
+p95 is within the bound.
 """
 
 from __future__ import annotations
@@ -55,7 +56,30 @@ PAGES = [
     ("tasks in a time range", "/ui/tasks?created_from=2000-01-01T00:00"),
     ("task", "/ui/tasks/{task}"),
     ("task, live part", "/ui/tasks/{task}/live"),
+    ("overview (tenant)", "/ui"),
+    ("providers (tenant)", "/ui/providers"),
 ]
+# Signed in with an operator's key: every tenant's tasks, and the figures over a day of
+# `activity` rows as two workers write them (ACTIVITY).
+OPERATOR_PAGES = [
+    ("overview", "/ui"),
+    ("overview, live part", "/ui/overview/live"),
+    ("providers", "/ui/providers"),
+    ("tasks (operator)", "/ui/tasks"),
+]
+OPERATOR_KEY = "bench-dashboard-operator-key-0123456789"
+# A day of activity: every 5 s, two workers, a row for each instance and one for deliveries.
+ACTIVITY = """
+    INSERT INTO activity (at, process, provider, polls, succeeded, delivered,
+                          detection_gap, delivery_latency)
+    SELECT now() - make_interval(secs => s * 5), w, p,
+           CASE WHEN p IS NOT NULL THEN 50 ELSE 0 END, CASE WHEN p IS NOT NULL THEN 5 ELSE 0 END,
+           CASE WHEN p IS NULL THEN 5 ELSE 0 END,
+           CASE WHEN p IS NOT NULL THEN '{0,1,2,1,1,0,0,0,0,0,0,0,0,0}'::int[] ELSE '{}' END,
+           CASE WHEN p IS NULL THEN '{1,2,1,1,0,0,0,0,0,0,0,0,0,0}'::int[] ELSE '{}' END
+    FROM generate_series(0, 17279) AS s, (VALUES ('worker-1'), ('worker-2')) AS ws(w),
+         (VALUES ('minimax'), ('jimmy'), (NULL)) AS ps(p)
+"""
 
 
 @dataclass
@@ -111,12 +135,15 @@ async def run(server: EmbeddedPostgres, options: Options) -> dict[str, Any]:
         timings = await insert_rows(
             conn, [("terminal", INSERT_TERMINAL, options.tasks, options.tenants)]
         )
+        await conn.execute(ACTIVITY)
+        await conn.execute("VACUUM ANALYZE activity")
     finally:
         await conn.close()
     engine = create_engine(server.url)
     settings = Settings(
         database_url=server.url,
         api_keys=[{"tenant": TENANT, "key": KEY}],
+        admin_keys=[{"name": "ops", "key": OPERATOR_KEY}],
         data_dir=Path(tempfile.mkdtemp(prefix="pollhook-bench-ui-")),
         log_level="WARNING",
         log_format="json",
@@ -143,6 +170,12 @@ async def run(server: EmbeddedPostgres, options: Options) -> dict[str, Any]:
             pages = [
                 await measure(http, name, path.format(**values), options.iterations)
                 for name, path in PAGES
+            ]
+            http.cookies.clear()
+            signed_in = await http.post("/ui/signin", data={"key": OPERATOR_KEY})
+            assert signed_in.status_code == 303, signed_in.text
+            pages += [
+                await measure(http, name, path, options.iterations) for name, path in OPERATOR_PAGES
             ]
     finally:
         await engine.dispose()

@@ -56,6 +56,7 @@ async def test_upgrade_matches_models_and_round_trips(fresh_engine: AsyncEngine)
         "archive_jobs",
         "audit_log",
         "task_polls",
+        "activity",
     }
     assert await _tables(fresh_engine) == expected
 

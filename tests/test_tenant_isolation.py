@@ -40,7 +40,15 @@ A_EXTERNAL_ID = 424242
 # Routes that take no tenant at all.
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 # Routes for operators only: a tenant's key gets a 403.
-OPERATORS_ONLY = {("GET", "/v1/audit")}
+OPERATORS_ONLY = {
+    ("GET", "/v1/audit"),
+    ("GET", "/v1/overview"),
+    ("POST", "/v1/providers/{name}/pause"),
+    ("POST", "/v1/providers/{name}/resume"),
+}
+# Path parameters that name no tenant's object but what every tenant shares: the walk fills
+# them with a real one.
+SHARED_IDS = {"name": ["minimax"]}
 # Routes that make what belongs to one tenant: an operator's key gets a 403.
 TENANTS_ONLY = {
     ("POST", "/v1/tasks"),
@@ -64,6 +72,7 @@ COLLECTION_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/webhooks"): {"url": HOOK_URL},
     ("GET", "/v1/signing-secret"): None,
     ("GET", "/v1/audit"): None,
+    ("GET", "/v1/overview"): None,
     ("GET", "/v1/deliveries"): None,
     ("GET", "/v1/deliveries/summary"): None,
     # Everything B's filter could reach, as confirmed: A's must stay out of it.
@@ -77,6 +86,7 @@ ID_ROUTE_BODIES: dict[tuple[str, str], Any] = {
         "description": "taken over",
         "enabled": False,
     },
+    ("POST", "/v1/providers/{name}/pause"): {"for_s": 60},
 }
 # A's rows, read straight from the tables: they must not change.
 SNAPSHOT_QUERIES = [
@@ -87,6 +97,8 @@ SNAPSHOT_QUERIES = [
     "SELECT a.* FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id"
     " WHERE d.tenant = 'acme' ORDER BY a.id",
     "SELECT * FROM tenant_secrets WHERE tenant = 'acme'",
+    # Shared by every tenant: no tenant may pause it.
+    "SELECT name, paused_until FROM provider_state ORDER BY name",
 ]
 
 
@@ -176,11 +188,11 @@ async def _walk(client: httpx.AsyncClient, app: FastAPI, ids: dict[str, list[str
             assert _needs_tenant(dependant), f"{key} is neither public nor per tenant"
             params = [p.name for p in dependant.path_params]
             if params:
-                unknown = [p for p in params if p not in ids]
+                unknown = [p for p in params if p not in {**ids, **SHARED_IDS}]
                 assert not unknown, f"the walk cannot fill {unknown} of {key}: add A's object"
                 has_body = route.body_field is not None
                 assert not has_body or key in ID_ROUTE_BODIES, f"no body for {key} in the walk"
-                for values in itertools.product(*(ids[p] for p in params)):
+                for values in _values(ids, params):
                     await _call_with_ids(client, key, params, list(values))
             else:
                 assert key in COLLECTION_BODIES, f"the walk does not know the route {key}"
@@ -211,12 +223,21 @@ async def _walk(client: httpx.AsyncClient, app: FastAPI, ids: dict[str, list[str
     assert not stale, f"the walk lists routes the app no longer has: {stale}"
 
 
+def _values(ids: dict[str, list[str]], params: list[str]) -> Iterable[tuple[str, ...]]:
+    """Every way to fill `params` with A's objects (and what all tenants share)."""
+    known = {**ids, **SHARED_IDS}
+    return itertools.product(*(known[p] for p in params))
+
+
 async def _call_with_ids(
     client: httpx.AsyncClient, key: tuple[str, str], params: list[str], values: list[str]
 ) -> None:
     method, template = key
     path = template.format(**dict(zip(params, values, strict=True)))
     response = await client.request(method, path, json=ID_ROUTE_BODIES.get(key), headers=B)
+    if key in OPERATORS_ONLY:
+        assert response.status_code == 403, (method, path, response.text)
+        return
     assert response.status_code == 404, (method, path, response.text)
     assert response.json()["error"]["code"] == "not_found"
     # Indistinguishable from ids that never existed: the same answer, but for the id B
@@ -325,7 +346,7 @@ async def test_an_operator_reaches_every_tenant(settings: Settings, engine: Asyn
                 response = await client.request(method, path, json=body, headers=OPS)
                 assert response.status_code == 403, (key, response.text)
             elif method == "GET" and params:
-                for values in itertools.product(*(ids[p] for p in params)):
+                for values in _values(ids, params):
                     url = path.format(**dict(zip(params, values, strict=True)))
                     as_a = await client.get(url, headers=A)
                     as_ops = await client.get(url, headers=OPS)
@@ -361,7 +382,7 @@ async def test_a_read_only_operator_sees_and_changes_nothing(
             key = (method, path)
             if method == "GET" or key in TENANTS_ONLY:
                 continue
-            for values in itertools.product(*(ids[p] for p in params)):
+            for values in _values(ids, params):
                 url = path.format(**dict(zip(params, values, strict=True)))
                 response = await client.request(
                     method, url, json=ID_ROUTE_BODIES.get(key), headers=READER

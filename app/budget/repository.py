@@ -275,6 +275,52 @@ class BudgetRepository:
             .values(health=ProviderHealth.OK.value, updated_at=func.clock_timestamp())
         )
 
+    async def pause(self, name: str, kind: str, *, for_s: float) -> datetime:
+        """Pause the instance for `for_s` from now (an operator's pause); a longer pause in
+        force (a Retry-After, a credential error's wait) stands. Returns the pause's end.
+
+        An upsert: an instance no worker has started yet has no row, and its first worker
+        keeps the pause (`ensure_rows` keeps the row's state unless the key changed)."""
+        row = await self.session.execute(
+            text(
+                """
+                INSERT INTO provider_state (name, kind, paused_until)
+                VALUES (:name, :kind,
+                        clock_timestamp() + make_interval(secs => CAST(:for_s AS float8)))
+                ON CONFLICT (name) DO UPDATE SET
+                    paused_until = GREATEST(provider_state.paused_until, excluded.paused_until),
+                    updated_at = clock_timestamp()
+                RETURNING paused_until
+                """
+            ),
+            {"name": name, "kind": kind, "for_s": for_s},
+        )
+        until: datetime = row.scalar_one()
+        return until
+
+    async def resume(self, name: str) -> None:
+        """End the instance's pause, whoever set it.
+
+        Slots a replica reserved while the pause was in force start where the pause was to
+        end (`reserve`): left there, the next claims would queue behind them until then. They
+        move earlier by what is left of the pause, so the slots after them stay as far apart
+        as they were booked."""
+        await self.session.execute(
+            text(
+                """
+                UPDATE provider_state SET
+                    next_slot_at = CASE
+                        WHEN paused_until > clock_timestamp() AND next_slot_at > paused_until
+                        THEN next_slot_at - (paused_until - clock_timestamp())
+                        ELSE next_slot_at END,
+                    paused_until = NULL,
+                    updated_at = clock_timestamp()
+                WHERE name = :name
+                """
+            ),
+            {"name": name},
+        )
+
     async def states(
         self, configured: Mapping[str, ProviderSettings], *, recovery_s: float
     ) -> dict[str, BudgetState]:

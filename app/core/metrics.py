@@ -55,6 +55,18 @@ TASK_OUTCOMES = Counter(
     ["provider", "status"],
     registry=REGISTRY,
 )
+# When a poll finds a task ended, the time since that task's previous poll (since its
+# registration for its first): the most the upstream can have been done before pollhook
+# knew. The overview's detection delay is read from these buckets (app/overview).
+DETECTION_GAP_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+DETECTION_GAP_SECONDS = Histogram(
+    "pollhook_detection_gap_seconds",
+    "For a poll that found its task ended upstream: seconds since the task's previous poll "
+    "(its registration, for a first poll), an upper bound of how late pollhook noticed.",
+    ["provider"],
+    buckets=DETECTION_GAP_BUCKETS,
+    registry=REGISTRY,
+)
 DELIVERIES = Counter(
     "pollhook_deliveries_total",
     "Webhook delivery attempts by outcome (delivered, retry, give_up, endpoint_gone).",
@@ -65,6 +77,14 @@ ATTEMPT_SECONDS = Histogram(
     "pollhook_delivery_attempt_seconds",
     "Duration of webhook delivery attempts.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+    registry=REGISTRY,
+)
+DELIVERY_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+DELIVERY_LATENCY_SECONDS = Histogram(
+    "pollhook_delivery_latency_seconds",
+    "From an event's creation to a 2xx answer from the endpoint it was delivered to, "
+    "retries included.",
+    buckets=DELIVERY_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 ARCHIVED_FILES = Counter(

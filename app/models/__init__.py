@@ -1,5 +1,6 @@
 """One file per table, re-exported so Alembic sees the whole metadata."""
 
+from app.models.activity import Activity
 from app.models.api_key import ApiKey, Role
 from app.models.archive_job import ArchiveJob, ArchiveJobStatus
 from app.models.audit import AuditEntry
@@ -15,6 +16,7 @@ from app.models.webhook_endpoint import WebhookEndpoint
 __all__ = [
     "POLL_LOG_SIZE",
     "TERMINAL_STATUSES",
+    "Activity",
     "ApiKey",
     "ArchiveJob",
     "ArchiveJobStatus",

@@ -27,7 +27,7 @@ from app.budget.repository import BudgetRepository, BudgetState
 from app.core.config import PollSettings, ProviderSettings
 from app.core.logging import get_logger
 from app.core.loop import LeasedLoop
-from app.core.metrics import POLLS, TASK_OUTCOMES
+from app.core.metrics import DETECTION_GAP_SECONDS, POLLS, TASK_OUTCOMES
 from app.core.redaction import Redactor
 from app.models import ProviderHealth
 from app.polling.claiming import (
@@ -227,6 +227,8 @@ class PollLoop(LeasedLoop):
         elif applied.changed:
             if applied.status.is_terminal:
                 TASK_OUTCOMES.labels(self.name, applied.status.value).inc()
+            if applied.detection_gap_s is not None:
+                DETECTION_GAP_SECONDS.labels(self.name).observe(applied.detection_gap_s)
             log.info(
                 "task_status_changed",
                 provider=self.name,

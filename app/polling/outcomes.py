@@ -86,6 +86,10 @@ class Decision:
     transitions: tuple[Transition, ...] = ()
     # Seconds from registration to completion, to learn from (None: nothing to learn).
     completed_after_s: float | None = None
+    # When an upstream answer ended the task: seconds since the poll before it that saw the
+    # task running (its registration, for a first poll), the most pollhook can have been
+    # late to notice (pollhook_detection_gap_seconds). None otherwise.
+    detection_gap_s: float | None = None
 
 
 def decide(
@@ -112,6 +116,9 @@ def decide(
     completed_after_s: float | None = None
     delay: float | None = None
     age_s = (now - task.created_at).total_seconds()
+    # The previous poll that saw the task running, held within (registration, now]: a
+    # database clock stepped back (NTP) would otherwise place it after this answer.
+    previous = min(max(task.previous_poll_at, task.created_at), now)
 
     if result.outcome is not None:
         outcome = result.outcome
@@ -133,9 +140,6 @@ def decide(
             unchanged = 0
             if outcome.status in LEARNED_FROM:
                 # The task finished somewhere after the previous poll that saw it running.
-                # That poll's stamp is held within (registration, now]: a database clock
-                # stepped back (NTP) would otherwise teach a completion after this answer.
-                previous = min(max(task.previous_poll_at, task.created_at), now)
                 finished_at = previous + (now - previous) / 2
                 completed_after_s = max(0.0, (finished_at - task.created_at).total_seconds())
         delay = plans.plan_next(
@@ -163,6 +167,10 @@ def decide(
         delay = plans.error_delay(settings, errors, retry_after)
 
     ends = transitions[-1].status if transitions else task.status
+    detection_gap_s: float | None = None
+    if ends.is_terminal and transitions and ends is not TaskStatus.TIMED_OUT:
+        # The upstream said so (a terminal status or a task error); a deadline is pollhook's.
+        detection_gap_s = (now - previous).total_seconds()
     if not ends.is_terminal:
         if now >= task.deadline_at:
             transitions.append(Transition(TaskStatus.TIMED_OUT, error=dict(DEADLINE_EXCEEDED)))
@@ -180,7 +188,7 @@ def decide(
             changes["estimated_ready_at"] = (
                 task.created_at + timedelta(seconds=ready) if ready is not None else None
             )
-    return Decision(changes, tuple(transitions), completed_after_s)
+    return Decision(changes, tuple(transitions), completed_after_s, detection_gap_s)
 
 
 def _waiting_on(error: ProviderError, now: datetime) -> dict[str, Any]:

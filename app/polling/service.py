@@ -28,6 +28,8 @@ class Applied:
     task_id: str
     status: TaskStatus
     changed: bool
+    # Decision.detection_gap_s: set when the upstream's answer ended the task.
+    detection_gap_s: float | None = None
 
 
 class PollingService:
@@ -102,7 +104,9 @@ class PollingService:
                 )
             written.append(task)
             status = TaskStatus(task.status)
-            applied.append(Applied(str(task.id), status, status != before))
+            applied.append(
+                Applied(str(task.id), status, status != before, decision.detection_gap_s)
+            )
         await self.polling.write_outcomes(written)
         await write_events(self.session, events)
         await enqueue(self.session, jobs)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.config import PollSchedule, ProviderKind
 from app.models import ProviderHealth
@@ -41,6 +41,10 @@ class Saturation(BaseModel):
         "the budget calls for fewer, later, likelier polls."
     )
     active_tasks: int
+    tasks_by_status: dict[str, int] | None = Field(
+        description="The active tasks by status (pending, queued, processing) as the forecast "
+        "counted them; null from a forecast of an earlier version."
+    )
     expected_detection_delay_s: float | None = Field(
         description="Expected time from a task finishing upstream to pollhook knowing: the "
         "mean over the plans in force, by completion rate, plus the queue's wait when even "
@@ -88,3 +92,18 @@ class ProviderRead(BaseModel):
 
 class ProviderList(BaseModel):
     items: list[ProviderRead]
+
+
+MAX_PAUSE_S = 7 * 86400
+
+
+class PauseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    for_s: float = Field(
+        3600,
+        gt=0,
+        le=MAX_PAUSE_S,
+        description="How long to pause, in seconds (at most 7 days). A longer pause already "
+        "in force (after a rate-limit or credential answer) stands.",
+    )

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.service import AuditLog, Change
 from app.auth.service import Caller
 from app.budget.repository import BudgetRepository, BudgetState
 from app.core.config import ProviderSettings, Settings
+from app.core.errors import Forbidden, NotFound
 from app.models import ProviderHealth
 from app.providers.schemas import CompletionTimes, ProviderList, ProviderRead, Saturation
 from app.schedule import plans
@@ -17,6 +19,7 @@ from app.schedule.repository import CompletionRepository, ForecastRepository, St
 
 class ProviderService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.audit = AuditLog(session)
         self.budgets = BudgetRepository(session)
         self.forecasts = ForecastRepository(session)
         self.completions = CompletionRepository(session)
@@ -55,6 +58,48 @@ class ProviderService:
                 )
             )
         return ProviderList(items=items)
+
+    async def completion_curves(self) -> dict[str, Sequence[float]]:
+        """Per instance that has learned them: the completion ages (seconds) at percentiles
+        0 to 100, the distribution `completion`'s p50 and p90 are read from."""
+        return {
+            row.provider: row.quantiles
+            for row in await self.completions.profiles()
+            if row.size_class == ALL_SIZES and CompletionModel.learned(row.quantiles, row.samples)
+        }
+
+    async def pause(self, change: Change, name: str, *, for_s: float) -> ProviderRead:
+        """Stop polling the instance for `for_s` in every replica (an operator's change)."""
+        provider = self._changeable(change, name)
+        until = await self.budgets.pause(name, provider.kind.value, for_s=for_s)
+        await self.audit.record(
+            change,
+            target=f"provider:{name}",
+            tenant=None,
+            details={"for_s": for_s, "paused_until": until.isoformat()},
+        )
+        return await self._one(change.caller, name)
+
+    async def resume(self, change: Change, name: str) -> ProviderRead:
+        """Poll the instance again now, whatever paused it (an operator's change)."""
+        self._changeable(change, name)
+        await self.budgets.resume(name)
+        await self.audit.record(change, target=f"provider:{name}", tenant=None)
+        return await self._one(change.caller, name)
+
+    def _changeable(self, change: Change, name: str) -> ProviderSettings:
+        """The instance `name`, if `change`'s caller may pause and resume it: an instance is
+        every tenant's, so only an operator may."""
+        if not change.caller.is_operator:
+            raise Forbidden("pausing an instance is for operators: it stops every tenant's polls")
+        provider = self.settings.providers.get(name)
+        if provider is None:
+            raise NotFound(f"no provider instance named {name!r}")
+        return provider
+
+    async def _one(self, caller: Caller, name: str) -> ProviderRead:
+        [shown] = [item for item in (await self.list(caller)).items if item.name == name]
+        return shown
 
     async def _internals(self, states: Mapping[str, BudgetState]) -> dict[str, dict[str, Any]]:
         """What only operators see of each instance: address, budget, totals, last error."""
@@ -113,6 +158,7 @@ def _saturation(forecast: StoredForecast | None, provider: ProviderSettings) -> 
         saturated_since=forecast.saturated_since,
         hit_chance=round(plans.effective_hit_chance(provider, forecast.hit_chance), 3),
         active_tasks=forecast.active_tasks or 0,
+        tasks_by_status=forecast.tasks_by_status,
         expected_detection_delay_s=(
             round(forecast.expected_detection_delay_s, 3)
             if forecast.expected_detection_delay_s is not None

@@ -7,6 +7,7 @@ here, a template, and one line in NAV.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,12 +21,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader
+from pydantic import ValidationError
 
 from app.audit.service import AuditLog, Change, permit
 from app.auth.service import Caller
-from app.core.errors import NotFound, ServiceError
+from app.core.errors import NotFound, ServiceError, ValidationFailed
 from app.deps import SessionDep, StateDep
 from app.models import TaskStatus
+from app.overview.schemas import Distribution, Overview
+from app.overview.service import OverviewService
+from app.providers.schemas import PauseRequest
+from app.providers.service import ProviderService
 from app.state import AppState
 from app.tasks.service import TaskService
 from app.ui import timeline
@@ -72,9 +78,11 @@ class NavItem:
 
 # The pages in the navigation, in order: adding a page is one line here.
 NAV = [
+    NavItem("/ui", "Overview"),
     NavItem("/ui/tasks", "Tasks"),
     NavItem("/ui/deliveries", "Deliveries"),
     NavItem("/ui/endpoints", "Endpoints"),
+    NavItem("/ui/providers", "Providers"),
     NavItem("/ui/audit", "Audit log", operators_only=True),
 ]
 
@@ -99,6 +107,20 @@ class CsrfRefused(Exception):
 templates = Jinja2Templates(
     env=Environment(loader=PackageLoader("app.ui", "templates"), autoescape=True)
 )
+
+
+def _seconds(value: float | None) -> str:
+    """A duration for the eye: 'n/a' when there is none (no observation yet)."""
+    if value is None:
+        return "n/a"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{value / 60:.1f} min"
+
+
+templates.env.filters["seconds"] = _seconds
 
 
 def _secret(request: Request) -> bytes:
@@ -225,10 +247,105 @@ async def signout(_: CsrfFormDep) -> Response:
     return response
 
 
+async def _overview_context(user: User, state: AppState, session: SessionDep) -> dict[str, Any]:
+    """An operator's overview; for a tenant, which is not shown what is instance-wide, its
+    own tracked tasks per instance (as GET /v1/overview and GET /v1/providers decide)."""
+    if not user.caller.is_operator:
+        providers = await ProviderService(session, state.settings).list(user.caller)
+        return {"overview": None, "providers": providers.items}
+    shown = await OverviewService(session, state.settings).overview(user.caller)
+    return {"overview": shown, "charts": _overview_charts(shown)}
+
+
+def _overview_charts(shown: Overview) -> str:
+    """What the overview's charts draw (app/ui/static/charts.js), as the live fragment's
+    data attribute: one request refreshes the figures and the charts alike."""
+    return json.dumps(
+        {
+            "minutes": [int(m.minute.timestamp()) for m in shown.minutes],
+            "polls_per_s": [round(m.polls / 60, 3) for m in shown.minutes],
+            "deliveries_per_s": [
+                round((m.delivered + m.delivery_retries + m.delivery_failures) / 60, 3)
+                for m in shown.minutes
+            ],
+            "delivered_per_s": [round(m.delivered / 60, 3) for m in shown.minutes],
+            "detection_gap": _bars(shown.detection_gap),
+            "delivery_latency": _bars(shown.delivery_latency),
+        },
+        separators=(",", ":"),
+    )
+
+
+def _bars(distribution: Distribution) -> dict[str, list[Any]]:
+    labels = []
+    for bucket in distribution.buckets:
+        labels.append(f"≤{bucket.le_s:g}s" if bucket.le_s is not None else "more")
+    return {"labels": labels, "counts": [b.count for b in distribution.buckets]}
+
+
 @router.get("")
-async def overview(user: UserDep) -> Response:
-    # The overview page is not built yet: the tasks are the dashboard's first page.
-    return RedirectResponse(NAV[0].path, status_code=303)
+async def overview(
+    request: Request, user: UserDep, state: StateDep, session: SessionDep
+) -> HTMLResponse:
+    context = await _overview_context(user, state, session)
+    return render(request, "overview.html", context, user=user)
+
+
+@router.get("/overview/live")
+async def overview_live(
+    request: Request, user: UserDep, state: StateDep, session: SessionDep
+) -> HTMLResponse:
+    """The overview's figures, for htmx to swap in every few seconds."""
+    context = await _overview_context(user, state, session)
+    return render(request, "_overview_live.html", context, user=user)
+
+
+@router.get("/providers")
+async def providers_page(
+    request: Request, user: UserDep, state: StateDep, session: SessionDep
+) -> HTMLResponse:
+    service = ProviderService(session, state.settings)
+    providers = (await service.list(user.caller)).items
+    curves = await service.completion_curves()
+    return render(
+        request,
+        "providers.html",
+        {
+            "providers": providers,
+            "curves": {
+                name: json.dumps([round(q, 3) for q in curve], separators=(",", ":"))
+                for name, curve in curves.items()
+            },
+            "pause_choices": PAUSE_CHOICES,
+        },
+        user=user,
+    )
+
+
+# The pause lengths the providers page offers: (seconds, label).
+PAUSE_CHOICES = [(900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), (86400, "1 day")]
+
+
+@router.post("/providers/{name}/pause")
+async def pause_provider(
+    name: str, form: CsrfFormDep, user: UserDep, state: StateDep, session: SessionDep
+) -> Response:
+    try:
+        for_s = PauseRequest(for_s=form.get("for_s", PauseRequest().for_s)).for_s
+    except ValidationError as exc:
+        raise ValidationFailed.field("for_s", "1 s to 7 days") from exc
+    change = await permit(state.sessions, user.caller, "provider.pause", f"provider:{name}")
+    await ProviderService(session, state.settings).pause(change, name, for_s=for_s)
+    return RedirectResponse("/ui/providers", status_code=303)
+
+
+@router.post("/providers/{name}/resume")
+async def resume_provider(
+    name: str, _: CsrfFormDep, user: UserDep, state: StateDep, session: SessionDep
+) -> Response:
+    change = await permit(state.sessions, user.caller, "provider.resume", f"provider:{name}")
+    await ProviderService(session, state.settings).resume(change, name)
+    return RedirectResponse("/ui/providers", status_code=303)
 
 
 def _time(value: str | None) -> datetime | None:

@@ -34,7 +34,7 @@ from app.core.db import StatementConnection, create_engine, create_sessionmaker
 from app.core.http_client import read_at_most, retry_after_seconds
 from app.core.logging import get_logger
 from app.core.loop import LeasedLoop
-from app.core.metrics import ATTEMPT_SECONDS, DELIVERIES
+from app.core.metrics import ATTEMPT_SECONDS, DELIVERIES, DELIVERY_LATENCY_SECONDS
 from app.core.netguard import BlockedAddress, SsrfGuard, guarded_client, refusal_in
 from app.core.notify import Woken
 from app.webhooks import signing
@@ -97,6 +97,8 @@ class Outcome:
 
     claim: ClaimedDelivery
     record: AttemptRecord
+    # This process's wall clock when the answer came in (None: nothing was sent).
+    answered_at: datetime | None = None
 
     @classmethod
     def of(
@@ -108,6 +110,7 @@ class Outcome:
         duration_ms: int,
         body: str | None,
         counted: bool,
+        answered_at: datetime | None = None,
     ) -> Outcome:
         error = result.error
         if error is None and decision.verdict is not Verdict.DELIVERED:
@@ -126,6 +129,7 @@ class Outcome:
                 counted=counted,
                 verdict=decision.verdict.value,
             ),
+            answered_at,
         )
 
     def report(self, recorded: bool) -> None:
@@ -134,6 +138,11 @@ class Outcome:
         if record.counted:
             DELIVERIES.labels(record.verdict).inc()
             ATTEMPT_SECONDS.observe(record.duration_ms / 1000)
+            if record.verdict == Verdict.DELIVERED and self.answered_at is not None:
+                # The event's stamp is the database's clock, this one the process's: a
+                # clock behind the database's must not read as a negative latency.
+                latency = self.answered_at - self.claim.event_created_at
+                DELIVERY_LATENCY_SECONDS.observe(max(0.0, latency.total_seconds()))
         log.info(
             "webhook_attempt",
             delivery_id=str(self.claim.id),
@@ -319,6 +328,7 @@ class DeliveryLoop(LeasedLoop):
         started = time.monotonic()
         result, body = await self._send(claim, secrets)
         duration_ms = int((time.monotonic() - started) * 1000)
+        answered_at = datetime.now(UTC)
         decision = decide(
             result,
             claim.attempts + 1,
@@ -326,7 +336,15 @@ class DeliveryLoop(LeasedLoop):
             self.rng,
             self.settings.overload_floor_s,
         )
-        return Outcome.of(claim, result, decision, duration_ms=duration_ms, body=body, counted=True)
+        return Outcome.of(
+            claim,
+            result,
+            decision,
+            duration_ms=duration_ms,
+            body=body,
+            counted=True,
+            answered_at=answered_at,
+        )
 
     async def _tenant_secret(self, claim: ClaimedDelivery) -> str:
         """A callback for a tenant that never asked for its signing secret: create it now,

@@ -16,7 +16,9 @@ from app.archive.worker import ArchiveWorker
 from app.blobs.stores import open_store
 from app.blobs.views import ArchiveLinks
 from app.core.config import Settings
+from app.core.db import create_sessionmaker
 from app.core.logging import get_logger
+from app.overview.recorder import RECORD_INTERVAL_S, ActivityRecorder
 from app.polling.worker import PollWorker
 from app.webhooks.delivery import DeliveryWorker
 
@@ -41,6 +43,7 @@ async def run_worker(
     store = open_store(settings)
     links = ArchiveLinks(store, link_ttl_s=settings.archive.link_ttl_s)
     deliveries = DeliveryWorker(settings, engine, polls.owner, links)
+    activity = ActivityRecorder(create_sessionmaker(engine), polls.owner)
     archive = ArchiveWorker(settings, engine, polls.owner, store) if store else None
     await polls.start()
     deliveries.start()
@@ -48,6 +51,7 @@ async def run_worker(
     jobs: list[tuple[Callable[[], Awaitable[None]], float, str]] = [
         (deliveries.tick, settings.engine.tick_s, "delivery-tick"),
         (deliveries.housekeeping, HOUSEKEEPING_INTERVAL_S, "housekeeping"),
+        (activity.record, RECORD_INTERVAL_S, "activity"),
     ]
     if archive is not None:
         archive.start()
@@ -76,6 +80,8 @@ async def run_worker(
         await asyncio.gather(
             polls.stop(), deliveries.stop(), *([archive.stop()] if archive else [])
         )
+        # What the loops did since the last record, so a stop loses none of it.
+        await activity.record()
 
 
 def _serve_metrics(settings: Settings, engine: AsyncEngine, scheduler: AsyncIOScheduler) -> None:
@@ -83,7 +89,6 @@ def _serve_metrics(settings: Settings, engine: AsyncEngine, scheduler: AsyncIOSc
     shared state fresh from Postgres."""
     from prometheus_client import start_http_server
 
-    from app.core.db import create_sessionmaker
     from app.core.metrics import REGISTRY
     from app.health.service import refresh_shared_state
 

@@ -90,13 +90,17 @@ async def test_a_batch_writes_each_outcome_its_events_deliveries_and_samples(
     async with create_sessionmaker(engine).begin() as session:
         applied = await _service(session).apply_all(results)
 
-    assert applied == [
-        Applied(str(done.id), TaskStatus.SUCCEEDED, True),
-        Applied(str(processing.id), TaskStatus.PROCESSING, True),
-        Applied(str(failing.id), TaskStatus.FAILED, True),
-        Applied(str(erroring.id), TaskStatus.PENDING, False),
+    assert [a and (a.task_id, a.status, a.changed) for a in applied] == [
+        (str(done.id), TaskStatus.SUCCEEDED, True),
+        (str(processing.id), TaskStatus.PROCESSING, True),
+        (str(failing.id), TaskStatus.FAILED, True),
+        (str(erroring.id), TaskStatus.PENDING, False),
         None,
     ]
+    # The upstream ended two of them: how late that was noticed, at most (their first poll,
+    # so since registration).
+    gaps = [a.detection_gap_s if a else None for a in applied]
+    assert [gap is not None and gap >= 0 for gap in gaps] == [True, False, True, False, False]
     async with engine.connect() as conn:
         tasks = {
             row.id: row

@@ -107,6 +107,7 @@ def test_an_answer_that_keeps_the_task_running(
     assert MINIMAX.min_poll_interval_s <= gap <= MINIMAX.max_poll_interval_s
     assert changes["checkpoint"] == {"step": "status"}
     assert decision.completed_after_s is None
+    assert decision.detection_gap_s is None
 
 
 @pytest.mark.parametrize(
@@ -121,8 +122,10 @@ def test_an_ending_answer_ends_the_task_and_learns_from_its_duration(
     assert transition.status is status
     assert transition.error == {"code": "x", "message": "y"}
     assert "next_poll_at" not in decision.changes
-    # Finished somewhere between the poll at 40 s and this one at 60 s: learned as 50 s.
+    # Finished somewhere between the poll at 40 s and this one at 60 s: learned as 50 s,
+    # and noticed at most 20 s late.
     assert decision.completed_after_s == (50.0 if learned else None)
+    assert decision.detection_gap_s == 20.0
 
 
 @pytest.mark.parametrize(("last_polled_s", "learned_s"), [(60, 60.0), (75, 60.0), (-5, 30.0)])
@@ -143,6 +146,7 @@ def test_a_task_error_fails_the_task_with_its_code() -> None:
     assert transition.error == {"code": "2013", "message": "no such task"}
     assert decision.changes["last_response"] == {"base_resp": {"status_code": 2013}}
     assert decision.completed_after_s is None
+    assert decision.detection_gap_s == 20.0
 
 
 def test_a_task_error_without_a_code_says_task_error() -> None:
@@ -212,6 +216,8 @@ def test_at_its_deadline_a_running_task_times_out(
     if moves[-1] is TaskStatus.TIMED_OUT:
         assert decision.transitions[-1].error == DEADLINE_EXCEEDED
     assert "next_poll_at" not in decision.changes
+    # A deadline is pollhook's own: there was nothing upstream to notice late.
+    assert decision.detection_gap_s == (None if moves[-1] is TaskStatus.TIMED_OUT else 20.0)
 
 
 @pytest.mark.parametrize("sent", [True, False])

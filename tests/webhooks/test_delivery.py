@@ -100,7 +100,11 @@ async def test_retries_keep_the_webhook_id(
     def counted(outcome: str) -> float:
         return REGISTRY.get_sample_value("pollhook_deliveries_total", {"outcome": outcome}) or 0.0
 
+    def latencies() -> float:
+        return REGISTRY.get_sample_value("pollhook_delivery_latency_seconds_count") or 0.0
+
     retries_before, delivered_before = counted("retry"), counted("delivered")
+    latencies_before = latencies()
     hook = await endpoint(client, receiver.url("/flaky"))
     receiver.on(
         "/flaky",
@@ -128,6 +132,8 @@ async def test_retries_keep_the_webhook_id(
     assert [a["status_code"] for a in item["attempt_log"]] == [500, 503, 302, 200]
     assert counted("retry") - retries_before == 3
     assert counted("delivered") - delivered_before == 1
+    # One latency, from the event to the 2xx, the retries included; none for the others.
+    assert latencies() - latencies_before == 1
     assert item["attempt_log"][0]["response_body"] == "boom"
 
 
