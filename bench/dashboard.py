@@ -15,8 +15,9 @@ dashboard as `tenant-0` with a static key; each page of PAGES is asked for `--it
 times in a row after two discarded requests, and each request's time from sending to the
 last byte of the answer is what the server spent (no network between). A new page is one
 more line in PAGES. Then, signed in with an operator's key, OPERATOR_PAGES, over a day of
-`activity` rows of two workers (ACTIVITY). The run is ok when every page answers 200 and its
-p95 is within the bound.
+`activity` rows of two workers (ACTIVITY). Both see every task's terminal event delivered to
+one endpoint, 2 % of them troubled, and 100,000 audit entries (DELIVERIES). The run is ok
+when every page answers 200 and its p95 is within the bound.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ WARMUP = 2
 BOUND_MS = 300.0
 KEY = "bench-dashboard-key-0123456789"
 TENANT = "tenant-0"
+ENDPOINT_ID = "00000000-0000-4000-8000-0000000000e1"
 # The pages, as (name, path): `{task}` is the newest task of the tenant, `{next}` the query of
 # the tasks list's second page.
 PAGES = [
@@ -58,6 +60,12 @@ PAGES = [
     ("task, live part", "/ui/tasks/{task}/live"),
     ("overview (tenant)", "/ui"),
     ("providers (tenant)", "/ui/providers"),
+    ("deliveries (tenant)", "/ui/deliveries"),
+    ("deliveries, failed (tenant)", "/ui/deliveries?status=failed"),
+    ("deliveries, all (tenant)", "/ui/deliveries?status=all"),
+    ("endpoints (tenant)", "/ui/endpoints"),
+    ("endpoint (tenant)", f"/ui/endpoints/{ENDPOINT_ID}"),
+    ("retry all, confirm (tenant)", "/ui/deliveries/retry?status=troubled"),
 ]
 # Signed in with an operator's key: every tenant's tasks, and the figures over a day of
 # `activity` rows as two workers write them (ACTIVITY).
@@ -66,6 +74,51 @@ OPERATOR_PAGES = [
     ("overview, live part", "/ui/overview/live"),
     ("providers", "/ui/providers"),
     ("tasks (operator)", "/ui/tasks"),
+    ("tasks of a status (operator)", "/ui/tasks?status=failed"),
+    ("deliveries (operator)", "/ui/deliveries"),
+    ("endpoints (operator)", "/ui/endpoints"),
+    ("audit log", "/ui/audit"),
+    ("audit log of a tenant", f"/ui/audit?tenant={TENANT}"),
+]
+# The webhook side of the tasks: one endpoint of TENANT, every task's terminal event and its
+# delivery there (1 % failed, 1 % failing with a next attempt a day away, the rest delivered),
+# each troubled delivery's attempt, and 100,000 audit entries of three tenants.
+DELIVERIES = [
+    f"""
+    INSERT INTO webhook_endpoints (id, tenant, url, secret)
+    VALUES ('{ENDPOINT_ID}', '{TENANT}', 'http://127.0.0.1:9/hook', 'whsec_' || md5('bench'))
+    """,
+    """
+    INSERT INTO events (id, task_id, tenant, type, sequence, payload, created_at)
+    SELECT gen_random_uuid(), id, tenant, 'task.' || status, sequence, '{}'::jsonb, completed_at
+    FROM tasks
+    """,
+    f"""
+    INSERT INTO deliveries (id, event_id, task_id, endpoint_id, tenant, url, status, attempts,
+                            next_attempt_at, created_at, updated_at, completed_at)
+    SELECT gen_random_uuid(), id, task_id, '{ENDPOINT_ID}', tenant, 'http://127.0.0.1:9/hook',
+           status, CASE status WHEN 'succeeded' THEN 1 ELSE 3 END,
+           CASE status WHEN 'pending' THEN now() + interval '1 day' END,
+           created_at, created_at, CASE status WHEN 'pending' THEN NULL ELSE created_at END
+    FROM (
+        SELECT e.*, CASE WHEN r < 0.01 THEN 'failed' WHEN r < 0.02 THEN 'pending'
+                         ELSE 'succeeded' END AS status
+        FROM (SELECT *, random() AS r FROM events) AS e
+    ) AS d
+    """,
+    """
+    INSERT INTO delivery_attempts (delivery_id, attempt, attempted_at, duration_ms, status_code,
+                                   response_body)
+    SELECT id, 3, updated_at, 12, 503, 'Service Unavailable'
+    FROM deliveries WHERE status <> 'succeeded'
+    """,
+    """
+    INSERT INTO audit_log (id, at, actor, role, action, target, tenant, result)
+    SELECT gen_random_uuid(), now() - g * interval '1 minute', 'operator:ops', 'operator',
+           'delivery.retry', 'delivery:' || gen_random_uuid(), 'tenant-' || g % 3, 'ok'
+    FROM generate_series(1, 100000) AS g
+    """,
+    "VACUUM ANALYZE webhook_endpoints, events, deliveries, delivery_attempts, audit_log",
 ]
 OPERATOR_KEY = "bench-dashboard-operator-key-0123456789"
 # A day of activity: every 5 s, two workers, a row for each instance and one for deliveries.
@@ -137,6 +190,10 @@ async def run(server: EmbeddedPostgres, options: Options) -> dict[str, Any]:
         )
         await conn.execute(ACTIVITY)
         await conn.execute("VACUUM ANALYZE activity")
+        started = time.perf_counter()
+        for statement in DELIVERIES:
+            await conn.execute(statement)
+        timings["deliveries and audit s"] = time.perf_counter() - started
     finally:
         await conn.close()
     engine = create_engine(server.url)

@@ -41,6 +41,7 @@ from app.ui.session import (
     COOKIE_PATH,
     CSRF_FIELD,
     CSRF_HEADER,
+    HOME,
     SESSION_TTL_S,
     UiSession,
     csrf_matches,
@@ -74,6 +75,11 @@ class NavItem:
     path: str
     label: str
     operators_only: bool = False
+
+    def is_current(self, path: str) -> bool:
+        """Whether the page at `path` is this item's: its own, or one below it (a task's page
+        is under Tasks). Every page is below the overview's `/ui`, so that one is exact."""
+        return path == self.path or (self.path != HOME and path.startswith(self.path + "/"))
 
 
 # The pages in the navigation, in order: adding a page is one line here.
@@ -444,7 +450,7 @@ async def _task_context(
             "polls": task.polls,
             "last_polled_at": task.last_polled_at,
             "next_poll_at": task.next_poll_at,
-            "poll_error": timeline.summary(task.poll_error),
+            "poll_error": timeline.poll_error(shown.last_poll_error),
             "last_response": timeline.summary(task.last_response),
         },
         "result": timeline.summary(

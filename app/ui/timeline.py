@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from app.models import Event
 from app.tasks.schemas import PollRead, TaskRead
+from app.webhooks.events import PollError
 from app.webhooks.schemas import DeliveryRead
 
 # How much of a webhook receiver's answer (or of an error) an entry shows.
@@ -72,20 +73,24 @@ def events(rows: Sequence[Event]) -> list[Entry]:
     ]
 
 
+def poll_error(error: PollError | None) -> str | None:
+    """Why a poll got no answer, as one line: `auth_failed (missing_key): no API key ...`."""
+    if error is None:
+        return None
+    return preview(f"{error.reason} ({error.code or 'no code'}): {error.message}")
+
+
 def polls(log: Sequence[PollRead]) -> list[Entry]:
     entries = []
     for poll in log:
         said = f", provider said {poll.upstream_status!r}" if poll.upstream_status else ""
-        error = poll.error
         entries.append(
             Entry(
                 at=poll.at,
                 kind="poll",
                 title=f"poll {poll.poll}: {poll.status}{said}",
-                detail=preview(f"{error.reason} ({error.code}): {error.message}")
-                if error
-                else None,
-                tone="bad" if error else "info",
+                detail=poll_error(poll.error),
+                tone="bad" if poll.error else "info",
             )
         )
     return entries

@@ -338,6 +338,22 @@ async def test_an_operator_sees_every_tenants_tasks(
     assert "<dt>Tenant</dt><dd>other</dd>" in task.text
 
 
+@pytest.mark.parametrize(
+    ("path", "current"),
+    [
+        ("/ui", "/ui"),
+        ("/ui/tasks", "/ui/tasks"),
+        ("/ui/tasks/0b0e5a7e-5c2b-4d84-9e0b-9d5c6d1c9c11", "/ui/tasks"),
+        ("/ui/endpoints/0b0e5a7e-5c2b-4d84-9e0b-9d5c6d1c9c11", "/ui/endpoints"),
+        ("/ui/taskslist", None),
+    ],
+)
+def test_the_current_page_in_the_nav(path: str, current: str | None) -> None:
+    assert [item.path for item in endpoints.NAV if item.is_current(path)] == (
+        [current] if current else []
+    )
+
+
 async def test_operator_pages_are_in_the_nav_of_operators_only(
     ui: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

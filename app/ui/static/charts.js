@@ -37,7 +37,11 @@
     var shown = axes();
     shown[0].splits = function () { return xs; };
     shown[0].values = function (u, splits) {
-      return splits.map(function (i) { return labels[i] === undefined ? "" : labels[i]; });
+      // Every bucket's edge does not fit under a narrow chart: label as many as fit, evenly.
+      var every = Math.max(1, Math.ceil(labels.length * 48 / Math.max(u.bbox.width / (window.devicePixelRatio || 1), 1)));
+      return splits.map(function (i) {
+        return labels[i] === undefined || i % every !== 0 ? "" : labels[i];
+      });
     };
     var opts = Object.assign(size(el), {
       scales: { x: { time: false, range: [-0.5, labels.length - 0.5] } },
