@@ -69,10 +69,10 @@ import asyncpg
 import httpx
 import uvloop
 
+from app.budget.capacity import poll_lease_s
 from app.core.config import KIND_DEFAULTS, PollSettings, ProviderKind, ProviderSettings
 from app.core.embedded import EmbeddedPostgres
 from app.models import TERMINAL_STATUSES
-from app.polling.loop import poll_lease_s
 from app.sandbox.state import FaultKind
 from app.webhooks.events import TERMINAL_EVENT_TYPES
 from bench._support import (

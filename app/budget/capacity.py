@@ -3,6 +3,8 @@ be, and how many polls per second are left once follow-up requests are paid for.
 
 from __future__ import annotations
 
+from app.core.config import PollSettings, ProviderSettings
+
 # Why no window of the limit ever sees more than the limit (docs/architecture.md, "Why the
 # rate budget cannot be exceeded", has the whole argument). The limit counts requests in a
 # sliding window of `limit_window_s(rate)`; slots are SPACING_FACTOR / rate apart on the
@@ -79,3 +81,16 @@ def poll_capacity(rate_per_s: float, *, spacing_factor: float, follow_ups_per_s:
         return 0.0
     usable = rate_per_s / spacing_factor
     return max(usable - max(follow_ups_per_s, 0.0), rate_per_s * MIN_POLL_SHARE)
+
+
+def booked_at_most_s(settings: PollSettings) -> float:
+    """How far ahead one loop books the budget at most: its longest lead and a batch."""
+    return settings.claim_horizon_s + settings.claim_batch_s
+
+
+def poll_lease_s(poll_settings: PollSettings, settings: ProviderSettings) -> float:
+    """How long a claim of the instance's tasks lasts: at least engine.lease_s, and twice
+    the longest a loop books the budget ahead plus the request's timeout and a second. No
+    slot later than that after its claim is ever sent (`Pacer.take`)."""
+    booked = booked_at_most_s(poll_settings)
+    return max(poll_settings.lease_s, 2 * booked + settings.request_timeout_s + 1)

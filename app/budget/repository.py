@@ -141,7 +141,8 @@ class BudgetRepository:
         they start a new run `late_s` may be sent late, at least the lateness booked by
         the run before them after its end. On an idle budget the first slot is `lead_s`
         after the database's clock rather than at it: a slot at the moment the statement
-        ran has gone by when its answer is read. `next_slot_at` only ever moves forward.
+        ran has gone by when its answer is read. `next_slot_at` only
+        ever moves forward, but for `resume` moving it back over slots no replica can use.
         """
         row = (
             await self.session.execute(
@@ -298,19 +299,25 @@ class BudgetRepository:
         until: datetime = row.scalar_one()
         return until
 
-    async def resume(self, name: str) -> None:
+    async def resume(self, name: str, *, held_s: float) -> None:
         """End the instance's pause, whoever set it.
 
         Slots a replica reserved while the pause was in force start where the pause was to
-        end (`reserve`): left there, the next claims would queue behind them until then. They
-        move earlier by what is left of the pause, so the slots after them stay as far apart
-        as they were booked."""
+        end (`reserve`): left there, the next claims would queue behind them until then. When
+        that end is at least `held_s` (the poll lease, `poll_lease_s`) away, no replica will
+        ever send on those slots (a slot later than its claim's lease is given up), so the
+        booking moves earlier by what is left of the pause and the slots after it stay as far
+        apart as they were booked. Closer to the end, a replica may still send on them: the
+        booking stays, `next_slot_at` never moves back over a slot that can be used, and
+        polling resumes at the pause's end, less than `held_s` away."""
         await self.session.execute(
             text(
                 """
                 UPDATE provider_state SET
                     next_slot_at = CASE
-                        WHEN paused_until > clock_timestamp() AND next_slot_at > paused_until
+                        WHEN paused_until - clock_timestamp()
+                                 >= make_interval(secs => CAST(:held_s AS float8))
+                             AND next_slot_at > paused_until
                         THEN next_slot_at - (paused_until - clock_timestamp())
                         ELSE next_slot_at END,
                     paused_until = NULL,
@@ -318,7 +325,7 @@ class BudgetRepository:
                 WHERE name = :name
                 """
             ),
-            {"name": name},
+            {"name": name, "held_s": held_s},
         )
 
     async def states(

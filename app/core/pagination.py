@@ -6,9 +6,10 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from app.core.errors import ValidationFailed
+from app.core.times import as_utc
 
 
 def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
@@ -23,8 +24,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at = datetime.fromisoformat(created_raw)
         if created_at.tzinfo is None:
             raise ValueError("naive timestamp")
-        # In UTC, as the driver sends it: year 1 at +14:00 or 9999-12-31 at -14:00 is a
-        # datetime only until then (OverflowError), and was a 500 from asyncpg.
-        return created_at.astimezone(UTC), uuid.UUID(id_raw)
-    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
+        return as_utc(created_at), uuid.UUID(id_raw)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise ValidationFailed.field("cursor", "invalid cursor") from None

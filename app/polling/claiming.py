@@ -75,11 +75,6 @@ def plan_claim(
     return ClaimPlan(wait_s=0.0, batch=max(1, min(room, slots)), lead_s=lead)
 
 
-def booked_at_most_s(settings: PollSettings) -> float:
-    """How far ahead one loop books the budget at most: its longest lead and a batch."""
-    return settings.claim_horizon_s + settings.claim_batch_s
-
-
 def remember_claim_time(previous_s: float, measured_s: float) -> float:
     """The loop's claim time after one more claim took `measured_s`."""
     return max(measured_s, previous_s * CLAIM_TIME_DECAY)

@@ -22,6 +22,7 @@ from sqlalchemy import exc as db_errors
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.archive.service import ArchiveIntake
+from app.budget.capacity import poll_lease_s
 from app.budget.pacing import InstanceGate, Pacer, SlotMissed, SlotsWentBy
 from app.budget.repository import BudgetRepository, BudgetState
 from app.core.config import PollSettings, ProviderSettings
@@ -32,7 +33,6 @@ from app.core.redaction import Redactor
 from app.models import ProviderHealth
 from app.polling.claiming import (
     after_missed_slot,
-    booked_at_most_s,
     plan_claim,
     remember_claim_time,
 )
@@ -55,13 +55,6 @@ log = get_logger("pollhook.engine")
 
 # Default pause after a rate-limit answer that names no Retry-After.
 DEFAULT_RATE_LIMIT_PAUSE_S = 1.0
-
-
-def poll_lease_s(poll_settings: PollSettings, settings: ProviderSettings) -> float:
-    """How long a claim of the instance's tasks lasts: at least engine.lease_s, and twice
-    the longest a loop books the budget ahead plus the request's timeout and a second."""
-    booked = booked_at_most_s(poll_settings)
-    return max(poll_settings.lease_s, 2 * booked + settings.request_timeout_s + 1)
 
 
 class PollLoop(LeasedLoop):

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditLog, Change
 from app.auth.service import Caller
+from app.budget.capacity import poll_lease_s
 from app.budget.repository import BudgetRepository, BudgetState
 from app.core.config import ProviderSettings, Settings
 from app.core.errors import Forbidden, NotFound
@@ -82,8 +83,8 @@ class ProviderService:
 
     async def resume(self, change: Change, name: str) -> ProviderRead:
         """Poll the instance again now, whatever paused it (an operator's change)."""
-        self._changeable(change, name)
-        await self.budgets.resume(name)
+        provider = self._changeable(change, name)
+        await self.budgets.resume(name, held_s=poll_lease_s(self.settings.engine, provider))
         await self.audit.record(change, target=f"provider:{name}", tenant=None)
         return await self._one(change.caller, name)
 

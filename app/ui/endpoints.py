@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from app.audit.service import AuditLog, Change, permit
 from app.auth.service import Caller
 from app.core.errors import NotFound, ServiceError, ValidationFailed
+from app.core.times import as_utc
 from app.deps import SessionDep, StateDep
 from app.models import TaskStatus
 from app.overview.schemas import Distribution, Overview
@@ -355,14 +356,14 @@ async def resume_provider(
 
 
 def _time(value: str | None) -> datetime | None:
-    """A `datetime-local` field (the browser's local time, sent without a zone) read as UTC."""
+    """A `datetime-local` field (sent without a zone; the forms label it UTC) read as UTC;
+    None for one that is not a time."""
     if not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        return as_utc(datetime.fromisoformat(value))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @router.get("/tasks")
@@ -673,7 +674,8 @@ async def bulk_retry(
 ) -> Response:
     filters, where, error = _delivery_filter(user.caller, form)
     expected = form.get("expected", "")
-    if where is None or not expected.isdigit():
+    # isdecimal alone takes other scripts' digits, which int() does not always read.
+    if where is None or not (expected.isascii() and expected.isdecimal()):
         return render(
             request,
             "action_error.html",
@@ -681,8 +683,10 @@ async def bulk_retry(
             user=user,
             status_code=422,
         )
-    # The confirmation's count covers what existed then: later deliveries stay out.
-    as_of = _time(form.get("as_of")) or where.created_before
+    # The confirmation's count covers what existed then: later deliveries stay out, and so
+    # do those after the filter's own end.
+    ends = [t for t in (_time(form.get("as_of")), where.created_before) if t is not None]
+    as_of = min(ends, default=None)
     body = BulkRetry(
         **where.model_dump(exclude={"created_before"}),
         created_before=as_of,

@@ -6,8 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from app.core.times import as_utc
 from app.webhooks.events import EventType
 
 UrlField = Annotated[
@@ -160,7 +161,11 @@ def _iso_only(value: object) -> object:
     return value
 
 
-IsoTime = Annotated[datetime | None, BeforeValidator(_iso_only)]
+def _utc(value: datetime | None) -> datetime | None:
+    return as_utc(value) if value is not None else None
+
+
+IsoTime = Annotated[datetime | None, BeforeValidator(_iso_only), AfterValidator(_utc)]
 
 
 class DeliveryFilter(BaseModel):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from app.budget.capacity import booked_at_most_s
 from app.core.config import PollSettings
 from app.polling.claiming import (
     after_missed_slot,
-    booked_at_most_s,
     lead_s,
     plan_claim,
     remember_claim_time,

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.budget.capacity import poll_lease_s
 from app.core.config import Settings
 from tests.helpers import OPS_KEY, READER_KEY, assert_error, eventually
 from tests.worker_support import ScriptedMinimax, _settings, register_many, statuses
@@ -90,12 +91,17 @@ async def test_a_pause_defaults_to_an_hour_and_keeps_a_longer_one(
     assert await _paused_until(engine, "jimmy") == until, shorter.json()
 
 
+@pytest.mark.parametrize("leases", [100, 0.5])
 async def test_resume_brings_slots_booked_into_the_pause_back(
-    client: httpx.AsyncClient, engine: AsyncEngine
+    client: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, leases: float
 ) -> None:
     """A claim made just before the pause reserved its slots after it: left there, the next
-    claims would queue behind them for the rest of the pause."""
-    await client.post("/v1/providers/minimax/pause", json={"for_s": 3600}, headers=OPS)
+    claims would queue behind them for the rest of the pause. Far from the pause's end (100
+    leases), no replica can send on them and they move; within a lease of it (half of one),
+    a replica may still, so they stay and polling resumes there."""
+    held_s = poll_lease_s(settings.engine, settings.providers["minimax"])
+    pause_s = leases * held_s
+    await client.post("/v1/providers/minimax/pause", json={"for_s": pause_s}, headers=OPS)
     async with engine.begin() as conn:
         await conn.execute(
             text(
@@ -105,13 +111,14 @@ async def test_resume_brings_slots_booked_into_the_pause_back(
         )
     await client.post("/v1/providers/minimax/resume", headers=OPS)
     async with engine.connect() as conn:
-        ahead_s = await conn.scalar(
+        booked_s = await conn.scalar(
             text(
                 "SELECT EXTRACT(EPOCH FROM next_slot_at - clock_timestamp()) FROM provider_state"
                 " WHERE name = 'minimax'"
             )
         )
-    assert 1 < float(ahead_s) <= 2
+    expected_s = 2 if leases > 1 else pause_s + 2
+    assert expected_s - 1 < float(booked_s) <= expected_s
 
 
 @pytest.mark.parametrize("key", [None, READER_KEY], ids=["tenant", "read-only operator"])

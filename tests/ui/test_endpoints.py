@@ -445,6 +445,66 @@ async def test_deliveries_page_retries_one_and_all_matching(
     ]
 
 
+async def test_a_confirmed_bulk_retry_keeps_the_filters_own_end(
+    ui: httpx.AsyncClient, client: httpx.AsyncClient, settings: Settings, engine: AsyncEngine
+) -> None:
+    """The confirmation's moment bounds what is retried, and so does the filter's
+    `created_before` when it is earlier: a delivery after it is never queued."""
+    async with _failing_delivery(client, settings, engine) as (_hook, _task):
+        later = await register(client, 31339, provider="minimax")
+        await client.delete(f"/v1/tasks/{later['id']}")
+
+        async def both_failing() -> bool:
+            items = (await client.get("/v1/deliveries", params={"status": "failing"})).json()
+            return len(items["items"]) == 2
+
+        await eventually(both_failing)
+        newer, older = (await client.get("/v1/deliveries")).json()["items"]
+        first = datetime.fromisoformat(older["created_at"])
+        cut = first + (datetime.fromisoformat(newer["created_at"]) - first) / 2
+        cut_field = cut.astimezone(UTC).replace(tzinfo=None).isoformat()
+        csrf = await sign_in(ui, ACME_KEY, "/ui/deliveries")
+        confirm = await ui.get(f"/ui/deliveries/retry?status=failing&created_before={cut_field}")
+        assert re.search(r"<strong>1</strong> failing or failed delivery matches", confirm.text)
+        as_of = re.search(r'name="as_of" value="([^"]+)"', confirm.text)
+        assert as_of is not None
+        done = await ui.post(
+            "/ui/deliveries/retry",
+            data={
+                "csrf": csrf,
+                "status": "failing",
+                "created_before": cut_field,
+                "expected": "1",
+                "as_of": as_of.group(1),
+            },
+        )
+        assert done.status_code == 200, done.text
+        # Not a digit in ASCII: asked again, not a 500.
+        odd = await ui.post(
+            "/ui/deliveries/retry", data={"csrf": csrf, "status": "failing", "expected": "²"}
+        )
+        assert odd.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "not a time"]
+)
+async def test_times_without_a_utc_equivalent_are_no_server_error(
+    ui: httpx.AsyncClient, client: httpx.AsyncClient, moment: str
+) -> None:
+    await sign_in(ui, ACME_KEY)
+    for path, field in [
+        ("/ui/tasks", "created_from"),
+        ("/ui/tasks", "created_before"),
+        ("/ui/deliveries", "created_after"),
+        ("/ui/deliveries/retry", "created_before"),
+    ]:
+        page = await ui.get(path, params={field: moment})
+        assert page.status_code < 500, (path, field, page.text)
+    api = await client.get("/v1/deliveries", params={"created_after": moment})
+    assert api.status_code == 422, api.text
+
+
 async def test_a_read_only_operator_sees_disabled_buttons_and_is_refused(
     client: httpx.AsyncClient, settings: Settings, engine: AsyncEngine
 ) -> None:
