@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -27,7 +27,7 @@ from app.audit.service import AuditLog, Change, permit
 from app.auth.service import Caller
 from app.core.errors import NotFound, ServiceError, ValidationFailed
 from app.core.times import as_utc
-from app.deps import SessionDep, StateDep
+from app.deps import SessionDep, StateDep, charge
 from app.models import TaskStatus
 from app.overview.schemas import Distribution, Overview
 from app.overview.service import OverviewService
@@ -150,8 +150,10 @@ async def get_user(request: Request, state: StateDep, session: SessionDep) -> Us
     if ui_session is None or caller is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(safe_next(target))
-    # The request log's name for the caller, as the API's (app.deps).
+    # The request log's name for the caller, and its rate limit, as the API's (app.deps): a
+    # page costs the server what a request does.
     request.state.tenant = caller.tenant or caller.actor
+    charge(state, caller.actor, 1)
     return User(caller, ui_session)
 
 
@@ -221,6 +223,16 @@ async def signin_form(request: Request, next: str | None = None) -> HTMLResponse
 
 @router.post("/signin")
 async def signin(request: Request, state: StateDep, session: SessionDep) -> Response:
+    if not _same_site(request):
+        # Another site's form would sign the browser in with a key of its choosing, whose
+        # pages the user might then trust (login CSRF): the session cookie's SameSite does
+        # not stop a cookie being set by a cross-site post.
+        return render(
+            request,
+            "signin.html",
+            {"next": HOME, "error": "Sign in from this site's own form."},
+            status_code=403,
+        )
     form = await read_form(request)
     target = safe_next(form.get("next"))
     key_hash = key_hash_of(form.get("key", ""))
@@ -240,11 +252,24 @@ async def signin(request: Request, state: StateDep, session: SessionDep) -> Resp
         seal(new_session(key_hash, time.time()), _secret(request)),
         max_age=SESSION_TTL_S,
         path=COOKIE_PATH,
-        secure=request.url.scheme == "https",
+        # Behind a proxy that ends TLS, the request is http: the public URL says https.
+        secure=request.url.scheme == "https"
+        or state.settings.resolved_public_url.startswith("https://"),
         httponly=True,
         samesite="strict",
     )
     return response
+
+
+def _same_site(request: Request) -> bool:
+    """Whether a post comes from this site: browsers say where a request comes from in
+    Sec-Fetch-Site, or else in Origin; a client that says neither (not a browser) is let
+    through, as the API lets it through with a key."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == request.headers.get("host")
 
 
 @router.post("/signout")
@@ -335,24 +360,44 @@ PAUSE_CHOICES = [(900, "15 minutes"), (3600, "1 hour"), (4 * 3600, "4 hours"), (
 
 @router.post("/providers/{name}/pause")
 async def pause_provider(
-    name: str, form: CsrfFormDep, user: UserDep, state: StateDep, session: SessionDep
+    request: Request,
+    name: str,
+    form: CsrfFormDep,
+    user: UserDep,
+    state: StateDep,
+    session: SessionDep,
 ) -> Response:
-    try:
-        for_s = PauseRequest(for_s=form.get("for_s", PauseRequest().for_s)).for_s
-    except ValidationError as exc:
-        raise ValidationFailed.field("for_s", "1 s to 7 days") from exc
-    change = await permit(state.sessions, user.caller, "provider.pause", f"provider:{name}")
-    await ProviderService(session, state.settings).pause(change, name, for_s=for_s)
-    return RedirectResponse("/ui/providers", status_code=303)
+    async def act(change: Change) -> Response:
+        try:
+            for_s = PauseRequest(for_s=form.get("for_s", PauseRequest().for_s)).for_s
+        except ValidationError as exc:
+            raise ValidationFailed.field("for_s", "1 s to 7 days") from exc
+        await ProviderService(session, state.settings).pause(change, name, for_s=for_s)
+        return RedirectResponse("/ui/providers", status_code=303)
+
+    response: Response = await _acting(
+        request, user, state, session, "provider.pause", f"provider:{name}", act
+    )
+    return response
 
 
 @router.post("/providers/{name}/resume")
 async def resume_provider(
-    name: str, _: CsrfFormDep, user: UserDep, state: StateDep, session: SessionDep
+    request: Request,
+    name: str,
+    _: CsrfFormDep,
+    user: UserDep,
+    state: StateDep,
+    session: SessionDep,
 ) -> Response:
-    change = await permit(state.sessions, user.caller, "provider.resume", f"provider:{name}")
-    await ProviderService(session, state.settings).resume(change, name)
-    return RedirectResponse("/ui/providers", status_code=303)
+    async def act(change: Change) -> Response:
+        await ProviderService(session, state.settings).resume(change, name)
+        return RedirectResponse("/ui/providers", status_code=303)
+
+    response: Response = await _acting(
+        request, user, state, session, "provider.resume", f"provider:{name}", act
+    )
+    return response
 
 
 def _time(value: str | None) -> datetime | None:

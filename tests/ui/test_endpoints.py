@@ -95,6 +95,45 @@ async def test_over_https_the_cookie_is_secure(settings: Settings, engine: Async
     assert "secure" in response.headers["set-cookie"].lower()
 
 
+async def test_behind_a_tls_proxy_the_public_url_makes_the_cookie_secure(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    behind = settings.model_copy(update={"public_url": "https://pollhook.example.test"})
+    async with api_client(behind, engine, key=None) as http:
+        response = await http.post("/ui/signin", data={"key": ACME_KEY})
+    assert response.status_code == 303
+    assert "secure" in response.headers["set-cookie"].lower()
+
+
+@pytest.mark.parametrize(
+    ("headers", "signed_in"),
+    [
+        ({"sec-fetch-site": "cross-site"}, False),
+        ({"sec-fetch-site": "same-site"}, False),
+        ({"origin": "http://evil.invalid"}, False),
+        ({"sec-fetch-site": "same-origin"}, True),
+        ({"origin": "http://pollhook.test"}, True),
+        ({}, True),  # not a browser: as the API, the key is the credential
+    ],
+)
+async def test_another_site_cannot_sign_the_browser_in(
+    ui: httpx.AsyncClient, headers: dict[str, str], signed_in: bool
+) -> None:
+    response = await ui.post("/ui/signin", data={"key": ACME_KEY}, headers=headers)
+    assert response.status_code == (303 if signed_in else 403), response.text
+    assert ("set-cookie" in response.headers) is signed_in
+
+
+async def test_dashboard_pages_count_against_the_callers_rate_limit(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    tight = settings.model_copy(update={"api_rate_limit_per_s": 0.001, "api_rate_limit_burst": 3})
+    async with api_client(tight, engine, key=None) as http:
+        await http.post("/ui/signin", data={"key": ACME_KEY})
+        answers = [(await http.get("/ui/tasks")).status_code for _ in range(4)]
+    assert answers == [200, 200, 200, 429]
+
+
 @pytest.mark.parametrize("key", ["wrong-key-0123456789", "", " ", "x" * 300])
 async def test_a_wrong_key_gets_the_form_again_without_it(ui: httpx.AsyncClient, key: str) -> None:
     response = await ui.post("/ui/signin", data={"key": key, "next": "/ui/tasks"})
@@ -479,6 +518,15 @@ async def test_a_confirmed_bulk_retry_keeps_the_filters_own_end(
             },
         )
         assert done.status_code == 200, done.text
+
+        async def retried_once() -> bool:
+            attempts = {
+                d["id"]: d["attempts"] for d in (await client.get("/v1/deliveries")).json()["items"]
+            }
+            return bool(attempts[older["id"]] > older["attempts"])
+
+        # The older delivery went out again (and the worker is idle when it stops).
+        await eventually(retried_once)
         # Not a digit in ASCII: asked again, not a 500.
         odd = await ui.post(
             "/ui/deliveries/retry", data={"csrf": csrf, "status": "failing", "expected": "²"}
