@@ -124,18 +124,18 @@ class ProviderService:
         return shown
 
 
-_HIDDEN: dict[str, Any] = dict.fromkeys(
-    [
-        "base_url",
-        "configured_rate_per_s",
-        "effective_rate_per_s",
-        "due_backlog",
-        "schedule",
-        "saturation",
-        "last_error",
-        "last_error_at",
-    ]
+# What only operators see of an instance (`_internals`), null for a tenant's key.
+OPERATOR_FIELDS = (
+    "base_url",
+    "configured_rate_per_s",
+    "effective_rate_per_s",
+    "due_backlog",
+    "schedule",
+    "saturation",
+    "last_error",
+    "last_error_at",
 )
+_HIDDEN: dict[str, Any] = dict.fromkeys(OPERATOR_FIELDS)
 
 
 def _completion(model: CompletionModel | None) -> CompletionTimes | None:
