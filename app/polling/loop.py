@@ -258,7 +258,9 @@ class PollLoop(LeasedLoop):
                 await self._on_credential_error(missing)
             return PollResult(error=missing, sent=False, checkpoint=context.checkpoint)
         acquire = self.pacer.slots(lease_ends=claimed_at + self.lease_s)
-        upstream = HttpUpstream(self.client, self.settings, acquire, acquire.before_send)
+        upstream = HttpUpstream(
+            self.client, self.settings, acquire, acquire.before_send, self.adapter.auth_headers
+        )
 
         def failed(error: ProviderError) -> PollResult:
             # Read when the poll has ended: what was sent, and how far the adapter got.

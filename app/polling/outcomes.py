@@ -184,10 +184,15 @@ def decide(
                 # Error backoff may go past max_poll_interval_s; a planned poll not.
                 ceiling_s=settings.max_poll_interval_s if result.outcome is not None else None,
             )
+            reported = result.outcome.ready_at if result.outcome is not None else None
             ready = plans.estimated_ready_age(model, age_s)
-            changes["estimated_ready_at"] = (
-                task.created_at + timedelta(seconds=ready) if ready is not None else None
-            )
+            if reported is not None:
+                # The provider's own ETA (or queue position) beats what was learned.
+                changes["estimated_ready_at"] = max(reported, now)
+            else:
+                changes["estimated_ready_at"] = (
+                    task.created_at + timedelta(seconds=ready) if ready is not None else None
+                )
     return Decision(changes, tuple(transitions), completed_after_s, detection_gap_s)
 
 

@@ -165,6 +165,9 @@ class PollOutcome:
     result: ProviderResult | None = None
     error: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    # The provider's own word on when the task will be done (an ETA, or a queue position
+    # times its pace): the task's `estimated_ready_at` then, instead of the learned one.
+    ready_at: datetime | None = None
 
     def redacted(self, redactor: Redactor) -> PollOutcome:
         """The outcome with the credential cut out of everything but `result`: the result is
@@ -207,10 +210,24 @@ class Upstream(Protocol):
 
 
 class ProviderAdapter(Protocol):
+    """One provider kind: everything pollhook knows of it lives in its adapter's module
+    (app/providers/<kind>.py), and the engine reaches it only through this port."""
+
     kind: ProviderKind
     # Budgeted requests a poll that finds the task succeeded sends after the status query
     # (MiniMax: the file retrieve). The schedule's forecast reserves budget for them.
     requests_per_success: int
+
+    def normalize_id(self, raw: object) -> str:
+        """The canonical text of an upstream task id as a client registers it (a JSON
+        string or number); raises InvalidExternalId (app/providers/external_ids.py) with
+        the reason it cannot be one of this provider's ids."""
+        ...
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        """The headers that carry the instance's key on every request to the provider
+        (`Authorization: Bearer <key>`, `xi-api-key: <key>`, ...)."""
+        ...
 
     async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
         """Query the task and return its state; raise a ProviderError subclass otherwise.

@@ -1,10 +1,8 @@
-"""Validation and normalisation of upstream task IDs, per provider kind (pure)."""
+"""Validation and normalisation of upstream task IDs: the forms adapters share (pure)."""
 
 from __future__ import annotations
 
 import unicodedata
-
-from app.core.config import ProviderKind
 
 MAX_EXTERNAL_ID_LENGTH = 256
 INT64_MAX = 2**63 - 1
@@ -27,17 +25,8 @@ class InvalidExternalId(ValueError):
     pass
 
 
-def normalize_external_id(kind: ProviderKind, raw: object) -> str:
-    """Return the canonical text form of `raw`, or raise InvalidExternalId with the reason."""
-    if kind is ProviderKind.MINIMAX_T2A:
-        return _minimax(raw)
-    if kind is ProviderKind.JIMMY_SOUNDCLONE:
-        return _opaque(raw)
-    raise InvalidExternalId(f"unsupported provider kind {kind}")  # pragma: no cover
-
-
-def _minimax(raw: object) -> str:
-    # MiniMax task ids are int64 in its schema; clients send them as numbers or strings.
+def int64_id(raw: object) -> str:
+    """A positive 64-bit integer id (MiniMax's), sent as a JSON number or decimal text."""
     if isinstance(raw, bool):
         raise InvalidExternalId("must be a positive 64-bit integer, not a boolean")
     if isinstance(raw, int):
@@ -59,8 +48,8 @@ def _minimax(raw: object) -> str:
     return str(value)
 
 
-def _opaque(raw: object) -> str:
-    """A Jimmy id: opaque text that goes into the query URL as one path segment."""
+def opaque_id(raw: object) -> str:
+    """Opaque text that goes into the query URL as one path segment (or query value)."""
     if not isinstance(raw, str):
         raise InvalidExternalId("must be a string")
     if not raw:

@@ -48,11 +48,13 @@ class HttpUpstream:
         settings: ProviderSettings,
         acquire_slot: Callable[[], Awaitable[None]],
         before_send: Callable[[], Awaitable[bool]],
+        auth_headers: Callable[[str], dict[str, str]],
     ) -> None:
         """`acquire_slot` waits for a budget slot; `before_send` runs at the last moment
         before the request's first byte is written (after any connection setup) and says
         whether the request may go: False sends nothing and starts over from
-        `acquire_slot` (the slot was missed), an exception aborts it with nothing sent."""
+        `acquire_slot` (the slot was missed), an exception aborts it with nothing sent.
+        `auth_headers` is the adapter's: the headers that carry the instance's key."""
         self._client = client
         self._settings = settings
         self._acquire_slot = acquire_slot
@@ -60,7 +62,7 @@ class HttpUpstream:
         self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         if key:
-            self._headers["Authorization"] = f"Bearer {key}"
+            self._headers.update(auth_headers(key))
         self._base_path = _path_of(httpx.URL(settings.base_url)).rstrip(b"/")
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:

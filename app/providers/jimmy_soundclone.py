@@ -30,7 +30,7 @@ from app.providers.base import (
     cap_raw,
     result_not_ready,
 )
-from app.providers.external_ids import InvalidExternalId, normalize_external_id
+from app.providers.external_ids import InvalidExternalId, opaque_id
 from app.providers.http import (
     clip,
     is_http_url,
@@ -99,6 +99,14 @@ class JimmySoundCloneAdapter:
     kind: ProviderKind = ProviderKind.JIMMY_SOUNDCLONE
     requests_per_success: int = 0
 
+    def normalize_id(self, raw: object) -> str:
+        # Jimmy's ids (`audio_<uuid>` as seen) are opaque; the query takes one as a path
+        # segment.
+        return opaque_id(raw)
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
     def result_files(self, result: ProviderResult, received_at: datetime) -> list[ResultFile]:
         assert isinstance(result, JimmySoundCloneResult)
         urls = [("audio", result.audio_url), ("subtitle", result.subtitle_url)]
@@ -112,7 +120,7 @@ class JimmySoundCloneAdapter:
         external_id = context.external_id
         try:
             # Registration refuses such ids; one stored before it did must not be sent.
-            normalize_external_id(self.kind, external_id)
+            self.normalize_id(external_id)
         except InvalidExternalId as exc:
             raise TaskError(f"external_id {exc}", code="invalid_external_id") from None
         response = await upstream.get(QUERY_PATH + quote(external_id, safe=""))

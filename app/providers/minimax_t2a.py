@@ -40,7 +40,7 @@ from app.providers.base import (
     cap_raw,
     result_not_ready,
 )
-from app.providers.external_ids import path_segment_problem
+from app.providers.external_ids import int64_id, path_segment_problem
 from app.providers.http import (
     clip,
     is_http_url,
@@ -127,6 +127,13 @@ class MinimaxT2AAdapter:
 
     def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._clock = clock
+
+    def normalize_id(self, raw: object) -> str:
+        # MiniMax task ids are int64 in its schema; clients send them as numbers or strings.
+        return int64_id(raw)
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
 
     def result_files(self, result: ProviderResult, received_at: datetime) -> list[ResultFile]:
         # One tar holding the audio, its `.titles` and `.extra`: the archive unpacks it.

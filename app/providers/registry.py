@@ -1,8 +1,14 @@
-"""Provider kind → its adapter. Adapters hold no per-instance state, so one each suffices."""
+"""Provider kind → its adapter: the one list of the kinds pollhook speaks.
+
+Adding a provider is one adapter module (app/providers/<kind>.py), its line here and in
+`TaskResult`, its kind and documented defaults in app/core/config.py, a sandbox fake and
+its page in docs/providers.md; the engine reaches every adapter through `ProviderAdapter`.
+Adapters hold no per-instance state, so one each suffices.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, assert_never
+from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
@@ -16,21 +22,24 @@ TaskResult = Annotated[MinimaxT2AResult | JimmySoundCloneResult, Field(discrimin
 
 _TASK_RESULT = TypeAdapter[TaskResult](TaskResult)
 
+_ADAPTERS: dict[ProviderKind, ProviderAdapter] = {
+    adapter.kind: adapter
+    for adapter in (
+        MinimaxT2AAdapter(),
+        JimmySoundCloneAdapter(),
+    )
+}
 
-def read_result(stored: dict[str, Any]) -> MinimaxT2AResult | JimmySoundCloneResult:
+
+def read_result(stored: dict[str, Any]) -> TaskResult:
     """A stored result as its adapter's model (raises pydantic's ValidationError)."""
     return _TASK_RESULT.validate_python(stored)
 
 
-_MINIMAX_T2A = MinimaxT2AAdapter()
-_JIMMY_SOUNDCLONE = JimmySoundCloneAdapter()
-
-
 def adapter_for(kind: ProviderKind) -> ProviderAdapter:
-    match kind:
-        case ProviderKind.MINIMAX_T2A:
-            return _MINIMAX_T2A
-        case ProviderKind.JIMMY_SOUNDCLONE:
-            return _JIMMY_SOUNDCLONE
-        case _:
-            assert_never(kind)
+    return _ADAPTERS[kind]
+
+
+def normalize_external_id(kind: ProviderKind, raw: object) -> str:
+    """`raw` as the canonical id of a `kind` task; raises InvalidExternalId with the reason."""
+    return adapter_for(kind).normalize_id(raw)

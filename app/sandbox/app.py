@@ -10,18 +10,17 @@ FastAPI's thread pool.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
 from app.core.docs import serve_docs_offline
+from app.sandbox.fakes import FAKES
+from app.sandbox.gate import Answers, Clock, Json, base_url, gate, system_clock
 from app.sandbox.media import GeneratedFile, jimmy_audio, jimmy_subtitles, minimax_archive
 from app.sandbox.schemas import (
     Cleared,
@@ -42,7 +41,6 @@ from app.sandbox.schemas import (
 )
 from app.sandbox.state import (
     DuplicateTask,
-    FaultKind,
     Instant,
     KeyProblem,
     Provider,
@@ -56,9 +54,6 @@ from app.sandbox.state import (
     parse_int64,
 )
 
-Clock = Callable[[], Instant]
-Json = dict[str, Any]
-
 DESCRIPTION = """
 Fake MiniMax (T2A async query, File Retrieve) and Jimmy AI (SoundClone query) APIs with
 scripted tasks, the providers' own rate-limit answers and injectable faults, and the result
@@ -69,33 +64,42 @@ live under `/_sandbox` and need no key.
 MINIMAX_LOGIN_FAIL = (
     "login fail: Please carry the API secret key in the 'Authorization' field of the request header"
 )
-NGINX_502 = (
-    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    "</body>\r\n</html>\r\n"
-)
-# Cut off mid-body, as when a proxy drops the connection under load.
-MALFORMED_JSON: dict[Provider, str] = {
-    "minimax": '{"task_id": 95157322514444, "status": "Succ',
-    "jimmy": '{"code": 20000, "msg": "ok", "data": {"id": "audio_',
-}
-# Valid JSON with the fields' types wrong, one picked at random per injection.
-WRONG_TYPES: dict[Provider, tuple[Json, ...]] = {
-    "minimax": (
+
+
+def _minimax_rate_limited() -> Response:
+    # MiniMax keeps HTTP 200 and says 1002 in base_resp.
+    return minimax_error(1002, "rate limit exceeded")
+
+
+def _jimmy_rate_limited() -> Response:
+    # Jimmy, per its public clients, sends 429.
+    return JSONResponse(
+        {"code": -1, "msg": "rate limited", "data": None},
+        status_code=429,
+        headers={"Retry-After": "1"},
+    )
+
+
+MINIMAX_ANSWERS = Answers(
+    provider="minimax",
+    rate_limited=_minimax_rate_limited,
+    malformed_json='{"task_id": 95157322514444, "status": "Succ',
+    wrong_types=(
         {"task_id": "95157322514444", "status": 2, "file_id": "x", "base_resp": "success"},
         {"task_id": 95157322514444, "status": 1, "base_resp": [0, "success"]},
         {"task_id": [], "status": ["Success"], "file_id": None, "base_resp": {"status_code": "0"}},
     ),
-    "jimmy": (
+)
+JIMMY_ANSWERS = Answers(
+    provider="jimmy",
+    rate_limited=_jimmy_rate_limited,
+    malformed_json='{"code": 20000, "msg": "ok", "data": {"id": "audio_',
+    wrong_types=(
         {"code": 20000, "msg": "ok", "data": [{"id": "audio_x", "status": "completed"}]},
         {"code": {"value": 20000}, "msg": "ok", "data": {"status": 3}},
         {"code": 20000, "msg": 0, "data": "completed"},
     ),
-}
-
-
-def system_clock() -> Instant:
-    return Instant(wall=time.time(), mono=time.monotonic())
+)
 
 
 def create_sandbox_app(
@@ -108,6 +112,8 @@ def create_sandbox_app(
     serve_docs_offline(app)
     app.include_router(_minimax_router(sandbox, clock))
     app.include_router(_jimmy_router(sandbox, clock))
+    for fake in FAKES:
+        app.include_router(fake.router(sandbox, clock))
     app.include_router(_control_router(sandbox, clock))
     app.add_exception_handler(SandboxError, _sandbox_error)
     app.add_middleware(_DropCutDownloads)
@@ -117,63 +123,6 @@ def create_sandbox_app(
 async def _sandbox_error(_: Request, exc: Exception) -> Response:
     status = 409 if isinstance(exc, DuplicateTask | TooManyTasks) else 422
     return JSONResponse({"detail": str(exc)}, status_code=status)
-
-
-# ---------------------------------------------------------------------------------------------
-# The gate every provider request passes
-
-
-async def _gate(
-    sandbox: Sandbox, provider: Provider, key: str | None, at: Instant
-) -> Response | None:
-    """Count the request, rate-limit it, then inject a fault if one fires. Returns the answer
-    that replaces the normal one, or None to answer normally (after any injected delay)."""
-    admission = sandbox.admit(provider, key, at)
-    if admission.rate_limited:
-        return rate_limited(provider)
-    fault = admission.fault
-    if fault is None:
-        return None
-    if fault.latency_s > 0:
-        await asyncio.sleep(fault.latency_s)
-    if fault.kind in ("latency", "timeout"):
-        return None
-    return fault_response(fault.kind, provider, sandbox)
-
-
-def rate_limited(provider: Provider) -> Response:
-    """Each provider's own rate-limit answer: MiniMax keeps HTTP 200 and says 1002 in
-    base_resp; Jimmy (per its public clients) sends 429."""
-    if provider == "minimax":
-        return minimax_error(1002, "rate limit exceeded")
-    return JSONResponse(
-        {"code": -1, "msg": "rate limited", "data": None},
-        status_code=429,
-        headers={"Retry-After": "1"},
-    )
-
-
-def fault_response(kind: FaultKind, provider: Provider, sandbox: Sandbox) -> Response:
-    if kind == "http_500":
-        return PlainTextResponse("Internal Server Error", status_code=500)
-    if kind == "http_503":
-        return JSONResponse(
-            {"error": "service temporarily unavailable"},
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
-    if kind == "html":
-        return HTMLResponse(NGINX_502, status_code=502)
-    if kind == "malformed_json":
-        return Response(MALFORMED_JSON[provider], media_type="application/json")
-    if kind == "wrong_types":
-        return JSONResponse(sandbox.choose(WRONG_TYPES[provider]))
-    return rate_limited(provider)
-
-
-def _base_url(request: Request) -> str:
-    """This server as the client reached it (so URLs work behind Docker names too)."""
-    return str(request.base_url).rstrip("/")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,9 +176,9 @@ def minimax_file_body(task: Task, file_id: int, base_url: str, wall: float) -> J
 def _minimax_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
     router = APIRouter(tags=["MiniMax"])
 
-    async def gate(request: Request, at: Instant) -> Response | None:
+    async def admit(request: Request, at: Instant) -> Response | None:
         key = bearer_key(request.headers.get("authorization"))
-        early = await _gate(sandbox, "minimax", key, at)
+        early = await gate(sandbox, MINIMAX_ANSWERS, key, at)
         if early is not None:
             return early
         problem = key_problem(key)
@@ -238,7 +187,7 @@ def _minimax_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
     @router.get("/v1/query/t2a_async_query_v2")
     async def query(request: Request) -> Response:
         at = clock()
-        if (early := await gate(request, at)) is not None:
+        if (early := await admit(request, at)) is not None:
             return early
         task_id = parse_int64(request.query_params.get("task_id"))
         if task_id is None:
@@ -252,7 +201,7 @@ def _minimax_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
     @router.get("/v1/files/retrieve")
     async def retrieve(request: Request) -> Response:
         at = clock()
-        if (early := await gate(request, at)) is not None:
+        if (early := await admit(request, at)) is not None:
             return early
         file_id = parse_int64(request.query_params.get("file_id"))
         if file_id is None:
@@ -264,7 +213,7 @@ def _minimax_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
         task.retrieves += 1
         if task.retrieves <= task.file_not_ready_retrieves:
             return minimax_error(2013, "invalid params, file not found")  # not there yet
-        return JSONResponse(minimax_file_body(task, file_id, _base_url(request), at.wall))
+        return JSONResponse(minimax_file_body(task, file_id, base_url(request), at.wall))
 
     return router
 
@@ -325,7 +274,7 @@ def _jimmy_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
     async def query(task_id: str, request: Request) -> Response:
         at = clock()
         key = bearer_key(request.headers.get("authorization"))
-        if (early := await _gate(sandbox, "jimmy", key, at)) is not None:
+        if (early := await gate(sandbox, JIMMY_ANSWERS, key, at)) is not None:
             return early
         if key_problem(key) is not None:
             return jimmy_envelope(20001, "invalid api key", None)
@@ -333,7 +282,7 @@ def _jimmy_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
         if task is None:
             return jimmy_envelope(20002, "task not found", None)
         sandbox.observe(task, at)
-        return jimmy_query_answer(task, at.wall, _base_url(request))
+        return jimmy_query_answer(task, at.wall, base_url(request))
 
     return router
 
@@ -428,6 +377,7 @@ def _admin_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
             sandbox.rates["minimax"] = body.minimax_rate
         if body.jimmy_rate is not None:
             sandbox.rates["jimmy"] = body.jimmy_rate
+        sandbox.rates.update(body.rates or {})
         return _config(sandbox)
 
     @router.get("/files/{name}", response_class=Response, responses={403: {}, 404: {}, 503: {}})
@@ -436,25 +386,42 @@ def _admin_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
         audioUrl and subtitleFile (`app.sandbox.media` makes them). 404 for a file no
         succeeded task has; 403, as a signed object-store URL answers, once `expires` has
         passed or when it is missing or not one the sandbox could have minted."""
+        return _serve(result_file(sandbox, name, clock().wall), expires, clock().wall)
+
+    @router.get(
+        "/files/{provider}/{name}",
+        response_class=Response,
+        responses={403: {}, 404: {}, 503: {}},
+    )
+    async def download_of(provider: str, name: str, expires: str | None = None) -> Response:
+        """Result files of the providers in `app.sandbox.fakes`, under the same rules."""
         wall = clock().wall
-        found = result_file(sandbox, name, wall)
-        if found is None:
-            return PlainTextResponse("The specified key does not exist.", status_code=404)
-        task, file = found
-        refusal = task.url_refusal(expires, wall)
-        if refusal is not None:
-            return PlainTextResponse(refusal, status_code=403)
-        task.downloads += 1
-        fault = task.download_fault()
-        if fault == "unavailable":
-            return PlainTextResponse(
-                "Service Unavailable", status_code=503, headers={"Retry-After": "1"}
-            )
-        return StreamingResponse(
-            _stream(file, file.size // 2 if fault == "cut" else None),
-            media_type=file.content_type,
-            headers={"Content-Length": str(file.size)},
+        fake = next((f for f in FAKES if f.provider == provider), None)
+        found = fake.result_file(sandbox, name) if fake is not None else None
+        if found is not None and not found[0].has_result(wall):
+            found = None
+        return _serve(found, expires, wall)
+
+
+def _serve(found: tuple[Task, GeneratedFile] | None, expires: str | None, wall: float) -> Response:
+    """A result file as an expiring object-store link serves it, faults included."""
+    if found is None:
+        return PlainTextResponse("The specified key does not exist.", status_code=404)
+    task, file = found
+    refusal = task.url_refusal(expires, wall)
+    if refusal is not None:
+        return PlainTextResponse(refusal, status_code=403)
+    task.downloads += 1
+    fault = task.download_fault()
+    if fault == "unavailable":
+        return PlainTextResponse(
+            "Service Unavailable", status_code=503, headers={"Retry-After": "1"}
         )
+    return StreamingResponse(
+        _stream(file, file.size // 2 if fault == "cut" else None),
+        media_type=file.content_type,
+        headers={"Content-Length": str(file.size)},
+    )
 
 
 def result_file(sandbox: Sandbox, name: str, wall: float) -> tuple[Task, GeneratedFile] | None:
@@ -510,6 +477,7 @@ def _config(sandbox: Sandbox) -> ConfigRead:
     return ConfigRead(
         minimax_rate=sandbox.rates["minimax"],
         jimmy_rate=sandbox.rates["jimmy"],
+        rates=dict(sandbox.rates),
         seed=sandbox.config.seed,
         tasks=len(sandbox.tasks),
         max_tasks=sandbox.config.max_tasks,

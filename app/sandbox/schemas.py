@@ -7,7 +7,7 @@ running the default scenario.
 from __future__ import annotations
 
 import re
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
@@ -367,18 +367,23 @@ class StatsRead(BaseModel):
 
     minimax: dict[str, KeyStatsRead]
     jimmy: dict[str, KeyStatsRead]
+    providers: dict[Provider, dict[str, KeyStatsRead]] = Field(
+        description="Every provider's, MiniMax's and Jimmy's included."
+    )
 
     @classmethod
     def of(cls, stats: dict[Provider, dict[str, KeyStats]]) -> StatsRead:
         def convert(per_key: dict[str, KeyStats]) -> dict[str, KeyStatsRead]:
             return {key: KeyStatsRead.model_validate(s) for key, s in per_key.items()}
 
-        return cls(minimax=convert(stats["minimax"]), jimmy=convert(stats["jimmy"]))
+        every = {provider: convert(per_key) for provider, per_key in stats.items()}
+        return cls(minimax=every["minimax"], jimmy=every["jimmy"], providers=every)
 
 
 class ConfigRead(BaseModel):
     minimax_rate: float
     jimmy_rate: float
+    rates: dict[Provider, float] = Field(description="Every provider's, MiniMax's and Jimmy's too.")
     seed: int | None
     tasks: int
     max_tasks: int
@@ -389,6 +394,9 @@ class ConfigUpdate(_Body):
 
     minimax_rate: float | None = Field(None, ge=0)
     jimmy_rate: float | None = Field(None, ge=0)
+    rates: dict[Provider, Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="Any provider's, by its name in the sandbox."
+    )
 
 
 class Health(BaseModel):

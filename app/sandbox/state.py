@@ -54,6 +54,9 @@ DOWNLOAD_URL_TTL_S = 32_400
 # The audio of a result (a second of MP3), unless a script asks for more.
 DEFAULT_RESULT_BYTES = 16_384
 MAX_RESULT_BYTES = 2**30
+# Requests per second per API key of the providers the CLI sets no flag for: each one's
+# documented query limit (docs/providers.md). PATCH /_sandbox/config changes any of them.
+DEFAULT_RATES: dict[Provider, float] = {}
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "minimax": (2013, "invalid params"),
@@ -81,6 +84,8 @@ class SandboxConfig:
 
     minimax_rate: float = 10.0
     jimmy_rate: float = 5.0
+    # Any other provider's, over DEFAULT_RATES.
+    rates: dict[Provider, float] = field(default_factory=dict)
     seed: int | None = None
     max_tasks: int = MAX_TASKS
     max_timestamps_per_key: int = MAX_TIMESTAMPS_PER_KEY
@@ -290,6 +295,18 @@ _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
     "failed": "failed",
     "expired": "expired",
     "error": None,
+}
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+# A fresh id as each provider writes its own: MiniMax 14-digit integers like the docs'
+# 95157322514444, Jimmy `audio_<uuid>`.
+ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
+    "minimax": lambda rng: str(rng.randrange(10**13, 10**14)),
+    "jimmy": lambda rng: f"audio_{_uuid(rng)}",
 }
 
 
@@ -588,6 +605,8 @@ class Sandbox:
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
         self.rates: dict[Provider, float] = {
+            **DEFAULT_RATES,
+            **self.config.rates,
             "minimax": self.config.minimax_rate,
             "jimmy": self.config.jimmy_rate,
         }
@@ -693,13 +712,9 @@ class Sandbox:
         return None, None
 
     def _new_id(self, provider: Provider) -> str:
-        """A fresh id in the provider's own format: MiniMax 14-digit integers like the docs'
-        95157322514444, Jimmy `audio_<uuid>`. Drawn from the seeded RNG."""
+        """A fresh id in the provider's own format (`ID_FORMATS`), drawn from the seeded RNG."""
         while True:
-            if provider == "minimax":
-                candidate = str(self.rng.randrange(10**13, 10**14))
-            else:
-                candidate = f"audio_{uuid.UUID(int=self.rng.getrandbits(128), version=4)}"
+            candidate = ID_FORMATS[provider](self.rng)
             if self.tasks.get(provider, candidate) is None:
                 return candidate
 

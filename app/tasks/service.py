@@ -19,7 +19,8 @@ from app.core.logging import get_logger
 from app.core.netguard import SsrfGuard, check_destination
 from app.core.pagination import decode_cursor, encode_cursor
 from app.models import Event, Task, TaskStatus, TaskView
-from app.providers.external_ids import InvalidExternalId, normalize_external_id
+from app.providers.external_ids import InvalidExternalId
+from app.providers.registry import normalize_external_id
 from app.schedule import plans
 from app.schedule.forecasts import Forecasts
 from app.tasks.repository import NewTaskRow, TaskFilters, TaskKey, TaskRepository

@@ -141,6 +141,12 @@ class Raises:
     def __init__(self, error: base.ProviderError) -> None:
         self.error = error
 
+    def normalize_id(self, raw: object) -> str:
+        return str(raw)
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
     async def poll(self, upstream: base.Upstream, context: base.PollContext) -> base.PollOutcome:
         raise self.error
 

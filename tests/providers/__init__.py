@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from app.core.config import ProviderKind, ProviderSettings
 from app.providers.http import HttpUpstream
+from app.providers.registry import adapter_for
 
 API_KEY = "sk-test-0123456789"
 
@@ -71,7 +72,11 @@ def make_harness(
         return True
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(recording))
-    harness = Harness(upstream=HttpUpstream(client, settings, acquire_slot, before_send))
+    harness = Harness(
+        upstream=HttpUpstream(
+            client, settings, acquire_slot, before_send, adapter_for(settings.kind).auth_headers
+        )
+    )
     return harness
 
 

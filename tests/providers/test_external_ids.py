@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.core.config import ProviderKind
-from app.providers.external_ids import InvalidExternalId, normalize_external_id
+from app.providers.external_ids import InvalidExternalId
+from app.providers.registry import normalize_external_id
 
 MINIMAX = ProviderKind.MINIMAX_T2A
 JIMMY = ProviderKind.JIMMY_SOUNDCLONE

@@ -15,8 +15,8 @@ from app.providers.external_ids import (
     INT64_MAX,
     MAX_EXTERNAL_ID_LENGTH,
     InvalidExternalId,
-    normalize_external_id,
 )
+from app.providers.registry import normalize_external_id
 from tests.properties import PROPERTY
 
 MINIMAX = ProviderKind.MINIMAX_T2A

@@ -37,6 +37,7 @@ from app.providers.http import (
     unexpected_status,
     url_expires_at,
 )
+from app.providers.registry import adapter_for
 from tests.providers import API_KEY, HTML_ERROR_PAGE, make_harness, raising, reply
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -496,7 +497,9 @@ async def test_before_send_aborts_after_connecting_with_nothing_sent() -> None:
         raise _Aborted
 
     async with httpx.AsyncClient() as client:
-        upstream = HttpUpstream(client, settings, acquire, before_send)
+        upstream = HttpUpstream(
+            client, settings, acquire, before_send, adapter_for(settings.kind).auth_headers
+        )
         with pytest.raises(_Aborted):
             await upstream.get("/v1/query/t2a_async_query_v2", {"task_id": "1"})
     await asyncio.wait_for(read_all.wait(), 5)
@@ -540,7 +543,9 @@ async def test_a_missed_slot_at_the_last_moment_starts_the_request_over() -> Non
         return next(answers)
 
     async with httpx.AsyncClient() as client:
-        upstream = HttpUpstream(client, settings, acquire, before_send)
+        upstream = HttpUpstream(
+            client, settings, acquire, before_send, adapter_for(settings.kind).auth_headers
+        )
         response = await upstream.get("/v1/query/t2a_async_query_v2", {"task_id": "1"})
     server.close()
     await server.wait_closed()
@@ -629,7 +634,9 @@ async def test_no_other_task_runs_between_the_send_check_and_the_bytes_written(
     transport = ShardedTransport(8, lambda limits: provider_transport(limits, client_tls))
     try:
         async with httpx.AsyncClient(transport=transport) as client:
-            upstream = HttpUpstream(client, settings, acquire, before_send)
+            upstream = HttpUpstream(
+                client, settings, acquire, before_send, adapter_for(settings.kind).auth_headers
+            )
             response = await upstream.get("/v1/query/t2a_async_query_v2", {"task_id": "1"})
         await server
     finally:
