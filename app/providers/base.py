@@ -64,6 +64,19 @@ class WaitReason(StrEnum):
     TRANSIENT_ERROR = "transient_error"
 
 
+class CallbackSigning(StrEnum):
+    """How a provider's completion callbacks to `POST /v1/inbound/{instance}` prove who sent
+    them. A verified callback is only a hint: the task is polled at once, and the poll's
+    answer is the truth."""
+
+    # The provider does not call back: polling alone.
+    NONE = "none"
+    # The provider signs nothing: the instance's secret token in the URL pollhook hands out.
+    TOKEN = "token"
+    # Signed as Standard Webhooks specifies, with the instance's `whsec_` secret.
+    STANDARD_WEBHOOKS = "standard_webhooks"
+
+
 class ProviderError(Exception):
     # How a task waiting on the error shows it (a TaskError ends the task instead).
     reason: ClassVar[WaitReason] = WaitReason.TRANSIENT_ERROR
@@ -227,6 +240,14 @@ class ProviderAdapter(Protocol):
     def auth_headers(self, key: str) -> dict[str, str]:
         """The headers that carry the instance's key on every request to the provider
         (`Authorization: Bearer <key>`, `xi-api-key: <key>`, ...)."""
+        ...
+
+    # How the provider's completion callbacks are verified (NONE: it sends none).
+    callbacks: CallbackSigning
+
+    def callback_id(self, body: dict[str, Any]) -> str | None:
+        """The upstream task id a callback's JSON body names, in the canonical form
+        `normalize_id` gives; None when it names none this provider could have sent."""
         ...
 
     async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:

@@ -19,6 +19,7 @@ from app.core.config import ProviderKind
 from app.core.logging import get_logger
 from app.models import TaskStatus
 from app.providers.base import (
+    CallbackSigning,
     CredentialError,
     PollContext,
     PollOutcome,
@@ -106,6 +107,12 @@ class JimmySoundCloneAdapter:
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
+
+    # Jimmy documents no completion callback.
+    callbacks: CallbackSigning = CallbackSigning.NONE
+
+    def callback_id(self, body: dict[str, Any]) -> str | None:
+        return None
 
     def result_files(self, result: ProviderResult, received_at: datetime) -> list[ResultFile]:
         assert isinstance(result, JimmySoundCloneResult)

@@ -27,6 +27,7 @@ from app.core.http_client import retry_after_seconds
 from app.core.logging import get_logger
 from app.models import TaskStatus
 from app.providers.base import (
+    CallbackSigning,
     CredentialError,
     PollContext,
     PollOutcome,
@@ -134,6 +135,12 @@ class MinimaxT2AAdapter:
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
+
+    # Polled only, until its callback is verified against MiniMax's pages (docs/providers.md).
+    callbacks: CallbackSigning = CallbackSigning.NONE
+
+    def callback_id(self, body: dict[str, Any]) -> str | None:
+        return None
 
     def result_files(self, result: ProviderResult, received_at: datetime) -> list[ResultFile]:
         # One tar holding the audio, its `.titles` and `.extra`: the archive unpacks it.

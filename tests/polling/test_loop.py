@@ -147,6 +147,11 @@ class Raises:
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
+    callbacks = base.CallbackSigning.NONE
+
+    def callback_id(self, body: dict[str, Any]) -> str | None:
+        return None
+
     async def poll(self, upstream: base.Upstream, context: base.PollContext) -> base.PollOutcome:
         raise self.error
 
