@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from app.audit.endpoints import router as audit_router
 from app.core.schemas import error_responses
 from app.health.endpoints import router as health_router
+from app.inbound.endpoints import router as inbound_router
 from app.overview.endpoints import router as overview_router
 from app.providers.endpoints import router as providers_router
 from app.tasks.endpoints import router as tasks_router
@@ -19,6 +20,7 @@ v1_router.include_router(providers_router)
 v1_router.include_router(webhooks_router)
 v1_router.include_router(audit_router)
 v1_router.include_router(overview_router)
+v1_router.include_router(inbound_router)
 
 root_router = APIRouter()
 root_router.include_router(health_router)

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -38,6 +39,14 @@ def _settings(**overrides: Any) -> Settings:
             did_you_mean=unknown.suggestion,
         )
     return settings
+
+
+def _refuse_unusable_callbacks(settings: Settings) -> None:
+    from app.inbound.service import callback_config_problems
+
+    problems = callback_config_problems(settings)
+    if problems:
+        raise click.ClickException("; ".join(problems))
 
 
 def _refuse_well_known_keys(settings: Settings) -> None:
@@ -161,6 +170,7 @@ def serve(host: str | None, port: int | None) -> None:
     """Run the API and the background engine in one process (migrates first)."""
     settings = _settings(host=host, port=port)
     _refuse_well_known_keys(settings)
+    _refuse_unusable_callbacks(settings)
     _warn_missing_provider_keys(settings)
 
     async def main() -> None:
@@ -178,6 +188,7 @@ def api(host: str | None, port: int | None) -> None:
     """Run only the HTTP API (any number of replicas may run)."""
     settings = _settings(host=host, port=port)
     _refuse_well_known_keys(settings)
+    _refuse_unusable_callbacks(settings)
 
     async def main() -> None:
         async with _database(settings) as engine:
@@ -190,6 +201,7 @@ def api(host: str | None, port: int | None) -> None:
 def worker() -> None:
     """Run only the background engine (any number of replicas may run)."""
     settings = _settings()
+    _refuse_unusable_callbacks(settings)
     _warn_missing_provider_keys(settings)
 
     async def main() -> None:
@@ -392,7 +404,20 @@ async def _serve_http(settings: Settings, engine: AsyncEngine, *, with_engine: b
     help="Jimmy requests per second per API key before its 429 answer; 0 = unlimited.",
 )
 @click.option("--seed", type=int, help="Seed for the random choices, to repeat a run exactly.")
-def sandbox(host: str, port: int, minimax_rate: float, jimmy_rate: float, seed: int | None) -> None:
+@click.option(
+    "--callback-secret",
+    default=None,
+    help="The whsec_ secret Standard Webhooks callbacks are signed with (Replicate's); "
+    "default: the sandbox's own, printed by GET /_sandbox/config.",
+)
+def sandbox(
+    host: str,
+    port: int,
+    minimax_rate: float,
+    jimmy_rate: float,
+    seed: int | None,
+    callback_secret: str | None,
+) -> None:
     """Serve fake MiniMax and Jimmy AI APIs (scripted tasks, faults) for trying pollhook.
 
     Point POLLHOOK_PROVIDERS__MINIMAX__BASE_URL and POLLHOOK_PROVIDERS__JIMMY__BASE_URL at
@@ -402,20 +427,21 @@ def sandbox(host: str, port: int, minimax_rate: float, jimmy_rate: float, seed: 
     from app.sandbox.state import SandboxConfig
 
     configure_logging("auto", "INFO")
-    app = create_sandbox_app(
-        SandboxConfig(minimax_rate=minimax_rate, jimmy_rate=jimmy_rate, seed=seed)
-    )
-    config = uvicorn.Config(
+    config = SandboxConfig(minimax_rate=minimax_rate, jimmy_rate=jimmy_rate, seed=seed)
+    if callback_secret is not None:
+        config = replace(config, callback_secret=callback_secret)
+    app = create_sandbox_app(config)
+    server_config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
         access_log=False,
-        lifespan="off",
+        lifespan="on",  # the callback sender
         timeout_graceful_shutdown=2,  # do not wait out requests held by timeout faults
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config)
     log.info(
         "sandbox_starting",
         host=host,

@@ -112,6 +112,14 @@ class ProviderSettings(BaseModel):
     # Adaptive: and not before a task that finished since then would on average have
     # waited this long for it. Higher spends fewer polls where completions are dense.
     poll_lateness_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
+    # Provider callbacks to POST /v1/inbound/{instance} (docs/providers.md, "Callbacks"):
+    # the secret that verifies them, a token pollhook puts in the URL it hands out or, where
+    # the provider signs its callbacks (Replicate), its `whsec_` signing secret. Unset, the
+    # instance refuses callbacks and is polled alone.
+    callback_secret: SecretStr | None = None
+    # With callbacks on, every planned poll waits this many times longer (max_poll_interval_s
+    # too): polling stays on, as the safety net for a callback that never comes.
+    callback_poll_stretch: Annotated[float, Field(ge=1, le=100)] = 4.0
 
     @field_validator("api_key")
     @classmethod
@@ -121,6 +129,18 @@ class ProviderSettings(BaseModel):
         if value is not None and not re.fullmatch(r"[!-~]*", value.get_secret_value()):
             raise ValueError("must be visible ASCII characters, without spaces")
         return value
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # A token guessed is a task polled early, no more; still, it must not be guessable.
+        if value is not None and len(value.get_secret_value()) < 24:
+            raise ValueError("must be at least 24 characters (e.g. `openssl rand -hex 24`)")
+        return value
+
+    @property
+    def callbacks_on(self) -> bool:
+        return self.callback_secret is not None
 
     @field_validator("rate_limit_per_s")
     @classmethod
@@ -701,10 +721,15 @@ class Settings(BaseSettings):
         return target
 
     def secret_values(self) -> list[str]:
-        """Every configured secret, for the log redactor: provider keys, static API and admin
-        keys, the database password, the archive's S3 secret key and link secret, and the
-        dashboard's session secret."""
+        """Every configured secret, for the log redactor: provider keys and callback secrets,
+        static API and admin keys, the database password, the archive's S3 secret key and
+        link secret, and the dashboard's session secret."""
         values = [p.api_key.get_secret_value() for p in self.providers.values() if p.api_key]
+        values += [
+            p.callback_secret.get_secret_value()
+            for p in self.providers.values()
+            if p.callback_secret
+        ]
         values += [entry.key.get_secret_value() for entry in self.api_keys]
         values += [entry.key.get_secret_value() for entry in self.admin_keys]
         for secret in (

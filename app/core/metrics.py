@@ -267,3 +267,12 @@ REGISTRY.register(SHARED_STATE)
 
 def render() -> bytes:
     return generate_latest(REGISTRY)
+
+
+INBOUND_CALLBACKS = Counter(
+    "pollhook_inbound_callbacks_total",
+    "Provider callbacks by instance and what became of them: hinted (a task polled now), "
+    "unknown_task, replayed, forged, malformed, refused (an instance that takes none).",
+    ["provider", "result"],
+    registry=REGISTRY,
+)

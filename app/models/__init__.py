@@ -7,6 +7,7 @@ from app.models.audit import AuditEntry
 from app.models.completion import CompletionProfile, CompletionSample
 from app.models.delivery import Delivery, DeliveryAttempt, DeliveryStatus
 from app.models.event import Event
+from app.models.inbound_callback import InboundCallback
 from app.models.provider_state import ProviderHealth, ProviderState
 from app.models.task import TERMINAL_STATUSES, Task, TaskStatus, TaskView
 from app.models.task_poll import POLL_LOG_SIZE, TaskPollLog
@@ -27,6 +28,7 @@ __all__ = [
     "DeliveryAttempt",
     "DeliveryStatus",
     "Event",
+    "InboundCallback",
     "ProviderHealth",
     "ProviderState",
     "Role",

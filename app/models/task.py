@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Float,
     Index,
@@ -93,6 +94,14 @@ class Task(Base):
             text("id DESC"),
             postgresql_where=text(f"status IN ({ENDED_BADLY_SQL})"),
         ),
+        # A provider callback's task: the active tasks of an instance by upstream id, every
+        # tenant's (app/inbound). Partial: only a task still tracked can be hinted.
+        Index(
+            "ix_tasks_active_external",
+            "provider",
+            "external_id",
+            postgresql_where=text(ACTIVE_SQL),
+        ),
         # Lease recovery: claimed tasks whose lease ran out.
         Index(
             "ix_tasks_lease_expiry",
@@ -154,6 +163,10 @@ class Task(Base):
     # deleted_at}; NULL when nothing is archived for it (app/archive). The work itself is
     # queued in archive_jobs.
     archive: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # A provider callback arrived while a poll was in flight (app/inbound): that poll's
+    # answer may predate what the callback announced, so its outcome plans the next poll as
+    # soon as min_poll_interval_s allows. (Last: columns follow their migrations' order.)
+    poll_again: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     def __repr__(self) -> str:
         return f"Task(id={self.id!s}, provider={self.provider}, status={self.status})"

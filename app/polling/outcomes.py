@@ -56,6 +56,9 @@ class PolledTask:
     polls: int
     consecutive_errors: int
     unchanged_polls: int
+    # A provider callback came while this poll was in flight: its answer may predate what
+    # the callback announced, so the next poll comes as soon as the spacing allows.
+    poll_again: bool = False
 
     @classmethod
     def of(cls, task: Task) -> PolledTask:
@@ -67,6 +70,7 @@ class PolledTask:
             polls=task.polls,
             consecutive_errors=task.consecutive_errors,
             unchanged_polls=task.unchanged_polls,
+            poll_again=task.poll_again,
         )
 
 
@@ -112,6 +116,7 @@ def decide(
     if result.sent:
         changes["polls"] = task.polls + 1
         changes["last_polled_at"] = now
+        changes["poll_again"] = False
     transitions: list[Transition] = []
     completed_after_s: float | None = None
     delay: float | None = None
@@ -146,6 +151,8 @@ def decide(
             settings, age_s=age_s, unchanged_polls=unchanged, model=model, hit_chance=hit_chance
         )
         changes.update(unchanged_polls=unchanged, poll_interval_s=delay)
+        if task.poll_again:
+            delay = 0.0  # min_poll_interval_s, the floor
     elif isinstance(result.error, TaskError):
         code = result.error.code or "task_error"
         transitions.append(
@@ -182,7 +189,7 @@ def decide(
                 rng,
                 floor_s=settings.min_poll_interval_s,
                 # Error backoff may go past max_poll_interval_s; a planned poll not.
-                ceiling_s=settings.max_poll_interval_s if result.outcome is not None else None,
+                ceiling_s=plans.ceiling_s(settings) if result.outcome is not None else None,
             )
             reported = result.outcome.ready_at if result.outcome is not None else None
             ready = plans.estimated_ready_age(model, age_s)

@@ -48,6 +48,7 @@ _OUTCOME_COLUMNS = [
     "next_poll_at",
     "last_polled_at",
     "estimated_ready_at",
+    "poll_again",
     "lease_owner",
     "lease_expires_at",
 ]

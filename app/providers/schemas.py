@@ -70,6 +70,15 @@ class ProviderRead(BaseModel):
         description="The calling tenant's tasks on this instance that are still tracked, by "
         "status (pending, queued, processing); empty for an operator's key."
     )
+    callbacks: bool = Field(
+        description="Whether the instance takes its provider's callbacks at "
+        "`POST /v1/inbound/{name}` (its polls are then spaced wider: a safety net)."
+    )
+    callback_url: str | None = Field(
+        description="The URL to hand the provider for its callbacks (it may hold the "
+        "instance's secret token); null while the instance takes none. Operators who may "
+        "change things only: null for a read-only operator's or a tenant's key."
+    )
     base_url: str | None = Field(description=OPERATORS_ONLY)
     configured_rate_per_s: float | None = Field(
         description=f"The configured budget; 0 means unlimited. {OPERATORS_ONLY}"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,6 +13,8 @@ from app.budget.repository import BudgetRepository, BudgetState
 from app.core.config import ProviderSettings, Settings
 from app.core.errors import Forbidden, NotFound
 from app.models import ProviderHealth
+from app.providers.base import CallbackSigning
+from app.providers.registry import adapter_for
 from app.providers.schemas import CompletionTimes, ProviderList, ProviderRead, Saturation
 from app.schedule import plans
 from app.schedule.model import ALL_SIZES, CompletionModel
@@ -40,7 +43,7 @@ class ProviderService:
         }
         tenant = caller.tenant
         own = await self.forecasts.active_of_tenant(tenant, providers) if tenant else {}
-        internals = {} if tenant else await self._internals(states)
+        internals = {} if tenant else await self._internals(states, caller.may_change)
         items = []
         for name, provider in sorted(providers.items()):
             state = states.get(name)
@@ -55,6 +58,7 @@ class ProviderService:
                     paused_until=paused,
                     completion=_completion(learned.get(name)),
                     your_active_tasks=own.get(name, {}),
+                    callbacks=provider.callbacks_on,
                     **internals.get(name, _HIDDEN),
                 )
             )
@@ -102,8 +106,12 @@ class ProviderService:
         [shown] = [item for item in (await self.list(caller)).items if item.name == name]
         return shown
 
-    async def _internals(self, states: Mapping[str, BudgetState]) -> dict[str, dict[str, Any]]:
-        """What only operators see of each instance: address, budget, totals, last error."""
+    async def _internals(
+        self, states: Mapping[str, BudgetState], reveal: bool
+    ) -> dict[str, dict[str, Any]]:
+        """What only operators see of each instance: address, budget, totals, last error;
+        and, for an operator who may change things (`reveal`), the callback URL, which
+        holds the instance's secret token."""
         backlog = await self.forecasts.due_backlog(self.settings.providers)
         stored = await self.forecasts.stored()
         shown: dict[str, dict[str, Any]] = {}
@@ -120,8 +128,22 @@ class ProviderService:
                 "saturation": _saturation(stored.get(name), provider),
                 "last_error": state.last_error if state else None,
                 "last_error_at": state.last_error_at if state else None,
+                "callback_url": inbound_url(self.settings, name) if reveal else None,
             }
         return shown
+
+
+def inbound_url(settings: Settings, name: str) -> str | None:
+    """The URL to hand the provider for its callbacks about this instance's tasks (served
+    by app/inbound): with the secret token where the provider signs nothing; None while
+    the instance takes no callbacks."""
+    provider = settings.providers[name]
+    if provider.callback_secret is None:
+        return None
+    url = f"{settings.resolved_public_url}/v1/inbound/{quote(name, safe='')}"
+    if adapter_for(provider.kind).callbacks is CallbackSigning.TOKEN:
+        url += "?" + urlencode({"token": provider.callback_secret.get_secret_value()})
+    return url
 
 
 # What only operators see of an instance (`_internals`), null for a tenant's key.
@@ -134,6 +156,7 @@ OPERATOR_FIELDS = (
     "saturation",
     "last_error",
     "last_error_at",
+    "callback_url",
 )
 _HIDDEN: dict[str, Any] = dict.fromkeys(OPERATOR_FIELDS)
 

@@ -10,6 +10,7 @@ FastAPI's thread pool.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
 from app.core.docs import serve_docs_offline
+from app.sandbox.callbacks import send_callbacks
 from app.sandbox.fakes import FAKES
 from app.sandbox.gate import Answers, Clock, Json, base_url, gate, system_clock
 from app.sandbox.media import GeneratedFile, jimmy_audio, jimmy_subtitles, minimax_archive
@@ -107,7 +109,22 @@ def create_sandbox_app(
 ) -> FastAPI:
     """The sandbox server; `clock` is injectable so tests can move time without sleeping."""
     sandbox = Sandbox(config)
-    app = FastAPI(title="pollhook sandbox", version=__version__, description=DESCRIPTION)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Posts the callbacks of tasks scripted with a callback_url, as their providers do.
+        stop = asyncio.Event()
+        shapes = {fake.provider: fake for fake in FAKES}
+        sender = asyncio.create_task(send_callbacks(sandbox, shapes, clock, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await sender
+
+    app = FastAPI(
+        title="pollhook sandbox", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    )
     app.state.sandbox = sandbox
     serve_docs_offline(app)
     app.include_router(_minimax_router(sandbox, clock))
@@ -301,7 +318,8 @@ def _control_router(sandbox: Sandbox, clock: Clock) -> APIRouter:
 
 def _task_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
     @router.post("/tasks", status_code=201, response_model_exclude_none=True)
-    async def create_task(body: TaskCreate) -> TaskCreated:
+    async def create_task(body: TaskCreate, request: Request) -> TaskCreated:
+        sandbox.origin = base_url(request)
         (task,) = sandbox.create_tasks(body.to_spec(body.normalized_id()), clock())
         return TaskCreated(
             provider=task.provider, id=public_id(task), file_id=task.file_id, ready_at=task.ready_at
@@ -478,6 +496,7 @@ def _config(sandbox: Sandbox) -> ConfigRead:
         minimax_rate=sandbox.rates["minimax"],
         jimmy_rate=sandbox.rates["jimmy"],
         rates=dict(sandbox.rates),
+        callback_secret=sandbox.config.callback_secret,
         seed=sandbox.config.seed,
         tasks=len(sandbox.tasks),
         max_tasks=sandbox.config.max_tasks,

@@ -9,7 +9,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from app.sandbox.media import MIN_AUDIO_BYTES
 from app.sandbox.state import (
@@ -30,6 +38,7 @@ from app.sandbox.state import (
     StatusCase,
     Task,
     TaskSpec,
+    is_loopback_url,
     parse_int64,
 )
 
@@ -112,6 +121,30 @@ class TaskScript(_Body):
         description="Jimmy: a failed task says error: null and gives error_message in the "
         "envelope's msg.",
     )
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Providers that call back: where the sandbox posts, as the provider "
+        "would, when the task ends (signed as the provider signs). Loopback addresses "
+        "only (127.0.0.0/8, [::1], localhost).",
+    )
+    callback_delay_s: float = Field(
+        0.0, ge=0, le=MAX_DURATION_S, description="How long after the task ends it posts."
+    )
+    callback_copies: int = Field(
+        1,
+        ge=1,
+        le=MAX_SCRIPTED_ANSWERS,
+        description="How many times it posts the same message (a retry, or a replay).",
+    )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _loopback_only(cls, value: str | None) -> str | None:
+        # The sandbox posts only where a test or a benchmark listens: this machine.
+        if value is not None and not is_loopback_url(value):
+            raise ValueError("must be an http URL on a loopback address")
+        return value
 
     @model_validator(mode="after")
     def _outcome_fits_provider(self) -> Self:
@@ -158,6 +191,9 @@ class TaskScript(_Body):
             result_bytes=self.result_bytes,
             failed_downloads=self.failed_downloads,
             cut_downloads=self.cut_downloads,
+            callback_url=self.callback_url,
+            callback_delay_s=self.callback_delay_s,
+            callback_copies=self.callback_copies,
         )
 
 
@@ -234,6 +270,11 @@ class TaskRead(BaseModel):
     result_bytes: int
     failed_downloads: int
     cut_downloads: int
+    callback_url: str | None
+    callback_sent_at: float | None = Field(
+        description="Wall time the task's callback went (the first copy); null before."
+    )
+    callbacks_sent: int
     phase: Phase
     status: str | None
     done: bool
@@ -282,6 +323,9 @@ class TaskRead(BaseModel):
             result_bytes=task.result_bytes,
             failed_downloads=task.failed_downloads,
             cut_downloads=task.cut_downloads,
+            callback_url=task.callback_url,
+            callback_sent_at=task.callback_sent_at,
+            callbacks_sent=task.callbacks_sent,
             phase=task.phase(wall),
             status=task.status(wall),
             done=task.phase(wall) == "done",
@@ -384,6 +428,10 @@ class ConfigRead(BaseModel):
     minimax_rate: float
     jimmy_rate: float
     rates: dict[Provider, float] = Field(description="Every provider's, MiniMax's and Jimmy's too.")
+    callback_secret: str = Field(
+        description="What Standard Webhooks callbacks (Replicate's) are signed with: set it "
+        "as the instance's callback_secret in pollhook."
+    )
     seed: int | None
     tasks: int
     max_tasks: int

@@ -7,12 +7,15 @@ pass whatever time they need without sleeping. One event loop drives it, so no l
 
 from __future__ import annotations
 
+import heapq
+import ipaddress
 import random
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 Provider = Literal["minimax", "jimmy"]
 Outcome = Literal["success", "failed", "expired", "error"]
@@ -78,6 +81,11 @@ class Instant:
     mono: float
 
 
+# What `pollhook sandbox` signs its Standard Webhooks callbacks with unless told otherwise
+# (--callback-secret): a sandbox value, in the form Replicate's signing secret has.
+DEFAULT_CALLBACK_SECRET = "whsec_cG9sbGhvb2sgc2FuZGJveCBjYWxsYmFjayBzZWNyZXQ="
+
+
 @dataclass(frozen=True, slots=True)
 class SandboxConfig:
     """Start-up settings; rates are requests per second per API key, 0 = unlimited."""
@@ -86,6 +94,7 @@ class SandboxConfig:
     jimmy_rate: float = 5.0
     # Any other provider's, over DEFAULT_RATES.
     rates: dict[Provider, float] = field(default_factory=dict)
+    callback_secret: str = DEFAULT_CALLBACK_SECRET
     seed: int | None = None
     max_tasks: int = MAX_TASKS
     max_timestamps_per_key: int = MAX_TIMESTAMPS_PER_KEY
@@ -130,6 +139,23 @@ def key_problem(key: str | None) -> KeyProblem | None:
     return None
 
 
+def is_loopback_url(url: str) -> bool:
+    """Whether `url` is http(s) on this machine (127.0.0.0/8, [::1], localhost)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_int64(raw: str | None) -> int | None:
     """A positive int64 written in decimal digits, as MiniMax ids are; None for anything else."""
     if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 19:
@@ -172,6 +198,12 @@ class TaskSpec:
     # cut off halfway through the body.
     failed_downloads: int = 0
     cut_downloads: int = 0
+    # Where the provider posts when the task ends (providers that call back), how long
+    # after it ends, and how many times the same message goes (a provider's retry, or a
+    # replay to be refused).
+    callback_url: str | None = None
+    callback_delay_s: float = 0.0
+    callback_copies: int = 1
 
 
 @dataclass(slots=True)
@@ -199,6 +231,12 @@ class Task:
     result_bytes: int = DEFAULT_RESULT_BYTES
     failed_downloads: int = 0
     cut_downloads: int = 0
+    callback_url: str | None = None
+    callback_delay_s: float = 0.0
+    callback_copies: int = 1
+    # Wall time the (first) callback went, and how many went.
+    callback_sent_at: float | None = None
+    callbacks_sent: int = 0
     file_id: int | None = None
     model_id: str | None = None
     polls: int = 0
@@ -617,6 +655,10 @@ class Sandbox:
         The rates stay as configured."""
         self.rng = random.Random(self.config.seed)
         self.tasks = TaskStore(self.config.max_tasks)
+        # Tasks whose callback is still to go, by when it goes (then creation order).
+        self._callbacks: list[tuple[float, int, Task]] = []
+        # This server as the last scripting client reached it: the URLs in callbacks.
+        self.origin = "http://127.0.0.1"
         self.faults = FaultBook()
         self.traffic = Traffic(self.config.max_timestamps_per_key)
 
@@ -649,7 +691,20 @@ class Sandbox:
             task = self._new_task(spec, at)
             self.tasks.add(task)  # at once, so the next fresh id is checked against it
             created.append(task)
+            if task.callback_url is not None:
+                due = task.ready_at + task.callback_delay_s
+                heapq.heappush(self._callbacks, (due, len(self.tasks), task))
         return created
+
+    def due_callbacks(self, wall: float) -> list[Task]:
+        """The tasks whose callback is due at `wall`, taken off the queue."""
+        due: list[Task] = []
+        while self._callbacks and self._callbacks[0][0] <= wall:
+            due.append(heapq.heappop(self._callbacks)[2])
+        return due
+
+    def next_callback_at(self) -> float | None:
+        return self._callbacks[0][0] if self._callbacks else None
 
     def observe(self, task: Task, at: Instant) -> None:
         """Note a status query served for `task`: benchmarks measure detection delay as
@@ -694,6 +749,9 @@ class Sandbox:
             result_bytes=spec.result_bytes,
             failed_downloads=spec.failed_downloads,
             cut_downloads=spec.cut_downloads,
+            callback_url=spec.callback_url,
+            callback_delay_s=spec.callback_delay_s,
+            callback_copies=spec.callback_copies,
         )
         if spec.provider == "minimax":
             task.file_id = self._new_file_id()

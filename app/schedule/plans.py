@@ -136,6 +136,17 @@ def next_poll_age(
     return likely if late is None else max(likely, late)
 
 
+def stretch(settings: ProviderSettings) -> float:
+    """How many times further apart planned polls are: callback_poll_stretch while the
+    instance takes provider callbacks (they say when to poll; polling is the safety net)."""
+    return settings.callback_poll_stretch if settings.callbacks_on else 1.0
+
+
+def ceiling_s(settings: ProviderSettings) -> float:
+    """The longest a planned poll waits: max_poll_interval_s, stretched."""
+    return settings.max_poll_interval_s * stretch(settings)
+
+
 def bounded(settings: ProviderSettings, seconds: float) -> float:
     return min(settings.max_poll_interval_s, max(settings.min_poll_interval_s, seconds))
 
@@ -150,6 +161,16 @@ def plan_next(
 ) -> float:
     """Seconds until the next poll of a task that is still running at `age_s` after its
     registration (before jitter). `hit_chance` is what the budget calls for."""
+    return _planned_next(settings, age_s, unchanged_polls, model, hit_chance) * stretch(settings)
+
+
+def _planned_next(
+    settings: ProviderSettings,
+    age_s: float,
+    unchanged_polls: int,
+    model: CompletionModel | None,
+    hit_chance: float | None,
+) -> float:
     if settings.schedule is PollSchedule.FIXED:
         return settings.min_poll_interval_s
     if settings.schedule is PollSchedule.ADAPTIVE and model is not None:
@@ -165,7 +186,14 @@ def plan_first(
     settings: ProviderSettings, model: CompletionModel | None, hit_chance: float | None = None
 ) -> float:
     """Seconds until the first poll: first_poll_delay_s, or later where the learned
-    distribution says so (never later than max_poll_interval_s)."""
+    distribution says so (never later than max_poll_interval_s); stretched while the
+    instance takes callbacks."""
+    return _planned_first(settings, model, hit_chance) * stretch(settings)
+
+
+def _planned_first(
+    settings: ProviderSettings, model: CompletionModel | None, hit_chance: float | None
+) -> float:
     first = settings.first_poll_delay_s
     if settings.schedule is not PollSchedule.ADAPTIVE or model is None:
         return first

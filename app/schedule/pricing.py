@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from app.budget.capacity import MIN_POLL_SHARE, SPACING_FACTOR, poll_capacity
 from app.core.config import PollSchedule, PollSettings, ProviderSettings
 from app.schedule.model import CompletionModel
-from app.schedule.plans import MAX_HIT_CHANCE, effective_hit_chance, plan_first, plan_next
+from app.schedule.plans import (
+    MAX_HIT_CHANCE,
+    ceiling_s,
+    effective_hit_chance,
+    plan_first,
+    plan_next,
+)
 
 # Raise the hit chance until demand is this share of the budget: headroom for
 # retries, file retrieves and the jitter of many tasks falling due at once.
@@ -75,7 +81,7 @@ def schedule_cost(
             ),
         )
     tail = 1.0 - model.cdf(previous)
-    interval = settings.max_poll_interval_s
+    interval = ceiling_s(settings)
     return ScheduleCost(
         polls + model.survival_integral(previous) / interval, delay + tail * interval / 2
     )

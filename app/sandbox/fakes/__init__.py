@@ -11,7 +11,7 @@ from typing import Protocol
 
 from fastapi import APIRouter
 
-from app.sandbox.gate import Answers, Clock
+from app.sandbox.gate import Answers, Clock, Json
 from app.sandbox.media import GeneratedFile
 from app.sandbox.state import Provider, Sandbox, Task
 
@@ -19,6 +19,13 @@ from app.sandbox.state import Provider, Sandbox, Task
 class Fake(Protocol):
     provider: Provider
     answers: Answers
+    # Whether its callbacks are signed (Standard Webhooks, with the sandbox's
+    # callback_secret); unsigned ones carry pollhook's token in their URL.
+    signs_callbacks: bool
+
+    def callback_body(self, task: Task, base_url: str) -> Json:
+        """What the provider posts to a task's callback URL when the task ends."""
+        ...
 
     def router(self, sandbox: Sandbox, clock: Clock) -> APIRouter:
         """The provider's own routes, each passing `gate` first."""
