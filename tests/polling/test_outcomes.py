@@ -5,6 +5,7 @@ test_spacing.py and test_checkpoint.py."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -228,3 +229,22 @@ def test_only_a_sent_request_counts_as_a_poll(sent: bool) -> None:
     # The claim is given back either way.
     assert decision.changes["lease_owner"] is None
     assert decision.changes["lease_expires_at"] is None
+
+
+@pytest.mark.parametrize("poll_again", [False, True])
+def test_a_callback_during_the_poll_brings_the_next_one_to_the_floor(poll_again: bool) -> None:
+    polled = replace(task(), poll_again=poll_again)
+    changes = run(polled, seen(TaskStatus.PROCESSING)).changes
+    gap = (changes["next_poll_at"] - NOW).total_seconds()
+    planned = plans.plan_next(MINIMAX, age_s=60, unchanged_polls=3, model=None)
+    assert changes["poll_again"] is False
+    if poll_again:
+        assert gap == MINIMAX.min_poll_interval_s
+    else:
+        assert gap >= planned * (1 - plans.JITTER)
+
+
+def test_a_poll_that_sent_nothing_keeps_the_callbacks_request() -> None:
+    polled = replace(task(), poll_again=True)
+    result = PollResult(error=TransientError("slot missed", code="slot_missed"), sent=False)
+    assert "poll_again" not in run(polled, result).changes

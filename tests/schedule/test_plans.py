@@ -8,8 +8,9 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import SecretStr
 
-from app.core.config import KIND_DEFAULTS, ProviderKind, ProviderSettings
+from app.core.config import KIND_DEFAULTS, PollSchedule, ProviderKind, ProviderSettings
 from app.schedule import plans
 from app.schedule.model import CompletionModel
 from tests.schedule.support import ADAPTIVE, BACKOFF, CHANCE_ONLY, FIXED, SKEWED, uniform
@@ -227,3 +228,41 @@ class TestPlanFirst:
 def test_estimated_ready_age(model: CompletionModel | None, age: float, expected: float) -> None:
     got = plans.estimated_ready_age(model, age)
     assert got == (pytest.approx(expected, rel=1e-3) if expected is not None else None)
+
+
+CALLED_BACK = MINIMAX.model_copy(
+    update={
+        "callback_secret": SecretStr("a-token-of-at-least-24-characters"),
+        "callback_poll_stretch": 4.0,
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("settings", "unchanged", "model", "expected"),
+    [
+        # Polled alone: the plans as they are.
+        (MINIMAX, 0, None, 3.0),
+        (MINIMAX, 9, None, 30.0),
+        # With callbacks on, every planned wait is stretched, the ceiling too.
+        (CALLED_BACK, 0, None, 12.0),
+        (CALLED_BACK, 9, None, 120.0),
+        (CALLED_BACK.model_copy(update={"schedule": PollSchedule.FIXED}), 3, None, 12.0),
+    ],
+)
+def test_callbacks_stretch_every_planned_poll(
+    settings: ProviderSettings, unchanged: int, model: CompletionModel | None, expected: float
+) -> None:
+    assert plans.plan_next(settings, age_s=60, unchanged_polls=unchanged, model=model) == (
+        pytest.approx(expected)
+    )
+    assert plans.ceiling_s(settings) == settings.max_poll_interval_s * plans.stretch(settings)
+
+
+def test_callbacks_stretch_the_first_poll_and_adaptive_plans() -> None:
+    assert plans.plan_first(CALLED_BACK, None) == pytest.approx(4 * plans.plan_first(MINIMAX, None))
+    model = uniform(10, 60)
+    alone = plans.plan_next(MINIMAX, age_s=20, unchanged_polls=1, model=model)
+    assert plans.plan_next(CALLED_BACK, age_s=20, unchanged_polls=1, model=model) == (
+        pytest.approx(4 * alone)
+    )
