@@ -428,8 +428,8 @@ async def poll_metrics(port: int) -> dict[str, float]:
     """A worker's poll outcomes ("polls PROVIDER OUTCOME"), reserved budget slots ("slots
     PROVIDER"), the slots that went by unsent ("missed PROVIDER") and the send delay
     histogram's cumulative buckets ("send delay le BOUND", requests whose headers were
-    written within BOUND seconds of their send check) from its /metrics; empty when it
-    does not answer."""
+    written within BOUND seconds of their send check) and provider callbacks' results
+    ("inbound PROVIDER RESULT") from its /metrics; empty when it does not answer."""
     try:
         async with httpx.AsyncClient(timeout=10.0) as http:
             response = await http.get(f"http://127.0.0.1:{port}/metrics")
@@ -446,6 +446,8 @@ async def poll_metrics(port: int) -> dict[str, float]:
                 found[f"slots {labels['provider']}"] += sample.value
             elif sample.name == "pollhook_budget_slots_missed_total":
                 found[f"missed {labels['provider']}"] += sample.value
+            elif sample.name == "pollhook_inbound_callbacks_total":
+                found[f"inbound {labels['provider']} {labels['result']}"] += sample.value
             elif sample.name == "pollhook_upstream_send_delay_seconds_bucket":
                 found[f"send delay le {labels['le']}"] += sample.value
     return {k: found[k] for k in sorted(found)}

@@ -62,7 +62,7 @@ async def row(engine: AsyncEngine, task_id: str) -> Task:
 
 
 def counted(instance: str, result: str) -> float:
-    return INBOUND_CALLBACKS.labels(instance, result)._value.get()
+    return float(INBOUND_CALLBACKS.labels(instance, result)._value.get())
 
 
 def signed(
@@ -90,6 +90,8 @@ async def test_a_signed_callback_makes_its_task_due_now_and_nothing_else(
     assert response.status_code == 200, response.text
     assert response.json() == {"result": "hinted", "tasks": 1}
     after = await row(engine, task_id)
+    assert after.next_poll_at is not None
+    assert before.next_poll_at is not None
     assert after.next_poll_at < before.next_poll_at
     # A hint, not the truth: the task's state is what a poll will say.
     assert (after.status, after.result, after.sequence) == (before.status, None, before.sequence)
