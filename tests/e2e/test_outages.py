@@ -88,14 +88,15 @@ class Api:
 
 
 @pytest.fixture
-def start_api(sandbox_server: str, tmp_path: Path) -> Iterator[Callable[[str], Api]]:
+def start_api(sandbox_server: str, tmp_path: Path) -> Iterator[Callable[..., Api]]:
     """`pollhook api` as a process of its own, on the given database URL."""
     apis: list[Api] = []
 
-    def start(db_url: str) -> Api:
+    def start(db_url: str, extra_env: dict[str, str] | None = None) -> Api:
         port = free_port()
         env = _env(db_url, provider_settings(sandbox_server))
         env.update(WEBHOOK_ENV)
+        env.update(extra_env or {})
         env["POLLHOOK_API_KEYS"] = f"acme:{ACME_KEY}"
         log_path = tmp_path / f"api-{len(apis)}.log"
         with log_path.open("wb") as log:
