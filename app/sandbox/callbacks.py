@@ -35,7 +35,7 @@ class CallbackShape(Protocol):
 
     signs_callbacks: bool
 
-    def callback_body(self, task: Task, base_url: str) -> Json: ...
+    def callback_body(self, task: Task, base_url: str) -> Json | None: ...
 
 
 def standard_webhooks_headers(
@@ -92,7 +92,10 @@ async def _post(
     clock: Clock,
 ) -> None:
     assert task.callback_url is not None
-    body = json.dumps(shape.callback_body(task, base_url)).encode()
+    content = shape.callback_body(task, base_url)
+    if content is None:
+        return  # this provider calls back on no URL
+    body = json.dumps(content).encode()
     msg_id = f"msg_{uuid.uuid4().hex}"
     for _ in range(task.callback_copies):
         headers = {"Content-Type": "application/json"}

@@ -23,8 +23,9 @@ class Fake(Protocol):
     # callback_secret); unsigned ones carry pollhook's token in their URL.
     signs_callbacks: bool
 
-    def callback_body(self, task: Task, base_url: str) -> Json:
-        """What the provider posts to a task's callback URL when the task ends."""
+    def callback_body(self, task: Task, base_url: str) -> Json | None:
+        """What the provider posts to a task's callback URL when the task ends; None for a
+        provider that calls back on no URL."""
         ...
 
     def router(self, sandbox: Sandbox, clock: Clock) -> APIRouter:
