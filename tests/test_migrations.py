@@ -57,6 +57,7 @@ async def test_upgrade_matches_models_and_round_trips(fresh_engine: AsyncEngine)
         "audit_log",
         "task_polls",
         "activity",
+        "inbound_callbacks",
     }
     assert await _tables(fresh_engine) == expected
 

@@ -37,8 +37,14 @@ READER = {"Authorization": f"Bearer {READER_KEY}"}
 HOOK_URL = "http://127.0.0.1:9/a-hook"
 A_EXTERNAL_ID = 424242
 
-# Routes that take no tenant at all.
-PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+# Routes that take no tenant at all: probes, metrics, and the providers' callbacks (they
+# prove themselves with the instance's secret and only make tasks due: tests/inbound).
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("POST", "/v1/inbound/{instance}"),
+}
 # Routes for operators only: a tenant's key gets a 403.
 OPERATORS_ONLY = {
     ("GET", "/v1/audit"),

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/inbound", tags=["provider callbacks"])
     "poll that follows, through the instance's budget, decides its state. Forged (401), "
     "replayed and unknown-task callbacks change nothing and are counted in "
     "`pollhook_inbound_callbacks_total`.",
-    responses=error_responses(401, 404, 413, 422),
+    responses=error_responses(401, 404, 413, 422, 503),
 )
 async def receive_callback(
     instance: str,
