@@ -55,10 +55,10 @@ from app.sandbox.state import (
 )
 
 DESCRIPTION = """
-Fake MiniMax (T2A async query, File Retrieve) and Jimmy AI (SoundClone query) APIs with
-scripted tasks, the providers' own rate-limit answers and injectable faults, and the result
-files behind their expiring URLs. Point pollhook's provider base URLs here. Control routes
-live under `/_sandbox` and need no key.
+Fake MiniMax (T2A async and video generation queries, File Retrieve) and Jimmy AI
+(SoundClone query) APIs with scripted tasks, the providers' own rate-limit answers and
+injectable faults, and the result files behind their expiring URLs. Point pollhook's
+provider base URLs here. Control routes live under `/_sandbox` and need no key.
 """
 
 
