@@ -89,11 +89,13 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         "mapping": {
             "minimax_t2a": "#/components/schemas/MinimaxT2AResult",
             "jimmy_soundclone": "#/components/schemas/JimmySoundCloneResult",
+            "minimax_video": "#/components/schemas/MinimaxVideoResult",
         },
     }
     assert typed["oneOf"] == [
         {"$ref": "#/components/schemas/MinimaxT2AResult"},
         {"$ref": "#/components/schemas/JimmySoundCloneResult"},
+        {"$ref": "#/components/schemas/MinimaxVideoResult"},
     ]
     expected = {
         "MinimaxT2AResult": (
@@ -104,6 +106,19 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             {"kind", "audio_url", "model_id", "subtitle_url", "archive"},
             {"kind", "audio_url"},
         ),
+        "MinimaxVideoResult": (
+            {
+                "kind",
+                "file_id",
+                "download_url",
+                "download_url_expires_at",
+                "filename",
+                "video_width",
+                "video_height",
+                "archive",
+            },
+            {"kind", "file_id", "download_url", "download_url_expires_at"},
+        ),
     }
     for name, (fields, required) in expected.items():
         schema = schemas[name]
@@ -113,3 +128,4 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         assert all(p.get("description") for p in schema["properties"].values()), name
     assert schemas["MinimaxT2AResult"]["properties"]["kind"]["const"] == "minimax_t2a"
     assert schemas["JimmySoundCloneResult"]["properties"]["kind"]["const"] == "jimmy_soundclone"
+    assert schemas["MinimaxVideoResult"]["properties"]["kind"]["const"] == "minimax_video"

@@ -42,6 +42,7 @@ ENV_PREFIX = "POLLHOOK_"
 class ProviderKind(StrEnum):
     MINIMAX_T2A = "minimax_t2a"
     JIMMY_SOUNDCLONE = "jimmy_soundclone"
+    MINIMAX_VIDEO = "minimax_video"
 
 
 # Per-kind defaults from the providers' own documentation (see docs/providers.md):
@@ -66,12 +67,24 @@ KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {
         "request_timeout_s": 10.0,
         "deadline_s": 1800,
     },
+    # MiniMax video: no query limit is published (5 RPM is video *creation*'s); half T2A's
+    # 10 queries/s, as one key often serves both. Videos take minutes: a poll every 10 s.
+    ProviderKind.MINIMAX_VIDEO: {
+        "base_url": "https://api.minimax.io",
+        "rate_limit_per_s": 5.0,
+        "first_poll_delay_s": 10.0,
+        "min_poll_interval_s": 10.0,
+        "max_poll_interval_s": 60.0,
+        "request_timeout_s": 10.0,
+        "deadline_s": 6 * 3600,
+    },
 }
 
 # The instances that exist without any configuration.
 DEFAULT_INSTANCES: dict[str, ProviderKind] = {
     "minimax": ProviderKind.MINIMAX_T2A,
     "jimmy": ProviderKind.JIMMY_SOUNDCLONE,
+    "minimax_video": ProviderKind.MINIMAX_VIDEO,
 }
 
 MAX_DEADLINE_S = 7 * 24 * 3600

@@ -24,6 +24,7 @@ from app.sandbox.callbacks import send_callbacks
 from app.sandbox.fakes import FAKES
 from app.sandbox.gate import Answers, Clock, Json, base_url, gate, system_clock
 from app.sandbox.media import GeneratedFile, jimmy_audio, jimmy_subtitles, minimax_archive
+from app.sandbox.minimax import minimax_error, minimax_rate_limited, minimax_refusal
 from app.sandbox.schemas import (
     Cleared,
     ConfigRead,
@@ -44,7 +45,6 @@ from app.sandbox.schemas import (
 from app.sandbox.state import (
     DuplicateTask,
     Instant,
-    KeyProblem,
     Provider,
     Sandbox,
     SandboxConfig,
@@ -57,20 +57,11 @@ from app.sandbox.state import (
 )
 
 DESCRIPTION = """
-Fake MiniMax (T2A async query, File Retrieve) and Jimmy AI (SoundClone query) APIs with
-scripted tasks, the providers' own rate-limit answers and injectable faults, and the result
-files behind their expiring URLs. Point pollhook's provider base URLs here. Control routes
-live under `/_sandbox` and need no key.
+Fake MiniMax (T2A async and video generation queries, File Retrieve) and Jimmy AI
+(SoundClone query) APIs with scripted tasks, the providers' own rate-limit answers and
+injectable faults, and the result files behind their expiring URLs. Point pollhook's
+provider base URLs here. Control routes live under `/_sandbox` and need no key.
 """
-
-MINIMAX_LOGIN_FAIL = (
-    "login fail: Please carry the API secret key in the 'Authorization' field of the request header"
-)
-
-
-def _minimax_rate_limited() -> Response:
-    # MiniMax keeps HTTP 200 and says 1002 in base_resp.
-    return minimax_error(1002, "rate limit exceeded")
 
 
 def _jimmy_rate_limited() -> Response:
@@ -84,7 +75,7 @@ def _jimmy_rate_limited() -> Response:
 
 MINIMAX_ANSWERS = Answers(
     provider="minimax",
-    rate_limited=_minimax_rate_limited,
+    rate_limited=minimax_rate_limited,
     malformed_json='{"task_id": 95157322514444, "status": "Succ',
     wrong_types=(
         {"task_id": "95157322514444", "status": 2, "file_id": "x", "base_resp": "success"},
@@ -146,21 +137,6 @@ async def _sandbox_error(_: Request, exc: Exception) -> Response:
 # MiniMax
 
 
-def minimax_error(
-    code: int, message: str, *, status: int = 200, task_id: int | None = None
-) -> Response:
-    body: Json = {} if task_id is None else {"task_id": task_id}
-    body["base_resp"] = {"status_code": code, "status_msg": message}
-    return JSONResponse(body, status_code=status)
-
-
-def minimax_refusal(problem: KeyProblem) -> Response:
-    """A key from the other region gives 2049 with HTTP 401; a missing or wrong one 1004."""
-    if problem == "bad_region":
-        return minimax_error(2049, "invalid api key", status=401)
-    return minimax_error(1004, MINIMAX_LOGIN_FAIL)
-
-
 def minimax_query_body(task: Task, wall: float) -> Json:
     status = task.status(wall)
     if status is None:
@@ -176,14 +152,20 @@ def minimax_query_body(task: Task, wall: float) -> Json:
 
 
 def minimax_file_body(task: Task, file_id: int, base_url: str, wall: float) -> Json:
-    url = f"{base_url}/_sandbox/files/{file_id}.tar?expires={task.url_expiry(wall)}"
+    """File Retrieve serves both MiniMax APIs' files: T2A's tar, the video's MP4 (served by
+    its fake, app/sandbox/fakes/minimax_video.py)."""
+    if task.provider == "minimax_video":
+        path, filename, purpose = f"minimax_video/{file_id}.mp4", "output.mp4", "video_generation"
+    else:
+        path, filename, purpose = f"{file_id}.tar", f"{task.id}.tar", "t2a_async"
+    url = f"{base_url}/_sandbox/files/{path}?expires={task.url_expiry(wall)}"
     return {
         "file": {
             "file_id": file_id,
             "bytes": 0,  # what MiniMax reports for async results; do not trust it
             "created_at": int(task.created_at),
-            "filename": f"{task.id}.tar",
-            "purpose": "t2a_async",
+            "filename": filename,
+            "purpose": purpose,
             "backup_download_url" if task.backup_url_only else "download_url": url,
         },
         "base_resp": {"status_code": 0, "status_msg": "success"},

@@ -25,6 +25,7 @@ from app.sandbox.state import (
     DOWNLOAD_URL_TTL_S,
     MAX_LATENCY_S,
     MAX_RESULT_BYTES,
+    MINIMAX_PROVIDERS,
     Fault,
     FaultKind,
     FaultSpec,
@@ -76,8 +77,10 @@ class TaskScript(_Body):
     queued_status: MinimaxQueued | None = Field(
         None, description="MiniMax: report this status for the first third of the duration."
     )
-    failed_status: MinimaxFailed = Field(
-        "Failed", description="MiniMax: the word for a failed task (its video API says Fail)."
+    failed_status: MinimaxFailed | None = Field(
+        None,
+        description="MiniMax: the word for a failed task; by default the API's own (T2A "
+        "Failed, video Fail).",
     )
     file_not_ready_retrieves: int = Field(
         0,
@@ -101,7 +104,8 @@ class TaskScript(_Body):
         ge=MIN_AUDIO_BYTES,
         le=MAX_RESULT_BYTES,
         description="The length of the result's MP3 in bytes (a tone, 128 kbit/s; "
-        "16384 is about one second). MiniMax's tar holds it with its timings and metadata.",
+        "16384 is about one second). MiniMax's tar holds it with its timings and metadata; "
+        "MiniMax video's MP4 is this long.",
     )
     failed_downloads: int = Field(
         0,
@@ -154,7 +158,7 @@ class TaskScript(_Body):
             )
         minimax_only = {
             "queued_status": self.queued_status is not None,
-            "failed_status": self.failed_status != "Failed",
+            "failed_status": self.failed_status is not None,
             "file_not_ready_retrieves": self.file_not_ready_retrieves > 0,
             "backup_url_only": self.backup_url_only,
         }
@@ -198,8 +202,9 @@ class TaskScript(_Body):
 
 
 class TaskCreate(TaskScript):
-    """One task; `id` picks its id (MiniMax: a positive int64, as a number or digit string;
-    Jimmy: URL-safe text), otherwise the sandbox mints one in the provider's format."""
+    """One task; `id` picks its id (MiniMax, T2A and video: a positive int64, as a number
+    or digit string; Jimmy: URL-safe text), otherwise the sandbox mints one in the
+    provider's format."""
 
     id: StrictInt | StrictStr | None = None
 
@@ -211,7 +216,7 @@ class TaskCreate(TaskScript):
     def normalized_id(self) -> str | None:
         if self.id is None:
             return None
-        if self.provider == "minimax":
+        if self.provider in MINIMAX_PROVIDERS:
             value = parse_int64(str(self.id))
             if value is None:
                 raise ValueError("a MiniMax id must be a positive 64-bit integer")
@@ -297,7 +302,7 @@ class TaskRead(BaseModel):
 
     @classmethod
     def of(cls, task: Task, wall: float) -> TaskRead:
-        minimax = task.provider == "minimax"
+        minimax = task.provider in MINIMAX_PROVIDERS
         return cls(
             provider=task.provider,
             id=public_id(task),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-Provider = Literal["minimax", "jimmy"]
+Provider = Literal["minimax", "jimmy", "minimax_video"]
 Outcome = Literal["success", "failed", "expired", "error"]
 JimmyModel = Literal["clone", "audio"]
 StatusCase = Literal["title", "lower"]
@@ -39,7 +39,10 @@ FaultKind = Literal[
     "rate_limit",
 ]
 
-PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy")
+PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy", "minimax_video")
+# The providers behind MiniMax's File Retrieve: their tasks have a file_id, and each retrieve
+# mints a fresh download URL.
+MINIMAX_PROVIDERS: tuple[Provider, ...] = ("minimax", "minimax_video")
 STATUS_CASES: tuple[StatusCase, ...] = ("title", "lower")
 INT64_MAX = 2**63 - 1
 # Bounds that keep a long benchmark (or a runaway client) from exhausting memory.
@@ -59,11 +62,15 @@ DEFAULT_RESULT_BYTES = 16_384
 MAX_RESULT_BYTES = 2**30
 # Requests per second per API key of the providers the CLI sets no flag for: each one's
 # documented query limit (docs/providers.md). PATCH /_sandbox/config changes any of them.
-DEFAULT_RATES: dict[Provider, float] = {}
+DEFAULT_RATES: dict[Provider, float] = {
+    # MiniMax publishes no video query limit: pollhook's default, half T2A's 10/s.
+    "minimax_video": 5.0,
+}
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "minimax": (2013, "invalid params"),
     "jimmy": (20002, "invalid params"),
+    "minimax_video": (2013, "invalid params"),
 }
 DEFAULT_FAILURE_MESSAGE = "audio generation failed"
 DEFAULT_LATENCY_S: dict[FaultKind, float] = {"latency": 1.0, "timeout": 30.0}
@@ -186,7 +193,7 @@ class TaskSpec:
     # (MiniMax: Success without file_id; Jimmy: completed without audioUrl).
     incomplete_queries: int = 0
     queued_status: MinimaxQueued | None = None  # MiniMax: queued for the first third
-    failed_status: MinimaxFailed = "Failed"  # MiniMax
+    failed_status: MinimaxFailed | None = None  # MiniMax; None: the API's own word
     # MiniMax File Retrieve: 2013 for this many calls after Success (the file not ready
     # yet); only backup_download_url.
     file_not_ready_retrieves: int = 0
@@ -297,7 +304,7 @@ class Task:
     def url_expiry(self, minted_at: float) -> int:
         """The `expires=` of a result URL handed out at `minted_at`: MiniMax mints one per
         File Retrieve; Jimmy's last from when the task finished, so every answer repeats it."""
-        start = minted_at if self.provider == "minimax" else self.ready_at
+        start = minted_at if self.provider in MINIMAX_PROVIDERS else self.ready_at
         return int(start + self.url_ttl_s)
 
     def download_fault(self) -> DownloadFault | None:
@@ -341,11 +348,15 @@ def _uuid(rng: random.Random) -> str:
 
 
 # A fresh id as each provider writes its own: MiniMax 14-digit integers like the docs'
-# 95157322514444, Jimmy `audio_<uuid>`.
+# 95157322514444, Jimmy `audio_<uuid>`, MiniMax video 15 digits (as a string) like its
+# docs' "106916112212032".
 ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
     "minimax": lambda rng: str(rng.randrange(10**13, 10**14)),
     "jimmy": lambda rng: f"audio_{_uuid(rng)}",
+    "minimax_video": lambda rng: str(rng.randrange(10**14, 10**15)),
 }
+# The word each MiniMax API uses for a failed task, unless a script picks the other.
+FAILED_WORDS: dict[Provider, MinimaxFailed] = {"minimax": "Failed", "minimax_video": "Fail"}
 
 
 class TaskStore:
@@ -681,6 +692,8 @@ class Sandbox:
         """Create `count` tasks from one script, all at `at`; all or none."""
         if spec.provider == "jimmy" and spec.outcome == "expired":
             raise SandboxError("expired is not a Jimmy task state")
+        if spec.provider == "minimax_video" and spec.outcome == "expired":
+            raise SandboxError("expired is not a MiniMax video task state")
         if spec.id is not None and count != 1:
             raise SandboxError("an explicit id names a single task")
         self.tasks.reserve(count)
@@ -741,7 +754,7 @@ class Sandbox:
             ),
             incomplete_queries=spec.incomplete_queries,
             queued_status=spec.queued_status,
-            failed_status=spec.failed_status,
+            failed_status=spec.failed_status or FAILED_WORDS.get(spec.provider, "Failed"),
             file_not_ready_retrieves=spec.file_not_ready_retrieves,
             backup_url_only=spec.backup_url_only,
             url_ttl_s=spec.url_ttl_s,
@@ -753,7 +766,7 @@ class Sandbox:
             callback_delay_s=spec.callback_delay_s,
             callback_copies=spec.callback_copies,
         )
-        if spec.provider == "minimax":
+        if spec.provider in MINIMAX_PROVIDERS:
             task.file_id = self._new_file_id()
         elif spec.model == "clone":
             task.model_id = f"model_{self.rng.randrange(10**8, 10**9)}"

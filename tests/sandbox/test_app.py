@@ -20,7 +20,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from app.sandbox.app import MINIMAX_LOGIN_FAIL, create_sandbox_app
+from app.sandbox.app import create_sandbox_app
+from app.sandbox.minimax import MINIMAX_LOGIN_FAIL
 from app.sandbox.state import SandboxConfig
 from tests.sandbox.support import FakeClock, sandbox_command
 

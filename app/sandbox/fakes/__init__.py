@@ -11,6 +11,7 @@ from typing import Protocol
 
 from fastapi import APIRouter
 
+from app.sandbox.fakes.minimax_video import MinimaxVideoFake
 from app.sandbox.gate import Answers, Clock, Json
 from app.sandbox.media import GeneratedFile
 from app.sandbox.state import Provider, Sandbox, Task
@@ -39,4 +40,4 @@ class Fake(Protocol):
 
 
 # Every fake, in the order of docs/providers.md.
-FAKES: tuple[Fake, ...] = ()
+FAKES: tuple[Fake, ...] = (MinimaxVideoFake(),)
