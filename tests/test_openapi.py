@@ -89,11 +89,13 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         "mapping": {
             "minimax_t2a": "#/components/schemas/MinimaxT2AResult",
             "jimmy_soundclone": "#/components/schemas/JimmySoundCloneResult",
+            "replicate": "#/components/schemas/ReplicateResult",
         },
     }
     assert typed["oneOf"] == [
         {"$ref": "#/components/schemas/MinimaxT2AResult"},
         {"$ref": "#/components/schemas/JimmySoundCloneResult"},
+        {"$ref": "#/components/schemas/ReplicateResult"},
     ]
     expected = {
         "MinimaxT2AResult": (
@@ -104,6 +106,23 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             {"kind", "audio_url", "model_id", "subtitle_url", "archive"},
             {"kind", "audio_url"},
         ),
+        "ReplicateResult": (
+            {
+                "kind",
+                "output_urls",
+                "output",
+                "output_expires_at",
+                "model",
+                "version",
+                "predict_time_s",
+                "created_at",
+                "started_at",
+                "completed_at",
+                "get_url",
+                "archive",
+            },
+            {"kind", "output_urls", "output", "output_expires_at"},
+        ),
     }
     for name, (fields, required) in expected.items():
         schema = schemas[name]
@@ -113,3 +132,4 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         assert all(p.get("description") for p in schema["properties"].values()), name
     assert schemas["MinimaxT2AResult"]["properties"]["kind"]["const"] == "minimax_t2a"
     assert schemas["JimmySoundCloneResult"]["properties"]["kind"]["const"] == "jimmy_soundclone"
+    assert schemas["ReplicateResult"]["properties"]["kind"]["const"] == "replicate"

@@ -16,9 +16,12 @@ from app.core.config import ProviderKind
 from app.providers.base import ProviderAdapter
 from app.providers.jimmy_soundclone import JimmySoundCloneAdapter, JimmySoundCloneResult
 from app.providers.minimax_t2a import MinimaxT2AAdapter, MinimaxT2AResult
+from app.providers.replicate import ReplicateAdapter, ReplicateResult
 
 # A task's result, as the adapter of its provider kind builds it; `kind` tells which.
-TaskResult = Annotated[MinimaxT2AResult | JimmySoundCloneResult, Field(discriminator="kind")]
+TaskResult = Annotated[
+    MinimaxT2AResult | JimmySoundCloneResult | ReplicateResult, Field(discriminator="kind")
+]
 
 _TASK_RESULT = TypeAdapter[TaskResult](TaskResult)
 
@@ -27,6 +30,7 @@ _ADAPTERS: dict[ProviderKind, ProviderAdapter] = {
     for adapter in (
         MinimaxT2AAdapter(),
         JimmySoundCloneAdapter(),
+        ReplicateAdapter(),
     )
 }
 
