@@ -36,6 +36,7 @@ from app.sandbox.state import (
 MAX_DURATION_S = 30 * 24 * 3600.0
 MAX_BATCH = 100_000
 MAX_SCRIPTED_ANSWERS = 1000
+MAX_RESULT_LIST = 16
 # Jimmy ids travel in a URL path; keep them to characters that never need escaping.
 _JIMMY_ID = re.compile(r"[A-Za-z0-9._~-]{1,256}")
 
@@ -112,6 +113,13 @@ class TaskScript(_Body):
         description="Jimmy: a failed task says error: null and gives error_message in the "
         "envelope's msg.",
     )
+    result_list_length: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_RESULT_LIST,
+        description="Replicate: the output is a list of this many file URLs; null (the "
+        "default): one URL as a bare string.",
+    )
 
     @model_validator(mode="after")
     def _outcome_fits_provider(self) -> Self:
@@ -134,6 +142,13 @@ class TaskScript(_Body):
         )
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: not a {self.provider} behaviour")
+        if self.outcome == "canceled" and self.provider != "replicate":
+            raise ValueError(f"outcome 'canceled' is not a {self.provider} task state")
+        if self.result_list_length is not None and self.provider != "replicate":
+            raise ValueError(f"result_list_length: not a {self.provider} behaviour")
+        code = self.error_code if self.outcome == "error" else None
+        if self.provider == "replicate" and code is not None and not 400 <= code < 600:
+            raise ValueError("a Replicate error_code is the HTTP status it answers (400-599)")
         return self
 
     def to_spec(self, task_id: str | None = None) -> TaskSpec:
@@ -158,6 +173,7 @@ class TaskScript(_Body):
             result_bytes=self.result_bytes,
             failed_downloads=self.failed_downloads,
             cut_downloads=self.cut_downloads,
+            result_list_length=self.result_list_length,
         )
 
 
@@ -234,6 +250,7 @@ class TaskRead(BaseModel):
     result_bytes: int
     failed_downloads: int
     cut_downloads: int
+    result_list_length: int | None
     phase: Phase
     status: str | None
     done: bool
@@ -282,6 +299,7 @@ class TaskRead(BaseModel):
             result_bytes=task.result_bytes,
             failed_downloads=task.failed_downloads,
             cut_downloads=task.cut_downloads,
+            result_list_length=task.result_list_length,
             phase=task.phase(wall),
             status=task.status(wall),
             done=task.phase(wall) == "done",

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-Provider = Literal["minimax", "jimmy"]
-Outcome = Literal["success", "failed", "expired", "error"]
+Provider = Literal["minimax", "jimmy", "replicate"]
+# canceled: Replicate's end of a prediction canceled by its creator (no other fake has one).
+Outcome = Literal["success", "failed", "expired", "error", "canceled"]
 JimmyModel = Literal["clone", "audio"]
 StatusCase = Literal["title", "lower"]
 # MiniMax's words for a task that has not started (its video API's; T2A documents none) and
@@ -36,7 +37,7 @@ FaultKind = Literal[
     "rate_limit",
 ]
 
-PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy")
+PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy", "replicate")
 STATUS_CASES: tuple[StatusCase, ...] = ("title", "lower")
 INT64_MAX = 2**63 - 1
 # Bounds that keep a long benchmark (or a runaway client) from exhausting memory.
@@ -56,11 +57,12 @@ DEFAULT_RESULT_BYTES = 16_384
 MAX_RESULT_BYTES = 2**30
 # Requests per second per API key of the providers the CLI sets no flag for: each one's
 # documented query limit (docs/providers.md). PATCH /_sandbox/config changes any of them.
-DEFAULT_RATES: dict[Provider, float] = {}
+DEFAULT_RATES: dict[Provider, float] = {"replicate": 50.0}
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "minimax": (2013, "invalid params"),
     "jimmy": (20002, "invalid params"),
+    "replicate": (404, "Not found."),  # an HTTP status, with its RFC 7807 detail
 }
 DEFAULT_FAILURE_MESSAGE = "audio generation failed"
 DEFAULT_LATENCY_S: dict[FaultKind, float] = {"latency": 1.0, "timeout": 30.0}
@@ -172,6 +174,8 @@ class TaskSpec:
     # cut off halfway through the body.
     failed_downloads: int = 0
     cut_downloads: int = 0
+    # Replicate: the output is a list of this many file URLs; None: one URL as a bare string.
+    result_list_length: int | None = None
 
 
 @dataclass(slots=True)
@@ -199,6 +203,7 @@ class Task:
     result_bytes: int = DEFAULT_RESULT_BYTES
     failed_downloads: int = 0
     cut_downloads: int = 0
+    result_list_length: int | None = None
     file_id: int | None = None
     model_id: str | None = None
     polls: int = 0
@@ -223,7 +228,7 @@ class Task:
         or Queueing for the first third."""
         if wall >= self.ready_at:
             return "done"
-        queues = self.provider == "jimmy" or self.queued_status is not None
+        queues = self.provider in ("jimmy", "replicate") or self.queued_status is not None
         if queues and wall < self.created_at + self.duration_s / 3:
             return "queued"
         return "processing"
@@ -234,6 +239,12 @@ class Task:
         phase = self.phase(wall)
         if self.provider == "jimmy":
             return _JIMMY_STATUS[phase] if phase != "done" else _JIMMY_OUTCOME[self.outcome]
+        if self.provider == "replicate":
+            if phase == "done":
+                return _REPLICATE_OUTCOME[self.outcome]
+            # Aborted: its deadline passed before it could start running.
+            aborts = self.outcome == "expired"
+            return "starting" if phase == "queued" or aborts else "processing"
         if phase == "queued":
             word: str | None = self.queued_status
         elif phase == "processing":
@@ -290,12 +301,22 @@ _JIMMY_OUTCOME: dict[Outcome, str | None] = {
     "expired": "failed",  # not a Jimmy state; the control API refuses it
     "error": None,
 }
+_REPLICATE_OUTCOME: dict[Outcome, str | None] = {
+    "success": "succeeded",
+    "failed": "failed",
+    "canceled": "canceled",
+    "expired": "aborted",
+    "error": None,
+}
 _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
     "success": "success",
     "failed": "failed",
     "expired": "expired",
     "error": None,
 }
+
+
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def _uuid(rng: random.Random) -> str:
@@ -307,6 +328,8 @@ def _uuid(rng: random.Random) -> str:
 ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
     "minimax": lambda rng: str(rng.randrange(10**13, 10**14)),
     "jimmy": lambda rng: f"audio_{_uuid(rng)}",
+    # Replicate: 26 lowercase letters and digits, like gm3qorzdhgbfurvjtvhg6dckhu.
+    "replicate": lambda rng: "".join(rng.choice(_ID_ALPHABET) for _ in range(26)),
 }
 
 
@@ -639,6 +662,8 @@ class Sandbox:
         """Create `count` tasks from one script, all at `at`; all or none."""
         if spec.provider == "jimmy" and spec.outcome == "expired":
             raise SandboxError("expired is not a Jimmy task state")
+        if spec.outcome == "canceled" and spec.provider != "replicate":
+            raise SandboxError(f"canceled is not a {spec.provider} task state")
         if spec.id is not None and count != 1:
             raise SandboxError("an explicit id names a single task")
         self.tasks.reserve(count)
@@ -694,6 +719,7 @@ class Sandbox:
             result_bytes=spec.result_bytes,
             failed_downloads=spec.failed_downloads,
             cut_downloads=spec.cut_downloads,
+            result_list_length=spec.result_list_length,
         )
         if spec.provider == "minimax":
             task.file_id = self._new_file_id()
