@@ -223,7 +223,8 @@ class Task:
         return self.created_at + self.duration_s
 
     def phase(self, wall: float) -> Phase:
-        """Jimmy queues a task for the first third of its duration; MiniMax reports
+        """Jimmy queues a task for the first third of its duration (Replicate: starting,
+        then processing); MiniMax reports
         Processing from creation until the task is done, unless scripted to say Preparing
         or Queueing for the first third."""
         if wall >= self.ready_at:
