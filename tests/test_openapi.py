@@ -90,12 +90,14 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             "minimax_t2a": "#/components/schemas/MinimaxT2AResult",
             "jimmy_soundclone": "#/components/schemas/JimmySoundCloneResult",
             "minimax_video": "#/components/schemas/MinimaxVideoResult",
+            "replicate": "#/components/schemas/ReplicateResult",
         },
     }
     assert typed["oneOf"] == [
         {"$ref": "#/components/schemas/MinimaxT2AResult"},
         {"$ref": "#/components/schemas/JimmySoundCloneResult"},
         {"$ref": "#/components/schemas/MinimaxVideoResult"},
+        {"$ref": "#/components/schemas/ReplicateResult"},
     ]
     expected = {
         "MinimaxT2AResult": (
@@ -119,6 +121,23 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             },
             {"kind", "file_id", "download_url", "download_url_expires_at"},
         ),
+        "ReplicateResult": (
+            {
+                "kind",
+                "output_urls",
+                "output",
+                "output_expires_at",
+                "model",
+                "version",
+                "predict_time_s",
+                "created_at",
+                "started_at",
+                "completed_at",
+                "get_url",
+                "archive",
+            },
+            {"kind", "output_urls", "output", "output_expires_at"},
+        ),
     }
     for name, (fields, required) in expected.items():
         schema = schemas[name]
@@ -129,3 +148,4 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
     assert schemas["MinimaxT2AResult"]["properties"]["kind"]["const"] == "minimax_t2a"
     assert schemas["JimmySoundCloneResult"]["properties"]["kind"]["const"] == "jimmy_soundclone"
     assert schemas["MinimaxVideoResult"]["properties"]["kind"]["const"] == "minimax_video"
+    assert schemas["ReplicateResult"]["properties"]["kind"]["const"] == "replicate"

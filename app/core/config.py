@@ -43,6 +43,7 @@ class ProviderKind(StrEnum):
     MINIMAX_T2A = "minimax_t2a"
     JIMMY_SOUNDCLONE = "jimmy_soundclone"
     MINIMAX_VIDEO = "minimax_video"
+    REPLICATE = "replicate"
 
 
 # Per-kind defaults from the providers' own documentation (see docs/providers.md):
@@ -78,6 +79,18 @@ KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {
         "request_timeout_s": 10.0,
         "deadline_s": 6 * 3600,
     },
+    # Replicate: 3,000 requests per minute on every endpoint but create (50/s); its SDK
+    # polls every 0.5 s. A prediction runs at most 30 minutes after a start of no stated
+    # bound; its output is deleted an hour after it ends.
+    ProviderKind.REPLICATE: {
+        "base_url": "https://api.replicate.com",
+        "rate_limit_per_s": 50.0,
+        "first_poll_delay_s": 1.0,
+        "min_poll_interval_s": 1.0,
+        "max_poll_interval_s": 15.0,
+        "request_timeout_s": 10.0,
+        "deadline_s": 2 * 3600,
+    },
 }
 
 # The instances that exist without any configuration.
@@ -85,6 +98,7 @@ DEFAULT_INSTANCES: dict[str, ProviderKind] = {
     "minimax": ProviderKind.MINIMAX_T2A,
     "jimmy": ProviderKind.JIMMY_SOUNDCLONE,
     "minimax_video": ProviderKind.MINIMAX_VIDEO,
+    "replicate": ProviderKind.REPLICATE,
 }
 
 MAX_DEADLINE_S = 7 * 24 * 3600

@@ -17,10 +17,12 @@ from app.providers.base import ProviderAdapter
 from app.providers.jimmy_soundclone import JimmySoundCloneAdapter, JimmySoundCloneResult
 from app.providers.minimax_t2a import MinimaxT2AAdapter, MinimaxT2AResult
 from app.providers.minimax_video import MinimaxVideoAdapter, MinimaxVideoResult
+from app.providers.replicate import ReplicateAdapter, ReplicateResult
 
 # A task's result, as the adapter of its provider kind builds it; `kind` tells which.
 TaskResult = Annotated[
-    MinimaxT2AResult | JimmySoundCloneResult | MinimaxVideoResult, Field(discriminator="kind")
+    MinimaxT2AResult | JimmySoundCloneResult | MinimaxVideoResult | ReplicateResult,
+    Field(discriminator="kind"),
 ]
 
 _TASK_RESULT = TypeAdapter[TaskResult](TaskResult)
@@ -31,6 +33,7 @@ _ADAPTERS: dict[ProviderKind, ProviderAdapter] = {
         MinimaxT2AAdapter(),
         JimmySoundCloneAdapter(),
         MinimaxVideoAdapter(),
+        ReplicateAdapter(),
     )
 }
 

@@ -46,6 +46,7 @@ from app.sandbox.state import (
 MAX_DURATION_S = 30 * 24 * 3600.0
 MAX_BATCH = 100_000
 MAX_SCRIPTED_ANSWERS = 1000
+MAX_RESULT_LIST = 16
 # Jimmy ids travel in a URL path; keep them to characters that never need escaping.
 _JIMMY_ID = re.compile(r"[A-Za-z0-9._~-]{1,256}")
 
@@ -150,6 +151,14 @@ class TaskScript(_Body):
             raise ValueError("must be an http URL on a loopback address")
         return value
 
+    result_list_length: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_RESULT_LIST,
+        description="Replicate: the output is a list of this many file URLs; null (the "
+        "default): one URL as a bare string.",
+    )
+
     @model_validator(mode="after")
     def _outcome_fits_provider(self) -> Self:
         if self.provider == "jimmy" and self.outcome == "expired":
@@ -171,6 +180,13 @@ class TaskScript(_Body):
         )
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: not a {self.provider} behaviour")
+        if self.outcome == "canceled" and self.provider != "replicate":
+            raise ValueError(f"outcome 'canceled' is not a {self.provider} task state")
+        if self.result_list_length is not None and self.provider != "replicate":
+            raise ValueError(f"result_list_length: not a {self.provider} behaviour")
+        code = self.error_code if self.outcome == "error" else None
+        if self.provider == "replicate" and code is not None and not 400 <= code < 600:
+            raise ValueError("a Replicate error_code is the HTTP status it answers (400-599)")
         return self
 
     def to_spec(self, task_id: str | None = None) -> TaskSpec:
@@ -198,6 +214,7 @@ class TaskScript(_Body):
             callback_url=self.callback_url,
             callback_delay_s=self.callback_delay_s,
             callback_copies=self.callback_copies,
+            result_list_length=self.result_list_length,
         )
 
 
@@ -280,6 +297,7 @@ class TaskRead(BaseModel):
         description="Wall time the task's callback went (the first copy); null before."
     )
     callbacks_sent: int
+    result_list_length: int | None
     phase: Phase
     status: str | None
     done: bool
@@ -331,6 +349,7 @@ class TaskRead(BaseModel):
             callback_url=task.callback_url,
             callback_sent_at=task.callback_sent_at,
             callbacks_sent=task.callbacks_sent,
+            result_list_length=task.result_list_length,
             phase=task.phase(wall),
             status=task.status(wall),
             done=task.phase(wall) == "done",

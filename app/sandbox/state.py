@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-Provider = Literal["minimax", "jimmy", "minimax_video"]
-Outcome = Literal["success", "failed", "expired", "error"]
+Provider = Literal["minimax", "jimmy", "minimax_video", "replicate"]
+# canceled: Replicate's end of a prediction canceled by its creator (no other fake has one).
+Outcome = Literal["success", "failed", "expired", "error", "canceled"]
 JimmyModel = Literal["clone", "audio"]
 StatusCase = Literal["title", "lower"]
 # MiniMax's words for a task that has not started (its video API's; T2A documents none) and
@@ -39,7 +40,7 @@ FaultKind = Literal[
     "rate_limit",
 ]
 
-PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy", "minimax_video")
+PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy", "minimax_video", "replicate")
 # The providers behind MiniMax's File Retrieve: their tasks have a file_id, and each retrieve
 # mints a fresh download URL.
 MINIMAX_PROVIDERS: tuple[Provider, ...] = ("minimax", "minimax_video")
@@ -65,12 +66,14 @@ MAX_RESULT_BYTES = 2**30
 DEFAULT_RATES: dict[Provider, float] = {
     # MiniMax publishes no video query limit: pollhook's default, half T2A's 10/s.
     "minimax_video": 5.0,
+    "replicate": 50.0,
 }
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "minimax": (2013, "invalid params"),
     "jimmy": (20002, "invalid params"),
     "minimax_video": (2013, "invalid params"),
+    "replicate": (404, "Not found."),  # an HTTP status, with its RFC 7807 detail
 }
 DEFAULT_FAILURE_MESSAGE = "audio generation failed"
 DEFAULT_LATENCY_S: dict[FaultKind, float] = {"latency": 1.0, "timeout": 30.0}
@@ -211,6 +214,8 @@ class TaskSpec:
     callback_url: str | None = None
     callback_delay_s: float = 0.0
     callback_copies: int = 1
+    # Replicate: the output is a list of this many file URLs; None: one URL as a bare string.
+    result_list_length: int | None = None
 
 
 @dataclass(slots=True)
@@ -244,6 +249,7 @@ class Task:
     # Wall time the (first) callback went, and how many went.
     callback_sent_at: float | None = None
     callbacks_sent: int = 0
+    result_list_length: int | None = None
     file_id: int | None = None
     model_id: str | None = None
     polls: int = 0
@@ -263,12 +269,13 @@ class Task:
         return self.created_at + self.duration_s
 
     def phase(self, wall: float) -> Phase:
-        """Jimmy queues a task for the first third of its duration; MiniMax reports
+        """Jimmy queues a task for the first third of its duration (Replicate: starting,
+        then processing); MiniMax reports
         Processing from creation until the task is done, unless scripted to say Preparing
         or Queueing for the first third."""
         if wall >= self.ready_at:
             return "done"
-        queues = self.provider == "jimmy" or self.queued_status is not None
+        queues = self.provider in ("jimmy", "replicate") or self.queued_status is not None
         if queues and wall < self.created_at + self.duration_s / 3:
             return "queued"
         return "processing"
@@ -279,6 +286,12 @@ class Task:
         phase = self.phase(wall)
         if self.provider == "jimmy":
             return _JIMMY_STATUS[phase] if phase != "done" else _JIMMY_OUTCOME[self.outcome]
+        if self.provider == "replicate":
+            if phase == "done":
+                return _REPLICATE_OUTCOME[self.outcome]
+            # Aborted: its deadline passed before it could start running.
+            aborts = self.outcome == "expired"
+            return "starting" if phase == "queued" or aborts else "processing"
         if phase == "queued":
             word: str | None = self.queued_status
         elif phase == "processing":
@@ -335,12 +348,22 @@ _JIMMY_OUTCOME: dict[Outcome, str | None] = {
     "expired": "failed",  # not a Jimmy state; the control API refuses it
     "error": None,
 }
+_REPLICATE_OUTCOME: dict[Outcome, str | None] = {
+    "success": "succeeded",
+    "failed": "failed",
+    "canceled": "canceled",
+    "expired": "aborted",
+    "error": None,
+}
 _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
     "success": "success",
     "failed": "failed",
     "expired": "expired",
     "error": None,
 }
+
+
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def _uuid(rng: random.Random) -> str:
@@ -354,6 +377,8 @@ ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
     "minimax": lambda rng: str(rng.randrange(10**13, 10**14)),
     "jimmy": lambda rng: f"audio_{_uuid(rng)}",
     "minimax_video": lambda rng: str(rng.randrange(10**14, 10**15)),
+    # Replicate: 26 lowercase letters and digits, like gm3qorzdhgbfurvjtvhg6dckhu.
+    "replicate": lambda rng: "".join(rng.choice(_ID_ALPHABET) for _ in range(26)),
 }
 # The word each MiniMax API uses for a failed task, unless a script picks the other.
 FAILED_WORDS: dict[Provider, MinimaxFailed] = {"minimax": "Failed", "minimax_video": "Fail"}
@@ -694,6 +719,8 @@ class Sandbox:
             raise SandboxError("expired is not a Jimmy task state")
         if spec.provider == "minimax_video" and spec.outcome == "expired":
             raise SandboxError("expired is not a MiniMax video task state")
+        if spec.outcome == "canceled" and spec.provider != "replicate":
+            raise SandboxError(f"canceled is not a {spec.provider} task state")
         if spec.id is not None and count != 1:
             raise SandboxError("an explicit id names a single task")
         self.tasks.reserve(count)
@@ -765,6 +792,7 @@ class Sandbox:
             callback_url=spec.callback_url,
             callback_delay_s=spec.callback_delay_s,
             callback_copies=spec.callback_copies,
+            result_list_length=spec.result_list_length,
         )
         if spec.provider in MINIMAX_PROVIDERS:
             task.file_id = self._new_file_id()

@@ -210,6 +210,7 @@ async def test_database_outage_api_and_worker_ride_it_out(
         db_proxy.restore()
 
         errors = {name: [e for e in outage_log if e.get("event") == name] for name in LOOP_ERRORS}
+        # Every instance's loop, the built-in ones without a key included.
         assert {e.get("provider") for e in errors["poll_loop_error"]} == set(DEFAULT_INSTANCES)
         assert errors["delivery_loop_error"], "the delivery loop did not report the outage"
         # Backing off, not spinning: a loop's failed attempts come at most once per backoff

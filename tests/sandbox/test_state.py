@@ -571,5 +571,5 @@ def test_reset_forgets_tasks_faults_and_counts_but_keeps_rates() -> None:
     sandbox.reset()
     assert len(sandbox.tasks) == 0
     assert sandbox.faults.live(T0) == []
-    assert sandbox.traffic.stats(sandbox.rates) == {p: {} for p in PROVIDERS}
+    assert sandbox.traffic.stats(sandbox.rates) == {provider: {} for provider in PROVIDERS}
     assert sandbox.rates == {**DEFAULT_RATES, "minimax": 3, "jimmy": 7}

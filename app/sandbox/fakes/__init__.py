@@ -12,6 +12,7 @@ from typing import Protocol
 from fastapi import APIRouter
 
 from app.sandbox.fakes.minimax_video import MinimaxVideoFake
+from app.sandbox.fakes.replicate import ReplicateFake
 from app.sandbox.gate import Answers, Clock, Json
 from app.sandbox.media import GeneratedFile
 from app.sandbox.state import Provider, Sandbox, Task
@@ -40,4 +41,4 @@ class Fake(Protocol):
 
 
 # Every fake, in the order of docs/providers.md.
-FAKES: tuple[Fake, ...] = (MinimaxVideoFake(),)
+FAKES: tuple[Fake, ...] = (ReplicateFake(), MinimaxVideoFake())
