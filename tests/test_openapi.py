@@ -89,11 +89,13 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         "mapping": {
             "minimax_t2a": "#/components/schemas/MinimaxT2AResult",
             "jimmy_soundclone": "#/components/schemas/JimmySoundCloneResult",
+            "dashscope": "#/components/schemas/DashscopeResult",
         },
     }
     assert typed["oneOf"] == [
         {"$ref": "#/components/schemas/MinimaxT2AResult"},
         {"$ref": "#/components/schemas/JimmySoundCloneResult"},
+        {"$ref": "#/components/schemas/DashscopeResult"},
     ]
     expected = {
         "MinimaxT2AResult": (
@@ -104,6 +106,18 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             {"kind", "audio_url", "model_id", "subtitle_url", "archive"},
             {"kind", "audio_url"},
         ),
+        "DashscopeResult": ({"kind", "files", "partial", "archive"}, {"kind", "files", "partial"}),
+        "DashscopeFile": (
+            {
+                "status",
+                "file_url",
+                "transcription_url",
+                "transcription_url_expires_at",
+                "code",
+                "message",
+            },
+            {"status"},
+        ),
     }
     for name, (fields, required) in expected.items():
         schema = schemas[name]
@@ -113,3 +127,4 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         assert all(p.get("description") for p in schema["properties"].values()), name
     assert schemas["MinimaxT2AResult"]["properties"]["kind"]["const"] == "minimax_t2a"
     assert schemas["JimmySoundCloneResult"]["properties"]["kind"]["const"] == "jimmy_soundclone"
+    assert schemas["DashscopeResult"]["properties"]["kind"]["const"] == "dashscope"

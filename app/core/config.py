@@ -42,6 +42,7 @@ ENV_PREFIX = "POLLHOOK_"
 class ProviderKind(StrEnum):
     MINIMAX_T2A = "minimax_t2a"
     JIMMY_SOUNDCLONE = "jimmy_soundclone"
+    DASHSCOPE = "dashscope"
 
 
 # Per-kind defaults from the providers' own documentation (see docs/providers.md):
@@ -66,12 +67,24 @@ KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {
         "request_timeout_s": 10.0,
         "deadline_s": 1800,
     },
+    # DashScope: 20 queries/s per account on the task query; task data and result URLs
+    # last 24 h, so a task still unseen by then can no longer be found.
+    ProviderKind.DASHSCOPE: {
+        "base_url": "https://dashscope-intl.aliyuncs.com",
+        "rate_limit_per_s": 20.0,
+        "first_poll_delay_s": 2.0,
+        "min_poll_interval_s": 2.0,
+        "max_poll_interval_s": 60.0,
+        "request_timeout_s": 10.0,
+        "deadline_s": 24 * 3600,
+    },
 }
 
 # The instances that exist without any configuration.
 DEFAULT_INSTANCES: dict[str, ProviderKind] = {
     "minimax": ProviderKind.MINIMAX_T2A,
     "jimmy": ProviderKind.JIMMY_SOUNDCLONE,
+    "dashscope": ProviderKind.DASHSCOPE,
 }
 
 MAX_DEADLINE_S = 7 * 24 * 3600
