@@ -38,6 +38,11 @@ MAX_BATCH = 100_000
 MAX_SCRIPTED_ANSWERS = 1000
 # Jimmy ids travel in a URL path; keep them to characters that never need escaping.
 _JIMMY_ID = re.compile(r"[A-Za-z0-9._~-]{1,256}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# DashScope's file transcription takes at most this many file URLs per task.
+MAX_FILES = 100
+# What a provider's error code names (DashScope's `InvalidFile.DownloadFailed`).
+ERROR_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,99}$"
 
 
 class _Body(BaseModel):
@@ -112,6 +117,27 @@ class TaskScript(_Body):
         description="Jimmy: a failed task says error: null and gives error_message in the "
         "envelope's msg.",
     )
+    error_name: str | None = Field(
+        None,
+        pattern=ERROR_NAME_PATTERN,
+        description="DashScope: the error code, a name (`output.code` of a failed task, "
+        "`code` of an error answer); InvalidFile.DownloadFailed / InvalidParameter by "
+        "default. `error_code` is then the error answer's HTTP status (400 by default).",
+    )
+    files: int = Field(
+        1,
+        ge=1,
+        le=MAX_FILES,
+        description="DashScope: the task's input files, one subtask each (`output.results`).",
+    )
+    failed_files: int = Field(
+        0,
+        ge=0,
+        le=MAX_FILES,
+        description="DashScope: how many of the files (the first ones) fail with "
+        "`error_name` while the task still says SUCCEEDED; all of them is DashScope's "
+        "SUCCEEDED task whose every subtask failed.",
+    )
 
     @model_validator(mode="after")
     def _outcome_fits_provider(self) -> Self:
@@ -119,19 +145,33 @@ class TaskScript(_Body):
             raise ValueError(
                 "outcome 'expired' is not a Jimmy task state (queued/processing/completed/failed)"
             )
+        if self.provider != "dashscope" and self.outcome == "canceled":
+            raise ValueError(f"outcome 'canceled' is not a {self.provider} task state")
+        if self.failed_files > self.files:
+            raise ValueError("failed_files must not exceed files")
         minimax_only = {
             "queued_status": self.queued_status is not None,
             "failed_status": self.failed_status != "Failed",
             "file_not_ready_retrieves": self.file_not_ready_retrieves > 0,
             "backup_url_only": self.backup_url_only,
         }
-        wrong = (
-            [name for name, given in minimax_only.items() if given]
-            if self.provider == "jimmy"
-            else ["message_in_msg"]
-            if self.message_in_msg
-            else []
-        )
+        dashscope_only = {
+            "error_name": self.error_name is not None,
+            "files": self.files != 1,
+            "failed_files": self.failed_files > 0,
+        }
+        owned: dict[Provider, dict[str, bool]] = {
+            "minimax": minimax_only,
+            "jimmy": {"message_in_msg": self.message_in_msg},
+            "dashscope": dashscope_only,
+        }
+        wrong = [
+            name
+            for owner, fields in owned.items()
+            if owner != self.provider
+            for name, given in fields.items()
+            if given
+        ]
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: not a {self.provider} behaviour")
         return self
@@ -158,12 +198,16 @@ class TaskScript(_Body):
             result_bytes=self.result_bytes,
             failed_downloads=self.failed_downloads,
             cut_downloads=self.cut_downloads,
+            error_name=self.error_name,
+            files=self.files,
+            failed_files=self.failed_files,
         )
 
 
 class TaskCreate(TaskScript):
     """One task; `id` picks its id (MiniMax: a positive int64, as a number or digit string;
-    Jimmy: URL-safe text), otherwise the sandbox mints one in the provider's format."""
+    Jimmy: URL-safe text; DashScope: a lowercase UUID), otherwise the sandbox mints one in
+    the provider's format."""
 
     id: StrictInt | StrictStr | None = None
 
@@ -181,6 +225,10 @@ class TaskCreate(TaskScript):
                 raise ValueError("a MiniMax id must be a positive 64-bit integer")
             return str(value)
         text = str(self.id)
+        if self.provider == "dashscope":
+            if not _UUID.fullmatch(text):
+                raise ValueError("a DashScope id must be a lowercase UUID")
+            return text
         if not _JIMMY_ID.fullmatch(text):
             raise ValueError("a Jimmy id must be 1-256 characters from A-Z a-z 0-9 . _ ~ -")
         return text
@@ -234,6 +282,9 @@ class TaskRead(BaseModel):
     result_bytes: int
     failed_downloads: int
     cut_downloads: int
+    error_name: str | None
+    files: int
+    failed_files: int
     phase: Phase
     status: str | None
     done: bool
@@ -282,6 +333,9 @@ class TaskRead(BaseModel):
             result_bytes=task.result_bytes,
             failed_downloads=task.failed_downloads,
             cut_downloads=task.cut_downloads,
+            error_name=task.error_name,
+            files=task.files,
+            failed_files=task.failed_files,
             phase=task.phase(wall),
             status=task.status(wall),
             done=task.phase(wall) == "done",

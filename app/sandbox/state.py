@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-Provider = Literal["minimax", "jimmy"]
-Outcome = Literal["success", "failed", "expired", "error"]
+Provider = Literal["minimax", "jimmy", "dashscope"]
+Outcome = Literal["success", "failed", "expired", "error", "canceled"]
 JimmyModel = Literal["clone", "audio"]
 StatusCase = Literal["title", "lower"]
 # MiniMax's words for a task that has not started (its video API's; T2A documents none) and
@@ -36,7 +36,7 @@ FaultKind = Literal[
     "rate_limit",
 ]
 
-PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy")
+PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy", "dashscope")
 STATUS_CASES: tuple[StatusCase, ...] = ("title", "lower")
 INT64_MAX = 2**63 - 1
 # Bounds that keep a long benchmark (or a runaway client) from exhausting memory.
@@ -56,11 +56,22 @@ DEFAULT_RESULT_BYTES = 16_384
 MAX_RESULT_BYTES = 2**30
 # Requests per second per API key of the providers the CLI sets no flag for: each one's
 # documented query limit (docs/providers.md). PATCH /_sandbox/config changes any of them.
-DEFAULT_RATES: dict[Provider, float] = {}
+DEFAULT_RATES: dict[Provider, float] = {"dashscope": 20.0}
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "minimax": (2013, "invalid params"),
     "jimmy": (20002, "invalid params"),
+    # DashScope names its errors: the number is the HTTP status, `error_name` the code.
+    "dashscope": (400, "task_id is invalid"),
+}
+# The code of a scripted DashScope refusal ("error"), failure ("failed") or failed files of
+# a task that succeeded ("success") unless the script names one (`error_name`).
+DEFAULT_ERROR_NAMES: dict[Provider, dict[Outcome, str]] = {
+    "dashscope": {
+        "error": "InvalidParameter",
+        "failed": "InvalidFile.DownloadFailed",
+        "success": "InvalidFile.DownloadFailed",
+    },
 }
 DEFAULT_FAILURE_MESSAGE = "audio generation failed"
 DEFAULT_LATENCY_S: dict[FaultKind, float] = {"latency": 1.0, "timeout": 30.0}
@@ -172,6 +183,13 @@ class TaskSpec:
     # cut off halfway through the body.
     failed_downloads: int = 0
     cut_downloads: int = 0
+    # The provider's error code when it is a name, not a number (DashScope's
+    # `InvalidFile.DownloadFailed`); a default per provider when None.
+    error_name: str | None = None
+    # Input files of the task, each its own subtask (DashScope's file transcription), and
+    # how many of them (the first ones) fail while the task still succeeds.
+    files: int = 1
+    failed_files: int = 0
 
 
 @dataclass(slots=True)
@@ -199,6 +217,9 @@ class Task:
     result_bytes: int = DEFAULT_RESULT_BYTES
     failed_downloads: int = 0
     cut_downloads: int = 0
+    error_name: str | None = None
+    files: int = 1
+    failed_files: int = 0
     file_id: int | None = None
     model_id: str | None = None
     polls: int = 0
@@ -218,12 +239,12 @@ class Task:
         return self.created_at + self.duration_s
 
     def phase(self, wall: float) -> Phase:
-        """Jimmy queues a task for the first third of its duration; MiniMax reports
+        """Jimmy and DashScope queue a task for the first third of its duration; MiniMax reports
         Processing from creation until the task is done, unless scripted to say Preparing
         or Queueing for the first third."""
         if wall >= self.ready_at:
             return "done"
-        queues = self.provider == "jimmy" or self.queued_status is not None
+        queues = self.provider in ("jimmy", "dashscope") or self.queued_status is not None
         if queues and wall < self.created_at + self.duration_s / 3:
             return "queued"
         return "processing"
@@ -234,6 +255,8 @@ class Task:
         phase = self.phase(wall)
         if self.provider == "jimmy":
             return _JIMMY_STATUS[phase] if phase != "done" else _JIMMY_OUTCOME[self.outcome]
+        if self.provider == "dashscope":
+            return _DASHSCOPE_STATUS[phase] if phase != "done" else _DASHSCOPE_OUTCOME[self.outcome]
         if phase == "queued":
             word: str | None = self.queued_status
         elif phase == "processing":
@@ -290,6 +313,14 @@ _JIMMY_OUTCOME: dict[Outcome, str | None] = {
     "expired": "failed",  # not a Jimmy state; the control API refuses it
     "error": None,
 }
+_DASHSCOPE_STATUS: dict[Phase, str] = {"queued": "PENDING", "processing": "RUNNING"}
+_DASHSCOPE_OUTCOME: dict[Outcome, str | None] = {
+    "success": "SUCCEEDED",
+    "failed": "FAILED",
+    "expired": "UNKNOWN",  # its data deleted: DashScope no longer knows the task
+    "error": None,
+    "canceled": "CANCELED",
+}
 _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
     "success": "success",
     "failed": "failed",
@@ -307,6 +338,7 @@ def _uuid(rng: random.Random) -> str:
 ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
     "minimax": lambda rng: str(rng.randrange(10**13, 10**14)),
     "jimmy": lambda rng: f"audio_{_uuid(rng)}",
+    "dashscope": _uuid,
 }
 
 
@@ -639,6 +671,8 @@ class Sandbox:
         """Create `count` tasks from one script, all at `at`; all or none."""
         if spec.provider == "jimmy" and spec.outcome == "expired":
             raise SandboxError("expired is not a Jimmy task state")
+        if spec.provider != "dashscope" and spec.outcome == "canceled":
+            raise SandboxError(f"canceled is not a {spec.provider} task state")
         if spec.id is not None and count != 1:
             raise SandboxError("an explicit id names a single task")
         self.tasks.reserve(count)
@@ -694,6 +728,9 @@ class Sandbox:
             result_bytes=spec.result_bytes,
             failed_downloads=spec.failed_downloads,
             cut_downloads=spec.cut_downloads,
+            error_name=self._error_name_of(spec),
+            files=spec.files,
+            failed_files=spec.failed_files,
         )
         if spec.provider == "minimax":
             task.file_id = self._new_file_id()
@@ -710,6 +747,12 @@ class Sandbox:
         if spec.outcome == "failed":
             return spec.error_code, spec.error_message or DEFAULT_FAILURE_MESSAGE
         return None, None
+
+    @staticmethod
+    def _error_name_of(spec: TaskSpec) -> str | None:
+        if spec.error_name is not None:
+            return spec.error_name
+        return DEFAULT_ERROR_NAMES.get(spec.provider, {}).get(spec.outcome)
 
     def _new_id(self, provider: Provider) -> str:
         """A fresh id in the provider's own format (`ID_FORMATS`), drawn from the seeded RNG."""
