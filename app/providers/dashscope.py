@@ -198,7 +198,11 @@ class DashscopeAdapter:
             error = _error(output, "failed", "DashScope reported the task failed")
             return PollOutcome(TaskStatus.FAILED, shown, error=error, raw=raw)
         if normalized in ("CANCELED", "CANCELLED"):
-            error = _error(output, "cancelled_upstream", "the task was canceled at DashScope")
+            reason = _text(output.get("message"), MAX_MESSAGE_CHARS)
+            error = {
+                "code": "cancelled_upstream",
+                "message": reason or "the task was canceled at DashScope",
+            }
             return PollOutcome(TaskStatus.FAILED, shown, error=error, raw=raw)
         if normalized == "UNKNOWN":
             # DashScope's word for a task it does not have: never created under this

@@ -319,12 +319,19 @@ async def test_failed(output: dict[str, Any], error: dict[str, Any]) -> None:
     assert context.checkpoint is None
 
 
-async def test_canceled_is_a_failure() -> None:
-    body = answer(task_status="CANCELED", submit_time="2025-02-13 17:31:20.681")
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "the task was canceled at DashScope"),
+        ({"code": "Canceled", "message": "canceled by user"}, "canceled by user"),
+    ],
+)
+async def test_canceled_is_a_failure(fields: dict[str, Any], message: str) -> None:
+    body = answer(task_status="CANCELED", submit_time="2025-02-13 17:31:20.681", **fields)
 
     outcome = await poll(harness_for(reply(body)))
 
-    error = {"code": "cancelled_upstream", "message": "the task was canceled at DashScope"}
+    error = {"code": "cancelled_upstream", "message": message}
     assert outcome == PollOutcome(TaskStatus.FAILED, "CANCELED", error=error, raw=body)
 
 
