@@ -308,6 +308,7 @@ class TaskRead(BaseModel):
     @classmethod
     def of(cls, task: Task, wall: float) -> TaskRead:
         minimax = task.provider == "minimax"
+        jimmy = task.provider == "jimmy"
         return cls(
             provider=task.provider,
             id=public_id(task),
@@ -319,10 +320,10 @@ class TaskRead(BaseModel):
             outcome=task.outcome,
             error_code=task.error_code,
             error_message=task.error_message,
-            model=None if minimax else task.model,
+            model=task.model if jimmy else None,
             subtitles=task.subtitles,
             status_case=task.status_case if minimax else None,
-            code_as_string=None if minimax else task.code_as_string,
+            code_as_string=task.code_as_string if jimmy else None,
             incomplete_queries=task.incomplete_queries,
             queued_status=task.queued_status,
             failed_status=task.failed_status if minimax else None,
