@@ -91,6 +91,7 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             "jimmy_soundclone": "#/components/schemas/JimmySoundCloneResult",
             "minimax_video": "#/components/schemas/MinimaxVideoResult",
             "replicate": "#/components/schemas/ReplicateResult",
+            "dashscope": "#/components/schemas/DashscopeResult",
         },
     }
     assert typed["oneOf"] == [
@@ -98,6 +99,7 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         {"$ref": "#/components/schemas/JimmySoundCloneResult"},
         {"$ref": "#/components/schemas/MinimaxVideoResult"},
         {"$ref": "#/components/schemas/ReplicateResult"},
+        {"$ref": "#/components/schemas/DashscopeResult"},
     ]
     expected = {
         "MinimaxT2AResult": (
@@ -138,6 +140,18 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             },
             {"kind", "output_urls", "output", "output_expires_at"},
         ),
+        "DashscopeResult": ({"kind", "files", "partial", "archive"}, {"kind", "files", "partial"}),
+        "DashscopeFile": (
+            {
+                "status",
+                "file_url",
+                "transcription_url",
+                "transcription_url_expires_at",
+                "code",
+                "message",
+            },
+            {"status"},
+        ),
     }
     for name, (fields, required) in expected.items():
         schema = schemas[name]
@@ -149,3 +163,4 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
     assert schemas["JimmySoundCloneResult"]["properties"]["kind"]["const"] == "jimmy_soundclone"
     assert schemas["MinimaxVideoResult"]["properties"]["kind"]["const"] == "minimax_video"
     assert schemas["ReplicateResult"]["properties"]["kind"]["const"] == "replicate"
+    assert schemas["DashscopeResult"]["properties"]["kind"]["const"] == "dashscope"

@@ -44,6 +44,7 @@ class ProviderKind(StrEnum):
     JIMMY_SOUNDCLONE = "jimmy_soundclone"
     MINIMAX_VIDEO = "minimax_video"
     REPLICATE = "replicate"
+    DASHSCOPE = "dashscope"
 
 
 # Per-kind defaults from the providers' own documentation (see docs/providers.md):
@@ -91,6 +92,17 @@ KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {
         "request_timeout_s": 10.0,
         "deadline_s": 2 * 3600,
     },
+    # DashScope: 20 queries/s per account on the task query; task data and result URLs
+    # last 24 h, so a task still unseen by then can no longer be found.
+    ProviderKind.DASHSCOPE: {
+        "base_url": "https://dashscope-intl.aliyuncs.com",
+        "rate_limit_per_s": 20.0,
+        "first_poll_delay_s": 2.0,
+        "min_poll_interval_s": 2.0,
+        "max_poll_interval_s": 60.0,
+        "request_timeout_s": 10.0,
+        "deadline_s": 24 * 3600,
+    },
 }
 
 # The instances that exist without any configuration.
@@ -99,6 +111,7 @@ DEFAULT_INSTANCES: dict[str, ProviderKind] = {
     "jimmy": ProviderKind.JIMMY_SOUNDCLONE,
     "minimax_video": ProviderKind.MINIMAX_VIDEO,
     "replicate": ProviderKind.REPLICATE,
+    "dashscope": ProviderKind.DASHSCOPE,
 }
 
 MAX_DEADLINE_S = 7 * 24 * 3600

@@ -14,6 +14,7 @@ from pydantic import Field, TypeAdapter
 
 from app.core.config import ProviderKind
 from app.providers.base import ProviderAdapter
+from app.providers.dashscope import DashscopeAdapter, DashscopeResult
 from app.providers.jimmy_soundclone import JimmySoundCloneAdapter, JimmySoundCloneResult
 from app.providers.minimax_t2a import MinimaxT2AAdapter, MinimaxT2AResult
 from app.providers.minimax_video import MinimaxVideoAdapter, MinimaxVideoResult
@@ -21,7 +22,11 @@ from app.providers.replicate import ReplicateAdapter, ReplicateResult
 
 # A task's result, as the adapter of its provider kind builds it; `kind` tells which.
 TaskResult = Annotated[
-    MinimaxT2AResult | JimmySoundCloneResult | MinimaxVideoResult | ReplicateResult,
+    MinimaxT2AResult
+    | JimmySoundCloneResult
+    | MinimaxVideoResult
+    | ReplicateResult
+    | DashscopeResult,
     Field(discriminator="kind"),
 ]
 
@@ -34,6 +39,7 @@ _ADAPTERS: dict[ProviderKind, ProviderAdapter] = {
         JimmySoundCloneAdapter(),
         MinimaxVideoAdapter(),
         ReplicateAdapter(),
+        DashscopeAdapter(),
     )
 }
 

@@ -49,6 +49,11 @@ MAX_SCRIPTED_ANSWERS = 1000
 MAX_RESULT_LIST = 16
 # Jimmy ids travel in a URL path; keep them to characters that never need escaping.
 _JIMMY_ID = re.compile(r"[A-Za-z0-9._~-]{1,256}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# DashScope's file transcription takes at most this many file URLs per task.
+MAX_FILES = 100
+# What a provider's error code names (DashScope's `InvalidFile.DownloadFailed`).
+ERROR_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,99}$"
 
 
 class _Body(BaseModel):
@@ -158,6 +163,27 @@ class TaskScript(_Body):
         description="Replicate: the output is a list of this many file URLs; null (the "
         "default): one URL as a bare string.",
     )
+    error_name: str | None = Field(
+        None,
+        pattern=ERROR_NAME_PATTERN,
+        description="DashScope: the error code, a name (`output.code` of a failed task, "
+        "`code` of an error answer); InvalidFile.DownloadFailed / InvalidParameter by "
+        "default. `error_code` is then the error answer's HTTP status (400 by default).",
+    )
+    files: int = Field(
+        1,
+        ge=1,
+        le=MAX_FILES,
+        description="DashScope: the task's input files, one subtask each (`output.results`).",
+    )
+    failed_files: int = Field(
+        0,
+        ge=0,
+        le=MAX_FILES,
+        description="DashScope: how many of the files (the first ones) fail with "
+        "`error_name` while the task still says SUCCEEDED; all of them is DashScope's "
+        "SUCCEEDED task whose every subtask failed.",
+    )
 
     @model_validator(mode="after")
     def _outcome_fits_provider(self) -> Self:
@@ -165,19 +191,33 @@ class TaskScript(_Body):
             raise ValueError(
                 "outcome 'expired' is not a Jimmy task state (queued/processing/completed/failed)"
             )
+        if self.provider != "dashscope" and self.outcome == "canceled":
+            raise ValueError(f"outcome 'canceled' is not a {self.provider} task state")
+        if self.failed_files > self.files:
+            raise ValueError("failed_files must not exceed files")
         minimax_only = {
             "queued_status": self.queued_status is not None,
             "failed_status": self.failed_status is not None,
             "file_not_ready_retrieves": self.file_not_ready_retrieves > 0,
             "backup_url_only": self.backup_url_only,
         }
-        wrong = (
-            [name for name, given in minimax_only.items() if given]
-            if self.provider == "jimmy"
-            else ["message_in_msg"]
-            if self.message_in_msg
-            else []
-        )
+        dashscope_only = {
+            "error_name": self.error_name is not None,
+            "files": self.files != 1,
+            "failed_files": self.failed_files > 0,
+        }
+        owned: dict[Provider, dict[str, bool]] = {
+            "minimax": minimax_only,
+            "jimmy": {"message_in_msg": self.message_in_msg},
+            "dashscope": dashscope_only,
+        }
+        wrong = [
+            name
+            for owner, fields in owned.items()
+            if owner != self.provider
+            for name, given in fields.items()
+            if given
+        ]
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: not a {self.provider} behaviour")
         if self.outcome == "canceled" and self.provider != "replicate":
@@ -215,13 +255,16 @@ class TaskScript(_Body):
             callback_delay_s=self.callback_delay_s,
             callback_copies=self.callback_copies,
             result_list_length=self.result_list_length,
+            error_name=self.error_name,
+            files=self.files,
+            failed_files=self.failed_files,
         )
 
 
 class TaskCreate(TaskScript):
     """One task; `id` picks its id (MiniMax, T2A and video: a positive int64, as a number
-    or digit string; Jimmy: URL-safe text), otherwise the sandbox mints one in the
-    provider's format."""
+    or digit string; Jimmy and Replicate: URL-safe text; DashScope: a lowercase UUID),
+    otherwise the sandbox mints one in the provider's format."""
 
     id: StrictInt | StrictStr | None = None
 
@@ -239,6 +282,10 @@ class TaskCreate(TaskScript):
                 raise ValueError("a MiniMax id must be a positive 64-bit integer")
             return str(value)
         text = str(self.id)
+        if self.provider == "dashscope":
+            if not _UUID.fullmatch(text):
+                raise ValueError("a DashScope id must be a lowercase UUID")
+            return text
         if not _JIMMY_ID.fullmatch(text):
             raise ValueError("a Jimmy id must be 1-256 characters from A-Z a-z 0-9 . _ ~ -")
         return text
@@ -298,6 +345,9 @@ class TaskRead(BaseModel):
     )
     callbacks_sent: int
     result_list_length: int | None
+    error_name: str | None
+    files: int
+    failed_files: int
     phase: Phase
     status: str | None
     done: bool
@@ -321,6 +371,7 @@ class TaskRead(BaseModel):
     @classmethod
     def of(cls, task: Task, wall: float) -> TaskRead:
         minimax = task.provider in MINIMAX_PROVIDERS
+        jimmy = task.provider == "jimmy"
         return cls(
             provider=task.provider,
             id=public_id(task),
@@ -332,10 +383,10 @@ class TaskRead(BaseModel):
             outcome=task.outcome,
             error_code=task.error_code,
             error_message=task.error_message,
-            model=None if minimax else task.model,
+            model=task.model if jimmy else None,
             subtitles=task.subtitles,
             status_case=task.status_case if minimax else None,
-            code_as_string=None if minimax else task.code_as_string,
+            code_as_string=task.code_as_string if jimmy else None,
             incomplete_queries=task.incomplete_queries,
             queued_status=task.queued_status,
             failed_status=task.failed_status if minimax else None,
@@ -350,6 +401,9 @@ class TaskRead(BaseModel):
             callback_sent_at=task.callback_sent_at,
             callbacks_sent=task.callbacks_sent,
             result_list_length=task.result_list_length,
+            error_name=task.error_name,
+            files=task.files,
+            failed_files=task.failed_files,
             phase=task.phase(wall),
             status=task.status(wall),
             done=task.phase(wall) == "done",

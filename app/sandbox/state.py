@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-Provider = Literal["minimax", "jimmy", "minimax_video", "replicate"]
-# canceled: Replicate's end of a prediction canceled by its creator (no other fake has one).
+Provider = Literal["minimax", "jimmy", "minimax_video", "replicate", "dashscope"]
+# canceled: a task its creator canceled (Replicate's and DashScope's; no other fake has one).
 Outcome = Literal["success", "failed", "expired", "error", "canceled"]
 JimmyModel = Literal["clone", "audio"]
 StatusCase = Literal["title", "lower"]
@@ -40,7 +40,7 @@ FaultKind = Literal[
     "rate_limit",
 ]
 
-PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy", "minimax_video", "replicate")
+PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy", "minimax_video", "replicate", "dashscope")
 # The providers behind MiniMax's File Retrieve: their tasks have a file_id, and each retrieve
 # mints a fresh download URL.
 MINIMAX_PROVIDERS: tuple[Provider, ...] = ("minimax", "minimax_video")
@@ -67,6 +67,7 @@ DEFAULT_RATES: dict[Provider, float] = {
     # MiniMax publishes no video query limit: pollhook's default, half T2A's 10/s.
     "minimax_video": 5.0,
     "replicate": 50.0,
+    "dashscope": 20.0,
 }
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
@@ -74,6 +75,17 @@ DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "jimmy": (20002, "invalid params"),
     "minimax_video": (2013, "invalid params"),
     "replicate": (404, "Not found."),  # an HTTP status, with its RFC 7807 detail
+    # DashScope names its errors: the number is the HTTP status, `error_name` the code.
+    "dashscope": (400, "task_id is invalid"),
+}
+# The code of a scripted DashScope refusal ("error"), failure ("failed") or failed files of
+# a task that succeeded ("success") unless the script names one (`error_name`).
+DEFAULT_ERROR_NAMES: dict[Provider, dict[Outcome, str]] = {
+    "dashscope": {
+        "error": "InvalidParameter",
+        "failed": "InvalidFile.DownloadFailed",
+        "success": "InvalidFile.DownloadFailed",
+    },
 }
 DEFAULT_FAILURE_MESSAGE = "audio generation failed"
 DEFAULT_LATENCY_S: dict[FaultKind, float] = {"latency": 1.0, "timeout": 30.0}
@@ -216,6 +228,13 @@ class TaskSpec:
     callback_copies: int = 1
     # Replicate: the output is a list of this many file URLs; None: one URL as a bare string.
     result_list_length: int | None = None
+    # The provider's error code when it is a name, not a number (DashScope's
+    # `InvalidFile.DownloadFailed`); a default per provider when None.
+    error_name: str | None = None
+    # Input files of the task, each its own subtask (DashScope's file transcription), and
+    # how many of them (the first ones) fail while the task still succeeds.
+    files: int = 1
+    failed_files: int = 0
 
 
 @dataclass(slots=True)
@@ -250,6 +269,9 @@ class Task:
     callback_sent_at: float | None = None
     callbacks_sent: int = 0
     result_list_length: int | None = None
+    error_name: str | None = None
+    files: int = 1
+    failed_files: int = 0
     file_id: int | None = None
     model_id: str | None = None
     polls: int = 0
@@ -269,13 +291,14 @@ class Task:
         return self.created_at + self.duration_s
 
     def phase(self, wall: float) -> Phase:
-        """Jimmy queues a task for the first third of its duration (Replicate: starting,
-        then processing); MiniMax reports
+        """Jimmy and DashScope queue a task for the first third of its duration (Replicate:
+        starting, then processing); MiniMax reports
         Processing from creation until the task is done, unless scripted to say Preparing
         or Queueing for the first third."""
         if wall >= self.ready_at:
             return "done"
-        queues = self.provider in ("jimmy", "replicate") or self.queued_status is not None
+        queues = self.provider in ("jimmy", "replicate", "dashscope")
+        queues = queues or self.queued_status is not None
         if queues and wall < self.created_at + self.duration_s / 3:
             return "queued"
         return "processing"
@@ -292,6 +315,8 @@ class Task:
             # Aborted: its deadline passed before it could start running.
             aborts = self.outcome == "expired"
             return "starting" if phase == "queued" or aborts else "processing"
+        if self.provider == "dashscope":
+            return _DASHSCOPE_STATUS[phase] if phase != "done" else _DASHSCOPE_OUTCOME[self.outcome]
         if phase == "queued":
             word: str | None = self.queued_status
         elif phase == "processing":
@@ -355,6 +380,15 @@ _REPLICATE_OUTCOME: dict[Outcome, str | None] = {
     "expired": "aborted",
     "error": None,
 }
+
+_DASHSCOPE_STATUS: dict[Phase, str] = {"queued": "PENDING", "processing": "RUNNING"}
+_DASHSCOPE_OUTCOME: dict[Outcome, str | None] = {
+    "success": "SUCCEEDED",
+    "failed": "FAILED",
+    "expired": "UNKNOWN",  # its data deleted: DashScope no longer knows the task
+    "error": None,
+    "canceled": "CANCELED",
+}
 _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
     "success": "success",
     "failed": "failed",
@@ -379,6 +413,7 @@ ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
     "minimax_video": lambda rng: str(rng.randrange(10**14, 10**15)),
     # Replicate: 26 lowercase letters and digits, like gm3qorzdhgbfurvjtvhg6dckhu.
     "replicate": lambda rng: "".join(rng.choice(_ID_ALPHABET) for _ in range(26)),
+    "dashscope": _uuid,
 }
 # The word each MiniMax API uses for a failed task, unless a script picks the other.
 FAILED_WORDS: dict[Provider, MinimaxFailed] = {"minimax": "Failed", "minimax_video": "Fail"}
@@ -719,7 +754,7 @@ class Sandbox:
             raise SandboxError("expired is not a Jimmy task state")
         if spec.provider == "minimax_video" and spec.outcome == "expired":
             raise SandboxError("expired is not a MiniMax video task state")
-        if spec.outcome == "canceled" and spec.provider != "replicate":
+        if spec.outcome == "canceled" and spec.provider not in ("replicate", "dashscope"):
             raise SandboxError(f"canceled is not a {spec.provider} task state")
         if spec.id is not None and count != 1:
             raise SandboxError("an explicit id names a single task")
@@ -793,6 +828,9 @@ class Sandbox:
             callback_delay_s=spec.callback_delay_s,
             callback_copies=spec.callback_copies,
             result_list_length=spec.result_list_length,
+            error_name=self._error_name_of(spec),
+            files=spec.files,
+            failed_files=spec.failed_files,
         )
         if spec.provider in MINIMAX_PROVIDERS:
             task.file_id = self._new_file_id()
@@ -809,6 +847,12 @@ class Sandbox:
         if spec.outcome == "failed":
             return spec.error_code, spec.error_message or DEFAULT_FAILURE_MESSAGE
         return None, None
+
+    @staticmethod
+    def _error_name_of(spec: TaskSpec) -> str | None:
+        if spec.error_name is not None:
+            return spec.error_name
+        return DEFAULT_ERROR_NAMES.get(spec.provider, {}).get(spec.outcome)
 
     def _new_id(self, provider: Provider) -> str:
         """A fresh id in the provider's own format (`ID_FORMATS`), drawn from the seeded RNG."""

@@ -114,6 +114,13 @@ def provider_settings(sandbox_base: str, **minimax: Any) -> dict[str, dict[str, 
             "rate_limit_per_s": 0,
             **FAST_PROVIDER,
         },
+        "dashscope": {
+            "kind": "dashscope",
+            "base_url": sandbox_base,
+            "api_key": SANDBOX_KEY,
+            "rate_limit_per_s": 0,
+            **FAST_PROVIDER,
+        },
     }
 
 
