@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.core.config import Settings
+from app.core.config import DEFAULT_INSTANCES, Settings
 from tests.helpers import ACME_KEY, ADMIN_KEYS, free_port
 
 SANDBOX_KEY = "e2e-sandbox-key"
@@ -98,30 +98,20 @@ def sandbox(sandbox_server: str) -> Iterator[Sandbox]:
 
 
 def provider_settings(sandbox_base: str, **minimax: Any) -> dict[str, dict[str, Any]]:
-    return {
-        "minimax": {
-            "kind": "minimax_t2a",
+    """Every built-in instance at the sandbox, with its key and the fast schedule; `minimax`
+    overrides the minimax instance's settings."""
+    instances: dict[str, dict[str, Any]] = {
+        name: {
+            "kind": kind.value,
             "base_url": sandbox_base,
             "api_key": SANDBOX_KEY,
             "rate_limit_per_s": 0,
             **FAST_PROVIDER,
-            **minimax,
-        },
-        "jimmy": {
-            "kind": "jimmy_soundclone",
-            "base_url": sandbox_base,
-            "api_key": SANDBOX_KEY,
-            "rate_limit_per_s": 0,
-            **FAST_PROVIDER,
-        },
-        "dashscope": {
-            "kind": "dashscope",
-            "base_url": sandbox_base,
-            "api_key": SANDBOX_KEY,
-            "rate_limit_per_s": 0,
-            **FAST_PROVIDER,
-        },
+        }
+        for name, kind in DEFAULT_INSTANCES.items()
     }
+    instances["minimax"].update(minimax)
+    return instances
 
 
 @pytest.fixture
