@@ -40,6 +40,7 @@ from app.sandbox.schemas import (
     TaskCreate,
     TaskCreated,
     TaskRead,
+    TaskScript,
     public_id,
 )
 from app.sandbox.state import (
@@ -302,13 +303,16 @@ def _task_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
     @router.post("/tasks", status_code=201, response_model_exclude_none=True)
     async def create_task(body: TaskCreate, request: Request) -> TaskCreated:
         sandbox.origin = base_url(request)
+        _calls_back(body)
         (task,) = sandbox.create_tasks(body.to_spec(body.normalized_id()), clock())
         return TaskCreated(
             provider=task.provider, id=public_id(task), file_id=task.file_id, ready_at=task.ready_at
         )
 
     @router.post("/tasks/batch", status_code=201, response_model_exclude_none=True)
-    async def create_batch(body: TaskBatchCreate) -> TaskBatchCreated:
+    async def create_batch(body: TaskBatchCreate, request: Request) -> TaskBatchCreated:
+        sandbox.origin = base_url(request)
+        _calls_back(body)
         at = clock()
         tasks = sandbox.create_tasks(body.to_spec(), at, body.count)
         minimax = body.provider == "minimax"
@@ -329,6 +333,13 @@ def _task_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
         if task is None:
             raise HTTPException(404, f"no {provider} task {task_id}")
         return TaskRead.of(task, clock().wall)
+
+
+def _calls_back(script: TaskScript) -> None:
+    """A callback_url only for a provider whose fake posts callbacks (MiniMax's T2A and
+    Jimmy call back on no URL)."""
+    if script.callback_url is not None and script.provider not in {f.provider for f in FAKES}:
+        raise SandboxError(f"callback_url: {script.provider} calls back on no URL")
 
 
 def _fault_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
