@@ -60,6 +60,28 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_MINIMAX: tuple[Provider, ...] = ("minimax", "minimax_video")
+# The script fields only some fakes act on, and which.
+FIELD_OWNERS: dict[str, tuple[Provider, ...]] = {
+    "queued_status": _MINIMAX,
+    "failed_status": _MINIMAX,
+    "file_not_ready_retrieves": _MINIMAX,
+    "backup_url_only": _MINIMAX,
+    "message_in_msg": ("jimmy",),
+    "model": ("jimmy",),
+    "subtitles": ("jimmy",),
+    "error_name": ("dashscope",),
+    "files": ("dashscope",),
+    "failed_files": ("dashscope",),
+    "result_list_length": ("replicate",),
+}
+# The ends only some providers have: Jimmy's and MiniMax video's tasks never expire.
+OUTCOME_OWNERS: dict[Outcome, tuple[Provider, ...]] = {
+    "expired": ("minimax", "replicate", "dashscope"),
+    "canceled": ("replicate", "dashscope"),
+}
+
+
 class TaskScript(_Body):
     """How a task behaves: how long it runs and how it ends."""
 
@@ -187,43 +209,29 @@ class TaskScript(_Body):
 
     @model_validator(mode="after")
     def _outcome_fits_provider(self) -> Self:
-        if self.provider == "jimmy" and self.outcome == "expired":
-            raise ValueError(
-                "outcome 'expired' is not a Jimmy task state (queued/processing/completed/failed)"
-            )
-        if self.provider != "dashscope" and self.outcome == "canceled":
-            raise ValueError(f"outcome 'canceled' is not a {self.provider} task state")
-        if self.failed_files > self.files:
-            raise ValueError("failed_files must not exceed files")
-        minimax_only = {
+        owners = OUTCOME_OWNERS.get(self.outcome)
+        if owners is not None and self.provider not in owners:
+            raise ValueError(f"outcome '{self.outcome}' is not a {self.provider} task state")
+        given = {
             "queued_status": self.queued_status is not None,
             "failed_status": self.failed_status is not None,
             "file_not_ready_retrieves": self.file_not_ready_retrieves > 0,
             "backup_url_only": self.backup_url_only,
-        }
-        dashscope_only = {
+            "message_in_msg": self.message_in_msg,
+            "model": self.model != "audio",
+            "subtitles": self.subtitles,
             "error_name": self.error_name is not None,
             "files": self.files != 1,
             "failed_files": self.failed_files > 0,
-        }
-        owned: dict[Provider, dict[str, bool]] = {
-            "minimax": minimax_only,
-            "jimmy": {"message_in_msg": self.message_in_msg},
-            "dashscope": dashscope_only,
+            "result_list_length": self.result_list_length is not None,
         }
         wrong = [
-            name
-            for owner, fields in owned.items()
-            if owner != self.provider
-            for name, given in fields.items()
-            if given
+            name for name, set_ in given.items() if set_ and self.provider not in FIELD_OWNERS[name]
         ]
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: not a {self.provider} behaviour")
-        if self.outcome == "canceled" and self.provider != "replicate":
-            raise ValueError(f"outcome 'canceled' is not a {self.provider} task state")
-        if self.result_list_length is not None and self.provider != "replicate":
-            raise ValueError(f"result_list_length: not a {self.provider} behaviour")
+        if self.failed_files > self.files:
+            raise ValueError("failed_files must not exceed files")
         code = self.error_code if self.outcome == "error" else None
         if self.provider == "replicate" and code is not None and not 400 <= code < 600:
             raise ValueError("a Replicate error_code is the HTTP status it answers (400-599)")

@@ -180,7 +180,7 @@ async def test_expired_is_no_video_state(http: httpx.AsyncClient) -> None:
     )
 
     assert response.status_code == 422
-    assert "expired is not a MiniMax video task state" in response.text
+    assert "outcome 'expired' is not a minimax_video task state" in response.text
 
 
 async def test_an_explicit_id_is_a_minimax_int64(http: httpx.AsyncClient) -> None:
