@@ -42,6 +42,7 @@ ENV_PREFIX = "POLLHOOK_"
 class ProviderKind(StrEnum):
     MINIMAX_T2A = "minimax_t2a"
     JIMMY_SOUNDCLONE = "jimmy_soundclone"
+    ASSEMBLYAI = "assemblyai"
 
 
 # Per-kind defaults from the providers' own documentation (see docs/providers.md):
@@ -66,12 +67,25 @@ KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {
         "request_timeout_s": 10.0,
         "deadline_s": 1800,
     },
+    # AssemblyAI: 20,000 requests per 5 minutes per account (66.7/s, rounded down); its
+    # SDK polls every 3 s; a transcript is kept 30 days by default (1 h at the shortest
+    # TTL), and a long file's answer can be megabytes (request_timeout_s 30, as the SDK).
+    ProviderKind.ASSEMBLYAI: {
+        "base_url": "https://api.assemblyai.com",
+        "rate_limit_per_s": 66.0,
+        "first_poll_delay_s": 3.0,
+        "min_poll_interval_s": 3.0,
+        "max_poll_interval_s": 30.0,
+        "request_timeout_s": 30.0,
+        "deadline_s": 24 * 3600,
+    },
 }
 
 # The instances that exist without any configuration.
 DEFAULT_INSTANCES: dict[str, ProviderKind] = {
     "minimax": ProviderKind.MINIMAX_T2A,
     "jimmy": ProviderKind.JIMMY_SOUNDCLONE,
+    "assemblyai": ProviderKind.ASSEMBLYAI,
 }
 
 MAX_DEADLINE_S = 7 * 24 * 3600
