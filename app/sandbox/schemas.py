@@ -38,6 +38,8 @@ MAX_BATCH = 100_000
 MAX_SCRIPTED_ANSWERS = 1000
 # Jimmy ids travel in a URL path; keep them to characters that never need escaping.
 _JIMMY_ID = re.compile(r"[A-Za-z0-9._~-]{1,256}")
+# AssemblyAI writes UUIDs (older ids: another first group), always in lowercase.
+_ASSEMBLYAI_ID = re.compile(r"(?=.{1,64}$)[0-9a-z]+(?:-[0-9a-z]+)*")
 
 
 class _Body(BaseModel):
@@ -132,6 +134,13 @@ class TaskScript(_Body):
             if self.message_in_msg
             else []
         )
+        if self.provider == "assemblyai":
+            jimmy_only = {
+                "message_in_msg": self.message_in_msg,
+                "model": self.model != "audio",
+                "subtitles": self.subtitles,
+            }
+            wrong = [name for name, given in {**minimax_only, **jimmy_only}.items() if given]
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: not a {self.provider} behaviour")
         return self
@@ -181,6 +190,11 @@ class TaskCreate(TaskScript):
                 raise ValueError("a MiniMax id must be a positive 64-bit integer")
             return str(value)
         text = str(self.id)
+        if self.provider == "assemblyai" and not _ASSEMBLYAI_ID.fullmatch(text):
+            raise ValueError(
+                "an AssemblyAI id must be 1-64 lowercase letters and digits in groups joined "
+                "by single hyphens"
+            )
         if not _JIMMY_ID.fullmatch(text):
             raise ValueError("a Jimmy id must be 1-256 characters from A-Z a-z 0-9 . _ ~ -")
         return text

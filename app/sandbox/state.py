@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-Provider = Literal["minimax", "jimmy"]
+Provider = Literal["minimax", "jimmy", "assemblyai"]
 Outcome = Literal["success", "failed", "expired", "error"]
 JimmyModel = Literal["clone", "audio"]
 StatusCase = Literal["title", "lower"]
@@ -36,7 +36,7 @@ FaultKind = Literal[
     "rate_limit",
 ]
 
-PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy")
+PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy", "assemblyai")
 STATUS_CASES: tuple[StatusCase, ...] = ("title", "lower")
 INT64_MAX = 2**63 - 1
 # Bounds that keep a long benchmark (or a runaway client) from exhausting memory.
@@ -56,11 +56,15 @@ DEFAULT_RESULT_BYTES = 16_384
 MAX_RESULT_BYTES = 2**30
 # Requests per second per API key of the providers the CLI sets no flag for: each one's
 # documented query limit (docs/providers.md). PATCH /_sandbox/config changes any of them.
-DEFAULT_RATES: dict[Provider, float] = {}
+DEFAULT_RATES: dict[Provider, float] = {
+    "assemblyai": 66.0,  # 20,000 requests per 5 minutes
+}
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "minimax": (2013, "invalid params"),
     "jimmy": (20002, "invalid params"),
+    # AssemblyAI's are HTTP statuses with an `{"error": ...}` body.
+    "assemblyai": (400, "Transcript lookup error, transcript id not found"),
 }
 DEFAULT_FAILURE_MESSAGE = "audio generation failed"
 DEFAULT_LATENCY_S: dict[FaultKind, float] = {"latency": 1.0, "timeout": 30.0}
@@ -218,12 +222,13 @@ class Task:
         return self.created_at + self.duration_s
 
     def phase(self, wall: float) -> Phase:
-        """Jimmy queues a task for the first third of its duration; MiniMax reports
+        """Jimmy queues a task for the first third of its duration, and so does AssemblyAI
+        (which says queued while an account is over its concurrency limit); MiniMax reports
         Processing from creation until the task is done, unless scripted to say Preparing
         or Queueing for the first third."""
         if wall >= self.ready_at:
             return "done"
-        queues = self.provider == "jimmy" or self.queued_status is not None
+        queues = self.provider in ("jimmy", "assemblyai") or self.queued_status is not None
         if queues and wall < self.created_at + self.duration_s / 3:
             return "queued"
         return "processing"
@@ -234,6 +239,8 @@ class Task:
         phase = self.phase(wall)
         if self.provider == "jimmy":
             return _JIMMY_STATUS[phase] if phase != "done" else _JIMMY_OUTCOME[self.outcome]
+        if self.provider == "assemblyai":
+            return phase if phase != "done" else _ASSEMBLYAI_OUTCOME[self.outcome]
         if phase == "queued":
             word: str | None = self.queued_status
         elif phase == "processing":
@@ -290,6 +297,13 @@ _JIMMY_OUTCOME: dict[Outcome, str | None] = {
     "expired": "failed",  # not a Jimmy state; the control API refuses it
     "error": None,
 }
+# An expired AssemblyAI transcript is one deleted upstream: it answers completed, emptied.
+_ASSEMBLYAI_OUTCOME: dict[Outcome, str | None] = {
+    "success": "completed",
+    "failed": "error",
+    "expired": "completed",
+    "error": None,
+}
 _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
     "success": "success",
     "failed": "failed",
@@ -307,6 +321,7 @@ def _uuid(rng: random.Random) -> str:
 ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
     "minimax": lambda rng: str(rng.randrange(10**13, 10**14)),
     "jimmy": lambda rng: f"audio_{_uuid(rng)}",
+    "assemblyai": _uuid,
 }
 
 
