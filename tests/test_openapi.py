@@ -89,11 +89,13 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         "mapping": {
             "minimax_t2a": "#/components/schemas/MinimaxT2AResult",
             "jimmy_soundclone": "#/components/schemas/JimmySoundCloneResult",
+            "assemblyai": "#/components/schemas/AssemblyAIResult",
         },
     }
     assert typed["oneOf"] == [
         {"$ref": "#/components/schemas/MinimaxT2AResult"},
         {"$ref": "#/components/schemas/JimmySoundCloneResult"},
+        {"$ref": "#/components/schemas/AssemblyAIResult"},
     ]
     expected = {
         "MinimaxT2AResult": (
@@ -104,6 +106,21 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             {"kind", "audio_url", "model_id", "subtitle_url", "archive"},
             {"kind", "audio_url"},
         ),
+        "AssemblyAIResult": (
+            {
+                "kind",
+                "text",
+                "language_code",
+                "audio_duration",
+                "confidence",
+                "audio_url",
+                "speech_model_used",
+                "word_count",
+                "utterances",
+                "archive",
+            },
+            {"kind", "text"},
+        ),
     }
     for name, (fields, required) in expected.items():
         schema = schemas[name]
@@ -113,3 +130,4 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         assert all(p.get("description") for p in schema["properties"].values()), name
     assert schemas["MinimaxT2AResult"]["properties"]["kind"]["const"] == "minimax_t2a"
     assert schemas["JimmySoundCloneResult"]["properties"]["kind"]["const"] == "jimmy_soundclone"
+    assert schemas["AssemblyAIResult"]["properties"]["kind"]["const"] == "assemblyai"
