@@ -47,8 +47,8 @@ from app.providers.http import (
 )
 
 QUERY_PATH = "/v2/transcript/"
-# About 30 KB per minute of speech with speaker labels (each word ~90 bytes, twice): 32 MiB
-# holds some 17 hours, past the longest recording AssemblyAI takes.
+# About 30 KB per minute of speech with speaker labels (each word ~90 bytes, twice): 10
+# hours, the longest audio AssemblyAI takes, is some 18 MB; 32 MiB leaves room for more.
 MAX_TRANSCRIPT_BYTES = 32 * 1024 * 1024
 MAX_ID_CHARS = 64
 # What AssemblyAI writes: UUIDs (`9ea68fd3-f953-42c1-9742-976c447fb463`) and, on older
