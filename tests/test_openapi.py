@@ -92,6 +92,7 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             "minimax_video": "#/components/schemas/MinimaxVideoResult",
             "replicate": "#/components/schemas/ReplicateResult",
             "dashscope": "#/components/schemas/DashscopeResult",
+            "assemblyai": "#/components/schemas/AssemblyAIResult",
         },
     }
     assert typed["oneOf"] == [
@@ -100,6 +101,7 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         {"$ref": "#/components/schemas/MinimaxVideoResult"},
         {"$ref": "#/components/schemas/ReplicateResult"},
         {"$ref": "#/components/schemas/DashscopeResult"},
+        {"$ref": "#/components/schemas/AssemblyAIResult"},
     ]
     expected = {
         "MinimaxT2AResult": (
@@ -152,6 +154,21 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             },
             {"status"},
         ),
+        "AssemblyAIResult": (
+            {
+                "kind",
+                "text",
+                "language_code",
+                "audio_duration",
+                "confidence",
+                "audio_url",
+                "speech_model_used",
+                "word_count",
+                "utterances",
+                "archive",
+            },
+            {"kind", "text"},
+        ),
     }
     for name, (fields, required) in expected.items():
         schema = schemas[name]
@@ -164,3 +181,4 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
     assert schemas["MinimaxVideoResult"]["properties"]["kind"]["const"] == "minimax_video"
     assert schemas["ReplicateResult"]["properties"]["kind"]["const"] == "replicate"
     assert schemas["DashscopeResult"]["properties"]["kind"]["const"] == "dashscope"
+    assert schemas["AssemblyAIResult"]["properties"]["kind"]["const"] == "assemblyai"

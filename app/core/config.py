@@ -45,6 +45,7 @@ class ProviderKind(StrEnum):
     MINIMAX_VIDEO = "minimax_video"
     REPLICATE = "replicate"
     DASHSCOPE = "dashscope"
+    ASSEMBLYAI = "assemblyai"
 
 
 # Per-kind defaults from the providers' own documentation (see docs/providers.md):
@@ -101,6 +102,17 @@ KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {
         "min_poll_interval_s": 2.0,
         "max_poll_interval_s": 60.0,
         "request_timeout_s": 10.0,
+    },
+    # AssemblyAI: 20,000 requests per 5 minutes per account (66.7/s, rounded down); its
+    # SDK polls every 3 s; a transcript is kept 30 days by default (1 h at the shortest
+    # TTL), and a long file's answer can be megabytes (request_timeout_s 30, as the SDK).
+    ProviderKind.ASSEMBLYAI: {
+        "base_url": "https://api.assemblyai.com",
+        "rate_limit_per_s": 66.0,
+        "first_poll_delay_s": 3.0,
+        "min_poll_interval_s": 3.0,
+        "max_poll_interval_s": 30.0,
+        "request_timeout_s": 30.0,
         "deadline_s": 24 * 3600,
     },
 }
@@ -112,6 +124,7 @@ DEFAULT_INSTANCES: dict[str, ProviderKind] = {
     "minimax_video": ProviderKind.MINIMAX_VIDEO,
     "replicate": ProviderKind.REPLICATE,
     "dashscope": ProviderKind.DASHSCOPE,
+    "assemblyai": ProviderKind.ASSEMBLYAI,
 }
 
 MAX_DEADLINE_S = 7 * 24 * 3600

@@ -214,10 +214,13 @@ class PollContext:
 class Upstream(Protocol):
     """A budgeted HTTP client bound to one provider instance (base URL, key, timeout)."""
 
-    async def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+    async def get(
+        self, path: str, params: dict[str, str] | None = None, *, max_bytes: int | None = None
+    ) -> httpx.Response:
         """GET base_url + path once a budget slot is ours.
 
-        Raises TransientError for timeouts and connection errors.
+        Raises TransientError for timeouts and connection errors, and for a body larger than
+        `max_bytes` (None: the shared default, app/providers/http.py MAX_RESPONSE_BYTES).
         """
         ...
 

@@ -65,7 +65,10 @@ class HttpUpstream:
             self._headers.update(auth_headers(key))
         self._base_path = _path_of(httpx.URL(settings.base_url)).rstrip(b"/")
 
-    async def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+    async def get(
+        self, path: str, params: dict[str, str] | None = None, *, max_bytes: int | None = None
+    ) -> httpx.Response:
+        limit = MAX_RESPONSE_BYTES if max_bytes is None else max_bytes
         timeout = self._settings.request_timeout_s
         request = self._client.build_request(
             "GET",
@@ -84,7 +87,7 @@ class HttpUpstream:
                     # one byte per read would otherwise hold a poll (and its lease) for as
                     # long as it likes.
                     async with asyncio.timeout(timeout):
-                        return await self._exchange(request)
+                        return await self._exchange(request, limit)
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise TransientError(f"no answer within {timeout:g} s", code="timeout") from exc
         except httpx.DecodingError as exc:
@@ -108,10 +111,10 @@ class HttpUpstream:
                 code="request_path_refused",
             )
 
-    async def _exchange(self, request: httpx.Request) -> httpx.Response:
+    async def _exchange(self, request: httpx.Request, limit: int) -> httpx.Response:
         response = await self._client.send(request, stream=True, follow_redirects=False)
         try:
-            body = await _read_capped(response)
+            body = await _read_capped(response, limit)
         finally:
             await response.aclose()
         headers = [
@@ -166,20 +169,20 @@ def _path_of(url: httpx.URL) -> bytes:
     return url.raw_path.split(b"?", 1)[0]
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-        raise _too_large(response)
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(response, limit)
     # Decoded bytes: a small gzip bomb is refused by what it inflates to.
-    body, cut = await read_at_most(response.aiter_bytes(), MAX_RESPONSE_BYTES)
+    body, cut = await read_at_most(response.aiter_bytes(), limit)
     if cut:
-        raise _too_large(response)
+        raise _too_large(response, limit)
     return body
 
 
-def _too_large(response: httpx.Response) -> TransientError:
+def _too_large(response: httpx.Response, limit: int) -> TransientError:
     return TransientError(
-        f"response body larger than {MAX_RESPONSE_BYTES} bytes",
+        f"response body larger than {limit} bytes",
         code="response_too_large",
         raw={"http_status": response.status_code},
     )

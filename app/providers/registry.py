@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter
 
 from app.core.config import ProviderKind
+from app.providers.assemblyai import AssemblyAIAdapter, AssemblyAIResult
 from app.providers.base import ProviderAdapter
 from app.providers.dashscope import DashscopeAdapter, DashscopeResult
 from app.providers.jimmy_soundclone import JimmySoundCloneAdapter, JimmySoundCloneResult
@@ -26,7 +27,8 @@ TaskResult = Annotated[
     | JimmySoundCloneResult
     | MinimaxVideoResult
     | ReplicateResult
-    | DashscopeResult,
+    | DashscopeResult
+    | AssemblyAIResult,
     Field(discriminator="kind"),
 ]
 
@@ -40,6 +42,7 @@ _ADAPTERS: dict[ProviderKind, ProviderAdapter] = {
         MinimaxVideoAdapter(),
         ReplicateAdapter(),
         DashscopeAdapter(),
+        AssemblyAIAdapter(),
     )
 }
 

@@ -54,6 +54,8 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 MAX_FILES = 100
 # What a provider's error code names (DashScope's `InvalidFile.DownloadFailed`).
 ERROR_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,99}$"
+# AssemblyAI writes UUIDs (older ids: another first group), always in lowercase.
+_ASSEMBLYAI_ID = re.compile(r"(?=.{1,64}$)[0-9a-z]+(?:-[0-9a-z]+)*")
 
 
 class _Body(BaseModel):
@@ -77,7 +79,7 @@ FIELD_OWNERS: dict[str, tuple[Provider, ...]] = {
 }
 # The ends only some providers have: Jimmy's and MiniMax video's tasks never expire.
 OUTCOME_OWNERS: dict[Outcome, tuple[Provider, ...]] = {
-    "expired": ("minimax", "replicate", "dashscope"),
+    "expired": ("minimax", "replicate", "dashscope", "assemblyai"),
     "canceled": ("replicate", "dashscope"),
 }
 
@@ -294,6 +296,11 @@ class TaskCreate(TaskScript):
             if not _UUID.fullmatch(text):
                 raise ValueError("a DashScope id must be a lowercase UUID")
             return text
+        if self.provider == "assemblyai" and not _ASSEMBLYAI_ID.fullmatch(text):
+            raise ValueError(
+                "an AssemblyAI id must be 1-64 lowercase letters and digits in groups joined "
+                "by single hyphens"
+            )
         if not _JIMMY_ID.fullmatch(text):
             raise ValueError("a Jimmy id must be 1-256 characters from A-Z a-z 0-9 . _ ~ -")
         return text

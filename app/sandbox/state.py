@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-Provider = Literal["minimax", "jimmy", "minimax_video", "replicate", "dashscope"]
+Provider = Literal["minimax", "jimmy", "minimax_video", "replicate", "dashscope", "assemblyai"]
 # canceled: a task its creator canceled (Replicate's and DashScope's; no other fake has one).
 Outcome = Literal["success", "failed", "expired", "error", "canceled"]
 JimmyModel = Literal["clone", "audio"]
@@ -40,7 +40,14 @@ FaultKind = Literal[
     "rate_limit",
 ]
 
-PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy", "minimax_video", "replicate", "dashscope")
+PROVIDERS: tuple[Provider, ...] = (
+    "minimax",
+    "jimmy",
+    "minimax_video",
+    "replicate",
+    "dashscope",
+    "assemblyai",
+)
 # The providers behind MiniMax's File Retrieve: their tasks have a file_id, and each retrieve
 # mints a fresh download URL.
 MINIMAX_PROVIDERS: tuple[Provider, ...] = ("minimax", "minimax_video")
@@ -68,6 +75,7 @@ DEFAULT_RATES: dict[Provider, float] = {
     "minimax_video": 5.0,
     "replicate": 50.0,
     "dashscope": 20.0,
+    "assemblyai": 66.0,  # 20,000 requests per 5 minutes
 }
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
@@ -77,6 +85,8 @@ DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "replicate": (404, "Not found."),  # an HTTP status, with its RFC 7807 detail
     # DashScope names its errors: the number is the HTTP status, `error_name` the code.
     "dashscope": (400, "task_id is invalid"),
+    # AssemblyAI's are HTTP statuses with an `{"error": ...}` body.
+    "assemblyai": (400, "Transcript lookup error, transcript id not found"),
 }
 # The code of a scripted DashScope refusal ("error"), failure ("failed") or failed files of
 # a task that succeeded ("success") unless the script names one (`error_name`).
@@ -291,13 +301,14 @@ class Task:
         return self.created_at + self.duration_s
 
     def phase(self, wall: float) -> Phase:
-        """Jimmy and DashScope queue a task for the first third of its duration (Replicate:
-        starting, then processing); MiniMax reports
+        """Jimmy, DashScope and AssemblyAI (queued while an account is over its concurrency
+        limit) queue a task for the first third of its duration (Replicate: starting, then
+        processing); MiniMax reports
         Processing from creation until the task is done, unless scripted to say Preparing
         or Queueing for the first third."""
         if wall >= self.ready_at:
             return "done"
-        queues = self.provider in ("jimmy", "replicate", "dashscope")
+        queues = self.provider in ("jimmy", "replicate", "dashscope", "assemblyai")
         queues = queues or self.queued_status is not None
         if queues and wall < self.created_at + self.duration_s / 3:
             return "queued"
@@ -317,6 +328,8 @@ class Task:
             return "starting" if phase == "queued" or aborts else "processing"
         if self.provider == "dashscope":
             return _DASHSCOPE_STATUS[phase] if phase != "done" else _DASHSCOPE_OUTCOME[self.outcome]
+        if self.provider == "assemblyai":
+            return phase if phase != "done" else _ASSEMBLYAI_OUTCOME[self.outcome]
         if phase == "queued":
             word: str | None = self.queued_status
         elif phase == "processing":
@@ -389,6 +402,14 @@ _DASHSCOPE_OUTCOME: dict[Outcome, str | None] = {
     "error": None,
     "canceled": "CANCELED",
 }
+
+# An expired AssemblyAI transcript is one deleted upstream: it answers completed, emptied.
+_ASSEMBLYAI_OUTCOME: dict[Outcome, str | None] = {
+    "success": "completed",
+    "failed": "error",
+    "expired": "completed",
+    "error": None,
+}
 _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
     "success": "success",
     "failed": "failed",
@@ -414,6 +435,7 @@ ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
     # Replicate: 26 lowercase letters and digits, like gm3qorzdhgbfurvjtvhg6dckhu.
     "replicate": lambda rng: "".join(rng.choice(_ID_ALPHABET) for _ in range(26)),
     "dashscope": _uuid,
+    "assemblyai": _uuid,
 }
 # The word each MiniMax API uses for a failed task, unless a script picks the other.
 FAILED_WORDS: dict[Provider, MinimaxFailed] = {"minimax": "Failed", "minimax_video": "Fail"}

@@ -12,6 +12,7 @@ from typing import Protocol
 from fastapi import APIRouter
 
 from app.sandbox.fakes import dashscope
+from app.sandbox.fakes.assemblyai import AssemblyAIFake
 from app.sandbox.fakes.minimax_video import MinimaxVideoFake
 from app.sandbox.fakes.replicate import ReplicateFake
 from app.sandbox.gate import Answers, Clock, Json
@@ -42,4 +43,9 @@ class Fake(Protocol):
 
 
 # Every fake, in the order of docs/providers.md.
-FAKES: tuple[Fake, ...] = (ReplicateFake(), MinimaxVideoFake(), dashscope.FAKE)
+FAKES: tuple[Fake, ...] = (
+    ReplicateFake(),
+    MinimaxVideoFake(),
+    dashscope.FAKE,
+    AssemblyAIFake(),
+)
