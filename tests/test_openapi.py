@@ -89,11 +89,13 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         "mapping": {
             "minimax_t2a": "#/components/schemas/MinimaxT2AResult",
             "jimmy_soundclone": "#/components/schemas/JimmySoundCloneResult",
+            "fal": "#/components/schemas/FalResult",
         },
     }
     assert typed["oneOf"] == [
         {"$ref": "#/components/schemas/MinimaxT2AResult"},
         {"$ref": "#/components/schemas/JimmySoundCloneResult"},
+        {"$ref": "#/components/schemas/FalResult"},
     ]
     expected = {
         "MinimaxT2AResult": (
@@ -104,6 +106,10 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             {"kind", "audio_url", "model_id", "subtitle_url", "archive"},
             {"kind", "audio_url"},
         ),
+        "FalResult": (
+            {"kind", "model", "request_id", "files", "output", "archive"},
+            {"kind", "model", "request_id", "files", "output"},
+        ),
     }
     for name, (fields, required) in expected.items():
         schema = schemas[name]
@@ -113,3 +119,4 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         assert all(p.get("description") for p in schema["properties"].values()), name
     assert schemas["MinimaxT2AResult"]["properties"]["kind"]["const"] == "minimax_t2a"
     assert schemas["JimmySoundCloneResult"]["properties"]["kind"]["const"] == "jimmy_soundclone"
+    assert schemas["FalResult"]["properties"]["kind"]["const"] == "fal"

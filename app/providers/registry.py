@@ -14,11 +14,14 @@ from pydantic import Field, TypeAdapter
 
 from app.core.config import ProviderKind
 from app.providers.base import ProviderAdapter
+from app.providers.fal import FalAdapter, FalResult
 from app.providers.jimmy_soundclone import JimmySoundCloneAdapter, JimmySoundCloneResult
 from app.providers.minimax_t2a import MinimaxT2AAdapter, MinimaxT2AResult
 
 # A task's result, as the adapter of its provider kind builds it; `kind` tells which.
-TaskResult = Annotated[MinimaxT2AResult | JimmySoundCloneResult, Field(discriminator="kind")]
+TaskResult = Annotated[
+    MinimaxT2AResult | JimmySoundCloneResult | FalResult, Field(discriminator="kind")
+]
 
 _TASK_RESULT = TypeAdapter[TaskResult](TaskResult)
 
@@ -27,6 +30,7 @@ _ADAPTERS: dict[ProviderKind, ProviderAdapter] = {
     for adapter in (
         MinimaxT2AAdapter(),
         JimmySoundCloneAdapter(),
+        FalAdapter(),
     )
 }
 
