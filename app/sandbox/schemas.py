@@ -38,6 +38,11 @@ MAX_BATCH = 100_000
 MAX_SCRIPTED_ANSWERS = 1000
 # Jimmy ids travel in a URL path; keep them to characters that never need escaping.
 _JIMMY_ID = re.compile(r"[A-Za-z0-9._~-]{1,256}")
+# fal ids are pollhook's: the model's owner and app, then the request_id (a UUID).
+_FAL_ID = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}/"
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
 
 
 class _Body(BaseModel):
@@ -119,6 +124,10 @@ class TaskScript(_Body):
             raise ValueError(
                 "outcome 'expired' is not a Jimmy task state (queued/processing/completed/failed)"
             )
+        if self.provider == "fal" and self.outcome == "expired":
+            raise ValueError(
+                "outcome 'expired' is not a fal request state (IN_QUEUE/IN_PROGRESS/COMPLETED)"
+            )
         minimax_only = {
             "queued_status": self.queued_status is not None,
             "failed_status": self.failed_status != "Failed",
@@ -127,11 +136,11 @@ class TaskScript(_Body):
         }
         wrong = (
             [name for name, given in minimax_only.items() if given]
-            if self.provider == "jimmy"
-            else ["message_in_msg"]
-            if self.message_in_msg
+            if self.provider in ("jimmy", "fal")
             else []
         )
+        if self.provider != "jimmy" and self.message_in_msg:
+            wrong.append("message_in_msg")
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: not a {self.provider} behaviour")
         return self
@@ -163,7 +172,8 @@ class TaskScript(_Body):
 
 class TaskCreate(TaskScript):
     """One task; `id` picks its id (MiniMax: a positive int64, as a number or digit string;
-    Jimmy: URL-safe text), otherwise the sandbox mints one in the provider's format."""
+    Jimmy: URL-safe text; fal: `<owner>/<app>/<request_id uuid>`), otherwise the sandbox
+    mints one in the provider's format."""
 
     id: StrictInt | StrictStr | None = None
 
@@ -181,6 +191,13 @@ class TaskCreate(TaskScript):
                 raise ValueError("a MiniMax id must be a positive 64-bit integer")
             return str(value)
         text = str(self.id)
+        if self.provider == "fal":
+            if not _FAL_ID.fullmatch(text):
+                raise ValueError(
+                    "a fal id must be <owner>/<app>/<request_id>: two segments of "
+                    "A-Z a-z 0-9 . _ - (a letter or digit first), then a lowercase UUID"
+                )
+            return text
         if not _JIMMY_ID.fullmatch(text):
             raise ValueError("a Jimmy id must be 1-256 characters from A-Z a-z 0-9 . _ ~ -")
         return text
@@ -239,7 +256,9 @@ class TaskRead(BaseModel):
     done: bool
     polls: int
     done_polls: int = Field(description="Status queries served once the task was done.")
-    retrieves: int = Field(description="MiniMax File Retrieves served for the task.")
+    retrieves: int = Field(
+        description="MiniMax File Retrieves, or fal result GETs, served for the task."
+    )
     downloads: int = Field(
         description="Result file requests for the task that passed the URL check "
         "(served, or failed as scripted)."
@@ -268,10 +287,10 @@ class TaskRead(BaseModel):
             outcome=task.outcome,
             error_code=task.error_code,
             error_message=task.error_message,
-            model=None if minimax else task.model,
+            model=task.model if task.provider == "jimmy" else None,
             subtitles=task.subtitles,
             status_case=task.status_case if minimax else None,
-            code_as_string=None if minimax else task.code_as_string,
+            code_as_string=task.code_as_string if task.provider == "jimmy" else None,
             incomplete_queries=task.incomplete_queries,
             queued_status=task.queued_status,
             failed_status=task.failed_status if minimax else None,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-Provider = Literal["minimax", "jimmy"]
+Provider = Literal["minimax", "jimmy", "fal"]
 Outcome = Literal["success", "failed", "expired", "error"]
 JimmyModel = Literal["clone", "audio"]
 StatusCase = Literal["title", "lower"]
@@ -36,7 +36,7 @@ FaultKind = Literal[
     "rate_limit",
 ]
 
-PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy")
+PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy", "fal")
 STATUS_CASES: tuple[StatusCase, ...] = ("title", "lower")
 INT64_MAX = 2**63 - 1
 # Bounds that keep a long benchmark (or a runaway client) from exhausting memory.
@@ -56,11 +56,13 @@ DEFAULT_RESULT_BYTES = 16_384
 MAX_RESULT_BYTES = 2**30
 # Requests per second per API key of the providers the CLI sets no flag for: each one's
 # documented query limit (docs/providers.md). PATCH /_sandbox/config changes any of them.
-DEFAULT_RATES: dict[Provider, float] = {}
+DEFAULT_RATES: dict[Provider, float] = {"fal": 10.0}
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "minimax": (2013, "invalid params"),
     "jimmy": (20002, "invalid params"),
+    # fal: the HTTP status the result answers with (the model's validation error).
+    "fal": (422, "field required"),
 }
 DEFAULT_FAILURE_MESSAGE = "audio generation failed"
 DEFAULT_LATENCY_S: dict[FaultKind, float] = {"latency": 1.0, "timeout": 30.0}
@@ -223,7 +225,7 @@ class Task:
         or Queueing for the first third."""
         if wall >= self.ready_at:
             return "done"
-        queues = self.provider == "jimmy" or self.queued_status is not None
+        queues = self.provider in ("jimmy", "fal") or self.queued_status is not None
         if queues and wall < self.created_at + self.duration_s / 3:
             return "queued"
         return "processing"
@@ -234,6 +236,8 @@ class Task:
         phase = self.phase(wall)
         if self.provider == "jimmy":
             return _JIMMY_STATUS[phase] if phase != "done" else _JIMMY_OUTCOME[self.outcome]
+        if self.provider == "fal":
+            return _FAL_STATUS[phase]
         if phase == "queued":
             word: str | None = self.queued_status
         elif phase == "processing":
@@ -290,6 +294,12 @@ _JIMMY_OUTCOME: dict[Outcome, str | None] = {
     "expired": "failed",  # not a Jimmy state; the control API refuses it
     "error": None,
 }
+# fal says COMPLETED however a request ended: its error (or its result's) tells how.
+_FAL_STATUS: dict[Phase, str] = {
+    "queued": "IN_QUEUE",
+    "processing": "IN_PROGRESS",
+    "done": "COMPLETED",
+}
 _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
     "success": "success",
     "failed": "failed",
@@ -303,10 +313,12 @@ def _uuid(rng: random.Random) -> str:
 
 
 # A fresh id as each provider writes its own: MiniMax 14-digit integers like the docs'
-# 95157322514444, Jimmy `audio_<uuid>`.
+# 95157322514444, Jimmy `audio_<uuid>`, fal `<owner>/<app>/<request_id uuid>` (pollhook's
+# external id: fal routes a request by its model).
 ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
     "minimax": lambda rng: str(rng.randrange(10**13, 10**14)),
     "jimmy": lambda rng: f"audio_{_uuid(rng)}",
+    "fal": lambda rng: f"fal-ai/sandbox-tts/{_uuid(rng)}",
 }
 
 
@@ -639,6 +651,8 @@ class Sandbox:
         """Create `count` tasks from one script, all at `at`; all or none."""
         if spec.provider == "jimmy" and spec.outcome == "expired":
             raise SandboxError("expired is not a Jimmy task state")
+        if spec.provider == "fal" and spec.outcome == "expired":
+            raise SandboxError("expired is not a fal request state")
         if spec.id is not None and count != 1:
             raise SandboxError("an explicit id names a single task")
         self.tasks.reserve(count)
