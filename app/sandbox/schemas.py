@@ -11,6 +11,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
+from app.sandbox.fakes import fal
 from app.sandbox.media import MIN_AUDIO_BYTES
 from app.sandbox.state import (
     DEFAULT_RESULT_BYTES,
@@ -127,6 +128,13 @@ class TaskScript(_Body):
         if self.provider == "fal" and self.outcome == "expired":
             raise ValueError(
                 "outcome 'expired' is not a fal request state (IN_QUEUE/IN_PROGRESS/COMPLETED)"
+            )
+        failed_codes = fal.FAILED_ERROR_TYPES
+        fal_failed = self.provider == "fal" and self.outcome == "failed"
+        if fal_failed and self.error_code is not None and self.error_code not in failed_codes:
+            raise ValueError(
+                "a failed fal request's error_code is the HTTP status of its error_type: "
+                f"one of {', '.join(map(str, failed_codes))}"
             )
         minimax_only = {
             "queued_status": self.queued_status is not None,

@@ -64,6 +64,10 @@ async def test_fal_requests_reach_every_end_with_their_results(
         "success": ({"duration_s": 0.9}, {}),
         "failed": ({"duration_s": 0.3, "outcome": "failed", "error_message": "timed out"}, {}),
         "rejected": ({"duration_s": 0.3, "outcome": "error"}, {}),
+        "cancelled": (
+            {"duration_s": 0.3, "outcome": "failed", "error_code": 499, "error_message": "x"},
+            {},
+        ),
         "slow": ({"duration_s": 600}, {"deadline_s": 2}),
     }
     ids, upstream_ids = {}, {}
@@ -79,6 +83,7 @@ async def test_fal_requests_reach_every_end_with_their_results(
         "success": "succeeded",
         "failed": "failed",
         "rejected": "failed",
+        "cancelled": "failed",
         "slow": "timed_out",
     }
     result = tasks["success"]["result"]
@@ -98,6 +103,7 @@ async def test_fal_requests_reach_every_end_with_their_results(
         "code": "missing",
         "message": "body.prompt: field required",
     }
+    assert tasks["cancelled"]["error"] == {"code": "client_cancelled", "message": "x"}
     assert tasks["slow"]["error"]["code"] == "deadline_exceeded"
     # One result GET per request that completed without an error on its status.
     seen = {name: sandbox.info("fal", upstream_ids[name]) for name in scripts}
@@ -105,6 +111,7 @@ async def test_fal_requests_reach_every_end_with_their_results(
         "success": 1,
         "failed": 0,
         "rejected": 1,
+        "cancelled": 0,
         "slow": 0,
     }
     assert seen["slow"]["status"] in ("IN_QUEUE", "IN_PROGRESS")

@@ -147,6 +147,23 @@ async def test_a_failed_request_says_why_on_its_status_and_result(
     assert files.status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("error_code", "http_status", "error_type"),
+    [(499, 499, "client_cancelled"), (503, 503, "runner_scheduling_failure")],
+)
+async def test_a_failed_requests_error_code_picks_its_error_type(
+    http: httpx.AsyncClient, error_code: int, http_status: int, error_type: str
+) -> None:
+    await create(http, id=TASK_ID, duration_s=0, outcome="failed", error_code=error_code)
+
+    status = (await http.get(f"{REQUESTS}/status")).json()
+    result = await http.get(REQUESTS)
+
+    assert (status["error"], status["error_type"]) == ("audio generation failed", error_type)
+    assert result.status_code == http_status
+    assert result.headers["x-fal-error-type"] == error_type
+
+
 @pytest.mark.parametrize(("error_code", "http_status"), [(None, 422), (400, 400), (2013, 422)])
 async def test_an_error_is_the_models_own_on_the_result(
     http: httpx.AsyncClient, error_code: int | None, http_status: int
@@ -239,6 +256,7 @@ async def test_the_default_rate_is_pollhooks_default(clock: FakeClock) -> None:
         ({"outcome": "expired"}, "not a fal request state"),
         ({"backup_url_only": True}, "backup_url_only: not a fal behaviour"),
         ({"message_in_msg": True}, "message_in_msg: not a fal behaviour"),
+        ({"outcome": "failed", "error_code": 422}, "one of 504, 503, 502, 500, 499, 400"),
     ],
 )
 async def test_scripts_fal_cannot_play_are_refused(

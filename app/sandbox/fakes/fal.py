@@ -3,7 +3,8 @@
 Sandbox ids are pollhook's external ids, `<owner>/<app>/<request_id>` (`ID_FORMATS`). The
 status answers HTTP 202 with IN_QUEUE (and `queue_position`) for the first third of the
 script's duration and IN_PROGRESS after, then 200 with COMPLETED. How the request ended
-shows in COMPLETED's `error`/`error_type` (outcome `failed`) or in the result, which
+shows in COMPLETED's `error`/`error_type` (outcome `failed`; `error_code` picks the
+type by its HTTP status, 499 `client_cancelled` for a cancelled request) or in the result, which
 answers the model's own error (outcome `error`: HTTP `error_code`, 422 by default, with a
 validation `detail` list) or its output: `{"audio": File}`, the File on
 `/_sandbox/files/fal/<owner>~<app>~<request_id>.mp3`.
@@ -21,9 +22,19 @@ from app.sandbox.gate import Answers, Clock, Json, base_url, gate
 from app.sandbox.media import GeneratedFile, mp3_file
 from app.sandbox.state import Instant, Provider, Sandbox, Task, key_problem
 
-# What a failed request's COMPLETED status says (fal's infrastructure error types); the
-# script's error_message is its `error`.
-FAILED_ERROR_TYPE = "request_timeout"
+# A failed request's `error_type` by the script's error_code, the HTTP status fal's docs give
+# each (504 when none is given); the script's error_message is its `error`. 499
+# `client_cancelled` is a cancelled request.
+FAILED_ERROR_TYPES: dict[int, str] = {
+    504: "request_timeout",
+    503: "runner_scheduling_failure",
+    502: "runner_incomplete_response",
+    500: "runner_server_error",
+    499: "client_cancelled",
+    400: "bad_request",
+}
+FAILED_STATUS = 504
+FAILED_ERROR_TYPE = FAILED_ERROR_TYPES[FAILED_STATUS]
 # The HTTP status the result of an `error` outcome answers when the script's error_code is
 # not one: the model's validation error.
 VALIDATION_STATUS = 422
@@ -88,15 +99,20 @@ def status_body(task: Task, wall: float, base: str) -> Json:
         body["metrics"] = {"inference_time": round(task.duration_s * 2 / 3, 3)}
         if task.outcome == "failed":
             body["error"] = task.error_message
-            body["error_type"] = FAILED_ERROR_TYPE
+            body["error_type"] = FAILED_ERROR_TYPES[failed_status(task)]
     return body
+
+
+def failed_status(task: Task) -> int:
+    return task.error_code if task.error_code in FAILED_ERROR_TYPES else FAILED_STATUS
 
 
 def result_answer(task: Task, wall: float, base: str) -> Response:
     if task.phase(wall) != "done":
         return fal_error(400, "Request is still in progress")
     if task.outcome == "failed":
-        return fal_error(504, task.error_message, FAILED_ERROR_TYPE)
+        status = failed_status(task)
+        return fal_error(status, task.error_message, FAILED_ERROR_TYPES[status])
     if task.outcome == "error":
         code = task.error_code if task.error_code and 400 <= task.error_code <= 599 else 0
         detail = [{"loc": ["body", "prompt"], "msg": task.error_message, "type": "missing"}]
