@@ -339,6 +339,7 @@ def test_missing_provider_key_warns_once_per_instance(pg_url_unmigrated: str) ->
     assert "run `pollhook migrate`" in result.stderr  # the warning comes before the schema check
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     missing = [line for line in lines if line["event"] == "provider_key_missing"]
+    # Every default instance but the one given a key, in the catalogue's order.
     assert [(m["instance"], m["variable"]) for m in missing] == [
         (name, f"POLLHOOK_PROVIDERS__{name.upper()}__API_KEY")
         for name in DEFAULT_INSTANCES

@@ -93,6 +93,7 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             "replicate": "#/components/schemas/ReplicateResult",
             "dashscope": "#/components/schemas/DashscopeResult",
             "assemblyai": "#/components/schemas/AssemblyAIResult",
+            "fal": "#/components/schemas/FalResult",
         },
     }
     assert typed["oneOf"] == [
@@ -102,6 +103,7 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         {"$ref": "#/components/schemas/ReplicateResult"},
         {"$ref": "#/components/schemas/DashscopeResult"},
         {"$ref": "#/components/schemas/AssemblyAIResult"},
+        {"$ref": "#/components/schemas/FalResult"},
     ]
     expected = {
         "MinimaxT2AResult": (
@@ -169,6 +171,10 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             },
             {"kind", "text"},
         ),
+        "FalResult": (
+            {"kind", "model", "request_id", "files", "output", "archive"},
+            {"kind", "model", "request_id", "files", "output"},
+        ),
     }
     for name, (fields, required) in expected.items():
         schema = schemas[name]
@@ -182,3 +188,4 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
     assert schemas["ReplicateResult"]["properties"]["kind"]["const"] == "replicate"
     assert schemas["DashscopeResult"]["properties"]["kind"]["const"] == "dashscope"
     assert schemas["AssemblyAIResult"]["properties"]["kind"]["const"] == "assemblyai"
+    assert schemas["FalResult"]["properties"]["kind"]["const"] == "fal"

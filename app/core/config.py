@@ -46,6 +46,7 @@ class ProviderKind(StrEnum):
     REPLICATE = "replicate"
     DASHSCOPE = "dashscope"
     ASSEMBLYAI = "assemblyai"
+    FAL = "fal"
 
 
 # Per-kind defaults from the providers' own documentation (see docs/providers.md):
@@ -115,6 +116,18 @@ KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {
         "request_timeout_s": 30.0,
         "deadline_s": 24 * 3600,
     },
+    # fal publishes no polling limit (its own client polls every 0.1 s) and queues rather
+    # than rejects; a COMPLETED result is kept 6 minutes from 10 KB, so polls stay far
+    # closer than that. Requests wait in its queue without limit: 6 h bounds them.
+    ProviderKind.FAL: {
+        "base_url": "https://queue.fal.run",
+        "rate_limit_per_s": 10.0,
+        "first_poll_delay_s": 2.0,
+        "min_poll_interval_s": 2.0,
+        "max_poll_interval_s": 30.0,
+        "request_timeout_s": 10.0,
+        "deadline_s": 6 * 3600,
+    },
 }
 
 # The instances that exist without any configuration.
@@ -125,6 +138,7 @@ DEFAULT_INSTANCES: dict[str, ProviderKind] = {
     "replicate": ProviderKind.REPLICATE,
     "dashscope": ProviderKind.DASHSCOPE,
     "assemblyai": ProviderKind.ASSEMBLYAI,
+    "fal": ProviderKind.FAL,
 }
 
 MAX_DEADLINE_S = 7 * 24 * 3600

@@ -31,5 +31,6 @@ async def receive_callback(
     settings: SettingsDep,
     token: str | None = None,
 ) -> InboundAck | ChallengeEcho:
-    callback = Callback(instance, request.headers, token, await request.body())
+    query = {k: v for k, v in request.query_params.items() if k != "token"}
+    callback = Callback(instance, request.headers, token, await request.body(), query)
     return await InboundService(InboundRepository(session), settings).receive(callback)

@@ -40,6 +40,8 @@ class Callback:
     headers: Mapping[str, str]
     token: str | None
     body: bytes
+    # The URL's other query parameters (fal's `model`: what its callbacks do not name).
+    query: Mapping[str, str]
 
 
 class InboundService:
@@ -73,7 +75,7 @@ class InboundService:
             INBOUND_CALLBACKS.labels(instance, "replayed").inc()
             return InboundAck(result="replayed", tasks=0)
         await self.repository.forget_older_than(REPLAY_WINDOW_S)
-        external_id = _canonical(adapter, adapter.callback_id(body))
+        external_id = _canonical(adapter, adapter.callback_id(body, callback.query))
         hinted = 0
         if external_id is not None:
             hinted = await self.repository.hint(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -158,7 +159,7 @@ class AssemblyAIAdapter:
     # pollhook cannot tell the submitter: the token travels in the URL pollhook hands out.
     callbacks: CallbackSigning = CallbackSigning.TOKEN
 
-    def callback_id(self, body: dict[str, Any]) -> str | None:
+    def callback_id(self, body: dict[str, Any], query: Mapping[str, str]) -> str | None:
         # The redacted-audio notification, sent to the same URL, names no transcript.
         try:
             return self.normalize_id(body.get("transcript_id"))

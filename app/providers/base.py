@@ -27,6 +27,7 @@ checkpoint with the task however the poll ended, across restarts and replicas.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -248,9 +249,11 @@ class ProviderAdapter(Protocol):
     # How the provider's completion callbacks are verified (NONE: it sends none).
     callbacks: CallbackSigning
 
-    def callback_id(self, body: dict[str, Any]) -> str | None:
-        """The upstream task id a callback's JSON body names, in the canonical form
-        `normalize_id` gives; None when it names none this provider could have sent."""
+    def callback_id(self, body: dict[str, Any], query: Mapping[str, str]) -> str | None:
+        """The upstream task id a callback names, in the canonical form `normalize_id`
+        gives; None when it names none this provider could have sent. `query` holds the
+        inbound URL's parameters besides the token: what the URL handed to the provider
+        added for a body that names the task only in part (fal: `model`)."""
         ...
 
     async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:

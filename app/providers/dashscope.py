@@ -13,7 +13,7 @@ code; some failed is a success whose result keeps each file's own status.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
@@ -145,7 +145,7 @@ class DashscopeAdapter:
     # EventBridge posts the task-finish event unsigned; the URL's token is the proof.
     callbacks: CallbackSigning = CallbackSigning.TOKEN
 
-    def callback_id(self, body: dict[str, Any]) -> str | None:
+    def callback_id(self, body: dict[str, Any], query: Mapping[str, str]) -> str | None:
         if body.get("source") != CALLBACK_SOURCE or body.get("type") != CALLBACK_TYPE:
             return None
         data = body.get("data")

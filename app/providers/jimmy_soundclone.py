@@ -8,6 +8,7 @@ not an official table, hence the bias towards transient for anything unclear.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
@@ -111,7 +112,7 @@ class JimmySoundCloneAdapter:
     # Jimmy documents no completion callback.
     callbacks: CallbackSigning = CallbackSigning.NONE
 
-    def callback_id(self, body: dict[str, Any]) -> str | None:
+    def callback_id(self, body: dict[str, Any], query: Mapping[str, str]) -> str | None:
         return None
 
     def result_files(self, result: ProviderResult, received_at: datetime) -> list[ResultFile]:

@@ -7,6 +7,7 @@ resumes it are MiniMax's own and shared with its video API (app/providers/minima
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -59,7 +60,7 @@ class MinimaxT2AAdapter(MinimaxAsyncAdapter):
     # T2A async takes no callback URL (its create request has none: docs/providers.md).
     callbacks: CallbackSigning = CallbackSigning.NONE
 
-    def callback_id(self, body: dict[str, Any]) -> str | None:
+    def callback_id(self, body: dict[str, Any], query: Mapping[str, str]) -> str | None:
         return None
 
     def result(self, file: RetrievedFile, details: dict[str, Any]) -> MinimaxT2AResult:

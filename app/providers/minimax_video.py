@@ -9,6 +9,7 @@ size and the callback's task id.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -78,7 +79,7 @@ class MinimaxVideoAdapter(MinimaxAsyncAdapter):
     # be echoed within 3 s, then unsigned status updates shaped like the query's answer.
     callbacks: CallbackSigning = CallbackSigning.TOKEN
 
-    def callback_id(self, body: dict[str, Any]) -> str | None:
+    def callback_id(self, body: dict[str, Any], query: Mapping[str, str]) -> str | None:
         # The challenge names no task; a status update names it in task_id.
         try:
             return int64_id(body.get("task_id"))

@@ -16,6 +16,7 @@ from app.core.config import ProviderKind
 from app.providers.assemblyai import AssemblyAIAdapter, AssemblyAIResult
 from app.providers.base import ProviderAdapter
 from app.providers.dashscope import DashscopeAdapter, DashscopeResult
+from app.providers.fal import FalAdapter, FalResult
 from app.providers.jimmy_soundclone import JimmySoundCloneAdapter, JimmySoundCloneResult
 from app.providers.minimax_t2a import MinimaxT2AAdapter, MinimaxT2AResult
 from app.providers.minimax_video import MinimaxVideoAdapter, MinimaxVideoResult
@@ -28,7 +29,8 @@ TaskResult = Annotated[
     | MinimaxVideoResult
     | ReplicateResult
     | DashscopeResult
-    | AssemblyAIResult,
+    | AssemblyAIResult
+    | FalResult,
     Field(discriminator="kind"),
 ]
 
@@ -43,6 +45,7 @@ _ADAPTERS: dict[ProviderKind, ProviderAdapter] = {
         ReplicateAdapter(),
         DashscopeAdapter(),
         AssemblyAIAdapter(),
+        FalAdapter(),
     )
 }
 

@@ -11,7 +11,7 @@ and its files an hour after the prediction ends.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -143,7 +143,7 @@ class ReplicateAdapter:
     # account's `whsec_` secret (GET /v1/webhooks/default/secret).
     callbacks: CallbackSigning = CallbackSigning.STANDARD_WEBHOOKS
 
-    def callback_id(self, body: dict[str, Any]) -> str | None:
+    def callback_id(self, body: dict[str, Any], query: Mapping[str, str]) -> str | None:
         # The body is the prediction object itself: its `id` names it.
         try:
             return self.normalize_id(body.get("id"))

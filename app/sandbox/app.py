@@ -324,7 +324,10 @@ def _task_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
             ready_at=at.wall + body.duration_s,
         )
 
-    @router.get("/tasks/{provider}/{task_id}", responses={404: {"description": "No such task"}})
+    # A path: fal's ids hold the model's owner and app.
+    @router.get(
+        "/tasks/{provider}/{task_id:path}", responses={404: {"description": "No such task"}}
+    )
     async def read_task(provider: Provider, task_id: str) -> TaskRead:
         if provider == "minimax":
             number = parse_int64(task_id)

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.sandbox.fakes import fal
 from app.sandbox.media import MIN_AUDIO_BYTES
 from app.sandbox.state import (
     DEFAULT_RESULT_BYTES,
@@ -56,6 +57,11 @@ MAX_FILES = 100
 ERROR_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,99}$"
 # AssemblyAI writes UUIDs (older ids: another first group), always in lowercase.
 _ASSEMBLYAI_ID = re.compile(r"(?=.{1,64}$)[0-9a-z]+(?:-[0-9a-z]+)*")
+# fal ids are pollhook's: the model's owner and app, then the request_id (a UUID).
+_FAL_ID = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}/"
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
 
 
 class _Body(BaseModel):
@@ -234,6 +240,13 @@ class TaskScript(_Body):
             raise ValueError(f"{', '.join(wrong)}: not a {self.provider} behaviour")
         if self.failed_files > self.files:
             raise ValueError("failed_files must not exceed files")
+        failed_codes = fal.FAILED_ERROR_TYPES
+        fal_failed = self.provider == "fal" and self.outcome == "failed"
+        if fal_failed and self.error_code is not None and self.error_code not in failed_codes:
+            raise ValueError(
+                "a failed fal request's error_code is the HTTP status of its error_type: "
+                f"one of {', '.join(map(str, failed_codes))}"
+            )
         code = self.error_code if self.outcome == "error" else None
         if self.provider == "replicate" and code is not None and not 400 <= code < 600:
             raise ValueError("a Replicate error_code is the HTTP status it answers (400-599)")
@@ -273,8 +286,9 @@ class TaskScript(_Body):
 
 class TaskCreate(TaskScript):
     """One task; `id` picks its id (MiniMax, T2A and video: a positive int64, as a number
-    or digit string; Jimmy and Replicate: URL-safe text; DashScope: a lowercase UUID),
-    otherwise the sandbox mints one in the provider's format."""
+    or digit string; Jimmy and Replicate: URL-safe text; DashScope: a lowercase UUID; fal:
+    `<owner>/<app>/<request_id uuid>`), otherwise the sandbox mints one in the provider's
+    format."""
 
     id: StrictInt | StrictStr | None = None
 
@@ -301,6 +315,13 @@ class TaskCreate(TaskScript):
                 "an AssemblyAI id must be 1-64 lowercase letters and digits in groups joined "
                 "by single hyphens"
             )
+        if self.provider == "fal":
+            if not _FAL_ID.fullmatch(text):
+                raise ValueError(
+                    "a fal id must be <owner>/<app>/<request_id>: two segments of "
+                    "A-Z a-z 0-9 . _ - (a letter or digit first), then a lowercase UUID"
+                )
+            return text
         if not _JIMMY_ID.fullmatch(text):
             raise ValueError("a Jimmy id must be 1-256 characters from A-Z a-z 0-9 . _ ~ -")
         return text
@@ -368,7 +389,9 @@ class TaskRead(BaseModel):
     done: bool
     polls: int
     done_polls: int = Field(description="Status queries served once the task was done.")
-    retrieves: int = Field(description="MiniMax File Retrieves served for the task.")
+    retrieves: int = Field(
+        description="MiniMax File Retrieves, or fal result GETs, served for the task."
+    )
     downloads: int = Field(
         description="Result file requests for the task that passed the URL check "
         "(served, or failed as scripted)."

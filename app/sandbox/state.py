@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-Provider = Literal["minimax", "jimmy", "minimax_video", "replicate", "dashscope", "assemblyai"]
+Provider = Literal[
+    "minimax", "jimmy", "minimax_video", "replicate", "dashscope", "assemblyai", "fal"
+]
 # canceled: a task its creator canceled (Replicate's and DashScope's; no other fake has one).
 Outcome = Literal["success", "failed", "expired", "error", "canceled"]
 JimmyModel = Literal["clone", "audio"]
@@ -47,6 +49,7 @@ PROVIDERS: tuple[Provider, ...] = (
     "replicate",
     "dashscope",
     "assemblyai",
+    "fal",
 )
 # The providers behind MiniMax's File Retrieve: their tasks have a file_id, and each retrieve
 # mints a fresh download URL.
@@ -76,6 +79,7 @@ DEFAULT_RATES: dict[Provider, float] = {
     "replicate": 50.0,
     "dashscope": 20.0,
     "assemblyai": 66.0,  # 20,000 requests per 5 minutes
+    "fal": 10.0,  # none published: pollhook's default for the kind
 }
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
@@ -87,6 +91,8 @@ DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "dashscope": (400, "task_id is invalid"),
     # AssemblyAI's are HTTP statuses with an `{"error": ...}` body.
     "assemblyai": (400, "Transcript lookup error, transcript id not found"),
+    # fal: the HTTP status the result answers with (the model's validation error).
+    "fal": (422, "field required"),
 }
 # The code of a scripted DashScope refusal ("error"), failure ("failed") or failed files of
 # a task that succeeded ("success") unless the script names one (`error_name`).
@@ -301,14 +307,13 @@ class Task:
         return self.created_at + self.duration_s
 
     def phase(self, wall: float) -> Phase:
-        """Jimmy, DashScope and AssemblyAI (queued while an account is over its concurrency
-        limit) queue a task for the first third of its duration (Replicate: starting, then
-        processing); MiniMax reports
-        Processing from creation until the task is done, unless scripted to say Preparing
-        or Queueing for the first third."""
+        """Jimmy, DashScope, fal and AssemblyAI (queued while an account is over its
+        concurrency limit) queue a task for the first third of its duration (Replicate:
+        starting, then processing); MiniMax reports Processing from creation until the task
+        is done, unless scripted to say Preparing or Queueing for the first third."""
         if wall >= self.ready_at:
             return "done"
-        queues = self.provider in ("jimmy", "replicate", "dashscope", "assemblyai")
+        queues = self.provider in ("jimmy", "replicate", "dashscope", "assemblyai", "fal")
         queues = queues or self.queued_status is not None
         if queues and wall < self.created_at + self.duration_s / 3:
             return "queued"
@@ -330,6 +335,8 @@ class Task:
             return _DASHSCOPE_STATUS[phase] if phase != "done" else _DASHSCOPE_OUTCOME[self.outcome]
         if self.provider == "assemblyai":
             return phase if phase != "done" else _ASSEMBLYAI_OUTCOME[self.outcome]
+        if self.provider == "fal":
+            return _FAL_STATUS[phase]
         if phase == "queued":
             word: str | None = self.queued_status
         elif phase == "processing":
@@ -410,6 +417,13 @@ _ASSEMBLYAI_OUTCOME: dict[Outcome, str | None] = {
     "expired": "completed",
     "error": None,
 }
+
+# fal says COMPLETED however a request ended: its error (or its result's) tells how.
+_FAL_STATUS: dict[Phase, str] = {
+    "queued": "IN_QUEUE",
+    "processing": "IN_PROGRESS",
+    "done": "COMPLETED",
+}
 _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
     "success": "success",
     "failed": "failed",
@@ -436,6 +450,9 @@ ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
     "replicate": lambda rng: "".join(rng.choice(_ID_ALPHABET) for _ in range(26)),
     "dashscope": _uuid,
     "assemblyai": _uuid,
+    # fal: pollhook's external id, `<owner>/<app>/<request_id uuid>` (fal routes a request
+    # by its model).
+    "fal": lambda rng: f"fal-ai/sandbox-tts/{_uuid(rng)}",
 }
 # The word each MiniMax API uses for a failed task, unless a script picks the other.
 FAILED_WORDS: dict[Provider, MinimaxFailed] = {"minimax": "Failed", "minimax_video": "Fail"}
@@ -778,6 +795,8 @@ class Sandbox:
             raise SandboxError("expired is not a MiniMax video task state")
         if spec.outcome == "canceled" and spec.provider not in ("replicate", "dashscope"):
             raise SandboxError(f"canceled is not a {spec.provider} task state")
+        if spec.provider == "fal" and spec.outcome == "expired":
+            raise SandboxError("expired is not a fal request state")
         if spec.id is not None and count != 1:
             raise SandboxError("an explicit id names a single task")
         self.tasks.reserve(count)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -149,7 +149,7 @@ class Raises:
 
     callbacks = base.CallbackSigning.NONE
 
-    def callback_id(self, body: dict[str, Any]) -> str | None:
+    def callback_id(self, body: dict[str, Any], query: Mapping[str, str]) -> str | None:
         return None
 
     async def poll(self, upstream: base.Upstream, context: base.PollContext) -> base.PollOutcome:

@@ -503,7 +503,7 @@ def test_normalize_id_refuses_what_is_no_assemblyai_id(raw: object, reason: str)
     ],
 )
 def test_callback_id(body: dict[str, Any], expected: str | None) -> None:
-    assert AssemblyAIAdapter().callback_id(body) == expected
+    assert AssemblyAIAdapter().callback_id(body, {}) == expected
 
 
 def test_auth_headers_carry_the_raw_key() -> None:

@@ -601,7 +601,7 @@ def event(**overrides: Any) -> dict[str, Any]:
     ],
 )
 def test_callback_id(body: dict[str, Any], expected: str | None) -> None:
-    assert DashscopeAdapter().callback_id(body) == expected
+    assert DashscopeAdapter().callback_id(body, {}) == expected
 
 
 def test_result_files_are_the_succeeded_transcripts_with_their_expiry() -> None:

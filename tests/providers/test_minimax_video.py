@@ -507,4 +507,4 @@ def test_callbacks_are_unsigned_so_the_token_url_carries_them() -> None:
     ],
 )
 def test_callback_id(body: dict[str, Any], expected: str | None) -> None:
-    assert MinimaxVideoAdapter().callback_id(body) == expected
+    assert MinimaxVideoAdapter().callback_id(body, {}) == expected

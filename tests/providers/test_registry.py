@@ -36,7 +36,9 @@ def test_every_kind_has_its_result_in_the_union() -> None:
 
 
 def test_the_engine_names_no_provider_kind() -> None:
-    names = re.compile("|".join(re.escape(kind.value) for kind in ProviderKind))
+    # Whole words: a kind such as `fal` is also the start of `false` and `fallback`.
+    kinds = "|".join(re.escape(kind.value) for kind in ProviderKind)
+    names = re.compile(rf"(?<![A-Za-z0-9_])(?:{kinds})(?![A-Za-z0-9_])")
     for folder in ENGINE:
         for path in sorted((ROOT / "app" / folder).rglob("*.py")):
             found = names.search(path.read_text())

@@ -159,7 +159,7 @@ def test_normalize_id_refuses(raw: object, reason: str) -> None:
 def test_callback_id_reads_the_prediction_it_carries(
     body: dict[str, Any], expected: str | None
 ) -> None:
-    assert ReplicateAdapter().callback_id(body) == expected
+    assert ReplicateAdapter().callback_id(body, {}) == expected
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from fastapi import APIRouter
 
-from app.sandbox.fakes import dashscope
+from app.sandbox.fakes import dashscope, fal
 from app.sandbox.fakes.assemblyai import AssemblyAIFake
 from app.sandbox.fakes.minimax_video import MinimaxVideoFake
 from app.sandbox.fakes.replicate import ReplicateFake
@@ -48,4 +48,5 @@ FAKES: tuple[Fake, ...] = (
     MinimaxVideoFake(),
     dashscope.FAKE,
     AssemblyAIFake(),
+    fal.FAKE,
 )
