@@ -724,3 +724,13 @@ async def test_network_failures(exc: Exception, code: str) -> None:
     assert type(error) is TransientError
     assert error.code == code
     assert harness.slots == 1
+
+
+def test_callback_id_takes_the_model_from_the_url_handed_to_fal() -> None:
+    body = {"request_id": REQUEST_ID.upper(), "status": "OK", "payload": {}}
+    adapter = FalAdapter()
+    assert adapter.callback_id(body, {"model": "fal-ai/minimax-music"}) == (
+        f"fal-ai/minimax-music/{REQUEST_ID}"
+    )
+    for model in ("../x", "fal-ai", "fal ai/x", ""):
+        assert adapter.callback_id(body, {"model": model}) is None
