@@ -42,6 +42,7 @@ ENV_PREFIX = "POLLHOOK_"
 class ProviderKind(StrEnum):
     MINIMAX_T2A = "minimax_t2a"
     JIMMY_SOUNDCLONE = "jimmy_soundclone"
+    ELEVENLABS_DUBBING = "elevenlabs_dubbing"
 
 
 # Per-kind defaults from the providers' own documentation (see docs/providers.md):
@@ -66,12 +67,25 @@ KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {
         "request_timeout_s": 10.0,
         "deadline_s": 1800,
     },
+    # ElevenLabs limits concurrent requests per plan (Free 2 ... Business 15), not a rate:
+    # 2/s keeps the lowest plan's two in flight while a status query takes under a second.
+    # Dubs take minutes to hours and stay until deleted; 12 h bounds a stuck one.
+    ProviderKind.ELEVENLABS_DUBBING: {
+        "base_url": "https://api.elevenlabs.io",
+        "rate_limit_per_s": 2.0,
+        "first_poll_delay_s": 10.0,
+        "min_poll_interval_s": 10.0,
+        "max_poll_interval_s": 60.0,
+        "request_timeout_s": 10.0,
+        "deadline_s": 12 * 3600,
+    },
 }
 
 # The instances that exist without any configuration.
 DEFAULT_INSTANCES: dict[str, ProviderKind] = {
     "minimax": ProviderKind.MINIMAX_T2A,
     "jimmy": ProviderKind.JIMMY_SOUNDCLONE,
+    "elevenlabs": ProviderKind.ELEVENLABS_DUBBING,
 }
 
 MAX_DEADLINE_S = 7 * 24 * 3600

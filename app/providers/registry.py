@@ -14,11 +14,15 @@ from pydantic import Field, TypeAdapter
 
 from app.core.config import ProviderKind
 from app.providers.base import ProviderAdapter
+from app.providers.elevenlabs_dubbing import ElevenLabsDubbingAdapter, ElevenLabsDubbingResult
 from app.providers.jimmy_soundclone import JimmySoundCloneAdapter, JimmySoundCloneResult
 from app.providers.minimax_t2a import MinimaxT2AAdapter, MinimaxT2AResult
 
 # A task's result, as the adapter of its provider kind builds it; `kind` tells which.
-TaskResult = Annotated[MinimaxT2AResult | JimmySoundCloneResult, Field(discriminator="kind")]
+TaskResult = Annotated[
+    MinimaxT2AResult | JimmySoundCloneResult | ElevenLabsDubbingResult,
+    Field(discriminator="kind"),
+]
 
 _TASK_RESULT = TypeAdapter[TaskResult](TaskResult)
 
@@ -27,6 +31,7 @@ _ADAPTERS: dict[ProviderKind, ProviderAdapter] = {
     for adapter in (
         MinimaxT2AAdapter(),
         JimmySoundCloneAdapter(),
+        ElevenLabsDubbingAdapter(),
     )
 }
 
