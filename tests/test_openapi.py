@@ -89,11 +89,13 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         "mapping": {
             "minimax_t2a": "#/components/schemas/MinimaxT2AResult",
             "jimmy_soundclone": "#/components/schemas/JimmySoundCloneResult",
+            "elevenlabs_dubbing": "#/components/schemas/ElevenLabsDubbingResult",
         },
     }
     assert typed["oneOf"] == [
         {"$ref": "#/components/schemas/MinimaxT2AResult"},
         {"$ref": "#/components/schemas/JimmySoundCloneResult"},
+        {"$ref": "#/components/schemas/ElevenLabsDubbingResult"},
     ]
     expected = {
         "MinimaxT2AResult": (
@@ -104,6 +106,23 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             {"kind", "audio_url", "model_id", "subtitle_url", "archive"},
             {"kind", "audio_url"},
         ),
+        "ElevenLabsDubbingResult": (
+            {
+                "kind",
+                "dubbing_id",
+                "name",
+                "source_language",
+                "media_content_type",
+                "media_duration_s",
+                "languages",
+                "archive",
+            },
+            {"kind", "dubbing_id", "languages"},
+        ),
+        "ElevenLabsDubbedLanguage": (
+            {"language", "audio_url", "transcript_url"},
+            {"language", "audio_url", "transcript_url"},
+        ),
     }
     for name, (fields, required) in expected.items():
         schema = schemas[name]
@@ -113,3 +132,5 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         assert all(p.get("description") for p in schema["properties"].values()), name
     assert schemas["MinimaxT2AResult"]["properties"]["kind"]["const"] == "minimax_t2a"
     assert schemas["JimmySoundCloneResult"]["properties"]["kind"]["const"] == "jimmy_soundclone"
+    elevenlabs = schemas["ElevenLabsDubbingResult"]["properties"]["kind"]
+    assert elevenlabs["const"] == "elevenlabs_dubbing"

@@ -119,19 +119,28 @@ class TaskScript(_Body):
             raise ValueError(
                 "outcome 'expired' is not a Jimmy task state (queued/processing/completed/failed)"
             )
+        if self.provider == "elevenlabs" and self.outcome == "expired":
+            raise ValueError(
+                "outcome 'expired' is not an ElevenLabs dubbing state "
+                "(queued/dubbing/dubbed/failed)"
+            )
         minimax_only = {
             "queued_status": self.queued_status is not None,
             "failed_status": self.failed_status != "Failed",
             "file_not_ready_retrieves": self.file_not_ready_retrieves > 0,
             "backup_url_only": self.backup_url_only,
         }
-        wrong = (
-            [name for name, given in minimax_only.items() if given]
-            if self.provider == "jimmy"
-            else ["message_in_msg"]
-            if self.message_in_msg
-            else []
-        )
+        jimmy_only = {
+            "message_in_msg": self.message_in_msg,
+            "model": self.model != "audio",
+            "subtitles": self.subtitles,
+        }
+        if self.provider == "jimmy":
+            wrong = [name for name, given in minimax_only.items() if given]
+        elif self.provider == "elevenlabs":
+            wrong = [name for name, given in (minimax_only | jimmy_only).items() if given]
+        else:
+            wrong = ["message_in_msg"] if self.message_in_msg else []
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: not a {self.provider} behaviour")
         return self

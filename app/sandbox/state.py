@@ -8,13 +8,14 @@ pass whatever time they need without sleeping. One event loop drives it, so no l
 from __future__ import annotations
 
 import random
+import string
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-Provider = Literal["minimax", "jimmy"]
+Provider = Literal["minimax", "jimmy", "elevenlabs"]
 Outcome = Literal["success", "failed", "expired", "error"]
 JimmyModel = Literal["clone", "audio"]
 StatusCase = Literal["title", "lower"]
@@ -36,7 +37,7 @@ FaultKind = Literal[
     "rate_limit",
 ]
 
-PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy")
+PROVIDERS: tuple[Provider, ...] = ("minimax", "jimmy", "elevenlabs")
 STATUS_CASES: tuple[StatusCase, ...] = ("title", "lower")
 INT64_MAX = 2**63 - 1
 # Bounds that keep a long benchmark (or a runaway client) from exhausting memory.
@@ -56,15 +57,20 @@ DEFAULT_RESULT_BYTES = 16_384
 MAX_RESULT_BYTES = 2**30
 # Requests per second per API key of the providers the CLI sets no flag for: each one's
 # documented query limit (docs/providers.md). PATCH /_sandbox/config changes any of them.
-DEFAULT_RATES: dict[Provider, float] = {}
+DEFAULT_RATES: dict[Provider, float] = {"elevenlabs": 2.0}
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "minimax": (2013, "invalid params"),
     "jimmy": (20002, "invalid params"),
+    # ElevenLabs answers errors with an HTTP status: the code is that status.
+    "elevenlabs": (404, "Dubbing not found"),
 }
 DEFAULT_FAILURE_MESSAGE = "audio generation failed"
 DEFAULT_LATENCY_S: dict[FaultKind, float] = {"latency": 1.0, "timeout": 30.0}
 MAX_LATENCY_S = 120.0
+
+# The providers with no `expired` state, by their names in messages.
+NO_EXPIRED_STATE: dict[Provider, str] = {"jimmy": "Jimmy", "elevenlabs": "ElevenLabs"}
 
 T = TypeVar("T")
 
@@ -218,12 +224,12 @@ class Task:
         return self.created_at + self.duration_s
 
     def phase(self, wall: float) -> Phase:
-        """Jimmy queues a task for the first third of its duration; MiniMax reports
+        """Jimmy and ElevenLabs queue a task for the first third of its duration; MiniMax reports
         Processing from creation until the task is done, unless scripted to say Preparing
         or Queueing for the first third."""
         if wall >= self.ready_at:
             return "done"
-        queues = self.provider == "jimmy" or self.queued_status is not None
+        queues = self.provider in ("jimmy", "elevenlabs") or self.queued_status is not None
         if queues and wall < self.created_at + self.duration_s / 3:
             return "queued"
         return "processing"
@@ -234,6 +240,9 @@ class Task:
         phase = self.phase(wall)
         if self.provider == "jimmy":
             return _JIMMY_STATUS[phase] if phase != "done" else _JIMMY_OUTCOME[self.outcome]
+        if self.provider == "elevenlabs":
+            done = _ELEVENLABS_OUTCOME[self.outcome]
+            return _ELEVENLABS_STATUS[phase] if phase != "done" else done
         if phase == "queued":
             word: str | None = self.queued_status
         elif phase == "processing":
@@ -290,12 +299,22 @@ _JIMMY_OUTCOME: dict[Outcome, str | None] = {
     "expired": "failed",  # not a Jimmy state; the control API refuses it
     "error": None,
 }
+_ELEVENLABS_STATUS: dict[Phase, str] = {"queued": "queued", "processing": "dubbing"}
+_ELEVENLABS_OUTCOME: dict[Outcome, str | None] = {
+    "success": "dubbed",
+    "failed": "failed",
+    "expired": "failed",  # not an ElevenLabs state; the control API refuses it
+    "error": None,
+}
 _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
     "success": "success",
     "failed": "failed",
     "expired": "expired",
     "error": None,
 }
+
+
+_ALNUM = string.ascii_letters + string.digits
 
 
 def _uuid(rng: random.Random) -> str:
@@ -307,6 +326,8 @@ def _uuid(rng: random.Random) -> str:
 ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
     "minimax": lambda rng: str(rng.randrange(10**13, 10**14)),
     "jimmy": lambda rng: f"audio_{_uuid(rng)}",
+    # ElevenLabs: 20 letters and digits, like the docs' 21m00Tcm4TlvDq8ikWAM.
+    "elevenlabs": lambda rng: "".join(rng.choice(_ALNUM) for _ in range(20)),
 }
 
 
@@ -637,8 +658,8 @@ class Sandbox:
 
     def create_tasks(self, spec: TaskSpec, at: Instant, count: int = 1) -> list[Task]:
         """Create `count` tasks from one script, all at `at`; all or none."""
-        if spec.provider == "jimmy" and spec.outcome == "expired":
-            raise SandboxError("expired is not a Jimmy task state")
+        if spec.outcome == "expired" and spec.provider in NO_EXPIRED_STATE:
+            raise SandboxError(f"expired is not a {NO_EXPIRED_STATE[spec.provider]} task state")
         if spec.id is not None and count != 1:
             raise SandboxError("an explicit id names a single task")
         self.tasks.reserve(count)

@@ -10,9 +10,11 @@ import pytest
 
 from app.sandbox.state import (
     DEFAULT_FAILURE_MESSAGE,
+    DEFAULT_RATES,
     INT64_MAX,
     NO_KEY,
     OTHER_KEYS,
+    PROVIDERS,
     DuplicateTask,
     FaultBook,
     FaultKind,
@@ -569,5 +571,5 @@ def test_reset_forgets_tasks_faults_and_counts_but_keeps_rates() -> None:
     sandbox.reset()
     assert len(sandbox.tasks) == 0
     assert sandbox.faults.live(T0) == []
-    assert sandbox.traffic.stats(sandbox.rates) == {"minimax": {}, "jimmy": {}}
-    assert sandbox.rates == {"minimax": 3, "jimmy": 7}
+    assert sandbox.traffic.stats(sandbox.rates) == {p: {} for p in PROVIDERS}
+    assert sandbox.rates == {**DEFAULT_RATES, "minimax": 3, "jimmy": 7}

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from fastapi import APIRouter
 
+from app.sandbox.fakes.elevenlabs import ElevenLabsFake
 from app.sandbox.gate import Answers, Clock
 from app.sandbox.media import GeneratedFile
 from app.sandbox.state import Provider, Sandbox, Task
@@ -31,4 +32,4 @@ class Fake(Protocol):
 
 
 # Every fake, in the order of docs/providers.md.
-FAKES: tuple[Fake, ...] = ()
+FAKES: tuple[Fake, ...] = (ElevenLabsFake(),)
