@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+from app.core.config import DEFAULT_INSTANCES, ProviderKind
 from tests.helpers import (
     PgServer,
     embedded_postgres_running,
@@ -325,7 +326,7 @@ def test_instance_without_kind_is_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "Error: invalid setting POLLHOOK_PROVIDERS__ACME__KIND: required for a new provider "
-        "instance (one of: minimax_t2a, jimmy_soundclone)"
+        f"instance (one of: {', '.join(kind.value for kind in ProviderKind)})"
     )
 
 
@@ -339,7 +340,9 @@ def test_missing_provider_key_warns_once_per_instance(pg_url_unmigrated: str) ->
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     missing = [line for line in lines if line["event"] == "provider_key_missing"]
     assert [(m["instance"], m["variable"]) for m in missing] == [
-        ("jimmy", "POLLHOOK_PROVIDERS__JIMMY__API_KEY")
+        (name, f"POLLHOOK_PROVIDERS__{name.upper()}__API_KEY")
+        for name in DEFAULT_INSTANCES
+        if name != "minimax"
     ]
 
 

@@ -16,6 +16,9 @@ from app.core.config import (
     unknown_settings,
 )
 
+# The kinds a new instance may name, as the settings errors list them.
+KINDS = ", ".join(kind.value for kind in ProviderKind)
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -278,12 +281,12 @@ def test_unknown_keys_in_the_config_file(tmp_path: Path) -> None:
         (
             "POLLHOOK_PROVIDERS__ACME__API_KEY",
             "invalid setting POLLHOOK_PROVIDERS__ACME__KIND: required for a new provider "
-            "instance (one of: minimax_t2a, jimmy_soundclone)",
+            f"instance (one of: {KINDS})",
         ),
         (
             "POLLHOOK_PROVIDERS__MINIMX__API_KEY",
             "invalid setting POLLHOOK_PROVIDERS__MINIMX__KIND: required for a new provider "
-            "instance (one of: minimax_t2a, jimmy_soundclone); or did you mean the instance "
+            f"instance (one of: {KINDS}); or did you mean the instance "
             "MINIMAX?",
         ),
         (
@@ -313,7 +316,7 @@ def test_instance_without_kind_keeps_its_other_mistakes(monkeypatch: pytest.Monk
         load_settings()
     assert str(info.value).splitlines() == [
         "invalid setting POLLHOOK_PROVIDERS__ACME__KIND: required for a new provider instance "
-        "(one of: minimax_t2a, jimmy_soundclone)",
+        f"(one of: {KINDS})",
         "invalid setting POLLHOOK_PROVIDERS__ACME__RATE_LIMIT_PER_S: Input should be greater "
         "than or equal to 0",
     ]
