@@ -78,6 +78,9 @@ async def test_a_dub_queues_dubs_and_ends_dubbed(http: httpx.AsyncClient, clock:
     seen = (await http.get(f"/_sandbox/tasks/elevenlabs/{dubbing_id}")).json()
     assert seen["polls"] == 3
     assert seen["status"] == "dubbed"
+    # Jimmy's script fields say nothing of a dub.
+    assert seen["model"] is None
+    assert seen["code_as_string"] is None
 
 
 async def test_the_dub_is_behind_the_keyed_routes_once_dubbed(
