@@ -94,6 +94,7 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             "dashscope": "#/components/schemas/DashscopeResult",
             "assemblyai": "#/components/schemas/AssemblyAIResult",
             "fal": "#/components/schemas/FalResult",
+            "elevenlabs_dubbing": "#/components/schemas/ElevenLabsDubbingResult",
         },
     }
     assert typed["oneOf"] == [
@@ -104,6 +105,7 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
         {"$ref": "#/components/schemas/DashscopeResult"},
         {"$ref": "#/components/schemas/AssemblyAIResult"},
         {"$ref": "#/components/schemas/FalResult"},
+        {"$ref": "#/components/schemas/ElevenLabsDubbingResult"},
     ]
     expected = {
         "MinimaxT2AResult": (
@@ -175,6 +177,23 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
             {"kind", "model", "request_id", "files", "output", "archive"},
             {"kind", "model", "request_id", "files", "output"},
         ),
+        "ElevenLabsDubbingResult": (
+            {
+                "kind",
+                "dubbing_id",
+                "name",
+                "source_language",
+                "media_content_type",
+                "media_duration_s",
+                "languages",
+                "archive",
+            },
+            {"kind", "dubbing_id", "languages"},
+        ),
+        "ElevenLabsDubbedLanguage": (
+            {"language", "audio_url", "transcript_url"},
+            {"language", "audio_url", "transcript_url"},
+        ),
     }
     for name, (fields, required) in expected.items():
         schema = schemas[name]
@@ -189,3 +208,5 @@ async def test_result_is_typed_per_provider(client: httpx.AsyncClient) -> None:
     assert schemas["DashscopeResult"]["properties"]["kind"]["const"] == "dashscope"
     assert schemas["AssemblyAIResult"]["properties"]["kind"]["const"] == "assemblyai"
     assert schemas["FalResult"]["properties"]["kind"]["const"] == "fal"
+    elevenlabs = schemas["ElevenLabsDubbingResult"]["properties"]["kind"]
+    assert elevenlabs["const"] == "elevenlabs_dubbing"

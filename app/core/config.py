@@ -47,6 +47,7 @@ class ProviderKind(StrEnum):
     DASHSCOPE = "dashscope"
     ASSEMBLYAI = "assemblyai"
     FAL = "fal"
+    ELEVENLABS_DUBBING = "elevenlabs_dubbing"
 
 
 # Per-kind defaults from the providers' own documentation (see docs/providers.md):
@@ -103,6 +104,7 @@ KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {
         "min_poll_interval_s": 2.0,
         "max_poll_interval_s": 60.0,
         "request_timeout_s": 10.0,
+        "deadline_s": 24 * 3600,
     },
     # AssemblyAI: 20,000 requests per 5 minutes per account (66.7/s, rounded down); its
     # SDK polls every 3 s; a transcript is kept 30 days by default (1 h at the shortest
@@ -128,6 +130,18 @@ KIND_DEFAULTS: dict[ProviderKind, dict[str, Any]] = {
         "request_timeout_s": 10.0,
         "deadline_s": 6 * 3600,
     },
+    # ElevenLabs limits concurrent requests per plan (Free 2 ... Business 15), not a rate:
+    # 2/s keeps the lowest plan's two in flight while a status query takes under a second.
+    # Dubs take minutes to hours and stay until deleted; 12 h bounds a stuck one.
+    ProviderKind.ELEVENLABS_DUBBING: {
+        "base_url": "https://api.elevenlabs.io",
+        "rate_limit_per_s": 2.0,
+        "first_poll_delay_s": 10.0,
+        "min_poll_interval_s": 10.0,
+        "max_poll_interval_s": 60.0,
+        "request_timeout_s": 10.0,
+        "deadline_s": 12 * 3600,
+    },
 }
 
 # The instances that exist without any configuration.
@@ -139,6 +153,7 @@ DEFAULT_INSTANCES: dict[str, ProviderKind] = {
     "dashscope": ProviderKind.DASHSCOPE,
     "assemblyai": ProviderKind.ASSEMBLYAI,
     "fal": ProviderKind.FAL,
+    "elevenlabs": ProviderKind.ELEVENLABS_DUBBING,
 }
 
 MAX_DEADLINE_S = 7 * 24 * 3600

@@ -16,6 +16,7 @@ from app.core.config import ProviderKind
 from app.providers.assemblyai import AssemblyAIAdapter, AssemblyAIResult
 from app.providers.base import ProviderAdapter
 from app.providers.dashscope import DashscopeAdapter, DashscopeResult
+from app.providers.elevenlabs_dubbing import ElevenLabsDubbingAdapter, ElevenLabsDubbingResult
 from app.providers.fal import FalAdapter, FalResult
 from app.providers.jimmy_soundclone import JimmySoundCloneAdapter, JimmySoundCloneResult
 from app.providers.minimax_t2a import MinimaxT2AAdapter, MinimaxT2AResult
@@ -30,7 +31,8 @@ TaskResult = Annotated[
     | ReplicateResult
     | DashscopeResult
     | AssemblyAIResult
-    | FalResult,
+    | FalResult
+    | ElevenLabsDubbingResult,
     Field(discriminator="kind"),
 ]
 
@@ -46,6 +48,7 @@ _ADAPTERS: dict[ProviderKind, ProviderAdapter] = {
         DashscopeAdapter(),
         AssemblyAIAdapter(),
         FalAdapter(),
+        ElevenLabsDubbingAdapter(),
     )
 }
 

@@ -341,7 +341,8 @@ def _task_routes(router: APIRouter, sandbox: Sandbox, clock: Clock) -> None:
 def _calls_back(script: TaskScript) -> None:
     """A callback_url only for a provider whose fake posts callbacks (MiniMax's T2A and
     Jimmy call back on no URL)."""
-    if script.callback_url is not None and script.provider not in {f.provider for f in FAKES}:
+    calling_back = {fake.provider for fake in FAKES if fake.calls_back}
+    if script.callback_url is not None and script.provider not in calling_back:
         raise SandboxError(f"callback_url: {script.provider} calls back on no URL")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import random
+import string
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -18,7 +19,7 @@ from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 Provider = Literal[
-    "minimax", "jimmy", "minimax_video", "replicate", "dashscope", "assemblyai", "fal"
+    "minimax", "jimmy", "minimax_video", "replicate", "dashscope", "assemblyai", "fal", "elevenlabs"
 ]
 # canceled: a task its creator canceled (Replicate's and DashScope's; no other fake has one).
 Outcome = Literal["success", "failed", "expired", "error", "canceled"]
@@ -50,10 +51,20 @@ PROVIDERS: tuple[Provider, ...] = (
     "dashscope",
     "assemblyai",
     "fal",
+    "elevenlabs",
 )
 # The providers behind MiniMax's File Retrieve: their tasks have a file_id, and each retrieve
 # mints a fresh download URL.
 MINIMAX_PROVIDERS: tuple[Provider, ...] = ("minimax", "minimax_video")
+# The providers whose tasks report a queued phase for the first third of their duration.
+QUEUEING: tuple[Provider, ...] = (
+    "jimmy",
+    "replicate",
+    "dashscope",
+    "assemblyai",
+    "fal",
+    "elevenlabs",
+)
 STATUS_CASES: tuple[StatusCase, ...] = ("title", "lower")
 INT64_MAX = 2**63 - 1
 # Bounds that keep a long benchmark (or a runaway client) from exhausting memory.
@@ -80,6 +91,7 @@ DEFAULT_RATES: dict[Provider, float] = {
     "dashscope": 20.0,
     "assemblyai": 66.0,  # 20,000 requests per 5 minutes
     "fal": 10.0,  # none published: pollhook's default for the kind
+    "elevenlabs": 2.0,  # concurrency per plan, not a rate: pollhook's reading of it
 }
 # A scripted "error" outcome answers with these unless the script names a code.
 DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
@@ -93,6 +105,8 @@ DEFAULT_ERRORS: dict[Provider, tuple[int, str]] = {
     "assemblyai": (400, "Transcript lookup error, transcript id not found"),
     # fal: the HTTP status the result answers with (the model's validation error).
     "fal": (422, "field required"),
+    # ElevenLabs answers errors with an HTTP status: the code is that status.
+    "elevenlabs": (404, "Dubbing not found"),
 }
 # The code of a scripted DashScope refusal ("error"), failure ("failed") or failed files of
 # a task that succeeded ("success") unless the script names one (`error_name`).
@@ -106,6 +120,14 @@ DEFAULT_ERROR_NAMES: dict[Provider, dict[Outcome, str]] = {
 DEFAULT_FAILURE_MESSAGE = "audio generation failed"
 DEFAULT_LATENCY_S: dict[FaultKind, float] = {"latency": 1.0, "timeout": 30.0}
 MAX_LATENCY_S = 120.0
+
+# The providers with no `expired` state, by their names in messages.
+NO_EXPIRED_STATE: dict[Provider, str] = {
+    "jimmy": "Jimmy",
+    "minimax_video": "MiniMax video",
+    "fal": "fal",
+    "elevenlabs": "ElevenLabs",
+}
 
 T = TypeVar("T")
 
@@ -307,13 +329,13 @@ class Task:
         return self.created_at + self.duration_s
 
     def phase(self, wall: float) -> Phase:
-        """Jimmy, DashScope, fal and AssemblyAI (queued while an account is over its
+        """Jimmy, DashScope, fal, ElevenLabs and AssemblyAI (queued while an account is over its
         concurrency limit) queue a task for the first third of its duration (Replicate:
         starting, then processing); MiniMax reports Processing from creation until the task
         is done, unless scripted to say Preparing or Queueing for the first third."""
         if wall >= self.ready_at:
             return "done"
-        queues = self.provider in ("jimmy", "replicate", "dashscope", "assemblyai", "fal")
+        queues = self.provider in QUEUEING
         queues = queues or self.queued_status is not None
         if queues and wall < self.created_at + self.duration_s / 3:
             return "queued"
@@ -337,6 +359,9 @@ class Task:
             return phase if phase != "done" else _ASSEMBLYAI_OUTCOME[self.outcome]
         if self.provider == "fal":
             return _FAL_STATUS[phase]
+        if self.provider == "elevenlabs":
+            done = _ELEVENLABS_OUTCOME[self.outcome]
+            return _ELEVENLABS_STATUS[phase] if phase != "done" else done
         if phase == "queued":
             word: str | None = self.queued_status
         elif phase == "processing":
@@ -424,6 +449,14 @@ _FAL_STATUS: dict[Phase, str] = {
     "processing": "IN_PROGRESS",
     "done": "COMPLETED",
 }
+
+_ELEVENLABS_STATUS: dict[Phase, str] = {"queued": "queued", "processing": "dubbing"}
+_ELEVENLABS_OUTCOME: dict[Outcome, str | None] = {
+    "success": "dubbed",
+    "failed": "failed",
+    "expired": "failed",  # not an ElevenLabs state; the control API refuses it
+    "error": None,
+}
 _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
     "success": "success",
     "failed": "failed",
@@ -433,6 +466,7 @@ _MINIMAX_OUTCOME: dict[Outcome, str | None] = {
 
 
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+_ALNUM = string.ascii_letters + string.digits
 
 
 def _uuid(rng: random.Random) -> str:
@@ -453,6 +487,8 @@ ID_FORMATS: dict[Provider, Callable[[random.Random], str]] = {
     # fal: pollhook's external id, `<owner>/<app>/<request_id uuid>` (fal routes a request
     # by its model).
     "fal": lambda rng: f"fal-ai/sandbox-tts/{_uuid(rng)}",
+    # ElevenLabs: 20 letters and digits, like the docs' 21m00Tcm4TlvDq8ikWAM.
+    "elevenlabs": lambda rng: "".join(rng.choice(_ALNUM) for _ in range(20)),
 }
 # The word each MiniMax API uses for a failed task, unless a script picks the other.
 FAILED_WORDS: dict[Provider, MinimaxFailed] = {"minimax": "Failed", "minimax_video": "Fail"}
@@ -789,14 +825,10 @@ class Sandbox:
 
     def create_tasks(self, spec: TaskSpec, at: Instant, count: int = 1) -> list[Task]:
         """Create `count` tasks from one script, all at `at`; all or none."""
-        if spec.provider == "jimmy" and spec.outcome == "expired":
-            raise SandboxError("expired is not a Jimmy task state")
-        if spec.provider == "minimax_video" and spec.outcome == "expired":
-            raise SandboxError("expired is not a MiniMax video task state")
+        if spec.outcome == "expired" and spec.provider in NO_EXPIRED_STATE:
+            raise SandboxError(f"expired is not a {NO_EXPIRED_STATE[spec.provider]} task state")
         if spec.outcome == "canceled" and spec.provider not in ("replicate", "dashscope"):
             raise SandboxError(f"canceled is not a {spec.provider} task state")
-        if spec.provider == "fal" and spec.outcome == "expired":
-            raise SandboxError("expired is not a fal request state")
         if spec.id is not None and count != 1:
             raise SandboxError("an explicit id names a single task")
         self.tasks.reserve(count)

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 
 from app.sandbox.fakes import dashscope, fal
 from app.sandbox.fakes.assemblyai import AssemblyAIFake
+from app.sandbox.fakes.elevenlabs import ElevenLabsFake
 from app.sandbox.fakes.minimax_video import MinimaxVideoFake
 from app.sandbox.fakes.replicate import ReplicateFake
 from app.sandbox.gate import Answers, Clock, Json
@@ -26,6 +27,8 @@ class Fake(Protocol):
     # Whether its callbacks are signed (Standard Webhooks, with the sandbox's
     # callback_secret); unsigned ones carry pollhook's token in their URL.
     signs_callbacks: bool
+    # Whether the provider posts to a URL given at creation (a script's callback_url).
+    calls_back: bool
 
     def callback_body(self, task: Task, base_url: str) -> Json | None:
         """What the provider posts to a task's callback URL when the task ends; None for a
@@ -49,4 +52,5 @@ FAKES: tuple[Fake, ...] = (
     dashscope.FAKE,
     AssemblyAIFake(),
     fal.FAKE,
+    ElevenLabsFake(),
 )

@@ -137,6 +137,7 @@ class AssemblyAIFake:
     # AssemblyAI posts `{transcript_id, status}` to the webhook_url, unsigned (its only
     # proof is a header the submitter names).
     signs_callbacks: bool = False
+    calls_back: bool = True
 
     def callback_body(self, task: Task, base_url: str) -> Json | None:
         status = task.status(task.ready_at)

@@ -170,6 +170,7 @@ class DashscopeFake:
     answers: Answers = ANSWERS
     # EventBridge posts DashScope's AsyncTaskFinish event as it is: unsigned.
     signs_callbacks: bool = False
+    calls_back: bool = True
 
     def callback_body(self, task: Task, base_url: str) -> Json | None:
         """The CloudEvents event EventBridge's HTTP target posts when the task ends (the

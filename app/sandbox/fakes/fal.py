@@ -135,6 +135,7 @@ class FalFake:
     # fal signs its webhooks with ED25519 (JWKS), not Standard Webhooks: the sandbox sends
     # them unsigned, as pollhook takes them (the token in the URL).
     signs_callbacks: bool = False
+    calls_back: bool = True
 
     def callback_body(self, task: Task, base_url: str) -> Json | None:
         """fal's webhook: the request_id alone (not the model), `OK` with the result as

@@ -100,6 +100,7 @@ class MinimaxVideoFake:
     answers: Answers = ANSWERS
     # Unsigned; the body is the query's answer with the status in lowercase (the docs).
     signs_callbacks: bool = False
+    calls_back: bool = True
 
     def callback_body(self, task: Task, base_url: str) -> Json | None:
         body = query_body(task, task.ready_at)

@@ -131,6 +131,7 @@ class ReplicateFake:
     # Replicate signs its webhooks per Standard Webhooks; the body is the prediction object
     # as GET would give it when the prediction ended (the `completed` event).
     signs_callbacks: bool = True
+    calls_back: bool = True
 
     def callback_body(self, task: Task, base_url: str) -> Json | None:
         status = task.status(task.ready_at)
