@@ -15,7 +15,8 @@ router = APIRouter(prefix="/inbound", tags=["provider callbacks"])
     "/{instance}",
     summary="A provider's callback that a task ended: a hint to poll it now",
     description="Hand this URL to the provider when you create a task there (Replicate's "
-    "`webhook`, fal's `fal_webhook`, AssemblyAI's `webhook_url`, MiniMax's `callback_url`). "
+    "`webhook`, fal's `fal_webhook` with `&model=<owner>/<app>`, AssemblyAI's `webhook_url`, "
+    "MiniMax's `callback_url`, DashScope's EventBridge HTTP target). "
     "No API key: the callback proves itself with the instance's `callback_secret`, as the "
     "provider's Standard Webhooks signature (Replicate) or as `?token=` (or an "
     "`X-Pollhook-Token` header). A verified callback makes the task it names due now; the "

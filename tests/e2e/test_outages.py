@@ -52,9 +52,13 @@ WEBHOOK_ENV = {
     "POLLHOOK_WEBHOOKS__TIMEOUT_S": "2",
 }
 # The worker's loops that reconnect to the database on their own, and what each one logs per
-# failed attempt: a loop per provider instance, the delivery loop, and two NOTIFY listeners
-# (new tasks, new deliveries).
-LOOP_ERRORS = {"poll_loop_error": 2, "delivery_loop_error": 1, "listener_error": 2}
+# failed attempt: a loop per provider instance (every built-in one runs), the delivery loop,
+# and two NOTIFY listeners (new tasks, new deliveries).
+LOOP_ERRORS = {
+    "poll_loop_error": len(DEFAULT_INSTANCES),
+    "delivery_loop_error": 1,
+    "listener_error": 2,
+}
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, within_s: float, what: str) -> None:

@@ -117,7 +117,7 @@ async def test_forged_signatures_change_nothing_and_are_counted(
     ):
         response = await client.post("/v1/inbound/replicate", content=body, headers=forged)
         assert response.status_code == 401, response.text
-        assert response.json()["code"] == "unauthorized"
+        assert response.json()["error"]["code"] == "unauthorized"
     tampered = body.replace(b"succeeded", b"failed")
     assert (
         await client.post("/v1/inbound/replicate", content=tampered, headers=headers)
@@ -196,7 +196,7 @@ async def test_an_instance_that_takes_no_callbacks_refuses_them(
 ) -> None:
     response = await client.post(f"/v1/inbound/{instance}?token={TOKEN}", json={"task_id": 1})
     assert response.status_code == status
-    assert response.json()["code"] == "not_found"
+    assert response.json()["error"]["code"] == "not_found"
 
 
 async def test_malformed_bodies_and_minimax_challenges(client: httpx.AsyncClient) -> None:

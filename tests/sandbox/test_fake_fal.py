@@ -253,7 +253,7 @@ async def test_the_default_rate_is_pollhooks_default(clock: FakeClock) -> None:
         ({"id": f"fal-ai/../{REQUEST_ID}"}, "a fal id must be"),
         ({"id": f"fal-ai/app/{REQUEST_ID.upper()}"}, "a fal id must be"),
         ({"id": 12345}, "a fal id must be"),
-        ({"outcome": "expired"}, "not a fal request state"),
+        ({"outcome": "expired"}, "not a fal task state"),
         ({"backup_url_only": True}, "backup_url_only: not a fal behaviour"),
         ({"message_in_msg": True}, "message_in_msg: not a fal behaviour"),
         ({"outcome": "failed", "error_code": 422}, "one of 504, 503, 502, 500, 499, 400"),
