@@ -8,14 +8,15 @@ Run from the repository root:
 
 Setup: a throwaway embedded Postgres, `pollhook sandbox` (its Replicate allows `--budget`
 requests per second per key, answering 429 past it), and per variant a fresh `pollhook api`
-and `pollhook worker` with one Replicate instance at that budget (`rate_limit_per_s`), first
-poll 1 s, min interval 1 s, max 10 s, the adaptive schedule:
+and `pollhook worker` with one Replicate instance at that budget (`rate_limit_per_s`) and
+Replicate's own defaults otherwise (`KIND_DEFAULTS`: first poll 1 s, intervals 1 to 15 s,
+the adaptive schedule):
 
 * `polling`: no callbacks, the instance as configured;
 * `callbacks`: the instance's `callback_secret` is the sandbox's signing secret (its
   Standard Webhooks callbacks verify), and each task is scripted with `callback_url` =
   the API's `POST /v1/inbound/replicate`: when the task ends, the sandbox posts the
-  prediction there, signed. Polling stays on, `callback_poll_stretch` (4) times wider.
+  prediction there, signed. Polling stays on, `callback_poll_stretch` (10) times wider.
 
 Workload: `--tasks` tasks arriving Poisson at `--inflight` / mean duration, durations
 lognormal (median `--median` s, sigma 0.6), one in ten failing; each is scripted at the
@@ -50,6 +51,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from app.core.config import KIND_DEFAULTS, ProviderKind
 from bench._support import (
     SANDBOX_KEY,
     TENANT,
@@ -147,12 +149,10 @@ async def one_run(
     port = free_port()
     api_key = secrets.token_hex(16)
     instance: dict[str, object] = {
+        **KIND_DEFAULTS[ProviderKind.REPLICATE],
         "base_url": sandbox.base_url,
         "api_key": SANDBOX_KEY,
         "rate_limit_per_s": options.budget,
-        "first_poll_delay_s": 1.0,
-        "min_poll_interval_s": 1.0,
-        "max_poll_interval_s": 10.0,
     }
     if variant == "callbacks":
         instance["callback_secret"] = config["callback_secret"]
@@ -314,7 +314,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.callbacks", description=__doc__)
     parser.add_argument("--tasks", type=int, default=300)
     parser.add_argument("--inflight", type=int, default=40)
-    parser.add_argument("--median", type=float, default=6.0, help="median task duration, s")
+    parser.add_argument("--median", type=float, default=20.0, help="median task duration, s")
     parser.add_argument("--budget", type=float, default=10.0, help="requests per second")
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--json", type=Path)

@@ -201,7 +201,7 @@ class ProviderSettings(BaseModel):
     callback_secret: SecretStr | None = None
     # With callbacks on, every planned poll waits this many times longer (max_poll_interval_s
     # too): polling stays on, as the safety net for a callback that never comes.
-    callback_poll_stretch: Annotated[float, Field(ge=1, le=100)] = 4.0
+    callback_poll_stretch: Annotated[float, Field(ge=1, le=100)] = 10.0
 
     @field_validator("api_key")
     @classmethod
