@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
 
 from app.blobs.views import ArchivedFile, ArchiveState
+from app.core.config import DEFAULT_INSTANCES, KIND_DEFAULTS, ProviderKind
+from app.providers.base import CallbackSigning
+from app.providers.registry import adapter_for
 from app.webhooks.events import EVENT_DESCRIPTIONS, EventType, WebhookEvent
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -65,3 +69,41 @@ def test_the_archive_example_has_the_shape_consumers_get() -> None:
     first, *elided = task["result"]["archive"]
     ArchivedFile.model_validate(first)
     assert [f["kind"] for f in [first, *elided]] == ["audio", "subtitle", "extra"]
+
+
+def test_the_built_in_instances_table_states_their_defaults() -> None:
+    """The README's table of the six later instances: each one's kind, host, rate, cadence
+    and deadline as `KIND_DEFAULTS` has them, and its callbacks as its adapter verifies them."""
+    header = (
+        "| Instance (kind) | `base_url` | `rate_limit_per_s` | first / min / max poll (s) "
+        "| `deadline_s` | Callbacks |"
+    )
+    lines = README.read_text().split(header + "\n", 1)[1].splitlines()[1:]
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines))
+    shown = {}
+    for line in rows:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        match = re.fullmatch(r"`(\w+)` \(`(\w+)`\)", cells[0])
+        assert match, line
+        shown[match.group(1)] = (match.group(2), cells[1:])
+    later = {n: k for n, k in DEFAULT_INSTANCES.items() if n not in ("minimax", "jimmy")}
+    assert set(shown) == set(later)
+    for name, (kind, (base_url, rate, cadence, deadline, callbacks)) in shown.items():
+        defaults = KIND_DEFAULTS[ProviderKind(kind)]
+        assert later[name] is ProviderKind(kind)
+        assert base_url == f"`{defaults['base_url']}`"
+        assert float(rate.split()[0]) == defaults["rate_limit_per_s"]
+        polls = [float(x) for x in cadence.split(" / ")]
+        assert polls == [
+            defaults["first_poll_delay_s"],
+            defaults["min_poll_interval_s"],
+            defaults["max_poll_interval_s"],
+        ]
+        assert int(deadline.split()[0]) == defaults["deadline_s"]
+        signing = adapter_for(ProviderKind(kind)).callbacks
+        expected = {
+            CallbackSigning.NONE: "none",
+            CallbackSigning.TOKEN: "token",
+            CallbackSigning.STANDARD_WEBHOOKS: "Standard Webhooks",
+        }[signing]
+        assert callbacks.startswith(expected), (name, callbacks)
