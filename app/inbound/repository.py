@@ -14,7 +14,14 @@ from app.tasks.repository import NOTIFY_CHANNEL
 # for the instance is woken on commit.
 _HINT = text(
     f"""
-    WITH hinted AS (
+    WITH locked AS (
+        -- In id order, as a poll's outcome write locks its batch (PollingRepository
+        -- .lock_held): two tenants' tasks with one upstream id cannot deadlock with it.
+        SELECT id FROM tasks
+        WHERE provider = :provider AND external_id = :external_id AND {ACTIVE_SQL}
+        ORDER BY id
+        FOR UPDATE
+    ), hinted AS (
         UPDATE tasks SET
             next_poll_at = CASE WHEN lease_owner IS NULL THEN LEAST(
                 next_poll_at,
@@ -24,8 +31,9 @@ _HINT = text(
                 )
             ) ELSE next_poll_at END,
             poll_again = poll_again OR lease_owner IS NOT NULL
-        WHERE provider = :provider AND external_id = :external_id AND {ACTIVE_SQL}
-        RETURNING id
+        FROM locked
+        WHERE tasks.id = locked.id AND {ACTIVE_SQL}
+        RETURNING tasks.id
     )
     SELECT count(*) AS hinted,
            CASE WHEN count(*) > 0 THEN pg_notify(:channel, :provider) END AS notified

@@ -13,7 +13,6 @@ stay at AssemblyAI, fetched by id while it keeps the transcript.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -40,6 +39,7 @@ from app.providers.base import (
 from app.providers.external_ids import InvalidExternalId
 from app.providers.http import (
     clip,
+    finite_number,
     is_http_url,
     json_object,
     malformed,
@@ -284,8 +284,9 @@ def _number(body: dict[str, Any], name: str) -> float | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
+    number = finite_number(value)
+    if number is not None:
+        return number
     _dropped(name, value)
     return None
 

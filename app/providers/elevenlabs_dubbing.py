@@ -41,6 +41,7 @@ from app.providers.base import (
 from app.providers.external_ids import InvalidExternalId, opaque_id, path_segment_problem
 from app.providers.http import (
     clip,
+    finite_number,
     json_object,
     malformed,
     raise_for_http_status,
@@ -250,11 +251,7 @@ def _result(body: dict[str, Any], base_url: str, context: PollContext) -> Eleven
         name=_text(body.get("name")),
         source_language=_text(body.get("source_language")),
         media_content_type=_text(media.get("content_type")),
-        media_duration_s=(
-            float(duration)
-            if isinstance(duration, int | float) and not isinstance(duration, bool)
-            else None
-        ),
+        media_duration_s=finite_number(duration),
         languages=[
             ElevenLabsDubbedLanguage(
                 language=lang,

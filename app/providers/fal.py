@@ -328,7 +328,10 @@ def _check_names(request: _Request, body: dict[str, Any]) -> None:
             continue
         if not isinstance(url, str):
             raise malformed(f"{name} is not a string", body)
-        segments = urlsplit(url).path.lower().split("/")
+        try:
+            segments = urlsplit(url).path.lower().split("/")
+        except ValueError:
+            raise malformed(f"{name} is not a URL", body) from None
         if request.request_id not in segments:
             raise malformed(f"{name} {clip(url)} is for another request", body)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -197,7 +198,9 @@ def excerpt(response: httpx.Response) -> dict[str, Any]:
 def json_object(response: httpx.Response) -> dict[str, Any]:
     """The body as a JSON object, or TransientError("malformed_response")."""
     try:
-        value = _clean(json.loads(response.content, parse_constant=_reject_constant))
+        value = _clean(
+            json.loads(response.content, parse_constant=_reject_constant, parse_float=_finite_float)
+        )
     except (ValueError, RecursionError):
         content_type = response.headers.get("content-type", "")
         looks_html = "html" in content_type or response.content.lstrip()[:1] == b"<"
@@ -214,6 +217,26 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
             raw=excerpt(response),
         )
     return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # 1e400 parses as inf: jsonb refuses it, and no provider means it.
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def finite_number(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (a bool, a string, an integer
+    too large for a float). For the optional figures of a result (durations, confidences)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _reject_constant(name: str) -> Any:

@@ -40,6 +40,7 @@ from app.providers.base import (
 from app.providers.external_ids import InvalidExternalId
 from app.providers.http import (
     clip,
+    finite_number,
     is_http_url,
     json_object,
     malformed,
@@ -337,10 +338,8 @@ def _url(value: Any) -> str | None:
 
 
 def _seconds(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    seconds = float(value)
-    return seconds if 0 <= seconds < 10**9 else None
+    seconds = finite_number(value)
+    return seconds if seconds is not None and 0 <= seconds < 10**9 else None
 
 
 def _timestamp(body: dict[str, Any], name: str) -> datetime | None:
@@ -351,7 +350,8 @@ def _timestamp(body: dict[str, Any], name: str) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        # An offset that carries the time past year 1 or 9999 cannot be held in UTC.
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         logger.warning("provider.bad_timestamp", field=name, value=clip(value))
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

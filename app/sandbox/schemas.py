@@ -310,6 +310,10 @@ class TaskCreate(TaskScript):
             if not _UUID.fullmatch(text):
                 raise ValueError("a DashScope id must be a lowercase UUID")
             return text
+        if self.provider == "replicate" and not (
+            text.isascii() and text.isalnum() and len(text) <= 64
+        ):
+            raise ValueError("a Replicate id must be 1-64 ASCII letters and digits")
         if self.provider == "assemblyai" and not _ASSEMBLYAI_ID.fullmatch(text):
             raise ValueError(
                 "an AssemblyAI id must be 1-64 lowercase letters and digits in groups joined "

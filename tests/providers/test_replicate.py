@@ -521,3 +521,22 @@ async def test_network_failures(exc: Exception, code: str) -> None:
     assert type(error) is TransientError
     assert error.code == code
     assert harness.slots == 1
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"created_at": "0001-01-01T00:00:00+05:00"},
+        {"completed_at": "9999-12-31T23:00:00-05:00"},
+        {"metrics": {"predict_time": 10**400}},
+    ],
+)
+async def test_figures_no_datetime_or_float_holds_are_dropped_not_fatal(
+    fields: dict[str, Any],
+) -> None:
+    """A time past year 1 or 9999 in UTC, or an integer too large for a float, is an
+    informative field gone, not a poll that fails every time."""
+    outcome = await poll(harness_for(reply(prediction(**fields))))
+    assert outcome.status is TaskStatus.SUCCEEDED
+    assert isinstance(outcome.result, ReplicateResult)
+    assert outcome.result.output_urls == [AUDIO]
