@@ -418,10 +418,11 @@ def sandbox(
     seed: int | None,
     callback_secret: str | None,
 ) -> None:
-    """Serve fake MiniMax and Jimmy AI APIs (scripted tasks, faults) for trying pollhook.
+    """Serve fakes of every provider's API (scripted tasks, faults, callbacks) for trying
+    pollhook.
 
-    Point POLLHOOK_PROVIDERS__MINIMAX__BASE_URL and POLLHOOK_PROVIDERS__JIMMY__BASE_URL at
-    it. Script tasks and faults through /_sandbox (see /docs on the running sandbox).
+    Point an instance's base URL at it (POLLHOOK_PROVIDERS__MINIMAX__BASE_URL, ...). Script
+    tasks and faults through /_sandbox (see /docs on the running sandbox).
     """
     from app.sandbox.app import create_sandbox_app
     from app.sandbox.state import SandboxConfig

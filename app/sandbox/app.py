@@ -58,10 +58,11 @@ from app.sandbox.state import (
 )
 
 DESCRIPTION = """
-Fake MiniMax (T2A async and video generation queries, File Retrieve) and Jimmy AI
-(SoundClone query) APIs with scripted tasks, the providers' own rate-limit answers and
-injectable faults, and the result files behind their expiring URLs. Point pollhook's
-provider base URLs here. Control routes live under `/_sandbox` and need no key.
+Fakes of every provider pollhook speaks (MiniMax T2A async and video generation with File
+Retrieve, Jimmy AI SoundClone, Replicate, fal, AssemblyAI, ElevenLabs dubbing, DashScope)
+with scripted tasks, the providers' own rate-limit answers and injectable faults, the result
+files behind their expiring URLs, and their callbacks to a task's `callback_url`. Point
+pollhook's provider base URLs here. Control routes live under `/_sandbox` and need no key.
 """
 
 
