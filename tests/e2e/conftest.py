@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from app.core.config import DEFAULT_INSTANCES, Settings
+from app.sandbox.state import PROVIDERS
 from tests.helpers import ACME_KEY, ADMIN_KEYS, free_port
 
 SANDBOX_KEY = "e2e-sandbox-key"
@@ -92,7 +93,9 @@ def _healthy(base: str) -> bool:
 def sandbox(sandbox_server: str) -> Iterator[Sandbox]:
     box = Sandbox(sandbox_server)
     box.http.post("/_sandbox/reset").raise_for_status()
-    box.set_rates(minimax_rate=0, jimmy_rate=0)
+    box.http.patch(
+        "/_sandbox/config", json={"rates": dict.fromkeys(PROVIDERS, 0)}
+    ).raise_for_status()
     yield box
     box.http.close()
 

@@ -7,54 +7,20 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
-from app.core.config import Settings
 from tests.e2e.conftest import (
-    FAST_ENGINE,
-    FAST_PROVIDER,
     SANDBOX_KEY,
     Sandbox,
     Worker,
-    provider_settings,
 )
 from tests.e2e.test_engine_e2e import eventually, register
-from tests.helpers import ACME_KEY, ADMIN_KEYS, OPS
-
-
-def assemblyai_instance(sandbox_base: str) -> dict[str, Any]:
-    return {
-        "kind": "assemblyai",
-        "base_url": sandbox_base,
-        "api_key": SANDBOX_KEY,
-        "rate_limit_per_s": 0,
-        **FAST_PROVIDER,
-    }
-
-
-def assemblyai_env(sandbox_base: str) -> dict[str, str]:
-    fields = assemblyai_instance(sandbox_base)
-    return {f"POLLHOOK_PROVIDERS__ASSEMBLYAI__{k.upper()}": str(v) for k, v in fields.items()}
+from tests.helpers import OPS
 
 
 def keys_seen(sandbox: Sandbox) -> set[str]:
     """The keys the AssemblyAI fake was sent, as it counts them."""
     stats = sandbox.http.get("/_sandbox/stats").json()["providers"]["assemblyai"]
     return set(stats)
-
-
-@pytest.fixture
-def settings(database_url: str, sandbox_server: str) -> Settings:
-    """The in-process API with the assemblyai instance on the sandbox, as the worker has it."""
-    providers = provider_settings(sandbox_server)
-    providers["assemblyai"] = assemblyai_instance(sandbox_server)
-    return Settings(
-        database_url=database_url,
-        api_keys=[{"tenant": "acme", "key": ACME_KEY}],
-        admin_keys=ADMIN_KEYS,
-        providers=providers,
-        engine=FAST_ENGINE,
-    )
 
 
 async def test_assemblyai_transcripts_reach_every_terminal_status(
@@ -72,7 +38,7 @@ async def test_assemblyai_transcripts_reach_every_terminal_status(
     }
     upstream = {name: sandbox.task(provider="assemblyai", **s) for name, s in scripts.items()}
     ids = {name: await register(client, "assemblyai", u["id"]) for name, u in upstream.items()}
-    start_worker(extra_env=assemblyai_env(sandbox.base))
+    start_worker()
 
     async def tasks() -> dict[str, dict[str, Any]]:
         return {name: (await client.get(f"/v1/tasks/{i}")).json() for name, i in ids.items()}
@@ -122,9 +88,7 @@ async def test_a_refused_key_pauses_the_instance_and_tasks_wait(
 ) -> None:
     upstream = sandbox.task(provider="assemblyai", duration_s=0)
     task_id = await register(client, "assemblyai", upstream["id"])
-    env = assemblyai_env(sandbox.base)
-    env["POLLHOOK_PROVIDERS__ASSEMBLYAI__API_KEY"] = "bad-key"
-    start_worker(extra_env=env)
+    start_worker(extra_env={"POLLHOOK_PROVIDERS__ASSEMBLYAI__API_KEY": "bad-key"})
 
     async def auth_failed() -> bool:
         items = (await client.get("/v1/providers", headers=OPS)).json()["items"]

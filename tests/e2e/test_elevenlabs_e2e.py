@@ -7,45 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.config import Settings
 from tests.e2e.conftest import (
-    FAST_ENGINE,
-    FAST_PROVIDER,
     SANDBOX_KEY,
     Sandbox,
     Worker,
-    provider_settings,
 )
 from tests.e2e.test_engine_e2e import all_terminal, eventually, register
-from tests.helpers import ACME_KEY, ADMIN_KEYS
-
-
-def elevenlabs_instance(sandbox_base: str) -> dict[str, Any]:
-    return {
-        "kind": "elevenlabs_dubbing",
-        "base_url": sandbox_base,
-        "api_key": SANDBOX_KEY,
-        "rate_limit_per_s": 0,
-        **FAST_PROVIDER,
-    }
-
-
-@pytest.fixture
-def settings(database_url: str, sandbox_server: str) -> Settings:
-    """The e2e settings with the elevenlabs instance on the sandbox, for registration."""
-    return Settings(
-        database_url=database_url,
-        api_keys=[{"tenant": "acme", "key": ACME_KEY}],
-        admin_keys=ADMIN_KEYS,
-        providers={
-            **provider_settings(sandbox_server),
-            "elevenlabs": elevenlabs_instance(sandbox_server),
-        },
-        engine=FAST_ENGINE,
-    )
 
 
 async def test_elevenlabs_dubs_reach_every_end_with_their_typed_result(
@@ -67,11 +36,7 @@ async def test_elevenlabs_dubs_reach_every_end_with_their_typed_result(
     for name, (script, extra) in scripts.items():
         upstream[name] = sandbox.task(provider="elevenlabs", **script)["id"]
         ids[name] = await register(client, "elevenlabs", upstream[name], **extra)
-    env = {
-        f"POLLHOOK_PROVIDERS__ELEVENLABS__{field.upper()}": str(value)
-        for field, value in elevenlabs_instance(sandbox.base).items()
-    }
-    start_worker(extra_env=env)
+    start_worker()
     await eventually(lambda: all_terminal(engine), within_s=30, what="every dub to end")
 
     tasks = {name: (await client.get(f"/v1/tasks/{tid}")).json() for name, tid in ids.items()}

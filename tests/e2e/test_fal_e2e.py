@@ -7,49 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.config import Settings
 from tests.e2e.conftest import (
-    FAST_ENGINE,
-    FAST_PROVIDER,
-    SANDBOX_KEY,
     Sandbox,
     Worker,
-    provider_settings,
 )
 from tests.e2e.test_engine_e2e import all_terminal, eventually, register
-from tests.helpers import ACME_KEY, ADMIN_KEYS
-
-
-def fal_settings(sandbox_base: str) -> dict[str, Any]:
-    return {
-        "kind": "fal",
-        "base_url": sandbox_base,
-        "api_key": SANDBOX_KEY,
-        "rate_limit_per_s": 0,
-        **FAST_PROVIDER,
-    }
-
-
-@pytest.fixture
-def settings(database_url: str, sandbox_server: str) -> Settings:
-    """The in-process API with the fal instance on the sandbox, as the worker has it."""
-    return Settings(
-        database_url=database_url,
-        api_keys=[{"tenant": "acme", "key": ACME_KEY}],
-        admin_keys=ADMIN_KEYS,
-        providers={**provider_settings(sandbox_server), "fal": fal_settings(sandbox_server)},
-        engine=FAST_ENGINE,
-    )
-
-
-def fal_env(sandbox_base: str) -> dict[str, str]:
-    return {
-        f"POLLHOOK_PROVIDERS__FAL__{field.upper()}": str(value)
-        for field, value in fal_settings(sandbox_base).items()
-    }
 
 
 async def test_fal_requests_reach_every_end_with_their_results(
@@ -75,7 +39,7 @@ async def test_fal_requests_reach_every_end_with_their_results(
         upstream = sandbox.task(provider="fal", **script)
         upstream_ids[name] = upstream["id"]
         ids[name] = await register(client, "fal", upstream["id"], **extra)
-    start_worker(extra_env=fal_env(sandbox.base))
+    start_worker()
     await eventually(lambda: all_terminal(engine), within_s=30, what="every request to end")
 
     tasks = {name: (await client.get(f"/v1/tasks/{tid}")).json() for name, tid in ids.items()}

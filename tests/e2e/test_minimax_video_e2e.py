@@ -7,51 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.config import Settings
 from tests.e2e.conftest import (
-    FAST_ENGINE,
-    FAST_PROVIDER,
     SANDBOX_KEY,
     Sandbox,
     Worker,
-    provider_settings,
 )
 from tests.e2e.test_engine_e2e import all_terminal, eventually, register
-from tests.helpers import ACME_KEY, ADMIN_KEYS
 
 INSTANCE = "minimax_video"
-
-
-def video_instance(sandbox_base: str) -> dict[str, Any]:
-    return {
-        "kind": "minimax_video",
-        "base_url": sandbox_base,
-        "api_key": SANDBOX_KEY,
-        "rate_limit_per_s": 0,
-        **FAST_PROVIDER,
-    }
-
-
-@pytest.fixture
-def settings(database_url: str, sandbox_server: str) -> Settings:
-    """The API registers video tasks with the worker's fast schedule, not the 10 s default."""
-    return Settings(
-        database_url=database_url,
-        api_keys=[{"tenant": "acme", "key": ACME_KEY}],
-        admin_keys=ADMIN_KEYS,
-        providers={**provider_settings(sandbox_server), INSTANCE: video_instance(sandbox_server)},
-        engine=FAST_ENGINE,
-    )
-
-
-def worker_env(sandbox_base: str) -> dict[str, str]:
-    return {
-        f"POLLHOOK_PROVIDERS__{INSTANCE.upper()}__{name.upper()}": str(value)
-        for name, value in video_instance(sandbox_base).items()
-    }
 
 
 async def test_video_tasks_reach_every_end_with_their_typed_result(
@@ -78,7 +43,7 @@ async def test_video_tasks_reach_every_end_with_their_typed_result(
     for name, (script, extra) in scripts.items():
         upstream[name] = sandbox.task(provider=INSTANCE, status_case="title", **script)
         ids[name] = await register(client, INSTANCE, upstream[name]["id"], **extra)
-    worker = start_worker(extra_env=worker_env(sandbox_server))
+    worker = start_worker()
     try:
         await eventually(lambda: all_terminal(engine), within_s=30, what="every task to end")
     except AssertionError as exc:

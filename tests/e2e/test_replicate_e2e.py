@@ -11,42 +11,11 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.config import Settings
 from tests.e2e.conftest import (
-    FAST_ENGINE,
-    FAST_PROVIDER,
-    SANDBOX_KEY,
     Sandbox,
     Worker,
-    provider_settings,
 )
 from tests.e2e.test_engine_e2e import all_terminal, eventually, register
-from tests.helpers import ACME_KEY, ADMIN_KEYS
-
-
-def replicate_instance(sandbox_base: str) -> dict[str, Any]:
-    return {
-        "kind": "replicate",
-        "base_url": sandbox_base,
-        "api_key": SANDBOX_KEY,
-        "rate_limit_per_s": 0,
-        **FAST_PROVIDER,
-    }
-
-
-@pytest.fixture
-def settings(database_url: str, sandbox_server: str) -> Settings:
-    """The API registers with the schedule the worker below polls by."""
-    return Settings(
-        database_url=database_url,
-        api_keys=[{"tenant": "acme", "key": ACME_KEY}],
-        admin_keys=ADMIN_KEYS,
-        providers={
-            **provider_settings(sandbox_server),
-            "replicate": replicate_instance(sandbox_server),
-        },
-        engine=FAST_ENGINE,
-    )
 
 
 async def test_replicate_predictions_reach_every_end(
@@ -71,13 +40,7 @@ async def test_replicate_predictions_reach_every_end(
     for name, (script, extra) in scripts.items():
         upstream = sandbox.task(provider="replicate", **script)
         ids[name] = await register(client, "replicate", upstream["id"], **extra)
-    instance = replicate_instance(sandbox.base)
-    start_worker(
-        extra_env={
-            f"POLLHOOK_PROVIDERS__REPLICATE__{field.upper()}": str(value)
-            for field, value in instance.items()
-        }
-    )
+    start_worker()
     await eventually(lambda: all_terminal(engine), within_s=30, what="every prediction to end")
 
     tasks = {name: (await client.get(f"/v1/tasks/{tid}")).json() for name, tid in ids.items()}
