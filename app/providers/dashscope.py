@@ -47,6 +47,7 @@ from app.providers.http import (
     json_object,
     malformed,
     raise_for_http_status,
+    raise_unless_success,
     unexpected_status,
     url_expires_at,
 )
@@ -227,21 +228,15 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
     try:
         body = json_object(response)
     except TransientError:
-        _raise_for_status(response)
+        raise_unless_success(response)
         raise
     if response.is_success:
         return body
     code = body.get("code")
     if isinstance(code, str) and code.strip():
         raise _classify(clip(code.strip(), MAX_CODE_CHARS), response, body)
-    _raise_for_status(response)
-    raise unexpected_status(response)
-
-
-def _raise_for_status(response: httpx.Response) -> None:
     raise_for_http_status(response)
-    if not response.is_success:
-        raise unexpected_status(response)
+    raise unexpected_status(response)
 
 
 def _classify(code: str, response: httpx.Response, body: dict[str, Any]) -> ProviderError:

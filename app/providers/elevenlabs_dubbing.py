@@ -44,8 +44,7 @@ from app.providers.http import (
     finite_number,
     json_object,
     malformed,
-    raise_for_http_status,
-    unexpected_status,
+    raise_unless_success,
 )
 
 QUERY_PATH = "/v1/dubbing/"
@@ -182,7 +181,7 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
     try:
         body = json_object(response)
     except TransientError:
-        _raise_for_status(response)
+        raise_unless_success(response)
         raise
     if response.is_success:
         return body
@@ -210,12 +209,6 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
     # 408 and 5xx; a 404 without dubbing_not_found (a wrong base URL, a proxy); anything
     # else undocumented: transient, so a misconfiguration does not fail every task at once.
     raise TransientError(message, code=code, raw=raw)
-
-
-def _raise_for_status(response: httpx.Response) -> None:
-    raise_for_http_status(response)
-    if not response.is_success:
-        raise unexpected_status(response)
 
 
 def _base_url(response: httpx.Response, path: str) -> str:

@@ -277,6 +277,14 @@ def raise_for_http_status(response: httpx.Response) -> None:
         raise TransientError(f"HTTP {status}", code=code, raw=excerpt(response))
 
 
+def raise_unless_success(response: httpx.Response) -> None:
+    """`raise_for_http_status`, then `unexpected_status` for any other non-2xx: for an
+    answer whose body said nothing more specific; return for a 2xx."""
+    raise_for_http_status(response)
+    if not response.is_success:
+        raise unexpected_status(response)
+
+
 def unexpected_status(response: httpx.Response) -> TransientError:
     """For a non-2xx status no rule covers (3xx, 404, ...) and no body that explains it.
 

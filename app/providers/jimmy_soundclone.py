@@ -38,8 +38,7 @@ from app.providers.http import (
     is_http_url,
     json_object,
     malformed,
-    raise_for_http_status,
-    unexpected_status,
+    raise_unless_success,
     url_expires_at,
 )
 
@@ -175,10 +174,10 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
     try:
         body = json_object(response)
     except TransientError:
-        _raise_for_status(response)
+        raise_unless_success(response)
         raise
     if body.get("code") is None:
-        _raise_for_status(response)
+        raise_unless_success(response)
         raise malformed("no code in the envelope", body)
     code = clip(str(body["code"]), 50)
     msg = body.get("msg")
@@ -187,17 +186,11 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
         raise CredentialError(message, code=code, raw=cap_raw(body))
     if code == BAD_REQUEST_CODE:
         raise TaskError(message, code=code, raw=cap_raw(body))
-    _raise_for_status(response)
+    raise_unless_success(response)
     if code != SUCCESS_CODE:
         # -1 is the documented "server error, retry later"; unknown codes are treated alike.
         raise TransientError(message, code=code, raw=cap_raw(body))
     return body
-
-
-def _raise_for_status(response: httpx.Response) -> None:
-    raise_for_http_status(response)
-    if not response.is_success:
-        raise unexpected_status(response)
 
 
 def _result(

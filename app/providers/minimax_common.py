@@ -50,8 +50,7 @@ from app.providers.http import (
     is_http_url,
     json_object,
     malformed,
-    raise_for_http_status,
-    unexpected_status,
+    raise_unless_success,
     url_expires_at,
 )
 
@@ -294,24 +293,18 @@ def checked(response: httpx.Response) -> dict[str, Any]:
     try:
         body = json_object(response)
     except TransientError:
-        _raise_for_status(response)
+        raise_unless_success(response)
         raise
     base = body.get("base_resp")
     code = base.get("status_code") if isinstance(base, dict) else None
     if not isinstance(code, int) or isinstance(code, bool):
-        _raise_for_status(response)
+        raise_unless_success(response)
         raise malformed("no base_resp.status_code in the answer", body)
     if code != 0:
         raise _classify(code, response, body)
     # A 0 that comes with an error status contradicts itself; trust the error.
-    _raise_for_status(response)
+    raise_unless_success(response)
     return body
-
-
-def _raise_for_status(response: httpx.Response) -> None:
-    raise_for_http_status(response)
-    if not response.is_success:
-        raise unexpected_status(response)
 
 
 def _classify(code: int, response: httpx.Response, body: dict[str, Any]) -> ProviderError:
