@@ -34,6 +34,7 @@ from app.providers.base import (
     TransientError,
     Upstream,
     cap_raw,
+    require_canonical,
     result_not_ready,
 )
 from app.providers.external_ids import InvalidExternalId
@@ -173,12 +174,7 @@ class AssemblyAIAdapter:
 
     async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
         external_id = context.external_id
-        try:
-            # Registration refuses such ids; one stored before it did must not be sent.
-            if self.normalize_id(external_id) != external_id:
-                raise InvalidExternalId("must be in lowercase")
-        except InvalidExternalId as exc:
-            raise TaskError(f"external_id {exc}", code="invalid_external_id") from None
+        require_canonical(self.normalize_id, external_id)
         response = await upstream.get(QUERY_PATH + external_id, max_bytes=MAX_TRANSCRIPT_BYTES)
         body = _checked(response)
         status = body.get("status")

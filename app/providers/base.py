@@ -27,7 +27,7 @@ checkpoint with the task however the poll ended, across restarts and replicas.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -40,6 +40,7 @@ from app.blobs.views import ArchivedFile
 from app.core.config import ProviderKind
 from app.core.redaction import Redactor
 from app.models import TaskStatus
+from app.providers.external_ids import InvalidExternalId
 
 RAW_RESPONSE_LIMIT = 8 * 1024
 # Polls in a row that may find a task done upstream but its result not handed over yet
@@ -265,6 +266,18 @@ class ProviderAdapter(Protocol):
         """The files `result` (this adapter's own) links to, with when each URL dies, for
         the archive; `received_at` is when pollhook got the result."""
         ...
+
+
+def require_canonical(normalize: Callable[[object], str], external_id: str) -> None:
+    """A stored id that is not this provider's canonical form is never sent: registration
+    refuses such ids, and one stored before it did fails its task, unsent, with
+    `invalid_external_id`. `normalize` is the adapter's `normalize_id`."""
+    try:
+        canonical = normalize(external_id)
+    except InvalidExternalId as exc:
+        raise TaskError(f"external_id {exc}", code="invalid_external_id") from None
+    if canonical != external_id:
+        raise TaskError("external_id is not in its canonical form", code="invalid_external_id")
 
 
 def result_not_ready(

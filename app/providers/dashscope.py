@@ -38,6 +38,7 @@ from app.providers.base import (
     TransientError,
     Upstream,
     cap_raw,
+    require_canonical,
     result_not_ready,
 )
 from app.providers.external_ids import InvalidExternalId
@@ -167,11 +168,7 @@ class DashscopeAdapter:
 
     async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
         external_id = context.external_id
-        try:
-            # Registration refuses such ids; one stored before it did must not be sent.
-            self.normalize_id(external_id)
-        except InvalidExternalId as exc:
-            raise TaskError(f"external_id {exc}", code="invalid_external_id") from None
+        require_canonical(self.normalize_id, external_id)
         # Taken before the request: the answer's URLs are signed during it, so the lifetime
         # counted from here errs early.
         received_at = self._clock()

@@ -36,9 +36,10 @@ from app.providers.base import (
     TransientError,
     Upstream,
     cap_raw,
+    require_canonical,
     result_not_ready,
 )
-from app.providers.external_ids import InvalidExternalId, opaque_id, path_segment_problem
+from app.providers.external_ids import opaque_id, path_segment_problem
 from app.providers.http import (
     clip,
     finite_number,
@@ -140,11 +141,7 @@ class ElevenLabsDubbingAdapter:
 
     async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
         external_id = context.external_id
-        try:
-            # Registration refuses such ids; one stored before it did must not be sent.
-            self.normalize_id(external_id)
-        except InvalidExternalId as exc:
-            raise TaskError(f"external_id {exc}", code="invalid_external_id") from None
+        require_canonical(self.normalize_id, external_id)
         path = QUERY_PATH + quote(external_id, safe="")
         response = await upstream.get(path)
         body = _checked(response)

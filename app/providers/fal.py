@@ -32,10 +32,10 @@ from app.providers.base import (
     PollOutcome,
     ProviderResult,
     ResultFile,
-    TaskError,
     TransientError,
     Upstream,
     cap_raw,
+    require_canonical,
     result_not_ready,
 )
 from app.providers.external_ids import (
@@ -158,13 +158,8 @@ class FalAdapter:
         ]
 
     async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
-        try:
-            # Registration refuses such ids; one stored before it did must not be sent.
-            request = _Request.parse(context.external_id)
-            if request.external_id != context.external_id:
-                raise InvalidExternalId("is not in its canonical form")
-        except InvalidExternalId as exc:
-            raise TaskError(f"external_id {exc}", code="invalid_external_id") from None
+        require_canonical(self.normalize_id, context.external_id)
+        request = _Request.parse(context.external_id)
         resumed = _completed_status(context.checkpoint)
         if resumed is not None:
             # fal said COMPLETED on an earlier poll: only the result is still to be had.

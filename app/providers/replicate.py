@@ -35,6 +35,7 @@ from app.providers.base import (
     TransientError,
     Upstream,
     cap_raw,
+    require_canonical,
     result_not_ready,
 )
 from app.providers.external_ids import InvalidExternalId
@@ -164,11 +165,7 @@ class ReplicateAdapter:
 
     async def poll(self, upstream: Upstream, context: PollContext) -> PollOutcome:
         external_id = context.external_id
-        try:
-            # Registration refuses such ids; one stored before it did must not be sent.
-            self.normalize_id(external_id)
-        except InvalidExternalId as exc:
-            raise TaskError(f"external_id {exc}", code="invalid_external_id") from None
+        require_canonical(self.normalize_id, external_id)
         # Taken before the request: output expiry then errs early, never late.
         received_at = self._clock()
         body = _checked(await upstream.get(QUERY_PATH + external_id))
