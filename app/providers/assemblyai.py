@@ -37,7 +37,7 @@ from app.providers.base import (
     require_canonical,
     result_not_ready,
 )
-from app.providers.external_ids import InvalidExternalId
+from app.providers.external_ids import InvalidExternalId, id_text
 from app.providers.http import (
     clip,
     finite_number,
@@ -136,12 +136,7 @@ class AssemblyAIAdapter:
     requests_per_success: int = 0
 
     def normalize_id(self, raw: object) -> str:
-        if not isinstance(raw, str):
-            raise InvalidExternalId("must be a string (an AssemblyAI transcript id)")
-        if not raw:
-            raise InvalidExternalId("must not be empty")
-        if len(raw) > MAX_ID_CHARS:
-            raise InvalidExternalId(f"must be at most {MAX_ID_CHARS} characters")
+        raw = id_text(raw, MAX_ID_CHARS, what="an AssemblyAI transcript id")
         # AssemblyAI writes its ids in lowercase; an uppercased UUID is the same id.
         text = raw.lower() if raw.isascii() else raw
         if not _ID.fullmatch(text):

@@ -48,14 +48,21 @@ def int64_id(raw: object) -> str:
     return str(value)
 
 
-def opaque_id(raw: object) -> str:
-    """Opaque text that goes into the query URL as one path segment (or query value)."""
+def id_text(raw: object, limit: int = MAX_EXTERNAL_ID_LENGTH, *, what: str = "") -> str:
+    """`raw` as the text of an id: a non-empty string of at most `limit` characters. `what`
+    names the id in the message for a value that is not a string."""
     if not isinstance(raw, str):
-        raise InvalidExternalId("must be a string")
+        raise InvalidExternalId(f"must be a string ({what})" if what else "must be a string")
     if not raw:
         raise InvalidExternalId("must not be empty")
-    if len(raw) > MAX_EXTERNAL_ID_LENGTH:
-        raise InvalidExternalId(f"must be at most {MAX_EXTERNAL_ID_LENGTH} characters")
+    if len(raw) > limit:
+        raise InvalidExternalId(f"must be at most {limit} characters")
+    return raw
+
+
+def opaque_id(raw: object) -> str:
+    """Opaque text that goes into the query URL as one path segment (or query value)."""
+    raw = id_text(raw)
     problem = path_segment_problem(raw)
     if problem is not None:
         raise InvalidExternalId(problem)

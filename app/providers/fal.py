@@ -39,8 +39,8 @@ from app.providers.base import (
     result_not_ready,
 )
 from app.providers.external_ids import (
-    MAX_EXTERNAL_ID_LENGTH,
     InvalidExternalId,
+    id_text,
     path_segment_problem,
 )
 from app.providers.http import (
@@ -263,13 +263,7 @@ class _Request:
         an endpoint sub-path after the app (`fal-ai/flux/dev/<id>`), are accepted too,
         the sub-path dropped: fal's status and result routes take the owner and app only.
         The request_id is a UUID, written in lowercase."""
-        if not isinstance(raw, str):
-            raise InvalidExternalId("must be a string")
-        if not raw:
-            raise InvalidExternalId("must not be empty")
-        if len(raw) > MAX_EXTERNAL_ID_LENGTH:
-            raise InvalidExternalId(f"must be at most {MAX_EXTERNAL_ID_LENGTH} characters")
-        *model, request_id = raw.split("/")
+        *model, request_id = id_text(raw).split("/")
         for segment in model:
             # Dot segments, separators and invisible characters first, with their reason.
             problem = path_segment_problem(segment) if segment else "must not be empty"

@@ -38,7 +38,7 @@ from app.providers.base import (
     require_canonical,
     result_not_ready,
 )
-from app.providers.external_ids import InvalidExternalId
+from app.providers.external_ids import InvalidExternalId, id_text
 from app.providers.http import (
     clip,
     finite_number,
@@ -114,12 +114,7 @@ class ReplicateResult(ProviderResult):
 def prediction_id(raw: object) -> str:
     """A Replicate prediction id: ASCII letters and digits (they are written like
     `gm3qorzdhgbfurvjtvhg6dckhu`), so it stands as one path segment as it is."""
-    if not isinstance(raw, str):
-        raise InvalidExternalId("must be a string")
-    if not raw:
-        raise InvalidExternalId("must not be empty")
-    if len(raw) > MAX_PREDICTION_ID_CHARS:
-        raise InvalidExternalId(f"must be at most {MAX_PREDICTION_ID_CHARS} characters")
+    raw = id_text(raw, MAX_PREDICTION_ID_CHARS)
     if not (raw.isascii() and raw.isalnum()):
         raise InvalidExternalId(
             "must be ASCII letters and digits only, as Replicate's prediction ids are "
