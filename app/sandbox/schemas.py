@@ -27,6 +27,7 @@ from app.sandbox.state import (
     MAX_LATENCY_S,
     MAX_RESULT_BYTES,
     MINIMAX_PROVIDERS,
+    OUTCOME_OWNERS,
     Fault,
     FaultKind,
     FaultSpec,
@@ -68,13 +69,12 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-_MINIMAX: tuple[Provider, ...] = ("minimax", "minimax_video")
 # The script fields only some fakes act on, and which.
 FIELD_OWNERS: dict[str, tuple[Provider, ...]] = {
-    "queued_status": _MINIMAX,
-    "failed_status": _MINIMAX,
-    "file_not_ready_retrieves": _MINIMAX,
-    "backup_url_only": _MINIMAX,
+    "queued_status": MINIMAX_PROVIDERS,
+    "failed_status": MINIMAX_PROVIDERS,
+    "file_not_ready_retrieves": MINIMAX_PROVIDERS,
+    "backup_url_only": MINIMAX_PROVIDERS,
     "message_in_msg": ("jimmy",),
     "model": ("jimmy",),
     "subtitles": ("jimmy",),
@@ -82,11 +82,6 @@ FIELD_OWNERS: dict[str, tuple[Provider, ...]] = {
     "files": ("dashscope",),
     "failed_files": ("dashscope",),
     "result_list_length": ("replicate",),
-}
-# The ends only some providers have: Jimmy's and MiniMax video's tasks never expire.
-OUTCOME_OWNERS: dict[Outcome, tuple[Provider, ...]] = {
-    "expired": ("minimax", "replicate", "dashscope", "assemblyai"),
-    "canceled": ("replicate", "dashscope"),
 }
 
 

@@ -121,10 +121,20 @@ DEFAULT_FAILURE_MESSAGE = "audio generation failed"
 DEFAULT_LATENCY_S: dict[FaultKind, float] = {"latency": 1.0, "timeout": 30.0}
 MAX_LATENCY_S = 120.0
 
-# The providers with no `expired` state, by their names in messages.
-NO_EXPIRED_STATE: dict[Provider, str] = {
+# The ends only some providers have (Jimmy's, MiniMax video's, fal's and ElevenLabs' tasks
+# never expire; only Replicate and DashScope cancel), and who has them.
+OUTCOME_OWNERS: dict[Outcome, tuple[Provider, ...]] = {
+    "expired": ("minimax", "replicate", "dashscope", "assemblyai"),
+    "canceled": ("replicate", "dashscope"),
+}
+# The providers as messages name them.
+PROVIDER_NAMES: dict[Provider, str] = {
+    "minimax": "MiniMax",
     "jimmy": "Jimmy",
     "minimax_video": "MiniMax video",
+    "replicate": "Replicate",
+    "dashscope": "DashScope",
+    "assemblyai": "AssemblyAI",
     "fal": "fal",
     "elevenlabs": "ElevenLabs",
 }
@@ -825,10 +835,10 @@ class Sandbox:
 
     def create_tasks(self, spec: TaskSpec, at: Instant, count: int = 1) -> list[Task]:
         """Create `count` tasks from one script, all at `at`; all or none."""
-        if spec.outcome == "expired" and spec.provider in NO_EXPIRED_STATE:
-            raise SandboxError(f"expired is not a {NO_EXPIRED_STATE[spec.provider]} task state")
-        if spec.outcome == "canceled" and spec.provider not in ("replicate", "dashscope"):
-            raise SandboxError(f"canceled is not a {spec.provider} task state")
+        owners = OUTCOME_OWNERS.get(spec.outcome)
+        if owners is not None and spec.provider not in owners:
+            name = PROVIDER_NAMES[spec.provider]
+            raise SandboxError(f"{spec.outcome} is not a {name} task state")
         if spec.id is not None and count != 1:
             raise SandboxError("an explicit id names a single task")
         self.tasks.reserve(count)
