@@ -7,14 +7,14 @@ callback can make a task be polled sooner, never change what pollhook reports of
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from app.core.config import MAX_DEADLINE_S, ProviderSettings, Settings
-from app.core.errors import NotFound, Unauthorized, ValidationFailed
+from app.core.errors import InvalidJson, NotFound, Unauthorized, ValidationFailed
+from app.core.json_body import parse_json_body
 from app.core.logging import get_logger
 from app.core.metrics import INBOUND_CALLBACKS
 from app.inbound.repository import InboundRepository
@@ -114,10 +114,12 @@ def _canonical(adapter: ProviderAdapter, external_id: str | None) -> str | None:
 
 
 def _json_object(body: bytes, instance: str) -> dict[str, Any]:
+    """The body through the API's one JSON parser (app/core/json_body.py), as an object."""
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        value = None
+        value = parse_json_body(body)
+    except (InvalidJson, ValidationFailed):
+        INBOUND_CALLBACKS.labels(instance, "malformed").inc()
+        raise
     if not isinstance(value, dict):
         INBOUND_CALLBACKS.labels(instance, "malformed").inc()
         raise ValidationFailed("the callback's body is not a JSON object")
